@@ -1,0 +1,51 @@
+# vmcs: top-level entry points. See README.md.
+#
+#   make            build vmcs.ko against the cached test kernel (built if missing)
+#   make KDIR=...   build vmcs.ko against another Rust-enabled kernel tree
+#   make demo       set up everything, boot two guests, show them talking
+#   make test       set up everything, run every test (TAP, ends in "N passed, N failed")
+#   make bench      benchmarks (host protocol bench; more as the transport lands)
+#   make fuzz       run the protocol fuzzer for a bounded time (FUZZ_SECONDS, default 600)
+#   make clean      remove build products (the kernel cache in ~/.cache/vmcs stays)
+
+SHELL := /bin/bash
+FUZZ_SECONDS ?= 600
+
+.PHONY: all module setup kernel test demo bench bench-proto fuzz clippy-module fmt clean
+
+all: module
+
+setup:
+	@ci/setup-deps.sh
+
+kernel: setup
+	@ci/build-kernel.sh >/dev/null
+
+module:
+	@if [ -z "$(KDIR)" ]; then ci/setup-deps.sh; fi
+	@KDIR="$(KDIR)" ci/build-module.sh >/dev/null
+	@echo "built $(CURDIR)/vmcs.ko"
+
+clippy-module:
+	@KDIR="$(KDIR)" ci/build-module.sh CLIPPY=1 >/dev/null
+
+test:
+	@ci/test.sh
+
+demo:
+	@ci/demo.sh
+
+bench: bench-proto
+
+bench-proto:
+	@rust/bench/run.sh
+
+fuzz:
+	@rust/fuzz/run.sh $(FUZZ_SECONDS)
+
+fmt:
+	@ci/fmt.sh
+
+clean:
+	@if [ -n "$(KDIR)" ] && [ -f "$(KDIR)/Makefile" ]; then $(MAKE) -C "$(KDIR)" M=$(CURDIR) clean; fi
+	rm -rf build vmcs.ko *.o module/*.o module/.*.cmd .*.cmd *.mod *.mod.c modules.order Module.symvers

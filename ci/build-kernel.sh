@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Build the Rust-enabled test guest kernel, cached outside the repository and
+# keyed by kernel version and config fragment hash.
+#
+# Prints the build directory (usable as KDIR=) on stdout; bzImage is in
+# $dir/arch/x86/boot/bzImage.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+vmcs_toolchain_env
+
+src=$("$VMCS_TOP/ci/fetch-kernel.sh")
+version=$(awk '{print $2}' "$src/.vmcs-complete")
+frag="$VMCS_TOP/qemu-test/kernel.config"
+key="$version-$(cat "$frag" | sha256sum | cut -c1-12)-$(rustc --version | awk '{print $2}')"
+out="$VMCS_CACHE/kbuild/$key"
+
+if [ -f "$out/.vmcs-built" ] && [ -f "$out/arch/x86/boot/bzImage" ] && [ -f "$out/Module.symvers" ]; then
+	log "guest kernel: cached ($out)"
+	echo "$out"
+	exit 0
+fi
+
+mkdir -p "$out"
+log "building guest kernel $version (key $key) in $out; this takes a few minutes"
+start=$(date +%s)
+mk=(make -C "$src" O="$out" LLVM= -j"$(nproc)")
+"${mk[@]}" -s tinyconfig >&2
+cp "$out/.config" "$out/.config.tiny"
+"$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config.tiny" "$frag" >"$out/.merge.log" 2>&1
+"${mk[@]}" -s olddefconfig >&2
+# Every option of the fragment must have survived olddefconfig.
+bad=0
+while read -r line; do
+	case "$line" in CONFIG_*=*) ;; *) continue ;; esac
+	grep -qx -- "$line" "$out/.config" || { log "config option not taken: $line"; bad=1; }
+done <"$frag"
+[ "$bad" -eq 0 ] || die "the config fragment does not apply cleanly (see above); is the Rust toolchain usable? try: make -C $src O=$out rustavailable"
+# `modules` runs modpost over vmlinux, which writes the Module.symvers that out-of-tree
+# modules link against.
+"${mk[@]}" -s bzImage modules >&2
+touch "$out/.vmcs-built"
+log "guest kernel built in $(( $(date +%s) - start )) s"
+echo "$out"

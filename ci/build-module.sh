@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Build vmcs.ko. Against $KDIR when given (any Rust-enabled kernel build tree, e.g. a distro
+# kernel's prepared headers), else against the cached test guest kernel, built if missing.
+# Extra arguments go to kbuild (e.g. CLIPPY=1). Prints the path of vmcs.ko on stdout.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+vmcs_toolchain_env
+
+kdir=${KDIR:-}
+if [ -z "$kdir" ]; then
+	kdir=$("$VMCS_TOP/ci/build-kernel.sh")
+fi
+[ -f "$kdir/Makefile" ] || die "KDIR=$kdir is not a kernel build tree"
+grep -q '^CONFIG_RUST=y' "$kdir/.config" 2>/dev/null || die "KDIR=$kdir has no CONFIG_RUST=y"
+
+# A kernel built with gcc (LLVM unset) needs the module built the same way.
+make -C "$kdir" M="$VMCS_TOP" "$@" modules >&2
+echo "$VMCS_TOP/vmcs.ko"

@@ -1,0 +1,35 @@
+# shellcheck shell=bash
+# Shared settings for the vmcs set-up and test scripts. Sourced, never run.
+
+VMCS_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export VMCS_TOP
+
+# Everything that is expensive to rebuild lives outside the repository, so that
+# a fresh clone reuses it. VMCS_CACHE overrides the place.
+: "${VMCS_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/vmcs}"
+export VMCS_CACHE
+
+# The pinned kernel series and the version recorded as known good. When the
+# recorded version has rolled out of the archive, the newest 7.2.x is used.
+VMCS_KSERIES=7.2
+VMCS_KVERSION_PINNED=${VMCS_KVERSION_PINNED:-7.2.13-1}
+
+# bindgen-cli version installed into the cache (kernel 7.2 needs >= 0.71.1).
+VMCS_BINDGEN_VERSION=0.72.1
+# PyPI libclang wheel that ships libclang.so (>= 17 is needed; Debian 12 has 14).
+VMCS_LIBCLANG_VERSION=18.1.1
+
+log() { printf '[vmcs] %s\n' "$*" >&2; }
+die() { printf '[vmcs] error: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root: directly when we are root, else through sudo.
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# The toolchain environment the kernel's Rust build needs.
+vmcs_toolchain_env() {
+	export LIBCLANG_PATH="$VMCS_CACHE/venv/lib/python3/site-packages/clang/native"
+	[ -d "$LIBCLANG_PATH" ] || LIBCLANG_PATH=$(ls -d "$VMCS_CACHE"/venv/lib/python3*/site-packages/clang/native 2>/dev/null | head -n1)
+	export PATH="$VMCS_CACHE/bin:$PATH"
+}

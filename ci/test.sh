@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# `make test`: set up everything, then run every test and print one TAP stream that ends in
+# "N passed, N failed". Exits non-zero on any failure. Each step's full output is kept in
+# build/test-logs/.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$VMCS_TOP"
+
+logs="$VMCS_TOP/build/test-logs"
+rm -rf "$logs"
+mkdir -p "$logs"
+n=0
+passed=0
+failed=0
+t0=$(date +%s)
+
+point() { # point ok|"not ok" DESCRIPTION
+	n=$((n + 1))
+	echo "$1 $n - $2"
+	if [ "$1" = ok ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+# step NAME COMMAND...: one test point from a command; output kept in the step's log.
+step() {
+	local name=$1 logf
+	shift
+	logf="$logs/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '-').log"
+	local s=$(date +%s)
+	if "$@" >"$logf" 2>&1; then
+		point ok "$name ($(($(date +%s) - s)) s)"
+	else
+		point "not ok" "$name ($(($(date +%s) - s)) s)"
+		tail -n 30 "$logf" | sed 's/^/# /'
+	fi
+}
+# tap_step NAME COMMAND...: a command that prints TAP lines; each becomes a test point.
+tap_step() {
+	local name=$1 logf line rc
+	shift
+	logf="$logs/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '-').log"
+	"$@" >"$logf.tap" 2>"$logf"
+	rc=$?
+	while IFS= read -r line; do
+		case "$line" in
+		"ok "*) point ok "${line#ok - }" ;;
+		"not ok "*) point "not ok" "${line#not ok - }" ;;
+		"#"*) echo "$line" ;;
+		esac
+	done <"$logf.tap"
+	if [ "$rc" != 0 ]; then
+		point "not ok" "$name exited $rc"
+		tail -n 20 "$logf" | sed 's/^/# /'
+	fi
+}
+finish() {
+	echo "1..$n"
+	echo "# total time $(($(date +%s) - t0)) s; logs in $logs"
+	echo "$passed passed, $failed failed"
+	[ "$failed" = 0 ]
+	exit $?
+}
+
+echo "# vmcs test run, $(date -u)"
+# Set-up: a failure here leaves nothing to test.
+if ! ci/setup-deps.sh >"$logs/setup.log" 2>&1; then
+	point "not ok" "set-up (ci/setup-deps.sh)"
+	tail -n 30 "$logs/setup.log" | sed 's/^/# /'
+	finish
+fi
+point ok "set-up (ci/setup-deps.sh)"
+vmcs_toolchain_env
+s=$(date +%s)
+if ! env_out=$(qemu-test/prepare.sh 2>"$logs/prepare.log"); then
+	point "not ok" "guest kernel, vmcs.ko and initramfs build"
+	tail -n 40 "$logs/prepare.log" | sed 's/^/# /'
+	finish
+fi
+eval "$env_out"
+grep -E 'kernel source|guest kernel' "$logs/prepare.log" | sed 's/^/# /'
+point ok "guest kernel, vmcs.ko and initramfs build ($(($(date +%s) - s)) s)"
+
+# Host-side Rust: unit and property tests, formatting, lints.
+crates=()
+for m in rust/Cargo.toml userspace-tool/Cargo.toml qemu-test/guest-tools/Cargo.toml; do
+	[ -f "$m" ] && crates+=("$m")
+done
+for m in "${crates[@]}"; do
+	d=$(dirname "$m")
+	step "cargo test ($d)" cargo test --quiet --manifest-path "$m" --target-dir build/host-target
+	step "cargo clippy -D warnings ($d)" cargo clippy --quiet --manifest-path "$m" --all-targets \
+		--target-dir build/host-target -- -D warnings
+	step "cargo fmt --check ($d)" cargo fmt --manifest-path "$m" --all -- --check
+done
+[ -x rust/loom.sh ] && step "loom model check of the ring (rust/)" rust/loom.sh
+[ -x rust/fuzz/run.sh ] && step "fuzz smoke run (rust/fuzz, 20 s)" rust/fuzz/run.sh 20
+
+# The module: rustfmt with the kernel's settings, and a clippy build with no warnings.
+ksrc=$(readlink -f "$VMCS_KDIR/source")
+step "rustfmt --check module/" rustfmt --check --edition 2021 --config-path "$ksrc/.rustfmt.toml" module/vmcs_drv.rs
+clippy_module() {
+	touch module/vmcs_drv.rs
+	out=$(KDIR=$VMCS_KDIR ci/build-module.sh CLIPPY=1 2>&1) || { echo "$out"; return 1; }
+	echo "$out"
+	! grep -qiE '(^|\s)(warning|error)(\[|:)' <<<"$out"
+}
+step "module builds clean with CLIPPY=1" clippy_module
+
+# Cross-guest scenarios in booted guests.
+tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
+tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doorbell --guests 2
+tap_step "qemu basic doorbell 3" qemu-test/run.sh --scenario basic --variant doorbell --guests 3
+
+finish

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Domains: one per bound ivshmem device.
+//!
+//! A domain is the set of guests that share one ivshmem region. Each bound device registers
+//! its domain here on probe and removes it on unbind; interfaces look domains up by index.
+
+use crate::ffi::SharedRegion;
+use kernel::{prelude::*, revocable::Revocable, sync::Arc};
+
+/// Which QEMU ivshmem variant a device is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Variant {
+    /// `ivshmem-plain`: shared memory only, no interrupts, no server-assigned id.
+    Plain,
+    /// `ivshmem-doorbell`: MSI-X vectors, the doorbell register and an IVPosition id.
+    Doorbell,
+}
+
+impl Variant {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Variant::Plain => "ivshmem-plain",
+            Variant::Doorbell => "ivshmem-doorbell",
+        }
+    }
+}
+
+/// One bound ivshmem device and its shared region.
+#[pin_data]
+pub(crate) struct Domain {
+    /// Small integer naming the domain inside this guest, in probe order.
+    pub(crate) index: u32,
+    pub(crate) variant: Variant,
+    /// The peer id QEMU's server gave this guest (doorbell devices only).
+    pub(crate) ivposition: Option<u32>,
+    /// Size of the shared region in bytes.
+    pub(crate) size: usize,
+    /// The mapped region. Revoked when the device unbinds; users then get `ENODEV`.
+    #[pin]
+    pub(crate) region: Revocable<SharedRegion>,
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: Initialised in module init, by `init_registry`, before the PCI driver and the
+    // device node are registered.
+    unsafe(uninit) static DOMAINS: Mutex<KVec<Arc<Domain>>> = KVec::new();
+}
+
+/// Initialises the domain registry. Called once, first thing in module init.
+pub(crate) fn init_registry() {
+    // SAFETY: Called exactly once, from module init, before anything else uses `DOMAINS`.
+    unsafe { DOMAINS.init() };
+}
+
+/// Creates a domain with the lowest free index and adds it to the registry.
+///
+/// The index is chosen and the domain added under one lock, so concurrent probes never
+/// share an index.
+pub(crate) fn register_new(make: impl FnOnce(u32) -> Result<Arc<Domain>>) -> Result<Arc<Domain>> {
+    let mut domains = DOMAINS.lock();
+    let mut index = 0;
+    while domains.iter().any(|d| d.index == index) {
+        index += 1;
+    }
+    let domain = make(index)?;
+    domains.push(domain.clone(), GFP_KERNEL)?;
+    Ok(domain)
+}
+
+/// Removes a domain from the registry and revokes its region: files that still hold the
+/// domain get `ENODEV` from then on.
+pub(crate) fn unregister(domain: &Arc<Domain>) {
+    {
+        let mut domains = DOMAINS.lock();
+        domains.retain(|d| !Arc::ptr_eq(d, domain));
+    }
+    domain.region.revoke();
+}
+
+/// Returns the domain with the lowest index, the default for a new file.
+pub(crate) fn default_domain() -> Option<Arc<Domain>> {
+    DOMAINS.lock().iter().min_by_key(|d| d.index).cloned()
+}

@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The one place where vmcs uses raw `bindings::` and talks to its C glue (vmcs_glue.c).
+//!
+//! Everything here wraps a C interface the `kernel` crate has no abstraction for, in a small
+//! safe type: the `/dev/vmcs` registration with our own file_operations, the write-back
+//! mapping of the shared BAR, and the C entry points of the file operations, which forward
+//! to the safe code in `chardev`.
+
+use crate::chardev::Endpoint;
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
+use kernel::{
+    bindings,
+    error::to_result,
+    prelude::*,
+    sync::{Arc, ArcBorrow},
+    types::{ForeignOwnable, Opaque},
+    uaccess::{UserPtr, UserSlice},
+};
+
+// The C glue's side of module/vmcs_glue.h.
+extern "C" {
+    /// Returns the `struct file_operations` of /dev/vmcs (a static table in vmcs_glue.c),
+    /// typed `void *` here because bindgen's `file_operations` is not FFI-safe by lint.
+    fn vmcs_glue_fops() -> *const c_void;
+}
+
+/// A registration of the `/dev/vmcs` misc device.
+///
+/// # Invariants
+///
+/// `inner` holds a `struct miscdevice` registered with `misc_register()` for the whole life
+/// of this value; it is deregistered exactly once, in `drop`.
+#[pin_data(PinnedDrop)]
+pub(crate) struct ChrdevRegistration {
+    #[pin]
+    inner: Opaque<bindings::miscdevice>,
+}
+
+// SAFETY: `misc_deregister` may be called from any thread.
+unsafe impl Send for ChrdevRegistration {}
+// SAFETY: `&self` gives no access to the inner `miscdevice`.
+unsafe impl Sync for ChrdevRegistration {}
+
+impl ChrdevRegistration {
+    /// Registers `/dev/<name>` with file mode `mode`.
+    pub(crate) fn register(name: &'static CStr, mode: u32) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            inner <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
+                let mut misc: bindings::miscdevice = pin_init::zeroed();
+                misc.minor = bindings::MISC_DYNAMIC_MINOR as c_int;
+                misc.name = name.as_char_ptr();
+                // SAFETY: `vmcs_glue_fops` returns a pointer to a static table.
+                misc.fops = unsafe { vmcs_glue_fops() }.cast();
+                // `mode` was masked to permission bits, so it fits in `umode_t`.
+                misc.mode = mode as bindings::umode_t;
+                // SAFETY: `slot` is valid for writes and pinned.
+                unsafe { slot.write(misc) };
+                // SAFETY: `slot` holds an initialised, pinned `miscdevice` that outlives the
+                // registration, as `drop` deregisters it before the memory goes away.
+                // INVARIANT: on success the device is registered.
+                to_result(unsafe { bindings::misc_register(slot) })
+            }),
+        })
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for ChrdevRegistration {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariant the device is registered.
+        unsafe { bindings::misc_deregister(self.inner.get()) };
+    }
+}
+
+/// A write-back cacheable mapping of a PCI memory BAR, with the BAR's region requested.
+///
+/// ivshmem's BAR2 is ordinary host RAM shared between guests, so it is mapped cacheable
+/// (`memremap(MEMREMAP_WB)`) rather than as uncached MMIO.
+///
+/// # Invariants
+///
+/// `pdev` is a bound PCI device whose BAR `bar` is requested by us; `addr` points to a
+/// mapping of `len` bytes of that BAR, valid until `drop`.
+pub(crate) struct SharedRegion {
+    pdev: *mut bindings::pci_dev,
+    bar: c_int,
+    addr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: The mapping and the request may be used and released from any thread.
+unsafe impl Send for SharedRegion {}
+// SAFETY: All accesses through `&self` are bounds-checked raw copies; concurrent copies are
+// allowed (the region is shared with other guests anyway).
+unsafe impl Sync for SharedRegion {}
+
+impl SharedRegion {
+    /// Requests and maps BAR `bar` of `pdev`.
+    pub(crate) fn map(
+        pdev: &kernel::pci::Device<kernel::device::Core<'_>>,
+        bar: u32,
+    ) -> Result<Self> {
+        let len = usize::try_from(pdev.resource_len(bar)?).map_err(|_| EINVAL)?;
+        let start = pdev.resource_start(bar)?;
+        if len == 0 {
+            return Err(ENODEV);
+        }
+        // `pci::Device` is `#[repr(transparent)]` over `Opaque<bindings::pci_dev>`, which is
+        // itself transparent, so a pointer to it is a pointer to the `struct pci_dev`. (The
+        // `kernel` crate keeps its own `as_raw` private.)
+        let raw = core::ptr::from_ref(pdev).cast::<bindings::pci_dev>().cast_mut();
+        let bar = c_int::try_from(bar)?;
+        // SAFETY: `raw` is a valid, bound PCI device for the duration of the call.
+        to_result(unsafe { bindings::pci_request_region(raw, bar, c"vmcs".as_char_ptr()) })?;
+        // SAFETY: `start..start + len` is the BAR's resource, which we just requested.
+        let addr = unsafe { bindings::memremap(start, len, bindings::MEMREMAP_WB as c_ulong) };
+        if addr.is_null() {
+            // SAFETY: We requested this region above.
+            unsafe { bindings::pci_release_region(raw, bar) };
+            return Err(ENOMEM);
+        }
+        // INVARIANT: the BAR is requested and `addr` maps its `len` bytes.
+        Ok(Self {
+            pdev: raw,
+            bar,
+            addr: addr.cast(),
+            len,
+        })
+    }
+
+    /// Size of the region in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `dst.len()` bytes starting at `offset` out of the region.
+    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> Result {
+        let end = offset.checked_add(dst.len()).ok_or(EINVAL)?;
+        if end > self.len {
+            return Err(EINVAL);
+        }
+        // SAFETY: `offset..end` lies in the mapping (checked above, type invariant). Other
+        // guests may write the bytes concurrently; the copy then returns some mix of old and
+        // new bytes, which callers treat as untrusted data.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.addr.add(offset), dst.as_mut_ptr(), dst.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `src` into the region starting at `offset`.
+    pub(crate) fn write(&self, offset: usize, src: &[u8]) -> Result {
+        let end = offset.checked_add(src.len()).ok_or(EINVAL)?;
+        if end > self.len {
+            return Err(EINVAL);
+        }
+        // SAFETY: `offset..end` lies in the mapping (checked above, type invariant).
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.addr.add(offset), src.len()) };
+        Ok(())
+    }
+}
+
+impl Drop for SharedRegion {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `addr` is our mapping and the BAR is requested by us;
+        // both are released exactly once, here.
+        unsafe {
+            bindings::memunmap(self.addr.cast());
+            bindings::pci_release_region(self.pdev, self.bar);
+        }
+    }
+}
+
+/// Poll event bits (`EPOLL*` in include/uapi/linux/eventpoll.h; bindgen cannot see them
+/// because C defines them through `__poll_t` casts). These values are user ABI.
+pub(crate) mod poll_mask {
+    /// Readable (`EPOLLIN | EPOLLRDNORM`).
+    pub(crate) const IN: u32 = 0x0001 | 0x0040;
+    /// Writable (`EPOLLOUT | EPOLLWRNORM`).
+    pub(crate) const OUT: u32 = 0x0004 | 0x0100;
+    /// Error (`EPOLLERR`).
+    pub(crate) const ERR: u32 = 0x0008;
+    /// Hang-up (`EPOLLHUP`).
+    pub(crate) const HUP: u32 = 0x0010;
+}
+
+/// Converts a `Result` of a byte count to the `ssize_t` convention.
+fn to_ssize(r: Result<usize>) -> isize {
+    match r {
+        // A count never exceeds the `size_t` the caller passed in, which fits in `ssize_t`.
+        Ok(n) => isize::try_from(n).unwrap_or(isize::MAX),
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// # Safety
+///
+/// `file` must be a file being opened on /dev/vmcs.
+#[no_mangle]
+unsafe extern "C" fn vmcs_chr_open(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    match Endpoint::open() {
+        Ok(ep) => {
+            // SAFETY: `file` is valid during open; private_data is ours from now on.
+            unsafe { (*file).private_data = ep.into_foreign() };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// `file` must be a /dev/vmcs file whose open succeeded and that is being released.
+#[no_mangle]
+unsafe extern "C" fn vmcs_chr_release(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    // SAFETY: `private_data` was set by `vmcs_chr_open` from `Arc::into_foreign`, and release
+    // runs once, after all other file operations.
+    let ep = unsafe { <Arc<Endpoint> as ForeignOwnable>::from_foreign((*file).private_data) };
+    ep.release();
+    0
+}
+
+/// Borrows the endpoint of an open /dev/vmcs file.
+///
+/// # Safety
+///
+/// `file` must be a /dev/vmcs file whose open succeeded and that is not yet released.
+unsafe fn endpoint<'a>(file: *mut bindings::file) -> ArcBorrow<'a, Endpoint> {
+    // SAFETY: Per the function's safety requirements `private_data` holds our `Arc` until
+    // release, which cannot run while a file operation is in progress.
+    unsafe { <Arc<Endpoint> as ForeignOwnable>::borrow((*file).private_data) }
+}
+
+/// # Safety
+///
+/// `file` must be an open /dev/vmcs file, `buf` a user pointer and `ppos` valid.
+#[no_mangle]
+unsafe extern "C" fn vmcs_chr_read(
+    file: *mut bindings::file,
+    buf: *mut c_void,
+    len: usize,
+    ppos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: Guaranteed by the caller.
+    let (ep, pos) = unsafe { (endpoint(file), &mut *ppos) };
+    let writer = UserSlice::new(UserPtr::from_ptr(buf), len).writer();
+    to_ssize(ep.read(writer, pos))
+}
+
+/// # Safety
+///
+/// `file` must be an open /dev/vmcs file, `buf` a user pointer and `ppos` valid.
+#[no_mangle]
+unsafe extern "C" fn vmcs_chr_write(
+    file: *mut bindings::file,
+    buf: *mut c_void,
+    len: usize,
+    ppos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: Guaranteed by the caller.
+    let (ep, pos) = unsafe { (endpoint(file), &mut *ppos) };
+    let reader = UserSlice::new(UserPtr::from_ptr(buf), len).reader();
+    to_ssize(ep.write(reader, pos))
+}
+
+/// # Safety
+///
+/// `file` must be an open /dev/vmcs file.
+#[no_mangle]
+unsafe extern "C" fn vmcs_chr_ioctl(
+    file: *mut bindings::file,
+    cmd: c_uint,
+    arg: c_ulong,
+) -> c_long {
+    // SAFETY: Guaranteed by the caller.
+    let ep = unsafe { endpoint(file) };
+    match ep.ioctl(cmd, arg) {
+        Ok(v) => v as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// # Safety
+///
+/// `file` must be an open /dev/vmcs file.
+#[no_mangle]
+unsafe extern "C" fn vmcs_chr_poll(
+    file: *mut bindings::file,
+    _wait: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: Guaranteed by the caller.
+    let ep = unsafe { endpoint(file) };
+    ep.poll()
+}

@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! vmcs: fast VM-to-VM communication over QEMU's ivshmem shared memory.
+//!
+//! Layers (see docs/architecture.md):
+//! - `pci`, the ivshmem PCI driver; each bound device is a `domain::Domain`.
+//! - `domain`, the registry of bound devices and their shared regions.
+//! - `chardev`, the `/dev/vmcs` character device.
+//! - `ffi`, the one place with raw `bindings::` use and the C glue interface.
+
+use kernel::prelude::*;
+
+mod chardev;
+mod domain;
+mod ffi;
+mod pci;
+
+module! {
+    type: VmcsModule,
+    name: "vmcs",
+    authors: ["vmcs developers"],
+    description: "VM-to-VM communication over ivshmem shared memory",
+    license: "GPL",
+    params: {
+        devmode: u32 {
+            default: 0o660,
+            description: "File mode of /dev/vmcs (default 0660)",
+        },
+    },
+}
+
+/// The module version, reported by `vmcs status`.
+pub(crate) const VERSION: &str = "0.1.0";
+
+#[pin_data]
+struct VmcsModule {
+    // Field order is drop order: the device node goes first, so no new file can reach a
+    // domain while the PCI driver unbinds the devices.
+    #[pin]
+    _chrdev: ffi::ChrdevRegistration,
+    #[pin]
+    _pci: kernel::driver::Registration<kernel::pci::Adapter<pci::IvshmemDriver>>,
+}
+
+impl kernel::InPlaceModule for VmcsModule {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        domain::init_registry();
+        let mode = *module_parameters::devmode.value() & 0o777;
+        pr_info!("vmcs {} loading\n", VERSION);
+        try_pin_init!(Self {
+            _chrdev <- ffi::ChrdevRegistration::register(c"vmcs", mode),
+            _pci <- kernel::driver::Registration::new(c"vmcs", module),
+        })
+    }
+}

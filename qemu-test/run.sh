@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Boot N test guests under TCG that share one ivshmem region, run one scenario in all of
+# them, and report TAP on stdout.
+#
+#   run.sh [--guests N] [--variant plain|doorbell] [--scenario NAME] [--timeout SECS]
+#          [--shm-size SIZE] [--results DIR] [--demo]
+#
+# The guests' kernel and initramfs come from $VMCS_KERNEL and $VMCS_INITRD, or are built.
+# Each guest's serial log (console) and TAP stream are kept in the results folder. Exit
+# status 0 means every guest finished, every test point passed and every serial log is
+# clean of WARNING/BUG/Oops/Call Trace/KASAN/UBSAN reports.
+set -euo pipefail
+. "$(dirname "$0")/../ci/lib.sh"
+
+guests=2
+variant=plain
+scenario=basic
+timeout=180
+shm_size=4M
+results=""
+demo=0
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--guests) guests=$2; shift 2 ;;
+	--variant) variant=$2; shift 2 ;;
+	--scenario) scenario=$2; shift 2 ;;
+	--timeout) timeout=$2; shift 2 ;;
+	--shm-size) shm_size=$2; shift 2 ;;
+	--results) results=$2; shift 2 ;;
+	--demo) demo=1; shift ;;
+	*) die "unknown argument $1 (see the header of $0)" ;;
+	esac
+done
+[ "$guests" -ge 1 ] && [ "$guests" -le 8 ] || die "--guests must be 1..8"
+case "$variant" in plain | doorbell) ;; *) die "--variant must be plain or doorbell" ;; esac
+[ -f "$VMCS_TOP/qemu-test/scenarios/$scenario.sh" ] || die "no scenario $scenario"
+
+if [ -z "${VMCS_KERNEL:-}" ] || [ -z "${VMCS_INITRD:-}" ]; then
+	eval "$("$VMCS_TOP/qemu-test/prepare.sh")"
+fi
+
+stamp=$(date +%Y%m%d-%H%M%S)
+results=${results:-$VMCS_TOP/qemu-test/results/$stamp-$scenario-$variant-$guests}
+mkdir -p "$results"
+run_id="vmcs-$$-$RANDOM"
+shm="/dev/shm/$run_id"
+sock="$results/ivshmem.sock"
+pids=()
+server_pid=""
+
+cleanup() {
+	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	if [ -n "$server_pid" ]; then
+		kill "$server_pid" 2>/dev/null || true
+		wait "$server_pid" 2>/dev/null || true
+	fi
+	rm -f "$shm" "$sock"
+}
+trap cleanup EXIT
+
+if [ "$variant" = plain ]; then
+	truncate -s "$shm_size" "$shm"
+	shm_args=(-object "memory-backend-file,id=shm,size=$shm_size,share=on,mem-path=$shm"
+		-device ivshmem-plain,memdev=shm)
+else
+	server=$("$VMCS_TOP/qemu-test/build-host-tools.sh")
+	"$server" --socket "$sock" --shm "$shm" --size "$shm_size" --vectors 2 --max-peers 16 \
+		2>"$results/ivshmem-server.log" &
+	server_pid=$!
+	for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+	[ -S "$sock" ] || die "ivshmem server did not start (see $results/ivshmem-server.log)"
+	shm_args=(-chardev "socket,path=$sock,id=ivsh" -device ivshmem-doorbell,chardev=ivsh,vectors=2)
+fi
+
+# Test-control links: a point-to-point virtio-net link between guest 0 and each other guest,
+# carried over a QEMU socket netdev on host loopback.
+base_port=$((20000 + (RANDOM % 2000) * 16))
+net_args() {
+	local g=$1 i
+	if [ "$g" = 0 ]; then
+		for i in $(seq 1 $((guests - 1))); do
+			printf -- '-netdev socket,id=n%d,listen=127.0.0.1:%d -device virtio-net-pci,netdev=n%d,mac=52:54:00:00:00:%02x ' \
+				"$i" $((base_port + i)) "$i" "$i"
+		done
+	else
+		printf -- '-netdev socket,id=n0,connect=127.0.0.1:%d -device virtio-net-pci,netdev=n0,mac=52:54:00:00:01:%02x ' \
+			$((base_port + g)) "$g"
+	fi
+}
+
+log "booting $guests guest(s), $variant, scenario $scenario; logs in $results"
+for g in $(seq 0 $((guests - 1))); do
+	# shellcheck disable=SC2046
+	qemu-system-x86_64 -accel tcg -M pc -m 256M -smp 1 -nographic -nodefaults -no-reboot \
+		-kernel "$VMCS_KERNEL" -initrd "$VMCS_INITRD" \
+		-append "console=ttyS0 panic=-1 oops=panic vmcstest.guest=$g vmcstest.nguests=$guests vmcstest.variant=$variant vmcstest.scenario=$scenario" \
+		-serial "file:$results/guest$g.log" -serial "file:$results/guest$g.tap" \
+		"${shm_args[@]}" $(net_args "$g") \
+		>"$results/guest$g.qemu.log" 2>&1 &
+	pids+=($!)
+	# The listening side of the links must be up before the others connect.
+	[ "$g" = 0 ] && sleep 1
+done
+
+deadline=$(($(date +%s) + timeout))
+timed_out=0
+for i in "${!pids[@]}"; do
+	while kill -0 "${pids[$i]}" 2>/dev/null; do
+		if [ "$(date +%s)" -ge "$deadline" ]; then
+			timed_out=1
+			break 2
+		fi
+		sleep 0.5
+	done
+done
+if [ "$timed_out" = 1 ]; then
+	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+fi
+wait 2>/dev/null || true
+
+# Report: each guest's test points, then whether it finished and whether its log is clean.
+fail=0
+emit() { echo "$1 - [$scenario/$variant/${guests}g] $2"; [ "$1" = ok ] || fail=1; }
+for g in $(seq 0 $((guests - 1))); do
+	tap="$results/guest$g.tap"
+	con="$results/guest$g.log"
+	touch "$tap" "$con"
+	planned=$(sed -n 's/^1\.\.\([0-9]*\).*/\1/p' "$tap" | head -n1)
+	ran=0
+	while IFS= read -r line; do
+		case "$line" in
+		"ok "*) emit ok "${line#ok * - }"; ran=$((ran + 1)) ;;
+		"not ok "*) emit "not ok" "${line#not ok * - }"; ran=$((ran + 1)) ;;
+		"#"*) echo "$line" ;;
+		"DEMO "*) [ "$demo" = 1 ] && echo "${line#DEMO }" >&2 ;;
+		esac
+	done < <(tr -d '\r' <"$tap")
+	if [ -z "$planned" ]; then
+		emit "not ok" "guest$g: TAP plan present"
+	elif [ "$ran" != "$planned" ]; then
+		emit "not ok" "guest$g: ran $ran of $planned planned tests"
+	fi
+	if grep -q '^VMCS-SCENARIO-EXIT' "$tap"; then
+		emit ok "guest$g: scenario finished"
+	else
+		emit "not ok" "guest$g: scenario finished (timed out: $timed_out; see $con)"
+	fi
+	bad=$(tr -d '\r' <"$con" | grep -nE 'WARNING:|BUG:|Oops|Call Trace|KASAN|UBSAN|Kernel panic|general protection fault|rcu_.*stall|hung_task|blocked for more than' | head -n 20 || true)
+	if [ -z "$bad" ]; then
+		emit ok "guest$g: serial log clean"
+	else
+		emit "not ok" "guest$g: serial log clean"
+		echo "$bad" | sed 's/^/# /'
+	fi
+done
+if [ "$fail" = 0 ]; then
+	log "PASS: $scenario ($variant, $guests guests); logs in $results"
+else
+	log "FAIL: $scenario ($variant, $guests guests); logs in $results"
+fi
+exit "$fail"
