@@ -2,7 +2,7 @@
 # guest 0 into the shared region is read back by every other guest, and the module
 # unloads cleanly even while /dev/vmcs is open.
 . /scenarios/lib.sh
-plan 9
+plan 13
 
 check "insmod vmcs.ko" load_vmcs
 check "/dev/vmcs appears" wait_for /dev/vmcs 5
@@ -34,6 +34,21 @@ else
 	check "guest $VMCS_GUEST writes its answer" \
 		vmcs-pattern write $((OFF + (VMCS_NGUESTS + VMCS_GUEST) * LEN)) $LEN $((0x2000 + VMCS_GUEST))
 fi
+
+# Unbinding the device revokes the region: an open file then fails with ENODEV, poll
+# reports an error, and nothing oopses. Rebinding brings the domain back.
+dev=$(basename "$(ls -d /sys/bus/pci/drivers/vmcs/0000:* | head -n1)")
+exec 4</dev/vmcs
+echo "$dev" >/sys/bus/pci/drivers/vmcs/unbind
+check "read on an open file after unbind fails with ENODEV" \
+	sh -c 'dd bs=16 count=1 <&4 2>/tmp/err >/dev/null; ! test $? = 0 && grep -q "No such device" /tmp/err'
+check "open with no device bound fails with ENODEV" \
+	sh -c 'cat /dev/vmcs 2>/tmp/err2; grep -q "No such device" /tmp/err2'
+exec 4<&-
+echo "$dev" >/sys/bus/pci/drivers/vmcs/bind
+check "rebind brings the region back" \
+	vmcs-pattern check $((OFF + LEN)) $LEN 0x1001
+check "closing a file of an unbound device is clean" sh -c 'dmesg | grep -q "vmcs0: unbound"'
 
 # An open file pins the module: rmmod must refuse, and the file must keep working.
 exec 4</dev/vmcs
