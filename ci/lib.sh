@@ -16,6 +16,8 @@ VMCS_KVERSION_PINNED=${VMCS_KVERSION_PINNED:-7.2.13-1}
 
 # bindgen-cli version installed into the cache (kernel 7.2 needs >= 0.71.1).
 VMCS_BINDGEN_VERSION=0.72.1
+# cargo-fuzz, for the protocol fuzzer (run on stable with RUSTC_BOOTSTRAP=1).
+VMCS_CARGO_FUZZ_VERSION=0.13.2
 # PyPI libclang wheel that ships libclang.so (>= 17 is needed; Debian 12 has 14).
 VMCS_LIBCLANG_VERSION=18.1.1
 

@@ -5,6 +5,7 @@
 #   Debian packages      C kernel build deps, busybox-static, QEMU, cpio
 #   rustup components    rust-src (kernel Rust build), x86_64 musl target (static guest binaries)
 #   bindgen-cli          pinned version, installed into $VMCS_CACHE/bin
+#   cargo-fuzz           pinned version, installed into $VMCS_CACHE/bin
 #   libclang >= 17       PyPI 'libclang' wheel in a venv under $VMCS_CACHE/venv
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -45,6 +46,13 @@ if ! "$VMCS_CACHE/bin/bindgen" --version 2>/dev/null | grep -q " $VMCS_BINDGEN_V
 	ln -sf "$VMCS_CACHE/cargo-root/bin/bindgen" "$VMCS_CACHE/bin/bindgen"
 fi
 log "bindgen: $("$VMCS_CACHE/bin/bindgen" --version)"
+
+if ! "$VMCS_CACHE/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $VMCS_CARGO_FUZZ_VERSION\$"; then
+	log "installing cargo-fuzz $VMCS_CARGO_FUZZ_VERSION"
+	cargo install --quiet --locked --root "$VMCS_CACHE/cargo-root" cargo-fuzz --version "$VMCS_CARGO_FUZZ_VERSION" >&2
+	ln -sf "$VMCS_CACHE/cargo-root/bin/cargo-fuzz" "$VMCS_CACHE/bin/cargo-fuzz"
+fi
+log "cargo-fuzz: $("$VMCS_CACHE/bin/cargo-fuzz" --version)"
 
 if ! ls "$VMCS_CACHE"/venv/lib/python3*/site-packages/clang/native/libclang.so >/dev/null 2>&1; then
 	log "installing libclang $VMCS_LIBCLANG_VERSION from PyPI into $VMCS_CACHE/venv"

@@ -90,8 +90,8 @@ for m in "${crates[@]}"; do
 		--target-dir build/host-target -- -D warnings
 	step "cargo fmt --check ($d)" cargo fmt --manifest-path "$m" --all -- --check
 done
-[ -x rust/loom.sh ] && step "loom model check of the ring (rust/)" rust/loom.sh
-[ -x rust/fuzz/run.sh ] && step "fuzz smoke run (rust/fuzz, 20 s)" rust/fuzz/run.sh 20
+step "loom model check of the ring protocol (rust/)" rust/scripts/loom.sh
+step "fuzz smoke run, region and concurrent targets (rust/fuzz, 2 x 15 s)" rust/fuzz/run.sh 15
 
 # The module: rustfmt with the kernel's settings, and a clippy build with no warnings.
 ksrc=$(readlink -f "$VMCS_KDIR/source")

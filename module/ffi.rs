@@ -7,13 +7,20 @@
 //! mapping of the shared BAR, and the C entry points of the file operations, which forward
 //! to the safe code in `chardev`.
 
-use crate::chardev::Endpoint;
+use crate::{chardev::Endpoint, proto::shm::Shm};
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::{
     bindings,
     error::to_result,
     prelude::*,
-    sync::{Arc, ArcBorrow},
+    sync::{
+        atomic::{
+            atomic_load, atomic_store, cmpxchg as atomic_cmpxchg,
+            ordering::{Acquire, Full, Relaxed, Release},
+        },
+        barrier::smp_mb,
+        Arc, ArcBorrow,
+    },
     types::{ForeignOwnable, Opaque},
     uaccess::{UserPtr, UserSlice},
 };
@@ -158,6 +165,100 @@ impl SharedRegion {
         // SAFETY: `offset..end` lies in the mapping (checked above, type invariant).
         unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.addr.add(offset), src.len()) };
         Ok(())
+    }
+}
+
+impl SharedRegion {
+    /// Returns a pointer to the `T` at `off`, if it lies in the mapping and is aligned.
+    fn field<T>(&self, off: usize) -> Option<*mut T> {
+        let end = off.checked_add(size_of::<T>())?;
+        if end > self.len || off % align_of::<T>() != 0 {
+            return None;
+        }
+        // SAFETY: `off + size_of::<T>() <= len`, so the result stays inside the mapping.
+        Some(unsafe { self.addr.add(off) }.cast())
+    }
+}
+
+/// The protocol's view of the region, on the kernel's LKMM atomics and barriers.
+///
+/// An offset out of bounds or misaligned is a bug in the caller (the protocol computes
+/// offsets from validated geometry only); it never touches memory: loads return 0 and
+/// stores are dropped.
+impl Shm for SharedRegion {
+    fn size(&self) -> usize {
+        self.len
+    }
+
+    fn load_u32_acquire(&self, off: usize) -> u32 {
+        // SAFETY: `field` returned an in-bounds, aligned pointer into the live mapping;
+        // every concurrent access to it is atomic or by another guest.
+        self.field(off).map_or(0, |p| unsafe { atomic_load(p, Acquire) })
+    }
+
+    fn load_u32_relaxed(&self, off: usize) -> u32 {
+        // SAFETY: As in `load_u32_acquire`.
+        self.field(off).map_or(0, |p| unsafe { atomic_load(p, Relaxed) })
+    }
+
+    fn store_u32_release(&self, off: usize, v: u32) {
+        if let Some(p) = self.field(off) {
+            // SAFETY: As in `load_u32_acquire`.
+            unsafe { atomic_store(p, v, Release) };
+        }
+    }
+
+    fn store_u32_relaxed(&self, off: usize, v: u32) {
+        if let Some(p) = self.field(off) {
+            // SAFETY: As in `load_u32_acquire`.
+            unsafe { atomic_store(p, v, Relaxed) };
+        }
+    }
+
+    fn cmpxchg_u32(&self, off: usize, old: u32, new: u32) -> core::result::Result<u32, u32> {
+        match self.field::<u32>(off) {
+            // SAFETY: As in `load_u32_acquire`.
+            Some(p) => unsafe { atomic_cmpxchg(p, old, new, Full) },
+            None => Err(0),
+        }
+    }
+
+    fn load_u64_acquire(&self, off: usize) -> u64 {
+        // SAFETY: As in `load_u32_acquire`.
+        self.field(off).map_or(0, |p| unsafe { atomic_load(p, Acquire) })
+    }
+
+    fn load_u64_relaxed(&self, off: usize) -> u64 {
+        // SAFETY: As in `load_u32_acquire`.
+        self.field(off).map_or(0, |p| unsafe { atomic_load(p, Relaxed) })
+    }
+
+    fn store_u64_release(&self, off: usize, v: u64) {
+        if let Some(p) = self.field(off) {
+            // SAFETY: As in `load_u32_acquire`.
+            unsafe { atomic_store(p, v, Release) };
+        }
+    }
+
+    fn store_u64_relaxed(&self, off: usize, v: u64) {
+        if let Some(p) = self.field(off) {
+            // SAFETY: As in `load_u32_acquire`.
+            unsafe { atomic_store(p, v, Relaxed) };
+        }
+    }
+
+    fn fence_full(&self) {
+        smp_mb();
+    }
+
+    fn read_bytes(&self, off: usize, dst: &mut [u8]) {
+        // Out of bounds is a caller bug; the destination is then left as it was.
+        let _ = self.read(off, dst);
+    }
+
+    fn write_bytes(&self, off: usize, src: &[u8]) {
+        // Out of bounds is a caller bug; nothing is written then.
+        let _ = self.write(off, src);
     }
 }
 

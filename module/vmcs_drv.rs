@@ -6,6 +6,7 @@
 //! - `pci`, the ivshmem PCI driver; each bound device is a `domain::Domain`.
 //! - `domain`, the registry of bound devices and their shared regions.
 //! - `chardev`, the `/dev/vmcs` character device.
+//! - `proto`, the wire protocol and region layout, shared with the host crate in rust/.
 //! - `ffi`, the one place with raw `bindings::` use and the C glue interface.
 
 use kernel::prelude::*;
@@ -14,6 +15,7 @@ mod chardev;
 mod domain;
 mod ffi;
 mod pci;
+mod proto;
 
 module! {
     type: VmcsModule,

@@ -116,7 +116,7 @@ done
 if [ "$timed_out" = 1 ]; then
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 fi
-wait 2>/dev/null || true
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 
 # Report: each guest's test points, then whether it finished and whether its log is clean.
 fail=0

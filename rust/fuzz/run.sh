@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Usage: fuzz/run.sh [SECONDS] [TARGET...]
+# Runs each cargo-fuzz target for SECONDS (default 30) on the stable toolchain
+# (RUSTC_BOOTSTRAP=1 enables the -Z flags cargo-fuzz needs). Installs
+# cargo-fuzz if missing. Exits non-zero on any finding.
+set -euo pipefail
+cd "$(dirname "$0")"
+secs="${1:-30}"; shift || true
+targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(region concurrent)
+export PATH="${VMCS_CACHE:-$HOME/.cache/vmcs}/bin:$HOME/.cargo/bin:$PATH"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+fi
+export RUSTC_BOOTSTRAP=1
+san="${FUZZ_SANITIZER:-address}"
+mkdir -p corpus artifacts
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t"
+    echo "== fuzz target $t for ${secs}s (sanitizer: $san)"
+    set +e
+    cargo fuzz run -s "$san" "$t" "corpus/$t" -- \
+        -max_total_time="$secs" -max_len=4096 -timeout=10 -print_final_stats=1 \
+        >"artifacts/$t.log" 2>&1
+    rc=$?
+    set -e
+    grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY|.*panicked|Test unit written)" \
+        "artifacts/$t.log" || true
+    if [ "$rc" -ne 0 ]; then
+        tail -40 "artifacts/$t.log"
+        echo "fuzz target $t FAILED (exit $rc, log: fuzz/artifacts/$t.log)"
+        exit 1
+    fi
+done

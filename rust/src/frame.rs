@@ -1,0 +1,267 @@
+//! Frame header: fixed 32 bytes, little-endian (docs/protocol.md §5.1).
+//!
+//! Decoding validates everything; a header that decodes is internally
+//! consistent. Bounds that depend on the channel (ring size, available bytes)
+//! are checked by the ring.
+
+/// Size of the encoded header.
+pub const FRAME_HDR_SIZE: usize = 32;
+/// Largest payload of a single frame.
+pub const MAX_PAYLOAD: u32 = 64 * 1024;
+
+/// Frame operation (values as in virtio-vsock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Op {
+    /// Connection request.
+    Request = 1,
+    /// Accept of a connection request.
+    Response = 2,
+    /// Reject / reset.
+    Rst = 3,
+    /// Per-direction shutdown (see [`flags`]).
+    Shutdown = 4,
+    /// Data.
+    Rw = 5,
+    /// Unsolicited credit update.
+    CreditUpdate = 6,
+    /// Ask the peer for a credit update.
+    CreditRequest = 7,
+}
+
+impl Op {
+    /// Decode a wire value.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Op::Request,
+            2 => Op::Response,
+            3 => Op::Rst,
+            4 => Op::Shutdown,
+            5 => Op::Rw,
+            6 => Op::CreditUpdate,
+            7 => Op::CreditRequest,
+            _ => return None,
+        })
+    }
+}
+
+/// Socket type of the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum SockType {
+    /// Byte stream (`SOCK_STREAM`).
+    Stream = 1,
+    /// Record-preserving (`SOCK_SEQPACKET`).
+    SeqPacket = 2,
+}
+
+impl SockType {
+    /// Decode a wire value.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        match v {
+            1 => Some(SockType::Stream),
+            2 => Some(SockType::SeqPacket),
+            _ => None,
+        }
+    }
+}
+
+/// Flag bits. Their meaning depends on the op.
+pub mod flags {
+    /// `SHUTDOWN`: the sender will receive no more data.
+    pub const SHUTDOWN_RCV: u32 = 1 << 0;
+    /// `SHUTDOWN`: the sender will send no more data.
+    pub const SHUTDOWN_SEND: u32 = 1 << 1;
+    /// `RW` on SEQPACKET: last frame of a message.
+    pub const EOM: u32 = 1 << 0;
+    /// `RW` on SEQPACKET: message sent with `MSG_EOR` (only together with EOM).
+    pub const EOR: u32 = 1 << 1;
+}
+
+/// Why a header was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Unknown op.
+    BadOp,
+    /// Unknown socket type.
+    BadType,
+    /// Flag bits not allowed for this op/type.
+    BadFlags,
+    /// Length not allowed (too long, or payload on a control op).
+    BadLen,
+    /// Reserved field not zero.
+    Reserved,
+}
+
+/// A decoded, validated frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Payload length in bytes.
+    pub len: u32,
+    /// Operation.
+    pub op: Op,
+    /// Socket type.
+    pub ty: SockType,
+    /// Op-specific flags.
+    pub flags: u32,
+    /// Sender's port.
+    pub src_port: u32,
+    /// Receiver's port.
+    pub dst_port: u32,
+    /// Sender's receive buffer size for this connection.
+    pub buf_alloc: u32,
+    /// Bytes the sender's application has consumed on this connection.
+    pub fwd_cnt: u32,
+}
+
+fn rd_u32(b: &[u8; FRAME_HDR_SIZE], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        w.copy_from_slice(s);
+    }
+    u32::from_le_bytes(w)
+}
+
+fn rd_u16(b: &[u8; FRAME_HDR_SIZE], at: usize) -> u16 {
+    let mut w = [0u8; 2];
+    if let Some(s) = b.get(at..at + 2) {
+        w.copy_from_slice(s);
+    }
+    u16::from_le_bytes(w)
+}
+
+fn wr(b: &mut [u8; FRAME_HDR_SIZE], at: usize, v: &[u8]) {
+    if let Some(d) = b.get_mut(at..at + v.len()) {
+        d.copy_from_slice(v);
+    }
+}
+
+/// Check the op/type/flags/len combination (shared by encode-side checks and
+/// decode).
+fn check(op: Op, ty: SockType, fl: u32, len: u32) -> Result<(), FrameError> {
+    if len > MAX_PAYLOAD {
+        return Err(FrameError::BadLen);
+    }
+    match op {
+        Op::Rw => {
+            let allowed = match ty {
+                SockType::Stream => 0,
+                SockType::SeqPacket => flags::EOM | flags::EOR,
+            };
+            if fl & !allowed != 0 || (fl & flags::EOR != 0 && fl & flags::EOM == 0) {
+                return Err(FrameError::BadFlags);
+            }
+            if len == 0 && fl & flags::EOM == 0 {
+                return Err(FrameError::BadLen);
+            }
+        }
+        Op::Shutdown => {
+            let all = flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND;
+            if fl & !all != 0 || fl == 0 {
+                return Err(FrameError::BadFlags);
+            }
+        }
+        _ => {
+            if fl != 0 {
+                return Err(FrameError::BadFlags);
+            }
+        }
+    }
+    if op != Op::Rw && len != 0 {
+        return Err(FrameError::BadLen);
+    }
+    Ok(())
+}
+
+impl FrameHeader {
+    /// A header with the given op/type/ports and everything else zero.
+    pub fn new(op: Op, ty: SockType, src_port: u32, dst_port: u32) -> Self {
+        Self {
+            len: 0,
+            op,
+            ty,
+            flags: 0,
+            src_port,
+            dst_port,
+            buf_alloc: 0,
+            fwd_cnt: 0,
+        }
+    }
+
+    /// Whether this header would pass [`FrameHeader::decode`].
+    pub fn validate(&self) -> Result<(), FrameError> {
+        check(self.op, self.ty, self.flags, self.len)
+    }
+
+    /// Encode to wire format (reserved field zero). Does not validate; use
+    /// [`FrameHeader::validate`] first when the fields come from untrusted
+    /// callers.
+    pub fn encode(&self) -> [u8; FRAME_HDR_SIZE] {
+        let mut b = [0u8; FRAME_HDR_SIZE];
+        wr(&mut b, 0, &self.len.to_le_bytes());
+        wr(&mut b, 4, &(self.op as u16).to_le_bytes());
+        wr(&mut b, 6, &(self.ty as u16).to_le_bytes());
+        wr(&mut b, 8, &self.flags.to_le_bytes());
+        wr(&mut b, 12, &self.src_port.to_le_bytes());
+        wr(&mut b, 16, &self.dst_port.to_le_bytes());
+        wr(&mut b, 20, &self.buf_alloc.to_le_bytes());
+        wr(&mut b, 24, &self.fwd_cnt.to_le_bytes());
+        b
+    }
+
+    /// Decode and validate a header copied out of shared memory.
+    pub fn decode(b: &[u8; FRAME_HDR_SIZE]) -> Result<Self, FrameError> {
+        let len = rd_u32(b, 0);
+        let op = Op::from_u16(rd_u16(b, 4)).ok_or(FrameError::BadOp)?;
+        let ty = SockType::from_u16(rd_u16(b, 6)).ok_or(FrameError::BadType)?;
+        let fl = rd_u32(b, 8);
+        if rd_u32(b, 28) != 0 {
+            return Err(FrameError::Reserved);
+        }
+        check(op, ty, fl, len)?;
+        Ok(Self {
+            len,
+            op,
+            ty,
+            flags: fl,
+            src_port: rd_u32(b, 12),
+            dst_port: rd_u32(b, 16),
+            buf_alloc: rd_u32(b, 20),
+            fwd_cnt: rd_u32(b, 24),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_rejects() {
+        let mut h = FrameHeader::new(Op::Rw, SockType::SeqPacket, 7, 9);
+        h.len = 100;
+        h.flags = flags::EOM | flags::EOR;
+        h.buf_alloc = 1 << 20;
+        h.fwd_cnt = 12345;
+        assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));
+
+        let mut b = h.encode();
+        b[28] = 1;
+        assert_eq!(FrameHeader::decode(&b), Err(FrameError::Reserved));
+        let mut b = h.encode();
+        b[4] = 0;
+        assert_eq!(FrameHeader::decode(&b), Err(FrameError::BadOp));
+        let mut b = h.encode();
+        b[6] = 3;
+        assert_eq!(FrameHeader::decode(&b), Err(FrameError::BadType));
+
+        let s = FrameHeader::new(Op::Shutdown, SockType::Stream, 1, 2);
+        assert_eq!(FrameHeader::decode(&s.encode()), Err(FrameError::BadFlags));
+        let mut r = FrameHeader::new(Op::Request, SockType::Stream, 1, 2);
+        r.len = 1;
+        assert_eq!(r.validate(), Err(FrameError::BadLen));
+        let mut big = FrameHeader::new(Op::Rw, SockType::Stream, 1, 2);
+        big.len = MAX_PAYLOAD + 1;
+        assert_eq!(big.validate(), Err(FrameError::BadLen));
+    }
+}

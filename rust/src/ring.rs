@@ -1,0 +1,591 @@
+//! SPSC byte ring per ordered peer pair with notification suppression
+//! (docs/protocol.md §4–§5).
+//!
+//! Indices are free-running `u32` byte counters; the ring size is a power of
+//! two. Records are a 32-byte frame header plus the payload padded to 32
+//! bytes, so a header never wraps while a payload may (≤ 2 segments).
+//!
+//! Ownership: the producer writes only the producer cache line
+//! (`prod_idx`, `prod_epoch`, `prod_wants_space`) and the ring data; the
+//! consumer writes only the consumer line (`cons_idx`, `cons_ack`,
+//! `cons_need_wakeup`). Every value read from the other side is read once and
+//! validated; violations yield [`RingError::Corrupt`] for this channel.
+
+use super::frame::{FrameError, FrameHeader, FRAME_HDR_SIZE, MAX_PAYLOAD};
+use super::layout::Geometry;
+use super::shm::Shm;
+
+/// Control block field offsets (relative to the channel control block).
+pub mod ctrl {
+    /// Producer line: published producer index.
+    pub const PROD_IDX: usize = 0x00;
+    /// Producer line: producer epoch.
+    pub const PROD_EPOCH: usize = 0x04;
+    /// Producer line: producer waits for space.
+    pub const PROD_WANTS_SPACE: usize = 0x08;
+    /// Consumer line: consumer index.
+    pub const CONS_IDX: usize = 0x40;
+    /// Consumer line: acknowledged producer epoch.
+    pub const CONS_ACK: usize = 0x44;
+    /// Consumer line: consumer sleeps, wants a doorbell.
+    pub const CONS_NEED_WAKEUP: usize = 0x48;
+}
+
+/// Record alignment (= header size).
+pub const FRAME_ALIGN: u32 = 32;
+/// Smallest ring accepted by [`Channel::from_parts`] (tests/model checking).
+pub const MIN_TEST_RING: u32 = 128;
+
+/// Why a channel is considered corrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    /// The other side's index is more than a ring away from ours.
+    IndexRange,
+    /// An index or position is not 32-byte aligned.
+    IndexAlign,
+    /// The frame header did not decode.
+    Frame(FrameError),
+    /// The frame's record does not fit the channel limit or the published bytes.
+    FrameTooLong,
+}
+
+/// Channel-level errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// Not enough free space now; retry later (see [`Producer::prepare_wait`]).
+    Full,
+    /// The consumer has not acknowledged our epoch yet.
+    NotReady,
+    /// The frame is invalid or larger than [`Channel::max_payload`].
+    TooBig,
+    /// The producer re-opened the channel (new incarnation): reset all
+    /// connections with that peer, then call [`Consumer::resync`].
+    Restarted {
+        /// New producer epoch.
+        epoch: u32,
+    },
+    /// Hostile or corrupt shared state: reset connections with that peer and
+    /// resync (consumer) / re-open (producer).
+    Corrupt(Corruption),
+}
+
+/// Locally validated location of one channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Channel {
+    ctrl: usize,
+    data: usize,
+    size: u32,
+}
+
+/// A contiguous piece of a payload in the region (absolute offset).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// Region offset.
+    pub off: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// Record size for a payload of `len` bytes.
+pub fn record_size(len: u32) -> Option<u32> {
+    len.checked_add(FRAME_ALIGN - 1)
+        .map(|l| l & !(FRAME_ALIGN - 1))
+        .and_then(|l| l.checked_add(FRAME_HDR_SIZE as u32))
+}
+
+impl Channel {
+    /// Channel `from → to` of a validated geometry.
+    pub fn new(g: &Geometry, from: u32, to: u32) -> Option<Self> {
+        let size = u32::try_from(g.ring_size).ok()?;
+        Self::from_parts(g.chan_ctrl_off(from, to)?, g.ring_off(from, to)?, size)
+    }
+
+    /// Channel at explicit offsets (tests, model checking). `size` must be a
+    /// power of two ≥ [`MIN_TEST_RING`] and ≤ 2^30, `ctrl` 64-aligned, `data`
+    /// 32-aligned.
+    pub fn from_parts(ctrl: usize, data: usize, size: u32) -> Option<Self> {
+        let ok = size.is_power_of_two()
+            && (MIN_TEST_RING..=1 << 30).contains(&size)
+            && ctrl % 64 == 0
+            && data % FRAME_ALIGN as usize == 0
+            && data.checked_add(size as usize).is_some();
+        ok.then_some(Self { ctrl, data, size })
+    }
+
+    /// Ring size in bytes.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Largest payload of one frame on this channel: a record may use at
+    /// most half the ring so that two can be in flight.
+    pub fn max_payload(&self) -> u32 {
+        (self.size / 2 - FRAME_HDR_SIZE as u32).min(MAX_PAYLOAD)
+    }
+
+    fn at(&self, field: usize) -> usize {
+        self.ctrl + field
+    }
+
+    /// Region offset of free-running index `idx`.
+    fn pos(&self, idx: u32) -> usize {
+        self.data + (idx & (self.size - 1)) as usize
+    }
+
+    /// Payload segments of a record starting at `idx` with `len` bytes.
+    /// Requires `idx` 32-aligned and `record_size(len) <= size`.
+    fn segments(&self, idx: u32, len: u32) -> [Segment; 2] {
+        let start = (idx.wrapping_add(FRAME_HDR_SIZE as u32)) & (self.size - 1);
+        let first = len.min(self.size - start);
+        [
+            Segment {
+                off: self.data + start as usize,
+                len: first as usize,
+            },
+            Segment {
+                off: self.data,
+                len: (len - first) as usize,
+            },
+        ]
+    }
+
+    /// One half of the store-buffering (Dekker) pattern that prevents lost
+    /// wake-ups: store-release our index (the data/space it covers becomes
+    /// visible), full fence (store→load order), then read the other side's
+    /// sleep flag. Returns whether its doorbell must be rung.
+    fn publish_and_check<S: Shm + ?Sized>(&self, shm: &S, idx: usize, v: u32, flag: usize) -> bool {
+        shm.store_u32_release(self.at(idx), v);
+        self.fence_and_check(shm, flag)
+    }
+
+    /// Full fence, then read the other side's sleep flag (see
+    /// `publish_and_check`).
+    fn fence_and_check<S: Shm + ?Sized>(&self, shm: &S, flag: usize) -> bool {
+        shm.fence_full();
+        shm.load_u32_relaxed(self.at(flag)) != 0
+    }
+
+    /// Validate the distance between our trusted index and the other side's.
+    fn check_distance(&self, ahead: u32, behind: u32) -> Result<u32, RingError> {
+        let d = ahead.wrapping_sub(behind);
+        if d > self.size {
+            return Err(RingError::Corrupt(Corruption::IndexRange));
+        }
+        if d % FRAME_ALIGN != 0 || behind % FRAME_ALIGN != 0 {
+            return Err(RingError::Corrupt(Corruption::IndexAlign));
+        }
+        Ok(d)
+    }
+}
+
+/// Walk payload segments starting `at` bytes into the payload, for at most
+/// `max` bytes, calling `f(region_off, local_start, n)` per piece. Returns
+/// bytes walked.
+fn walk_segments<F: FnMut(usize, usize, usize)>(
+    segs: &[Segment; 2],
+    at: usize,
+    max: usize,
+    mut f: F,
+) -> usize {
+    let mut skip = at;
+    let mut done = 0usize;
+    for s in segs {
+        if skip >= s.len {
+            skip -= s.len;
+            continue;
+        }
+        let n = (s.len - skip).min(max - done);
+        f(s.off + skip, done, n);
+        done += n;
+        skip = 0;
+    }
+    done
+}
+
+/// Outcome of a pre-sleep re-check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SleepCheck {
+    /// Flag is set and nothing arrived: safe to sleep until a doorbell.
+    MaySleep,
+    /// Work arrived meanwhile (flag cleared again): do not sleep.
+    Pending,
+}
+
+/// Space reserved for one frame; pass back to [`Producer::commit`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reservation {
+    hdr: FrameHeader,
+    pos: u32,
+    rec: u32,
+    segs: [Segment; 2],
+}
+
+impl Reservation {
+    /// Payload segments (absolute region offsets) for direct copies, e.g.
+    /// `copy_from_user` straight into the mapping.
+    pub fn segments(&self) -> [Segment; 2] {
+        self.segs
+    }
+    /// The header that will be written.
+    pub fn header(&self) -> &FrameHeader {
+        &self.hdr
+    }
+}
+
+/// Producer side of one channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Producer {
+    ch: Channel,
+    /// Local authoritative producer index (next record position).
+    prod: u32,
+    /// Last validated consumer index.
+    cons_cache: u32,
+    epoch: u32,
+    ready: bool,
+}
+
+impl Producer {
+    /// Open (or re-open) the channel as producer: keep our index, bump the
+    /// epoch, and wait for the consumer's acknowledgement before writing.
+    /// Returns the producer and whether to ring the consumer's doorbell.
+    pub fn open<S: Shm + ?Sized>(shm: &S, ch: Channel) -> (Self, bool) {
+        // Our own index: relaxed is enough (we are its only writer); align
+        // down in case the memory was scribbled on.
+        let raw = shm.load_u32_relaxed(ch.at(ctrl::PROD_IDX));
+        let p0 = raw & !(FRAME_ALIGN - 1);
+        let mut epoch = shm
+            .load_u32_relaxed(ch.at(ctrl::PROD_EPOCH))
+            .wrapping_add(1);
+        if epoch == 0 {
+            epoch = 1;
+        }
+        shm.store_u32_relaxed(ch.at(ctrl::PROD_WANTS_SPACE), 0);
+        if raw != p0 {
+            shm.store_u32_relaxed(ch.at(ctrl::PROD_IDX), p0);
+        }
+        // Release: a consumer that acquires the new epoch also sees P0. Same
+        // Dekker pattern as publish(): the consumer must learn of the new
+        // epoch even if it is asleep.
+        let notify = ch.publish_and_check(shm, ctrl::PROD_EPOCH, epoch, ctrl::CONS_NEED_WAKEUP);
+        let me = Self {
+            ch,
+            prod: p0,
+            cons_cache: p0,
+            epoch,
+            ready: false,
+        };
+        (me, notify)
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> Channel {
+        self.ch
+    }
+
+    /// Our epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    fn check_ready<S: Shm + ?Sized>(&mut self, shm: &S) -> Result<(), RingError> {
+        if self.ready {
+            return Ok(());
+        }
+        // Acquire pairs with the consumer's release of cons_ack in resync(),
+        // making its cons_idx store visible.
+        if shm.load_u32_acquire(self.ch.at(ctrl::CONS_ACK)) != self.epoch {
+            return Err(RingError::NotReady);
+        }
+        self.ready = true;
+        self.refresh_cons(shm)
+    }
+
+    fn refresh_cons<S: Shm + ?Sized>(&mut self, shm: &S) -> Result<(), RingError> {
+        // Acquire pairs with the consumer's release in release(): its reads
+        // of the records it consumed happen before we overwrite them.
+        let c = shm.load_u32_acquire(self.ch.at(ctrl::CONS_IDX));
+        self.ch.check_distance(self.prod, c)?;
+        self.cons_cache = c;
+        Ok(())
+    }
+
+    fn free(&self) -> u32 {
+        self.ch.size - self.prod.wrapping_sub(self.cons_cache)
+    }
+
+    /// Reserve space for a frame with header `hdr` (`hdr.len` = payload size).
+    pub fn reserve<S: Shm + ?Sized>(
+        &mut self,
+        shm: &S,
+        hdr: &FrameHeader,
+    ) -> Result<Reservation, RingError> {
+        if hdr.validate().is_err() || hdr.len > self.ch.max_payload() {
+            return Err(RingError::TooBig);
+        }
+        let rec = record_size(hdr.len).ok_or(RingError::TooBig)?;
+        self.check_ready(shm)?;
+        if rec > self.free() {
+            self.refresh_cons(shm)?;
+            if rec > self.free() {
+                return Err(RingError::Full);
+            }
+        }
+        Ok(Reservation {
+            hdr: *hdr,
+            pos: self.prod,
+            rec,
+            segs: self.ch.segments(self.prod, hdr.len),
+        })
+    }
+
+    /// Copy `data` into the reserved payload at byte `at`. Returns bytes copied
+    /// (clipped to the reservation).
+    pub fn write<S: Shm + ?Sized>(
+        &self,
+        shm: &S,
+        r: &Reservation,
+        at: usize,
+        data: &[u8],
+    ) -> usize {
+        walk_segments(&r.segs, at, data.len(), |off, i, n| {
+            if let Some(b) = data.get(i..i + n) {
+                shm.write_bytes(off, b);
+            }
+        })
+    }
+
+    /// Write the header and advance the local index without publishing.
+    /// Returns false (and does nothing) for a stale reservation.
+    pub fn commit_deferred<S: Shm + ?Sized>(&mut self, shm: &S, r: Reservation) -> bool {
+        if r.pos != self.prod || !self.ready {
+            return false;
+        }
+        shm.write_bytes(self.ch.pos(r.pos), &r.hdr.encode());
+        self.prod = self.prod.wrapping_add(r.rec);
+        true
+    }
+
+    /// Publish everything committed so far. Returns whether the consumer's
+    /// doorbell must be rung.
+    pub fn publish<S: Shm + ?Sized>(&mut self, shm: &S) -> bool {
+        // Release: header and payload bytes are visible before the index;
+        // fence + flag check pairs with Consumer::prepare_sleep().
+        self.ch
+            .publish_and_check(shm, ctrl::PROD_IDX, self.prod, ctrl::CONS_NEED_WAKEUP)
+    }
+
+    /// `commit_deferred` + `publish`.
+    pub fn commit<S: Shm + ?Sized>(&mut self, shm: &S, r: Reservation) -> bool {
+        self.commit_deferred(shm, r) && self.publish(shm)
+    }
+
+    /// Reserve, copy `payload` (its length overrides `hdr.len`), commit.
+    /// Returns whether to ring the doorbell.
+    pub fn send<S: Shm + ?Sized>(
+        &mut self,
+        shm: &S,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<bool, RingError> {
+        let mut h = *hdr;
+        h.len = u32::try_from(payload.len()).map_err(|_| RingError::TooBig)?;
+        let r = self.reserve(shm, &h)?;
+        self.write(shm, &r, 0, payload);
+        Ok(self.commit(shm, r))
+    }
+
+    /// Before sleeping because `reserve` returned `Full`/`NotReady`: set the
+    /// wants-space flag, fence, re-check. `len`: payload size wanted.
+    pub fn prepare_wait<S: Shm + ?Sized>(
+        &mut self,
+        shm: &S,
+        len: u32,
+    ) -> Result<SleepCheck, RingError> {
+        shm.store_u32_relaxed(self.ch.at(ctrl::PROD_WANTS_SPACE), 1);
+        // Full fence: flag store before the cons_idx/cons_ack loads (Dekker
+        // with the consumer's release()/resync()).
+        shm.fence_full();
+        let rec = record_size(len.min(self.ch.max_payload())).unwrap_or(u32::MAX);
+        let ok = match self.check_ready(shm) {
+            Ok(()) => {
+                self.refresh_cons(shm)?;
+                rec <= self.free()
+            }
+            Err(RingError::NotReady) => false,
+            Err(e) => return Err(e),
+        };
+        if ok {
+            self.cancel_wait(shm);
+            Ok(SleepCheck::Pending)
+        } else {
+            Ok(SleepCheck::MaySleep)
+        }
+    }
+
+    /// Clear the wants-space flag (after wake-up).
+    pub fn cancel_wait<S: Shm + ?Sized>(&mut self, shm: &S) {
+        shm.store_u32_relaxed(self.ch.at(ctrl::PROD_WANTS_SPACE), 0);
+    }
+}
+
+/// A validated frame at the head of the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxFrame {
+    /// Decoded header (copied once from the ring).
+    pub hdr: FrameHeader,
+    /// Payload location (second segment non-empty when wrapping).
+    pub segs: [Segment; 2],
+    pos: u32,
+    rec: u32,
+}
+
+/// Consumer side of one channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Consumer {
+    ch: Channel,
+    cons: u32,
+    prod_cache: u32,
+    epoch: u32,
+}
+
+impl Consumer {
+    /// Open the channel as consumer (discarding anything in flight). Returns
+    /// the consumer and whether to ring the producer's doorbell.
+    pub fn open<S: Shm + ?Sized>(shm: &S, ch: Channel) -> (Self, bool) {
+        let mut c = Self {
+            ch,
+            cons: 0,
+            prod_cache: 0,
+            epoch: 0,
+        };
+        let n = c.resync(shm);
+        (c, n)
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> Channel {
+        self.ch
+    }
+
+    /// Acknowledged producer epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Discard everything in flight and acknowledge the producer's current
+    /// epoch. Returns whether to ring the producer's doorbell.
+    pub fn resync<S: Shm + ?Sized>(&mut self, shm: &S) -> bool {
+        // Acquire on the epoch, then on the index: a freshly opened producer
+        // does not move prod_idx until acked, so this is its P0.
+        let e = shm.load_u32_acquire(self.ch.at(ctrl::PROD_EPOCH));
+        let p = shm.load_u32_acquire(self.ch.at(ctrl::PROD_IDX));
+        shm.store_u32_relaxed(self.ch.at(ctrl::CONS_NEED_WAKEUP), 0);
+        shm.store_u32_relaxed(self.ch.at(ctrl::CONS_IDX), p);
+        // Release: the cons_idx store is visible to whoever acquires the ack.
+        shm.store_u32_release(self.ch.at(ctrl::CONS_ACK), e);
+        self.cons = p;
+        self.prod_cache = p;
+        self.epoch = e;
+        // Dekker with Producer::prepare_wait().
+        self.ch.fence_and_check(shm, ctrl::PROD_WANTS_SPACE)
+    }
+
+    /// Reload and validate the producer index (and check the epoch).
+    fn refresh_prod<S: Shm + ?Sized>(&mut self, shm: &S) -> Result<(), RingError> {
+        // Acquire pairs with the producer's release in publish(): the record
+        // bytes up to p are visible.
+        let p = shm.load_u32_acquire(self.ch.at(ctrl::PROD_IDX));
+        // Same cache line; ordered after the acquire above.
+        let e = shm.load_u32_relaxed(self.ch.at(ctrl::PROD_EPOCH));
+        if e != self.epoch {
+            return Err(RingError::Restarted { epoch: e });
+        }
+        self.ch.check_distance(p, self.cons)?;
+        self.prod_cache = p;
+        Ok(())
+    }
+
+    /// The next frame, validated, or `None` if the ring is empty.
+    pub fn peek<S: Shm + ?Sized>(&mut self, shm: &S) -> Result<Option<RxFrame>, RingError> {
+        if self.cons == self.prod_cache {
+            self.refresh_prod(shm)?;
+            if self.cons == self.prod_cache {
+                return Ok(None);
+            }
+        }
+        let avail = self.ch.check_distance(self.prod_cache, self.cons)?;
+        let mut raw = [0u8; FRAME_HDR_SIZE];
+        // cons is 32-aligned and the ring a multiple of 32: the header is
+        // contiguous and inside this ring.
+        shm.read_bytes(self.ch.pos(self.cons), &mut raw);
+        let hdr =
+            FrameHeader::decode(&raw).map_err(|e| RingError::Corrupt(Corruption::Frame(e)))?;
+        let rec = record_size(hdr.len).unwrap_or(u32::MAX);
+        if hdr.len > self.ch.max_payload() || rec > avail {
+            return Err(RingError::Corrupt(Corruption::FrameTooLong));
+        }
+        Ok(Some(RxFrame {
+            hdr,
+            segs: self.ch.segments(self.cons, hdr.len),
+            pos: self.cons,
+            rec,
+        }))
+    }
+
+    /// Copy payload bytes starting at `at` into `dst`. Returns bytes copied.
+    /// The producer could scribble concurrently; the header is unaffected.
+    pub fn read<S: Shm + ?Sized>(&self, shm: &S, f: &RxFrame, at: usize, dst: &mut [u8]) -> usize {
+        let max = dst.len();
+        walk_segments(&f.segs, at, max, |off, i, n| {
+            if let Some(b) = dst.get_mut(i..i + n) {
+                shm.read_bytes(off, b);
+            }
+        })
+    }
+
+    /// Drop the frame locally without publishing (batching). Returns false for
+    /// a frame that is not the current head.
+    pub fn consume_deferred(&mut self, f: &RxFrame) -> bool {
+        if f.pos != self.cons {
+            return false;
+        }
+        self.cons = self.cons.wrapping_add(f.rec);
+        true
+    }
+
+    /// Publish the consumer index. Returns whether to ring the producer's
+    /// doorbell (it waits for space).
+    pub fn release<S: Shm + ?Sized>(&mut self, shm: &S) -> bool {
+        // Release: our payload reads happen before the producer reuses space;
+        // fence + flag check pairs with Producer::prepare_wait().
+        self.ch
+            .publish_and_check(shm, ctrl::CONS_IDX, self.cons, ctrl::PROD_WANTS_SPACE)
+    }
+
+    /// `consume_deferred` + `release`.
+    pub fn consume<S: Shm + ?Sized>(&mut self, shm: &S, f: &RxFrame) -> bool {
+        self.consume_deferred(f) && self.release(shm)
+    }
+
+    /// Before sleeping on an empty ring: set need-wakeup, fence, re-check.
+    pub fn prepare_sleep<S: Shm + ?Sized>(&mut self, shm: &S) -> SleepCheck {
+        shm.store_u32_relaxed(self.ch.at(ctrl::CONS_NEED_WAKEUP), 1);
+        // Full fence: flag store before the prod_idx load (Dekker with
+        // Producer::publish()).
+        shm.fence_full();
+        let p = shm.load_u32_acquire(self.ch.at(ctrl::PROD_IDX));
+        let e = shm.load_u32_relaxed(self.ch.at(ctrl::PROD_EPOCH));
+        if p != self.cons || e != self.epoch {
+            self.cancel_sleep(shm);
+            SleepCheck::Pending
+        } else {
+            SleepCheck::MaySleep
+        }
+    }
+
+    /// Clear need-wakeup (after a doorbell). Relaxed: a spurious doorbell is
+    /// harmless.
+    pub fn cancel_sleep<S: Shm + ?Sized>(&mut self, shm: &S) {
+        shm.store_u32_relaxed(self.ch.at(ctrl::CONS_NEED_WAKEUP), 0);
+    }
+}

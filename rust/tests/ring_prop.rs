@@ -1,0 +1,242 @@
+//! Property tests: ring vs a VecDeque model, hostile indices, framing.
+mod common;
+
+use std::collections::VecDeque;
+
+use common::{channel_pair, region, rw};
+use proptest::prelude::*;
+use vmcs_proto::frame::{FrameHeader, FRAME_HDR_SIZE};
+use vmcs_proto::host::SliceShm;
+use vmcs_proto::ring::{ctrl, Channel, Consumer, Producer, RingError, SleepCheck};
+use vmcs_proto::shm::Shm;
+
+#[derive(Debug, Clone)]
+enum Act {
+    Send(Vec<u8>),
+    Recv,
+    RecvDeferred(u8),
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    prop_oneof![
+        3 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Act::Send),
+        2 => Just(Act::Recv),
+        1 => (1u8..5).prop_map(Act::RecvDeferred),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Arbitrary interleavings of sends and receives (wrapping around many
+    /// times, starting at an arbitrary index) behave like a FIFO of messages
+    /// bounded by ring capacity.
+    #[test]
+    fn ring_matches_model(size_log in 9u32..12, start in any::<u32>(), acts in proptest::collection::vec(act(), 1..200)) {
+        let size = 1u32 << size_log;
+        let mem = region(128 + size as usize);
+        let shm = SliceShm::new(&mem);
+        // Start the free-running indices anywhere (aligned) to exercise wrap.
+        shm.store_u32_relaxed(ctrl::PROD_IDX, start & !31);
+        let (mut p, mut c) = channel_pair(&shm, size);
+        let ch = p.channel();
+        let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut used = 0u32;
+        let rec = |l: usize| vmcs_proto::ring::record_size(l as u32).unwrap();
+        for a in acts {
+            match a {
+                Act::Send(data) => {
+                    let len = data.len().min(ch.max_payload() as usize);
+                    let data = &data[..len];
+                    match p.send(&shm, &rw(len as u32), data) {
+                        Ok(_) => { used += rec(len); model.push_back(data.to_vec()); }
+                        Err(RingError::Full) => prop_assert!(used + rec(len) > size),
+                        Err(RingError::TooBig) => prop_assert!(len == 0),
+                        Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                    }
+                }
+                Act::Recv | Act::RecvDeferred(_) => {
+                    let n = if let Act::RecvDeferred(n) = a { n as usize } else { 1 };
+                    for _ in 0..n {
+                        match c.peek(&shm).unwrap() {
+                            None => { prop_assert!(model.is_empty()); break; }
+                            Some(f) => {
+                                let want = model.pop_front().unwrap();
+                                prop_assert_eq!(f.hdr.len as usize, want.len());
+                                prop_assert_eq!(f.segs[0].len + f.segs[1].len, want.len());
+                                let mut got = vec![0u8; want.len()];
+                                prop_assert_eq!(c.read(&shm, &f, 0, &mut got), want.len());
+                                prop_assert_eq!(&got, &want);
+                                // Partial reads from an offset agree too.
+                                if want.len() > 3 {
+                                    let mut tail = vec![0u8; want.len() - 3];
+                                    c.read(&shm, &f, 3, &mut tail);
+                                    prop_assert_eq!(&tail[..], &want[3..]);
+                                }
+                                used -= rec(want.len());
+                                if matches!(a, Act::RecvDeferred(_)) {
+                                    prop_assert!(c.consume_deferred(&f));
+                                } else {
+                                    c.consume(&shm, &f);
+                                }
+                            }
+                        }
+                    }
+                    c.release(&shm);
+                }
+            }
+        }
+        // Drain.
+        while let Some(f) = c.peek(&shm).unwrap() {
+            let want = model.pop_front().unwrap();
+            let mut got = vec![0u8; want.len()];
+            c.read(&shm, &f, 0, &mut got);
+            prop_assert_eq!(got, want);
+            c.consume(&shm, &f);
+        }
+        prop_assert!(model.is_empty());
+        prop_assert_eq!(c.prepare_sleep(&shm), SleepCheck::MaySleep);
+    }
+
+    /// Whatever a hostile producer writes into its line and the ring, the
+    /// consumer returns frames whose segments lie inside the ring, or an
+    /// error, and never panics.
+    #[test]
+    fn consumer_survives_garbage(size_log in 7u32..11, prod in any::<u32>(), epoch_same in any::<bool>(), bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let size = 1u32 << size_log;
+        let mem = region(128 + size as usize);
+        let shm = SliceShm::new(&mem);
+        shm.write_bytes(128, &bytes[..bytes.len().min(size as usize)]);
+        let ch = Channel::from_parts(0, 128, size).unwrap();
+        let (mut c, _) = Consumer::open(&shm, ch);
+        if !epoch_same { shm.store_u32_relaxed(ctrl::PROD_EPOCH, 7); }
+        shm.store_u32_release(ctrl::PROD_IDX, prod);
+        for _ in 0..64 {
+            match c.peek(&shm) {
+                Ok(Some(f)) => {
+                    for s in f.segs {
+                        prop_assert!(s.off >= 128 && s.off + s.len <= 128 + size as usize);
+                    }
+                    prop_assert!(f.hdr.len <= ch.max_payload());
+                    c.consume(&shm, &f);
+                }
+                Ok(None) => break,
+                Err(RingError::Restarted { .. }) => { c.resync(&shm); }
+                Err(RingError::Corrupt(_)) => break,
+                Err(e) => prop_assert!(false, "unexpected {e:?}"),
+            }
+        }
+    }
+
+    /// A hostile consumer index never lets the producer overwrite unconsumed
+    /// data or exceed the ring.
+    #[test]
+    fn producer_survives_garbage(cons in any::<u32>(), n in 0usize..20) {
+        let size = 512u32;
+        let mem = region(128 + size as usize);
+        let shm = SliceShm::new(&mem);
+        let (mut p, _c) = channel_pair(&shm, size);
+        for _ in 0..n { let _ = p.send(&shm, &rw(40), &[1u8; 40]); }
+        shm.store_u32_release(ctrl::CONS_IDX, cons);
+        match p.send(&shm, &rw(100), &[2u8; 100]) {
+            Ok(_) | Err(RingError::Full) | Err(RingError::Corrupt(_)) => {}
+            Err(e) => prop_assert!(false, "unexpected {e:?}"),
+        }
+    }
+
+    /// Any 32 bytes either decode to a header that re-encodes identically, or
+    /// are rejected.
+    #[test]
+    fn frame_decode_roundtrip(b in proptest::array::uniform32(any::<u8>())) {
+        if let Ok(h) = FrameHeader::decode(&b) {
+            prop_assert_eq!(h.encode(), b);
+            prop_assert!(h.validate().is_ok());
+        }
+    }
+}
+
+#[test]
+fn header_size_is_alignment() {
+    assert_eq!(FRAME_HDR_SIZE as u32, vmcs_proto::ring::FRAME_ALIGN);
+}
+
+#[test]
+fn wrap_splits_payload_in_two_segments() {
+    let size = 512u32;
+    let mem = region(128 + size as usize);
+    let shm = SliceShm::new(&mem);
+    shm.store_u32_relaxed(ctrl::PROD_IDX, 512 - 64);
+    let (mut p, mut c) = channel_pair(&shm, size);
+    let data: Vec<u8> = (0..200u8).collect();
+    p.send(&shm, &rw(200), &data).unwrap();
+    let f = c.peek(&shm).unwrap().unwrap();
+    assert_eq!(f.segs[0].len, 32);
+    assert_eq!(f.segs[1].len, 168);
+    assert_eq!(f.segs[1].off, 128);
+    let mut got = vec![0; 200];
+    c.read(&shm, &f, 0, &mut got);
+    assert_eq!(got, data);
+}
+
+#[test]
+fn notification_suppression_flags() {
+    let mem = region(128 + 512);
+    let shm = SliceShm::new(&mem);
+    let (mut p, mut c) = channel_pair(&shm, 512);
+    // Awake consumer: no doorbell.
+    assert!(!p.send(&shm, &rw(8), &[0; 8]).unwrap());
+    // Data pending: may not sleep.
+    assert_eq!(c.prepare_sleep(&shm), SleepCheck::Pending);
+    let f = c.peek(&shm).unwrap().unwrap();
+    c.consume(&shm, &f);
+    assert_eq!(c.prepare_sleep(&shm), SleepCheck::MaySleep);
+    // Sleeping consumer: doorbell.
+    assert!(p.send(&shm, &rw(8), &[0; 8]).unwrap());
+    c.cancel_sleep(&shm);
+    assert!(!p.send(&shm, &rw(8), &[0; 8]).unwrap());
+    // Fill, producer waits for space, consumer release rings it.
+    while p.send(&shm, &rw(200), &[0; 200]).is_ok() {}
+    assert_eq!(p.prepare_wait(&shm, 200).unwrap(), SleepCheck::MaySleep);
+    let f = c.peek(&shm).unwrap().unwrap();
+    assert!(c.consume(&shm, &f));
+}
+
+#[test]
+fn producer_reopen_discards_and_handshakes() {
+    let mem = region(128 + 512);
+    let shm = SliceShm::new(&mem);
+    let (mut p, mut c) = channel_pair(&shm, 512);
+    p.send(&shm, &rw(8), &[1; 8]).unwrap();
+    p.send(&shm, &rw(8), &[2; 8]).unwrap();
+    // Producer "reboots": new incarnation.
+    let (mut p2, _) = Producer::open(&shm, p.channel());
+    assert_eq!(p2.send(&shm, &rw(8), &[3; 8]), Err(RingError::NotReady));
+    // The consumer's next index reload reports the restart; old frames are
+    // discarded by the resync.
+    assert_eq!(
+        c.peek(&shm),
+        Err(RingError::Restarted { epoch: p2.epoch() })
+    );
+    c.resync(&shm);
+    assert_eq!(c.peek(&shm), Ok(None));
+    p2.send(&shm, &rw(8), &[3; 8]).unwrap();
+    let f = c.peek(&shm).unwrap().unwrap();
+    let mut b = [0; 8];
+    c.read(&shm, &f, 0, &mut b);
+    assert_eq!(b, [3; 8]);
+}
+
+#[test]
+fn corrupt_then_resync_recovers() {
+    let mem = region(128 + 512);
+    let shm = SliceShm::new(&mem);
+    let (mut p, mut c) = channel_pair(&shm, 512);
+    p.send(&shm, &rw(8), &[1; 8]).unwrap();
+    // Scribble the header's op field.
+    shm.write_bytes(128 + 4, &[0xff, 0xff]);
+    assert!(matches!(c.peek(&shm), Err(RingError::Corrupt(_))));
+    c.resync(&shm);
+    assert_eq!(c.peek(&shm), Ok(None));
+    p.send(&shm, &rw(8), &[1; 8]).unwrap();
+    assert!(c.peek(&shm).unwrap().is_some());
+}
