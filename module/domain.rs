@@ -5,7 +5,7 @@
 //! A domain is the set of guests that share one ivshmem region. Each bound device registers
 //! its domain here on probe and removes it on unbind; interfaces look domains up by index.
 
-use crate::ffi::SharedRegion;
+use crate::{ffi::SharedRegion, ports::Core, transport::ivshmem::Link};
 use kernel::{prelude::*, revocable::Revocable, sync::Arc};
 
 /// Which QEMU ivshmem variant a device is.
@@ -39,6 +39,11 @@ pub(crate) struct Domain {
     /// The mapped region. Revoked when the device unbinds; users then get `ENODEV`.
     #[pin]
     pub(crate) region: Revocable<SharedRegion>,
+    /// The transport: membership, rings, doorbells.
+    pub(crate) link: Link,
+    /// Ports and connections.
+    #[pin]
+    pub(crate) core: Core,
 }
 
 kernel::sync::global_lock! {

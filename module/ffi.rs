@@ -116,7 +116,9 @@ impl SharedRegion {
         // `pci::Device` is `#[repr(transparent)]` over `Opaque<bindings::pci_dev>`, which is
         // itself transparent, so a pointer to it is a pointer to the `struct pci_dev`. (The
         // `kernel` crate keeps its own `as_raw` private.)
-        let raw = core::ptr::from_ref(pdev).cast::<bindings::pci_dev>().cast_mut();
+        let raw = core::ptr::from_ref(pdev)
+            .cast::<bindings::pci_dev>()
+            .cast_mut();
         let bar = c_int::try_from(bar)?;
         // SAFETY: `raw` is a valid, bound PCI device for the duration of the call.
         to_result(unsafe { bindings::pci_request_region(raw, bar, c"vmcs".as_char_ptr()) })?;
@@ -193,12 +195,14 @@ impl Shm for SharedRegion {
     fn load_u32_acquire(&self, off: usize) -> u32 {
         // SAFETY: `field` returned an in-bounds, aligned pointer into the live mapping;
         // every concurrent access to it is atomic or by another guest.
-        self.field(off).map_or(0, |p| unsafe { atomic_load(p, Acquire) })
+        self.field(off)
+            .map_or(0, |p| unsafe { atomic_load(p, Acquire) })
     }
 
     fn load_u32_relaxed(&self, off: usize) -> u32 {
         // SAFETY: As in `load_u32_acquire`.
-        self.field(off).map_or(0, |p| unsafe { atomic_load(p, Relaxed) })
+        self.field(off)
+            .map_or(0, |p| unsafe { atomic_load(p, Relaxed) })
     }
 
     fn store_u32_release(&self, off: usize, v: u32) {
@@ -225,12 +229,14 @@ impl Shm for SharedRegion {
 
     fn load_u64_acquire(&self, off: usize) -> u64 {
         // SAFETY: As in `load_u32_acquire`.
-        self.field(off).map_or(0, |p| unsafe { atomic_load(p, Acquire) })
+        self.field(off)
+            .map_or(0, |p| unsafe { atomic_load(p, Acquire) })
     }
 
     fn load_u64_relaxed(&self, off: usize) -> u64 {
         // SAFETY: As in `load_u32_acquire`.
-        self.field(off).map_or(0, |p| unsafe { atomic_load(p, Relaxed) })
+        self.field(off)
+            .map_or(0, |p| unsafe { atomic_load(p, Relaxed) })
     }
 
     fn store_u64_release(&self, off: usize, v: u64) {
@@ -270,6 +276,41 @@ impl Drop for SharedRegion {
             bindings::memunmap(self.addr.cast());
             bindings::pci_release_region(self.pdev, self.bar);
         }
+    }
+}
+
+/// Socket errnos the `kernel` crate does not name (`kernel::error::code` lacks them).
+pub(crate) mod errno {
+    use kernel::{bindings, error::Error};
+
+    macro_rules! errnos {
+        ($($fn:ident => $name:ident),* $(,)?) => {$(
+            #[doc = concat!("`", stringify!($name), "`.")]
+            #[allow(dead_code)]
+            pub(crate) fn $fn() -> Error {
+                // The bindings' errno constants are small positive numbers.
+                Error::from_errno(-(bindings::$name as i32))
+            }
+        )*};
+    }
+
+    errnos! {
+        econnreset => ECONNRESET,
+        econnrefused => ECONNREFUSED,
+        econnaborted => ECONNABORTED,
+        ehostunreach => EHOSTUNREACH,
+        enetunreach => ENETUNREACH,
+        eaddrinuse => EADDRINUSE,
+        eaddrnotavail => EADDRNOTAVAIL,
+        enotconn => ENOTCONN,
+        eisconn => EISCONN,
+        einprogress => EINPROGRESS,
+        ealready => EALREADY,
+        eopnotsupp => EOPNOTSUPP,
+        eprotonosupport => EPROTONOSUPPORT,
+        eafnosupport => EAFNOSUPPORT,
+        eshutdown => ESHUTDOWN,
+        emsgsize => EMSGSIZE,
     }
 }
 

@@ -8,6 +8,8 @@
 use crate::{
     domain::{self, Domain, Variant},
     ffi::SharedRegion,
+    ports,
+    transport::ivshmem::Link,
 };
 use kernel::{
     device::{Bound, Core},
@@ -73,6 +75,7 @@ impl pci::Driver for IvshmemDriver {
         let region = SharedRegion::map(pdev, SHM_BAR)?;
         let size = region.len();
 
+        let server_id = ivposition;
         let domain = domain::register_new(|index| {
             Arc::pin_init(
                 try_pin_init!(Domain {
@@ -81,6 +84,8 @@ impl pci::Driver for IvshmemDriver {
                     ivposition,
                     size,
                     region <- Revocable::new(region),
+                    link: Link::new(server_id),
+                    core <- ports::Core::new(),
                 }),
                 GFP_KERNEL,
             )

@@ -15,7 +15,10 @@ mod chardev;
 mod domain;
 mod ffi;
 mod pci;
+mod ports;
 mod proto;
+mod transport;
+mod uapi;
 
 module! {
     type: VmcsModule,

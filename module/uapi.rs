@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The user API of /dev/vmcs: `#[repr(C)]` mirrors of userspace-tool/include/vmcs.h.
+//!
+//! The header is the source of truth; the userspace library checks at compile time that
+//! its own copy of these layouts matches the header, and the sizes are asserted below.
+
+use kernel::ioctl::{_IOR, _IOW, _IOWR};
+
+/// Version of the ABI, reported by `VMCS_IOC_GET_INFO`.
+pub(crate) const ABI_VERSION: u32 = 1;
+/// Bind to any address (`VMADDR_CID_ANY`).
+pub(crate) const CID_ANY: u32 = u32::MAX;
+/// This guest (`VMADDR_CID_LOCAL`): loopback.
+pub(crate) const CID_LOCAL: u32 = 1;
+/// Pick a free port at or above [`PRIVILEGED_PORTS`] (`VMADDR_PORT_ANY`).
+pub(crate) const PORT_ANY: u32 = u32::MAX;
+/// Ports below this need `CAP_NET_BIND_SERVICE`.
+pub(crate) const PRIVILEGED_PORTS: u32 = 1024;
+/// Largest message one write carries.
+pub(crate) const MAX_MSG_SIZE: u32 = 64 * 1024;
+/// Peers a domain can hold.
+pub(crate) const MAX_PEERS: usize = 64;
+
+/// `VMCS_TRANSPORT_IVSHMEM_PLAIN`.
+pub(crate) const TRANSPORT_IVSHMEM_PLAIN: u32 = 1;
+/// `VMCS_TRANSPORT_IVSHMEM_DOORBELL`.
+pub(crate) const TRANSPORT_IVSHMEM_DOORBELL: u32 = 2;
+
+/// `struct vmcs_addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct VmcsAddr {
+    pub(crate) cid: u32,
+    pub(crate) port: u32,
+}
+
+/// `struct vmcs_peer_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsPeerInfo {
+    pub(crate) id: u32,
+    pub(crate) state: u32,
+    pub(crate) generation: u32,
+    pub(crate) heartbeat_age_ms: u32,
+}
+
+/// `struct vmcs_info`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct VmcsInfo {
+    pub(crate) abi_version: u32,
+    pub(crate) domain: u32,
+    pub(crate) local_cid: u32,
+    pub(crate) transport: u32,
+    pub(crate) region_size: u64,
+    pub(crate) max_peers: u32,
+    pub(crate) ring_size: u32,
+    pub(crate) max_msg_size: u32,
+    pub(crate) npeers: u32,
+    pub(crate) peers: [VmcsPeerInfo; MAX_PEERS],
+}
+
+/// `struct vmcs_connect`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsConnect {
+    pub(crate) addr: VmcsAddr,
+    pub(crate) timeout_ms: u32,
+    pub(crate) flags: u32,
+}
+
+/// `struct vmcs_accept`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsAccept {
+    pub(crate) flags: u32,
+    pub(crate) reserved: u32,
+    pub(crate) peer: VmcsAddr,
+}
+
+/// `VMCS_OPT_NONBLOCK`.
+pub(crate) const OPT_NONBLOCK: u32 = 1 << 0;
+/// `VMCS_OPT_RCVBUF`.
+pub(crate) const OPT_RCVBUF: u32 = 1 << 1;
+
+/// `struct vmcs_opts`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsOpts {
+    pub(crate) mask: u32,
+    pub(crate) nonblock: u32,
+    pub(crate) rcvbuf: u32,
+    pub(crate) reserved: u32,
+}
+
+/// `struct vmcs_names`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsNames {
+    pub(crate) local: VmcsAddr,
+    pub(crate) remote: VmcsAddr,
+}
+
+const MAGIC: u32 = 0xB7;
+/// `VMCS_IOC_GET_INFO`.
+pub(crate) const IOC_GET_INFO: u32 = _IOR::<VmcsInfo>(MAGIC, 0x01);
+/// `VMCS_IOC_BIND`.
+pub(crate) const IOC_BIND: u32 = _IOWR::<VmcsAddr>(MAGIC, 0x02);
+/// `VMCS_IOC_CONNECT`.
+pub(crate) const IOC_CONNECT: u32 = _IOW::<VmcsConnect>(MAGIC, 0x03);
+/// `VMCS_IOC_LISTEN`.
+pub(crate) const IOC_LISTEN: u32 = _IOW::<u32>(MAGIC, 0x04);
+/// `VMCS_IOC_ACCEPT`.
+pub(crate) const IOC_ACCEPT: u32 = _IOWR::<VmcsAccept>(MAGIC, 0x05);
+/// `VMCS_IOC_SET_OPTS`.
+pub(crate) const IOC_SET_OPTS: u32 = _IOW::<VmcsOpts>(MAGIC, 0x06);
+/// `VMCS_IOC_GET_NAMES`.
+pub(crate) const IOC_GET_NAMES: u32 = _IOR::<VmcsNames>(MAGIC, 0x07);
+/// `VMCS_IOC_SHUTDOWN`.
+pub(crate) const IOC_SHUTDOWN: u32 = _IOW::<u32>(MAGIC, 0x08);
+
+// The layouts are ABI: they must match vmcs.h on every architecture.
+const _: () = {
+    assert!(size_of::<VmcsAddr>() == 8);
+    assert!(size_of::<VmcsPeerInfo>() == 16);
+    assert!(size_of::<VmcsInfo>() == 40 + 16 * MAX_PEERS);
+    assert!(size_of::<VmcsConnect>() == 16);
+    assert!(size_of::<VmcsAccept>() == 16);
+    assert!(size_of::<VmcsOpts>() == 16);
+    assert!(size_of::<VmcsNames>() == 16);
+};

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
+/*
+ * vmcs user API: /dev/vmcs ioctls and structures, and (later) AF_VMCS addressing.
+ *
+ * Mirrored by module/uapi.rs (kernel) and the userspace library; the Rust side keeps
+ * compile-time tests that its layouts match this header. docs/uapi.md documents the
+ * semantics and errnos.
+ */
+#ifndef _UAPI_LINUX_VMCS_H
+#define _UAPI_LINUX_VMCS_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+/* Version of this ABI, reported by VMCS_IOC_GET_INFO. */
+#define VMCS_ABI_VERSION 1
+
+/* Addresses, as in AF_VSOCK: the cid is the peer id inside the domain. */
+#define VMCS_CID_ANY ((__u32)-1)  /* bind: any; as VMADDR_CID_ANY */
+#define VMCS_CID_LOCAL ((__u32)1) /* this guest, as VMADDR_CID_LOCAL (loopback) */
+#define VMCS_PORT_ANY ((__u32)-1) /* bind: pick a free port >= 1024 */
+/* Ports below this need CAP_NET_BIND_SERVICE to bind. */
+#define VMCS_PRIVILEGED_PORTS 1024
+
+/* Largest message one write() or seqpacket send carries. */
+#define VMCS_MAX_MSG_SIZE (64 * 1024)
+/* Peers a domain can hold (the protocol's limit). */
+#define VMCS_MAX_PEERS 64
+
+struct vmcs_addr {
+	__u32 cid;  /* peer id, VMCS_CID_ANY or VMCS_CID_LOCAL */
+	__u32 port; /* port, or VMCS_PORT_ANY */
+};
+
+/* Peer states as the region's peer table reports them. */
+enum vmcs_peer_state {
+	VMCS_PEER_ABSENT = 0,
+	VMCS_PEER_JOINING = 1,
+	VMCS_PEER_LIVE = 2,
+	VMCS_PEER_LEAVING = 3,
+};
+
+struct vmcs_peer_info {
+	__u32 id;
+	__u32 state;      /* enum vmcs_peer_state */
+	__u32 generation; /* bumped on every (re)join */
+	__u32 heartbeat_age_ms; /* time since the peer's heartbeat last advanced; ~0 unknown */
+};
+
+/* Transports. */
+#define VMCS_TRANSPORT_IVSHMEM_PLAIN 1
+#define VMCS_TRANSPORT_IVSHMEM_DOORBELL 2
+
+struct vmcs_info {
+	__u32 abi_version;   /* out: VMCS_ABI_VERSION */
+	__u32 domain;        /* out: domain index (ivshmem device) of this file */
+	__u32 local_cid;     /* out: this guest's peer id in the domain */
+	__u32 transport;     /* out: VMCS_TRANSPORT_* */
+	__u64 region_size;   /* out: bytes */
+	__u32 max_peers;     /* out: peers the region's layout holds */
+	__u32 ring_size;     /* out: bytes per channel ring */
+	__u32 max_msg_size;  /* out: VMCS_MAX_MSG_SIZE */
+	__u32 npeers;        /* out: valid entries in peers[] (every non-absent peer, self included) */
+	struct vmcs_peer_info peers[VMCS_MAX_PEERS];
+};
+
+/* VMCS_IOC_CONNECT argument. */
+struct vmcs_connect {
+	struct vmcs_addr addr; /* in: the listener */
+	__u32 timeout_ms;      /* in: 0 = the default (2000 ms, as vsock's connect timeout) */
+	__u32 flags;           /* in: must be 0 */
+};
+
+/* VMCS_IOC_ACCEPT argument. */
+struct vmcs_accept {
+	__u32 flags;           /* in: O_NONBLOCK | O_CLOEXEC for the new fd */
+	__u32 reserved;        /* in: must be 0 */
+	struct vmcs_addr peer; /* out: the connecting side */
+};
+
+/* VMCS_IOC_SET_OPTS argument: fields selected by mask are applied. */
+#define VMCS_OPT_NONBLOCK (1u << 0)
+#define VMCS_OPT_RCVBUF (1u << 1)
+struct vmcs_opts {
+	__u32 mask;     /* in: VMCS_OPT_* to apply */
+	__u32 nonblock; /* in: 0 or 1; same as fcntl O_NONBLOCK */
+	__u32 rcvbuf;   /* in: receive buffer (credit) in bytes, 4 KiB .. 4 MiB */
+	__u32 reserved; /* in: must be 0 */
+};
+
+/* VMCS_IOC_GET_NAMES argument. */
+struct vmcs_names {
+	struct vmcs_addr local;  /* out */
+	struct vmcs_addr remote; /* out: zero unless connected */
+};
+
+#define VMCS_IOC_MAGIC 0xB7
+#define VMCS_IOC_GET_INFO _IOR(VMCS_IOC_MAGIC, 0x01, struct vmcs_info)
+#define VMCS_IOC_BIND _IOWR(VMCS_IOC_MAGIC, 0x02, struct vmcs_addr)
+#define VMCS_IOC_CONNECT _IOW(VMCS_IOC_MAGIC, 0x03, struct vmcs_connect)
+#define VMCS_IOC_LISTEN _IOW(VMCS_IOC_MAGIC, 0x04, __u32)
+#define VMCS_IOC_ACCEPT _IOWR(VMCS_IOC_MAGIC, 0x05, struct vmcs_accept)
+#define VMCS_IOC_SET_OPTS _IOW(VMCS_IOC_MAGIC, 0x06, struct vmcs_opts)
+#define VMCS_IOC_GET_NAMES _IOR(VMCS_IOC_MAGIC, 0x07, struct vmcs_names)
+#define VMCS_IOC_SHUTDOWN _IOW(VMCS_IOC_MAGIC, 0x08, __u32) /* SHUT_RD, SHUT_WR, SHUT_RDWR */
+
+#endif /* _UAPI_LINUX_VMCS_H */
