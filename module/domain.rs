@@ -6,7 +6,19 @@
 //! its domain here on probe and removes it on unbind; interfaces look domains up by index.
 
 use crate::{ffi::SharedRegion, ports::Core, transport::ivshmem::Link};
-use kernel::{prelude::*, revocable::Revocable, sync::Arc};
+use kernel::{
+    debugfs::Dir,
+    impl_has_delayed_work,
+    prelude::*,
+    revocable::Revocable,
+    sync::Arc,
+    workqueue::{DelayedWork, WorkItem},
+};
+
+/// Work item id of a domain's receive work (drains the rings; MSI-X or the plain poll).
+pub(crate) const RX_WORK: u64 = 1;
+/// Work item id of a domain's tick (heartbeat, peer liveness, drain).
+pub(crate) const TICK_WORK: u64 = 2;
 
 /// Which QEMU ivshmem variant a device is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -36,14 +48,47 @@ pub(crate) struct Domain {
     pub(crate) ivposition: Option<u32>,
     /// Size of the shared region in bytes.
     pub(crate) size: usize,
-    /// The mapped region. Revoked when the device unbinds; users then get `ENODEV`.
-    #[pin]
-    pub(crate) region: Revocable<SharedRegion>,
+    /// The mapped region. Revoked when the device unbinds; users then get `ENODEV`. Shared
+    /// with the transport (`link`), which holds its own reference.
+    pub(crate) region: Arc<Revocable<SharedRegion>>,
     /// The transport: membership, rings, doorbells.
+    #[pin]
     pub(crate) link: Link,
     /// Ports and connections.
     #[pin]
     pub(crate) core: Core,
+    /// Drains the rings: queued by the MSI-X handler (doorbell) or re-armed as an adaptive
+    /// poll (plain).
+    #[pin]
+    pub(crate) rx_work: DelayedWork<Domain, RX_WORK>,
+    /// Heartbeat, liveness sampling and a drain, every `hb_period_ms`.
+    #[pin]
+    pub(crate) tick_work: DelayedWork<Domain, TICK_WORK>,
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self, RX_WORK> for Domain { self.rx_work }
+    impl HasDelayedWork<Self, TICK_WORK> for Domain { self.tick_work }
+}
+
+impl WorkItem<RX_WORK> for Domain {
+    type Pointer = Arc<Domain>;
+
+    fn run(this: Arc<Domain>) {
+        let (more, activity) = this.link.poll_rx(&this.core);
+        if let Some(delay) = this.link.rx_rearm_delay(more, activity) {
+            this.link.queue_rx(delay);
+        }
+    }
+}
+
+impl WorkItem<TICK_WORK> for Domain {
+    type Pointer = Arc<Domain>;
+
+    fn run(this: Arc<Domain>) {
+        this.link.tick(&this.core);
+        this.link.queue_tick(this.link.tick_period());
+    }
 }
 
 kernel::sync::global_lock! {
@@ -52,10 +97,35 @@ kernel::sync::global_lock! {
     unsafe(uninit) static DOMAINS: Mutex<KVec<Arc<Domain>>> = KVec::new();
 }
 
+kernel::sync::global_lock! {
+    // SAFETY: Initialised in module init, by `init_registry`, before the PCI driver is
+    // registered.
+    unsafe(uninit) static DEBUGFS: Mutex<Option<Dir>> = None;
+}
+
 /// Initialises the domain registry. Called once, first thing in module init.
 pub(crate) fn init_registry() {
     // SAFETY: Called exactly once, from module init, before anything else uses `DOMAINS`.
     unsafe { DOMAINS.init() };
+    // SAFETY: Called exactly once, from module init, before anything else uses `DEBUGFS`.
+    unsafe { DEBUGFS.init() };
+}
+
+/// The debugfs directory `vmcs/`, created on first use.
+pub(crate) fn debugfs_root() -> Dir {
+    let mut root = DEBUGFS.lock();
+    root.get_or_insert_with(|| Dir::new(c"vmcs")).clone()
+}
+
+/// Removes the debugfs directory `vmcs/` when dropped (module exit, after the PCI driver and
+/// with it every per-domain directory is gone).
+pub(crate) struct DebugfsRoot;
+
+impl Drop for DebugfsRoot {
+    fn drop(&mut self) {
+        let root = DEBUGFS.lock().take();
+        drop(root);
+    }
 }
 
 /// Creates a domain with the lowest free index and adds it to the registry.

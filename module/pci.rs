@@ -6,22 +6,23 @@
 //! on `ivshmem-doorbell`, is the MSI-X table; BAR2 is the shared memory.
 
 use crate::{
-    domain::{self, Domain, Variant},
-    ffi::SharedRegion,
+    domain::{self, Domain, Variant, RX_WORK, TICK_WORK},
+    ffi::{self, SharedRegion},
     ports,
-    transport::ivshmem::Link,
+    transport::ivshmem::{self, Link, REGS_SIZE},
 };
 use kernel::{
-    device::{Bound, Core},
+    debugfs::{Dir, File},
+    device::{self, Bound, Core},
     io::Io,
-    pci,
+    irq, new_delayed_work, pci,
     prelude::*,
     revocable::Revocable,
+    str::CString,
     sync::Arc,
+    uaccess::UserSliceReader,
 };
 
-/// Size of the BAR0 register block.
-const REGS_SIZE: usize = 256;
 /// BAR0 register: this guest's peer id on `ivshmem-doorbell`.
 const REG_IVPOSITION: usize = 0x08;
 /// The BAR that holds the shared memory.
@@ -32,10 +33,32 @@ const MSIX_BAR: u32 = 1;
 /// The driver of ivshmem devices.
 pub(crate) struct IvshmemDriver;
 
+/// The MSI-X handler of a doorbell device: it only queues the domain's receive work.
+#[pin_data]
+struct DoorbellIrq {
+    domain: Arc<Domain>,
+}
+
+impl irq::Handler for DoorbellIrq {
+    fn handle(&self, _dev: &device::Device<Bound>) -> irq::IrqReturn {
+        self.domain.link.doorbell_irq(&self.domain);
+        irq::IrqReturn::Handled
+    }
+}
+
+/// debugfs files of one domain, `vmcs/vmcs<N>/{peers,rings,selftest}`.
+struct Debugfs {
+    _peers: Pin<KBox<File<Arc<Domain>>>>,
+    _rings: Pin<KBox<File<Arc<Domain>>>>,
+    _selftest: Pin<KBox<File<Arc<Domain>>>>,
+    _dir: Dir,
+}
+
 /// State of one bound ivshmem device.
 pub(crate) struct IvshmemDevice<'bound> {
     pdev: &'bound pci::Device<Bound>,
-    _regs: pci::Bar<'bound, REGS_SIZE>,
+    irq: Option<Pin<KBox<irq::Registration<DoorbellIrq>>>>,
+    _debugfs: Option<Debugfs>,
     domain: Arc<Domain>,
 }
 
@@ -48,6 +71,67 @@ kernel::pci_device_table!(
         ()
     )]
 );
+
+/// Parses `"<peer> <count>"` written to debugfs `selftest` and sends the frames.
+fn selftest_write(domain: &Arc<Domain>, input: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; 32];
+    let n = input.len().min(buf.len());
+    let text = buf.get_mut(..n).ok_or(EINVAL)?;
+    input.read_slice(text)?;
+    let text = core::str::from_utf8(text).map_err(|_| EINVAL)?;
+    let mut words = text.split_whitespace();
+    let peer: u32 = words.next().ok_or(EINVAL)?.parse().map_err(|_| EINVAL)?;
+    let count: u32 = words.next().ok_or(EINVAL)?.parse().map_err(|_| EINVAL)?;
+    let sent = domain.link.selftest(peer, count)?;
+    pr_info!(
+        "vmcs{}: selftest sent {} frames to peer {}\n",
+        domain.index,
+        sent,
+        peer
+    );
+    Ok(())
+}
+
+fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
+    let name = CString::try_from_fmt(fmt!("vmcs{}", domain.index))?;
+    let dir = domain::debugfs_root().subdir(&name);
+    let peers = KBox::pin_init(
+        dir.read_callback_file(c"peers", domain.clone(), &|d: &Arc<Domain>, f| {
+            d.link.show_peers(f)
+        }),
+        GFP_KERNEL,
+    )?;
+    let rings = KBox::pin_init(
+        dir.read_callback_file(c"rings", domain.clone(), &|d: &Arc<Domain>, f| {
+            d.link.show_rings(f)
+        }),
+        GFP_KERNEL,
+    )?;
+    let selftest = KBox::pin_init(
+        dir.write_callback_file(c"selftest", domain.clone(), &selftest_write),
+        GFP_KERNEL,
+    )?;
+    Ok(Debugfs {
+        _peers: peers,
+        _rings: rings,
+        _selftest: selftest,
+        _dir: dir,
+    })
+}
+
+/// Tears a started domain down: stop the works and doorbells, leave the peer table, reset
+/// every peer in the core, revoke the region. No transport code runs afterwards.
+fn teardown(domain: &Arc<Domain>, irq: Option<&irq::Registration<DoorbellIrq>>) {
+    domain.link.stop();
+    if let Some(irq) = irq {
+        // A handler that raced with `stop` has finished after this; later ones see it.
+        let _ = irq.try_synchronize();
+    }
+    ffi::flush_delayed_work::<Domain, RX_WORK>(domain);
+    ffi::flush_delayed_work::<Domain, TICK_WORK>(domain);
+    domain.link.leave(&domain.core);
+    domain::unregister(domain);
+}
 
 impl pci::Driver for IvshmemDriver {
     type IdInfo = ();
@@ -72,24 +156,79 @@ impl pci::Driver for IvshmemDriver {
             Variant::Doorbell => Some(regs.read32(REG_IVPOSITION)),
             Variant::Plain => None,
         };
+        // Doorbell: BAR0 stays reachable from the transport ('static, revoked on unbind).
+        let regs = match variant {
+            Variant::Doorbell => Some(regs.into_devres()?),
+            Variant::Plain => None,
+        };
         let region = SharedRegion::map(pdev, SHM_BAR)?;
         let size = region.len();
+        let params = crate::transport_params();
+        let joined = ivshmem::attach_and_join(pdev.as_ref(), &region, ivposition, &params)?;
+        let region = Arc::pin_init(Revocable::new(region), GFP_KERNEL)?;
 
-        let server_id = ivposition;
+        let link_region = region.clone();
+        let domain_region = region.clone();
         let domain = domain::register_new(|index| {
+            let link = Link::new(index, joined, link_region, regs, params)?;
             Arc::pin_init(
                 try_pin_init!(Domain {
                     index,
                     variant,
                     ivposition,
                     size,
-                    region <- Revocable::new(region),
-                    link: Link::new(server_id),
+                    region: domain_region,
+                    link <- link,
                     core <- ports::Core::new(),
+                    rx_work <- new_delayed_work!("vmcs_rx"),
+                    tick_work <- new_delayed_work!("vmcs_tick"),
                 }),
                 GFP_KERNEL,
             )
+        })
+        .inspect_err(|_| {
+            if let Some(shm) = region.try_access() {
+                ivshmem::abort_join(&shm, &joined);
+            }
         })?;
+
+        // The doorbell IRQ is requested before the link starts (its handler ignores
+        // doorbells until then), so no doorbell after `start` is lost.
+        let irq = match variant {
+            Variant::Doorbell => {
+                let handler_domain = domain.clone();
+                let r = pdev
+                    .alloc_irq_vectors(1, 1, pci::IrqTypes::default().with(pci::IrqType::MsiX))
+                    .and_then(|vecs| {
+                        KBox::pin_init(
+                            pdev.request_irq(
+                                *vecs.start(),
+                                irq::Flags::TRIGGER_NONE,
+                                c"vmcs",
+                                try_pin_init!(DoorbellIrq {
+                                    domain: handler_domain
+                                }),
+                            ),
+                            GFP_KERNEL,
+                        )
+                    });
+                match r {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        dev_err!(pdev, "vmcs: cannot set up the doorbell MSI-X vector\n");
+                        teardown(&domain, None);
+                        return Err(e);
+                    }
+                }
+            }
+            Variant::Plain => None,
+        };
+        if let Err(e) = domain.link.start(&domain) {
+            dev_err!(pdev, "vmcs{}: cannot join the peer table\n", domain.index);
+            teardown(&domain, irq.as_deref());
+            return Err(e);
+        }
+        let debugfs = create_debugfs(&domain).ok();
 
         match ivposition {
             Some(id) => dev_info!(
@@ -111,13 +250,14 @@ impl pci::Driver for IvshmemDriver {
 
         Ok(IvshmemDevice {
             pdev,
-            _regs: regs,
+            irq,
+            _debugfs: debugfs,
             domain,
         })
     }
 
     fn unbind<'bound>(_pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
-        domain::unregister(&this.domain);
+        teardown(&this.domain, this.irq.as_deref());
     }
 }
 

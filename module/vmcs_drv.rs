@@ -31,7 +31,29 @@ module! {
             default: 0o660,
             description: "File mode of /dev/vmcs (default 0660)",
         },
+        max_peers: u32 {
+            default: 16,
+            description: "Peer slots of a region this guest initialises, 2..64 (default 16)",
+        },
+        hb_period_ms: u32 {
+            default: 200,
+            description: "Heartbeat and peer sampling period in ms (default 200)",
+        },
+        hb_timeout_ms: u32 {
+            default: 1500,
+            description: "A peer whose heartbeat is stale this long is dead, ms (default 1500)",
+        },
     },
+}
+
+/// The transport's tunables, from the module parameters, clamped to sane ranges.
+pub(crate) fn transport_params() -> transport::ivshmem::Params {
+    let period = (*module_parameters::hb_period_ms.value()).clamp(10, 10_000);
+    transport::ivshmem::Params {
+        max_peers: (*module_parameters::max_peers.value()).clamp(2, 64),
+        hb_period_ms: period,
+        hb_timeout_ms: (*module_parameters::hb_timeout_ms.value()).max(period.saturating_mul(3)),
+    }
 }
 
 /// The module version, reported by `vmcs status`.
@@ -45,6 +67,7 @@ struct VmcsModule {
     _chrdev: ffi::ChrdevRegistration,
     #[pin]
     _pci: kernel::driver::Registration<kernel::pci::Adapter<pci::IvshmemDriver>>,
+    _debugfs: domain::DebugfsRoot,
 }
 
 impl kernel::InPlaceModule for VmcsModule {
@@ -55,6 +78,7 @@ impl kernel::InPlaceModule for VmcsModule {
         try_pin_init!(Self {
             _chrdev <- ffi::ChrdevRegistration::register(c"vmcs", mode),
             _pci <- kernel::driver::Registration::new(c"vmcs", module),
+            _debugfs: domain::DebugfsRoot,
         })
     }
 }

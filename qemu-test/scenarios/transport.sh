@@ -1,0 +1,43 @@
+# Transport scenario: every guest joins the peer table, sees every other guest come up,
+# exchanges self-test frames with every other guest over the rings (checked byte by byte
+# on arrival), and leaves cleanly; the others log the leave.
+. /scenarios/lib.sh
+plan 9
+D=/sys/kernel/debug/vmcs/vmcs0
+N=200
+
+check "insmod vmcs.ko" load_vmcs
+check "kernel log shows the join" sh -c "dmesg | grep -E 'vmcs0: joined as peer [0-9]+ \(generation [0-9]+\)'"
+check "debugfs peers/rings/selftest exist" sh -c "test -r $D/peers && test -r $D/rings && test -e $D/selftest"
+
+# Every guest sees the others live.
+up() { [ "$(grep -c ' live ' $D/peers)" -ge "$VMCS_NGUESTS" ] && ! grep -q ' down' $D/peers; }
+i=0
+while ! up && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+check "all $VMCS_NGUESTS guests live in the peer table" up
+cat $D/peers | sed 's/^/# /' >&3
+me=$(awk '/ self/ {print $1}' $D/peers)
+others=$(awk '!/ self/ && / live / {print $1}' $D/peers)
+all_up=0
+for p in $others; do dmesg | grep -q "vmcs0: peer $p up (generation" || all_up=1; done
+check "kernel log shows every other peer up" test "$all_up" = 0
+
+# Self-test frames to every other peer, of varying size (wrapping the ring many times).
+ok_send=0
+for p in $others; do echo "$p $N" >$D/selftest || ok_send=1; done
+check "sent $N self-test frames to every other peer" test "$ok_send" = 0
+got() {
+	for p in $others; do
+		grep -q "^peer $p .* selftest_rx $N selftest_bad 0" $D/rings || return 1
+	done
+}
+i=0
+while ! got && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+check "received $N intact self-test frames from every other peer" got
+cat $D/rings | sed 's/^/# /' >&3
+# Let the others finish receiving from us before anyone leaves.
+sleep 3
+check "rmmod leaves the peer table" sh -c "rmmod vmcs && dmesg | grep -q 'vmcs0: left the peer table'"
+# Guests that leave later see the earlier ones leave (or time out if they already went).
+check "no heartbeat timeouts while everyone was up" sh -c "! dmesg | grep -q 'heartbeat timeout'"
+dmesg | grep vmcs | sed 's/^/# /' >&3
