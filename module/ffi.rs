@@ -450,6 +450,13 @@ unsafe extern "C" fn vmcs_chr_poll(
 // helpers below keep that accounting.
 // ------------------------------------------------------------------------------------------
 
+/// The workqueue of vmcs's works: `system_dfl_wq` (unbound), which this kernel prefers to
+/// `system_wq` (that one logs a deprecation warning).
+pub(crate) fn wq() -> &'static kernel::workqueue::Queue {
+    // SAFETY: `system_dfl_wq` is a C global, set up at boot and never destroyed.
+    unsafe { kernel::workqueue::Queue::from_raw(bindings::system_dfl_wq) }
+}
+
 /// The `struct delayed_work` of work item `ID` in the `T` at `ptr`.
 ///
 /// # Safety
@@ -468,8 +475,8 @@ where
     unsafe { kernel::container_of!(work, bindings::delayed_work, work) }
 }
 
-/// Makes delayed work `ID` of `this` run after `delay` jiffies on the system workqueue,
-/// whether it is idle (it is queued) or already pending (its timer is moved):
+/// Makes delayed work `ID` of `this` run after `delay` jiffies,
+/// whether it is idle (it is queued) or already pending (its timer is moved) on [`wq`]:
 /// `mod_delayed_work()`. Safe in atomic context.
 pub(crate) fn mod_delayed_work<T, const ID: u64>(this: Arc<T>, delay: kernel::time::Jiffies)
 where
@@ -482,13 +489,13 @@ where
     let ptr = Arc::into_raw(this).cast_mut();
     // SAFETY: `ptr` comes from a live `Arc`, so it points at a valid `T`.
     let dwork = unsafe { delayed_work_of::<T, ID>(ptr) };
-    // SAFETY: `system_wq` is a C global, always valid; `dwork` is a `delayed_work`
+    // SAFETY: `system_dfl_wq` is a C global, always valid; `dwork` is a `delayed_work`
     // initialised by `DelayedWork::new` (its function is `T`'s `run`), valid while `ptr`'s
     // reference is alive, which the queue owns if the call queues the work.
     let was_pending = unsafe {
         bindings::mod_delayed_work_on(
             bindings::wq_misc_consts_WORK_CPU_UNBOUND as c_int,
-            bindings::system_wq,
+            bindings::system_dfl_wq,
             dwork,
             delay,
         )

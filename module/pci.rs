@@ -121,11 +121,16 @@ fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
 
 /// Tears a started domain down: stop the works and doorbells, leave the peer table, reset
 /// every peer in the core, revoke the region. No transport code runs afterwards.
-fn teardown(domain: &Arc<Domain>, irq: Option<&irq::Registration<DoorbellIrq>>) {
+fn teardown(
+    dev: &device::Device<Bound>,
+    domain: &Arc<Domain>,
+    irq: Option<&irq::Registration<DoorbellIrq>>,
+) {
     domain.link.stop();
     if let Some(irq) = irq {
         // A handler that raced with `stop` has finished after this; later ones see it.
-        let _ = irq.try_synchronize();
+        // (`synchronize` sleeps; `try_synchronize` would do so under the RCU read lock.)
+        let _ = irq.synchronize(dev);
     }
     ffi::flush_delayed_work::<Domain, RX_WORK>(domain);
     ffi::flush_delayed_work::<Domain, TICK_WORK>(domain);
@@ -216,7 +221,7 @@ impl pci::Driver for IvshmemDriver {
                     Ok(r) => Some(r),
                     Err(e) => {
                         dev_err!(pdev, "vmcs: cannot set up the doorbell MSI-X vector\n");
-                        teardown(&domain, None);
+                        teardown(pdev.as_ref(), &domain, None);
                         return Err(e);
                     }
                 }
@@ -225,7 +230,7 @@ impl pci::Driver for IvshmemDriver {
         };
         if let Err(e) = domain.link.start(&domain) {
             dev_err!(pdev, "vmcs{}: cannot join the peer table\n", domain.index);
-            teardown(&domain, irq.as_deref());
+            teardown(pdev.as_ref(), &domain, irq.as_deref());
             return Err(e);
         }
         let debugfs = create_debugfs(&domain).ok();
@@ -256,8 +261,8 @@ impl pci::Driver for IvshmemDriver {
         })
     }
 
-    fn unbind<'bound>(_pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
-        teardown(&this.domain, this.irq.as_deref());
+    fn unbind<'bound>(pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
+        teardown(pdev.as_ref(), &this.domain, this.irq.as_deref());
     }
 }
 

@@ -49,7 +49,6 @@ use kernel::{
         Arc, Mutex, SpinLock,
     },
     time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Jiffies, Monotonic},
-    workqueue,
 };
 
 /// Size of the BAR0 register block.
@@ -598,7 +597,7 @@ impl Link {
             return;
         }
         bump(&self.doorbells_rx, 1);
-        let _ = workqueue::system().enqueue::<Arc<Domain>, RX_WORK>(domain.clone());
+        let _ = ffi::wq().enqueue::<Arc<Domain>, RX_WORK>(domain.clone());
     }
 
     /// The next delay of the receive work after a pass, `None` to leave it idle.
@@ -626,7 +625,7 @@ impl Link {
     pub(crate) fn queue_rx(&self, delay: Jiffies) {
         let owner = self.owner.lock();
         if let Some(d) = owner.as_ref() {
-            let _ = workqueue::system().enqueue_delayed::<Arc<Domain>, RX_WORK>(d.clone(), delay);
+            let _ = ffi::wq().enqueue_delayed::<Arc<Domain>, RX_WORK>(d.clone(), delay);
         }
     }
 
@@ -634,7 +633,7 @@ impl Link {
     pub(crate) fn queue_tick(&self, delay: Jiffies) {
         let owner = self.owner.lock();
         if let Some(d) = owner.as_ref() {
-            let _ = workqueue::system()
+            let _ = ffi::wq()
                 .enqueue_delayed::<Arc<Domain>, { crate::domain::TICK_WORK }>(d.clone(), delay);
         }
     }
