@@ -276,7 +276,6 @@ impl Link {
         let geo = joined.geo;
         let me = joined.me;
         let n = geo.max_peers as usize;
-        let ring = u32::try_from(geo.ring_size)?;
         let max_payload = Channel::new(&geo, 0, 1).ok_or(EINVAL)?.max_payload();
         let mut tx = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut peers = KVec::with_capacity(n, GFP_KERNEL)?;
@@ -285,20 +284,18 @@ impl Link {
         {
             let shm = region.try_access().ok_or(ENODEV)?;
             for p in 0..geo.max_peers {
-                let (prod, rx, acked) = match (
-                    Channel::new(&geo, me.id, p),
-                    Channel::new(&geo, p, me.id),
-                ) {
-                    (Some(out), Some(inb)) => {
-                        let gen = peer::snapshot(&*shm, &geo, p).ok().map(|s| s.gen);
-                        (
-                            Some(Producer::open(&*shm, out).0),
-                            Some(Consumer::open(&*shm, inb).0),
-                            gen,
-                        )
-                    }
-                    _ => (None, None, None),
-                };
+                let (prod, rx, acked) =
+                    match (Channel::new(&geo, me.id, p), Channel::new(&geo, p, me.id)) {
+                        (Some(out), Some(inb)) => {
+                            let gen = peer::snapshot(&*shm, &geo, p).ok().map(|s| s.gen);
+                            (
+                                Some(Producer::open(&*shm, out).0),
+                                Some(Consumer::open(&*shm, inb).0),
+                                gen,
+                            )
+                        }
+                        _ => (None, None, None),
+                    };
                 tx.push(TxChan { prod, want: None }, GFP_KERNEL)?;
                 peers.push(
                     PeerTrack {
@@ -316,7 +313,6 @@ impl Link {
         }
         let buf = KVec::from_elem(0u8, max_payload as usize, GFP_KERNEL)?;
         let doorbell = regs.is_some();
-        let _ = ring;
         Ok(try_pin_init!(Self {
             index,
             doorbell,
@@ -444,32 +440,28 @@ impl Link {
         let mut corrupt = false;
         let notify = {
             let mut tx = self.tx.lock();
-            let chan = tx
-                .get_mut(peer as usize)
-                .ok_or(SendError::Unreachable)?;
+            let chan = tx.get_mut(peer as usize).ok_or(SendError::Unreachable)?;
             let shm = self.region.try_access().ok_or(SendError::Shutdown)?;
             let prod = chan.prod.as_mut().ok_or(SendError::Unreachable)?;
             match prod.send(&*shm, &h, payload) {
                 Ok(n) => n,
-                Err(RingError::Full | RingError::NotReady) => {
-                    match prod.prepare_wait(&*shm, len) {
-                        Ok(SleepCheck::Pending) => match prod.send(&*shm, &h, payload) {
-                            Ok(n) => n,
-                            Err(_) => {
-                                chan.want = Some(len);
-                                return Err(SendError::Full);
-                            }
-                        },
-                        Ok(SleepCheck::MaySleep) => {
+                Err(RingError::Full | RingError::NotReady) => match prod.prepare_wait(&*shm, len) {
+                    Ok(SleepCheck::Pending) => match prod.send(&*shm, &h, payload) {
+                        Ok(n) => n,
+                        Err(_) => {
                             chan.want = Some(len);
                             return Err(SendError::Full);
                         }
-                        Err(_) => {
-                            corrupt = true;
-                            false
-                        }
+                    },
+                    Ok(SleepCheck::MaySleep) => {
+                        chan.want = Some(len);
+                        return Err(SendError::Full);
                     }
-                }
+                    Err(_) => {
+                        corrupt = true;
+                        false
+                    }
+                },
                 Err(RingError::TooBig) => return Err(SendError::Invalid),
                 Err(_) => {
                     corrupt = true;
@@ -779,7 +771,10 @@ impl Link {
             }
         }
         if peer::join_complete(&*shm, &self.geo, &mut me).is_err() {
-            pr_err!("vmcs{}: evicted while rejoining; link is down\n", self.index);
+            pr_err!(
+                "vmcs{}: evicted while rejoining; link is down\n",
+                self.index
+            );
             rx.broken = true;
             return;
         }
@@ -893,12 +888,7 @@ impl Link {
             PeerState::Absent | PeerState::Leaving => {
                 t.dead_gen = None;
                 if let Some(old) = t.inc {
-                    pr_info!(
-                        "vmcs{}: peer {} left (generation {}), reset\n",
-                        idx,
-                        p,
-                        old
-                    );
+                    pr_info!("vmcs{}: peer {} left (generation {}), reset\n", idx, p, old);
                     self.reset_peer(t, p, up);
                 }
             }
