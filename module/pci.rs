@@ -85,7 +85,8 @@ impl pci::Driver for IvshmemDriver {
                     size,
                     region <- Revocable::new(region),
                     link: Link::new(server_id),
-                    core <- ports::Core::new(),
+                    // SAFETY: The core initialises the `core` field of this `Domain`.
+                    core <- unsafe { ports::Core::new() },
                 }),
                 GFP_KERNEL,
             )
