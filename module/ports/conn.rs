@@ -481,9 +481,9 @@ impl Sock {
             }
         }
         core.lo_drain();
-        core.kick(s);
 
         let mut st = s.state.lock();
+        core.kick(st.peer);
         let timeout = if timeout_ms == 0 {
             DEFAULT_CONNECT_TIMEOUT_MS
         } else {
@@ -732,7 +732,7 @@ impl Sock {
             if nonblock {
                 return Err(EAGAIN);
             }
-            core.kick(self);
+            core.kick(st.peer);
             if self.wq.wait_interruptible(&mut st) {
                 return Err(ERESTARTSYS);
             }
@@ -775,7 +775,7 @@ impl Sock {
             if nonblock {
                 return Err(EAGAIN);
             }
-            core.kick(self);
+            core.kick(st.peer);
             if self.wq.wait_interruptible(&mut st) {
                 return Err(ERESTARTSYS);
             }

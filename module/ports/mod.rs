@@ -209,8 +209,7 @@ impl Core {
     }
 
     /// Tells the transport that traffic is expected (a waiter sleeps on a remote peer).
-    fn kick(&self, sock: &Sock) {
-        let peer = sock.state.lock().peer;
+    fn kick(&self, peer: u32) {
         if peer != self.local_id() {
             self.domain().link.kick();
         }
