@@ -101,7 +101,14 @@ impl Endpoint {
                 if c.flags != 0 {
                     return Err(EINVAL);
                 }
-                Sock::connect(&self.sock, core, c.addr.cid, c.addr.port, c.timeout_ms, nonblock)?;
+                Sock::connect(
+                    &self.sock,
+                    core,
+                    c.addr.cid,
+                    c.addr.port,
+                    c.timeout_ms,
+                    nonblock,
+                )?;
                 Ok(0)
             }
             uapi::IOC_LISTEN => {

@@ -8,20 +8,20 @@
 //! to the safe code in `chardev`.
 
 use crate::{chardev::Endpoint, proto::shm::Shm};
-use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use core::ptr::NonNull;
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::{
     bindings,
     error::{from_err_ptr, to_result},
     fs::{file::FileDescriptorReservation, File},
     prelude::*,
     sync::{
+        aref::ARef,
         atomic::{
             atomic_load, atomic_store, cmpxchg as atomic_cmpxchg,
             ordering::{Acquire, Full, Relaxed, Release},
         },
         barrier::smp_mb,
-        aref::ARef,
         poll::PollTable,
         Arc, ArcBorrow,
     },
@@ -501,8 +501,7 @@ unsafe extern "C" fn vmcs_chr_ioctl(
 ) -> c_long {
     // SAFETY: Guaranteed by the caller.
     let (ep, nonblock) = unsafe { (endpoint(file), nonblocking(file)) };
-    // `c_ulong` and `usize` have the same size in the kernel.
-    match ep.ioctl(cmd, arg as usize, nonblock) {
+    match ep.ioctl(cmd, arg, nonblock) {
         Ok(v) => v as c_long,
         Err(e) => e.to_errno() as c_long,
     }
@@ -519,6 +518,12 @@ unsafe extern "C" fn vmcs_chr_poll(
     // SAFETY: Guaranteed by the caller: the file is open (so its refcount is positive for the
     // duration of the call) and `fdget_pos` users of it take `f_pos_lock`; `wait` is null or
     // valid for the duration of the call.
-    let (ep, f, table) = unsafe { (endpoint(file), File::from_raw_file(file), PollTable::from_raw(wait)) };
+    let (ep, f, table) = unsafe {
+        (
+            endpoint(file),
+            File::from_raw_file(file),
+            PollTable::from_raw(wait),
+        )
+    };
     ep.poll(f, &table)
 }
