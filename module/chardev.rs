@@ -1,103 +1,241 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `/dev/vmcs`: one endpoint per open file.
+//! `/dev/vmcs`: one endpoint per open file (docs/uapi.md).
 //!
-//! At this stage the device exposes the raw shared region of the default domain as a
-//! positional byte window (read, write, lseek), which the foundation tests use to show that
-//! bytes written in one guest are read in another. Message semantics replace it once the
-//! protocol core lands (docs/uapi.md).
+//! Each open file (and each file `VMCS_IOC_ACCEPT` returns) is one endpoint of the core
+//! (`ports::Sock`) of the default domain: it binds, listens and accepts, or connects, and
+//! then carries SEQPACKET messages, one per `write()` and one per `read()`.
 
 use crate::{
-    domain::{self, Domain},
-    ffi::poll_mask,
+    domain::{self, Domain, Variant},
+    ffi::{self, errno, oflags},
+    ports::{Sock, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
+    transport::PeerInfo,
+    uapi::{self, VmcsAccept, VmcsAddr, VmcsConnect, VmcsInfo, VmcsNames, VmcsOpts, VmcsPeerInfo},
 };
 use kernel::{
+    fs::File,
     prelude::*,
-    sync::Arc,
-    uaccess::{UserSliceReader, UserSliceWriter},
+    sync::{poll::PollTable, Arc},
+    uaccess::{UserPtr, UserSlice, UserSliceReader, UserSliceWriter},
 };
-
-/// Largest chunk copied per step between the region and user memory.
-const CHUNK: usize = 4096;
 
 /// The state of one open `/dev/vmcs` file.
 pub(crate) struct Endpoint {
     domain: Arc<Domain>,
+    sock: Arc<Sock>,
 }
 
 impl Endpoint {
     /// Opens an endpoint on the default domain; `ENODEV` when no ivshmem device is bound.
     pub(crate) fn open() -> Result<Arc<Self>> {
         let domain = domain::default_domain().ok_or(ENODEV)?;
-        Ok(Arc::new(Self { domain }, GFP_KERNEL)?)
+        let sock = Sock::new(CHARDEV_TYPE)?;
+        Ok(Arc::new(Self { domain, sock }, GFP_KERNEL)?)
     }
 
     /// Called once when the file is released.
-    pub(crate) fn release(&self) {}
-
-    /// Returns the region range `pos..pos + len` clamped to the region, or `None` at its end.
-    fn window(&self, pos: i64, len: usize, size: usize) -> Result<Option<(usize, usize)>> {
-        let start = usize::try_from(pos).map_err(|_| EINVAL)?;
-        if start >= size || len == 0 {
-            return Ok(None);
-        }
-        Ok(Some((start, len.min(size - start).min(CHUNK))))
+    pub(crate) fn release(&self) {
+        self.sock.release(&self.domain.core);
     }
 
-    /// Reads from the region at `*pos`; returns 0 at the end of the region.
-    pub(crate) fn read(&self, mut out: UserSliceWriter, pos: &mut i64) -> Result<usize> {
-        let mut done = 0;
-        let mut buf = KVec::from_elem(0u8, CHUNK, GFP_KERNEL)?;
-        while !out.is_empty() {
-            let n = {
-                let region = self.domain.region.try_access().ok_or(ENODEV)?;
-                let Some((start, n)) = self.window(*pos, out.len(), region.len())? else {
-                    break;
-                };
-                region.read(start, &mut buf[..n])?;
-                n
-            };
-            out.write_slice(&buf[..n])?;
-            // `n` is at most CHUNK, so it fits in i64.
-            *pos += n as i64;
-            done += n;
-        }
-        Ok(done)
+    /// `ENODEV` once the device is unbound.
+    fn alive(&self) -> Result {
+        self.domain.region.try_access().map(|_| ()).ok_or(ENODEV)
     }
 
-    /// Writes to the region at `*pos`; `ENOSPC` when `*pos` is at or past its end.
-    pub(crate) fn write(&self, mut input: UserSliceReader, pos: &mut i64) -> Result<usize> {
-        let mut done = 0;
-        let mut buf = KVec::from_elem(0u8, CHUNK, GFP_KERNEL)?;
-        while !input.is_empty() {
-            let size = self.domain.region.try_access().ok_or(ENODEV)?.len();
-            let Some((start, n)) = self.window(*pos, input.len(), size)? else {
-                if done == 0 {
-                    return Err(ENOSPC);
+    fn nonblock(&self, file_nonblock: bool) -> bool {
+        file_nonblock || self.sock.nonblock()
+    }
+
+    /// Reads one message; a smaller buffer truncates it (the rest is discarded).
+    pub(crate) fn read(&self, mut out: UserSliceWriter, nonblock: bool) -> Result<usize> {
+        self.alive()?;
+        let nonblock = self.nonblock(nonblock);
+        let msg = self.sock.recv(&self.domain.core, out.len(), nonblock)?;
+        out.write_slice(&msg)?;
+        Ok(msg.len())
+    }
+
+    /// Writes one message of 1..=`VMCS_MAX_MSG_SIZE` bytes.
+    pub(crate) fn write(&self, input: UserSliceReader, nonblock: bool) -> Result<usize> {
+        self.alive()?;
+        let nonblock = self.nonblock(nonblock);
+        let len = input.len();
+        if len > uapi::MAX_MSG_SIZE as usize {
+            return Err(errno::emsgsize());
+        }
+        let mut data = KVec::with_capacity(len, GFP_KERNEL)?;
+        input.read_all(&mut data, GFP_KERNEL)?;
+        self.sock.send(&self.domain.core, data, nonblock)
+    }
+
+    /// The ioctls of docs/uapi.md.
+    pub(crate) fn ioctl(&self, cmd: u32, arg: usize, nonblock: bool) -> Result<isize> {
+        let nonblock = self.nonblock(nonblock);
+        let core = &self.domain.core;
+        let user = |size: usize| UserSlice::new(UserPtr::from_addr(arg), size);
+        match cmd {
+            uapi::IOC_GET_INFO => {
+                self.alive()?;
+                let info = self.info()?;
+                user(size_of::<VmcsInfo>()).writer().write(&*info)?;
+                Ok(0)
+            }
+            uapi::IOC_BIND => {
+                self.alive()?;
+                let (mut r, mut w) = user(size_of::<VmcsAddr>()).reader_writer();
+                let mut addr: VmcsAddr = r.read()?;
+                let local = self.domain.link.local_id();
+                if addr.cid != uapi::CID_ANY && addr.cid != uapi::CID_LOCAL && addr.cid != local {
+                    return Err(errno::eaddrnotavail());
                 }
-                break;
+                addr.port = Sock::bind(&self.sock, core, addr.port)?;
+                addr.cid = local;
+                w.write(&addr)?;
+                Ok(0)
+            }
+            uapi::IOC_CONNECT => {
+                self.alive()?;
+                let c: VmcsConnect = user(size_of::<VmcsConnect>()).reader().read()?;
+                if c.flags != 0 {
+                    return Err(EINVAL);
+                }
+                Sock::connect(
+                    &self.sock,
+                    core,
+                    c.addr.cid,
+                    c.addr.port,
+                    c.timeout_ms,
+                    nonblock,
+                )?;
+                Ok(0)
+            }
+            uapi::IOC_LISTEN => {
+                self.alive()?;
+                let backlog: u32 = user(size_of::<u32>()).reader().read()?;
+                self.sock.listen(core, backlog)?;
+                Ok(0)
+            }
+            uapi::IOC_ACCEPT => {
+                self.alive()?;
+                let (mut r, mut w) = user(size_of::<VmcsAccept>()).reader_writer();
+                let mut a: VmcsAccept = r.read()?;
+                if a.reserved != 0 || a.flags & !(oflags::NONBLOCK | oflags::CLOEXEC) != 0 {
+                    return Err(EINVAL);
+                }
+                let (child, peer, port) = self.sock.accept(nonblock)?;
+                let ep = Arc::new(
+                    Self {
+                        domain: self.domain.clone(),
+                        sock: child.clone(),
+                    },
+                    GFP_KERNEL,
+                );
+                let ep = match ep {
+                    Ok(ep) => ep,
+                    Err(e) => {
+                        child.release(core);
+                        return Err(e.into());
+                    }
+                };
+                a.peer = VmcsAddr { cid: peer, port };
+                let fd = ffi::install_endpoint(ep, a.flags, |_fd| w.write(&a))?;
+                // Descriptors are small non-negative ints.
+                Ok(fd as isize)
+            }
+            uapi::IOC_SET_OPTS => {
+                let o: VmcsOpts = user(size_of::<VmcsOpts>()).reader().read()?;
+                if o.reserved != 0 || o.mask & !(uapi::OPT_NONBLOCK | uapi::OPT_RCVBUF) != 0 {
+                    return Err(EINVAL);
+                }
+                let nb = if o.mask & uapi::OPT_NONBLOCK != 0 {
+                    if o.nonblock > 1 {
+                        return Err(EINVAL);
+                    }
+                    Some(o.nonblock == 1)
+                } else {
+                    None
+                };
+                let rb = if o.mask & uapi::OPT_RCVBUF != 0 {
+                    if !(MIN_RCVBUF..=MAX_RCVBUF).contains(&o.rcvbuf) {
+                        return Err(EINVAL);
+                    }
+                    Some(o.rcvbuf)
+                } else {
+                    None
+                };
+                self.sock.set_opts(core, nb, rb);
+                Ok(0)
+            }
+            uapi::IOC_GET_NAMES => {
+                let local = self.domain.link.local_id();
+                let (port, remote) = self.sock.names();
+                let names = VmcsNames {
+                    local: VmcsAddr {
+                        cid: local,
+                        port: port.unwrap_or(uapi::PORT_ANY),
+                    },
+                    remote: remote
+                        .map(|(cid, port)| VmcsAddr { cid, port })
+                        .unwrap_or_default(),
+                };
+                user(size_of::<VmcsNames>()).writer().write(&names)?;
+                Ok(0)
+            }
+            uapi::IOC_SHUTDOWN => {
+                let how: u32 = user(size_of::<u32>()).reader().read()?;
+                if how > uapi::SHUT_RDWR {
+                    return Err(EINVAL);
+                }
+                self.sock.shutdown(core, how)?;
+                Ok(0)
+            }
+            _ => Err(ENOTTY),
+        }
+    }
+
+    /// `VMCS_IOC_GET_INFO`.
+    fn info(&self) -> Result<KBox<VmcsInfo>> {
+        let link = &self.domain.link;
+        let mut peers = KVec::<PeerInfo>::new();
+        link.peers(&mut peers)?;
+        let mut info = KBox::new(
+            VmcsInfo {
+                abi_version: uapi::ABI_VERSION,
+                domain: self.domain.index,
+                local_cid: link.local_id(),
+                transport: match self.domain.variant {
+                    Variant::Plain => uapi::TRANSPORT_IVSHMEM_PLAIN,
+                    Variant::Doorbell => uapi::TRANSPORT_IVSHMEM_DOORBELL,
+                },
+                region_size: self.domain.size as u64,
+                max_peers: link.max_peers(),
+                ring_size: link.ring_size(),
+                max_msg_size: uapi::MAX_MSG_SIZE,
+                npeers: 0,
+                peers: [VmcsPeerInfo::default(); uapi::MAX_PEERS],
+            },
+            GFP_KERNEL,
+        )?;
+        for (slot, p) in info.peers.iter_mut().zip(peers.iter()) {
+            *slot = VmcsPeerInfo {
+                id: p.id,
+                state: p.state,
+                generation: p.generation,
+                heartbeat_age_ms: p.heartbeat_age_ms,
             };
-            input.read_slice(&mut buf[..n])?;
-            let region = self.domain.region.try_access().ok_or(ENODEV)?;
-            region.write(start, &buf[..n])?;
-            // `n` is at most CHUNK, so it fits in i64.
-            *pos += n as i64;
-            done += n;
         }
-        Ok(done)
+        // At most `MAX_PEERS` entries were filled.
+        info.npeers = peers.len().min(uapi::MAX_PEERS) as u32;
+        Ok(info)
     }
 
-    /// No ioctl is defined yet.
-    pub(crate) fn ioctl(&self, _cmd: u32, _arg: usize) -> Result<isize> {
-        Err(ENOTTY)
-    }
-
-    /// The region window is always readable and writable while the device is bound.
-    pub(crate) fn poll(&self) -> u32 {
-        if self.domain.region.try_access().is_some() {
-            poll_mask::IN | poll_mask::OUT
-        } else {
-            poll_mask::ERR | poll_mask::HUP
+    /// `poll()`: see docs/uapi.md for the mask.
+    pub(crate) fn poll(&self, file: &File, table: &PollTable<'_>) -> u32 {
+        if self.alive().is_err() {
+            return ffi::poll_mask::ERR | ffi::poll_mask::HUP;
         }
+        self.sock.poll(file, table)
     }
 }

@@ -8,17 +8,21 @@
 //! to the safe code in `chardev`.
 
 use crate::{chardev::Endpoint, proto::shm::Shm};
+use core::ptr::NonNull;
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::{
     bindings,
-    error::to_result,
+    error::{from_err_ptr, to_result},
+    fs::{file::FileDescriptorReservation, File},
     prelude::*,
     sync::{
+        aref::ARef,
         atomic::{
             atomic_load, atomic_store, cmpxchg as atomic_cmpxchg,
             ordering::{Acquire, Full, Relaxed, Release},
         },
         barrier::smp_mb,
+        poll::PollTable,
         Arc, ArcBorrow,
     },
     types::{ForeignOwnable, Opaque},
@@ -30,6 +34,68 @@ extern "C" {
     /// Returns the `struct file_operations` of /dev/vmcs (a static table in vmcs_glue.c),
     /// typed `void *` here because bindgen's `file_operations` is not FFI-safe by lint.
     fn vmcs_glue_fops() -> *const c_void;
+    /// `anon_inode_getfile("[vmcs]", &vmcs_fops, private_data, O_RDWR | (flags & O_NONBLOCK))`:
+    /// a new file with the file operations of /dev/vmcs. Returns an `ERR_PTR` on failure.
+    fn vmcs_glue_anon_file(private_data: *mut c_void, flags: c_int) -> *mut c_void;
+}
+
+/// Whether the current task may bind ports below 1024 (`CAP_NET_BIND_SERVICE`).
+pub(crate) fn capable_net_bind_service() -> bool {
+    // SAFETY: `capable` only inspects the current task's credentials.
+    unsafe { bindings::capable(bindings::CAP_NET_BIND_SERVICE as c_int) }
+}
+
+/// `O_NONBLOCK` and `O_CLOEXEC`, the flags `VMCS_IOC_ACCEPT` takes.
+pub(crate) mod oflags {
+    /// `O_NONBLOCK`.
+    pub(crate) const NONBLOCK: u32 = kernel::bindings::O_NONBLOCK;
+    /// `O_CLOEXEC`.
+    pub(crate) const CLOEXEC: u32 = kernel::bindings::O_CLOEXEC;
+}
+
+/// Installs a new file descriptor for `ep` in the current task: a new anonymous file with
+/// the file operations of /dev/vmcs, `O_NONBLOCK` and `O_CLOEXEC` taken from `flags`.
+///
+/// `before_install` runs with the reserved descriptor number before the descriptor becomes
+/// visible (to copy results to user space); if it fails, nothing is installed. On every
+/// failure `ep` is released (`Endpoint::release`), exactly once.
+pub(crate) fn install_endpoint(
+    ep: Arc<Endpoint>,
+    flags: u32,
+    before_install: impl FnOnce(u32) -> Result,
+) -> Result<u32> {
+    let reservation = match FileDescriptorReservation::get_unused_fd_flags(flags & oflags::CLOEXEC)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            ep.release();
+            return Err(e);
+        }
+    };
+    let fd = reservation.reserved_fd();
+    let private = ep.into_foreign();
+    // The flag fits in a C int.
+    let nonblock = (flags & oflags::NONBLOCK) as c_int;
+    // SAFETY: `private` is an `Arc<Endpoint>` turned into a foreign pointer, which the file
+    // owns from now on (released by `vmcs_chr_release`).
+    let raw = unsafe { vmcs_glue_anon_file(private, nonblock) };
+    let raw = match from_err_ptr(raw.cast::<bindings::file>()) {
+        Ok(raw) => raw,
+        Err(e) => {
+            // SAFETY: The file was not created, so `private` is still ours.
+            let ep = unsafe { <Arc<Endpoint> as ForeignOwnable>::from_foreign(private) };
+            ep.release();
+            return Err(e);
+        }
+    };
+    // SAFETY: `anon_inode_getfile` returned a new file with one reference, which the `ARef`
+    // takes over; `File` is a transparent wrapper of `struct file`; nobody else knows the
+    // file yet, so there is no `fdget_pos` on it.
+    let file: ARef<File> = unsafe { ARef::from_raw(NonNull::new_unchecked(raw.cast())) };
+    // On failure `file` is dropped: `fput` releases the endpoint through the file.
+    before_install(fd)?;
+    reservation.fd_install(file);
+    Ok(fd)
 }
 
 /// A registration of the `/dev/vmcs` misc device.
@@ -380,36 +446,48 @@ unsafe fn endpoint<'a>(file: *mut bindings::file) -> ArcBorrow<'a, Endpoint> {
     unsafe { <Arc<Endpoint> as ForeignOwnable>::borrow((*file).private_data) }
 }
 
+/// Whether `O_NONBLOCK` is set on `file`.
+///
 /// # Safety
 ///
-/// `file` must be an open /dev/vmcs file, `buf` a user pointer and `ppos` valid.
+/// `file` must be a valid file.
+unsafe fn nonblocking(file: *mut bindings::file) -> bool {
+    // SAFETY: Per the function's safety requirements, `file` is valid; `f_flags` may change
+    // concurrently (fcntl), and any value read is fine.
+    let flags = unsafe { core::ptr::addr_of!((*file).f_flags).read_volatile() };
+    flags & oflags::NONBLOCK != 0
+}
+
+/// # Safety
+///
+/// `file` must be an open /dev/vmcs file and `buf` a user pointer.
 #[no_mangle]
 unsafe extern "C" fn vmcs_chr_read(
     file: *mut bindings::file,
     buf: *mut c_void,
     len: usize,
-    ppos: *mut bindings::loff_t,
+    _ppos: *mut bindings::loff_t,
 ) -> isize {
     // SAFETY: Guaranteed by the caller.
-    let (ep, pos) = unsafe { (endpoint(file), &mut *ppos) };
+    let (ep, nonblock) = unsafe { (endpoint(file), nonblocking(file)) };
     let writer = UserSlice::new(UserPtr::from_ptr(buf), len).writer();
-    to_ssize(ep.read(writer, pos))
+    to_ssize(ep.read(writer, nonblock))
 }
 
 /// # Safety
 ///
-/// `file` must be an open /dev/vmcs file, `buf` a user pointer and `ppos` valid.
+/// `file` must be an open /dev/vmcs file and `buf` a user pointer.
 #[no_mangle]
 unsafe extern "C" fn vmcs_chr_write(
     file: *mut bindings::file,
     buf: *mut c_void,
     len: usize,
-    ppos: *mut bindings::loff_t,
+    _ppos: *mut bindings::loff_t,
 ) -> isize {
     // SAFETY: Guaranteed by the caller.
-    let (ep, pos) = unsafe { (endpoint(file), &mut *ppos) };
+    let (ep, nonblock) = unsafe { (endpoint(file), nonblocking(file)) };
     let reader = UserSlice::new(UserPtr::from_ptr(buf), len).reader();
-    to_ssize(ep.write(reader, pos))
+    to_ssize(ep.write(reader, nonblock))
 }
 
 /// # Safety
@@ -422,8 +500,8 @@ unsafe extern "C" fn vmcs_chr_ioctl(
     arg: c_ulong,
 ) -> c_long {
     // SAFETY: Guaranteed by the caller.
-    let ep = unsafe { endpoint(file) };
-    match ep.ioctl(cmd, arg) {
+    let (ep, nonblock) = unsafe { (endpoint(file), nonblocking(file)) };
+    match ep.ioctl(cmd, arg, nonblock) {
         Ok(v) => v as c_long,
         Err(e) => e.to_errno() as c_long,
     }
@@ -431,15 +509,23 @@ unsafe extern "C" fn vmcs_chr_ioctl(
 
 /// # Safety
 ///
-/// `file` must be an open /dev/vmcs file.
+/// `file` must be an open /dev/vmcs file and `wait` null or a valid poll table.
 #[no_mangle]
 unsafe extern "C" fn vmcs_chr_poll(
     file: *mut bindings::file,
-    _wait: *mut bindings::poll_table_struct,
+    wait: *mut bindings::poll_table_struct,
 ) -> bindings::__poll_t {
-    // SAFETY: Guaranteed by the caller.
-    let ep = unsafe { endpoint(file) };
-    ep.poll()
+    // SAFETY: Guaranteed by the caller: the file is open (so its refcount is positive for the
+    // duration of the call) and `fdget_pos` users of it take `f_pos_lock`; `wait` is null or
+    // valid for the duration of the call.
+    let (ep, f, table) = unsafe {
+        (
+            endpoint(file),
+            File::from_raw_file(file),
+            PollTable::from_raw(wait),
+        )
+    };
+    ep.poll(f, &table)
 }
 
 // ------------------------------------------------------------------------------------------

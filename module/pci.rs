@@ -184,7 +184,8 @@ impl pci::Driver for IvshmemDriver {
                     size,
                     region: domain_region,
                     link <- link,
-                    core <- ports::Core::new(),
+                    // SAFETY: The core initialises the `core` field of this `Domain`.
+                    core <- unsafe { ports::Core::new() },
                     rx_work <- new_delayed_work!("vmcs_rx"),
                     tick_work <- new_delayed_work!("vmcs_tick"),
                 }),

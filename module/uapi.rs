@@ -5,7 +5,10 @@
 //! The header is the source of truth; the userspace library checks at compile time that
 //! its own copy of these layouts matches the header, and the sizes are asserted below.
 
-use kernel::ioctl::{_IOR, _IOW, _IOWR};
+use kernel::{
+    ioctl::{_IOR, _IOW, _IOWR},
+    transmute::{AsBytes, FromBytes},
+};
 
 /// Version of the ABI, reported by `VMCS_IOC_GET_INFO`.
 pub(crate) const ABI_VERSION: u32 = 1;
@@ -119,6 +122,30 @@ pub(crate) const IOC_SET_OPTS: u32 = _IOW::<VmcsOpts>(MAGIC, 0x06);
 pub(crate) const IOC_GET_NAMES: u32 = _IOR::<VmcsNames>(MAGIC, 0x07);
 /// `VMCS_IOC_SHUTDOWN`.
 pub(crate) const IOC_SHUTDOWN: u32 = _IOW::<u32>(MAGIC, 0x08);
+
+/// `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR` for `VMCS_IOC_SHUTDOWN`.
+pub(crate) const SHUT_RDWR: u32 = 2;
+
+// SAFETY: The structs below are `#[repr(C)]`, made of `u32`/`u64` fields (and arrays and
+// structs of them) laid out without padding (sizes asserted below), so every bit pattern is a
+// valid value and no byte is uninitialised.
+unsafe impl FromBytes for VmcsAddr {}
+// SAFETY: As above.
+unsafe impl AsBytes for VmcsAddr {}
+// SAFETY: As above.
+unsafe impl AsBytes for VmcsPeerInfo {}
+// SAFETY: As above.
+unsafe impl AsBytes for VmcsInfo {}
+// SAFETY: As above.
+unsafe impl FromBytes for VmcsConnect {}
+// SAFETY: As above.
+unsafe impl FromBytes for VmcsAccept {}
+// SAFETY: As above.
+unsafe impl AsBytes for VmcsAccept {}
+// SAFETY: As above.
+unsafe impl FromBytes for VmcsOpts {}
+// SAFETY: As above.
+unsafe impl AsBytes for VmcsNames {}
 
 // The layouts are ABI: they must match vmcs.h on every architecture.
 const _: () = {

@@ -7,8 +7,11 @@
  *  - the file_operations of /dev/vmcs need `.owner = THIS_MODULE` so that an
  *    open file pins the module (kernel::miscdevice leaves owner unset, which
  *    would let rmmod unload code that open files still point at), and
- *  - kernel::miscdevice has no poll hook.
+ *  - kernel::miscdevice has no poll hook, and
+ *  - the kernel crate has no anon_inode_getfile, which VMCS_IOC_ACCEPT uses to
+ *    give an accepted connection a file of its own with the same operations.
  */
+#include <linux/anon_inodes.h>
 #include <linux/module.h>
 
 #include "vmcs_glue.h"
@@ -22,11 +25,22 @@ static const struct file_operations vmcs_fops = {
 	.unlocked_ioctl = vmcs_chr_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.poll = vmcs_chr_poll,
-	.llseek = default_llseek,
+	.llseek = noop_llseek,
 };
 
 /* The file_operations table of /dev/vmcs, for the Rust misc registration. */
 const struct file_operations *vmcs_glue_fops(void)
 {
 	return &vmcs_fops;
+}
+
+/*
+ * A new file with the file operations of /dev/vmcs and @private_data, for an
+ * accepted connection. anon_inode_getfile() takes a reference on THIS_MODULE
+ * through fops->owner, so the file pins the module like an open /dev/vmcs.
+ */
+struct file *vmcs_glue_anon_file(void *private_data, int flags)
+{
+	return anon_inode_getfile("[vmcs]", &vmcs_fops, private_data,
+				  O_RDWR | (flags & O_NONBLOCK));
 }

@@ -10,6 +10,7 @@
 
 /* Provided by the C glue. */
 const struct file_operations *vmcs_glue_fops(void);
+struct file *vmcs_glue_anon_file(void *private_data, int flags);
 
 /* Provided by Rust, module/ffi.rs: the file operations of /dev/vmcs. */
 int vmcs_chr_open(struct inode *inode, struct file *file);

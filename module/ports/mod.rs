@@ -2,26 +2,419 @@
 
 //! The core of vmcs: ports, connections and flow control, shared by /dev/vmcs and AF_VMCS.
 //!
-//! STUB: the implementation is being written. The core calls its domain's transport only
-//! through `transport::ivshmem::Link`'s API and is called by it only through
-//! `transport::Upcalls`.
+//! The core calls its domain's transport only through `transport::ivshmem::Link`'s API and
+//! is called by it only through `transport::Upcalls`. Frames to this guest itself
+//! (loopback: `VMCS_CID_LOCAL` or our own peer id) never reach the transport: they go
+//! through a FIFO of the core and are delivered by whichever thread sent them, after it has
+//! dropped its locks, through the very `Upcalls::deliver` path that remote frames take.
+//!
+//! Locks: the dispatch table (`table`) and the loopback FIFO (`lo`) are leaves; a `Sock`'s
+//! mutex may be held while taking either. Nothing is held while frames are delivered.
 
-use crate::{proto::frame::FrameHeader, transport::Upcalls};
-use kernel::prelude::*;
+mod conn;
+
+pub(crate) use conn::Sock;
+
+use crate::{
+    domain::Domain,
+    ffi::{self, errno},
+    proto::frame::{FrameHeader, Op, SockType, FRAME_HDR_SIZE},
+    transport::{SendError, Upcalls},
+    uapi,
+};
+use kernel::{
+    prelude::*,
+    sync::{new_mutex, Arc, Mutex},
+};
+
+/// Largest receive buffer a connection may ask for (`VMCS_OPT_RCVBUF`).
+pub(crate) const MAX_RCVBUF: u32 = 4 << 20;
+/// Smallest receive buffer a connection may ask for.
+pub(crate) const MIN_RCVBUF: u32 = 4 << 10;
+/// Largest listen backlog (`SOMAXCONN`).
+const MAX_BACKLOG: usize = 4096;
+/// Largest payload of one loopback frame: as on an 8 KiB ring, so that loopback exercises
+/// fragmentation like the rings do.
+const LO_MAX_PAYLOAD: u32 = 4096 - FRAME_HDR_SIZE as u32;
+/// Bytes the loopback FIFO holds before senders see `SendError::Full`.
+const LO_MAX_BYTES: usize = 1 << 20;
+/// First port `VMCS_PORT_ANY` tries.
+const EPHEMERAL_START: u32 = 49152;
+
+/// One endpoint that frames may be dispatched to.
+struct Entry {
+    /// Local port.
+    port: u32,
+    /// Peer id and port, for a connection (or a connect in progress).
+    remote: Option<(u32, u32)>,
+    /// The endpoint owns `port` (bind or autobind); accepted connections share their
+    /// listener's port and do not own it.
+    owner: bool,
+    listening: bool,
+    sock: Arc<Sock>,
+}
+
+impl Entry {
+    fn is(&self, sock: &Sock) -> bool {
+        core::ptr::eq(&*self.sock, sock)
+    }
+}
+
+struct Table {
+    entries: KVec<Entry>,
+    next_port: u32,
+}
+
+/// A loopback frame waiting for delivery.
+struct LoFrame {
+    hdr: FrameHeader,
+    payload: KVec<u8>,
+}
+
+struct LoQueue {
+    frames: KVec<LoFrame>,
+    bytes: usize,
+    /// A thread is delivering; others only enqueue.
+    draining: bool,
+    /// A sender saw `Full`: report `tx_space` after the next batch.
+    full: bool,
+}
 
 /// Ports and connections of one domain.
+///
+/// # Invariants
+///
+/// A `Core` is always the `core` field of a [`Domain`] (it is created only by the unsafe
+/// [`Core::new`], whose caller guarantees this).
 #[pin_data]
-pub(crate) struct Core {}
+pub(crate) struct Core {
+    #[pin]
+    table: Mutex<Table>,
+    #[pin]
+    lo: Mutex<LoQueue>,
+}
 
 impl Core {
     /// Creates an empty core.
-    pub(crate) fn new() -> impl PinInit<Self, Error> {
-        try_pin_init!(Self {})
+    ///
+    /// # Safety
+    ///
+    /// The result must initialise the `core` field of a [`Domain`]: the core reaches its
+    /// domain's transport through its own address.
+    pub(crate) unsafe fn new() -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            table <- new_mutex!(Table { entries: KVec::new(), next_port: EPHEMERAL_START },
+                "vmcs_table"),
+            lo <- new_mutex!(
+                LoQueue { frames: KVec::new(), bytes: 0, draining: false, full: false },
+                "vmcs_lo"
+            ),
+        })
+    }
+
+    /// The domain this core belongs to.
+    pub(crate) fn domain(&self) -> &Domain {
+        let this = core::ptr::from_ref(self).cast_mut();
+        // SAFETY: By the type invariant `self` is the `core` field of a `Domain`, so stepping
+        // back by the field's offset gives that `Domain`, which lives at least as long as
+        // `self`.
+        unsafe { &*kernel::container_of!(this, Domain, core) }
+    }
+
+    fn local_id(&self) -> u32 {
+        self.domain().link.local_id()
+    }
+
+    /// Maps a user cid to a peer id: `VMCS_CID_LOCAL` and our own id are this guest;
+    /// anything else must be a live peer (`EHOSTUNREACH`).
+    pub(crate) fn resolve(&self, cid: u32) -> Result<u32> {
+        let local = self.local_id();
+        if cid == uapi::CID_LOCAL || cid == local {
+            return Ok(local);
+        }
+        if cid == uapi::CID_ANY || !self.domain().link.is_live(cid) {
+            return Err(errno::ehostunreach());
+        }
+        Ok(cid)
+    }
+
+    /// Largest payload of one frame to `peer`.
+    fn max_payload(&self, peer: u32) -> u32 {
+        if peer == self.local_id() {
+            LO_MAX_PAYLOAD
+        } else {
+            self.domain().link.max_payload()
+        }
+    }
+
+    /// Hands one frame to the transport, or to the loopback FIFO. Never blocks.
+    fn xmit(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+        if peer != self.local_id() {
+            return self.domain().link.send(peer, hdr, payload);
+        }
+        if payload.len() > LO_MAX_PAYLOAD as usize {
+            return Err(SendError::Invalid);
+        }
+        let mut q = self.lo.lock();
+        if q.bytes >= LO_MAX_BYTES {
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        let mut data = KVec::new();
+        data.extend_from_slice(payload, GFP_KERNEL)
+            .map_err(|_| SendError::Full)?;
+        q.frames
+            .push(
+                LoFrame {
+                    hdr: *hdr,
+                    payload: data,
+                },
+                GFP_KERNEL,
+            )
+            .map_err(|_| SendError::Full)?;
+        q.bytes += payload.len() + FRAME_HDR_SIZE;
+        Ok(())
+    }
+
+    /// Delivers every queued loopback frame, in order. Called with no lock held by every
+    /// operation that may have sent a frame; only one thread delivers at a time.
+    pub(crate) fn lo_drain(&self) {
+        let local = self.local_id();
+        let mut batch = KVec::new();
+        {
+            let mut q = self.lo.lock();
+            if q.draining || (q.frames.is_empty() && !q.full) {
+                return;
+            }
+            q.draining = true;
+        }
+        loop {
+            let full = {
+                let mut q = self.lo.lock();
+                if q.frames.is_empty() && !q.full {
+                    q.draining = false;
+                    return;
+                }
+                core::mem::swap(&mut batch, &mut q.frames);
+                q.bytes = 0;
+                core::mem::replace(&mut q.full, false)
+            };
+            for f in batch.drain_all() {
+                self.deliver(local, &f.hdr, &f.payload);
+            }
+            if full {
+                self.tx_space(local);
+            }
+        }
+    }
+
+    /// Tells the transport that traffic is expected (a waiter sleeps on a remote peer).
+    fn kick(&self, peer: u32) {
+        if peer != self.local_id() {
+            self.domain().link.kick();
+        }
+    }
+
+    /// Answers a frame for no connection with `RST` (never an `RST`). Best effort.
+    fn reply_rst(&self, peer: u32, hdr: &FrameHeader) {
+        if hdr.op == Op::Rst {
+            return;
+        }
+        let rst = FrameHeader::new(Op::Rst, hdr.ty, hdr.dst_port, hdr.src_port);
+        let _ = self.xmit(peer, &rst, &[]);
+    }
+
+    /// Binds `sock` to `port` (`VMCS_PORT_ANY`: a free one at or above 1024).
+    fn bind_port(&self, sock: &Arc<Sock>, port: u32) -> Result<u32> {
+        let mut t = self.table.lock();
+        if t.entries.iter().any(|e| e.is(sock)) {
+            return Err(EINVAL);
+        }
+        let taken = |t: &Table, p: u32| t.entries.iter().any(|e| e.owner && e.port == p);
+        let port = if port == uapi::PORT_ANY {
+            let span = uapi::PORT_ANY - uapi::PRIVILEGED_PORTS;
+            let mut p = t.next_port;
+            let mut found = None;
+            // Bounded: at most one probe per entry plus one finds a free port.
+            for _ in 0..=t.entries.len() {
+                if p < uapi::PRIVILEGED_PORTS || p == uapi::PORT_ANY {
+                    p = uapi::PRIVILEGED_PORTS;
+                }
+                if !taken(&t, p) {
+                    found = Some(p);
+                    break;
+                }
+                p = uapi::PRIVILEGED_PORTS + (p - uapi::PRIVILEGED_PORTS + 1) % span;
+            }
+            let p = found.ok_or(errno::eaddrnotavail())?;
+            t.next_port = p.wrapping_add(1);
+            p
+        } else {
+            if port < uapi::PRIVILEGED_PORTS && !ffi::capable_net_bind_service() {
+                return Err(EACCES);
+            }
+            if taken(&t, port) {
+                return Err(errno::eaddrinuse());
+            }
+            port
+        };
+        t.entries.push(
+            Entry {
+                port,
+                remote: None,
+                owner: true,
+                listening: false,
+                sock: sock.clone(),
+            },
+            GFP_KERNEL,
+        )?;
+        Ok(port)
+    }
+
+    fn with_entry(&self, sock: &Sock, f: impl FnOnce(&mut Entry)) -> Result {
+        let mut t = self.table.lock();
+        let e = t.entries.iter_mut().find(|e| e.is(sock)).ok_or(EINVAL)?;
+        f(e);
+        Ok(())
+    }
+
+    fn set_listening(&self, sock: &Sock) -> Result {
+        self.with_entry(sock, |e| e.listening = true)
+    }
+
+    fn set_remote(&self, sock: &Sock, peer: u32, port: u32) -> Result {
+        self.with_entry(sock, |e| e.remote = Some((peer, port)))
+    }
+
+    /// Stops dispatching frames to `sock`; an owner keeps its port.
+    fn detach(&self, sock: &Sock) {
+        let removed = {
+            let mut t = self.table.lock();
+            let Some(i) = t.entries.iter().position(|e| e.is(sock)) else {
+                return;
+            };
+            if t.entries[i].owner {
+                t.entries[i].remote = None;
+                t.entries[i].listening = false;
+                None
+            } else {
+                t.entries.remove(i).ok()
+            }
+        };
+        drop(removed);
+    }
+
+    /// Forgets `sock` entirely (its port is free again).
+    fn remove(&self, sock: &Sock) {
+        let removed = {
+            let mut t = self.table.lock();
+            t.entries
+                .iter()
+                .position(|e| e.is(sock))
+                .and_then(|i| t.entries.remove(i).ok())
+        };
+        drop(removed);
+    }
+
+    /// Adds an accepted connection `port` ← `peer:peer_port`.
+    fn insert_child(&self, child: &Arc<Sock>, port: u32, peer: u32, peer_port: u32) -> Result {
+        let mut t = self.table.lock();
+        if t.entries
+            .iter()
+            .any(|e| e.port == port && e.remote == Some((peer, peer_port)))
+        {
+            return Err(errno::eaddrinuse());
+        }
+        t.entries.push(
+            Entry {
+                port,
+                remote: Some((peer, peer_port)),
+                owner: false,
+                listening: false,
+                sock: child.clone(),
+            },
+            GFP_KERNEL,
+        )?;
+        Ok(())
+    }
+
+    /// Every endpoint with a connection to `peer`.
+    fn conns_with(&self, peer: u32) -> KVec<Arc<Sock>> {
+        let t = self.table.lock();
+        let mut out = KVec::new();
+        for e in t.entries.iter() {
+            if matches!(e.remote, Some((p, _)) if p == peer) {
+                // On allocation failure the rest are missed; they are reset on their next
+                // frame or by their owner.
+                if out.push(e.sock.clone(), GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes one line per endpoint (debugfs `connections`).
+    // For the debugfs listing, which is not wired up yet.
+    #[allow(dead_code)]
+    pub(crate) fn describe(&self, out: &mut impl core::fmt::Write) {
+        let socks = {
+            let t = self.table.lock();
+            let mut v = KVec::new();
+            for e in t.entries.iter() {
+                if v.push(e.sock.clone(), GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+            v
+        };
+        let local = self.local_id();
+        for s in socks.iter() {
+            s.describe(local, out);
+        }
     }
 }
 
 impl Upcalls for Core {
-    fn deliver(&self, _peer: u32, _hdr: &FrameHeader, _payload: &[u8]) {}
-    fn peer_reset(&self, _peer: u32) {}
-    fn tx_space(&self, _peer: u32) {}
+    fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
+        let (conn, listener) = {
+            let t = self.table.lock();
+            let conn = t
+                .entries
+                .iter()
+                .find(|e| e.port == hdr.dst_port && e.remote == Some((peer, hdr.src_port)))
+                .map(|e| e.sock.clone());
+            let listener = if conn.is_none() && hdr.op == Op::Request {
+                t.entries
+                    .iter()
+                    .find(|e| e.listening && e.port == hdr.dst_port)
+                    .map(|e| e.sock.clone())
+            } else {
+                None
+            };
+            (conn, listener)
+        };
+        if let Some(c) = conn {
+            c.on_frame(self, peer, hdr, payload);
+        } else if let Some(l) = listener {
+            l.on_request(self, peer, hdr);
+        } else {
+            self.reply_rst(peer, hdr);
+        }
+    }
+
+    fn peer_reset(&self, peer: u32) {
+        for s in self.conns_with(peer).iter() {
+            s.on_peer_reset(self);
+        }
+    }
+
+    fn tx_space(&self, peer: u32) {
+        for s in self.conns_with(peer).iter() {
+            s.on_tx_space(self);
+        }
+    }
 }
+
+/// Socket type of `/dev/vmcs` connections.
+pub(crate) const CHARDEV_TYPE: SockType = SockType::SeqPacket;

@@ -1,0 +1,48 @@
+# Messaging over /dev/vmcs (docs/uapi.md). Every guest runs the semantics tests over
+# loopback; with two or more guests, guest 0 also serves an echo port and every other guest
+# runs the message tests against it across the shared region. Cross-guest parts need the
+# ivshmem transport; the loopback parts need only the core.
+. /scenarios/lib.sh
+TESTS=$(vmcs-test list)
+NT=$(echo "$TESTS" | wc -l)
+if [ "$VMCS_NGUESTS" -gt 1 ]; then CROSS=1; else CROSS=0; fi
+plan $((NT + 5 + CROSS))
+
+check "insmod vmcs.ko" load_vmcs
+check "/dev/vmcs appears" wait_for /dev/vmcs 5
+for t in $TESTS; do
+	check "loopback: $t" vmcs-test "$t"
+done
+
+ECHO_PORT=5000
+if [ "$CROSS" = 1 ]; then
+	if [ "$VMCS_GUEST" = 0 ]; then
+		vmcs-test serve $ECHO_PORT $((VMCS_NGUESTS - 1)) >/tmp/serve.log 2>&1 &
+		srv=$!
+		i=0
+		while kill -0 "$srv" 2>/dev/null && [ $i -lt 450 ]; do sleep 0.2; i=$((i + 1)); done
+		if kill -0 "$srv" 2>/dev/null; then
+			kill "$srv"
+			not_ok "guest 0 echoed for every other guest (server still waiting after 90 s)"
+		else
+			check "guest 0 echoed for every other guest" wait "$srv"
+		fi
+		cat /tmp/serve.log | sed 's/^/# /' >&3
+	else
+		sleep 1
+		check "messages to guest 0's echo server and back" vmcs-test client auto $ECHO_PORT
+	fi
+fi
+
+# An open file, and an accepted connection's file, pin the module.
+exec 4</dev/vmcs
+check "rmmod refused while /dev/vmcs is open" sh -c '! rmmod vmcs 2>/dev/null'
+exec 4<&-
+vmcs-test hold pair 0 >/tmp/hold.log 2>&1 &
+holder=$!
+wait_for_line() { i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; }
+wait_for_line /tmp/hold.log "holding"
+check "rmmod refused while an accepted connection's fd is open" sh -c '! rmmod vmcs 2>/dev/null'
+kill "$holder"
+wait "$holder" 2>/dev/null
+check "rmmod succeeds once every file is closed" rmmod vmcs
