@@ -1,1 +1,7 @@
-fn main() {}
+//! `vmcs`: the command-line tool. See `vmcs --help`.
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::main());
+}

@@ -161,6 +161,12 @@ pub fn recv_header(s: &VmcsStream) -> Result<Header, XferError> {
     Header::decode(&buf[..n])
 }
 
+/// Refuses a transfer after its header (e.g. the destination exists); the sender fails
+/// with [`XferError::Rejected`] carrying `why`.
+pub fn reject(s: &VmcsStream, why: &str) {
+    ack(s, ACK_ERROR, why);
+}
+
 fn ack(s: &VmcsStream, status: u8, text: &str) {
     let mut m = ACK_MAGIC.to_vec();
     m.push(status);
