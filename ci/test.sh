@@ -90,6 +90,15 @@ for m in "${crates[@]}"; do
 		--target-dir build/host-target -- -D warnings
 	step "cargo fmt --check ($d)" cargo fmt --manifest-path "$m" --all -- --check
 done
+vmcs_features() {
+	cargo test --quiet --manifest-path userspace-tool/Cargo.toml -p vmcs --features tokio \
+		--target-dir build/host-target &&
+		cargo clippy --quiet --manifest-path userspace-tool/Cargo.toml -p vmcs --all-targets \
+			--features tokio --target-dir build/host-target -- -D warnings
+}
+step "vmcs library with --features tokio (test, clippy)" vmcs_features
+step "vmcs CLI static musl build" cargo build --quiet --release --target x86_64-unknown-linux-musl \
+	--manifest-path userspace-tool/Cargo.toml -p vmcs --target-dir build/host-target
 step "loom model check of the ring protocol (rust/)" rust/scripts/loom.sh
 step "fuzz smoke run, region and concurrent targets (rust/fuzz, 2 x 15 s)" rust/fuzz/run.sh 15
 

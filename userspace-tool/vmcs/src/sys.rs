@@ -1,0 +1,277 @@
+//! Raw ABI: `#[repr(C)]` mirrors of `userspace-tool/include/vmcs.h` (the source of truth)
+//! and the ioctl numbers, plus `sockaddr_vmcs` for the coming AF_VMCS sockets.
+//!
+//! Field names are the C names, so the layout test (`tests/c_header.rs`) can compare each
+//! `offset_of!` with the C compiler's `offsetof` and each `size_of` with its `sizeof`.
+
+#![allow(non_camel_case_types)]
+
+/// `VMCS_ABI_VERSION`.
+pub const VMCS_ABI_VERSION: u32 = 1;
+/// `VMCS_CID_ANY`: bind to any cid (as `VMADDR_CID_ANY`).
+pub const VMCS_CID_ANY: u32 = u32::MAX;
+/// `VMCS_CID_LOCAL`: this guest, loopback (as `VMADDR_CID_LOCAL`).
+pub const VMCS_CID_LOCAL: u32 = 1;
+/// `VMCS_PORT_ANY`: bind picks a free port >= 1024.
+pub const VMCS_PORT_ANY: u32 = u32::MAX;
+/// `VMCS_PRIVILEGED_PORTS`: ports below need `CAP_NET_BIND_SERVICE`.
+pub const VMCS_PRIVILEGED_PORTS: u32 = 1024;
+/// `VMCS_MAX_MSG_SIZE`: the largest message one write carries.
+pub const VMCS_MAX_MSG_SIZE: u32 = 64 * 1024;
+/// `VMCS_MAX_PEERS`.
+pub const VMCS_MAX_PEERS: usize = 64;
+
+/// `VMCS_PEER_ABSENT`.
+pub const VMCS_PEER_ABSENT: u32 = 0;
+/// `VMCS_PEER_JOINING`.
+pub const VMCS_PEER_JOINING: u32 = 1;
+/// `VMCS_PEER_LIVE`.
+pub const VMCS_PEER_LIVE: u32 = 2;
+/// `VMCS_PEER_LEAVING`.
+pub const VMCS_PEER_LEAVING: u32 = 3;
+
+/// `VMCS_TRANSPORT_IVSHMEM_PLAIN`.
+pub const VMCS_TRANSPORT_IVSHMEM_PLAIN: u32 = 1;
+/// `VMCS_TRANSPORT_IVSHMEM_DOORBELL`.
+pub const VMCS_TRANSPORT_IVSHMEM_DOORBELL: u32 = 2;
+
+/// `VMCS_OPT_NONBLOCK`.
+pub const VMCS_OPT_NONBLOCK: u32 = 1 << 0;
+/// `VMCS_OPT_RCVBUF`.
+pub const VMCS_OPT_RCVBUF: u32 = 1 << 1;
+
+/// `struct vmcs_addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_addr {
+    pub cid: u32,
+    pub port: u32,
+}
+
+/// `struct vmcs_peer_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_peer_info {
+    pub id: u32,
+    /// `enum vmcs_peer_state`.
+    pub state: u32,
+    pub generation: u32,
+    /// `u32::MAX`: unknown.
+    pub heartbeat_age_ms: u32,
+}
+
+/// `struct vmcs_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct vmcs_info {
+    pub abi_version: u32,
+    pub domain: u32,
+    pub local_cid: u32,
+    pub transport: u32,
+    pub region_size: u64,
+    pub max_peers: u32,
+    pub ring_size: u32,
+    pub max_msg_size: u32,
+    pub npeers: u32,
+    pub peers: [vmcs_peer_info; VMCS_MAX_PEERS],
+}
+
+impl Default for vmcs_info {
+    fn default() -> Self {
+        Self {
+            abi_version: 0,
+            domain: 0,
+            local_cid: 0,
+            transport: 0,
+            region_size: 0,
+            max_peers: 0,
+            ring_size: 0,
+            max_msg_size: 0,
+            npeers: 0,
+            peers: [vmcs_peer_info::default(); VMCS_MAX_PEERS],
+        }
+    }
+}
+
+/// `struct vmcs_connect`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_connect {
+    pub addr: vmcs_addr,
+    /// 0: the default (2000 ms).
+    pub timeout_ms: u32,
+    pub flags: u32,
+}
+
+/// `struct vmcs_accept`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_accept {
+    /// `O_NONBLOCK | O_CLOEXEC` for the new fd.
+    pub flags: u32,
+    pub reserved: u32,
+    pub peer: vmcs_addr,
+}
+
+/// `struct vmcs_opts`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_opts {
+    pub mask: u32,
+    pub nonblock: u32,
+    pub rcvbuf: u32,
+    pub reserved: u32,
+}
+
+/// `struct vmcs_names`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_names {
+    pub local: vmcs_addr,
+    pub remote: vmcs_addr,
+}
+
+/// `struct sockaddr_vmcs`: layout-identical to AF_VSOCK's `struct sockaddr_vm`, with the
+/// AF_VMCS family number (read from `/sys/module/vmcs/parameters/af`) in `svm_family`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct sockaddr_vmcs {
+    pub svm_family: libc::sa_family_t,
+    pub svm_reserved1: u16,
+    pub svm_port: u32,
+    pub svm_cid: u32,
+    pub svm_flags: u8,
+    pub svm_zero: [u8; 3],
+}
+
+// The standard Linux _IOC encoding (asm-generic/ioctl.h, used by x86, arm64, riscv).
+const IOC_NRBITS: u32 = 8;
+const IOC_TYPEBITS: u32 = 8;
+const IOC_SIZEBITS: u32 = 14;
+const IOC_NRSHIFT: u32 = 0;
+const IOC_TYPESHIFT: u32 = IOC_NRSHIFT + IOC_NRBITS;
+const IOC_SIZESHIFT: u32 = IOC_TYPESHIFT + IOC_TYPEBITS;
+const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + IOC_SIZEBITS;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// `_IOC(dir, type, nr, size)`.
+pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
+    assert!(size < (1 << IOC_SIZESHIFT));
+    (dir << IOC_DIRSHIFT)
+        | ((size as u32) << IOC_SIZESHIFT)
+        | (ty << IOC_TYPESHIFT)
+        | (nr << IOC_NRSHIFT)
+}
+/// `_IOR(type, nr, T)`.
+pub const fn ior<T>(ty: u32, nr: u32) -> u32 {
+    ioc(IOC_READ, ty, nr, size_of::<T>())
+}
+/// `_IOW(type, nr, T)`.
+pub const fn iow<T>(ty: u32, nr: u32) -> u32 {
+    ioc(IOC_WRITE, ty, nr, size_of::<T>())
+}
+/// `_IOWR(type, nr, T)`.
+pub const fn iowr<T>(ty: u32, nr: u32) -> u32 {
+    ioc(IOC_READ | IOC_WRITE, ty, nr, size_of::<T>())
+}
+
+/// `VMCS_IOC_MAGIC`.
+pub const VMCS_IOC_MAGIC: u32 = 0xB7;
+/// `VMCS_IOC_GET_INFO`: `_IOR(0xB7, 0x01, struct vmcs_info)`.
+pub const VMCS_IOC_GET_INFO: u32 = ior::<vmcs_info>(VMCS_IOC_MAGIC, 0x01);
+/// `VMCS_IOC_BIND`: `_IOWR(0xB7, 0x02, struct vmcs_addr)`.
+pub const VMCS_IOC_BIND: u32 = iowr::<vmcs_addr>(VMCS_IOC_MAGIC, 0x02);
+/// `VMCS_IOC_CONNECT`: `_IOW(0xB7, 0x03, struct vmcs_connect)`.
+pub const VMCS_IOC_CONNECT: u32 = iow::<vmcs_connect>(VMCS_IOC_MAGIC, 0x03);
+/// `VMCS_IOC_LISTEN`: `_IOW(0xB7, 0x04, __u32)` (the backlog).
+pub const VMCS_IOC_LISTEN: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x04);
+/// `VMCS_IOC_ACCEPT`: `_IOWR(0xB7, 0x05, struct vmcs_accept)`.
+pub const VMCS_IOC_ACCEPT: u32 = iowr::<vmcs_accept>(VMCS_IOC_MAGIC, 0x05);
+/// `VMCS_IOC_SET_OPTS`: `_IOW(0xB7, 0x06, struct vmcs_opts)`.
+pub const VMCS_IOC_SET_OPTS: u32 = iow::<vmcs_opts>(VMCS_IOC_MAGIC, 0x06);
+/// `VMCS_IOC_GET_NAMES`: `_IOR(0xB7, 0x07, struct vmcs_names)`.
+pub const VMCS_IOC_GET_NAMES: u32 = ior::<vmcs_names>(VMCS_IOC_MAGIC, 0x07);
+/// `VMCS_IOC_SHUTDOWN`: `_IOW(0xB7, 0x08, __u32)` (`SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`).
+pub const VMCS_IOC_SHUTDOWN: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x08);
+
+// Compile-time checks; tests/c_header.rs compares every size and offset with the C header.
+const _: () = {
+    assert!(size_of::<vmcs_addr>() == 8);
+    assert!(size_of::<vmcs_peer_info>() == 16);
+    assert!(size_of::<vmcs_info>() == 40 + 16 * VMCS_MAX_PEERS);
+    assert!(size_of::<vmcs_connect>() == 16);
+    assert!(size_of::<vmcs_accept>() == 16);
+    assert!(size_of::<vmcs_opts>() == 16);
+    assert!(size_of::<vmcs_names>() == 16);
+    assert!(size_of::<sockaddr_vmcs>() == 16);
+    assert!(size_of::<sockaddr_vmcs>() == size_of::<libc::sockaddr_vm>());
+    assert!(align_of::<sockaddr_vmcs>() == align_of::<libc::sockaddr_vm>());
+    assert!(
+        core::mem::offset_of!(sockaddr_vmcs, svm_family)
+            == core::mem::offset_of!(libc::sockaddr_vm, svm_family)
+    );
+    assert!(
+        core::mem::offset_of!(sockaddr_vmcs, svm_reserved1)
+            == core::mem::offset_of!(libc::sockaddr_vm, svm_reserved1)
+    );
+    assert!(
+        core::mem::offset_of!(sockaddr_vmcs, svm_port)
+            == core::mem::offset_of!(libc::sockaddr_vm, svm_port)
+    );
+    assert!(
+        core::mem::offset_of!(sockaddr_vmcs, svm_cid)
+            == core::mem::offset_of!(libc::sockaddr_vm, svm_cid)
+    );
+    // libc spells the tail `svm_zero: [u8; 4]`; ours is `svm_flags` then `svm_zero: [u8; 3]`.
+    assert!(
+        core::mem::offset_of!(sockaddr_vmcs, svm_flags)
+            == core::mem::offset_of!(libc::sockaddr_vm, svm_zero)
+    );
+};
+
+impl sockaddr_vmcs {
+    /// An address in `family` (the AF_VMCS number) for `cid:port`.
+    pub const fn new(family: libc::sa_family_t, cid: u32, port: u32) -> Self {
+        Self {
+            svm_family: family,
+            svm_reserved1: 0,
+            svm_port: port,
+            svm_cid: cid,
+            svm_flags: 0,
+            svm_zero: [0; 3],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_by_hand() {
+        // _IOR(0xB7, 1, 1064 bytes) = 2 << 30 | 1064 << 16 | 0xB7 << 8 | 1
+        assert_eq!(
+            VMCS_IOC_GET_INFO,
+            (2 << 30) | (1064 << 16) | (0xB7 << 8) | 1
+        );
+        assert_eq!(VMCS_IOC_BIND, (3 << 30) | (8 << 16) | (0xB7 << 8) | 2);
+        assert_eq!(VMCS_IOC_LISTEN, (1 << 30) | (4 << 16) | (0xB7 << 8) | 4);
+        assert_eq!(VMCS_IOC_SHUTDOWN, 0x4004_B708);
+    }
+
+    #[test]
+    fn sockaddr_matches_libc_sockaddr_vm() {
+        // Byte-for-byte: fill both and compare their memory.
+        let ours = sockaddr_vmcs::new(libc::AF_VSOCK as u16, 0x0102_0304, 0x0506_0708);
+        // SAFETY: sockaddr_vm is plain data; all-zero is valid.
+        let mut theirs: libc::sockaddr_vm = unsafe { core::mem::zeroed() };
+        theirs.svm_family = libc::AF_VSOCK as u16;
+        theirs.svm_port = 0x0506_0708;
+        theirs.svm_cid = 0x0102_0304;
+        // SAFETY: both are 16-byte plain-data structs (checked at compile time above).
+        let a: [u8; 16] = unsafe { core::mem::transmute(ours) };
+        let b: [u8; 16] = unsafe { core::mem::transmute(theirs) };
+        assert_eq!(a, b);
+    }
+}
