@@ -116,6 +116,11 @@ step "module builds clean with CLIPPY=1" clippy_module
 # Cross-guest scenarios in booted guests.
 tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
 tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doorbell --guests 2
-tap_step "qemu basic doorbell 3" qemu-test/run.sh --scenario basic --variant doorbell --guests 3
+tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2
+tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3
+tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
+tap_step "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
+tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
+tap_step "qemu demo doorbell 2" qemu-test/run.sh --scenario demo --variant doorbell --guests 2
 
 finish

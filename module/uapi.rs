@@ -14,8 +14,8 @@ use kernel::{
 pub(crate) const ABI_VERSION: u32 = 1;
 /// Bind to any address (`VMADDR_CID_ANY`).
 pub(crate) const CID_ANY: u32 = u32::MAX;
-/// This guest (`VMADDR_CID_LOCAL`): loopback.
-pub(crate) const CID_LOCAL: u32 = 1;
+/// This guest: loopback, like `VMADDR_CID_LOCAL` (whose value 1 is a peer id here).
+pub(crate) const CID_LOCAL: u32 = u32::MAX - 1;
 /// Pick a free port at or above [`PRIVILEGED_PORTS`] (`VMADDR_PORT_ANY`).
 pub(crate) const PORT_ANY: u32 = u32::MAX;
 /// Ports below this need `CAP_NET_BIND_SERVICE`.

@@ -21,6 +21,9 @@ for manifest in "$VMCS_TOP/qemu-test/guest-tools/Cargo.toml"; do
 	cargo build --quiet --release --target x86_64-unknown-linux-musl \
 		--manifest-path "$manifest" --target-dir "$target_dir" >&2
 done
+# The vmcs CLI, as users run it in guests.
+cargo build --quiet --release --target x86_64-unknown-linux-musl -p vmcs \
+	--manifest-path "$VMCS_TOP/userspace-tool/Cargo.toml" --target-dir "$target_dir" >&2
 for b in "$target_dir"/x86_64-unknown-linux-musl/release/*; do
 	[ -f "$b" ] && [ -x "$b" ] && bins+=("$b")
 done

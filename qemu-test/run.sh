@@ -93,7 +93,7 @@ for g in $(seq 0 $((guests - 1))); do
 	# shellcheck disable=SC2046
 	qemu-system-x86_64 -accel tcg -M pc -m 256M -smp 1 -nographic -nodefaults -no-reboot \
 		-kernel "$VMCS_KERNEL" -initrd "$VMCS_INITRD" \
-		-append "console=ttyS0 panic=-1 oops=panic vmcstest.guest=$g vmcstest.nguests=$guests vmcstest.variant=$variant vmcstest.scenario=$scenario" \
+		-append "console=ttyS0 panic=-1 oops=panic tsc=unstable vmcstest.guest=$g vmcstest.nguests=$guests vmcstest.variant=$variant vmcstest.scenario=$scenario" \
 		-serial "file:$results/guest$g.log" -serial "file:$results/guest$g.tap" \
 		"${shm_args[@]}" $(net_args "$g") \
 		>"$results/guest$g.qemu.log" 2>&1 &

@@ -25,7 +25,10 @@ if [ "$CROSS" = 1 ]; then
 			kill "$srv"
 			not_ok "guest 0 echoed for every other guest (server still waiting after 90 s)"
 		else
-			check "guest 0 echoed for every other guest" wait "$srv"
+			# `wait` must run in this shell (check runs its command in a subshell).
+			wait "$srv"
+			rc=$?
+			check "guest 0 echoed for every other guest (exit status $rc)" test "$rc" = 0
 		fi
 		cat /tmp/serve.log | sed 's/^/# /' >&3
 	else

@@ -17,7 +17,11 @@
 
 /* Addresses, as in AF_VSOCK: the cid is the peer id inside the domain. */
 #define VMCS_CID_ANY ((__u32)-1)  /* bind: any; as VMADDR_CID_ANY */
-#define VMCS_CID_LOCAL ((__u32)1) /* this guest, as VMADDR_CID_LOCAL (loopback) */
+/*
+ * This guest: loopback, as VMADDR_CID_LOCAL. Not 1 as in vsock, because vmcs cids are
+ * peer ids and 1 is a valid peer id (docs/uapi.md, "Differences from AF_VSOCK").
+ */
+#define VMCS_CID_LOCAL ((__u32)-2)
 #define VMCS_PORT_ANY ((__u32)-1) /* bind: pick a free port >= 1024 */
 /* Ports below this need CAP_NET_BIND_SERVICE to bind. */
 #define VMCS_PRIVILEGED_PORTS 1024

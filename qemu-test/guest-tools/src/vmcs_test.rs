@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const CID_LOCAL: u32 = 1;
+const CID_LOCAL: u32 = u32::MAX - 1;
 const PORT_ANY: u32 = u32::MAX;
 const MAX_MSG: usize = 64 * 1024;
 

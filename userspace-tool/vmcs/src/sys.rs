@@ -11,7 +11,7 @@ pub const VMCS_ABI_VERSION: u32 = 1;
 /// `VMCS_CID_ANY`: bind to any cid (as `VMADDR_CID_ANY`).
 pub const VMCS_CID_ANY: u32 = u32::MAX;
 /// `VMCS_CID_LOCAL`: this guest, loopback (as `VMADDR_CID_LOCAL`).
-pub const VMCS_CID_LOCAL: u32 = 1;
+pub const VMCS_CID_LOCAL: u32 = u32::MAX - 1;
 /// `VMCS_PORT_ANY`: bind picks a free port >= 1024.
 pub const VMCS_PORT_ANY: u32 = u32::MAX;
 /// `VMCS_PRIVILEGED_PORTS`: ports below need `CAP_NET_BIND_SERVICE`.

@@ -13,7 +13,7 @@ pub const ECHO_PORT: u32 = 7007;
 
 const AFTER_HELP: &str = "\
 Addresses are CID:PORT. The cid is a guest's peer id in the shared region (see `vmcs peers`);
-`local` (1) is this guest, `any` binds every cid. Ports below 1024 need CAP_NET_BIND_SERVICE.
+`local` is this guest (loopback), `any` binds every cid. Ports below 1024 need CAP_NET_BIND_SERVICE.
 
 Examples:
   vmcs status                      what the module sees: cid, transport, region, peers
