@@ -135,7 +135,10 @@ impl Fd {
         }
     }
     fn bind(&self, port: u32) -> Result<u32, i32> {
-        let mut a = Addr { cid: u32::MAX, port };
+        let mut a = Addr {
+            cid: u32::MAX,
+            port,
+        };
         self.ioctl(IOC_BIND, &mut a)?;
         Ok(a.port)
     }
@@ -286,7 +289,10 @@ fn t_info() -> Res {
         info.npeers
     );
     for p in &info.peers[..(info.npeers as usize).min(64)] {
-        println!("peer {} state {} gen {} hb_age {}", p.id, p.state, p.generation, p.heartbeat_age_ms);
+        println!(
+            "peer {} state {} gen {} hb_age {}",
+            p.id, p.state, p.generation, p.heartbeat_age_ms
+        );
     }
     if info.abi_version != 1 || info.max_msg_size != MAX_MSG as u32 || info.region_size == 0 {
         return Err("unexpected GET_INFO values".into());
@@ -297,7 +303,9 @@ fn t_info() -> Res {
 /// Sends messages of many sizes each way and checks every byte.
 fn sizes_on(c: &Fd, s: &Fd) -> Res {
     let mut sizes: Vec<usize> = (1..=64).collect();
-    sizes.extend([100, 255, 256, 1000, 4063, 4064, 4065, 4096, 8191, 8192, 10000, 32768]);
+    sizes.extend([
+        100, 255, 256, 1000, 4063, 4064, 4065, 4096, 8191, 8192, 10000, 32768,
+    ]);
     sizes.extend([65535, 65536]);
     let mut buf = vec![0u8; MAX_MSG + 16];
     for (i, &n) in sizes.iter().enumerate() {
@@ -313,7 +321,10 @@ fn sizes_on(c: &Fd, s: &Fd) -> Res {
             }
         }
     }
-    println!("{} sizes, 1 B .. 64 KiB, both ways, pattern-checked", sizes.len());
+    println!(
+        "{} sizes, 1 B .. 64 KiB, both ways, pattern-checked",
+        sizes.len()
+    );
     Ok(())
 }
 
@@ -476,8 +487,11 @@ fn t_nonblock() -> Res {
             return Err("wrote 1 MiB into a 64 KiB receive buffer".into());
         }
     };
-    if stop != libc::EAGAIN || sent > 64 * 1024 || sent < 60 * 1024 {
-        return Err(format!("credit exhausted after {sent} bytes with {}", ename(stop)));
+    if stop != libc::EAGAIN || !(60 * 1024..=64 * 1024).contains(&sent) {
+        return Err(format!(
+            "credit exhausted after {sent} bytes with {}",
+            ename(stop)
+        ));
     }
     let mut big = vec![0u8; MAX_MSG];
     for _ in 0..40 {
@@ -518,8 +532,7 @@ fn t_eof() -> Res {
     if &b[..n] != b"last words" {
         return Err("data before SHUTDOWN lost".into());
     }
-    if ok("read at EOF", s.read(&mut b))? != 0 || ok("read at EOF again", s.read(&mut b))? != 0
-    {
+    if ok("read at EOF", s.read(&mut b))? != 0 || ok("read at EOF again", s.read(&mut b))? != 0 {
         return Err("read after peer shutdown did not return 0".into());
     }
     // The other direction still works.
@@ -531,7 +544,11 @@ fn t_eof() -> Res {
     // SHUT_RD on the receiver: the writer gets EPIPE, the reader 0.
     let (c, s) = pair()?;
     ok("shutdown SHUT_RD", s.shutdown(0))?;
-    expect_err("write to a peer that shut reading", c.write(b"x"), libc::EPIPE)?;
+    expect_err(
+        "write to a peer that shut reading",
+        c.write(b"x"),
+        libc::EPIPE,
+    )?;
     if ok("read after SHUT_RD", s.read(&mut b))? != 0 {
         return Err("read after SHUT_RD did not return 0".into());
     }
@@ -550,14 +567,26 @@ fn t_eof() -> Res {
 
 fn t_refused() -> Res {
     let c = Fd::open()?;
-    expect_err("connect to an unbound port", c.connect(CID_LOCAL, 7777, 0), libc::ECONNREFUSED)?;
+    expect_err(
+        "connect to an unbound port",
+        c.connect(CID_LOCAL, 7777, 0),
+        libc::ECONNREFUSED,
+    )?;
     // The endpoint may try again.
     let (l, port) = listener(1)?;
     ok("connect again", c.connect(CID_LOCAL, port, 0))?;
-    expect_err("connect when connected", c.connect(CID_LOCAL, port, 0), libc::EISCONN)?;
+    expect_err(
+        "connect when connected",
+        c.connect(CID_LOCAL, port, 0),
+        libc::EISCONN,
+    )?;
     drop(l);
     let c = Fd::open()?;
-    expect_err("connect to an absent peer", c.connect(63, 1234, 500), libc::EHOSTUNREACH)?;
+    expect_err(
+        "connect to an absent peer",
+        c.connect(63, 1234, 500),
+        libc::EHOSTUNREACH,
+    )?;
     println!("ECONNREFUSED, retry works, EISCONN, EHOSTUNREACH");
     Ok(())
 }
@@ -566,7 +595,11 @@ fn t_addrinuse() -> Res {
     let a = Fd::open()?;
     let b = Fd::open()?;
     let port = ok("bind", a.bind(30001))?;
-    expect_err("second bind of the same port", b.bind(port), libc::EADDRINUSE)?;
+    expect_err(
+        "second bind of the same port",
+        b.bind(port),
+        libc::EADDRINUSE,
+    )?;
     expect_err("bind twice", a.bind(30002), libc::EINVAL)?;
     let any = ok("bind VMCS_PORT_ANY", b.bind(PORT_ANY))?;
     if any < 1024 || any == PORT_ANY {
@@ -596,8 +629,16 @@ fn t_badioctl() -> Res {
         return Err(format!("BIND from a bad pointer: {}", ename(errno())));
     }
     let mut x = [0u8; 64];
-    expect_err("unknown command", f.ioctl(ioc(R, 0x7f, 8), &mut x), libc::ENOTTY)?;
-    expect_err("wrong size", f.ioctl(ioc(R | W, 2, 12), &mut x), libc::ENOTTY)?;
+    expect_err(
+        "unknown command",
+        f.ioctl(ioc(R, 0x7f, 8), &mut x),
+        libc::ENOTTY,
+    )?;
+    expect_err(
+        "wrong size",
+        f.ioctl(ioc(R | W, 2, 12), &mut x),
+        libc::ENOTTY,
+    )?;
     expect_err("bad SET_OPTS", f.opts(1 << 5, 0, 0), libc::EINVAL)?;
     expect_err("rcvbuf too small", f.opts(2, 0, 100), libc::EINVAL)?;
     expect_err("SHUTDOWN how=3", f.shutdown(3), libc::EINVAL)?;
@@ -626,7 +667,11 @@ fn t_msgsize() -> Res {
     ok("SET_OPTS rcvbuf 4 KiB", s.opts(2, 0, 4096))?;
     ok("write", s.write(b"credit"))?;
     ok("read", c.read(&mut b))?;
-    expect_err("write beyond the peer's buffer", c.write(&big[..8192]), libc::EMSGSIZE)?;
+    expect_err(
+        "write beyond the peer's buffer",
+        c.write(&big[..8192]),
+        libc::EMSGSIZE,
+    )?;
     println!("EMSGSIZE above 64 KiB and above the peer's receive buffer");
     Ok(())
 }
@@ -639,13 +684,20 @@ fn t_accept2() -> Res {
     ok("connect 2", c2.connect(CID_LOCAL, port, 0))?;
     // Backlog 2 is full now: a third gets refused.
     let c3 = Fd::open()?;
-    expect_err("connect beyond the backlog", c3.connect(CID_LOCAL, port, 0), libc::ECONNREFUSED)?;
+    expect_err(
+        "connect beyond the backlog",
+        c3.connect(CID_LOCAL, port, 0),
+        libc::ECONNREFUSED,
+    )?;
     let (s1, p1) = ok("accept 1", l.accept(libc::O_CLOEXEC as u32))?;
     let (s2, p2) = ok("accept 2", l.accept(libc::O_NONBLOCK as u32))?;
     let n1 = ok("names", c1.names())?;
     let n2 = ok("names", c2.names())?;
     if p1.port != n1.local.port || p2.port != n2.local.port || p1.port == p2.port {
-        return Err(format!("accepted peers {p1:?} {p2:?} vs {:?} {:?}", n1.local, n2.local));
+        return Err(format!(
+            "accepted peers {p1:?} {p2:?} vs {:?} {:?}",
+            n1.local, n2.local
+        ));
     }
     let sn = ok("names", s1.names())?;
     if sn.local.port != port || sn.remote.port != p1.port {
@@ -676,9 +728,18 @@ fn t_accept2() -> Res {
     let c4 = Fd::open()?;
     ok("connect 3", c4.connect(CID_LOCAL, port, 0))?;
     drop(l);
-    expect_err("read on a connection reset by listener close", c4.read(&mut b), libc::ECONNRESET)?;
-    ok("accepted connection survives listener close", s1.write(b"ok"))?;
-    println!("two clients accepted on separate fds with their addresses; backlog refuses the third");
+    expect_err(
+        "read on a connection reset by listener close",
+        c4.read(&mut b),
+        libc::ECONNRESET,
+    )?;
+    ok(
+        "accepted connection survives listener close",
+        s1.write(b"ok"),
+    )?;
+    println!(
+        "two clients accepted on separate fds with their addresses; backlog refuses the third"
+    );
     Ok(())
 }
 
@@ -686,7 +747,11 @@ fn t_close_unread() -> Res {
     let (c, s) = pair()?;
     ok("write", c.write(b"never read"))?;
     drop(s);
-    expect_err("write to a peer that closed with unread data", c.write(b"x"), libc::ECONNRESET)?;
+    expect_err(
+        "write to a peer that closed with unread data",
+        c.write(b"x"),
+        libc::ECONNRESET,
+    )?;
     let mut b = [0u8; 8];
     expect_err("read after reset", c.read(&mut b), libc::ECONNRESET)?;
     let ev = c.poll(libc::POLLIN, 0);
@@ -730,7 +795,11 @@ fn t_eacces() -> Res {
         }
     }
     let f = Fd::open()?;
-    expect_err("bind 80 without CAP_NET_BIND_SERVICE", f.bind(80), libc::EACCES)?;
+    expect_err(
+        "bind 80 without CAP_NET_BIND_SERVICE",
+        f.bind(80),
+        libc::EACCES,
+    )?;
     ok("bind 1024 without it", f.bind(1024))?;
     println!("ports below 1024 need CAP_NET_BIND_SERVICE");
     Ok(())
@@ -801,7 +870,9 @@ fn client(cid: Option<u32>, port: u32) -> Res {
     let (c, cid) = connect_server(cid, port)?;
     let mut buf = vec![0u8; MAX_MSG];
     let mut count = 0;
-    for n in [1usize, 2, 3, 31, 32, 33, 100, 224, 225, 480, 1000, 4064, 4065, 8192, 32768, 65536] {
+    for n in [
+        1usize, 2, 3, 31, 32, 33, 100, 224, 225, 480, 1000, 4064, 4065, 8192, 32768, 65536,
+    ] {
         let msg = pattern(n as u32, n);
         ok("write", c.write(&msg))?;
         let r = ok("read", c.read(&mut buf))?;
@@ -823,7 +894,10 @@ fn client(cid: Option<u32>, port: u32) -> Res {
     if ok("read EOF", c.read(&mut buf))? != 0 {
         return Err("no EOF after the server saw our shutdown".into());
     }
-    println!("{count} messages echoed by {cid}:{port} in {:?}", t0.elapsed());
+    println!(
+        "{count} messages echoed by {cid}:{port} in {:?}",
+        t0.elapsed()
+    );
     Ok(())
 }
 
@@ -850,7 +924,10 @@ fn hold(args: &[String]) -> Res {
     Ok(())
 }
 
-const TESTS: &[(&str, fn() -> Res)] = &[
+/// A named test: what `vmcs-test NAME` runs.
+type Test = (&'static str, fn() -> Res);
+
+const TESTS: &[Test] = &[
     ("info", t_info),
     ("sizes", t_sizes),
     ("order", t_order),
@@ -878,7 +955,10 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-        "serve" => match (args.get(2).and_then(|s| s.parse().ok()), args.get(3).and_then(|s| s.parse().ok())) {
+        "serve" => match (
+            args.get(2).and_then(|s| s.parse().ok()),
+            args.get(3).and_then(|s| s.parse().ok()),
+        ) {
             (Some(p), Some(n)) => serve(p, n),
             _ => Err("usage: serve PORT N".into()),
         },

@@ -63,6 +63,7 @@ impl fmt::Display for VmcsAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.cid {
             CID_ANY => f.write_str("any")?,
+            CID_LOCAL => f.write_str("local")?,
             c => write!(f, "{c}")?,
         }
         match self.port {
@@ -123,7 +124,15 @@ mod tests {
         assert_eq!(VmcsAddr::new(2, 5000).to_string(), "2:5000");
         assert_eq!(VmcsAddr::any(7).to_string(), "any:7");
         assert_eq!(VmcsAddr::new(3, PORT_ANY).to_string(), "3:any");
-        assert_eq!(VmcsAddr::local(1024).to_string(), "1:1024");
+        assert_eq!(VmcsAddr::local(1024).to_string(), "local:1024");
+        // Display and FromStr round-trip for the special cids too.
+        for a in [
+            VmcsAddr::local(9),
+            VmcsAddr::any(7),
+            VmcsAddr::new(3, PORT_ANY),
+        ] {
+            assert_eq!(a.to_string().parse(), Ok(a));
+        }
     }
 
     #[test]
