@@ -11,6 +11,14 @@ vmcs_toolchain_env
 log "step 2/3: building the guest kernel (cached after the first run), vmcs.ko and the initramfs"
 eval "$(qemu-test/prepare.sh)"
 log "step 3/3: booting two guests under QEMU (TCG) that share one ivshmem-doorbell region"
+cat <<'EOT'
+
+  guest0 loads vmcs.ko and serves two echo services on vmcs ports.
+  guest1 loads vmcs.ko, asks it for its view of the shared region (`vmcs status`),
+  pings guest0 through the shared memory (`vmcs ping 0`), then sends guest0 2016
+  messages of 1 byte to 64 KiB and checks every echoed byte.
+  Lines below are prefixed with the guest that printed them.
+EOT
 echo
 if qemu-test/run.sh --scenario demo --variant doorbell --guests 2 --demo >/dev/null; then
 	echo

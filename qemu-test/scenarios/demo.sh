@@ -11,7 +11,8 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	vmcs-test serve 5000 $((VMCS_NGUESTS - 1)) >/tmp/serve.log 2>&1
 	rc=$?
 	kill "$pinger" 2>/dev/null
-	say "echo server done: $(tr '\n' ' ' </tmp/serve.log)"
+	peer=$(sed -n 's/.*accepted Addr { cid: \([0-9]*\), port: \([0-9]*\) }.*/cid \1, port \2/p' /tmp/serve.log | head -n1)
+	say "accepted a connection from $peer and echoed every message back"
 	check "guest0 served every other guest (exit status $rc)" test "$rc" = 0
 else
 	# Wait until guest 0 is up in the peer table before talking to it.
