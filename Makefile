@@ -4,7 +4,8 @@
 #   make KDIR=...   build vmcs.ko against another Rust-enabled kernel tree
 #   make demo       set up everything, boot two guests, show them talking
 #   make test       set up everything, run every test (TAP, ends in "N passed, N failed")
-#   make bench      benchmarks (host protocol bench; more as the transport lands)
+#   make bench      benchmarks: host protocol bench, then vmcs vs TCP between two guests (~6 min)
+#   make bench-proto  the host protocol bench only
 #   make fuzz       run the protocol fuzzer for a bounded time (FUZZ_SECONDS, default 600)
 #   make clean      remove build products (the kernel cache in ~/.cache/vmcs stays)
 
@@ -35,7 +36,8 @@ test:
 demo:
 	@ci/demo.sh
 
-bench: bench-proto
+bench:
+	@ci/bench.sh
 
 bench-proto:
 	@rust/bench/run.sh
