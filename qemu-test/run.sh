@@ -148,7 +148,7 @@ while :; do
 		timed_out=1
 		break
 	fi
-	if [ -n "$crash_guest" ] && [ "$crashed" = 0 ] &&
+	if [ -n "$crash_guest" ] && [ "$crashed" = 0 ] && [ -f "$results/guest$crash_guest.tap" ] &&
 		tr -d '\r' <"$results/guest$crash_guest.tap" 2>/dev/null | grep -qF -- "$crash_on"; then
 		kill -9 "${pids[crash_guest]}" 2>/dev/null || true
 		crashed=1

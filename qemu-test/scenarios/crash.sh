@@ -50,7 +50,7 @@ elif [ "$VMCS_INCARNATION" = 1 ]; then
 	diag "CRASH-POINT"
 	sleep 600
 else
-	plan 5
+	plan 6
 	check "insmod vmcs.ko (restarted incarnation $VMCS_INCARNATION)" load_vmcs
 	check "guest 0 live" wait_others
 	sed 's/^/# /' $D/peers >&3
