@@ -119,6 +119,10 @@ tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doo
 tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2
 tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3
 tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
+tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
+	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
+tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \
+	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
 tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
 tap_step "qemu demo doorbell 2" qemu-test/run.sh --scenario demo --variant doorbell --guests 2

@@ -46,9 +46,10 @@ impl irq::Handler for DoorbellIrq {
     }
 }
 
-/// debugfs files of one domain, `vmcs/vmcs<N>/{peers,rings,selftest}`.
+/// debugfs files of one domain, `vmcs/vmcs<N>/{peers,rings,connections,selftest}`.
 struct Debugfs {
     _peers: Pin<KBox<File<Arc<Domain>>>>,
+    _connections: Pin<KBox<File<Arc<Domain>>>>,
     _rings: Pin<KBox<File<Arc<Domain>>>>,
     _selftest: Pin<KBox<File<Arc<Domain>>>>,
     _dir: Dir,
@@ -107,12 +108,19 @@ fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
         }),
         GFP_KERNEL,
     )?;
+    let connections = KBox::pin_init(
+        dir.read_callback_file(c"connections", domain.clone(), &|d: &Arc<Domain>, f| {
+            d.core.describe(f)
+        }),
+        GFP_KERNEL,
+    )?;
     let selftest = KBox::pin_init(
         dir.write_callback_file(c"selftest", domain.clone(), &selftest_write),
         GFP_KERNEL,
     )?;
     Ok(Debugfs {
         _peers: peers,
+        _connections: connections,
         _rings: rings,
         _selftest: selftest,
         _dir: dir,

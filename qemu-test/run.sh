@@ -4,6 +4,15 @@
 #
 #   run.sh [--guests N] [--variant plain|doorbell] [--scenario NAME] [--timeout SECS]
 #          [--shm-size SIZE] [--results DIR] [--demo]
+#          [--crash-guest G --crash-on MARKER [--restart]]
+#
+# Fault hook: with --crash-guest, the launcher watches guest G's TAP file for a line
+# containing MARKER and then kills that guest's QEMU with SIGKILL (no shutdown, no leave).
+# With --restart it boots guest G again with the same index, the same shared region (and
+# doorbell server, which gives it a new id), vmcstest.incarnation=2 on the kernel command
+# line and no test-control link; its serial log and TAP go to guestG.2.log/.tap and are
+# checked like the others. The killed incarnation must have run its whole TAP plan before
+# MARKER; it is not expected to finish.
 #
 # The guests' kernel and initramfs come from $VMCS_KERNEL and $VMCS_INITRD, or are built.
 # Each guest's serial log (console) and TAP stream are kept in the results folder. Exit
@@ -19,6 +28,9 @@ timeout=180
 shm_size=4M
 results=""
 demo=0
+crash_guest=""
+crash_on=""
+restart=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--guests) guests=$2; shift 2 ;;
@@ -28,12 +40,19 @@ while [ $# -gt 0 ]; do
 	--shm-size) shm_size=$2; shift 2 ;;
 	--results) results=$2; shift 2 ;;
 	--demo) demo=1; shift ;;
+	--crash-guest) crash_guest=$2; shift 2 ;;
+	--crash-on) crash_on=$2; shift 2 ;;
+	--restart) restart=1; shift ;;
 	*) die "unknown argument $1 (see the header of $0)" ;;
 	esac
 done
 [ "$guests" -ge 1 ] && [ "$guests" -le 8 ] || die "--guests must be 1..8"
 case "$variant" in plain | doorbell) ;; *) die "--variant must be plain or doorbell" ;; esac
 [ -f "$VMCS_TOP/qemu-test/scenarios/$scenario.sh" ] || die "no scenario $scenario"
+if [ -n "$crash_guest" ]; then
+	[ "$crash_guest" -ge 0 ] && [ "$crash_guest" -lt "$guests" ] || die "--crash-guest must be 0..$((guests - 1))"
+	[ -n "$crash_on" ] || die "--crash-guest needs --crash-on MARKER"
+fi
 
 if [ -z "${VMCS_KERNEL:-}" ] || [ -z "${VMCS_INITRD:-}" ]; then
 	eval "$("$VMCS_TOP/qemu-test/prepare.sh")"
@@ -88,30 +107,62 @@ net_args() {
 	fi
 }
 
-log "booting $guests guest(s), $variant, scenario $scenario; logs in $results"
-for g in $(seq 0 $((guests - 1))); do
-	# shellcheck disable=SC2046
+# boot_guest G INCARNATION: start guest G's QEMU in the background; its pid in $boot_pid.
+# Files: guestG.{log,tap,qemu.log} for the first incarnation, guestG.N.* for later ones.
+boot_guest() {
+	local g=$1 inc=$2 name net=""
+	name=guest$g
+	[ "$inc" = 1 ] || name=guest$g.$inc
+	# A restarted guest gets no test-control link (guest 0's end is gone with the old one).
+	[ "$inc" = 1 ] && net=$(net_args "$g")
+	# shellcheck disable=SC2086
 	qemu-system-x86_64 -accel tcg -M pc -m 256M -smp 1 -nographic -nodefaults -no-reboot \
 		-kernel "$VMCS_KERNEL" -initrd "$VMCS_INITRD" \
-		-append "console=ttyS0 panic=-1 oops=panic tsc=unstable vmcstest.guest=$g vmcstest.nguests=$guests vmcstest.variant=$variant vmcstest.scenario=$scenario" \
-		-serial "file:$results/guest$g.log" -serial "file:$results/guest$g.tap" \
-		"${shm_args[@]}" $(net_args "$g") \
-		>"$results/guest$g.qemu.log" 2>&1 &
-	pids+=($!)
+		-append "console=ttyS0 panic=-1 oops=panic tsc=unstable no_timer_check vmcstest.guest=$g vmcstest.nguests=$guests vmcstest.variant=$variant vmcstest.scenario=$scenario vmcstest.incarnation=$inc" \
+		-serial "file:$results/$name.log" -serial "file:$results/$name.tap" \
+		"${shm_args[@]}" $net \
+		>"$results/$name.qemu.log" 2>&1 &
+	boot_pid=$!
+}
+
+log "booting $guests guest(s), $variant, scenario $scenario; logs in $results"
+# Report units: "guest index, file stem, must finish".
+units=()
+for g in $(seq 0 $((guests - 1))); do
+	boot_guest "$g" 1
+	pids+=("$boot_pid")
+	units+=("$g guest$g 1")
 	# The listening side of the links must be up before the others connect.
 	[ "$g" = 0 ] && sleep 1
 done
+[ -n "$crash_guest" ] && units[crash_guest]="$crash_guest guest$crash_guest 0"
 
 deadline=$(($(date +%s) + timeout))
 timed_out=0
-for i in "${!pids[@]}"; do
-	while kill -0 "${pids[$i]}" 2>/dev/null; do
-		if [ "$(date +%s)" -ge "$deadline" ]; then
-			timed_out=1
-			break 2
+crashed=0
+while :; do
+	alive=0
+	for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+	[ "$alive" = 1 ] || break
+	if [ "$(date +%s)" -ge "$deadline" ]; then
+		timed_out=1
+		break
+	fi
+	if [ -n "$crash_guest" ] && [ "$crashed" = 0 ] && [ -f "$results/guest$crash_guest.tap" ] &&
+		tr -d '\r' <"$results/guest$crash_guest.tap" 2>/dev/null | grep -qF -- "$crash_on"; then
+		kill -9 "${pids[crash_guest]}" 2>/dev/null || true
+		crashed=1
+		echo "# fault hook: killed guest$crash_guest (QEMU pid ${pids[crash_guest]}) with SIGKILL at $(date +%T.%N | cut -c1-12) on \"$crash_on\""
+		if [ "$restart" = 1 ]; then
+			wait "${pids[crash_guest]}" 2>/dev/null || true
+			sleep 1
+			boot_guest "$crash_guest" 2
+			pids+=("$boot_pid")
+			units+=("$crash_guest guest$crash_guest.2 1")
+			echo "# fault hook: restarted guest$crash_guest as incarnation 2"
 		fi
-		sleep 0.5
-	done
+	fi
+	sleep 0.2
 done
 if [ "$timed_out" = 1 ]; then
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
@@ -121,9 +172,17 @@ for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 # Report: each guest's test points, then whether it finished and whether its log is clean.
 fail=0
 emit() { echo "$1 - [$scenario/$variant/${guests}g] $2"; [ "$1" = ok ] || fail=1; }
-for g in $(seq 0 $((guests - 1))); do
-	tap="$results/guest$g.tap"
-	con="$results/guest$g.log"
+if [ -n "$crash_guest" ]; then
+	if [ "$crashed" = 1 ]; then
+		emit ok "fault hook: guest$crash_guest killed on \"$crash_on\""
+	else
+		emit "not ok" "fault hook: guest$crash_guest killed on \"$crash_on\" (marker never seen)"
+	fi
+fi
+for u in "${units[@]}"; do
+	read -r g stem must_finish <<<"$u"
+	tap="$results/$stem.tap"
+	con="$results/$stem.log"
 	touch "$tap" "$con"
 	planned=$(sed -n 's/^1\.\.\([0-9]*\).*/\1/p' "$tap" | head -n1)
 	ran=0
@@ -136,20 +195,22 @@ for g in $(seq 0 $((guests - 1))); do
 		esac
 	done < <(tr -d '\r' <"$tap")
 	if [ -z "$planned" ]; then
-		emit "not ok" "guest$g: TAP plan present"
+		emit "not ok" "$stem: TAP plan present"
 	elif [ "$ran" != "$planned" ]; then
-		emit "not ok" "guest$g: ran $ran of $planned planned tests"
+		emit "not ok" "$stem: ran $ran of $planned planned tests"
 	fi
-	if grep -q '^VMCS-SCENARIO-EXIT' "$tap"; then
-		emit ok "guest$g: scenario finished"
+	if [ "$must_finish" = 0 ]; then
+		: # killed by the fault hook
+	elif grep -q '^VMCS-SCENARIO-EXIT' "$tap"; then
+		emit ok "$stem: scenario finished"
 	else
-		emit "not ok" "guest$g: scenario finished (timed out: $timed_out; see $con)"
+		emit "not ok" "$stem: scenario finished (timed out: $timed_out; see $con)"
 	fi
 	bad=$(tr -d '\r' <"$con" | grep -nE 'WARNING:|BUG:|Oops|Call Trace|KASAN|UBSAN|Kernel panic|general protection fault|rcu_.*stall|hung_task|blocked for more than' | head -n 20 || true)
 	if [ -z "$bad" ]; then
-		emit ok "guest$g: serial log clean"
+		emit ok "$stem: serial log clean"
 	else
-		emit "not ok" "guest$g: serial log clean"
+		emit "not ok" "$stem: serial log clean"
 		echo "$bad" | sed 's/^/# /'
 	fi
 done

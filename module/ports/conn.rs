@@ -975,24 +975,45 @@ impl Sock {
     /// One line of the connection listing.
     // For the debugfs listing, which is not wired up yet.
     #[allow(dead_code)]
-    pub(crate) fn describe(&self, local_id: u32, out: &mut impl core::fmt::Write) {
+    /// Writes this endpoint's row of the debugfs `connections` table (columns in
+    /// [`super::CONNECTIONS_HEADER`]; no spaces inside a field). Remote is `-` when there is
+    /// no peer (idle, bound or listening endpoints).
+    pub(crate) fn describe(
+        &self,
+        local_id: u32,
+        out: &mut impl core::fmt::Write,
+    ) -> core::fmt::Result {
         let st = self.state.lock();
-        let _ = writeln!(
+        let state = match st.phase {
+            Phase::Idle => "idle",
+            Phase::Bound => "bound",
+            Phase::Listening => "listen",
+            Phase::Connecting => "connecting",
+            Phase::Connected => "established",
+            Phase::Closing => "closing",
+            Phase::Closed => "closed",
+        };
+        match st.port {
+            Some(p) => write!(out, "{}:{} ", local_id, p)?,
+            None => write!(out, "{}:- ", local_id)?,
+        }
+        if matches!(st.phase, Phase::Idle | Phase::Bound | Phase::Listening) {
+            write!(out, "- ")?;
+        } else {
+            write!(out, "{}:{} ", st.peer, st.peer_port)?;
+        }
+        writeln!(
             out,
-            "{:?} {}:{} -> {}:{} tx {}B/{}m rx {}B/{}m queued {}B/{}m credit {} resets {}",
-            st.phase,
-            local_id,
-            st.port.unwrap_or(u32::MAX),
-            st.peer,
-            st.peer_port,
-            st.stats.tx_bytes,
-            st.stats.tx_msgs,
+            "{} {} {} {} {} {} {} {} {}",
+            state,
             st.stats.rx_bytes,
+            st.stats.tx_bytes,
             st.stats.rx_msgs,
+            st.stats.tx_msgs,
             st.rx.queued(),
             st.rxq.msgs(),
             st.tx.peer_free(),
             st.stats.resets
-        );
+        )
     }
 }

@@ -354,10 +354,9 @@ impl Core {
         out
     }
 
-    /// Writes one line per endpoint (debugfs `connections`).
-    // For the debugfs listing, which is not wired up yet.
-    #[allow(dead_code)]
-    pub(crate) fn describe(&self, out: &mut impl core::fmt::Write) {
+    /// Writes the debugfs `connections` table: [`CONNECTIONS_HEADER`], then one row per
+    /// endpoint (what `vmcs ss` parses).
+    pub(crate) fn describe(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
         let socks = {
             let t = self.table.lock();
             let mut v = KVec::new();
@@ -368,12 +367,18 @@ impl Core {
             }
             v
         };
+        writeln!(out, "{}", CONNECTIONS_HEADER)?;
         let local = self.local_id();
         for s in socks.iter() {
-            s.describe(local, out);
+            s.describe(local, out)?;
         }
+        Ok(())
     }
 }
+
+/// Column names of the debugfs `connections` table.
+pub(crate) const CONNECTIONS_HEADER: &str =
+    "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets";
 
 impl Upcalls for Core {
     fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) {

@@ -67,6 +67,10 @@ const ATTACH_STALE_POLLS: u32 = 2000;
 const POLL_MIN: Jiffies = 1;
 /// Plain: slowest poll interval when idle, in milliseconds.
 const POLL_MAX_MS: u32 = 100;
+/// Plain: keep polling at [`POLL_MIN`] this long after the last frame received or sent, so
+/// a request/response exchange finds the reply on the next jiffy instead of after the
+/// backed-off interval. Idle links still back off to [`POLL_MAX_MS`].
+const POLL_HOT_MS: u64 = 50;
 /// Port of the transport's self-test frames (`VMADDR_PORT_ANY`, never a bound port): they
 /// are counted and checked by the transport and never delivered to the core.
 const SELFTEST_PORT: u32 = u32::MAX;
@@ -173,6 +177,9 @@ struct PeerStats {
     resets: Atomic<u64>,
     selftest_rx: Atomic<u64>,
     selftest_bad: Atomic<u64>,
+    /// Times the ring from this peer was found corrupt and resynchronised; whatever it
+    /// held unread was dropped.
+    drops: Atomic<u64>,
     /// Milliseconds since the link started at which the heartbeat last moved.
     hb_seen_ms: Atomic<u64>,
     /// Live (1) or not (0): what `is_live` reports.
@@ -192,6 +199,7 @@ impl PeerStats {
             resets: Atomic::new(0),
             selftest_rx: Atomic::new(0),
             selftest_bad: Atomic::new(0),
+            drops: Atomic::new(0),
             hb_seen_ms: Atomic::new(0),
             live: Atomic::new(0),
             tx_corrupt: Atomic::new(0),
@@ -252,6 +260,8 @@ pub(crate) struct Link {
     running: Atomic<u32>,
     /// Plain: the current poll interval in jiffies.
     poll_delay: Atomic<usize>,
+    /// Plain: [`Link::now_ms`] of the last frame received or send kick.
+    active_ms: Atomic<u64>,
     #[pin]
     tx: SpinLock<KVec<TxChan>>,
     #[pin]
@@ -327,6 +337,7 @@ impl Link {
             doorbells_rx: Atomic::new(0),
             running: Atomic::new(0),
             poll_delay: Atomic::new(POLL_MIN),
+            active_ms: Atomic::new(0),
             tx <- new_spinlock!(tx, "vmcs_link_tx"),
             rx <- new_mutex!(
                 RxState {
@@ -577,6 +588,7 @@ impl Link {
             return;
         }
         self.poll_delay.store(POLL_MIN, Relaxed);
+        self.active_ms.store(self.now_ms(), Relaxed);
         let owner = self.owner.lock();
         if let Some(d) = owner.as_ref() {
             ffi::mod_delayed_work::<Domain, RX_WORK>(d.clone(), 0);
@@ -601,7 +613,12 @@ impl Link {
             return None;
         }
         let max = msecs_to_jiffies(POLL_MAX_MS).max(POLL_MIN);
-        let d = if activity {
+        let now = self.now_ms();
+        if activity {
+            self.active_ms.store(now, Relaxed);
+        }
+        let hot = now.saturating_sub(self.active_ms.load(Relaxed)) < POLL_HOT_MS;
+        let d = if activity || hot {
             POLL_MIN
         } else {
             self.poll_delay
@@ -1066,6 +1083,9 @@ impl Link {
                 }
                 Step::Corrupt(e) => {
                     activity = true;
+                    if let Some(s) = self.stats.get(i) {
+                        bump(&s.drops, 1);
+                    }
                     pr_warn!(
                         "vmcs{}: ring from peer {} is corrupt ({:?}), resync\n",
                         self.index,
@@ -1214,7 +1234,7 @@ impl Link {
             writeln!(
                 f,
                 "peer {} live {} tx prod {} cons {} frames {} bytes {} doorbells {} \
-                 rx prod {} cons {} frames {} bytes {} resets {} selftest_rx {} selftest_bad {}",
+                 rx prod {} cons {} frames {} bytes {} drops {} resets {} selftest_rx {} selftest_bad {}",
                 p,
                 s.live.load(Relaxed),
                 txp,
@@ -1226,6 +1246,7 @@ impl Link {
                 rxc,
                 s.rx_frames.load(Relaxed),
                 s.rx_bytes.load(Relaxed),
+                s.drops.load(Relaxed),
                 s.resets.load(Relaxed),
                 s.selftest_rx.load(Relaxed),
                 s.selftest_bad.load(Relaxed)

@@ -1,12 +1,15 @@
 # Helpers for scenario scripts, sourced by them. TAP goes to fd 3 (ttyS1).
 T_N=0
+# Name in test points: guestG, or guestG.N for the N-th incarnation of a restarted guest.
+T_WHO=guest$VMCS_GUEST
+[ "${VMCS_INCARNATION:-1}" = 1 ] || T_WHO=guest$VMCS_GUEST.$VMCS_INCARNATION
 T_FAIL=0
 plan() { echo "1..$1" >&3; }
-ok() { T_N=$((T_N + 1)); echo "ok $T_N - guest$VMCS_GUEST: $*" >&3; }
-not_ok() { T_N=$((T_N + 1)); T_FAIL=$((T_FAIL + 1)); echo "not ok $T_N - guest$VMCS_GUEST: $*" >&3; }
+ok() { T_N=$((T_N + 1)); echo "ok $T_N - $T_WHO: $*" >&3; }
+not_ok() { T_N=$((T_N + 1)); T_FAIL=$((T_FAIL + 1)); echo "not ok $T_N - $T_WHO: $*" >&3; }
 diag() { echo "# $*" >&3; }
 # Lines a human reads in `make demo`.
-say() { echo "DEMO guest$VMCS_GUEST: $*" >&3; }
+say() { echo "DEMO $T_WHO: $*" >&3; }
 # check DESCRIPTION COMMAND...: one test point from a command's exit status; its output is
 # kept as TAP diagnostics.
 check() {

@@ -6,7 +6,7 @@
 TESTS=$(vmcs-test list)
 NT=$(echo "$TESTS" | wc -l)
 if [ "$VMCS_NGUESTS" -gt 1 ]; then CROSS=1; else CROSS=0; fi
-plan $((NT + 5 + CROSS))
+plan $((NT + 5 + 2 * CROSS))
 
 check "insmod vmcs.ko" load_vmcs
 check "/dev/vmcs appears" wait_for /dev/vmcs 5
@@ -15,8 +15,12 @@ for t in $TESTS; do
 done
 
 ECHO_PORT=5000
+# Cross-guest versions of the loopback poll, wake and order tests (vmcs-test xrecv/xsend).
+X_PORT=5001
 if [ "$CROSS" = 1 ]; then
 	if [ "$VMCS_GUEST" = 0 ]; then
+		vmcs-test xrecv $X_PORT $((VMCS_NGUESTS - 1)) >/tmp/xrecv.log 2>&1 &
+		xr=$!
 		vmcs-test serve $ECHO_PORT $((VMCS_NGUESTS - 1)) >/tmp/serve.log 2>&1 &
 		srv=$!
 		i=0
@@ -31,9 +35,21 @@ if [ "$CROSS" = 1 ]; then
 			check "guest 0 echoed for every other guest (exit status $rc)" test "$rc" = 0
 		fi
 		cat /tmp/serve.log | sed 's/^/# /' >&3
+		i=0
+		while kill -0 "$xr" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+		if kill -0 "$xr" 2>/dev/null; then
+			kill "$xr"
+			not_ok "cross-guest poll, blocking-read wake, epoll, 10,000 ordered messages (still waiting after 60 s)"
+		else
+			wait "$xr"
+			rc=$?
+			check "cross-guest poll, blocking-read wake, epoll, 10,000 ordered messages from every other guest (exit status $rc)" test "$rc" = 0
+		fi
+		sed 's/^/# /' /tmp/xrecv.log >&3
 	else
 		sleep 1
 		check "messages to guest 0's echo server and back" vmcs-test client auto $ECHO_PORT
+		check "to guest 0: poll, wake, epoll steps, 10,000 sequence-numbered messages" vmcs-test xsend auto $X_PORT
 	fi
 fi
 

@@ -6,6 +6,13 @@
 //! vmcs-test serve PORT N    echo server: accept N connections, echo every message back
 //! vmcs-test client CID PORT run the message tests against an echo server at CID:PORT
 //! vmcs-test hold CID PORT   connect (or, with CID "listen", listen on PORT) and sleep
+//! vmcs-test xrecv PORT N    cross-guest receiver: poll, blocking-read wake, epoll, 10,000
+//!                           ordered messages, on each of N accepted connections
+//! vmcs-test xsend CID PORT  the sending side of xrecv
+//! vmcs-test crash-recv PORT read until the (killed) peer's connection resets; then echo for
+//!                           the restarted peer
+//! vmcs-test crash-stream CID PORT   stream messages until killed
+//! vmcs-test rejoin CID PORT GOFILE  echo 100 messages, wait for GOFILE, close
 //! ```
 //!
 //! The named tests need both ends of a connection and run over loopback (`VMCS_CID_LOCAL`);
@@ -901,6 +908,262 @@ fn client(cid: Option<u32>, port: u32) -> Res {
     Ok(())
 }
 
+/// Reads `want` from `s`, or fails with `what`.
+fn expect_msg(s: &Fd, want: &[u8], what: &str) -> Res {
+    let mut b = [0u8; 64];
+    let n = ok(what, s.read(&mut b))?;
+    if &b[..n] != want {
+        return Err(format!(
+            "{what}: got {:?}, want {:?}",
+            String::from_utf8_lossy(&b[..n]),
+            String::from_utf8_lossy(want)
+        ));
+    }
+    Ok(())
+}
+
+/// Messages of the cross-guest order test: sequence number, then a pattern.
+fn seq_msg(i: u32) -> Vec<u8> {
+    let len = 4 + (i as usize % 61);
+    let mut m = i.to_le_bytes().to_vec();
+    m.extend(pattern(i, len - 4));
+    m
+}
+
+/// Number of messages of the cross-guest order test.
+const XORDER_N: u32 = 10_000;
+
+/// Receiving side of the cross-guest tests, on one accepted connection: poll readiness,
+/// a blocking read woken by the peer's write, epoll, then `XORDER_N` messages checked for
+/// loss and order, then EOF.
+fn cross_recv(s: Fd) -> Res<String> {
+    let ev = s.poll(libc::POLLIN | libc::POLLOUT, 0);
+    if ev & libc::POLLIN != 0 || ev & libc::POLLOUT == 0 {
+        return Err(format!("idle connection: revents {ev:#x}, want OUT only"));
+    }
+    ok("write ready", s.write(b"ready"))?;
+    // poll() sleeping until the other guest writes (500 ms after "ready").
+    let t = Instant::now();
+    let ev = s.poll(libc::POLLIN, 20_000);
+    let poll_dt = t.elapsed();
+    if ev & libc::POLLIN == 0 || poll_dt < Duration::from_millis(100) {
+        return Err(format!(
+            "poll: revents {ev:#x} after {poll_dt:?}, want IN after ~500 ms"
+        ));
+    }
+    expect_msg(&s, b"poll", "read after poll")?;
+    ok("write ack", s.write(b"ack"))?;
+    // A read that blocks until the other guest writes.
+    let t = Instant::now();
+    expect_msg(&s, b"wake", "blocking read")?;
+    let wake_dt = t.elapsed();
+    if wake_dt < Duration::from_millis(100) {
+        return Err(format!(
+            "blocking read returned after {wake_dt:?}: did not block"
+        ));
+    }
+    ok("write ack", s.write(b"ack"))?;
+    // epoll.
+    // SAFETY: plain epoll calls on valid descriptors.
+    let (n, events, data) = unsafe {
+        let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        let mut e = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 7,
+        };
+        libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.0, &mut e);
+        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        let n = libc::epoll_wait(ep, out.as_mut_ptr(), 4, 20_000);
+        libc::close(ep);
+        (n, out[0].events, out[0].u64)
+    };
+    if n != 1 || events & libc::EPOLLIN as u32 == 0 || data != 7 {
+        return Err(format!("epoll: n {n} events {events:#x}"));
+    }
+    expect_msg(&s, b"epoll", "read after epoll")?;
+    ok("write ack", s.write(b"ack"))?;
+    // Sequence-numbered messages: none lost, none reordered.
+    let t = Instant::now();
+    let mut buf = vec![0u8; 256];
+    for i in 0..XORDER_N {
+        let want = seq_msg(i);
+        let got = ok("read", s.read(&mut buf))?;
+        if buf[..got] != want[..] {
+            let seq = buf
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            return Err(format!(
+                "message {i}: {got} bytes, sequence {seq:?}: lost or reordered"
+            ));
+        }
+    }
+    let order_dt = t.elapsed();
+    if ok("read EOF", s.read(&mut buf))? != 0 {
+        return Err("no EOF after the sender's SHUT_WR".into());
+    }
+    Ok(format!(
+        "poll woken after {poll_dt:?}, blocking read woken after {wake_dt:?}, epoll IN, \
+         {XORDER_N} messages in order in {order_dt:?}, EOF"
+    ))
+}
+
+/// `xrecv PORT N`: accept N connections and run [`cross_recv`] on each.
+fn xrecv(port: u32, n: u32) -> Res {
+    let l = Fd::open()?;
+    ok("bind", l.bind(port))?;
+    ok("listen", l.listen(16))?;
+    println!("listening on port {port}");
+    let mut threads = Vec::new();
+    for _ in 0..n {
+        let (s, peer) = ok("accept", l.accept(0))?;
+        threads.push(thread::spawn(move || (peer, cross_recv(s))));
+    }
+    let mut fail = None;
+    for t in threads {
+        let (peer, r) = t.join().map_err(|_| "receiver panicked".to_string())?;
+        match r {
+            Ok(m) => println!("from {}:{}: {m}", peer.cid, peer.port),
+            Err(e) => {
+                println!("from {}:{}: FAIL: {e}", peer.cid, peer.port);
+                fail = Some(e);
+            }
+        }
+    }
+    fail.map_or(Ok(()), Err)
+}
+
+/// `xsend CID|auto PORT`: the sending side of [`cross_recv`].
+fn xsend(cid: Option<u32>, port: u32) -> Res {
+    let (c, cid) = connect_server(cid, port)?;
+    expect_msg(&c, b"ready", "read ready")?;
+    thread::sleep(Duration::from_millis(500));
+    ok("write poll", c.write(b"poll"))?;
+    expect_msg(&c, b"ack", "read ack")?;
+    thread::sleep(Duration::from_millis(500));
+    ok("write wake", c.write(b"wake"))?;
+    expect_msg(&c, b"ack", "read ack")?;
+    thread::sleep(Duration::from_millis(300));
+    ok("write epoll", c.write(b"epoll"))?;
+    expect_msg(&c, b"ack", "read ack")?;
+    let t = Instant::now();
+    for i in 0..XORDER_N {
+        ok("write", c.write(&seq_msg(i)))?;
+    }
+    ok("shutdown", c.shutdown(1))?;
+    let mut b = [0u8; 16];
+    if ok("read EOF", c.read(&mut b))? != 0 {
+        return Err("no EOF after the receiver closed".into());
+    }
+    println!(
+        "to {cid}:{port}: poll, wake, epoll steps, {XORDER_N} sequence-numbered messages in {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// `crash-recv PORT`: accept one connection and read until the read fails; the peer is
+/// killed mid-stream, so the read must fail with ECONNRESET within 2.5 s of the last data.
+/// Then the listener must still accept (the restarted peer) and echo until EOF.
+fn crash_recv(port: u32) -> Res {
+    let l = Fd::open()?;
+    ok("bind", l.bind(port))?;
+    ok("listen", l.listen(4))?;
+    println!("listening on port {port}");
+    let (s, peer) = ok("accept", l.accept(0))?;
+    println!("accepted {}:{}", peer.cid, peer.port);
+    let mut buf = vec![0u8; MAX_MSG];
+    let mut last = Instant::now();
+    let mut msgs = 0u64;
+    let err = loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Err(format!("EOF after {msgs} messages, want ECONNRESET")),
+            Ok(_) => {
+                last = Instant::now();
+                msgs += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    let dt = last.elapsed();
+    println!(
+        "RESET-LATENCY-MS {} (read failed with {} after {msgs} messages)",
+        dt.as_millis(),
+        ename(err)
+    );
+    if err != libc::ECONNRESET || msgs == 0 || dt >= Duration::from_millis(2500) {
+        return Err(format!(
+            "want ECONNRESET within 2.5 s of the last data, got {} after {dt:?}",
+            ename(err)
+        ));
+    }
+    expect_err("write after reset", s.write(b"x"), libc::ECONNRESET)?;
+    drop(s);
+    println!("waiting for the peer to rejoin");
+    let (s, peer2) = ok("accept after the reset", l.accept(0))?;
+    println!(
+        "accepted {}:{} (first incarnation was {})",
+        peer2.cid, peer2.port, peer.cid
+    );
+    let mut echoed = 0u32;
+    loop {
+        let n = ok("read", s.read(&mut buf))?;
+        if n == 0 {
+            break;
+        }
+        ok("write", s.write(&buf[..n]))?;
+        echoed += 1;
+    }
+    if echoed == 0 {
+        return Err("the rejoined peer sent nothing".into());
+    }
+    println!("REJOIN-ECHOED {echoed}");
+    Ok(())
+}
+
+/// `crash-stream CID|auto PORT`: connect and stream messages until killed.
+fn crash_stream(cid: Option<u32>, port: u32) -> Res {
+    let (c, cid) = connect_server(cid, port)?;
+    let t0 = Instant::now();
+    let mut i = 0u32;
+    while t0.elapsed() < Duration::from_secs(600) {
+        ok("write", c.write(&seq_msg(i)))?;
+        i += 1;
+        if i == 200 {
+            println!("streaming to {cid}:{port}");
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    Err("not killed within 10 minutes".into())
+}
+
+/// `rejoin CID|auto PORT GOFILE`: connect, echo 100 messages, print `exchanged`, wait until
+/// GOFILE exists (the scenario inspects `vmcs ss` meanwhile), then close in order.
+fn rejoin(cid: Option<u32>, port: u32, go: &str) -> Res {
+    let (c, cid) = connect_server(cid, port)?;
+    let mut buf = vec![0u8; MAX_MSG];
+    for i in 0..100u32 {
+        let msg = pattern(i, 10 + i as usize * 10);
+        ok("write", c.write(&msg))?;
+        let r = ok("read", c.read(&mut buf))?;
+        if buf[..r] != msg[..] {
+            return Err(format!("echo {i}: mismatch"));
+        }
+    }
+    println!("exchanged 100 messages with {cid}:{port}");
+    let t = Instant::now();
+    while !std::path::Path::new(go).exists() {
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err(format!("{go} did not appear"));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    ok("shutdown", c.shutdown(1))?;
+    if ok("read EOF", c.read(&mut buf))? != 0 {
+        return Err("no EOF after the server saw our shutdown".into());
+    }
+    Ok(())
+}
+
 fn hold(args: &[String]) -> Res {
     let port: u32 = args.get(3).and_then(|s| s.parse().ok()).ok_or("PORT")?;
     let secs = 3600;
@@ -967,6 +1230,38 @@ fn main() -> ExitCode {
             _ => Err("usage: client CID|auto PORT".into()),
         },
         "hold" => hold(&args),
+        "xrecv" => match (
+            args.get(2).and_then(|s| s.parse().ok()),
+            args.get(3).and_then(|s| s.parse().ok()),
+        ) {
+            (Some(p), Some(n)) => xrecv(p, n),
+            _ => Err("usage: xrecv PORT N".into()),
+        },
+        "xsend" | "crash-stream" => match (args.get(2), args.get(3).and_then(|s| s.parse().ok())) {
+            (Some(c), Some(p)) => {
+                let cid = if c == "auto" { None } else { c.parse().ok() };
+                if cmd == "xsend" {
+                    xsend(cid, p)
+                } else {
+                    crash_stream(cid, p)
+                }
+            }
+            _ => Err(format!("usage: {cmd} CID|auto PORT")),
+        },
+        "crash-recv" => match args.get(2).and_then(|s| s.parse().ok()) {
+            Some(p) => crash_recv(p),
+            None => Err("usage: crash-recv PORT".into()),
+        },
+        "rejoin" => match (
+            args.get(2),
+            args.get(3).and_then(|s| s.parse().ok()),
+            args.get(4),
+        ) {
+            (Some(c), Some(p), Some(go)) => {
+                rejoin(if c == "auto" { None } else { c.parse().ok() }, p, go)
+            }
+            _ => Err("usage: rejoin CID|auto PORT GOFILE".into()),
+        },
         name => match TESTS.iter().find(|(n, _)| *n == name) {
             Some((_, f)) => f(),
             None => {

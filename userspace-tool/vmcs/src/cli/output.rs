@@ -516,4 +516,23 @@ mod tests {
         assert!(parse_connections("0", "a b\n1 2 3\n").is_err());
         assert!(parse_connections("0", "").unwrap().rows.is_empty());
     }
+
+    /// The table exactly as the module's debugfs `connections` writes it (module/ports:
+    /// `CONNECTIONS_HEADER`, `Sock::describe`): listeners have remote `-`.
+    #[test]
+    fn ss_parses_the_module_table() {
+        let t = parse_connections(
+            "vmcs0",
+            "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets\n\
+             0:6000 - listen 0 0 0 0 0 0 0 0\n\
+             0:6000 1:49152 established 50500 50500 100 100 0 0 262144 0\n",
+        )
+        .unwrap();
+        assert_eq!(t.rows.len(), 2);
+        let j = ss_json(&[t]);
+        assert_eq!(j[0]["remote"], "-");
+        assert_eq!(j[1]["state"], "established");
+        assert_eq!(j[1]["rx_bytes"], 50500);
+        assert_eq!(j[1]["credit"], 262144);
+    }
 }

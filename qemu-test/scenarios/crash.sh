@@ -1,0 +1,77 @@
+# Peer crash and rejoin (run.sh --crash-guest 1 --crash-on CRASH-POINT --restart): guest 0
+# listens; guest 1 connects and streams messages while guest 0 is blocked in read(). Once
+# guest 1 says CRASH-POINT the launcher SIGKILLs its QEMU. Guest 0's read must fail with
+# ECONNRESET within 2.5 s of the last data (heartbeat timeout, default hb_timeout_ms 1500,
+# hb_period_ms 200), and its listener must survive: the restarted guest 1 (incarnation 2)
+# connects again, exchanges messages, and checks `vmcs ss` shows the connection.
+. /scenarios/lib.sh
+D=/sys/kernel/debug/vmcs/vmcs0
+PORT=6000
+# Live peers other than this guest.
+others_live() { [ "$(awk '/ live / && !/ down/ && !/ self/' $D/peers | wc -l)" -ge 1 ]; }
+wait_others() {
+	i=0
+	while ! others_live && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+	others_live
+}
+wait_line() { i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt $(($3 * 10)) ]; do sleep 0.1; i=$((i + 1)); done; grep -q "$2" "$1"; }
+
+if [ "$VMCS_GUEST" = 0 ]; then
+	plan 4
+	check "insmod vmcs.ko" load_vmcs
+	vmcs-test crash-recv $PORT >/tmp/crash.log 2>&1 &
+	srv=$!
+	i=0
+	while kill -0 "$srv" 2>/dev/null && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
+	if kill -0 "$srv" 2>/dev/null; then
+		kill "$srv"
+		rc=timeout
+	else
+		wait "$srv"
+		rc=$?
+	fi
+	sed 's/^/# /' /tmp/crash.log >&3
+	lat=$(sed -n 's/^RESET-LATENCY-MS \([0-9]*\).*/\1/p' /tmp/crash.log)
+	check "blocked read got ECONNRESET ${lat:-?} ms after guest 1's last data (< 2500)" \
+		sh -c "[ -n '$lat' ] && [ '$lat' -lt 2500 ]"
+	check "listener survived: the restarted guest 1 connected and was echoed until EOF (status $rc)" \
+		sh -c "[ '$rc' = 0 ] && grep -q REJOIN-ECHOED /tmp/crash.log"
+	check "the crashed peer's reset is counted in rings" grep -qE 'resets [1-9]' $D/rings
+	sed 's/^/# /' $D/rings $D/peers >&3
+	dmesg | grep vmcs | sed 's/^/# /' >&3
+elif [ "$VMCS_INCARNATION" = 1 ]; then
+	plan 3
+	check "insmod vmcs.ko" load_vmcs
+	check "guest 0 live" wait_others
+	vmcs-test crash-stream auto $PORT >/tmp/stream.log 2>&1 &
+	check "streaming to guest 0" wait_line /tmp/stream.log streaming 60
+	sed 's/^/# /' /tmp/stream.log >&3
+	# The launcher kills this guest on the next line; until then keep streaming.
+	diag "CRASH-POINT"
+	sleep 600
+else
+	plan 6
+	check "insmod vmcs.ko (restarted incarnation $VMCS_INCARNATION)" load_vmcs
+	check "guest 0 live" wait_others
+	sed 's/^/# /' $D/peers >&3
+	rm -f /tmp/go
+	vmcs-test rejoin auto $PORT /tmp/go >/tmp/rejoin.log 2>&1 &
+	cl=$!
+	check "rejoined: connected to guest 0's surviving listener, 100 messages echoed" \
+		wait_line /tmp/rejoin.log exchanged 90
+	vmcs ss >/tmp/ss.txt 2>&1
+	vmcs ss --json >/tmp/ss.json 2>&1
+	sed 's/^/# /' /tmp/ss.txt $D/connections >&3
+	# The established connection's RX_BYTES and TX_BYTES columns are both non-zero.
+	check "vmcs ss shows the connection with non-zero byte counters" awk '
+		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+		$col["STATE"] == "established" && $col["RX_BYTES"] > 0 && $col["TX_BYTES"] > 0 { f = 1 }
+		END { exit !f }' /tmp/ss.txt
+	check "vmcs ss --json shows it too" sh -c \
+		"grep -q '\"state\": *\"established\"' /tmp/ss.json && grep -qE '\"rx_bytes\": *[1-9]' /tmp/ss.json && grep -qE '\"tx_bytes\": *[1-9]' /tmp/ss.json"
+	touch /tmp/go
+	wait "$cl"
+	rc=$?
+	sed 's/^/# /' /tmp/rejoin.log >&3
+	check "orderly close after the exchange (status $rc)" test "$rc" = 0
+fi
