@@ -17,6 +17,7 @@ mod ffi;
 mod pci;
 mod ports;
 mod proto;
+mod socket;
 mod transport;
 mod uapi;
 
@@ -39,6 +40,11 @@ module! {
             default: 200,
             description: "Heartbeat and peer sampling period in ms (default 200)",
         },
+        af: u32 {
+            default: 22,
+            description: "AF_VMCS address family number, 0 = no socket family (default 22, \
+                VMCS_AF_DEFAULT; docs/sockets.md)",
+        },
         hb_timeout_ms: u32 {
             default: 1500,
             description: "A peer whose heartbeat is stale this long is dead, ms (default 1500)",
@@ -56,6 +62,14 @@ pub(crate) fn transport_params() -> transport::ivshmem::Params {
     }
 }
 
+// The `af` default above is the header's VMCS_AF_DEFAULT.
+const _: () = assert!(uapi::AF_DEFAULT == 22);
+
+/// The AF_VMCS family number (the `af` parameter; 0: no socket family).
+pub(crate) fn af() -> u32 {
+    *module_parameters::af.value()
+}
+
 /// The module version, reported by `vmcs status`.
 pub(crate) const VERSION: &str = "0.1.0";
 
@@ -68,6 +82,9 @@ struct VmcsModule {
     #[pin]
     _pci: kernel::driver::Registration<kernel::pci::Adapter<pci::IvshmemDriver>>,
     _debugfs: domain::DebugfsRoot,
+    // Last: dropped first, so no new socket reaches the core while the rest goes away (open
+    // sockets pin the module, so there are none at unload).
+    _socket: ffi::SocketRegistration,
 }
 
 impl kernel::InPlaceModule for VmcsModule {
@@ -79,6 +96,7 @@ impl kernel::InPlaceModule for VmcsModule {
             _chrdev <- ffi::ChrdevRegistration::register(c"vmcs", mode),
             _pci <- kernel::driver::Registration::new(c"vmcs", module),
             _debugfs: domain::DebugfsRoot,
+            _socket: ffi::SocketRegistration::register(af())?,
         })
     }
 }
