@@ -121,6 +121,8 @@ tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --var
 tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
 tap_step "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
 tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
+tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
+tap_step "qemu sockets doorbell 2" qemu-test/run.sh --scenario sockets --variant doorbell --guests 2
 tap_step "qemu demo doorbell 2" qemu-test/run.sh --scenario demo --variant doorbell --guests 2
 
 finish

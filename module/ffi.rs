@@ -618,6 +618,7 @@ type RawSk = c_void;
 type RawSocket = c_void;
 
 extern "C" {
+    fn vmcs_glue_af() -> c_uint;
     fn vmcs_glue_sock_register(family: c_int) -> c_int;
     fn vmcs_glue_sock_unregister();
     fn vmcs_glue_sk_new(net: *mut bindings::net, sock: *mut RawSocket, kern: c_int) -> *mut RawSk;
@@ -632,6 +633,12 @@ extern "C" {
     fn vmcs_glue_sk_sndtimeo_ms(sk: *mut RawSk) -> c_uint;
     fn vmcs_glue_sk_set_err(sk: *mut RawSk, err: c_int);
     fn vmcs_glue_sock_set_state(sock: *mut RawSocket, state: c_int);
+}
+
+/// The `af` module parameter (declared in the C glue so that sysfs shows it).
+pub(crate) fn af_param() -> u32 {
+    // SAFETY: Reads a module parameter, set before init and read-only in sysfs.
+    unsafe { vmcs_glue_af() }
 }
 
 /// The registration of the AF_VMCS socket family (`proto_register` + `sock_register`).

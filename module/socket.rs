@@ -42,6 +42,9 @@ pub(crate) const SIOCINQ: u32 = 0x541B;
 /// See [`SIOCINQ`].
 pub(crate) const SIOCOUTQ: u32 = 0x5411;
 
+// The `af` default in the C glue is the header's VMCS_AF_DEFAULT.
+const _: () = assert!(uapi::AF_DEFAULT == 22);
+
 /// The AF_VMCS family number in use (the `af` module parameter).
 pub(crate) fn family() -> u16 {
     // Registration refuses numbers that do not fit (`af` < `AF_MAX`).

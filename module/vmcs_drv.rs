@@ -40,11 +40,6 @@ module! {
             default: 200,
             description: "Heartbeat and peer sampling period in ms (default 200)",
         },
-        af: u32 {
-            default: 22,
-            description: "AF_VMCS address family number, 0 = no socket family (default 22, \
-                VMCS_AF_DEFAULT; docs/sockets.md)",
-        },
         hb_timeout_ms: u32 {
             default: 1500,
             description: "A peer whose heartbeat is stale this long is dead, ms (default 1500)",
@@ -62,12 +57,11 @@ pub(crate) fn transport_params() -> transport::ivshmem::Params {
     }
 }
 
-// The `af` default above is the header's VMCS_AF_DEFAULT.
-const _: () = assert!(uapi::AF_DEFAULT == 22);
-
-/// The AF_VMCS family number (the `af` parameter; 0: no socket family).
+/// The AF_VMCS family number: the `af` parameter (0: no socket family), declared in the C
+/// glue because parameters of `module!` do not appear in sysfs, and `af` must be readable in
+/// /sys/module/vmcs/parameters/af.
 pub(crate) fn af() -> u32 {
-    *module_parameters::af.value()
+    ffi::af_param()
 }
 
 /// The module version, reported by `vmcs status`.

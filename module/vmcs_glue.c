@@ -52,6 +52,21 @@ struct file *vmcs_glue_anon_file(void *private_data, int flags)
 				  O_RDWR | (flags & O_NONBLOCK));
 }
 
+/*
+ * The AF_VMCS family number, VMCS_AF_DEFAULT (22, AF_SNA) unless set; 0 = no
+ * socket family. Declared here, not in module!, because it must be readable in
+ * /sys/module/vmcs/parameters/af (the Rust macro gives parameters no sysfs
+ * file); the userspace library reads it there.
+ */
+static unsigned int vmcs_af = 22;
+module_param_named(af, vmcs_af, uint, 0444);
+MODULE_PARM_DESC(af, "AF_VMCS address family number, 0 = none (default 22; docs/sockets.md)");
+
+unsigned int vmcs_glue_af(void)
+{
+	return vmcs_af;
+}
+
 /* AF_VMCS: a struct sock plus the Rust `Arc<socket::SockRef>` it owns. */
 struct vmcs_sk {
 	struct sock sk;

@@ -23,6 +23,7 @@ long vmcs_chr_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 __poll_t vmcs_chr_poll(struct file *file, struct poll_table_struct *wait);
 
 /* AF_VMCS (module/socket.rs): registration and the struct sock helpers. */
+unsigned int vmcs_glue_af(void);
 int vmcs_glue_sock_register(int family);
 void vmcs_glue_sock_unregister(void);
 struct sock *vmcs_glue_sk_new(struct net *net, struct socket *sock, int kern);
