@@ -392,7 +392,13 @@ impl Sock {
                         let last = n == left;
                         // `n` is at most the frame payload limit, so it fits in u32.
                         hdr.len = n as u32;
-                        hdr.flags = if last { flags::EOM } else { 0 };
+                        // Stream frames carry no boundaries (docs/protocol.md: EOM only
+                        // on SEQPACKET; the receiving transport rejects it on a stream).
+                        hdr.flags = if last && st.ty == SockType::SeqPacket {
+                            flags::EOM
+                        } else {
+                            0
+                        };
                         let r = core.xmit(st.peer, &hdr, &data[*off..*off + n]);
                         if r.is_ok() {
                             *off += n;

@@ -724,10 +724,15 @@ fn serve(port: u32, n: usize) -> Res {
     println!("listening on {port} (stream) and {} (seqpacket)", port + 1);
     let _ = std::io::stdout().flush();
     let tq = thread::spawn(move || -> Res {
+        let mut ts = Vec::new();
         for _ in 0..n {
             let (s, a) = lq.accept()?;
             println!("seqpacket client {}:{}", a.cid, a.port);
-            thread::spawn(move || echo(s));
+            ts.push(thread::spawn(move || echo(s)));
+        }
+        // Serve until every client has closed its connection.
+        for t in ts {
+            let _ = t.join();
         }
         Ok(())
     });
@@ -785,7 +790,11 @@ fn client(port: u32) -> Res {
     });
     let mut got = vec![0u8; big.len()];
     let n = s.recv(&mut got, libc::MSG_WAITALL);
+    let rerr = ename(errno());
     let sent = w.join().map_err(|_| "join")?;
+    let n2 = s.recv(&mut got, libc::MSG_DONTWAIT);
+    let e2 = ename(errno());
+    println!("after: recv {n2} ({e2}), first recv error state: {rerr}");
     check(
         &format!(
             "4 MiB stream echo (sent {sent} got {n}) in {:?}",
@@ -875,6 +884,11 @@ fn vsock_client(port: u32) -> Res {
                 libc::write(fd, msg.as_ptr().cast(), msg.len());
                 let mut b = [0u8; 64];
                 let n = libc::read(fd, b.as_mut_ptr().cast(), b.len());
+                println!(
+                    "read {n} ({}) {:?}",
+                    ename(errno()),
+                    &b[..n.max(0) as usize]
+                );
                 libc::close(fd);
                 return check(
                     &format!("vsock-style echo via cid {cid}"),
