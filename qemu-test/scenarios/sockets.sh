@@ -12,7 +12,7 @@ check "insmod vmcs.ko af=0 registers no family" sh -c \
 	'insmod /lib/modules/vmcs.ko af=0 && [ "$(cat /sys/module/vmcs/parameters/af)" = 0 ]'
 check "rmmod after af=0" rmmod vmcs
 check "insmod vmcs.ko af=1 (AF_UNIX, taken) fails" sh -c '! insmod /lib/modules/vmcs.ko af=1 2>/dev/null'
-check "the failed load names the taken family" sh -c 'dmesg | grep "address family 1 is taken" | tail -n 1'
+check "the failed load names the taken family" sh -c 'dmesg | grep -m1 "address family 1 is taken"'
 check "insmod vmcs.ko" load_vmcs
 check "/sys/module/vmcs/parameters/af is readable and 22" sh -c '[ "$(cat /sys/module/vmcs/parameters/af)" = 22 ]'
 check "/dev/vmcs appears" wait_for /dev/vmcs 5
