@@ -125,6 +125,8 @@ tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doo
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
 tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
+tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
+tap_step "qemu sockets doorbell 2" qemu-test/run.sh --scenario sockets --variant doorbell --guests 2
 tap_step "qemu demo doorbell 2" qemu-test/run.sh --scenario demo --variant doorbell --guests 2
 
 finish

@@ -7,13 +7,14 @@
 //! mapping of the shared BAR, and the C entry points of the file operations, which forward
 //! to the safe code in `chardev`.
 
-use crate::{chardev::Endpoint, proto::shm::Shm};
+use crate::{chardev::Endpoint, proto::shm::Shm, socket::SockRef, uapi::SockaddrVmcs};
 use core::ptr::NonNull;
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::{
     bindings,
     error::{from_err_ptr, to_result},
     fs::{file::FileDescriptorReservation, File},
+    iov::{IovIterDest, IovIterSource},
     prelude::*,
     sync::{
         aref::ARef,
@@ -605,4 +606,426 @@ where
     // SAFETY: `dwork` is an initialised `delayed_work` inside `*this`, which `this` keeps
     // alive for the whole call; flushing does not transfer ownership of any reference.
     unsafe { bindings::flush_delayed_work(dwork) };
+}
+
+// ------------------------------------------------------------------------------------------
+// AF_VMCS (module/socket.rs): registration and the `proto_ops` entry points.
+// ------------------------------------------------------------------------------------------
+
+/// A `struct sock`, opaque here (bindgen's `sock` is not FFI-safe by lint).
+type RawSk = c_void;
+/// A `struct socket`, opaque to the C glue's declarations for the same reason.
+type RawSocket = c_void;
+
+extern "C" {
+    fn vmcs_glue_af() -> c_uint;
+    fn vmcs_glue_sock_register(family: c_int) -> c_int;
+    fn vmcs_glue_sock_unregister();
+    fn vmcs_glue_sk_new(net: *mut bindings::net, sock: *mut RawSocket, kern: c_int) -> *mut RawSk;
+    fn vmcs_glue_sk_new_accepted(
+        sock: *mut RawSocket,
+        newsock: *mut RawSocket,
+        kern: c_int,
+    ) -> *mut RawSk;
+    fn vmcs_glue_sk_priv(sk: *mut RawSk) -> *mut c_void;
+    fn vmcs_glue_sk_set_priv(sk: *mut RawSk, private: *mut c_void);
+    fn vmcs_glue_sk_free(sock: *mut RawSocket);
+    fn vmcs_glue_sk_sndtimeo_ms(sk: *mut RawSk) -> c_uint;
+    fn vmcs_glue_sk_set_err(sk: *mut RawSk, err: c_int);
+    fn vmcs_glue_sock_set_state(sock: *mut RawSocket, state: c_int);
+}
+
+/// The `af` module parameter (declared in the C glue so that sysfs shows it).
+pub(crate) fn af_param() -> u32 {
+    // SAFETY: Reads a module parameter, set before init and read-only in sysfs.
+    unsafe { vmcs_glue_af() }
+}
+
+/// The registration of the AF_VMCS socket family (`proto_register` + `sock_register`).
+///
+/// # Invariants
+///
+/// When `registered` is true, the family is registered, and unregistered exactly once in
+/// `drop`.
+pub(crate) struct SocketRegistration {
+    registered: bool,
+}
+
+impl SocketRegistration {
+    /// Registers family `af`; `af` 0 registers nothing. A number in use fails with a
+    /// message (`EEXIST`).
+    pub(crate) fn register(af: u32) -> Result<Self> {
+        if af == 0 {
+            return Ok(Self { registered: false });
+        }
+        let family = c_int::try_from(af).map_err(|_| EINVAL)?;
+        // SAFETY: Registers static tables of the C glue; `drop` unregisters them.
+        let r = to_result(unsafe { vmcs_glue_sock_register(family) });
+        match r {
+            Ok(()) => {
+                pr_info!("AF_VMCS registered as address family {}\n", af);
+                // INVARIANT: registered just now.
+                Ok(Self { registered: true })
+            }
+            Err(e) if e == EEXIST => {
+                pr_err!(
+                    "address family {} is taken by another protocol: load vmcs with af=<free \
+                     number> or af=0 (docs/sockets.md)\n",
+                    af
+                );
+                Err(e)
+            }
+            Err(e) => {
+                pr_err!("cannot register address family {}: {:?}\n", af, e);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for SocketRegistration {
+    fn drop(&mut self) {
+        if self.registered {
+            // SAFETY: By the type invariant the family is registered.
+            unsafe { vmcs_glue_sock_unregister() };
+        }
+    }
+}
+
+/// Borrows the `SockRef` of a socket.
+///
+/// # Safety
+///
+/// `sock` must be an AF_VMCS socket whose `create` (or `accept`) succeeded and that is not
+/// yet released.
+unsafe fn sock_ref<'a>(sock: *mut bindings::socket) -> ArcBorrow<'a, SockRef> {
+    // SAFETY: Per the safety requirements `sock->sk` is ours and its private pointer holds
+    // an `Arc<SockRef>` until release, which does not run concurrently with other ops.
+    unsafe { <Arc<SockRef> as ForeignOwnable>::borrow(vmcs_glue_sk_priv((*sock).sk.cast())) }
+}
+
+/// Makes `sk` own `sref`.
+///
+/// # Safety
+///
+/// `sk` must be a fresh AF_VMCS `struct sock` without a private pointer.
+unsafe fn attach(sk: *mut RawSk, sref: Arc<SockRef>) {
+    // SAFETY: Per the safety requirements; release takes the `Arc` back.
+    unsafe { vmcs_glue_sk_set_priv(sk, sref.into_foreign()) };
+}
+
+fn to_int(r: Result) -> c_int {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Copies `len` bytes of a socket address the socket layer copied into kernel memory.
+///
+/// # Safety
+///
+/// `addr` must be valid for reads of `len` bytes when `len` is positive.
+unsafe fn addr_bytes<'a>(addr: *const bindings::sockaddr_unsized, len: c_int) -> &'a [u8] {
+    match usize::try_from(len) {
+        // SAFETY: Per the safety requirements.
+        Ok(n) if n > 0 && !addr.is_null() => unsafe {
+            core::slice::from_raw_parts(addr.cast::<u8>(), n)
+        },
+        _ => &[],
+    }
+}
+
+/// # Safety
+///
+/// Called by `__sock_create` with a fresh `sock` of `net`.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_create(
+    net: *mut bindings::net,
+    sock: *mut bindings::socket,
+    protocol: c_int,
+    kern: c_int,
+) -> c_int {
+    // SAFETY: `sock` is valid (function safety requirement).
+    let ty = c_int::from(unsafe { (*sock).type_ });
+    let sref = match SockRef::create(ty, protocol) {
+        Ok(s) => s,
+        Err(e) => return e.to_errno(),
+    };
+    // SAFETY: `net` and `sock` are valid; the type was checked by `create`.
+    let sk = unsafe { vmcs_glue_sk_new(net, sock.cast(), kern) };
+    if sk.is_null() {
+        sref.release();
+        return ENOMEM.to_errno();
+    }
+    // SAFETY: `sk` is fresh.
+    unsafe { attach(sk, sref) };
+    0
+}
+
+/// # Safety
+///
+/// `proto_ops->release` of an AF_VMCS socket.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_release(sock: *mut bindings::socket) -> c_int {
+    // SAFETY: `sock` is valid; `sk` is null after a failed create or a second release.
+    let sk = unsafe { (*sock).sk }.cast::<RawSk>();
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: `sk` is ours; release runs once, after every other op.
+    let private = unsafe { vmcs_glue_sk_priv(sk) };
+    if !private.is_null() {
+        // SAFETY: Set by `attach` from `Arc::into_foreign`; cleared below.
+        let sref = unsafe { <Arc<SockRef> as ForeignOwnable>::from_foreign(private) };
+        // SAFETY: `sk` is ours.
+        unsafe { vmcs_glue_sk_set_priv(sk, core::ptr::null_mut()) };
+        sref.release();
+    }
+    // SAFETY: `sock` owns `sk`; this drops it and clears `sock->sk`.
+    unsafe { vmcs_glue_sk_free(sock.cast()) };
+    0
+}
+
+/// # Safety
+///
+/// `proto_ops->bind` of a live AF_VMCS socket; `addr` valid for `len` bytes.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_bind(
+    sock: *mut bindings::socket,
+    addr: *mut bindings::sockaddr_unsized,
+    len: c_int,
+) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    let (s, a) = unsafe { (sock_ref(sock), addr_bytes(addr, len)) };
+    to_int(s.bind(a))
+}
+
+/// # Safety
+///
+/// `proto_ops->connect` of a live AF_VMCS socket; `addr` valid for `len` bytes.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_connect(
+    sock: *mut bindings::socket,
+    addr: *mut bindings::sockaddr_unsized,
+    len: c_int,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    let (s, a, timeout) = unsafe {
+        (
+            sock_ref(sock),
+            addr_bytes(addr, len),
+            vmcs_glue_sk_sndtimeo_ms((*sock).sk.cast()),
+        )
+    };
+    // The flags are the file's `f_flags`; `O_NONBLOCK` fits.
+    let nonblock = (flags as u32) & oflags::NONBLOCK != 0;
+    let r = s.connect(a, nonblock, timeout);
+    let state = match r {
+        Ok(()) => bindings::socket_state_SS_CONNECTED,
+        Err(e) if e == errno::einprogress() || e == errno::ealready() => {
+            bindings::socket_state_SS_CONNECTING
+        }
+        Err(_) => bindings::socket_state_SS_UNCONNECTED,
+    };
+    // SAFETY: `sock` is valid; the state is informational (sock_diag, fdinfo).
+    unsafe { vmcs_glue_sock_set_state(sock.cast(), state as c_int) };
+    to_int(r)
+}
+
+/// # Safety
+///
+/// `proto_ops->accept` of a live AF_VMCS socket; `newsock` a fresh socket of the same
+/// type and ops.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_accept(
+    sock: *mut bindings::socket,
+    newsock: *mut bindings::socket,
+    flags: c_int,
+    kern: c_int,
+) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    let s = unsafe { sock_ref(sock) };
+    let nonblock = (flags as u32) & oflags::NONBLOCK != 0;
+    let child = match s.accept(nonblock) {
+        Ok(c) => c,
+        Err(e) => return e.to_errno(),
+    };
+    // SAFETY: `sock` is live and `newsock` fresh.
+    let sk = unsafe { vmcs_glue_sk_new_accepted(sock.cast(), newsock.cast(), kern) };
+    if sk.is_null() {
+        child.release();
+        return ENOMEM.to_errno();
+    }
+    // SAFETY: `sk` is fresh; `newsock` is valid.
+    unsafe {
+        attach(sk, child);
+        vmcs_glue_sock_set_state(newsock.cast(), bindings::socket_state_SS_CONNECTED as c_int);
+    }
+    0
+}
+
+/// # Safety
+///
+/// `proto_ops->getname` of a live AF_VMCS socket; `addr` valid for a
+/// `struct sockaddr_storage`.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_getname(
+    sock: *mut bindings::socket,
+    addr: *mut bindings::sockaddr,
+    peer: c_int,
+) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    let s = unsafe { sock_ref(sock) };
+    match s.name(peer != 0) {
+        Ok(a) => {
+            // SAFETY: `addr` has room for a `sockaddr_storage` (128 bytes).
+            unsafe { addr.cast::<SockaddrVmcs>().write_unaligned(a) };
+            size_of::<SockaddrVmcs>() as c_int
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// `proto_ops->poll` of a live AF_VMCS socket open as `file`; `wait` null or valid.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_poll(
+    file: *mut bindings::file,
+    sock: *mut bindings::socket,
+    wait: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: As in `vmcs_chr_poll`: the file is open for the call, `wait` null or valid.
+    let (s, f, table) = unsafe {
+        (
+            sock_ref(sock),
+            File::from_raw_file(file),
+            PollTable::from_raw(wait),
+        )
+    };
+    let (mask, err) = s.poll(f, &table);
+    if let Some(e) = err {
+        // SAFETY: `sock->sk` is live; `sk_err` is what `SO_ERROR` reports.
+        unsafe { vmcs_glue_sk_set_err((*sock).sk.cast(), -e.to_errno()) };
+    }
+    mask
+}
+
+/// # Safety
+///
+/// `proto_ops->ioctl` of a live AF_VMCS socket; `arg` a user pointer.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_ioctl(
+    sock: *mut bindings::socket,
+    cmd: c_uint,
+    arg: c_ulong,
+) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    let s = unsafe { sock_ref(sock) };
+    let r = s.ioctl_queued(cmd).and_then(|n| {
+        let v = c_int::try_from(n).unwrap_or(c_int::MAX);
+        UserSlice::new(UserPtr::from_addr(arg), size_of::<c_int>())
+            .writer()
+            .write(&v)
+    });
+    to_int(r)
+}
+
+/// # Safety
+///
+/// `proto_ops->listen` of a live AF_VMCS socket.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_listen(sock: *mut bindings::socket, backlog: c_int) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    to_int(unsafe { sock_ref(sock) }.listen(backlog))
+}
+
+/// # Safety
+///
+/// `proto_ops->shutdown` of a live AF_VMCS socket.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_shutdown(sock: *mut bindings::socket, how: c_int) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    to_int(unsafe { sock_ref(sock) }.shutdown(how))
+}
+
+/// Whether the socket's file is `O_NONBLOCK` (kernel sockets have no file).
+///
+/// # Safety
+///
+/// `sock` must be valid.
+unsafe fn sock_nonblocking(sock: *mut bindings::socket) -> bool {
+    // SAFETY: `sock` is valid; `file` is null or valid while the socket is in use.
+    let file = unsafe { (*sock).file };
+    // SAFETY: As above.
+    !file.is_null() && unsafe { nonblocking(file) }
+}
+
+/// # Safety
+///
+/// `proto_ops->sendmsg` of a live AF_VMCS socket; `m` a valid `msghdr` with a source
+/// iterator.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_sendmsg(
+    sock: *mut bindings::socket,
+    m: *mut bindings::msghdr,
+    _len: usize,
+) -> c_int {
+    // SAFETY: Guaranteed by the caller: `msg_iter` is a source iterator valid for the call.
+    let (s, flags, nonblock, src) = unsafe {
+        (
+            sock_ref(sock),
+            (*m).msg_flags,
+            sock_nonblocking(sock),
+            IovIterSource::from_raw(core::ptr::addr_of_mut!((*m).msg_iter)),
+        )
+    };
+    // SAFETY: `m` is valid.
+    if !unsafe { (*m).msg_name }.is_null() {
+        // vsock: the destination of a connected socket cannot be given.
+        return errno::eisconn().to_errno();
+    }
+    match s.sendmsg(src, flags, nonblock) {
+        Ok(n) => c_int::try_from(n).unwrap_or(c_int::MAX),
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// `proto_ops->recvmsg` of a live AF_VMCS socket; `m` a valid `msghdr` with a destination
+/// iterator and `msg_name` null or room for a `sockaddr_storage`.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_recvmsg(
+    sock: *mut bindings::socket,
+    m: *mut bindings::msghdr,
+    _len: usize,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: Guaranteed by the caller: `msg_iter` is a destination iterator.
+    let (s, nonblock, dst) = unsafe {
+        (
+            sock_ref(sock),
+            sock_nonblocking(sock),
+            IovIterDest::from_raw(core::ptr::addr_of_mut!((*m).msg_iter)),
+        )
+    };
+    match s.recvmsg(dst, flags as u32, nonblock) {
+        Ok((n, out)) => {
+            // SAFETY: `m` is valid; `msg_name`, when set, has room for the address.
+            unsafe {
+                (*m).msg_flags |= out;
+                if !(*m).msg_name.is_null() {
+                    if let Some(a) = s.peer_addr() {
+                        (*m).msg_name.cast::<SockaddrVmcs>().write_unaligned(a);
+                        (*m).msg_namelen = size_of::<SockaddrVmcs>() as c_int;
+                    }
+                }
+            }
+            c_int::try_from(n).unwrap_or(c_int::MAX)
+        }
+        Err(e) => e.to_errno(),
+    }
 }

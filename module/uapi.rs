@@ -123,6 +123,22 @@ pub(crate) const IOC_GET_NAMES: u32 = _IOR::<VmcsNames>(MAGIC, 0x07);
 /// `VMCS_IOC_SHUTDOWN`.
 pub(crate) const IOC_SHUTDOWN: u32 = _IOW::<u32>(MAGIC, 0x08);
 
+/// `VMCS_AF_DEFAULT`: the default AF_VMCS family number (`AF_SNA`, registered by no
+/// in-tree family; docs/sockets.md).
+pub(crate) const AF_DEFAULT: u32 = 22;
+
+/// `struct sockaddr_vmcs`, layout-identical to AF_VSOCK's `struct sockaddr_vm`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SockaddrVmcs {
+    pub(crate) family: u16,
+    pub(crate) reserved1: u16,
+    pub(crate) port: u32,
+    pub(crate) cid: u32,
+    pub(crate) flags: u8,
+    pub(crate) zero: [u8; 3],
+}
+
 /// `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR` for `VMCS_IOC_SHUTDOWN`.
 pub(crate) const SHUT_RDWR: u32 = 2;
 
@@ -146,6 +162,10 @@ unsafe impl AsBytes for VmcsAccept {}
 unsafe impl FromBytes for VmcsOpts {}
 // SAFETY: As above.
 unsafe impl AsBytes for VmcsNames {}
+// SAFETY: `#[repr(C)]` of integers and a byte array, without padding (size asserted below).
+unsafe impl FromBytes for SockaddrVmcs {}
+// SAFETY: As above.
+unsafe impl AsBytes for SockaddrVmcs {}
 
 // The layouts are ABI: they must match vmcs.h on every architecture.
 const _: () = {
@@ -156,4 +176,5 @@ const _: () = {
     assert!(size_of::<VmcsAccept>() == 16);
     assert!(size_of::<VmcsOpts>() == 16);
     assert!(size_of::<VmcsNames>() == 16);
+    assert!(size_of::<SockaddrVmcs>() == 16);
 };

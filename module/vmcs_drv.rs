@@ -17,6 +17,7 @@ mod ffi;
 mod pci;
 mod ports;
 mod proto;
+mod socket;
 mod transport;
 mod uapi;
 
@@ -56,6 +57,13 @@ pub(crate) fn transport_params() -> transport::ivshmem::Params {
     }
 }
 
+/// The AF_VMCS family number: the `af` parameter (0: no socket family), declared in the C
+/// glue because parameters of `module!` do not appear in sysfs, and `af` must be readable in
+/// /sys/module/vmcs/parameters/af.
+pub(crate) fn af() -> u32 {
+    ffi::af_param()
+}
+
 /// The module version, reported by `vmcs status`.
 pub(crate) const VERSION: &str = "0.1.0";
 
@@ -68,6 +76,9 @@ struct VmcsModule {
     #[pin]
     _pci: kernel::driver::Registration<kernel::pci::Adapter<pci::IvshmemDriver>>,
     _debugfs: domain::DebugfsRoot,
+    // Last: dropped first, so no new socket reaches the core while the rest goes away (open
+    // sockets pin the module, so there are none at unload).
+    _socket: ffi::SocketRegistration,
 }
 
 impl kernel::InPlaceModule for VmcsModule {
@@ -79,6 +90,7 @@ impl kernel::InPlaceModule for VmcsModule {
             _chrdev <- ffi::ChrdevRegistration::register(c"vmcs", mode),
             _pci <- kernel::driver::Registration::new(c"vmcs", module),
             _debugfs: domain::DebugfsRoot,
+            _socket: ffi::SocketRegistration::register(af())?,
         })
     }
 }

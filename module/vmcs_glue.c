@@ -10,9 +10,16 @@
  *  - kernel::miscdevice has no poll hook, and
  *  - the kernel crate has no anon_inode_getfile, which VMCS_IOC_ACCEPT uses to
  *    give an accepted connection a file of its own with the same operations.
+ *
+ * AF_VMCS (module/socket.rs) adds the socket family's tables: the
+ * net_proto_family, the struct proto and the proto_ops of SOCK_STREAM and
+ * SOCK_SEQPACKET, all forwarding to Rust, plus the struct sock helpers the
+ * bindings lack (sk_alloc/sock_init_data, the inline accessors) and the
+ * (un)registration calls.
  */
 #include <linux/anon_inodes.h>
 #include <linux/module.h>
+#include <net/sock.h>
 
 #include "vmcs_glue.h"
 
@@ -43,4 +50,176 @@ struct file *vmcs_glue_anon_file(void *private_data, int flags)
 {
 	return anon_inode_getfile("[vmcs]", &vmcs_fops, private_data,
 				  O_RDWR | (flags & O_NONBLOCK));
+}
+
+/*
+ * The AF_VMCS family number, VMCS_AF_DEFAULT (22, AF_SNA) unless set; 0 = no
+ * socket family. Declared here, not in module!, because it must be readable in
+ * /sys/module/vmcs/parameters/af (the Rust macro gives parameters no sysfs
+ * file); the userspace library reads it there.
+ */
+static unsigned int vmcs_af = 22;
+module_param_named(af, vmcs_af, uint, 0444);
+MODULE_PARM_DESC(af, "AF_VMCS address family number, 0 = none (default 22; docs/sockets.md)");
+
+unsigned int vmcs_glue_af(void)
+{
+	return vmcs_af;
+}
+
+/* AF_VMCS: a struct sock plus the Rust `Arc<socket::SockRef>` it owns. */
+struct vmcs_sk {
+	struct sock sk;
+	void *priv;
+};
+
+static struct proto vmcs_proto = {
+	.name = "AF_VMCS",
+	.owner = THIS_MODULE,
+	.obj_size = sizeof(struct vmcs_sk),
+};
+
+static int vmcs_glue_accept(struct socket *sock, struct socket *newsock,
+			    struct proto_accept_arg *arg)
+{
+	return vmcs_sock_accept(sock, newsock, arg->flags, arg->kern);
+}
+
+/* .family is set by vmcs_glue_sock_register() from the `af` parameter. */
+static struct proto_ops vmcs_stream_ops = {
+	.owner = THIS_MODULE,
+	.release = vmcs_sock_release,
+	.bind = vmcs_sock_bind,
+	.connect = vmcs_sock_connect,
+	.socketpair = sock_no_socketpair,
+	.accept = vmcs_glue_accept,
+	.getname = vmcs_sock_getname,
+	.poll = vmcs_sock_poll,
+	.ioctl = vmcs_sock_ioctl,
+	.gettstamp = sock_gettstamp,
+	.listen = vmcs_sock_listen,
+	.shutdown = vmcs_sock_shutdown,
+	.sendmsg = vmcs_sock_sendmsg,
+	.recvmsg = vmcs_sock_recvmsg,
+	.mmap = sock_no_mmap,
+};
+
+static struct proto_ops vmcs_seqpacket_ops = {
+	.owner = THIS_MODULE,
+	.release = vmcs_sock_release,
+	.bind = vmcs_sock_bind,
+	.connect = vmcs_sock_connect,
+	.socketpair = sock_no_socketpair,
+	.accept = vmcs_glue_accept,
+	.getname = vmcs_sock_getname,
+	.poll = vmcs_sock_poll,
+	.ioctl = vmcs_sock_ioctl,
+	.gettstamp = sock_gettstamp,
+	.listen = vmcs_sock_listen,
+	.shutdown = vmcs_sock_shutdown,
+	.sendmsg = vmcs_sock_sendmsg,
+	.recvmsg = vmcs_sock_recvmsg,
+	.mmap = sock_no_mmap,
+};
+
+static struct net_proto_family vmcs_family = {
+	.create = vmcs_sock_create,
+	.owner = THIS_MODULE,
+};
+
+/* proto_register + sock_register of @family; -EEXIST when the number is taken. */
+int vmcs_glue_sock_register(int family)
+{
+	int err;
+
+	vmcs_family.family = family;
+	vmcs_stream_ops.family = family;
+	vmcs_seqpacket_ops.family = family;
+	err = proto_register(&vmcs_proto, 0);
+	if (err)
+		return err;
+	err = sock_register(&vmcs_family);
+	if (err)
+		proto_unregister(&vmcs_proto);
+	return err;
+}
+
+void vmcs_glue_sock_unregister(void)
+{
+	sock_unregister(vmcs_family.family);
+	proto_unregister(&vmcs_proto);
+}
+
+/*
+ * A new struct sock for @sock (sk_alloc + sock_init_data), with the
+ * proto_ops of @sock->type (the caller checked the type). NULL on ENOMEM.
+ */
+struct sock *vmcs_glue_sk_new(struct net *net, struct socket *sock, int kern)
+{
+	struct sock *sk = sk_alloc(net, vmcs_family.family, GFP_KERNEL,
+				   &vmcs_proto, kern);
+
+	if (!sk)
+		return NULL;
+	sock->ops = sock->type == SOCK_STREAM ? &vmcs_stream_ops :
+						 &vmcs_seqpacket_ops;
+	sock_init_data(sock, sk);
+	((struct vmcs_sk *)sk)->priv = NULL;
+	return sk;
+}
+
+/* The struct sock of an accepted @newsock, in @sock's namespace. */
+struct sock *vmcs_glue_sk_new_accepted(struct socket *sock, struct socket *newsock,
+				       int kern)
+{
+	return vmcs_glue_sk_new(sock_net(sock->sk), newsock, kern);
+}
+
+void *vmcs_glue_sk_priv(struct sock *sk)
+{
+	return ((struct vmcs_sk *)sk)->priv;
+}
+
+void vmcs_glue_sk_set_priv(struct sock *sk, void *priv)
+{
+	((struct vmcs_sk *)sk)->priv = priv;
+}
+
+/* Detaches and drops @sock's struct sock (release). */
+void vmcs_glue_sk_free(struct socket *sock)
+{
+	struct sock *sk = sock->sk;
+
+	sock_orphan(sk);
+	sock->sk = NULL;
+	sock_put(sk);
+}
+
+/* SO_SNDTIMEO in ms for connect(); 0 when unset (the default timeout). */
+unsigned int vmcs_glue_sk_sndtimeo_ms(struct sock *sk)
+{
+	long t = READ_ONCE(sk->sk_sndtimeo);
+
+	return t == MAX_SCHEDULE_TIMEOUT ? 0 : max(jiffies_to_msecs(t), 1U);
+}
+
+int vmcs_glue_sk_rcvlowat(struct sock *sk)
+{
+	return READ_ONCE(sk->sk_rcvlowat);
+}
+
+int vmcs_glue_sk_rcvbuf(struct sock *sk)
+{
+	return READ_ONCE(sk->sk_rcvbuf);
+}
+
+/* SO_ERROR: the error getsockopt(SO_ERROR) reports next (positive errno). */
+void vmcs_glue_sk_set_err(struct sock *sk, int err)
+{
+	WRITE_ONCE(sk->sk_err, err);
+}
+
+void vmcs_glue_sock_set_state(struct socket *sock, int state)
+{
+	sock->state = state;
 }

@@ -140,6 +140,55 @@ impl RxQueue {
         Ok(Some((out, len)))
     }
 
+    /// The oldest complete message left in place (`MSG_PEEK`): its first `max` bytes and
+    /// its length.
+    fn peek(&self, max: usize) -> Result<Option<(KVec<u8>, usize)>> {
+        let Some(&len) = self.lens.get(self.lhead) else {
+            return Ok(None);
+        };
+        let len = len as usize;
+        let n = len.min(max);
+        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+        out.extend_from_slice(&self.data[self.dhead..self.dhead + n], GFP_KERNEL)?;
+        Ok(Some((out, len)))
+    }
+
+    /// Bytes of complete messages not yet read.
+    fn unread(&self) -> usize {
+        self.data.len() - self.dhead - self.partial
+    }
+
+    /// Byte-stream read: up to `max` bytes across message boundaries; a message read in
+    /// part keeps its rest at the front. With `peek` nothing is consumed.
+    fn take_bytes(&mut self, max: usize, peek: bool) -> Result<KVec<u8>> {
+        let n = self.unread().min(max);
+        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+        out.extend_from_slice(&self.data[self.dhead..self.dhead + n], GFP_KERNEL)?;
+        if peek {
+            return Ok(out);
+        }
+        let mut left = n;
+        while let Some(len) = self.lens.get_mut(self.lhead) {
+            let take = (*len as usize).min(left);
+            // `take` is at most `*len`, a u32.
+            *len -= take as u32;
+            left -= take;
+            self.dhead += take;
+            if *len != 0 {
+                break;
+            }
+            if take == 0 {
+                self.empty = self.empty.saturating_sub(1);
+            }
+            self.lhead += 1;
+            if left == 0 {
+                break;
+            }
+        }
+        self.compact();
+        Ok(out)
+    }
+
     /// Moves the unread bytes and lengths to the front once the read part dominates.
     fn compact(&mut self) {
         if self.dhead == self.data.len() {
@@ -343,7 +392,13 @@ impl Sock {
                         let last = n == left;
                         // `n` is at most the frame payload limit, so it fits in u32.
                         hdr.len = n as u32;
-                        hdr.flags = if last { flags::EOM } else { 0 };
+                        // Stream frames carry no boundaries (docs/protocol.md: EOM only
+                        // on SEQPACKET; the receiving transport rejects it on a stream).
+                        hdr.flags = if last && st.ty == SockType::SeqPacket {
+                            flags::EOM
+                        } else {
+                            0
+                        };
                         let r = core.xmit(st.peer, &hdr, &data[*off..*off + n]);
                         if r.is_ok() {
                             *off += n;
@@ -970,6 +1025,122 @@ impl Sock {
             _ => {}
         }
         mask
+    }
+
+    /// Gives `n` consumed bytes back to the peer as credit (after a read).
+    fn consumed(&self, core: &Core, st: &mut State, n: usize) -> Result {
+        // `n` is bounded by the receive buffer, a u32.
+        if st.rx.on_consumed(n as u32).is_err() {
+            self.abort(core, st, errno::econnreset(), true);
+            return Err(errno::econnreset());
+        }
+        if st.phase == Phase::Connected && st.rx.needs_update() {
+            st.queue_ctrl(Op::CreditUpdate, 0)?;
+            let _ = self.pump(core, st);
+        }
+        Ok(())
+    }
+
+    /// Waits for something to read: `Ok(true)` when there is, `Ok(false)` at end of file.
+    fn wait_readable(
+        &self,
+        core: &Core,
+        st: &mut kernel::sync::MutexGuard<'_, State>,
+        nonblock: bool,
+    ) -> Result<bool> {
+        loop {
+            if !st.was_connected {
+                return Err(errno::enotconn());
+            }
+            if st.local_shut & flags::SHUTDOWN_RCV != 0 {
+                return Ok(false);
+            }
+            if st.rxq.msgs() > 0 {
+                return Ok(true);
+            }
+            if let Some(e) = st.err {
+                return Err(e);
+            }
+            if st.peer_shut & flags::SHUTDOWN_SEND != 0 || st.phase != Phase::Connected {
+                return Ok(false);
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            core.kick(st.peer);
+            if self.wq.wait_interruptible(st) {
+                return Err(ERESTARTSYS);
+            }
+        }
+    }
+
+    /// AF_VMCS `SOCK_SEQPACKET` `recvmsg`: one message, its first `max` bytes and its full
+    /// length; `peek` leaves it queued. End of file is an empty message of length 0.
+    pub(crate) fn recv_seq(
+        &self,
+        core: &Core,
+        max: usize,
+        nonblock: bool,
+        peek: bool,
+    ) -> Result<(KVec<u8>, usize)> {
+        let mut st = self.state.lock();
+        if !self.wait_readable(core, &mut st, nonblock)? {
+            return Ok((KVec::new(), 0));
+        }
+        let got = if peek {
+            st.rxq.peek(max)?
+        } else {
+            st.rxq.pop(max)?
+        };
+        let Some((msg, len)) = got else {
+            return Ok((KVec::new(), 0));
+        };
+        if !peek {
+            self.consumed(core, &mut st, len)?;
+        }
+        drop(st);
+        core.lo_drain();
+        Ok((msg, len))
+    }
+
+    /// AF_VMCS `SOCK_STREAM` `recvmsg`: up to `max` bytes of the byte stream (message
+    /// boundaries ignored, the rest of a message stays queued); empty at end of file.
+    pub(crate) fn recv_stream(
+        &self,
+        core: &Core,
+        max: usize,
+        nonblock: bool,
+        peek: bool,
+    ) -> Result<KVec<u8>> {
+        let mut st = self.state.lock();
+        if !self.wait_readable(core, &mut st, nonblock)? {
+            return Ok(KVec::new());
+        }
+        let data = st.rxq.take_bytes(max, peek)?;
+        if !peek {
+            self.consumed(core, &mut st, data.len())?;
+        }
+        drop(st);
+        core.lo_drain();
+        Ok(data)
+    }
+
+    /// Largest chunk one `send` of a byte stream may carry now: the peer's receive buffer,
+    /// at most `VMCS_MAX_MSG_SIZE` (at least 1, so that `send` reports the real error).
+    pub(crate) fn stream_chunk(&self) -> usize {
+        let st = self.state.lock();
+        (st.peer_buf_alloc.min(uapi::MAX_MSG_SIZE) as usize).max(1)
+    }
+
+    /// `SIOCINQ`, `SIOCOUTQ`: unread bytes and bytes queued but not yet sent.
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        let st = self.state.lock();
+        (st.rxq.unread(), st.txq_bytes)
+    }
+
+    /// The sticky error, if any (`SO_ERROR`), without clearing it.
+    pub(crate) fn error(&self) -> Option<Error> {
+        self.state.lock().err
     }
 
     /// One line of the connection listing.

@@ -108,4 +108,22 @@ struct vmcs_names {
 #define VMCS_IOC_GET_NAMES _IOR(VMCS_IOC_MAGIC, 0x07, struct vmcs_names)
 #define VMCS_IOC_SHUTDOWN _IOW(VMCS_IOC_MAGIC, 0x08, __u32) /* SHUT_RD, SHUT_WR, SHUT_RDWR */
 
+/*
+ * AF_VMCS sockets (docs/sockets.md). Linux has no free address-family number for an
+ * out-of-tree module: the family is the module parameter `af` (0 = no socket family),
+ * VMCS_AF_DEFAULT unless changed; read the live value from /sys/module/vmcs/parameters/af.
+ * 22 is AF_SNA, which no in-tree protocol registers.
+ */
+#define VMCS_AF_DEFAULT 22
+
+/* Layout-identical to AF_VSOCK's struct sockaddr_vm. */
+struct sockaddr_vmcs {
+	__u16 svm_family;    /* the AF_VMCS number */
+	__u16 svm_reserved1;
+	__u32 svm_port;      /* port, or VMCS_PORT_ANY */
+	__u32 svm_cid;       /* peer id, VMCS_CID_ANY or VMCS_CID_LOCAL */
+	__u8 svm_flags;
+	__u8 svm_zero[3];
+};
+
 #endif /* _UAPI_LINUX_VMCS_H */

@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! AF_VMCS: the socket family's operations over the core (docs/sockets.md).
+//!
+//! Each socket is one endpoint of the core (`ports::Sock`) of the default domain, exactly
+//! like a `/dev/vmcs` file (module/chardev.rs): the two share one port space. `SOCK_SEQPACKET`
+//! uses the core's message calls; `SOCK_STREAM` its byte-stream calls (`recv_stream`). The
+//! raw `proto_ops` entry points live in module/ffi.rs and call the methods here.
+
+use crate::{
+    domain::{self, Domain},
+    ffi::{errno, poll_mask},
+    ports::Sock,
+    proto::frame::SockType,
+    uapi::{self, SockaddrVmcs},
+};
+use kernel::{
+    fs::File,
+    iov::{IovIterDest, IovIterSource},
+    prelude::*,
+    sync::{poll::PollTable, Arc},
+    transmute::FromBytes,
+};
+
+/// `SOCK_STREAM`.
+pub(crate) const SOCK_STREAM: i32 = 1;
+/// `SOCK_SEQPACKET`.
+pub(crate) const SOCK_SEQPACKET: i32 = 5;
+
+/// `recvmsg`/`sendmsg` flags (include/linux/socket.h).
+pub(crate) mod msg {
+    pub(crate) const PEEK: u32 = kernel::bindings::MSG_PEEK;
+    pub(crate) const TRUNC: u32 = kernel::bindings::MSG_TRUNC;
+    pub(crate) const DONTWAIT: u32 = kernel::bindings::MSG_DONTWAIT;
+    pub(crate) const EOR: u32 = kernel::bindings::MSG_EOR;
+    pub(crate) const WAITALL: u32 = kernel::bindings::MSG_WAITALL;
+    pub(crate) const OOB: u32 = kernel::bindings::MSG_OOB;
+}
+
+/// `SIOCINQ` (`FIONREAD`) and `SIOCOUTQ` (`TIOCOUTQ`), generic ioctl numbers.
+pub(crate) const SIOCINQ: u32 = 0x541B;
+/// See [`SIOCINQ`].
+pub(crate) const SIOCOUTQ: u32 = 0x5411;
+
+// The `af` default in the C glue is the header's VMCS_AF_DEFAULT.
+const _: () = assert!(uapi::AF_DEFAULT == 22);
+
+/// The AF_VMCS family number in use (the `af` module parameter).
+pub(crate) fn family() -> u16 {
+    // Registration refuses numbers that do not fit (`af` < `AF_MAX`).
+    crate::af() as u16
+}
+
+/// The state of one AF_VMCS socket, owned by its `struct sock`.
+pub(crate) struct SockRef {
+    domain: Arc<Domain>,
+    sock: Arc<Sock>,
+    stream: bool,
+}
+
+impl SockRef {
+    /// `socket(AF_VMCS, ty, protocol)`.
+    pub(crate) fn create(ty: i32, protocol: i32) -> Result<Arc<Self>> {
+        let stream = match ty {
+            SOCK_STREAM => true,
+            SOCK_SEQPACKET => false,
+            _ => {
+                return Err(Error::from_errno(
+                    -(kernel::bindings::ESOCKTNOSUPPORT as i32),
+                ))
+            }
+        };
+        if protocol != 0 {
+            return Err(errno::eprotonosupport());
+        }
+        let domain = domain::default_domain().ok_or(ENODEV)?;
+        let sock = Sock::new(if stream {
+            SockType::Stream
+        } else {
+            SockType::SeqPacket
+        })?;
+        Ok(Arc::new(
+            Self {
+                domain,
+                sock,
+                stream,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// `close()`: once, from `proto_ops->release`.
+    pub(crate) fn release(&self) {
+        self.sock.release(&self.domain.core);
+    }
+
+    fn alive(&self) -> Result {
+        self.domain.region.try_access().map(|_| ()).ok_or(ENODEV)
+    }
+
+    /// Parses a user `struct sockaddr_vmcs`.
+    fn addr(raw: &[u8]) -> Result<SockaddrVmcs> {
+        let a = SockaddrVmcs::from_bytes_copy_prefix(raw)
+            .map(|(a, _)| a)
+            .ok_or(EINVAL)?;
+        if a.family != family() {
+            return Err(errno::eafnosupport());
+        }
+        Ok(a)
+    }
+
+    /// `bind()`.
+    pub(crate) fn bind(&self, raw: &[u8]) -> Result {
+        self.alive()?;
+        let a = Self::addr(raw)?;
+        let local = self.domain.link.local_id();
+        if a.cid != uapi::CID_ANY && a.cid != uapi::CID_LOCAL && a.cid != local {
+            return Err(errno::eaddrnotavail());
+        }
+        Sock::bind(&self.sock, &self.domain.core, a.port)?;
+        Ok(())
+    }
+
+    /// `connect()`; `timeout_ms` 0 is the default (2 s).
+    pub(crate) fn connect(&self, raw: &[u8], nonblock: bool, timeout_ms: u32) -> Result {
+        self.alive()?;
+        let a = Self::addr(raw)?;
+        Sock::connect(
+            &self.sock,
+            &self.domain.core,
+            a.cid,
+            a.port,
+            timeout_ms,
+            nonblock,
+        )
+    }
+
+    /// `listen()`.
+    pub(crate) fn listen(&self, backlog: i32) -> Result {
+        self.alive()?;
+        // A negative backlog is the smallest one, as in vsock.
+        self.sock
+            .listen(&self.domain.core, u32::try_from(backlog).unwrap_or(0))
+    }
+
+    /// `accept()`: the next connection as a new `SockRef`.
+    pub(crate) fn accept(&self, nonblock: bool) -> Result<Arc<Self>> {
+        self.alive()?;
+        let (child, _peer, _port) = self.sock.accept(nonblock)?;
+        match Arc::new(
+            Self {
+                domain: self.domain.clone(),
+                sock: child.clone(),
+                stream: self.stream,
+            },
+            GFP_KERNEL,
+        ) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                child.release(&self.domain.core);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `getsockname()` (`peer` false) or `getpeername()`.
+    pub(crate) fn name(&self, peer: bool) -> Result<SockaddrVmcs> {
+        let (port, remote) = self.sock.names();
+        let (cid, port) = if peer {
+            remote.ok_or(errno::enotconn())?
+        } else {
+            (self.domain.link.local_id(), port.unwrap_or(uapi::PORT_ANY))
+        };
+        Ok(SockaddrVmcs {
+            family: family(),
+            port,
+            cid,
+            ..Default::default()
+        })
+    }
+
+    /// `shutdown()`: `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`.
+    pub(crate) fn shutdown(&self, how: i32) -> Result {
+        let how = u32::try_from(how).map_err(|_| EINVAL)?;
+        self.sock.shutdown(&self.domain.core, how)
+    }
+
+    /// `poll()`: the ready mask and the error `SO_ERROR` should report, if any.
+    pub(crate) fn poll(&self, file: &File, table: &PollTable<'_>) -> (u32, Option<Error>) {
+        if self.alive().is_err() {
+            return (poll_mask::ERR | poll_mask::HUP, None);
+        }
+        let mask = self.sock.poll(file, table);
+        let err = if mask & poll_mask::ERR != 0 {
+            self.sock.error()
+        } else {
+            None
+        };
+        (mask, err)
+    }
+
+    /// `ioctl()`: `SIOCINQ`, `SIOCOUTQ`.
+    pub(crate) fn ioctl_queued(&self, cmd: u32) -> Result<usize> {
+        let (inq, outq) = self.sock.queued();
+        match cmd {
+            SIOCINQ => Ok(inq),
+            SIOCOUTQ => Ok(outq),
+            _ => Err(ENOIOCTLCMD),
+        }
+    }
+
+    /// `sendmsg()`. A seqpacket send is one message of at most `VMCS_MAX_MSG_SIZE` bytes; a
+    /// stream send is cut into chunks the peer's buffer takes, and returns the bytes sent
+    /// before an error if there were any.
+    pub(crate) fn sendmsg(
+        &self,
+        src: &mut IovIterSource<'_>,
+        flags: u32,
+        nonblock: bool,
+    ) -> Result<usize> {
+        self.alive()?;
+        if flags & msg::OOB != 0 {
+            return Err(errno::eopnotsupp());
+        }
+        let nonblock = nonblock || flags & msg::DONTWAIT != 0;
+        let core = &self.domain.core;
+        let len = src.len();
+        if !self.stream {
+            if len > uapi::MAX_MSG_SIZE as usize {
+                return Err(errno::emsgsize());
+            }
+            let mut data = KVec::new();
+            src.copy_from_iter_vec(&mut data, GFP_KERNEL)?;
+            return self.sock.send(core, data, nonblock);
+        }
+        let mut sent = 0;
+        while sent < len {
+            let n = (len - sent).min(self.sock.stream_chunk());
+            let mut data = KVec::new();
+            data.resize(n, 0, GFP_KERNEL)?;
+            let got = src.copy_from_iter(&mut data);
+            if got == 0 {
+                return if sent > 0 { Ok(sent) } else { Err(EFAULT) };
+            }
+            data.truncate(got);
+            match self.sock.send(core, data, nonblock) {
+                Ok(n) => sent += n,
+                Err(e) => {
+                    // SAFETY: `got` bytes were just read from `src` and not consumed, so
+                    // reverting them stays inside the iterator.
+                    unsafe { src.revert(got) };
+                    return if sent > 0 { Ok(sent) } else { Err(e) };
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// `recvmsg()`: the bytes read and the `msg_flags` to report (`MSG_TRUNC`, `MSG_EOR`).
+    /// With `MSG_TRUNC` in `flags`, a seqpacket read returns the message's real length.
+    pub(crate) fn recvmsg(
+        &self,
+        dst: &mut IovIterDest<'_>,
+        flags: u32,
+        nonblock: bool,
+    ) -> Result<(usize, u32)> {
+        self.alive()?;
+        if flags & msg::OOB != 0 {
+            return Err(errno::eopnotsupp());
+        }
+        let nonblock = nonblock || flags & msg::DONTWAIT != 0;
+        let peek = flags & msg::PEEK != 0;
+        let core = &self.domain.core;
+        let max = dst.len();
+        if !self.stream {
+            let (data, len) = self.sock.recv_seq(core, max, nonblock, peek)?;
+            if dst.copy_to_iter(&data) != data.len() {
+                return Err(EFAULT);
+            }
+            let mut out = msg::EOR;
+            if len > data.len() {
+                out |= msg::TRUNC;
+            }
+            let ret = if flags & msg::TRUNC != 0 {
+                len
+            } else {
+                data.len()
+            };
+            return Ok((ret, out));
+        }
+        if max == 0 {
+            return Ok((0, 0));
+        }
+        let waitall = flags & msg::WAITALL != 0 && !peek;
+        let mut copied = 0;
+        while copied < max {
+            // After the first bytes only MSG_WAITALL keeps waiting.
+            let nb = nonblock || (copied > 0 && !waitall);
+            let data = match self.sock.recv_stream(core, max - copied, nb, peek) {
+                Ok(d) => d,
+                // Bytes already read are returned; the error shows on the next call.
+                Err(_) if copied > 0 => break,
+                Err(e) => return Err(e),
+            };
+            if data.is_empty() {
+                break;
+            }
+            let n = dst.copy_to_iter(&data);
+            copied += n;
+            if n != data.len() {
+                return if copied > 0 {
+                    Ok((copied, 0))
+                } else {
+                    Err(EFAULT)
+                };
+            }
+            if peek {
+                break;
+            }
+        }
+        Ok((copied, 0))
+    }
+
+    /// The peer's address (`recvfrom`'s `src_addr`), when connected.
+    pub(crate) fn peer_addr(&self) -> Option<SockaddrVmcs> {
+        self.name(true).ok()
+    }
+}

@@ -1,0 +1,66 @@
+# AF_VMCS sockets (docs/sockets.md). Every guest runs the socket tests over loopback; with two
+# or more guests, guest 0 serves stream and seqpacket echo ports and a plain AF_VSOCK-style
+# echo (only the family constant changed), and every other guest runs the cross-guest tests
+# against it.
+. /scenarios/lib.sh
+TESTS=$(vmcs-socktest list)
+NT=$(echo "$TESTS" | wc -l)
+if [ "$VMCS_NGUESTS" -gt 1 ]; then CROSS=2; else CROSS=0; fi
+plan $((NT + 9 + CROSS))
+
+check "insmod vmcs.ko af=0 registers no family" sh -c \
+	'insmod /lib/modules/vmcs.ko af=0 && [ "$(cat /sys/module/vmcs/parameters/af)" = 0 ]'
+check "rmmod after af=0" rmmod vmcs
+check "insmod vmcs.ko af=1 (AF_UNIX, taken) fails" sh -c '! insmod /lib/modules/vmcs.ko af=1 2>/dev/null'
+check "the failed load names the taken family" sh -c 'dmesg | grep -m1 "address family 1 is taken"'
+check "insmod vmcs.ko" load_vmcs
+check "/sys/module/vmcs/parameters/af is readable and 22" sh -c '[ "$(cat /sys/module/vmcs/parameters/af)" = 22 ]'
+check "/dev/vmcs appears" wait_for /dev/vmcs 5
+for t in $TESTS; do
+	check "loopback: $t" vmcs-socktest "$t"
+done
+
+PORT=6000
+VPORT=6100
+if [ "$CROSS" != 0 ]; then
+	if [ "$VMCS_GUEST" = 0 ]; then
+		vmcs-socktest vsock-echo-server $VPORT >/tmp/vsock.log 2>&1 &
+		vsrv=$!
+		vmcs-socktest serve $PORT $((VMCS_NGUESTS - 1)) >/tmp/serve.log 2>&1 &
+		srv=$!
+		i=0
+		while kill -0 "$srv" 2>/dev/null && [ $i -lt 450 ]; do sleep 0.2; i=$((i + 1)); done
+		if kill -0 "$srv" 2>/dev/null; then
+			kill "$srv"
+			not_ok "guest 0 served every other guest (still waiting after 90 s)"
+		else
+			wait "$srv"
+			rc=$?
+			check "guest 0 served every other guest (exit status $rc)" test "$rc" = 0
+		fi
+		sed 's/^/# /' /tmp/serve.log >&3
+		i=0
+		while kill -0 "$vsrv" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.2; i=$((i + 1)); done
+		if kill -0 "$vsrv" 2>/dev/null; then
+			kill "$vsrv"
+			not_ok "vsock-style echo server done"
+		else
+			wait "$vsrv"
+			rc=$?
+			check "vsock-style echo server done (exit status $rc)" test "$rc" = 0
+		fi
+	else
+		sleep 1
+		check "cross-guest stream and seqpacket against guest 0" vmcs-socktest client $PORT
+		check "AF_VSOCK echo client, family changed only" vmcs-socktest vsock-echo-client $VPORT
+	fi
+fi
+
+vmcs-socktest hold >/tmp/hold.log 2>&1 &
+holder=$!
+i=0
+while ! grep -q holding /tmp/hold.log 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+check "rmmod refused while a socket is open" sh -c '! rmmod vmcs 2>/dev/null'
+kill "$holder"
+wait "$holder" 2>/dev/null
+check "rmmod succeeds once every socket is closed" rmmod vmcs
