@@ -18,8 +18,15 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     echo "== fuzz target $t for ${secs}s (sanitizer: $san)"
     set +e
+    extra=()
+    # The concurrent target spawns a thread per input; LeakSanitizer then reports the
+    # 32-byte block glibc allocates for that thread's TLS destructor list
+    # (__cxa_thread_atexit_impl), which is freed by the thread's exit racing the check.
+    # The protocol code is no_std and allocates nothing, so leak checking adds nothing
+    # there; the region target keeps it.
+    [ "$t" = concurrent ] && extra=(-detect_leaks=0)
     cargo fuzz run -s "$san" "$t" "corpus/$t" -- \
-        -max_total_time="$secs" -max_len=4096 -timeout=10 -print_final_stats=1 \
+        -max_total_time="$secs" -max_len=4096 -timeout=10 -print_final_stats=1 "${extra[@]}" \
         >"artifacts/$t.log" 2>&1
     rc=$?
     set -e
