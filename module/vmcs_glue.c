@@ -85,26 +85,12 @@ static int vmcs_glue_accept(struct socket *sock, struct socket *newsock,
 	return vmcs_sock_accept(sock, newsock, arg->flags, arg->kern);
 }
 
-/* .family is set by vmcs_glue_sock_register() from the `af` parameter. */
-static struct proto_ops vmcs_stream_ops = {
-	.owner = THIS_MODULE,
-	.release = vmcs_sock_release,
-	.bind = vmcs_sock_bind,
-	.connect = vmcs_sock_connect,
-	.socketpair = sock_no_socketpair,
-	.accept = vmcs_glue_accept,
-	.getname = vmcs_sock_getname,
-	.poll = vmcs_sock_poll,
-	.ioctl = vmcs_sock_ioctl,
-	.gettstamp = sock_gettstamp,
-	.listen = vmcs_sock_listen,
-	.shutdown = vmcs_sock_shutdown,
-	.sendmsg = vmcs_sock_sendmsg,
-	.recvmsg = vmcs_sock_recvmsg,
-	.mmap = sock_no_mmap,
-};
-
-static struct proto_ops vmcs_seqpacket_ops = {
+/*
+ * One table serves both socket types: every entry forwards to Rust, which looks at the
+ * socket's type where stream and seqpacket differ. .family is set by
+ * vmcs_glue_sock_register() from the `af` parameter.
+ */
+static struct proto_ops vmcs_sock_ops = {
 	.owner = THIS_MODULE,
 	.release = vmcs_sock_release,
 	.bind = vmcs_sock_bind,
@@ -133,8 +119,7 @@ int vmcs_glue_sock_register(int family)
 	int err;
 
 	vmcs_family.family = family;
-	vmcs_stream_ops.family = family;
-	vmcs_seqpacket_ops.family = family;
+	vmcs_sock_ops.family = family;
 	err = proto_register(&vmcs_proto, 0);
 	if (err)
 		return err;
@@ -161,8 +146,7 @@ struct sock *vmcs_glue_sk_new(struct net *net, struct socket *sock, int kern)
 
 	if (!sk)
 		return NULL;
-	sock->ops = sock->type == SOCK_STREAM ? &vmcs_stream_ops :
-						 &vmcs_seqpacket_ops;
+	sock->ops = &vmcs_sock_ops;
 	sock_init_data(sock, sk);
 	((struct vmcs_sk *)sk)->priv = NULL;
 	return sk;
