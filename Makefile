@@ -6,13 +6,15 @@
 #   make test       set up everything, run every test (TAP, ends in "N passed, N failed")
 #   make bench      benchmarks: host protocol bench, then vmcs vs TCP between two guests (~6 min)
 #   make bench-proto  the host protocol bench only
+#   make install    install vmcs.ko, the udev rule, the vmcs CLI and the header
+#                   (DESTDIR, PREFIX=/usr/local, KDIR as for make)
 #   make fuzz       run the protocol fuzzer for a bounded time (FUZZ_SECONDS, default 600)
 #   make clean      remove build products (the kernel cache in ~/.cache/vmcs stays)
 
 SHELL := /bin/bash
 FUZZ_SECONDS ?= 600
 
-.PHONY: all module setup kernel test demo bench bench-proto fuzz clippy-module fmt clean
+.PHONY: all module setup kernel test demo bench bench-proto fuzz clippy-module fmt clean install
 
 all: module
 
@@ -32,6 +34,9 @@ clippy-module:
 
 test:
 	@ci/test.sh
+
+install:
+	@KDIR="$(KDIR)" PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" ci/install.sh
 
 demo:
 	@ci/demo.sh

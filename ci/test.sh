@@ -112,6 +112,16 @@ clippy_module() {
 	! grep -qiE '(^|\s)(warning|error)(\[|:)' <<<"$out"
 }
 step "module builds clean with CLIPPY=1" clippy_module
+install_check() {
+	local d=$VMCS_TOP/build/install-test
+	rm -rf "$d"
+	DESTDIR=$d PREFIX=/usr KDIR=$VMCS_KDIR ci/install.sh &&
+		test -f "$d"/lib/modules/*/extra/vmcs.ko &&
+		test -x "$d/usr/bin/vmcs" && "$d/usr/bin/vmcs" --version &&
+		test -f "$d/usr/include/linux/vmcs.h" &&
+		grep -q 'KERNEL=="vmcs"' "$d/etc/udev/rules.d/99-vmcs.rules"
+}
+step "make install into a DESTDIR puts the module, udev rule, CLI and header in place" install_check
 
 # Cross-guest scenarios in booted guests.
 tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
