@@ -564,31 +564,24 @@ impl Sock {
             if nonblock {
                 return Err(errno::einprogress());
             }
-            match s.wq.wait_interruptible_timeout(&mut st, left) {
-                CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
-                CondVarTimeoutResult::Timeout => {
-                    if st.phase != Phase::Connecting {
-                        continue;
-                    }
-                    s.send_rst(core, &st);
-                    s.fail_connect(core, &mut st, ETIMEDOUT);
-                    st.err = None;
-                    drop(st);
-                    core.lo_drain();
-                    return Err(ETIMEDOUT);
+            let err = match s.wq.wait_interruptible_timeout(&mut st, left) {
+                CondVarTimeoutResult::Woken { jiffies } => {
+                    left = jiffies;
+                    continue;
                 }
-                CondVarTimeoutResult::Signal { .. } => {
-                    if st.phase != Phase::Connecting {
-                        continue;
-                    }
-                    s.send_rst(core, &st);
-                    s.fail_connect(core, &mut st, EINTR);
-                    st.err = None;
-                    drop(st);
-                    core.lo_drain();
-                    return Err(EINTR);
-                }
+                CondVarTimeoutResult::Timeout => ETIMEDOUT,
+                CondVarTimeoutResult::Signal { .. } => EINTR,
+            };
+            // The answer may have arrived with the timeout or the signal: look again.
+            if st.phase != Phase::Connecting {
+                continue;
             }
+            s.send_rst(core, &st);
+            s.fail_connect(core, &mut st, err);
+            st.err = None;
+            drop(st);
+            core.lo_drain();
+            return Err(err);
         }
     }
 

@@ -812,12 +812,18 @@ fn t_eacces() -> Res {
     Ok(())
 }
 
-/// Echo server for cross-guest runs.
-fn serve(port: u32, n: u32) -> Res {
+/// A listener on `port` (backlog 16) for the cross-guest servers.
+fn listen_on(port: u32) -> Res<Fd> {
     let l = Fd::open()?;
     ok("bind", l.bind(port))?;
     ok("listen", l.listen(16))?;
     println!("listening on port {port}");
+    Ok(l)
+}
+
+/// Echo server for cross-guest runs.
+fn serve(port: u32, n: u32) -> Res {
+    let l = listen_on(port)?;
     let mut threads = Vec::new();
     for _ in 0..n {
         let (s, peer) = ok("accept", l.accept(0))?;
@@ -1009,10 +1015,7 @@ fn cross_recv(s: Fd) -> Res<String> {
 
 /// `xrecv PORT N`: accept N connections and run [`cross_recv`] on each.
 fn xrecv(port: u32, n: u32) -> Res {
-    let l = Fd::open()?;
-    ok("bind", l.bind(port))?;
-    ok("listen", l.listen(16))?;
-    println!("listening on port {port}");
+    let l = listen_on(port)?;
     let mut threads = Vec::new();
     for _ in 0..n {
         let (s, peer) = ok("accept", l.accept(0))?;
