@@ -14,6 +14,8 @@
 #![allow(unreachable_pub)]
 #![forbid(unsafe_code)]
 
+#[path = "../../rust/src/bulk.rs"]
+pub(crate) mod bulk;
 #[path = "../../rust/src/flow.rs"]
 pub(crate) mod flow;
 #[path = "../../rust/src/frame.rs"]

@@ -8,6 +8,8 @@
 pub const FRAME_HDR_SIZE: usize = 32;
 /// Largest payload of a single frame.
 pub const MAX_PAYLOAD: u32 = 64 * 1024;
+/// Exact payload length of the bulk ops (two u32: offset, length).
+pub const BULK_PAYLOAD: u32 = 8;
 
 /// Frame operation (values as in virtio-vsock).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +29,15 @@ pub enum Op {
     CreditUpdate = 6,
     /// Ask the peer for a credit update.
     CreditRequest = 7,
+    /// Bulk area: the sender's extent for this connection (payload: off, len
+    /// relative to the sender's slice; docs/protocol.md §8).
+    BulkOffer = 8,
+    /// Bulk area: a range of the sender's extent now belongs to the receiver
+    /// (payload: off, len relative to the extent).
+    BulkData = 9,
+    /// Bulk area: the oldest range received is handed back (payload: the same
+    /// off, len as its `BULK_DATA`).
+    BulkRelease = 10,
 }
 
 impl Op {
@@ -40,6 +51,9 @@ impl Op {
             5 => Op::Rw,
             6 => Op::CreditUpdate,
             7 => Op::CreditRequest,
+            8 => Op::BulkOffer,
+            9 => Op::BulkData,
+            10 => Op::BulkRelease,
             _ => return None,
         })
     }
@@ -167,8 +181,18 @@ fn check(op: Op, ty: SockType, fl: u32, len: u32) -> Result<(), FrameError> {
             }
         }
     }
-    if op != Op::Rw && len != 0 {
-        return Err(FrameError::BadLen);
+    match op {
+        Op::Rw => {}
+        Op::BulkOffer | Op::BulkData | Op::BulkRelease => {
+            if len != BULK_PAYLOAD {
+                return Err(FrameError::BadLen);
+            }
+        }
+        _ => {
+            if len != 0 {
+                return Err(FrameError::BadLen);
+            }
+        }
     }
     Ok(())
 }
@@ -263,5 +287,23 @@ mod tests {
         let mut big = FrameHeader::new(Op::Rw, SockType::Stream, 1, 2);
         big.len = MAX_PAYLOAD + 1;
         assert_eq!(big.validate(), Err(FrameError::BadLen));
+    }
+
+    #[test]
+    fn bulk_ops() {
+        for op in [Op::BulkOffer, Op::BulkData, Op::BulkRelease] {
+            assert_eq!(Op::from_u16(op as u16), Some(op));
+            let mut h = FrameHeader::new(op, SockType::SeqPacket, 1, 2);
+            h.len = BULK_PAYLOAD;
+            assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));
+            for bad in [0, 7, 9, 16] {
+                h.len = bad;
+                assert_eq!(h.validate(), Err(FrameError::BadLen));
+            }
+            h.len = BULK_PAYLOAD;
+            h.flags = 1;
+            assert_eq!(h.validate(), Err(FrameError::BadFlags));
+        }
+        assert_eq!(Op::from_u16(11), None);
     }
 }

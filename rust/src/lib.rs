@@ -20,6 +20,7 @@
     )
 )]
 
+pub mod bulk;
 pub mod flow;
 pub mod frame;
 pub mod layout;

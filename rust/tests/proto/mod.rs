@@ -1,6 +1,8 @@
 //! The protocol files, included the way the kernel module includes them.
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../../src/bulk.rs"]
+pub(crate) mod bulk;
 #[path = "../../src/flow.rs"]
 pub(crate) mod flow;
 #[path = "../../src/frame.rs"]
