@@ -11,7 +11,10 @@ use crate::{
     ffi::{self, errno, oflags},
     ports::{Sock, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
     transport::PeerInfo,
-    uapi::{self, VmcsAccept, VmcsAddr, VmcsConnect, VmcsInfo, VmcsNames, VmcsOpts, VmcsPeerInfo},
+    uapi::{
+        self, VmcsAccept, VmcsAddr, VmcsBulkDesc, VmcsBulkSetup, VmcsConnect, VmcsInfo, VmcsNames,
+        VmcsOpts, VmcsPeerInfo,
+    },
 };
 use kernel::{
     fs::File,
@@ -24,6 +27,8 @@ use kernel::{
 pub(crate) struct Endpoint {
     domain: Arc<Domain>,
     sock: Arc<Sock>,
+    /// The file's own address_space (bulk area mappings live there).
+    pub(crate) mapping: Arc<ffi::FileMapping>,
 }
 
 impl Endpoint {
@@ -31,7 +36,15 @@ impl Endpoint {
     pub(crate) fn open() -> Result<Arc<Self>> {
         let domain = domain::default_domain().ok_or(ENODEV)?;
         let sock = Sock::new(CHARDEV_TYPE)?;
-        Ok(Arc::new(Self { domain, sock }, GFP_KERNEL)?)
+        let mapping = ffi::FileMapping::new()?;
+        Ok(Arc::new(
+            Self {
+                domain,
+                sock,
+                mapping,
+            },
+            GFP_KERNEL,
+        )?)
     }
 
     /// Called once when the file is released.
@@ -125,18 +138,21 @@ impl Endpoint {
                     return Err(EINVAL);
                 }
                 let (child, peer, port) = self.sock.accept(nonblock)?;
-                let ep = Arc::new(
-                    Self {
-                        domain: self.domain.clone(),
-                        sock: child.clone(),
-                    },
-                    GFP_KERNEL,
-                );
+                let ep = ffi::FileMapping::new().and_then(|mapping| {
+                    Ok(Arc::new(
+                        Self {
+                            domain: self.domain.clone(),
+                            sock: child.clone(),
+                            mapping,
+                        },
+                        GFP_KERNEL,
+                    )?)
+                });
                 let ep = match ep {
                     Ok(ep) => ep,
                     Err(e) => {
                         child.release(core);
-                        return Err(e.into());
+                        return Err(e);
                     }
                 };
                 a.peer = VmcsAddr { cid: peer, port };
@@ -191,8 +207,55 @@ impl Endpoint {
                 self.sock.shutdown(core, how)?;
                 Ok(0)
             }
+            uapi::IOC_BULK_SETUP => {
+                self.alive()?;
+                let (mut r, mut w) = user(size_of::<VmcsBulkSetup>()).reader_writer();
+                let mut b: VmcsBulkSetup = r.read()?;
+                let (tx, rx) =
+                    self.sock
+                        .bulk_setup(core, b.size, b.timeout_ms, nonblock, &self.mapping)?;
+                b.tx_size = tx;
+                b.rx_size = rx;
+                w.write(&b)?;
+                Ok(0)
+            }
+            uapi::IOC_BULK_SEND => {
+                self.alive()?;
+                let d: VmcsBulkDesc = user(size_of::<VmcsBulkDesc>()).reader().read()?;
+                self.sock.bulk_send(core, d.off, d.len, nonblock)?;
+                Ok(0)
+            }
+            uapi::IOC_BULK_RECV => {
+                self.alive()?;
+                let d = self.sock.bulk_recv(core, nonblock)?;
+                let out = d
+                    .map(|d| VmcsBulkDesc {
+                        off: d.off,
+                        len: d.len,
+                    })
+                    .unwrap_or_default();
+                user(size_of::<VmcsBulkDesc>()).writer().write(&out)?;
+                Ok(0)
+            }
+            uapi::IOC_BULK_RELEASE => {
+                self.alive()?;
+                let count: u32 = user(size_of::<u32>()).reader().read()?;
+                self.sock.bulk_release(core, count)?;
+                Ok(0)
+            }
             _ => Err(ENOTTY),
         }
+    }
+
+    /// `mmap` of the bulk area (docs/uapi.md): returns whether the range is read-only.
+    pub(crate) fn bulk_mmap(&self, pgoff: usize, len: usize, write: bool) -> Result<bool> {
+        self.alive()?;
+        self.sock.bulk_mmap(pgoff, len, write)
+    }
+
+    /// A page fault in a bulk area mapping; returns the `vm_fault_t`.
+    pub(crate) fn bulk_fault(&self, pgoff: usize, fault: &ffi::Fault) -> u32 {
+        self.sock.bulk_fault(&self.domain.core, pgoff, fault)
     }
 
     /// `VMCS_IOC_GET_INFO`.

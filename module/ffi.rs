@@ -32,12 +32,91 @@ use kernel::{
 
 // The C glue's side of module/vmcs_glue.h.
 extern "C" {
+    /// `vmf_insert_pfn(vmf->vma, vmf->address, pfn)`.
+    fn vmcs_glue_insert_pfn(vmf: *mut c_void, pfn: c_ulong) -> c_uint;
+    /// A new zeroed, `address_space_init_once`d `struct address_space`, or null.
+    fn vmcs_glue_mapping_new() -> *mut c_void;
+    /// `kfree` of a mapping from `vmcs_glue_mapping_new`.
+    fn vmcs_glue_mapping_free(m: *mut c_void);
+    /// Makes `m` the file's `f_mapping` (host and a_ops copied from the old one). `file` is
+    /// a `struct file *` (typed `void *`: bindgen's `file` is not FFI-safe by lint).
+    fn vmcs_glue_file_set_mapping(file: *mut c_void, m: *mut c_void);
+    /// `unmap_mapping_range(m, 0, 0, 1)`: removes every user page table entry of every
+    /// mapping of the files that use `m`.
+    fn vmcs_glue_mapping_zap(m: *mut c_void);
     /// Returns the `struct file_operations` of /dev/vmcs (a static table in vmcs_glue.c),
     /// typed `void *` here because bindgen's `file_operations` is not FFI-safe by lint.
     fn vmcs_glue_fops() -> *const c_void;
     /// `anon_inode_getfile("[vmcs]", &vmcs_fops, private_data, O_RDWR | (flags & O_NONBLOCK))`:
     /// a new file with the file operations of /dev/vmcs. Returns an `ERR_PTR` on failure.
     fn vmcs_glue_anon_file(private_data: *mut c_void, flags: c_int) -> *mut c_void;
+}
+
+/// The private `address_space` of one /dev/vmcs file: its bulk area mappings are linked
+/// there, so [`FileMapping::zap`] removes exactly this file's user mappings.
+///
+/// # Invariants
+///
+/// `ptr` is a live mapping from `vmcs_glue_mapping_new`, freed only in `drop`. Files that
+/// use it hold an `Arc<Endpoint>`, which holds an `Arc` of this value, so it outlives them.
+pub(crate) struct FileMapping {
+    ptr: NonNull<c_void>,
+}
+
+// SAFETY: The mapping is only used through `unmap_mapping_range`, which locks it, and freed
+// once, when the last reference goes.
+unsafe impl Send for FileMapping {}
+// SAFETY: As above.
+unsafe impl Sync for FileMapping {}
+
+impl FileMapping {
+    /// A new, empty mapping.
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        // SAFETY: No preconditions.
+        let ptr = NonNull::new(unsafe { vmcs_glue_mapping_new() }).ok_or(ENOMEM)?;
+        // INVARIANT: `ptr` is a new mapping.
+        Ok(Arc::new(Self { ptr }, GFP_KERNEL)?)
+    }
+
+    /// Makes this mapping the `f_mapping` of `file`.
+    ///
+    /// # Safety
+    ///
+    /// `file` must be a new /dev/vmcs file (in open, or not yet installed) whose endpoint
+    /// holds this mapping.
+    unsafe fn attach(&self, file: *mut bindings::file) {
+        // SAFETY: Guaranteed by the caller and the type invariant.
+        unsafe { vmcs_glue_file_set_mapping(file.cast(), self.ptr.as_ptr()) };
+    }
+
+    /// Removes every user page of every bulk mapping of the file; a later access faults
+    /// again (and gets `SIGBUS` once the bulk set-up is over). May sleep.
+    pub(crate) fn zap(&self) {
+        // SAFETY: By the type invariant the mapping is live.
+        unsafe { vmcs_glue_mapping_zap(self.ptr.as_ptr()) };
+    }
+}
+
+impl Drop for FileMapping {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the mapping is live and no file uses it any more.
+        unsafe { vmcs_glue_mapping_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// A page fault in a bulk area mapping.
+pub(crate) struct Fault(*mut c_void);
+
+/// `VM_FAULT_SIGBUS`.
+pub(crate) const VM_FAULT_SIGBUS: u32 = bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+
+impl Fault {
+    /// Inserts page frame `pfn` at the faulting address; returns the `vm_fault_t`.
+    pub(crate) fn insert_pfn(&self, pfn: usize) -> u32 {
+        // SAFETY: `self.0` is the `struct vm_fault` of the fault being handled (type
+        // construction in `vmcs_chr_bulk_fault`), whose VMA is `VM_PFNMAP` and shared.
+        unsafe { vmcs_glue_insert_pfn(self.0, pfn as c_ulong) }
+    }
 }
 
 /// Whether the current task may bind ports below 1024 (`CAP_NET_BIND_SERVICE`).
@@ -74,6 +153,7 @@ pub(crate) fn install_endpoint(
         }
     };
     let fd = reservation.reserved_fd();
+    let mapping = ep.mapping.clone();
     let private = ep.into_foreign();
     // The flag fits in a C int.
     let nonblock = (flags & oflags::NONBLOCK) as c_int;
@@ -93,6 +173,9 @@ pub(crate) fn install_endpoint(
     // takes over; `File` is a transparent wrapper of `struct file`; nobody else knows the
     // file yet, so there is no `fdget_pos` on it.
     let file: ARef<File> = unsafe { ARef::from_raw(NonNull::new_unchecked(raw.cast())) };
+    // SAFETY: `raw` is the new file of the endpoint, not yet installed, and the endpoint
+    // holds `mapping`.
+    unsafe { mapping.attach(raw) };
     // On failure `file` is dropped: `fput` releases the endpoint through the file.
     before_install(fd)?;
     reservation.fd_install(file);
@@ -161,6 +244,8 @@ pub(crate) struct SharedRegion {
     bar: c_int,
     addr: *mut u8,
     len: usize,
+    /// Bus/physical address of the BAR (for user mappings of the bulk area).
+    phys: u64,
 }
 
 // SAFETY: The mapping and the request may be used and released from any thread.
@@ -202,7 +287,17 @@ impl SharedRegion {
             bar,
             addr: addr.cast(),
             len,
+            phys: start,
         })
+    }
+
+    /// Page frame number of the page at `offset` (page-aligned, inside the region).
+    pub(crate) fn pfn(&self, offset: usize) -> Option<usize> {
+        if offset % kernel::page::PAGE_SIZE != 0 || offset >= self.len {
+            return None;
+        }
+        let addr = self.phys.checked_add(offset as u64)?;
+        usize::try_from(addr >> kernel::page::PAGE_SHIFT).ok()
     }
 
     /// Size of the region in bytes.
@@ -413,6 +508,8 @@ unsafe extern "C" fn vmcs_chr_open(
 ) -> c_int {
     match Endpoint::open() {
         Ok(ep) => {
+            // SAFETY: `file` is being opened and its endpoint holds the mapping.
+            unsafe { ep.mapping.attach(file) };
             // SAFETY: `file` is valid during open; private_data is ours from now on.
             unsafe { (*file).private_data = ep.into_foreign() };
             0
@@ -527,6 +624,49 @@ unsafe extern "C" fn vmcs_chr_poll(
         )
     };
     ep.poll(f, &table)
+}
+
+/// `mmap` of a bulk area (the glue has checked `VM_SHARED`): `readonly` is set when the
+/// range is the peer's extent (the glue then clears `VM_MAYWRITE`).
+///
+/// # Safety
+///
+/// `file` must be an open /dev/vmcs file and `readonly` valid for a write.
+#[no_mangle]
+unsafe extern "C" fn vmcs_chr_bulk_mmap(
+    file: *mut bindings::file,
+    pgoff: c_ulong,
+    len: c_ulong,
+    write: bool,
+    readonly: *mut bool,
+) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    let ep = unsafe { endpoint(file) };
+    match ep.bulk_mmap(pgoff, len, write) {
+        Ok(ro) => {
+            // SAFETY: Guaranteed by the caller.
+            unsafe { *readonly = ro };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// A fault in a bulk area mapping of `file` at page `pgoff` of the file.
+///
+/// # Safety
+///
+/// `file` must be the (open, since the VMA pins it) /dev/vmcs file of the faulting
+/// `VM_PFNMAP` VMA, `vmf` the fault being handled.
+#[no_mangle]
+unsafe extern "C" fn vmcs_chr_bulk_fault(
+    file: *mut bindings::file,
+    pgoff: c_ulong,
+    vmf: *mut c_void,
+) -> c_uint {
+    // SAFETY: Guaranteed by the caller.
+    let ep = unsafe { endpoint(file) };
+    ep.bulk_fault(pgoff, &Fault(vmf))
 }
 
 // ------------------------------------------------------------------------------------------

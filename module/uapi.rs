@@ -123,6 +123,33 @@ pub(crate) const IOC_GET_NAMES: u32 = _IOR::<VmcsNames>(MAGIC, 0x07);
 /// `VMCS_IOC_SHUTDOWN`.
 pub(crate) const IOC_SHUTDOWN: u32 = _IOW::<u32>(MAGIC, 0x08);
 
+/// `struct vmcs_bulk_setup` (`VMCS_IOC_BULK_SETUP`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsBulkSetup {
+    pub(crate) size: u32,
+    pub(crate) timeout_ms: u32,
+    pub(crate) tx_size: u32,
+    pub(crate) rx_size: u32,
+}
+
+/// `struct vmcs_bulk_desc` (`VMCS_IOC_BULK_SEND`, `VMCS_IOC_BULK_RECV`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsBulkDesc {
+    pub(crate) off: u32,
+    pub(crate) len: u32,
+}
+
+/// `VMCS_IOC_BULK_SETUP`.
+pub(crate) const IOC_BULK_SETUP: u32 = _IOWR::<VmcsBulkSetup>(MAGIC, 0x10);
+/// `VMCS_IOC_BULK_SEND`.
+pub(crate) const IOC_BULK_SEND: u32 = _IOW::<VmcsBulkDesc>(MAGIC, 0x11);
+/// `VMCS_IOC_BULK_RECV`.
+pub(crate) const IOC_BULK_RECV: u32 = _IOR::<VmcsBulkDesc>(MAGIC, 0x12);
+/// `VMCS_IOC_BULK_RELEASE`.
+pub(crate) const IOC_BULK_RELEASE: u32 = _IOW::<u32>(MAGIC, 0x13);
+
 /// `VMCS_AF_DEFAULT`: the default AF_VMCS family number (`AF_SNA`, registered by no
 /// in-tree family; docs/sockets.md).
 pub(crate) const AF_DEFAULT: u32 = 22;
@@ -162,6 +189,14 @@ unsafe impl AsBytes for VmcsAccept {}
 unsafe impl FromBytes for VmcsOpts {}
 // SAFETY: As above.
 unsafe impl AsBytes for VmcsNames {}
+// SAFETY: As above.
+unsafe impl FromBytes for VmcsBulkSetup {}
+// SAFETY: As above.
+unsafe impl AsBytes for VmcsBulkSetup {}
+// SAFETY: As above.
+unsafe impl FromBytes for VmcsBulkDesc {}
+// SAFETY: As above.
+unsafe impl AsBytes for VmcsBulkDesc {}
 // SAFETY: `#[repr(C)]` of integers and a byte array, without padding (size asserted below).
 unsafe impl FromBytes for SockaddrVmcs {}
 // SAFETY: As above.
@@ -177,4 +212,6 @@ const _: () = {
     assert!(size_of::<VmcsOpts>() == 16);
     assert!(size_of::<VmcsNames>() == 16);
     assert!(size_of::<SockaddrVmcs>() == 16);
+    assert!(size_of::<VmcsBulkSetup>() == 16);
+    assert!(size_of::<VmcsBulkDesc>() == 8);
 };

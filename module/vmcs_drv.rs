@@ -44,6 +44,10 @@ module! {
             default: 1500,
             description: "A peer whose heartbeat is stale this long is dead, ms (default 1500)",
         },
+        bulk_percent: u32 {
+            default: 25,
+            description: "Percent of a region this guest initialises for the bulk area, 0..50 (default 25)",
+        },
     },
 }
 
@@ -54,6 +58,7 @@ pub(crate) fn transport_params() -> transport::ivshmem::Params {
         max_peers: (*module_parameters::max_peers.value()).clamp(2, 64),
         hb_period_ms: period,
         hb_timeout_ms: (*module_parameters::hb_timeout_ms.value()).max(period.saturating_mul(3)),
+        bulk_percent: (*module_parameters::bulk_percent.value()).min(50),
     }
 }
 

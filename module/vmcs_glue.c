@@ -18,10 +18,83 @@
  * (un)registration calls.
  */
 #include <linux/anon_inodes.h>
+#include <linux/mm.h>
+#include <linux/slab.h>
 #include <linux/module.h>
 #include <net/sock.h>
 
 #include "vmcs_glue.h"
+
+/*
+ * Bulk area mappings (docs/uapi.md "Bulk transfer"): VM_PFNMAP, filled on fault
+ * by Rust (vmcs_chr_bulk_fault), which checks under the connection's lock that
+ * the bulk set-up is still alive and inserts the page with vmcs_glue_insert_pfn.
+ * Teardown zaps the file's own address_space (vmcs_glue_mapping_zap), so a
+ * later touch faults again and gets SIGBUS.
+ */
+static vm_fault_t vmcs_glue_fault(struct vm_fault *vmf)
+{
+	return vmcs_chr_bulk_fault(vmf->vma->vm_file, vmf->pgoff, vmf);
+}
+
+static const struct vm_operations_struct vmcs_vm_ops = {
+	.fault = vmcs_glue_fault,
+};
+
+static int vmcs_glue_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	bool readonly = false;
+	int err;
+
+	if (!(vma->vm_flags & VM_SHARED))
+		return -EINVAL;
+	err = vmcs_chr_bulk_mmap(file, vma->vm_pgoff,
+				 vma->vm_end - vma->vm_start,
+				 !!(vma->vm_flags & VM_WRITE), &readonly);
+	if (err)
+		return err;
+	if (readonly)
+		vm_flags_clear(vma, VM_MAYWRITE);
+	vm_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP |
+			  VM_DONTCOPY);
+	vma->vm_ops = &vmcs_vm_ops;
+	return 0;
+}
+
+vm_fault_t vmcs_glue_insert_pfn(struct vm_fault *vmf, unsigned long pfn)
+{
+	return vmf_insert_pfn(vmf->vma, vmf->address, pfn);
+}
+
+/* A private address_space for one /dev/vmcs file, so teardown can zap exactly its maps. */
+void *vmcs_glue_mapping_new(void)
+{
+	struct address_space *m = kzalloc(sizeof(*m), GFP_KERNEL);
+
+	if (m)
+		address_space_init_once(m);
+	return m;
+}
+
+void vmcs_glue_mapping_free(void *m)
+{
+	kfree(m);
+}
+
+/* Points @file at @m (at open, before any mmap); host and a_ops as the inode's. */
+void vmcs_glue_file_set_mapping(struct file *file, void *m)
+{
+	struct address_space *as = m;
+
+	as->host = file->f_mapping->host;
+	as->a_ops = file->f_mapping->a_ops;
+	file->f_mapping = as;
+}
+
+void vmcs_glue_mapping_zap(void *m)
+{
+	unmap_mapping_range(m, 0, 0, 1);
+}
 
 static const struct file_operations vmcs_fops = {
 	.owner = THIS_MODULE,
@@ -32,6 +105,7 @@ static const struct file_operations vmcs_fops = {
 	.unlocked_ioctl = vmcs_chr_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.poll = vmcs_chr_poll,
+	.mmap = vmcs_glue_mmap,
 	.llseek = noop_llseek,
 };
 

@@ -6,6 +6,7 @@
 #define VMCS_GLUE_H
 
 #include <linux/fs.h>
+#include <linux/mm_types.h>
 #include <linux/net.h>
 #include <linux/poll.h>
 #include <linux/socket.h>
@@ -21,6 +22,16 @@ ssize_t vmcs_chr_read(struct file *file, char __user *buf, size_t len, loff_t *p
 ssize_t vmcs_chr_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos);
 long vmcs_chr_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 __poll_t vmcs_chr_poll(struct file *file, struct poll_table_struct *wait);
+int vmcs_chr_bulk_mmap(struct file *file, unsigned long pgoff, unsigned long len,
+		       bool write, bool *readonly);
+vm_fault_t vmcs_chr_bulk_fault(struct file *file, unsigned long pgoff, struct vm_fault *vmf);
+
+/* Bulk area mappings (C glue). */
+vm_fault_t vmcs_glue_insert_pfn(struct vm_fault *vmf, unsigned long pfn);
+void *vmcs_glue_mapping_new(void);
+void vmcs_glue_mapping_free(void *m);
+void vmcs_glue_file_set_mapping(struct file *file, void *m);
+void vmcs_glue_mapping_zap(void *m);
 
 /* AF_VMCS (module/socket.rs): registration and the struct sock helpers. */
 unsigned int vmcs_glue_af(void);

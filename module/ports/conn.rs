@@ -12,6 +12,8 @@
 //! table lock or loopback lock and while calling `Link::send`; never two `Sock` mutexes at
 //! once; never a `Sock` mutex while user memory is copied.
 
+mod bulk;
+
 use super::{Core, MAX_BACKLOG, MAX_RCVBUF};
 use crate::{
     ffi::{errno, poll_mask},
@@ -74,6 +76,11 @@ enum TxItem {
     Ctrl { op: Op, flags: u32 },
     /// A message, sent as RW frames of at most the peer's max payload, the last with EOM.
     Msg { data: KVec<u8>, off: usize },
+    /// A bulk area frame (conn/bulk.rs) with its descriptor.
+    Bulk {
+        op: Op,
+        desc: crate::proto::bulk::Desc,
+    },
 }
 
 /// Received messages: payload bytes back to back, plus one length per complete message.
@@ -242,6 +249,8 @@ pub(crate) struct State {
     backlog: usize,
     pending: KVec<Arc<Sock>>,
     pub(crate) stats: Stats,
+    /// Zero-copy bulk area of the connection (conn/bulk.rs).
+    bulk: bulk::BulkState,
 }
 
 impl State {
@@ -267,6 +276,7 @@ impl State {
             backlog: 0,
             pending: KVec::new(),
             stats: Stats::default(),
+            bulk: bulk::BulkState::default(),
         }
     }
 
@@ -382,6 +392,14 @@ impl Sock {
                     hdr.flags = *fl;
                     (core.xmit(st.peer, &hdr, &[]), 0, true)
                 }
+                TxItem::Bulk { op, desc } => {
+                    hdr.op = *op;
+                    hdr.flags = 0;
+                    let p = desc.encode();
+                    // The descriptor is 8 bytes.
+                    hdr.len = p.len() as u32;
+                    (core.xmit(st.peer, &hdr, &p), 0, true)
+                }
                 TxItem::Msg { data, off } => {
                     let mp = core.max_payload(st.peer) as usize;
                     let left = data.len() - *off;
@@ -457,6 +475,7 @@ impl Sock {
             self.send_rst(core, st);
         }
         let releasing = st.phase == Phase::Closing;
+        st.bulk.end(core);
         st.err = Some(err);
         st.phase = Phase::Closed;
         st.txq.clear();
@@ -678,6 +697,7 @@ impl Sock {
             } else if st.peer_shut == flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND {
                 // Orderly close: the peer shut both directions first. Unread data stays
                 // readable, then reads return 0.
+                st.bulk.end(core);
                 st.phase = Phase::Closed;
                 st.txq.clear();
                 st.txq_bytes = 0;
@@ -705,6 +725,13 @@ impl Sock {
             Op::Rw if st.phase == Phase::Connected => self.on_rw(&mut st, hdr, payload),
             Op::CreditUpdate => true,
             Op::CreditRequest => st.queue_ctrl(Op::CreditUpdate, 0).is_ok(),
+            Op::BulkOffer if st.phase == Phase::Connected => {
+                Self::on_bulk_offer(core, &mut st, payload)
+            }
+            Op::BulkData if st.phase == Phase::Connected => Self::on_bulk_data(&mut st, payload),
+            Op::BulkRelease if st.phase == Phase::Connected => {
+                Self::on_bulk_release(&mut st, payload)
+            }
             _ => false,
         };
         if !ok {
@@ -895,6 +922,7 @@ impl Sock {
         let mut pending = KVec::new();
         {
             let mut st = self.state.lock();
+            st.bulk.end(core);
             match st.phase {
                 Phase::Listening => {
                     core::mem::swap(&mut pending, &mut st.pending);
@@ -992,6 +1020,7 @@ impl Sock {
             }
             Phase::Connected => {
                 if st.rxq.msgs() > 0
+                    || st.bulk.readable()
                     || st.peer_shut & flags::SHUTDOWN_SEND != 0
                     || st.local_shut & flags::SHUTDOWN_RCV != 0
                 {

@@ -92,6 +92,9 @@ pub(crate) struct Core {
     table: Mutex<Table>,
     #[pin]
     lo: Mutex<LoQueue>,
+    /// Extents in use in our slice of the bulk area (conn/bulk.rs), slice-relative.
+    #[pin]
+    bulk: Mutex<KVec<crate::proto::bulk::Desc>>,
 }
 
 impl Core {
@@ -109,6 +112,7 @@ impl Core {
                 LoQueue { frames: KVec::new(), bytes: 0, draining: false, full: false },
                 "vmcs_lo"
             ),
+            bulk <- new_mutex!(KVec::new(), "vmcs_bulk"),
         })
     }
 

@@ -84,6 +84,8 @@ pub(crate) struct Params {
     pub(crate) hb_period_ms: u32,
     /// A live peer whose heartbeat has not moved for this long is declared dead.
     pub(crate) hb_timeout_ms: u32,
+    /// Percent of a region this guest initialises that goes to the bulk area.
+    pub(crate) bulk_percent: u32,
 }
 
 /// The outcome of [`attach_and_join`]: a validated geometry and our `JOINING` slot.
@@ -104,7 +106,11 @@ pub(crate) fn attach_and_join(
 ) -> Result<Joined> {
     let cfg = InitConfig {
         max_peers: params.max_peers,
-        bulk_size: 0,
+        bulk_size: crate::proto::bulk::initial_size(
+            shm.len(),
+            params.max_peers,
+            params.bulk_percent,
+        ),
         my_id: ivposition.unwrap_or(u32::MAX),
     };
     let attached = layout::attach(shm, &cfg, ATTACH_POLLS, ATTACH_STALE_POLLS, || {
@@ -131,9 +137,10 @@ pub(crate) fn attach_and_join(
     if let layout::Attached::Initialized(_) = attached {
         dev_info!(
             dev,
-            "initialised the region: {} peers, {} KiB rings\n",
+            "initialised the region: {} peers, {} KiB rings, {} KiB bulk area\n",
             geo.max_peers,
-            geo.ring_size / 1024
+            geo.ring_size / 1024,
+            geo.bulk_size / 1024
         );
     }
     let me = match ivposition {
@@ -580,6 +587,13 @@ impl Link {
     #[allow(dead_code)]
     pub(crate) fn max_peers(&self) -> u32 {
         self.geo.max_peers
+    }
+
+    /// Region offset and size of `peer`'s slice of the bulk area (docs/protocol.md §8);
+    /// `None` when the region has no bulk area or `peer` is out of range.
+    pub(crate) fn bulk_slice(&self, peer: u32) -> Option<(usize, usize)> {
+        let off = crate::proto::bulk::slice_off(&self.geo, peer)?;
+        Some((off, crate::proto::bulk::slice_size(&self.geo)))
     }
 
     /// Tells the transport that the core expects traffic soon (plain: poll fast from now).

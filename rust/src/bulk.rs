@@ -31,10 +31,9 @@ pub fn initial_size(region_size: usize, max_peers: u32, percent: u32) -> usize {
     if unit == 0 {
         return 0;
     }
-    let pct = percent.min(MAX_PERCENT) as usize;
-    // `region` ≤ 1 GiB and `pct` ≤ 50, so the product fits in u64 (and the
+    // `region` ≤ 1 GiB and the percentage ≤ 50, so the product fits in u64 (and the
     // quotient, at most half the region, in usize).
-    let want = (region as u64).saturating_mul(pct as u64) / 100;
+    let want = (region as u64).saturating_mul(u64::from(percent.min(MAX_PERCENT))) / 100;
     let mut size = usize::try_from(want).unwrap_or(0) / unit * unit;
     // Bounded: at most `usize::BITS` halvings.
     while size > 0 && Geometry::compute(region, max_peers, size).is_err() {
@@ -120,8 +119,8 @@ impl Desc {
 
     /// Whether two ranges share a byte.
     pub fn overlaps(&self, o: &Desc) -> bool {
-        let (a0, a1) = (self.off as u64, self.off as u64 + self.len as u64);
-        let (b0, b1) = (o.off as u64, o.off as u64 + o.len as u64);
+        let (a0, b0) = (u64::from(self.off), u64::from(o.off));
+        let (a1, b1) = (a0 + u64::from(self.len), b0 + u64::from(o.len));
         a0 < b1 && b0 < a1
     }
 }

@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The bulk area of one connection: zero-copy transfer through the shared region
+//! (docs/protocol.md §8, docs/uapi.md "Bulk transfer").
+//!
+//! Each side may allocate one page-aligned *extent* in its own slice of the bulk area
+//! (`Core::bulk` is the local allocator of our slice; nothing about it is shared) and offers
+//! it to the other side (`BULK_OFFER`). The sender then publishes ranges of its extent
+//! (`BULK_DATA`); a range belongs to the receiver until it is handed back (`BULK_RELEASE`,
+//! oldest first). Everything a peer sends is validated here; a violation resets the
+//! connection. When the connection ends, the extent goes back to the allocator and every
+//! user mapping of the file is zapped first, so a process never keeps access to an extent
+//! that later serves another connection.
+
+use super::{Phase, Sock, State, TxItem};
+use crate::{
+    ffi::{self, errno, FileMapping},
+    ports::Core,
+    proto::{
+        bulk::{first_fit, Desc, MAX_DESCS},
+        frame::{flags, Op},
+    },
+};
+use kernel::{
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{Arc, CondVarTimeoutResult, MutexGuard},
+    time::msecs_to_jiffies,
+};
+
+/// Default wait of `VMCS_IOC_BULK_SETUP` for the peer's offer.
+const DEFAULT_SETUP_TIMEOUT_MS: u32 = 2000;
+
+/// The bulk state of a connection (inside its [`State`]).
+#[derive(Default)]
+pub(crate) struct BulkState {
+    /// Our extent, relative to our slice.
+    tx: Option<Desc>,
+    /// The peer's extent, relative to its slice (validated when it arrived).
+    rx: Option<Desc>,
+    /// Published ranges of our extent the peer has not handed back, oldest first.
+    out: KVec<Desc>,
+    /// Ranges of the peer's extent received, not yet taken by `BULK_RECV`.
+    inq: KVec<Desc>,
+    /// Ranges taken by `BULK_RECV`, not yet released, oldest first.
+    held: KVec<Desc>,
+    /// The file whose mappings to zap when the bulk set-up ends.
+    mapping: Option<Arc<FileMapping>>,
+    /// The set-up is over (connection ended): mappings fault with `SIGBUS` from now on.
+    ended: bool,
+    pub(crate) tx_bytes: u64,
+    pub(crate) rx_bytes: u64,
+}
+
+impl BulkState {
+    /// Whether a descriptor waits for `BULK_RECV` (poll's `EPOLLIN`).
+    pub(super) fn readable(&self) -> bool {
+        !self.inq.is_empty()
+    }
+
+    /// Ends the set-up: zaps the user mappings, then frees our extent. Idempotent.
+    pub(super) fn end(&mut self, core: &Core) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if let Some(m) = self.mapping.take() {
+            m.zap();
+        }
+        if let Some(tx) = self.tx.take() {
+            core.bulk.lock().retain(|d| d.off != tx.off);
+        }
+        self.rx = None;
+        self.out.clear();
+        self.inq.clear();
+        self.held.clear();
+    }
+
+    /// Region offset of page `pgoff` of the file's bulk mappings (ours first, then the
+    /// peer's), and whether it is the peer's.
+    fn page(&self, core: &Core, peer: u32, local: u32, pgoff: usize) -> Option<(usize, bool)> {
+        let off = pgoff.checked_mul(PAGE_SIZE)?;
+        let tx = self.tx?;
+        let link = &core.domain().link;
+        if off < tx.len as usize {
+            let (base, _) = link.bulk_slice(local)?;
+            return Some((base + tx.off as usize + off, false));
+        }
+        let rx = self.rx?;
+        let roff = off - tx.len as usize;
+        if roff < rx.len as usize {
+            let (base, _) = link.bulk_slice(peer)?;
+            return Some((base + rx.off as usize + roff, true));
+        }
+        None
+    }
+}
+
+impl Sock {
+    /// The usual errors of a connection that cannot move data (as `write`).
+    fn bulk_conn_err(st: &State) -> Result {
+        if let Some(e) = st.err {
+            if st.was_connected {
+                return Err(e);
+            }
+        }
+        match st.phase {
+            Phase::Connected => Ok(()),
+            _ if st.was_connected => Err(EPIPE),
+            _ => Err(errno::enotconn()),
+        }
+    }
+
+    /// `VMCS_IOC_BULK_SETUP`: allocates our extent of `size` bytes (rounded up to pages) if
+    /// not done yet, offers it, and waits for the peer's offer. Returns both extents' sizes.
+    pub(crate) fn bulk_setup(
+        &self,
+        core: &Core,
+        size: u32,
+        timeout_ms: u32,
+        nonblock: bool,
+        mapping: &Arc<FileMapping>,
+    ) -> Result<(u32, u32)> {
+        let mut st = self.state.lock();
+        Self::bulk_conn_err(&st)?;
+        if st.bulk.ended {
+            return Err(EPIPE);
+        }
+        if st.bulk.tx.is_none() {
+            let local = core.local_id();
+            let (_, slice) = core
+                .domain()
+                .link
+                .bulk_slice(local)
+                .ok_or(errno::eopnotsupp())?;
+            let len = (size as usize)
+                .checked_next_multiple_of(PAGE_SIZE)
+                .ok_or(EINVAL)?;
+            if len == 0 || len > slice {
+                return Err(EINVAL);
+            }
+            // `len` is at most the slice, at most half of a region of at most 1 GiB.
+            let len = u32::try_from(len)?;
+            let tx = {
+                let mut used = core.bulk.lock();
+                let off = first_fit(&used, slice, len).ok_or(ENOSPC)?;
+                let d = Desc { off, len };
+                used.push(d, GFP_KERNEL)?;
+                d
+            };
+            st.bulk.tx = Some(tx);
+            st.bulk.mapping = Some(mapping.clone());
+            if let Err(e) = st.txq.push(
+                TxItem::Bulk {
+                    op: Op::BulkOffer,
+                    desc: tx,
+                },
+                GFP_KERNEL,
+            ) {
+                st.bulk.end(core);
+                st.bulk.ended = false;
+                return Err(e.into());
+            }
+            self.pump(core, &mut st)?;
+        }
+        let timeout = if timeout_ms == 0 {
+            DEFAULT_SETUP_TIMEOUT_MS
+        } else {
+            timeout_ms
+        };
+        let mut left = msecs_to_jiffies(timeout);
+        loop {
+            Self::bulk_conn_err(&st)?;
+            if let (Some(tx), Some(rx)) = (st.bulk.tx, st.bulk.rx) {
+                return Ok((tx.len, rx.len));
+            }
+            if st.bulk.ended {
+                return Err(EPIPE);
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            core.kick(st.peer);
+            match self.wq.wait_interruptible_timeout(&mut st, left) {
+                CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
+                CondVarTimeoutResult::Timeout => {
+                    if st.bulk.rx.is_some() {
+                        continue;
+                    }
+                    return Err(ETIMEDOUT);
+                }
+                CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+            }
+        }
+    }
+
+    /// `VMCS_IOC_BULK_SEND`: lends `[off, off + len)` of our extent to the peer. Waits while
+    /// it overlaps a range the peer still owns or `MAX_DESCS` are outstanding.
+    pub(crate) fn bulk_send(&self, core: &Core, off: u32, len: u32, nonblock: bool) -> Result {
+        let d = Desc { off, len };
+        let mut st = self.state.lock();
+        loop {
+            Self::bulk_conn_err(&st)?;
+            if st.local_shut & flags::SHUTDOWN_SEND != 0 || st.peer_shut & flags::SHUTDOWN_RCV != 0
+            {
+                return Err(EPIPE);
+            }
+            let (Some(tx), Some(_)) = (st.bulk.tx, st.bulk.rx) else {
+                return Err(errno::enotconn());
+            };
+            if !d.valid_in(tx.len) {
+                return Err(EINVAL);
+            }
+            if st.bulk.out.len() < MAX_DESCS && !st.bulk.out.iter().any(|o| o.overlaps(&d)) {
+                break;
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            core.kick(st.peer);
+            if self.wq.wait_interruptible(&mut st) {
+                return Err(ERESTARTSYS);
+            }
+        }
+        st.bulk.out.push(d, GFP_KERNEL)?;
+        if let Err(e) = st.txq.push(
+            TxItem::Bulk {
+                op: Op::BulkData,
+                desc: d,
+            },
+            GFP_KERNEL,
+        ) {
+            st.bulk.out.pop();
+            return Err(e.into());
+        }
+        st.bulk.tx_bytes += u64::from(len);
+        self.pump(core, &mut st)?;
+        drop(st);
+        core.lo_drain();
+        Ok(())
+    }
+
+    /// `VMCS_IOC_BULK_RECV`: the oldest range the peer lent us (offset in its extent),
+    /// `None` at end of file.
+    pub(crate) fn bulk_recv(&self, core: &Core, nonblock: bool) -> Result<Option<Desc>> {
+        let mut st: MutexGuard<'_, State> = self.state.lock();
+        loop {
+            if !st.was_connected {
+                return Err(errno::enotconn());
+            }
+            if st.bulk.tx.is_none() && !st.bulk.ended {
+                return Err(errno::enotconn());
+            }
+            if let Some(&d) = st.bulk.inq.first() {
+                st.bulk.held.push(d, GFP_KERNEL)?;
+                let _ = st.bulk.inq.remove(0);
+                return Ok(Some(d));
+            }
+            if let Some(e) = st.err {
+                return Err(e);
+            }
+            if st.peer_shut & flags::SHUTDOWN_SEND != 0
+                || st.local_shut & flags::SHUTDOWN_RCV != 0
+                || st.phase != Phase::Connected
+            {
+                return Ok(None);
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            core.kick(st.peer);
+            if self.wq.wait_interruptible(&mut st) {
+                return Err(ERESTARTSYS);
+            }
+        }
+    }
+
+    /// `VMCS_IOC_BULK_RELEASE`: hands the `count` oldest received ranges back.
+    pub(crate) fn bulk_release(&self, core: &Core, count: u32) -> Result {
+        let mut st = self.state.lock();
+        if !st.was_connected {
+            return Err(errno::enotconn());
+        }
+        if count == 0 || count as usize > st.bulk.held.len() {
+            return Err(EINVAL);
+        }
+        for _ in 0..count {
+            let d = st.bulk.held.remove(0).map_err(|_| EINVAL)?;
+            if st.phase == Phase::Connected {
+                st.txq.push(
+                    TxItem::Bulk {
+                        op: Op::BulkRelease,
+                        desc: d,
+                    },
+                    GFP_KERNEL,
+                )?;
+            }
+        }
+        if st.phase == Phase::Connected {
+            self.pump(core, &mut st)?;
+        }
+        drop(st);
+        core.lo_drain();
+        Ok(())
+    }
+
+    /// `mmap` of `len` bytes at page `pgoff`: our extent is at 0, the peer's right after it
+    /// (read-only). Returns whether the range is the peer's.
+    pub(crate) fn bulk_mmap(&self, pgoff: usize, len: usize, write: bool) -> Result<bool> {
+        let st = self.state.lock();
+        if st.bulk.ended {
+            return Err(errno::enotconn());
+        }
+        let Some(tx) = st.bulk.tx else {
+            return Err(errno::enotconn());
+        };
+        let off = pgoff.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+        let end = off.checked_add(len).ok_or(EINVAL)?;
+        let txl = tx.len as usize;
+        if len == 0 || len % PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        if end <= txl {
+            return Ok(false);
+        }
+        let rxl = st.bulk.rx.map_or(0, |r| r.len as usize);
+        if off >= txl && end <= txl + rxl {
+            if write {
+                return Err(EACCES);
+            }
+            return Ok(true);
+        }
+        Err(EINVAL)
+    }
+
+    /// A fault at page `pgoff` of a bulk mapping: inserts the page while the set-up is alive
+    /// (under the lock, so that teardown's zap comes after), else `SIGBUS`.
+    pub(crate) fn bulk_fault(&self, core: &Core, pgoff: usize, fault: &ffi::Fault) -> u32 {
+        let st = self.state.lock();
+        if st.bulk.ended || st.phase != Phase::Connected {
+            return ffi::VM_FAULT_SIGBUS;
+        }
+        let local = core.local_id();
+        let Some((off, _)) = st.bulk.page(core, st.peer, local, pgoff) else {
+            return ffi::VM_FAULT_SIGBUS;
+        };
+        let pfn = match core.domain().region.try_access() {
+            Some(r) => r.pfn(off),
+            None => None,
+        };
+        match pfn {
+            Some(pfn) => fault.insert_pfn(pfn),
+            None => ffi::VM_FAULT_SIGBUS,
+        }
+    }
+
+    /// `BULK_OFFER` from the peer: its extent, once; `false` on a violation.
+    pub(super) fn on_bulk_offer(core: &Core, st: &mut State, payload: &[u8]) -> bool {
+        let Some(d) = Desc::decode(payload) else {
+            return false;
+        };
+        let Some((_, slice)) = core.domain().link.bulk_slice(st.peer) else {
+            return false;
+        };
+        if st.bulk.rx.is_some() || st.bulk.ended || !d.valid_extent(slice) {
+            return false;
+        }
+        st.bulk.rx = Some(d);
+        true
+    }
+
+    /// `BULK_DATA` from the peer: a range of its extent is ours now; `false` on a violation
+    /// (no extent offered, out of bounds, empty, overlapping a range we own, too many).
+    pub(super) fn on_bulk_data(st: &mut State, payload: &[u8]) -> bool {
+        let Some(d) = Desc::decode(payload) else {
+            return false;
+        };
+        let b = &mut st.bulk;
+        let (Some(_), Some(rx)) = (b.tx, b.rx) else {
+            return false;
+        };
+        if !d.valid_in(rx.len)
+            || b.inq.len() + b.held.len() >= MAX_DESCS
+            || b.inq.iter().any(|o| o.overlaps(&d))
+            || b.held.iter().any(|o| o.overlaps(&d))
+        {
+            return false;
+        }
+        if b.inq.push(d, GFP_KERNEL).is_err() {
+            return false;
+        }
+        b.rx_bytes += u64::from(d.len);
+        true
+    }
+
+    /// `BULK_RELEASE` from the peer: must hand back our oldest outstanding range.
+    pub(super) fn on_bulk_release(st: &mut State, payload: &[u8]) -> bool {
+        let Some(d) = Desc::decode(payload) else {
+            return false;
+        };
+        if st.bulk.out.first() != Some(&d) {
+            return false;
+        }
+        st.bulk.out.remove(0).is_ok()
+    }
+}
