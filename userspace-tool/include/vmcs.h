@@ -98,6 +98,23 @@ struct vmcs_names {
 	struct vmcs_addr remote; /* out: zero unless connected */
 };
 
+/*
+ * Bulk transfer (zero-copy through the shared region; docs/uapi.md "Bulk transfer").
+ * VMCS_IOC_BULK_SETUP argument.
+ */
+struct vmcs_bulk_setup {
+	__u32 size;       /* in: bytes of our extent (rounded up to pages); ignored once set up */
+	__u32 timeout_ms; /* in: wait for the peer's offer, 0 = 2000 ms */
+	__u32 tx_size;    /* out: our extent: mmap offset 0, read/write */
+	__u32 rx_size;    /* out: the peer's extent: mmap offset tx_size, read-only */
+};
+
+/* VMCS_IOC_BULK_SEND (in) and VMCS_IOC_BULK_RECV (out): a range of the sender's extent. */
+struct vmcs_bulk_desc {
+	__u32 off; /* byte offset in the sender's extent */
+	__u32 len; /* bytes, > 0; BULK_RECV: 0 at end of file */
+};
+
 #define VMCS_IOC_MAGIC 0xB7
 #define VMCS_IOC_GET_INFO _IOR(VMCS_IOC_MAGIC, 0x01, struct vmcs_info)
 #define VMCS_IOC_BIND _IOWR(VMCS_IOC_MAGIC, 0x02, struct vmcs_addr)
@@ -107,6 +124,10 @@ struct vmcs_names {
 #define VMCS_IOC_SET_OPTS _IOW(VMCS_IOC_MAGIC, 0x06, struct vmcs_opts)
 #define VMCS_IOC_GET_NAMES _IOR(VMCS_IOC_MAGIC, 0x07, struct vmcs_names)
 #define VMCS_IOC_SHUTDOWN _IOW(VMCS_IOC_MAGIC, 0x08, __u32) /* SHUT_RD, SHUT_WR, SHUT_RDWR */
+#define VMCS_IOC_BULK_SETUP _IOWR(VMCS_IOC_MAGIC, 0x10, struct vmcs_bulk_setup)
+#define VMCS_IOC_BULK_SEND _IOW(VMCS_IOC_MAGIC, 0x11, struct vmcs_bulk_desc)
+#define VMCS_IOC_BULK_RECV _IOR(VMCS_IOC_MAGIC, 0x12, struct vmcs_bulk_desc)
+#define VMCS_IOC_BULK_RELEASE _IOW(VMCS_IOC_MAGIC, 0x13, __u32) /* count, oldest first */
 
 /*
  * AF_VMCS sockets (docs/sockets.md). Linux has no free address-family number for an

@@ -131,6 +131,30 @@ pub struct vmcs_names {
     pub remote: vmcs_addr,
 }
 
+/// `struct vmcs_bulk_setup` (`VMCS_IOC_BULK_SETUP`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_bulk_setup {
+    /// In: bytes of our extent (rounded up to pages).
+    pub size: u32,
+    /// In: wait for the peer's offer, 0 = 2000 ms.
+    pub timeout_ms: u32,
+    /// Out: our extent (mmap offset 0, read/write).
+    pub tx_size: u32,
+    /// Out: the peer's extent (mmap offset `tx_size`, read-only).
+    pub rx_size: u32,
+}
+
+/// `struct vmcs_bulk_desc` (`VMCS_IOC_BULK_SEND`, `VMCS_IOC_BULK_RECV`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_bulk_desc {
+    /// Byte offset in the sender's extent.
+    pub off: u32,
+    /// Bytes; `VMCS_IOC_BULK_RECV` gives 0 at end of file.
+    pub len: u32,
+}
+
 /// `struct sockaddr_vmcs`: layout-identical to AF_VSOCK's `struct sockaddr_vm`, with the
 /// AF_VMCS family number (read from `/sys/module/vmcs/parameters/af`) in `svm_family`.
 #[repr(C)]
@@ -194,6 +218,14 @@ pub const VMCS_IOC_SET_OPTS: u32 = iow::<vmcs_opts>(VMCS_IOC_MAGIC, 0x06);
 pub const VMCS_IOC_GET_NAMES: u32 = ior::<vmcs_names>(VMCS_IOC_MAGIC, 0x07);
 /// `VMCS_IOC_SHUTDOWN`: `_IOW(0xB7, 0x08, __u32)` (`SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`).
 pub const VMCS_IOC_SHUTDOWN: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x08);
+/// `VMCS_IOC_BULK_SETUP`: `_IOWR(0xB7, 0x10, struct vmcs_bulk_setup)`.
+pub const VMCS_IOC_BULK_SETUP: u32 = iowr::<vmcs_bulk_setup>(VMCS_IOC_MAGIC, 0x10);
+/// `VMCS_IOC_BULK_SEND`: `_IOW(0xB7, 0x11, struct vmcs_bulk_desc)`.
+pub const VMCS_IOC_BULK_SEND: u32 = iow::<vmcs_bulk_desc>(VMCS_IOC_MAGIC, 0x11);
+/// `VMCS_IOC_BULK_RECV`: `_IOR(0xB7, 0x12, struct vmcs_bulk_desc)`.
+pub const VMCS_IOC_BULK_RECV: u32 = ior::<vmcs_bulk_desc>(VMCS_IOC_MAGIC, 0x12);
+/// `VMCS_IOC_BULK_RELEASE`: `_IOW(0xB7, 0x13, __u32)` (how many ranges, oldest first).
+pub const VMCS_IOC_BULK_RELEASE: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x13);
 
 // Compile-time checks; tests/c_header.rs compares every size and offset with the C header.
 const _: () = {
@@ -204,6 +236,8 @@ const _: () = {
     assert!(size_of::<vmcs_accept>() == 16);
     assert!(size_of::<vmcs_opts>() == 16);
     assert!(size_of::<vmcs_names>() == 16);
+    assert!(size_of::<vmcs_bulk_setup>() == 16);
+    assert!(size_of::<vmcs_bulk_desc>() == 8);
     assert!(size_of::<sockaddr_vmcs>() == 16);
     assert!(size_of::<sockaddr_vmcs>() == size_of::<libc::sockaddr_vm>());
     assert!(align_of::<sockaddr_vmcs>() == align_of::<libc::sockaddr_vm>());
@@ -258,6 +292,10 @@ mod tests {
         assert_eq!(VMCS_IOC_BIND, (3 << 30) | (8 << 16) | (0xB7 << 8) | 2);
         assert_eq!(VMCS_IOC_LISTEN, (1 << 30) | (4 << 16) | (0xB7 << 8) | 4);
         assert_eq!(VMCS_IOC_SHUTDOWN, 0x4004_B708);
+        assert_eq!(VMCS_IOC_BULK_SETUP, 0xC010_B710);
+        assert_eq!(VMCS_IOC_BULK_SEND, 0x4008_B711);
+        assert_eq!(VMCS_IOC_BULK_RECV, 0x8008_B712);
+        assert_eq!(VMCS_IOC_BULK_RELEASE, 0x4004_B713);
     }
 
     #[test]

@@ -77,6 +77,8 @@ fn rust_layouts() -> Layout {
         "vmcs_accept" => vmcs_accept { flags, reserved, peer }
         "vmcs_opts" => vmcs_opts { mask, nonblock, rcvbuf, reserved }
         "vmcs_names" => vmcs_names { local, remote }
+        "vmcs_bulk_setup" => vmcs_bulk_setup { size, timeout_ms, tx_size, rx_size }
+        "vmcs_bulk_desc" => vmcs_bulk_desc { off, len }
         // AF_VMCS's address is AF_VSOCK's, field for field.
         "sockaddr_vm" => sockaddr_vmcs { svm_family, svm_reserved1, svm_port, svm_cid, svm_flags, svm_zero }
     }
@@ -109,6 +111,10 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         VMCS_IOC_SET_OPTS,
         VMCS_IOC_GET_NAMES,
         VMCS_IOC_SHUTDOWN,
+        VMCS_IOC_BULK_SETUP,
+        VMCS_IOC_BULK_SEND,
+        VMCS_IOC_BULK_RECV,
+        VMCS_IOC_BULK_RELEASE,
     ]
 }
 
