@@ -219,10 +219,11 @@ impl Endpoint {
                 w.write(&b)?;
                 Ok(0)
             }
-            uapi::IOC_BULK_SEND => {
+            uapi::IOC_BULK_SEND | uapi::IOC_BULK_WAIT => {
                 self.alive()?;
                 let d: VmcsBulkDesc = user(size_of::<VmcsBulkDesc>()).reader().read()?;
-                self.sock.bulk_send(core, d.off, d.len, nonblock)?;
+                let publish = cmd == uapi::IOC_BULK_SEND;
+                self.sock.bulk_send(core, d.off, d.len, nonblock, publish)?;
                 Ok(0)
             }
             uapi::IOC_BULK_RECV => {

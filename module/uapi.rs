@@ -147,6 +147,8 @@ pub(crate) const IOC_BULK_SETUP: u32 = _IOWR::<VmcsBulkSetup>(MAGIC, 0x10);
 pub(crate) const IOC_BULK_SEND: u32 = _IOW::<VmcsBulkDesc>(MAGIC, 0x11);
 /// `VMCS_IOC_BULK_RECV`.
 pub(crate) const IOC_BULK_RECV: u32 = _IOR::<VmcsBulkDesc>(MAGIC, 0x12);
+/// `VMCS_IOC_BULK_WAIT`.
+pub(crate) const IOC_BULK_WAIT: u32 = _IOW::<VmcsBulkDesc>(MAGIC, 0x14);
 /// `VMCS_IOC_BULK_RELEASE`.
 pub(crate) const IOC_BULK_RELEASE: u32 = _IOW::<u32>(MAGIC, 0x13);
 

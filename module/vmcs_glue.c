@@ -55,8 +55,7 @@ static int vmcs_glue_mmap(struct file *file, struct vm_area_struct *vma)
 		return err;
 	if (readonly)
 		vm_flags_clear(vma, VM_MAYWRITE);
-	vm_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP |
-			  VM_DONTCOPY);
+	vm_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
 	vma->vm_ops = &vmcs_vm_ops;
 	return 0;
 }

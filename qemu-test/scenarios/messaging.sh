@@ -6,7 +6,10 @@
 TESTS=$(vmcs-test list)
 NT=$(echo "$TESTS" | wc -l)
 if [ "$VMCS_NGUESTS" -gt 1 ]; then CROSS=1; else CROSS=0; fi
-plan $((NT + 5 + 2 * CROSS))
+# Zero-copy bulk transfer between guests 0 and 1 (vmcs-test bulk-recv/bulk-send).
+BULK=0
+if [ "$CROSS" = 1 ] && [ "$VMCS_GUEST" -le 1 ]; then BULK=1; fi
+plan $((NT + 5 + 2 * CROSS + BULK))
 
 check "insmod vmcs.ko" load_vmcs
 check "/dev/vmcs appears" wait_for /dev/vmcs 5
@@ -17,8 +20,11 @@ done
 ECHO_PORT=5000
 # Cross-guest versions of the loopback poll, wake and order tests (vmcs-test xrecv/xsend).
 X_PORT=5001
+BULK_PORT=5002
 if [ "$CROSS" = 1 ]; then
 	if [ "$VMCS_GUEST" = 0 ]; then
+		vmcs-test bulk-recv $BULK_PORT >/tmp/bulk.log 2>&1 &
+		bk=$!
 		vmcs-test xrecv $X_PORT $((VMCS_NGUESTS - 1)) >/tmp/xrecv.log 2>&1 &
 		xr=$!
 		vmcs-test serve $ECHO_PORT $((VMCS_NGUESTS - 1)) >/tmp/serve.log 2>&1 &
@@ -46,10 +52,25 @@ if [ "$CROSS" = 1 ]; then
 			check "cross-guest poll, blocking-read wake, epoll, 10,000 ordered messages from every other guest (exit status $rc)" test "$rc" = 0
 		fi
 		sed 's/^/# /' /tmp/xrecv.log >&3
+		i=0
+		while kill -0 "$bk" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+		if kill -0 "$bk" 2>/dev/null; then
+			kill "$bk"
+			not_ok "zero-copy bulk transfer from guest 1 (still waiting after 120 s)"
+		else
+			wait "$bk"
+			rc=$?
+			check "zero-copy bulk transfer from guest 1: 16 MiB lent by descriptor, checked in place and released, then by write/read (exit status $rc)" test "$rc" = 0
+		fi
+		sed 's/^/# /' /tmp/bulk.log >&3
 	else
 		sleep 1
 		check "messages to guest 0's echo server and back" vmcs-test client auto $ECHO_PORT
 		check "to guest 0: poll, wake, epoll steps, 10,000 sequence-numbered messages" vmcs-test xsend auto $X_PORT
+		if [ "$VMCS_GUEST" = 1 ]; then
+			check "zero-copy bulk transfer to guest 0 (16 MiB by descriptor, then by write)" \
+				sh -c "vmcs-test bulk-send auto $BULK_PORT >/tmp/bulk.log 2>&1; rc=\$?; cat /tmp/bulk.log; exit \$rc"
+		fi
 	fi
 fi
 

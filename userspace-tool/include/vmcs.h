@@ -128,6 +128,7 @@ struct vmcs_bulk_desc {
 #define VMCS_IOC_BULK_SEND _IOW(VMCS_IOC_MAGIC, 0x11, struct vmcs_bulk_desc)
 #define VMCS_IOC_BULK_RECV _IOR(VMCS_IOC_MAGIC, 0x12, struct vmcs_bulk_desc)
 #define VMCS_IOC_BULK_RELEASE _IOW(VMCS_IOC_MAGIC, 0x13, __u32) /* count, oldest first */
+#define VMCS_IOC_BULK_WAIT _IOW(VMCS_IOC_MAGIC, 0x14, struct vmcs_bulk_desc)
 
 /*
  * AF_VMCS sockets (docs/sockets.md). Linux has no free address-family number for an

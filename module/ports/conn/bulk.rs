@@ -194,9 +194,17 @@ impl Sock {
         }
     }
 
-    /// `VMCS_IOC_BULK_SEND`: lends `[off, off + len)` of our extent to the peer. Waits while
-    /// it overlaps a range the peer still owns or `MAX_DESCS` are outstanding.
-    pub(crate) fn bulk_send(&self, core: &Core, off: u32, len: u32, nonblock: bool) -> Result {
+    /// `VMCS_IOC_BULK_SEND` (`publish`): lends `[off, off + len)` of our extent to the peer.
+    /// Waits while it overlaps a range the peer still owns or `MAX_DESCS` are outstanding.
+    /// `VMCS_IOC_BULK_WAIT` (`!publish`): only waits until the range is ours again.
+    pub(crate) fn bulk_send(
+        &self,
+        core: &Core,
+        off: u32,
+        len: u32,
+        nonblock: bool,
+        publish: bool,
+    ) -> Result {
         let d = Desc { off, len };
         let mut st = self.state.lock();
         loop {
@@ -211,7 +219,9 @@ impl Sock {
             if !d.valid_in(tx.len) {
                 return Err(EINVAL);
             }
-            if st.bulk.out.len() < MAX_DESCS && !st.bulk.out.iter().any(|o| o.overlaps(&d)) {
+            if (!publish || st.bulk.out.len() < MAX_DESCS)
+                && !st.bulk.out.iter().any(|o| o.overlaps(&d))
+            {
                 break;
             }
             if nonblock {
@@ -221,6 +231,9 @@ impl Sock {
             if self.wq.wait_interruptible(&mut st) {
                 return Err(ERESTARTSYS);
             }
+        }
+        if !publish {
+            return Ok(());
         }
         st.bulk.out.push(d, GFP_KERNEL)?;
         if let Err(e) = st.txq.push(

@@ -19,6 +19,8 @@
 //! `serve`/`client` run the message tests between guests (`client auto PORT` tries every
 //! live peer of GET_INFO).
 
+mod bulk;
+
 use std::ffi::CString;
 use std::io::Error;
 use std::os::raw::{c_int, c_ulong, c_void};
@@ -1209,6 +1211,7 @@ const TESTS: &[Test] = &[
     ("accept2", t_accept2),
     ("close-unread", t_close_unread),
     ("eacces", t_eacces),
+    ("bulk", bulk::t_bulk),
 ];
 
 fn main() -> ExitCode {
@@ -1250,6 +1253,16 @@ fn main() -> ExitCode {
                 }
             }
             _ => Err(format!("usage: {cmd} CID|auto PORT")),
+        },
+        "bulk-recv" => match args.get(2).and_then(|s| s.parse().ok()) {
+            Some(p) => bulk::bulk_recv(p),
+            None => Err("usage: bulk-recv PORT".into()),
+        },
+        "bulk-send" => match (args.get(2), args.get(3).and_then(|s| s.parse().ok())) {
+            (Some(c), Some(p)) => {
+                bulk::bulk_send(if c == "auto" { None } else { c.parse().ok() }, p)
+            }
+            _ => Err("usage: bulk-send CID|auto PORT".into()),
         },
         "crash-recv" => match args.get(2).and_then(|s| s.parse().ok()) {
             Some(p) => crash_recv(p),

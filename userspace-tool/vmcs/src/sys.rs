@@ -226,6 +226,8 @@ pub const VMCS_IOC_BULK_SEND: u32 = iow::<vmcs_bulk_desc>(VMCS_IOC_MAGIC, 0x11);
 pub const VMCS_IOC_BULK_RECV: u32 = ior::<vmcs_bulk_desc>(VMCS_IOC_MAGIC, 0x12);
 /// `VMCS_IOC_BULK_RELEASE`: `_IOW(0xB7, 0x13, __u32)` (how many ranges, oldest first).
 pub const VMCS_IOC_BULK_RELEASE: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x13);
+/// `VMCS_IOC_BULK_WAIT`: `_IOW(0xB7, 0x14, struct vmcs_bulk_desc)`.
+pub const VMCS_IOC_BULK_WAIT: u32 = iow::<vmcs_bulk_desc>(VMCS_IOC_MAGIC, 0x14);
 
 // Compile-time checks; tests/c_header.rs compares every size and offset with the C header.
 const _: () = {
@@ -296,6 +298,7 @@ mod tests {
         assert_eq!(VMCS_IOC_BULK_SEND, 0x4008_B711);
         assert_eq!(VMCS_IOC_BULK_RECV, 0x8008_B712);
         assert_eq!(VMCS_IOC_BULK_RELEASE, 0x4004_B713);
+        assert_eq!(VMCS_IOC_BULK_WAIT, 0x4008_B714);
     }
 
     #[test]

@@ -115,6 +115,7 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         VMCS_IOC_BULK_SEND,
         VMCS_IOC_BULK_RECV,
         VMCS_IOC_BULK_RELEASE,
+        VMCS_IOC_BULK_WAIT,
     ]
 }
 
