@@ -162,6 +162,10 @@ impl Sock {
                 return Err(e.into());
             }
             self.pump(core, &mut st)?;
+            // Loopback: deliver the offer now (the FIFO is drained without our lock).
+            drop(st);
+            core.lo_drain();
+            st = self.state.lock();
         }
         let timeout = if timeout_ms == 0 {
             DEFAULT_SETUP_TIMEOUT_MS
