@@ -98,7 +98,64 @@ fn garbage_init_word_is_corrupt_and_recoverable() {
     layout::validate(&shm).unwrap();
 }
 
+fn bulk_cfg(id: u32) -> InitConfig {
+    InitConfig {
+        max_peers: 4,
+        bulk_size: vmcs_proto::bulk::initial_size(4 * MIB, 4, 25),
+        my_id: id,
+    }
+}
+
+#[test]
+fn bulk_area_initialised_and_joined() {
+    let mem = region(4 * MIB);
+    let shm = SliceShm::new(&mem);
+    let a = layout::attach(&shm, &bulk_cfg(0), 10, 3, || {}).unwrap();
+    let g = a.geometry();
+    assert_eq!(g.bulk_size, MIB);
+    assert_eq!(g.bulk_off, 3 * MIB);
+    // A joiner with another preference takes the header's value.
+    let b = layout::attach(&shm, &cfg(1), 10, 3, || {}).unwrap();
+    assert_eq!(b, Attached::Joined(g));
+    assert_eq!(vmcs_proto::bulk::slice_size(&g), MIB / 4);
+    assert_eq!(
+        vmcs_proto::bulk::slice_off(&g, 3),
+        Some(3 * MIB + 3 * MIB / 4)
+    );
+    // Corrupt bulk fields are refused.
+    for (off, val) in [
+        (hdr::BULK_SIZE, MIB as u64 + 1),
+        (hdr::BULK_SIZE, 3 * MIB as u64),
+        (hdr::BULK_SIZE, 0),
+        (hdr::BULK_OFF, 0),
+        (hdr::BULK_OFF, 3 * MIB as u64 + 4096),
+    ] {
+        let before = shm.load_u64_relaxed(off);
+        shm.store_u64_relaxed(off, val);
+        assert_eq!(
+            layout::validate(&shm),
+            Err(LayoutError::Corrupt),
+            "{off:#x} = {val}"
+        );
+        shm.store_u64_relaxed(off, before);
+    }
+    assert_eq!(layout::validate(&shm), Ok(g));
+}
+
 proptest! {
+    /// Any single corrupted word of a header with a bulk area is rejected (or
+    /// harmless), never accepted with another geometry.
+    #[test]
+    fn bulk_header_corruption_rejected(word in 0usize..20, val in any::<u32>()) {
+        let mem = region(4 * MIB);
+        let shm = SliceShm::new(&mem);
+        let g = layout::attach(&shm, &bulk_cfg(0), 10, 3, || {}).unwrap().geometry();
+        shm.store_u32_relaxed(word * 4, val);
+        if let Ok(g2) = layout::validate(&shm) {
+            prop_assert_eq!(g2, g);
+        }
+    }
+
     /// Any single corrupted header word is rejected (or harmless), never
     /// accepted with a different geometry, never panics.
     #[test]
