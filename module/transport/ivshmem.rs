@@ -421,6 +421,9 @@ impl Link {
             }
             up.peer_reset(p);
         }
+        // Loopback connections end with the domain too: their bulk mappings point into this
+        // region, which is about to be released.
+        up.peer_reset(self.local_id);
     }
 
     /// This guest's peer id in the domain.

@@ -2,7 +2,7 @@
 # loopback message, unbinding the device makes open files fail with ENODEV, and the module
 # unloads cleanly (refused while /dev/vmcs is open). Message semantics: messaging.sh.
 . /scenarios/lib.sh
-plan 12
+plan 13
 
 check "insmod vmcs.ko" load_vmcs
 check "/dev/vmcs appears" wait_for /dev/vmcs 5
@@ -20,7 +20,18 @@ check "a message goes through loopback" vmcs-test truncate
 # reports an error, and nothing oopses. Rebinding brings the domain back.
 dev=$(basename "$(ls -d /sys/bus/pci/drivers/vmcs/0000:* | head -n1)")
 exec 4</dev/vmcs
+# A loopback connection with its bulk area mapped: unbind must remove every mapping.
+rm -f /tmp/unbound
+vmcs-test bulk-hold /tmp/unbound >/tmp/bulkhold.log 2>&1 &
+bh=$!
+i=0
+while ! grep -q mapped /tmp/bulkhold.log 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 echo "$dev" >/sys/bus/pci/drivers/vmcs/unbind
+touch /tmp/unbound
+wait "$bh"
+rc=$?
+sed 's/^/# /' /tmp/bulkhold.log >&3
+check "unbind removes the bulk mappings of a loopback connection (SIGBUS after; exit status $rc)" test "$rc" = 0
 check "read on an open file after unbind fails with ENODEV" \
 	sh -c 'dd bs=16 count=1 <&4 2>/tmp/err >/dev/null; ! test $? = 0 && grep -q "No such device" /tmp/err'
 check "open with no device bound fails with ENODEV" \

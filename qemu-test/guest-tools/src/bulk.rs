@@ -422,3 +422,49 @@ pub(super) fn bulk_send(cid: Option<u32>, port: u32) -> Res {
     );
     Ok(())
 }
+
+/// `bulk-hold GOFILE`: a loopback connection with bulk set up and both extents mapped on
+/// both sides; prints "mapped", waits for GOFILE (the scenario unbinds the device, then
+/// creates it), then checks that every mapping now faults with SIGBUS.
+pub(super) fn bulk_hold(go: &str) -> Res {
+    let (c, s) = pair()?;
+    c.set_nonblock(true);
+    let _ = c.bulk_setup(4096, 0);
+    c.set_nonblock(false);
+    let ss = ok("SETUP (server)", s.bulk_setup(4096, 5000))?;
+    let cs = ok("SETUP (client)", c.bulk_setup(4096, 5000))?;
+    let maps = [
+        ok("mmap", c.mmap(0, cs.tx_size as usize, RW, SH))?,
+        ok(
+            "mmap",
+            c.mmap(cs.tx_size as usize, cs.rx_size as usize, RO, SH),
+        )?,
+        ok("mmap", s.mmap(0, ss.tx_size as usize, RW, SH))?,
+        ok(
+            "mmap",
+            s.mmap(ss.tx_size as usize, ss.rx_size as usize, RO, SH),
+        )?,
+    ];
+    for m in &maps {
+        let how = touch_in_child(m.ptr);
+        if !how.starts_with("exit") {
+            return Err(format!("mapping before unbind: child ended with {how}"));
+        }
+    }
+    println!("mapped");
+    let t0 = Instant::now();
+    while !std::path::Path::new(go).exists() {
+        if t0.elapsed().as_secs() > 60 {
+            return Err(format!("{go} did not appear"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for m in &maps {
+        let how = touch_in_child(m.ptr);
+        if how != format!("signal {}", libc::SIGBUS) {
+            return Err(format!("mapping after unbind: child ended with {how}"));
+        }
+    }
+    println!("every bulk mapping faults with SIGBUS after unbind");
+    Ok(())
+}

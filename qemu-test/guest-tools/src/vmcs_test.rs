@@ -1254,6 +1254,10 @@ fn main() -> ExitCode {
             }
             _ => Err(format!("usage: {cmd} CID|auto PORT")),
         },
+        "bulk-hold" => match args.get(2) {
+            Some(go) => bulk::bulk_hold(go),
+            None => Err("usage: bulk-hold GOFILE".into()),
+        },
         "bulk-recv" => match args.get(2).and_then(|s| s.parse().ok()) {
             Some(p) => bulk::bulk_recv(p),
             None => Err("usage: bulk-recv PORT".into()),
