@@ -106,6 +106,13 @@ fn word(i: u32, j: usize) -> u64 {
     (u64::from(i) << 32 | j as u64) ^ 0x9e37_79b9_7f4a_7c15
 }
 
+/// Reads one byte at `p` here, so that this process's page table maps it (a forked child
+/// inherits the entry, so what it sees later is this entry, not a new fault).
+fn touch(p: *const u8) {
+    // SAFETY: `p` is in a live mapping of ours.
+    let _ = unsafe { std::ptr::read_volatile(p) };
+}
+
 /// In a forked child, reads one byte at `p`; returns how the child ended.
 fn touch_in_child(p: *const u8) -> String {
     // SAFETY: fork in a test program; the child only reads and exits.
@@ -271,6 +278,8 @@ pub(super) fn t_bulk() -> Res {
     // The client closes (a mapping holds the file open, so unmap first): the server's RECV
     // reports end of file or reset, and every bulk mapping of the server's still open file
     // stops working (the extents may serve other connections now).
+    touch(ro.ptr);
+    touch(s_tx.ptr);
     drop(w);
     drop(c);
     let s_nb = s.bulk_recv();
@@ -446,6 +455,7 @@ pub(super) fn bulk_hold(go: &str) -> Res {
         )?,
     ];
     for m in &maps {
+        touch(m.ptr);
         let how = touch_in_child(m.ptr);
         if !how.starts_with("exit") {
             return Err(format!("mapping before unbind: child ended with {how}"));
