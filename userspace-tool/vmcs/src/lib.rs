@@ -16,6 +16,7 @@
 
 pub mod addr;
 pub mod backend;
+pub mod bulk;
 pub mod error;
 pub mod info;
 pub mod net;
