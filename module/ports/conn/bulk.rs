@@ -298,6 +298,11 @@ impl Sock {
         if !st.was_connected {
             return Err(errno::enotconn());
         }
+        if st.bulk.ended {
+            // The connection is over: everything went back with it.
+            Self::bulk_conn_err(&st)?;
+            return Ok(());
+        }
         if count == 0 || count as usize > st.bulk.held.len() {
             return Err(EINVAL);
         }
