@@ -305,6 +305,15 @@ pub(super) fn t_bulk() -> Res {
         s.mmap(0, PAGE, RO, SH).map(|_| ()),
         libc::ENOTCONN,
     )?;
+    // The range still held went back with the connection.
+    match s.bulk_release(1) {
+        Err(e) if e == libc::EPIPE || e == libc::ECONNRESET => {}
+        other => return Err(format!("RELEASE after the end: {other:?}")),
+    }
+    println!(
+        "ENOTCONN before set-up; mmap EINVAL/EACCES rules; SEND EINVAL/EAGAIN; \
+         in-place reads; RELEASE; EOF and SIGBUS after the peer closed"
+    );
     Ok(())
 }
 
