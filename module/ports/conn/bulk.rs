@@ -48,8 +48,6 @@ pub(crate) struct BulkState {
     mapping: Option<Arc<FileMapping>>,
     /// The set-up is over (connection ended): mappings fault with `SIGBUS` from now on.
     ended: bool,
-    pub(crate) tx_bytes: u64,
-    pub(crate) rx_bytes: u64,
 }
 
 impl BulkState {
@@ -250,7 +248,6 @@ impl Sock {
             st.bulk.out.pop();
             return Err(e.into());
         }
-        st.bulk.tx_bytes += u64::from(len);
         self.pump(core, &mut st)?;
         drop(st);
         core.lo_drain();
@@ -411,7 +408,6 @@ impl Sock {
         if b.inq.push(d, GFP_KERNEL).is_err() {
             return false;
         }
-        b.rx_bytes += u64::from(d.len);
         true
     }
 
