@@ -13,7 +13,7 @@
 
 mod conn;
 
-pub(crate) use conn::Sock;
+pub(crate) use conn::{Sock, Timeo, DEFAULT_RCVBUF, TXQ_MAX};
 
 use crate::{
     domain::Domain,
