@@ -94,6 +94,15 @@ pub(crate) struct Stats {
     pub(crate) resets: u32,
 }
 
+/// What [`Sock::pump_frames`] did.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Pumped {
+    /// At least one frame went out.
+    pub(super) sent: bool,
+    /// The transport took no more (`tx_space` follows).
+    pub(super) full: bool,
+}
+
 /// One queued outgoing item.
 enum TxItem {
     /// A control frame without payload.
@@ -427,11 +436,22 @@ impl Sock {
     /// Sends as much of the transmit queue as the transport takes now. On a transport error
     /// other than `Full` the connection is reset and the error returned.
     fn pump(&self, core: &Core, st: &mut State) -> Result {
+        self.pump_frames(core, st, usize::MAX).map(|_| ())
+    }
+
+    /// [`Self::pump`] of at most `budget` frames: whether a frame went out and whether the
+    /// transport was full.
+    fn pump_frames(&self, core: &Core, st: &mut State, mut budget: usize) -> Result<Pumped> {
+        let mut out = Pumped::default();
         let Some(port) = st.port else {
-            return Ok(());
+            return Ok(out);
         };
         let mut progressed = false;
         while let Some(item) = st.txq.first_mut() {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
             let mut rx = st.rx;
             let (buf_alloc, fwd_cnt) = rx.advertise();
             let mut hdr = FrameHeader::new(Op::Rw, st.ty, port, st.peer_port);
@@ -477,7 +497,10 @@ impl Sock {
                         let _ = st.txq.remove(0);
                     }
                 }
-                Err(SendError::Full) => break,
+                Err(SendError::Full) => {
+                    out.full = true;
+                    break;
+                }
                 Err(e) => {
                     let err = match e {
                         SendError::Unreachable => errno::ehostunreach(),
@@ -491,11 +514,12 @@ impl Sock {
         if progressed {
             self.wake();
         }
+        out.sent = progressed;
         if st.phase == Phase::Closing && st.txq.is_empty() {
             st.phase = Phase::Closed;
             core.remove(self);
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Sends an `RST` for the connection now (best effort, not through the queue).
@@ -818,10 +842,13 @@ impl Sock {
     }
 
     /// The ring to the peer has room again.
-    pub(super) fn on_tx_space(&self, core: &Core) {
+    /// The ring to the peer has room again: sends at most `frames` queued frames, so that
+    /// the core can take turns among the peer's connections (`Core::tx_space`).
+    pub(super) fn on_tx_space(&self, core: &Core, frames: usize) -> Pumped {
         let mut st = self.state.lock();
-        let _ = self.pump(core, &mut st);
+        let r = self.pump_frames(core, &mut st, frames).unwrap_or_default();
         self.wake();
+        r
     }
 
     /// `read()`: one message, truncated to `max` bytes; `Ok(None)` is end of file.

@@ -22,6 +22,7 @@ use crate::{
     transport::{SendError, Upcalls},
     uapi,
 };
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use kernel::{
     prelude::*,
     sync::{new_mutex, Arc, Mutex},
@@ -92,6 +93,8 @@ pub(crate) struct Core {
     table: Mutex<Table>,
     #[pin]
     lo: Mutex<LoQueue>,
+    /// Where the next `tx_space` round robin starts.
+    tx_next: AtomicUsize,
 }
 
 impl Core {
@@ -109,6 +112,7 @@ impl Core {
                 LoQueue { frames: KVec::new(), bytes: 0, draining: false, full: false },
                 "vmcs_lo"
             ),
+            tx_next: AtomicUsize::new(0),
         })
     }
 
@@ -414,9 +418,37 @@ impl Upcalls for Core {
         }
     }
 
+    /// Room in the ring to `peer`: its connections take turns, one frame each per round
+    /// (round robin, starting where the last round stopped), until the ring is full or no
+    /// one has anything queued, so that no connection starves the others.
     fn tx_space(&self, peer: u32) {
-        for s in self.conns_with(peer).iter() {
-            s.on_tx_space(self);
+        let conns = self.conns_with(peer);
+        let n = conns.len();
+        if n == 0 {
+            return;
+        }
+        let start = self.tx_next.load(Relaxed) % n;
+        let mut active = KVec::new();
+        for k in 0..n {
+            // On allocation failure a connection misses this round; its own next send or
+            // the next `tx_space` pumps it.
+            let _ = active.push((start + k) % n, GFP_KERNEL);
+        }
+        while !active.is_empty() {
+            let mut next = KVec::new();
+            for &i in active.iter() {
+                let Some(s) = conns.get(i) else { continue };
+                let r = s.on_tx_space(self, 1);
+                if r.full {
+                    // This one goes first next time.
+                    self.tx_next.store(i, Relaxed);
+                    return;
+                }
+                if r.sent {
+                    let _ = next.push(i, GFP_KERNEL);
+                }
+            }
+            active = next;
         }
     }
 }
