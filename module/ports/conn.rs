@@ -1150,7 +1150,7 @@ impl Sock {
             }
             Phase::Connected => {
                 let readable = if st.ty == SockType::Stream {
-                    st.rxq.unread() >= lowat.clamp(1, st.rcvbuf as usize)
+                    st.rxq.unread() >= lowat.min(st.rcvbuf as usize).max(1)
                 } else {
                     st.rxq.msgs() > 0
                 };
