@@ -841,7 +841,6 @@ impl Sock {
         }
     }
 
-    /// The ring to the peer has room again.
     /// The ring to the peer has room again: sends at most `frames` queued frames, so that
     /// the core can take turns among the peer's connections (`Core::tx_space`).
     pub(super) fn on_tx_space(&self, core: &Core, frames: usize) -> Pumped {
@@ -937,7 +936,9 @@ impl Sock {
             {
                 break;
             }
-            core.kick(st.peer);
+            if timeo.0 > 0 {
+                core.kick(st.peer);
+            }
             self.wait(&mut st, timeo)?;
         }
         self.queue_msg(core, st, data)
@@ -963,7 +964,9 @@ impl Sock {
             if n > 0 {
                 break n;
             }
-            core.kick(st.peer);
+            if timeo.0 > 0 {
+                core.kick(st.peer);
+            }
             self.wait(&mut st, timeo)?;
         };
         data.truncate(n);
@@ -1220,7 +1223,9 @@ impl Sock {
             if st.peer_shut & flags::SHUTDOWN_SEND != 0 || st.phase != Phase::Connected {
                 return Ok(false);
             }
-            core.kick(st.peer);
+            if timeo.0 > 0 {
+                core.kick(st.peer);
+            }
             self.wait(st, timeo)?;
         }
     }
