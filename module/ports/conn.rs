@@ -435,12 +435,17 @@ impl Sock {
 
     /// Sends as much of the transmit queue as the transport takes now. On a transport error
     /// other than `Full` the connection is reset and the error returned.
+    /// While the peer's ring is backlogged (`Core::backlogged`) it sends nothing: the frames
+    /// wait for their turn in `Core::tx_space`.
     fn pump(&self, core: &Core, st: &mut State) -> Result {
+        if !st.txq.is_empty() && core.backlogged(st.peer) {
+            return Ok(());
+        }
         self.pump_frames(core, st, usize::MAX).map(|_| ())
     }
 
-    /// [`Self::pump`] of at most `budget` frames: whether a frame went out and whether the
-    /// transport was full.
+    /// [`Self::pump`] of at most `budget` frames, also when backlogged: whether a frame went
+    /// out and whether the transport was full.
     fn pump_frames(&self, core: &Core, st: &mut State, mut budget: usize) -> Result<Pumped> {
         let mut out = Pumped::default();
         let Some(port) = st.port else {
@@ -499,6 +504,7 @@ impl Sock {
                 }
                 Err(SendError::Full) => {
                     out.full = true;
+                    core.set_backlogged(st.peer);
                     break;
                 }
                 Err(e) => {
