@@ -189,10 +189,13 @@ impl Core {
             q.full = true;
             return Err(SendError::Full);
         }
+        // On allocation failure too, `Full` promises a `tx_space` (after the next batch).
         let mut data = KVec::new();
-        data.extend_from_slice(payload, GFP_KERNEL)
-            .map_err(|_| SendError::Full)?;
-        q.frames
+        if data.extend_from_slice(payload, GFP_KERNEL).is_err() {
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        if q.frames
             .push(
                 LoFrame {
                     hdr: *hdr,
@@ -200,7 +203,11 @@ impl Core {
                 },
                 GFP_KERNEL,
             )
-            .map_err(|_| SendError::Full)?;
+            .is_err()
+        {
+            q.full = true;
+            return Err(SendError::Full);
+        }
         q.bytes += payload.len() + FRAME_HDR_SIZE;
         Ok(())
     }
