@@ -97,7 +97,7 @@ pub fn main() -> i32 {
         Err(f) => {
             eprintln!("vmcs: {}", f.msg);
             if cli.json {
-                println!("{}", json!({ "error": f.msg, "exit_code": f.code }));
+                println!("{}", error_json(&f.msg, f.code));
             }
             f.code
         }
@@ -367,21 +367,11 @@ fn report_transfer(
     peer: VmcsAddr,
     json: bool,
 ) {
-    let secs = t.as_secs_f64();
+    let (secs, digest) = (t.as_secs_f64(), xfer::hex(digest));
     if json {
-        println!(
-            "{}",
-            json!({ "file": name, "bytes": size, "seconds": secs, "bytes_per_s": size as f64 / secs,
-                    "sha256": xfer::hex(digest), "peer": peer.to_string() })
-        );
+        println!("{}", transfer_json(name, size, secs, &digest, peer));
     } else {
-        let dir = if verb == "sent" { "to" } else { "from" };
-        println!(
-            "{verb} {name} ({}) {dir} {peer} in {secs:.2} s ({}), sha256 {}",
-            bytes(size),
-            rate(size as f64 / secs),
-            xfer::hex(digest)
-        );
+        println!("{}", transfer_text(verb, name, size, secs, &digest, peer));
     }
 }
 
