@@ -3,7 +3,8 @@
 # project's dkms.conf against a Rust-enabled kernel tree ($KDIR, default the cached test
 # kernel), with every DKMS tree in a temporary folder, so nothing on the host changes
 # (no /usr/src, /var/lib/dkms or /lib/modules). Checks that dkms built vmcs.ko, that its
-# vermagic is the kernel's, and that `dkms install` put it in the (temporary) module tree.
+# vermagic is the kernel's, its version dkms.conf's, and that `dkms install` put it in the
+# (temporary) module tree.
 #
 #   ci/dkms-test.sh [KEEP_DIR]
 set -euo pipefail
@@ -27,7 +28,7 @@ src="$t/src/$name-$version"
 mkdir -p "$src/rust" "$t/dkms" "$t/modules/$release"
 cp -r dkms.conf Kbuild module "$src/"
 cp -r rust/src "$src/rust/"
-find "$src" \( -name '*.o' -o -name '.*.cmd' -o -name '*.ko' \) -delete
+find "$src" \( -name '*.o' -o -name '.*.cmd' -o -name '.*.d' -o -name '*.ko' -o -name '*.mod' -o -name '*.mod.c' \) -delete
 
 trees=(--dkmstree "$t/dkms" --sourcetree "$t/src" --installtree "$t/modules")
 kargs=(-k "$release" --kernelsourcedir "$kdir")
@@ -48,6 +49,8 @@ ref=$(KDIR=$kdir ci/build-module.sh 2>/dev/null)
 [ "$vermagic" = "$(modinfo -F vermagic "$ref")" ] ||
 	die "vermagic differs from ci/build-module.sh's: '$(modinfo -F vermagic "$ref")'"
 [ "$(modinfo -F name "$built")" = "$name" ] || die "modinfo name is not $name"
+[ "$(modinfo -F version "$built")" = "$version" ] ||
+	die "modinfo version '$(modinfo -F version "$built")' is not dkms.conf's $version"
 modinfo -F license "$built" | grep -q GPL || die "no GPL license in modinfo"
 
 # `dkms install` into the temporary module tree (it wants root; a user namespace does).

@@ -81,16 +81,18 @@ diag "this guest is cid $SELF, the other $OTHER"
 # ---- status, peers ----
 vmcs status >/tmp/st.out 2>&1
 show /tmp/st.out
-check "vmcs status: backend, local cid $SELF, transport ivshmem-$VMCS_VARIANT, region, 2 peers live" sh -c "
+check "vmcs status: backend, module version, local cid $SELF, transport ivshmem-$VMCS_VARIANT, region, 2 peers live" sh -c "
 	grep -qE '^backend +AF_VMCS socket \(family [0-9]+\)$' /tmp/st.out &&
+	grep -qE '^module version +0\.1\.0$' /tmp/st.out &&
 	grep -qE '^local cid +$SELF$' /tmp/st.out && grep -qE '^transport +ivshmem-$VMCS_VARIANT$' /tmp/st.out &&
 	grep -qE '^region +[0-9.]+ MiB$' /tmp/st.out && grep -qE '^abi version +1$' /tmp/st.out &&
 	grep -qE '^peers +2 present, 2 live \(room for [0-9]+\)$' /tmp/st.out"
 vmcs status --json >/tmp/st.json 2>&1
 show /tmp/st.json
-check "vmcs status --json: local_cid, transport, region_size, backend, peers" sh -c "
+check "vmcs status --json: local_cid, transport, region_size, backend, module_version, peers" sh -c "
 	grep -qE '^  \"local_cid\": $SELF,$' /tmp/st.json && grep -qE '\"transport\": \"ivshmem-$VMCS_VARIANT\"' /tmp/st.json &&
 	grep -qE '\"region_size\": [1-9][0-9]*,' /tmp/st.json && grep -qE '\"backend\": \"AF_VMCS socket' /tmp/st.json &&
+	grep -q '^  \"module_version\": \"0.1.0\",$' /tmp/st.json &&
 	test \$(grep -c '\"state\": \"live\"' /tmp/st.json) = 2 && head -c1 /tmp/st.json | grep -q '{'"
 check "vmcs peers: header, both cids, this guest marked, heartbeat ages" sh -c "
 	head -n1 /tmp/peers.out | grep -qE '^CID +STATE +GENERATION +HEARTBEAT' &&

@@ -110,10 +110,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Cmd::Status => {
             let backend = Backend::detect().ctx("finding vmcs")?;
             let info = vmcs::info().ctx("asking /dev/vmcs for the domain")?;
+            let version = vmcs::module_version();
             if json {
-                print!("{}", pretty_json(&status_json(&backend, &info)));
+                let v = status_json(&backend, &info, version.as_deref());
+                print!("{}", pretty_json(&v));
             } else {
-                print!("{}", status_text(&backend, &info));
+                print!("{}", status_text(&backend, &info, version.as_deref()));
             }
             Ok(())
         }

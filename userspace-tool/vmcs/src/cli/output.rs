@@ -99,13 +99,14 @@ pub fn pretty_json(v: &impl Serialize) -> String {
 
 // ---- status / peers ----
 
-pub fn status_json(backend: &Backend, info: &Info) -> Value {
+pub fn status_json(backend: &Backend, info: &Info, version: Option<&str>) -> Value {
     let mut v = serde_json::to_value(info).expect("serializable");
     v["backend"] = json!(backend.describe());
+    v["module_version"] = json!(version);
     v
 }
 
-pub fn status_text(backend: &Backend, info: &Info) -> String {
+pub fn status_text(backend: &Backend, info: &Info, version: Option<&str>) -> String {
     let live = info
         .peers
         .iter()
@@ -114,6 +115,7 @@ pub fn status_text(backend: &Backend, info: &Info) -> String {
     let mut t = Table::default();
     let mut kv = |k: &str, v: String| t.row(vec![k.to_string(), v]);
     kv("backend", backend.describe());
+    kv("module version", version.unwrap_or("unknown").to_string());
     kv("abi version", info.abi_version.to_string());
     kv("domain", info.domain.to_string());
     kv("local cid", info.local_cid.to_string());
@@ -435,12 +437,15 @@ mod tests {
     #[test]
     fn status_and_peers_text() {
         let i = fake_info();
-        let s = status_text(&Backend::Device, &i);
-        assert!(s.contains("backend      /dev/vmcs\n"), "{s}");
-        assert!(s.contains("local cid    2\n"));
-        assert!(s.contains("transport    ivshmem-doorbell\n"));
-        assert!(s.contains("region       4.0 MiB\n"));
-        assert!(s.contains("peers        3 present, 2 live (room for 8)\n"));
+        let s = status_text(&Backend::Device, &i, Some("0.1.0"));
+        assert!(s.contains("backend         /dev/vmcs\n"), "{s}");
+        assert!(s.contains("module version  0.1.0\n"));
+        assert!(s.contains("local cid       2\n"));
+        assert!(s.contains("transport       ivshmem-doorbell\n"));
+        assert!(s.contains("region          4.0 MiB\n"));
+        assert!(s.contains("peers           3 present, 2 live (room for 8)\n"));
+        let s = status_text(&Backend::Device, &i, None);
+        assert!(s.contains("module version  unknown\n"), "{s}");
         assert_eq!(
             peers_table(&i),
             "CID  STATE    GENERATION  HEARTBEAT\n\
@@ -452,8 +457,11 @@ mod tests {
 
     #[test]
     fn status_json_shape() {
-        let v = status_json(&Backend::Socket { family: 46 }, &fake_info());
+        let v = status_json(&Backend::Socket { family: 46 }, &fake_info(), Some("0.1.0"));
         assert_eq!(v["backend"], "AF_VMCS socket (family 46)");
+        assert_eq!(v["module_version"], "0.1.0");
+        let v = status_json(&Backend::Device, &fake_info(), None);
+        assert_eq!(v["module_version"], Value::Null);
         assert_eq!(v["local_cid"], 2);
         assert_eq!(v["region_size"], 4 << 20);
         assert_eq!(v["peers"][2]["state"], "joining");
