@@ -140,6 +140,6 @@ tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --var
 tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
 tap_step "qemu sockets doorbell 2" qemu-test/run.sh --scenario sockets --variant doorbell --guests 2
 tap_step "qemu demo doorbell 2" qemu-test/run.sh --scenario demo --variant doorbell --guests 2
-tap_step "qemu cli doorbell 2" qemu-test/run.sh --scenario cli --variant doorbell --guests 2
+tap_step "qemu cli doorbell 2" qemu-test/run.sh --scenario cli --variant doorbell --guests 2 --timeout 400
 
 finish
