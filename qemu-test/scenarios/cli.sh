@@ -3,8 +3,9 @@
 # server), guest 1 is the client; the examples run both ways. The two guests meet at
 # barriers over the test-control link (busybox nc), never over vmcs itself.
 . /scenarios/lib.sh
+# Written for 2 guests (run.sh --guests 2); any further guest only idles.
+[ "$VMCS_GUEST" -le 1 ] || { plan 0; exit 0; }
 if [ "$VMCS_GUEST" = 0 ]; then plan 28; else plan 30; fi
-[ "$VMCS_GUEST" -le 1 ] || { diag "cli: only guests 0 and 1 take part"; exit 0; }
 
 BIG=67108864 # vmcs send: 64 MiB
 # barrier N [FILE]: guests 0 and 1 both get here (guest 0 listens on TCP 9100+N, guest 1
