@@ -122,6 +122,8 @@ install_check() {
 		grep -q 'KERNEL=="vmcs"' "$d/etc/udev/rules.d/99-vmcs.rules"
 }
 step "make install into a DESTDIR puts the module, udev rule, CLI and header in place" install_check
+step "dkms add/build/install of dkms.conf against the test kernel, in temporary trees" \
+	env KDIR="$VMCS_KDIR" ci/dkms-test.sh
 
 # Cross-guest scenarios in booted guests.
 tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
@@ -138,5 +140,6 @@ tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --var
 tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
 tap_step "qemu sockets doorbell 2" qemu-test/run.sh --scenario sockets --variant doorbell --guests 2
 tap_step "qemu demo doorbell 2" qemu-test/run.sh --scenario demo --variant doorbell --guests 2
+tap_step "qemu cli doorbell 2" qemu-test/run.sh --scenario cli --variant doorbell --guests 2 --timeout 400
 
 finish

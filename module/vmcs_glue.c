@@ -62,6 +62,9 @@ static unsigned int vmcs_af = 22;
 module_param_named(af, vmcs_af, uint, 0444);
 MODULE_PARM_DESC(af, "AF_VMCS address family number, 0 = none (default 22; docs/sockets.md)");
 
+/* /sys/module/vmcs/version, which `vmcs status` shows; VERSION in vmcs_drv.rs is the same. */
+MODULE_VERSION("0.1.0");
+
 unsigned int vmcs_glue_af(void)
 {
 	return vmcs_af;
