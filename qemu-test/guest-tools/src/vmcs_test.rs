@@ -13,6 +13,8 @@
 //!                           the restarted peer
 //! vmcs-test crash-stream CID PORT   stream messages until killed
 //! vmcs-test rejoin CID PORT GOFILE  echo 100 messages, wait for GOFILE, close
+//! vmcs-test soak CID PORT STOP  pipelined, pattern-checked echo exchange with `serve` until
+//!                           the file STOP exists (or STOP is a number: that many messages)
 //! ```
 //!
 //! The named tests need both ends of a connection and run over loopback (`VMCS_CID_LOCAL`);
@@ -1167,6 +1169,76 @@ fn rejoin(cid: Option<u32>, port: u32, go: &str) -> Res {
     Ok(())
 }
 
+/// Message `i` of the soak exchange: sequence number, then a pattern, 4 B .. 64 KiB.
+fn soak_msg(i: u32) -> Vec<u8> {
+    const LENS: [usize; 9] = [4, 5, 33, 250, 1000, 4000, 8200, 20000, MAX_MSG];
+    let len = LENS[i as usize % LENS.len()];
+    let mut m = i.to_le_bytes().to_vec();
+    m.extend(pattern(i, len - 4));
+    m
+}
+
+/// `soak CID|auto PORT STOP`: against `serve`, a writer thread sends [`soak_msg`]s until the
+/// file STOP exists (or, if STOP is a number, that many), then shuts down its sending side;
+/// a reader thread checks every echo byte by byte, in order, until EOF. Prints `soaking`
+/// once 20 messages came back intact.
+fn soak(cid: Option<u32>, port: u32, stop: &str) -> Res {
+    let (c, cid) = connect_server(cid, port)?;
+    let count: Option<u32> = stop.parse().ok();
+    let t0 = Instant::now();
+    let (sent, got, bytes) = thread::scope(|sc| {
+        let c = &c;
+        let writer = sc.spawn(move || -> Res<u32> {
+            let mut i = 0u32;
+            loop {
+                let done = match count {
+                    Some(n) => i >= n,
+                    None => i >= 20 && std::path::Path::new(stop).exists(),
+                };
+                if done || t0.elapsed() > Duration::from_secs(300) {
+                    break;
+                }
+                ok("write", c.write(&soak_msg(i)))?;
+                i += 1;
+            }
+            ok("shutdown", c.shutdown(1))?;
+            Ok(i)
+        });
+        let mut buf = vec![0u8; MAX_MSG];
+        let mut got = 0u32;
+        let mut bytes = 0u64;
+        let r: Res = loop {
+            let n = match c.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) => break Err(format!("read after {got} messages: {}", ename(e))),
+            };
+            let want = soak_msg(got);
+            if buf[..n] != want[..] {
+                break Err(format!(
+                    "echo {got}: {n} bytes, want {}: corrupt, lost or reordered",
+                    want.len()
+                ));
+            }
+            got += 1;
+            bytes += n as u64;
+            if got == 20 {
+                println!("soaking with {cid}:{port}");
+            }
+        };
+        let sent = writer.join().map_err(|_| "writer panicked".to_string())??;
+        r.map(|()| (sent, got, bytes))
+    })?;
+    if sent != got {
+        return Err(format!("sent {sent} messages, {got} came back"));
+    }
+    println!(
+        "{got} messages ({bytes} bytes) echoed intact by {cid}:{port} in {:?}",
+        t0.elapsed()
+    );
+    Ok(())
+}
+
 fn hold(args: &[String]) -> Res {
     let port: u32 = args.get(3).and_then(|s| s.parse().ok()).ok_or("PORT")?;
     let secs = 3600;
@@ -1264,6 +1336,16 @@ fn main() -> ExitCode {
                 rejoin(if c == "auto" { None } else { c.parse().ok() }, p, go)
             }
             _ => Err("usage: rejoin CID|auto PORT GOFILE".into()),
+        },
+        "soak" => match (
+            args.get(2),
+            args.get(3).and_then(|s| s.parse().ok()),
+            args.get(4),
+        ) {
+            (Some(c), Some(p), Some(stop)) => {
+                soak(if c == "auto" { None } else { c.parse().ok() }, p, stop)
+            }
+            _ => Err("usage: soak CID|auto PORT STOPFILE|COUNT".into()),
         },
         name => match TESTS.iter().find(|(n, _)| *n == name) {
             Some((_, f)) => f(),

@@ -1,0 +1,99 @@
+# Hostile peer scenario (plain, 2 guests, run with --host-hook vmcs-evil --hook-on EVIL-GO).
+# Guest 1 runs a pipelined, pattern-checked echo exchange with guest 0 (vmcs-test soak/serve)
+# and then prints the marker; the launcher starts vmcs-evil on the host, which joins the
+# region as a third peer, attacks both guests (bad frames, ring and slot corruption,
+# scribbling) and dies without leaving. The exchange must finish intact, the guests must
+# count resets and drops for the evil peer only, reap it, and still connect to each other.
+. /scenarios/lib.sh
+D=/sys/kernel/debug/vmcs/vmcs0
+plan 14
+
+check "insmod vmcs.ko" load_vmcs
+up() { [ "$(grep -c ' live ' $D/peers)" -ge 2 ] && ! grep -q ' down' $D/peers; }
+i=0
+while ! up && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+check "both guests live" up
+good=$(awk '!/ self/ && / live / {print $1}' $D/peers | head -n1)
+diag "the other guest is peer $good"
+
+if [ "$VMCS_GUEST" = 0 ]; then
+	vmcs-test serve 7000 1 >/tmp/serve.log 2>&1 &
+	srv=$!
+	vmcs-test serve 7001 1 >/tmp/serve2.log 2>&1 &
+	srv2=$!
+else
+	sleep 1
+	vmcs-test soak auto 7000 /tmp/stop >/tmp/soak.log 2>&1 &
+	soak=$!
+	i=0
+	while ! grep -q soaking /tmp/soak.log && kill -0 $soak 2>/dev/null && [ $i -lt 600 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	cat /tmp/soak.log | sed 's/^/# /' >&3
+	# The launcher starts the hostile peer on this marker.
+	diag "EVIL-GO"
+fi
+
+# The hostile peer joins: a third peer comes up.
+evil=""
+i=0
+while [ -z "$evil" ] && [ $i -lt 600 ]; do
+	evil=$(dmesg | sed -n 's/.*vmcs0: peer \([0-9]*\) up .*/\1/p' | grep -vx "$good" | head -n1)
+	[ -n "$evil" ] || sleep 0.1
+	i=$((i + 1))
+done
+check "the hostile peer joined (peer ${evil:-none})" test -n "$evil"
+evil=${evil:-999}
+
+# ... and is gone for good once its slot stays absent for 3 s (its garbage flips the slot
+# through every state, never for that long).
+t0=$(date +%s)
+gone=0
+i=0
+while [ $gone -lt 15 ] && [ $i -lt 900 ]; do
+	if grep -q "^$evil " $D/peers; then gone=0; else gone=$((gone + 1)); fi
+	sleep 0.2
+	i=$((i + 1))
+done
+check "the hostile peer's slot was reaped (absent for 3 s after about $(($(date +%s) - t0)) s)" test $gone -ge 15
+check "the kernel log shows it timed out or left" \
+	sh -c "dmesg | grep -E 'vmcs0: peer $evil (heartbeat timeout|left)'"
+diag "$(dmesg | grep -c "ring from peer $evil is corrupt") corrupt-ring reports, $(dmesg | grep -c "vmcs0: peer $evil ") peer $evil events in the log"
+
+field() { # field PEER NAME: a counter of debugfs rings
+	awk -v p="$1" -v k="$2" '$1 == "peer" && $2 == p { for (i = 3; i < NF; i++) if ($i == k) print $(i + 1) }' $D/rings
+}
+grep "^peer" $D/rings | sed 's/^/# /' >&3
+check "resets counted for the hostile peer ($(field $evil resets))" test "$(field $evil resets)" -ge 1
+check "corrupt rings counted for the hostile peer ($(field $evil drops) drops)" test "$(field $evil drops)" -ge 1
+check "no reset or drop for the other guest (resets $(field $good resets), drops $(field $good drops))" \
+	test "$(field $good resets)" = 0 -a "$(field $good drops)" = 0
+check "the log has no event for the other guest and no eviction of this one" \
+	sh -c "! dmesg | grep -E 'vmcs0: (peer $good (heartbeat|left|restart|re-opened)|ring (from|to) peer $good|evicted)'"
+
+if [ "$VMCS_GUEST" = 1 ]; then
+	touch /tmp/stop
+	wait $soak
+	rc=$?
+	cat /tmp/soak.log | sed 's/^/# /' >&3
+	check "the exchange with guest 0 ran through the attack intact (exit status $rc)" test $rc = 0
+	check "the guests still connect: 200 more messages echoed" vmcs-test soak "$good" 7001 200
+	check "no connection left behind" sh -c "! grep -q ':7000 ' $D/connections"
+else
+	i=0
+	while kill -0 $srv 2>/dev/null && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+	wait $srv
+	rc=$?
+	cat /tmp/serve.log | sed 's/^/# /' >&3
+	check "guest 0 echoed through the attack (exit status $rc)" test $rc = 0
+	i=0
+	while kill -0 $srv2 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+	wait $srv2
+	rc=$?
+	check "guest 0 echoed for a new connection after the attack (exit status $rc)" test $rc = 0
+	# Connections the hostile peer opened on the listener are gone with it.
+	check "no connection with the hostile peer left" sh -c "! grep -q '^[0-9]*:[0-9]* $evil:' $D/connections"
+fi
+check "rmmod after the attack" rmmod vmcs
+check "the peer table was left cleanly" sh -c "dmesg | grep -q 'vmcs0: left the peer table'"
