@@ -74,6 +74,14 @@ const POLL_HOT_MS: u64 = 50;
 /// Port of the transport's self-test frames (`VMADDR_PORT_ANY`, never a bound port): they
 /// are counted and checked by the transport and never delivered to the core.
 const SELFTEST_PORT: u32 = u32::MAX;
+/// Log lines one peer's events may cause per [`LOG_WINDOW_MS`]. A hostile peer can make
+/// every poll find its ring corrupt or re-opened (and the peer come up again after it), so
+/// these lines are rate-limited per peer; the rest are counted, and summarised once the
+/// window has passed. Heartbeat timeouts and reaps (at most one per incarnation and
+/// `hb_timeout_ms`) are always logged.
+const LOG_BURST: u32 = 10;
+/// See [`LOG_BURST`].
+const LOG_WINDOW_MS: u64 = 5000;
 
 /// Tunables, from module parameters.
 #[derive(Clone, Copy)]
@@ -186,6 +194,12 @@ struct PeerStats {
     live: Atomic<u32>,
     /// `send` found the ring to this peer corrupt; the worker owes the core a reset.
     tx_corrupt: Atomic<u32>,
+    /// Log rate limit ([`LOG_BURST`]): start of the current window, lines logged in it, and
+    /// lines suppressed since the last summary. Updated without atomicity across fields: a
+    /// race only makes the counts approximate.
+    log_at_ms: Atomic<u64>,
+    log_lines: Atomic<u32>,
+    log_dropped: Atomic<u64>,
 }
 
 impl PeerStats {
@@ -203,6 +217,9 @@ impl PeerStats {
             hb_seen_ms: Atomic::new(0),
             live: Atomic::new(0),
             tx_corrupt: Atomic::new(0),
+            log_at_ms: Atomic::new(0),
+            log_lines: Atomic::new(0),
+            log_dropped: Atomic::new(0),
         }
     }
 }
@@ -497,11 +514,13 @@ impl Link {
             if let Some(s) = self.stats.get(peer as usize) {
                 s.tx_corrupt.store(1, Relaxed);
             }
-            pr_warn!(
-                "vmcs{}: ring to peer {} is corrupt, re-opened\n",
-                self.index,
-                peer
-            );
+            if self.log_ok(peer) {
+                pr_warn!(
+                    "vmcs{}: ring to peer {} is corrupt, re-opened\n",
+                    self.index,
+                    peer
+                );
+            }
             self.ring(peer);
             self.queue_rx(0);
             return Err(SendError::Unreachable);
@@ -514,6 +533,48 @@ impl Link {
             self.ring(peer);
         }
         Ok(())
+    }
+
+    /// Whether an event of peer `p` may be logged now ([`LOG_BURST`]); counts it otherwise.
+    fn log_ok(&self, p: u32) -> bool {
+        let Some(s) = self.stats.get(p as usize) else {
+            return false;
+        };
+        self.log_window(p);
+        let n = s.log_lines.load(Relaxed);
+        if n < LOG_BURST {
+            s.log_lines.store(n + 1, Relaxed);
+            true
+        } else {
+            bump(&s.log_dropped, 1);
+            false
+        }
+    }
+
+    /// Opens a new log window for peer `p` once the current one has passed, and reports how
+    /// many lines the rate limit suppressed.
+    fn log_window(&self, p: u32) {
+        let Some(s) = self.stats.get(p as usize) else {
+            return;
+        };
+        let now = self.now_ms();
+        if now.saturating_sub(s.log_at_ms.load(Relaxed)) < LOG_WINDOW_MS {
+            return;
+        }
+        s.log_at_ms.store(now, Relaxed);
+        s.log_lines.store(0, Relaxed);
+        let dropped = s.log_dropped.load(Relaxed);
+        if dropped != 0 {
+            s.log_dropped.store(0, Relaxed);
+            pr_warn!(
+                "vmcs{}: peer {}: {} more events not logged (rate limit: {} lines per {} s)\n",
+                self.index,
+                p,
+                dropped,
+                LOG_BURST,
+                LOG_WINDOW_MS / 1000
+            );
+        }
     }
 
     /// Whether `peer` is live now (never true for this guest itself).
@@ -716,6 +777,7 @@ impl Link {
             for p in 0..self.geo.max_peers {
                 if p != self.local_id {
                     self.refresh_peer(&mut rx, p, true, up);
+                    self.log_window(p);
                 }
             }
         }
@@ -867,13 +929,15 @@ impl Link {
                     }
                 } else {
                     if let Some(old) = t.inc {
-                        pr_info!(
-                            "vmcs{}: peer {} restarted (generation {} -> {}), reset\n",
-                            idx,
-                            p,
-                            old,
-                            snap.gen
-                        );
+                        if self.log_ok(p) {
+                            pr_info!(
+                                "vmcs{}: peer {} restarted (generation {} -> {}), reset\n",
+                                idx,
+                                p,
+                                old,
+                                snap.gen
+                            );
+                        }
                         self.reset_peer(t, p, up);
                     }
                     t.inc = Some(snap.gen);
@@ -884,20 +948,24 @@ impl Link {
                         s.hb_seen_ms.store(now, Relaxed);
                         s.live.store(1, Relaxed);
                     }
-                    pr_info!("vmcs{}: peer {} up (generation {})\n", idx, p, snap.gen);
+                    if self.log_ok(p) {
+                        pr_info!("vmcs{}: peer {} up (generation {})\n", idx, p, snap.gen);
+                    }
                 }
             }
             PeerState::Joining => {
                 t.dead_gen = None;
                 if let Some(old) = t.inc {
                     if old != snap.gen {
-                        pr_info!(
-                            "vmcs{}: peer {} restarting (generation {} -> {}), reset\n",
-                            idx,
-                            p,
-                            old,
-                            snap.gen
-                        );
+                        if self.log_ok(p) {
+                            pr_info!(
+                                "vmcs{}: peer {} restarting (generation {} -> {}), reset\n",
+                                idx,
+                                p,
+                                old,
+                                snap.gen
+                            );
+                        }
                         self.reset_peer(t, p, up);
                     }
                 }
@@ -905,7 +973,9 @@ impl Link {
             PeerState::Absent | PeerState::Leaving => {
                 t.dead_gen = None;
                 if let Some(old) = t.inc {
-                    pr_info!("vmcs{}: peer {} left (generation {}), reset\n", idx, p, old);
+                    if self.log_ok(p) {
+                        pr_info!("vmcs{}: peer {} left (generation {}), reset\n", idx, p, old);
+                    }
                     self.reset_peer(t, p, up);
                 }
             }
@@ -927,16 +997,20 @@ impl Link {
             if corrupt {
                 self.reset_peer(t, p, up);
             } else if Some(g) != gen {
-                pr_info!(
-                    "vmcs{}: peer {} restarted (generation {} -> {:?}), reset\n",
-                    self.index,
-                    p,
-                    g,
-                    gen
-                );
+                if self.log_ok(p) {
+                    pr_info!(
+                        "vmcs{}: peer {} restarted (generation {} -> {:?}), reset\n",
+                        self.index,
+                        p,
+                        g,
+                        gen
+                    );
+                }
                 self.reset_peer(t, p, up);
             } else if t.acked_gen == Some(g) {
-                pr_info!("vmcs{}: peer {} re-opened its ring, reset\n", self.index, p);
+                if self.log_ok(p) {
+                    pr_info!("vmcs{}: peer {} re-opened its ring, reset\n", self.index, p);
+                }
                 self.reset_peer(t, p, up);
             }
         }
@@ -1086,12 +1160,14 @@ impl Link {
                     if let Some(s) = self.stats.get(i) {
                         bump(&s.drops, 1);
                     }
-                    pr_warn!(
-                        "vmcs{}: ring from peer {} is corrupt ({:?}), resync\n",
-                        self.index,
-                        p,
-                        e
-                    );
+                    if self.log_ok(p) {
+                        pr_warn!(
+                            "vmcs{}: ring from peer {} is corrupt ({:?}), resync\n",
+                            self.index,
+                            p,
+                            e
+                        );
+                    }
                     self.on_restarted(rx, p, true, up);
                     return (false, activity);
                 }

@@ -6,7 +6,7 @@
 # count resets and drops for the evil peer only, reap it, and still connect to each other.
 . /scenarios/lib.sh
 D=/sys/kernel/debug/vmcs/vmcs0
-plan 14
+plan 15
 
 check "insmod vmcs.ko" load_vmcs
 up() { [ "$(grep -c ' live ' $D/peers)" -ge 2 ] && ! grep -q ' down' $D/peers; }
@@ -57,9 +57,14 @@ while [ $gone -lt 15 ] && [ $i -lt 900 ]; do
 	i=$((i + 1))
 done
 check "the hostile peer's slot was reaped (absent for 3 s after about $(($(date +%s) - t0)) s)" test $gone -ge 15
-check "the kernel log shows it timed out or left" \
-	sh -c "dmesg | grep -E 'vmcs0: peer $evil (heartbeat timeout|left)'"
-diag "$(dmesg | grep -c "ring from peer $evil is corrupt") corrupt-ring reports, $(dmesg | grep -c "vmcs0: peer $evil ") peer $evil events in the log"
+# Its events are rate-limited per peer (10 lines per 5 s, then a summary), so the end may be
+# summarised rather than logged on the guest that did not reap it.
+check "the kernel log shows it timed out, left, or its events summarised" \
+	sh -c "dmesg | grep -E 'vmcs0: peer $evil (heartbeat timeout|left|: [0-9]+ more events not logged)'"
+nlog=$(dmesg | grep -cE "vmcs0: (ring (from|to) )?peer $evil[ :]")
+diag "$nlog log lines about peer $evil, $(dmesg | grep -c "ring from peer $evil is corrupt") of them corrupt-ring reports"
+dmesg | grep "more events not logged" | sed 's/^/# /' >&3
+check "the log lines a hostile peer causes are bounded ($nlog < 100)" test "$nlog" -lt 100
 
 field() { # field PEER NAME: a counter of debugfs rings
 	awk -v p="$1" -v k="$2" '$1 == "peer" && $2 == p { for (i = 3; i < NF; i++) if ($i == k) print $(i + 1) }' $D/rings
