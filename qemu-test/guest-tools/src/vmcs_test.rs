@@ -13,9 +13,14 @@
 //!                           the restarted peer
 //! vmcs-test crash-stream CID PORT   stream messages until killed
 //! vmcs-test rejoin CID PORT GOFILE  echo 100 messages, wait for GOFILE, close
+//! vmcs-test domains N      VMCS_IOC_OPEN_DOMAIN: domains 0..N-1 exist with their own
+//!                           peer tables, domain N is ENODEV, bad flags EINVAL
 //! vmcs-test soak CID PORT STOP  pipelined, pattern-checked echo exchange with `serve` until
 //!                           the file STOP exists (or STOP is a number: that many messages)
 //! ```
+//!
+//! With `VMCS_DOMAIN=N` in the environment every endpoint is opened on domain N
+//! (`VMCS_IOC_OPEN_DOMAIN`) instead of the default domain 0.
 //!
 //! The named tests need both ends of a connection and run over loopback (`VMCS_CID_LOCAL`);
 //! `serve`/`client` run the message tests between guests (`client auto PORT` tries every
@@ -103,6 +108,7 @@ const IOC_ACCEPT: c_ulong = ioc(R | W, 5, 16);
 const IOC_SET_OPTS: c_ulong = ioc(W, 6, 16);
 const IOC_GET_NAMES: c_ulong = ioc(R, 7, 16);
 const IOC_SHUTDOWN: c_ulong = ioc(W, 8, 4);
+const IOC_OPEN_DOMAIN: c_ulong = ioc(W, 0x10, 8);
 
 type Res<T = ()> = Result<T, String>;
 
@@ -132,7 +138,19 @@ impl Fd {
         if fd < 0 {
             return Err(format!("open /dev/vmcs: {}", ename(errno())));
         }
-        Ok(Fd(fd))
+        let f = Fd(fd);
+        match std::env::var("VMCS_DOMAIN")
+            .ok()
+            .and_then(|d| d.parse().ok())
+        {
+            Some(d) => ok("VMCS_IOC_OPEN_DOMAIN", f.open_domain(d, 0)),
+            None => Ok(f),
+        }
+    }
+    /// A new endpoint on domain `d`.
+    fn open_domain(&self, d: u32, flags: u32) -> Result<Fd, i32> {
+        let mut a = [d, flags];
+        self.ioctl(IOC_OPEN_DOMAIN, &mut a).map(Fd)
     }
     fn ioctl<T>(&self, cmd: c_ulong, arg: &mut T) -> Result<c_int, i32> {
         // SAFETY: `arg` is a valid, properly sized struct for `cmd`.
@@ -1169,6 +1187,40 @@ fn rejoin(cid: Option<u32>, port: u32, go: &str) -> Res {
     Ok(())
 }
 
+/// `domains N`: every domain 0..N-1 opens and reports its own index and peer table; domain
+/// N does not exist.
+fn domains(n: u32) -> Res {
+    let f = Fd::open()?;
+    for d in 0..n {
+        let e = ok(
+            &format!("open domain {d}"),
+            f.open_domain(d, libc::O_CLOEXEC as u32),
+        )?;
+        // SAFETY: Info is plain old data.
+        let mut info: Info = unsafe { std::mem::zeroed() };
+        ok("GET_INFO", e.ioctl(IOC_GET_INFO, &mut info))?;
+        if info.domain != d {
+            return Err(format!("domain {d}: GET_INFO says domain {}", info.domain));
+        }
+        let ids: Vec<u32> = info.peers[..(info.npeers as usize).min(64)]
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        println!(
+            "domain {d}: local cid {}, peers {ids:?}, region {} KiB",
+            info.local_cid,
+            info.region_size >> 10
+        );
+    }
+    expect_err(
+        "open a domain that does not exist",
+        f.open_domain(n, 0),
+        libc::ENODEV,
+    )?;
+    expect_err("open with unknown flags", f.open_domain(0, 1), libc::EINVAL)?;
+    Ok(())
+}
+
 /// Message `i` of the soak exchange: sequence number, then a pattern, 4 B .. 64 KiB.
 fn soak_msg(i: u32) -> Vec<u8> {
     const LENS: [usize; 9] = [4, 5, 33, 250, 1000, 4000, 8200, 20000, MAX_MSG];
@@ -1336,6 +1388,10 @@ fn main() -> ExitCode {
                 rejoin(if c == "auto" { None } else { c.parse().ok() }, p, go)
             }
             _ => Err("usage: rejoin CID|auto PORT GOFILE".into()),
+        },
+        "domains" => match args.get(2).and_then(|s| s.parse().ok()) {
+            Some(n) => domains(n),
+            None => Err("usage: domains N".into()),
         },
         "soak" => match (
             args.get(2),
