@@ -55,8 +55,14 @@ use kernel::{
 pub(crate) const REGS_SIZE: usize = 256;
 /// BAR0 register: ring a peer, `(peer << 16) | vector`.
 const REG_DOORBELL: usize = 0x0C;
-/// The MSI-X vector every vmcs peer is rung on.
-const VECTOR: u32 = 0;
+/// MSI-X vector for "data (or a new epoch) for you": rung by producers.
+pub(crate) const VEC_DATA: u32 = 0;
+/// MSI-X vector for "space (or an acknowledgement) for you": rung by consumers for a
+/// producer that waits. Used only towards peers that advertise at least two vectors
+/// (`peer::SLOT_VECTORS`); others get everything on [`VEC_DATA`].
+pub(crate) const VEC_SPACE: u32 = 1;
+/// MSI-X vectors a domain uses at most.
+pub(crate) const MAX_VECTORS: u32 = 2;
 /// Frames taken from one peer's ring per pass before the work requeues itself.
 const RX_BUDGET: u32 = 64;
 /// Attach: polls of ~1 ms while another peer initialises the region (5 s).
@@ -190,6 +196,8 @@ struct PeerStats {
     drops: Atomic<u64>,
     /// Milliseconds since the link started at which the heartbeat last moved.
     hb_seen_ms: Atomic<u64>,
+    /// Doorbell vectors the peer advertised when it came up.
+    vectors: Atomic<u32>,
     /// Live (1) or not (0): what `is_live` reports.
     live: Atomic<u32>,
     /// `send` found the ring to this peer corrupt; the worker owes the core a reset.
@@ -215,6 +223,7 @@ impl PeerStats {
             selftest_bad: Atomic::new(0),
             drops: Atomic::new(0),
             hb_seen_ms: Atomic::new(0),
+            vectors: Atomic::new(0),
             live: Atomic::new(0),
             tx_corrupt: Atomic::new(0),
             log_at_ms: Atomic::new(0),
@@ -273,6 +282,10 @@ pub(crate) struct Link {
     t0: Instant<Monotonic>,
     stats: KVec<PeerStats>,
     doorbells_rx: Atomic<u64>,
+    /// Doorbells received per MSI-X vector ([`VEC_DATA`], [`VEC_SPACE`]).
+    doorbells_rx_vec: [Atomic<u64>; MAX_VECTORS as usize],
+    /// MSI-X vectors this guest handles (0 on plain); advertised in our slot.
+    vectors: Atomic<u32>,
     /// 1 between `start` and `stop`.
     running: Atomic<u32>,
     /// Plain: the current poll interval in jiffies.
@@ -352,6 +365,8 @@ impl Link {
             t0,
             stats,
             doorbells_rx: Atomic::new(0),
+            doorbells_rx_vec: [Atomic::new(0), Atomic::new(0)],
+            vectors: Atomic::new(0),
             running: Atomic::new(0),
             poll_delay: Atomic::new(POLL_MIN),
             active_ms: Atomic::new(0),
@@ -374,6 +389,7 @@ impl Link {
         {
             let mut rx = self.rx.lock();
             let shm = self.region.try_access().ok_or(ENODEV)?;
+            let _ = peer::set_vectors(&*shm, &self.geo, &rx.me, self.vectors.load(Relaxed));
             peer::join_complete(&*shm, &self.geo, &mut rx.me).map_err(|_| EBUSY)?;
         }
         pr_info!(
@@ -521,7 +537,7 @@ impl Link {
                     peer
                 );
             }
-            self.ring(peer);
+            self.ring(peer, VEC_DATA);
             self.queue_rx(0);
             return Err(SendError::Unreachable);
         }
@@ -530,7 +546,7 @@ impl Link {
             bump(&s.tx_bytes, u64::from(len));
         }
         if notify {
-            self.ring(peer);
+            self.ring(peer, VEC_DATA);
         }
         Ok(())
     }
@@ -656,12 +672,21 @@ impl Link {
         }
     }
 
-    /// Called from the MSI-X handler (hard IRQ context): queues the receive work.
-    pub(crate) fn doorbell_irq(&self, domain: &Arc<Domain>) {
+    /// Sets the number of MSI-X vectors this guest handles (probe, before [`Link::start`]).
+    pub(crate) fn set_vectors(&self, n: u32) {
+        self.vectors.store(n.min(MAX_VECTORS), Relaxed);
+    }
+
+    /// Called from the MSI-X handler of `vector` (hard IRQ context): counts the doorbell and
+    /// queues the receive work, which drains the rings and serves waiting senders either way.
+    pub(crate) fn doorbell_irq(&self, domain: &Arc<Domain>, vector: u32) {
         if self.running.load(Relaxed) == 0 {
             return;
         }
         bump(&self.doorbells_rx, 1);
+        if let Some(c) = self.doorbells_rx_vec.get(vector as usize) {
+            bump(c, 1);
+        }
         let _ = ffi::wq().enqueue::<Arc<Domain>, RX_WORK>(domain.clone());
     }
 
@@ -717,16 +742,25 @@ impl Link {
         u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(0)
     }
 
-    /// Rings `peer`'s doorbell (doorbell variant only).
-    fn ring(&self, peer: u32) {
+    /// Rings `peer`'s doorbell on `vector` (doorbell variant only): [`VEC_SPACE`] only if the
+    /// peer advertised that it handles it, [`VEC_DATA`] otherwise.
+    fn ring(&self, peer: u32, vector: u32) {
         let Some(regs) = self.regs.as_ref() else {
             return;
         };
         if peer >= self.geo.max_peers || peer == self.local_id {
             return;
         }
+        let Some(s) = self.stats.get(peer as usize) else {
+            return;
+        };
+        let vector = if vector == VEC_SPACE && s.vectors.load(Relaxed) >= MAX_VECTORS {
+            VEC_SPACE
+        } else {
+            VEC_DATA
+        };
         if let Some(bar) = regs.try_access() {
-            bar.write32((peer << 16) | VECTOR, REG_DOORBELL);
+            bar.write32((peer << 16) | vector, REG_DOORBELL);
             if let Some(s) = self.stats.get(peer as usize) {
                 bump(&s.doorbells_tx, 1);
             }
@@ -750,7 +784,7 @@ impl Link {
         }
         for p in 0..self.geo.max_peers {
             if mask & (1 << p) != 0 {
-                self.ring(p);
+                self.ring(p, VEC_DATA);
             }
         }
     }
@@ -849,6 +883,7 @@ impl Link {
                     .map(|s| s.gen);
             }
         }
+        let _ = peer::set_vectors(&*shm, &self.geo, &me, self.vectors.load(Relaxed));
         if peer::join_complete(&*shm, &self.geo, &mut me).is_err() {
             pr_err!(
                 "vmcs{}: evicted while rejoining; link is down\n",
@@ -947,6 +982,11 @@ impl Link {
                     if let Some(s) = self.stats.get(p as usize) {
                         s.hb_seen_ms.store(now, Relaxed);
                         s.live.store(1, Relaxed);
+                        let v = self
+                            .region
+                            .try_access()
+                            .and_then(|shm| peer::vectors(&*shm, &self.geo, p).ok());
+                        s.vectors.store(v.unwrap_or(0), Relaxed);
                     }
                     if self.log_ok(p) {
                         pr_info!("vmcs{}: peer {} up (generation {})\n", idx, p, snap.gen);
@@ -1024,7 +1064,7 @@ impl Link {
             t.inc = None;
         }
         if notify {
-            self.ring(p);
+            self.ring(p, VEC_SPACE);
         }
     }
 
@@ -1135,7 +1175,7 @@ impl Link {
                 Step::Frame(hdr, len, notify) => {
                     activity = true;
                     if notify {
-                        self.ring(p);
+                        self.ring(p, VEC_SPACE);
                     }
                     let payload = rx.buf.get(..len).unwrap_or(&[]);
                     if let Some(s) = self.stats.get(i) {
@@ -1278,11 +1318,15 @@ impl Link {
     pub(crate) fn show_rings(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "local {} ring_size {} max_payload {} doorbells_rx {}",
+            "local {} ring_size {} max_payload {} doorbells_rx {} vectors {} \
+             doorbells_rx_vec0 {} doorbells_rx_vec1 {}",
             self.local_id,
             self.geo.ring_size,
             self.max_payload,
-            self.doorbells_rx.load(Relaxed)
+            self.doorbells_rx.load(Relaxed),
+            self.vectors.load(Relaxed),
+            self.doorbells_rx_vec[0].load(Relaxed),
+            self.doorbells_rx_vec[1].load(Relaxed)
         )?;
         for p in 0..self.geo.max_peers {
             let Some(s) = self.stats.get(p as usize) else {
