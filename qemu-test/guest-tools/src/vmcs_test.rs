@@ -1238,7 +1238,7 @@ fn soak(cid: Option<u32>, port: u32, stop: &str) -> Res {
     let (c, cid) = connect_server(cid, port)?;
     let count: Option<u32> = stop.parse().ok();
     let t0 = Instant::now();
-    let (sent, got, bytes) = thread::scope(|sc| {
+    let (sent, got, bytes, gap) = thread::scope(|sc| {
         let c = &c;
         let writer = sc.spawn(move || -> Res<u32> {
             let mut i = 0u32;
@@ -1259,6 +1259,8 @@ fn soak(cid: Option<u32>, port: u32, stop: &str) -> Res {
         let mut buf = vec![0u8; MAX_MSG];
         let mut got = 0u32;
         let mut bytes = 0u64;
+        let mut last = Instant::now();
+        let mut gap = Duration::ZERO;
         let r: Res = loop {
             let n = match c.read(&mut buf) {
                 Ok(0) => break Ok(()),
@@ -1274,18 +1276,21 @@ fn soak(cid: Option<u32>, port: u32, stop: &str) -> Res {
             }
             got += 1;
             bytes += n as u64;
+            gap = gap.max(last.elapsed());
+            last = Instant::now();
             if got == 20 {
                 println!("soaking with {cid}:{port}");
             }
         };
         let sent = writer.join().map_err(|_| "writer panicked".to_string())??;
-        r.map(|()| (sent, got, bytes))
+        r.map(|()| (sent, got, bytes, gap))
     })?;
     if sent != got {
         return Err(format!("sent {sent} messages, {got} came back"));
     }
     println!(
-        "{got} messages ({bytes} bytes) echoed intact by {cid}:{port} in {:?}",
+        "{got} messages ({bytes} bytes) echoed intact by {cid}:{port} in {:?}; longest wait \
+         for an echo {gap:?}",
         t0.elapsed()
     );
     Ok(())
