@@ -45,7 +45,7 @@ use kernel::{
     prelude::*,
     revocable::Revocable,
     sync::{
-        atomic::{Atomic, Relaxed},
+        atomic::{Atomic, Full, Relaxed},
         Arc, Mutex, SpinLock,
     },
     time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Jiffies, Monotonic},
@@ -286,6 +286,11 @@ pub(crate) struct Link {
     doorbells_rx_vec: [Atomic<u64>; MAX_VECTORS as usize],
     /// MSI-X vectors this guest handles (0 on plain); advertised in our slot.
     vectors: Atomic<u32>,
+    /// 1 when the next pass of the rx work must drain the rings: set by everything that
+    /// queues it except a [`VEC_SPACE`] doorbell, which only needs the waiting senders served.
+    rx_pending: Atomic<u32>,
+    /// Passes of the rx work that skipped the rings (only [`VEC_SPACE`] doorbells).
+    space_only_passes: Atomic<u64>,
     /// 1 between `start` and `stop`.
     running: Atomic<u32>,
     /// Plain: the current poll interval in jiffies.
@@ -367,6 +372,8 @@ impl Link {
             doorbells_rx: Atomic::new(0),
             doorbells_rx_vec: [Atomic::new(0), Atomic::new(0)],
             vectors: Atomic::new(0),
+            rx_pending: Atomic::new(1),
+            space_only_passes: Atomic::new(0),
             running: Atomic::new(0),
             poll_delay: Atomic::new(POLL_MIN),
             active_ms: Atomic::new(0),
@@ -666,6 +673,7 @@ impl Link {
         }
         self.poll_delay.store(POLL_MIN, Relaxed);
         self.active_ms.store(self.now_ms(), Relaxed);
+        self.rx_pending.store(1, Relaxed);
         let owner = self.owner.lock();
         if let Some(d) = owner.as_ref() {
             ffi::mod_delayed_work::<Domain, RX_WORK>(d.clone(), 0);
@@ -686,6 +694,10 @@ impl Link {
         bump(&self.doorbells_rx, 1);
         if let Some(c) = self.doorbells_rx_vec.get(vector as usize) {
             bump(c, 1);
+        }
+        if vector != VEC_SPACE {
+            // Ordered before the work runs by the queueing.
+            self.rx_pending.store(1, Relaxed);
         }
         let _ = ffi::wq().enqueue::<Arc<Domain>, RX_WORK>(domain.clone());
     }
@@ -718,6 +730,7 @@ impl Link {
 
     /// Queues the receive work after `delay` jiffies, unless stopped or already queued.
     pub(crate) fn queue_rx(&self, delay: Jiffies) {
+        self.rx_pending.store(1, Relaxed);
         let owner = self.owner.lock();
         if let Some(d) = owner.as_ref() {
             let _ = ffi::wq().enqueue_delayed::<Arc<Domain>, RX_WORK>(d.clone(), delay);
@@ -815,7 +828,7 @@ impl Link {
                 }
             }
         }
-        let (more, activity) = self.poll_rx(up);
+        let (more, activity) = self.poll(up, true);
         if more || (activity && !self.doorbell) {
             self.kick_rx();
         }
@@ -1068,11 +1081,21 @@ impl Link {
         }
     }
 
-    /// Drains every inbound ring and reports to `up`. Called by the domain's works.
+    /// One pass of the domain's rx work: drains every inbound ring (unless only
+    /// [`VEC_SPACE`] doorbells asked for it) and serves waiting senders; reports to `up`.
     ///
     /// Returns `(more, activity)`: `more` when a ring still held frames after its budget,
     /// `activity` when anything was received or sent-space appeared.
     pub(crate) fn poll_rx(&self, up: &impl Upcalls) -> (bool, bool) {
+        let drain = !self.doorbell || self.rx_pending.xchg(0, Full) != 0;
+        if !drain {
+            bump(&self.space_only_passes, 1);
+        }
+        self.poll(up, drain)
+    }
+
+    /// [`Link::poll_rx`], draining the rings if `drain`.
+    fn poll(&self, up: &impl Upcalls, drain: bool) -> (bool, bool) {
         if self.running.load(Relaxed) == 0 {
             return (false, false);
         }
@@ -1084,7 +1107,7 @@ impl Link {
                 return (false, false);
             }
             for p in 0..self.geo.max_peers {
-                if p == self.local_id {
+                if p == self.local_id || !drain {
                     continue;
                 }
                 if let Some(s) = self.stats.get(p as usize) {
@@ -1219,6 +1242,7 @@ impl Link {
     /// Reports `tx_space` for every channel whose sender waits and that has room now.
     fn check_tx_waiters(&self, up: &impl Upcalls) -> bool {
         let mut ready = 0u64;
+        let mut corrupt = false;
         {
             let mut tx = self.tx.lock();
             let Some(shm) = self.region.try_access() else {
@@ -1239,12 +1263,17 @@ impl Link {
                         // Corrupt consumer index: re-open; the worker resets the peer.
                         *prod = Producer::open(&*shm, prod.channel()).0;
                         chan.want = None;
+                        corrupt = true;
                         if let Some(s) = self.stats.get(p) {
                             s.tx_corrupt.store(1, Relaxed);
                         }
                     }
                 }
             }
+        }
+        if corrupt {
+            // The reset is done by a draining pass.
+            self.queue_rx(0);
         }
         for p in 0..self.geo.max_peers {
             if ready & (1 << p) != 0 {
@@ -1319,14 +1348,15 @@ impl Link {
         writeln!(
             f,
             "local {} ring_size {} max_payload {} doorbells_rx {} vectors {} \
-             doorbells_rx_vec0 {} doorbells_rx_vec1 {}",
+             doorbells_rx_vec0 {} doorbells_rx_vec1 {} space_only_passes {}",
             self.local_id,
             self.geo.ring_size,
             self.max_payload,
             self.doorbells_rx.load(Relaxed),
             self.vectors.load(Relaxed),
             self.doorbells_rx_vec[0].load(Relaxed),
-            self.doorbells_rx_vec[1].load(Relaxed)
+            self.doorbells_rx_vec[1].load(Relaxed),
+            self.space_only_passes.load(Relaxed)
         )?;
         for p in 0..self.geo.max_peers {
             let Some(s) = self.stats.get(p as usize) else {
