@@ -131,6 +131,15 @@ tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doo
 tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2
 tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3
 tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
+# A hostile host-side peer (userspace-tool/vmcs-evil) attacks two guests on the first of their
+# two ivshmem devices while they talk over both.
+hostile() {
+	local evil
+	evil=$(qemu-test/build-host-tools.sh vmcs-evil) || return 1
+	qemu-test/run.sh --scenario hostile --variant plain --guests 2 --devices 2 --timeout 240 \
+		--host-hook "$evil --shm \$VMCS_SHM --port 7000" --hook-on EVIL-GO
+}
+tap_step "qemu hostile plain 2 (2 devices)" hostile
 tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \

@@ -3,7 +3,8 @@
 //! `/dev/vmcs`: one endpoint per open file (docs/uapi.md).
 //!
 //! Each open file (and each file `VMCS_IOC_ACCEPT` returns) is one endpoint of the core
-//! (`ports::Sock`) of the default domain: it binds, listens and accepts, or connects, and
+//! (`ports::Sock`) of the default domain (`VMCS_IOC_OPEN_DOMAIN` returns a new file on
+//! another one): it binds, listens and accepts, or connects, and
 //! then carries SEQPACKET messages, one per `write()` and one per `read()`.
 
 use crate::{
@@ -11,7 +12,10 @@ use crate::{
     ffi::{self, errno, oflags},
     ports::{Sock, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
     transport::PeerInfo,
-    uapi::{self, VmcsAccept, VmcsAddr, VmcsConnect, VmcsInfo, VmcsNames, VmcsOpts, VmcsPeerInfo},
+    uapi::{
+        self, VmcsAccept, VmcsAddr, VmcsConnect, VmcsInfo, VmcsNames, VmcsOpenDomain, VmcsOpts,
+        VmcsPeerInfo,
+    },
 };
 use kernel::{
     fs::File,
@@ -190,6 +194,18 @@ impl Endpoint {
                 }
                 self.sock.shutdown(core, how)?;
                 Ok(0)
+            }
+            uapi::IOC_OPEN_DOMAIN => {
+                let o: VmcsOpenDomain = user(size_of::<VmcsOpenDomain>()).reader().read()?;
+                if o.flags & !(oflags::NONBLOCK | oflags::CLOEXEC) != 0 {
+                    return Err(EINVAL);
+                }
+                let domain = domain::by_index(o.domain).ok_or(ENODEV)?;
+                let sock = Sock::new(CHARDEV_TYPE)?;
+                let ep = Arc::new(Self { domain, sock }, GFP_KERNEL)?;
+                let fd = ffi::install_endpoint(ep, o.flags, |_fd| Ok(()))?;
+                // Descriptors are small non-negative ints.
+                Ok(fd as isize)
             }
             _ => Err(ENOTTY),
         }

@@ -105,6 +105,14 @@ pub(crate) struct VmcsNames {
     pub(crate) remote: VmcsAddr,
 }
 
+/// `struct vmcs_open_domain`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsOpenDomain {
+    pub(crate) domain: u32,
+    pub(crate) flags: u32,
+}
+
 const MAGIC: u32 = 0xB7;
 /// `VMCS_IOC_GET_INFO`.
 pub(crate) const IOC_GET_INFO: u32 = _IOR::<VmcsInfo>(MAGIC, 0x01);
@@ -122,6 +130,8 @@ pub(crate) const IOC_SET_OPTS: u32 = _IOW::<VmcsOpts>(MAGIC, 0x06);
 pub(crate) const IOC_GET_NAMES: u32 = _IOR::<VmcsNames>(MAGIC, 0x07);
 /// `VMCS_IOC_SHUTDOWN`.
 pub(crate) const IOC_SHUTDOWN: u32 = _IOW::<u32>(MAGIC, 0x08);
+/// `VMCS_IOC_OPEN_DOMAIN`.
+pub(crate) const IOC_OPEN_DOMAIN: u32 = _IOW::<VmcsOpenDomain>(MAGIC, 0x10);
 
 /// `VMCS_AF_DEFAULT`: the default AF_VMCS family number (`AF_SNA`, registered by no
 /// in-tree family; docs/sockets.md).
@@ -162,6 +172,8 @@ unsafe impl AsBytes for VmcsAccept {}
 unsafe impl FromBytes for VmcsOpts {}
 // SAFETY: As above.
 unsafe impl AsBytes for VmcsNames {}
+// SAFETY: As above.
+unsafe impl FromBytes for VmcsOpenDomain {}
 // SAFETY: `#[repr(C)]` of integers and a byte array, without padding (size asserted below).
 unsafe impl FromBytes for SockaddrVmcs {}
 // SAFETY: As above.
@@ -176,5 +188,6 @@ const _: () = {
     assert!(size_of::<VmcsAccept>() == 16);
     assert!(size_of::<VmcsOpts>() == 16);
     assert!(size_of::<VmcsNames>() == 16);
+    assert!(size_of::<VmcsOpenDomain>() == 8);
     assert!(size_of::<SockaddrVmcs>() == 16);
 };

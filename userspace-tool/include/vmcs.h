@@ -98,6 +98,12 @@ struct vmcs_names {
 	struct vmcs_addr remote; /* out: zero unless connected */
 };
 
+/* VMCS_IOC_OPEN_DOMAIN argument: a new, unbound endpoint on another domain. */
+struct vmcs_open_domain {
+	__u32 domain; /* in: domain index (VMCS_IOC_GET_INFO's domain; /sys/kernel/debug/vmcs/vmcsN) */
+	__u32 flags;  /* in: O_NONBLOCK | O_CLOEXEC for the new fd */
+};
+
 #define VMCS_IOC_MAGIC 0xB7
 #define VMCS_IOC_GET_INFO _IOR(VMCS_IOC_MAGIC, 0x01, struct vmcs_info)
 #define VMCS_IOC_BIND _IOWR(VMCS_IOC_MAGIC, 0x02, struct vmcs_addr)
@@ -107,6 +113,8 @@ struct vmcs_names {
 #define VMCS_IOC_SET_OPTS _IOW(VMCS_IOC_MAGIC, 0x06, struct vmcs_opts)
 #define VMCS_IOC_GET_NAMES _IOR(VMCS_IOC_MAGIC, 0x07, struct vmcs_names)
 #define VMCS_IOC_SHUTDOWN _IOW(VMCS_IOC_MAGIC, 0x08, __u32) /* SHUT_RD, SHUT_WR, SHUT_RDWR */
+/* Returns a new fd: an endpoint on domain `domain` (ENODEV if there is none). */
+#define VMCS_IOC_OPEN_DOMAIN _IOW(VMCS_IOC_MAGIC, 0x10, struct vmcs_open_domain)
 
 /*
  * AF_VMCS sockets (docs/sockets.md). Linux has no free address-family number for an

@@ -131,6 +131,14 @@ pub struct vmcs_names {
     pub remote: vmcs_addr,
 }
 
+/// `struct vmcs_open_domain` (`VMCS_IOC_OPEN_DOMAIN`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_open_domain {
+    pub domain: u32,
+    pub flags: u32,
+}
+
 /// `struct sockaddr_vmcs`: layout-identical to AF_VSOCK's `struct sockaddr_vm`, with the
 /// AF_VMCS family number (read from `/sys/module/vmcs/parameters/af`) in `svm_family`.
 #[repr(C)]
@@ -194,6 +202,8 @@ pub const VMCS_IOC_SET_OPTS: u32 = iow::<vmcs_opts>(VMCS_IOC_MAGIC, 0x06);
 pub const VMCS_IOC_GET_NAMES: u32 = ior::<vmcs_names>(VMCS_IOC_MAGIC, 0x07);
 /// `VMCS_IOC_SHUTDOWN`: `_IOW(0xB7, 0x08, __u32)` (`SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`).
 pub const VMCS_IOC_SHUTDOWN: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x08);
+/// `VMCS_IOC_OPEN_DOMAIN`: `_IOW(0xB7, 0x10, struct vmcs_open_domain)`; returns a new fd.
+pub const VMCS_IOC_OPEN_DOMAIN: u32 = iow::<vmcs_open_domain>(VMCS_IOC_MAGIC, 0x10);
 
 // Compile-time checks; tests/c_header.rs compares every size and offset with the C header.
 const _: () = {

@@ -77,6 +77,7 @@ fn rust_layouts() -> Layout {
         "vmcs_accept" => vmcs_accept { flags, reserved, peer }
         "vmcs_opts" => vmcs_opts { mask, nonblock, rcvbuf, reserved }
         "vmcs_names" => vmcs_names { local, remote }
+        "vmcs_open_domain" => vmcs_open_domain { domain, flags }
         // AF_VMCS's address is AF_VSOCK's, field for field.
         "sockaddr_vm" => sockaddr_vmcs { svm_family, svm_reserved1, svm_port, svm_cid, svm_flags, svm_zero }
     }
@@ -109,6 +110,7 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         VMCS_IOC_SET_OPTS,
         VMCS_IOC_GET_NAMES,
         VMCS_IOC_SHUTDOWN,
+        VMCS_IOC_OPEN_DOMAIN,
     ]
 }
 
