@@ -131,7 +131,7 @@ pub(crate) const IOC_GET_NAMES: u32 = _IOR::<VmcsNames>(MAGIC, 0x07);
 /// `VMCS_IOC_SHUTDOWN`.
 pub(crate) const IOC_SHUTDOWN: u32 = _IOW::<u32>(MAGIC, 0x08);
 /// `VMCS_IOC_OPEN_DOMAIN`.
-pub(crate) const IOC_OPEN_DOMAIN: u32 = _IOW::<VmcsOpenDomain>(MAGIC, 0x10);
+pub(crate) const IOC_OPEN_DOMAIN: u32 = _IOW::<VmcsOpenDomain>(MAGIC, 0x09);
 
 /// `VMCS_AF_DEFAULT`: the default AF_VMCS family number (`AF_SNA`, registered by no
 /// in-tree family; docs/sockets.md).

@@ -114,7 +114,7 @@ struct vmcs_open_domain {
 #define VMCS_IOC_GET_NAMES _IOR(VMCS_IOC_MAGIC, 0x07, struct vmcs_names)
 #define VMCS_IOC_SHUTDOWN _IOW(VMCS_IOC_MAGIC, 0x08, __u32) /* SHUT_RD, SHUT_WR, SHUT_RDWR */
 /* Returns a new fd: an endpoint on domain `domain` (ENODEV if there is none). */
-#define VMCS_IOC_OPEN_DOMAIN _IOW(VMCS_IOC_MAGIC, 0x10, struct vmcs_open_domain)
+#define VMCS_IOC_OPEN_DOMAIN _IOW(VMCS_IOC_MAGIC, 0x09, struct vmcs_open_domain)
 
 /*
  * AF_VMCS sockets (docs/sockets.md). Linux has no free address-family number for an

@@ -108,7 +108,7 @@ const IOC_ACCEPT: c_ulong = ioc(R | W, 5, 16);
 const IOC_SET_OPTS: c_ulong = ioc(W, 6, 16);
 const IOC_GET_NAMES: c_ulong = ioc(R, 7, 16);
 const IOC_SHUTDOWN: c_ulong = ioc(W, 8, 4);
-const IOC_OPEN_DOMAIN: c_ulong = ioc(W, 0x10, 8);
+const IOC_OPEN_DOMAIN: c_ulong = ioc(W, 0x09, 8);
 
 type Res<T = ()> = Result<T, String>;
 

@@ -202,8 +202,8 @@ pub const VMCS_IOC_SET_OPTS: u32 = iow::<vmcs_opts>(VMCS_IOC_MAGIC, 0x06);
 pub const VMCS_IOC_GET_NAMES: u32 = ior::<vmcs_names>(VMCS_IOC_MAGIC, 0x07);
 /// `VMCS_IOC_SHUTDOWN`: `_IOW(0xB7, 0x08, __u32)` (`SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`).
 pub const VMCS_IOC_SHUTDOWN: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x08);
-/// `VMCS_IOC_OPEN_DOMAIN`: `_IOW(0xB7, 0x10, struct vmcs_open_domain)`; returns a new fd.
-pub const VMCS_IOC_OPEN_DOMAIN: u32 = iow::<vmcs_open_domain>(VMCS_IOC_MAGIC, 0x10);
+/// `VMCS_IOC_OPEN_DOMAIN`: `_IOW(0xB7, 0x09, struct vmcs_open_domain)`; returns a new fd.
+pub const VMCS_IOC_OPEN_DOMAIN: u32 = iow::<vmcs_open_domain>(VMCS_IOC_MAGIC, 0x09);
 
 // Compile-time checks; tests/c_header.rs compares every size and offset with the C header.
 const _: () = {
