@@ -122,6 +122,8 @@ install_check() {
 		grep -q 'KERNEL=="vmcs"' "$d/etc/udev/rules.d/99-vmcs.rules"
 }
 step "make install into a DESTDIR puts the module, udev rule, CLI and header in place" install_check
+step "dkms add/build/install of dkms.conf against the test kernel, in temporary trees" \
+	env KDIR="$VMCS_KDIR" ci/dkms-test.sh
 
 # Cross-guest scenarios in booted guests.
 tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
@@ -129,6 +131,15 @@ tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doo
 tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2
 tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3
 tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
+# A hostile host-side peer (userspace-tool/vmcs-evil) attacks two guests on the first of their
+# two ivshmem devices while they talk over both.
+hostile() {
+	local evil
+	evil=$(qemu-test/build-host-tools.sh vmcs-evil) || return 1
+	qemu-test/run.sh --scenario hostile --variant plain --guests 2 --devices 2 --timeout 240 \
+		--host-hook "$evil --shm \$VMCS_SHM --port 7000" --hook-on EVIL-GO
+}
+tap_step "qemu hostile plain 2 (2 devices)" hostile
 tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \
@@ -138,5 +149,6 @@ tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --var
 tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
 tap_step "qemu sockets doorbell 2" qemu-test/run.sh --scenario sockets --variant doorbell --guests 2
 tap_step "qemu demo doorbell 2" qemu-test/run.sh --scenario demo --variant doorbell --guests 2
+tap_step "qemu cli doorbell 2" qemu-test/run.sh --scenario cli --variant doorbell --guests 2 --timeout 400
 
 finish

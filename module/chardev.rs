@@ -3,7 +3,8 @@
 //! `/dev/vmcs`: one endpoint per open file (docs/uapi.md).
 //!
 //! Each open file (and each file `VMCS_IOC_ACCEPT` returns) is one endpoint of the core
-//! (`ports::Sock`) of the default domain: it binds, listens and accepts, or connects, and
+//! (`ports::Sock`) of the default domain (`VMCS_IOC_OPEN_DOMAIN` returns a new file on
+//! another one): it binds, listens and accepts, or connects, and
 //! then carries SEQPACKET messages, one per `write()` and one per `read()`.
 
 use crate::{
@@ -13,7 +14,7 @@ use crate::{
     transport::PeerInfo,
     uapi::{
         self, VmcsAccept, VmcsAddr, VmcsBulkDesc, VmcsBulkSetup, VmcsConnect, VmcsInfo, VmcsNames,
-        VmcsOpts, VmcsPeerInfo,
+        VmcsOpenDomain, VmcsOpts, VmcsPeerInfo,
     },
 };
 use kernel::{
@@ -243,6 +244,26 @@ impl Endpoint {
                 let count: u32 = user(size_of::<u32>()).reader().read()?;
                 self.sock.bulk_release(core, count)?;
                 Ok(0)
+            }
+            uapi::IOC_OPEN_DOMAIN => {
+                let o: VmcsOpenDomain = user(size_of::<VmcsOpenDomain>()).reader().read()?;
+                if o.flags & !(oflags::NONBLOCK | oflags::CLOEXEC) != 0 {
+                    return Err(EINVAL);
+                }
+                let domain = domain::by_index(o.domain).ok_or(ENODEV)?;
+                let sock = Sock::new(CHARDEV_TYPE)?;
+                let mapping = ffi::FileMapping::new()?;
+                let ep = Arc::new(
+                    Self {
+                        domain,
+                        sock,
+                        mapping,
+                    },
+                    GFP_KERNEL,
+                )?;
+                let fd = ffi::install_endpoint(ep, o.flags, |_fd| Ok(()))?;
+                // Descriptors are small non-negative ints.
+                Ok(fd as isize)
             }
             _ => Err(ENOTTY),
         }

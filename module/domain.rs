@@ -153,6 +153,11 @@ pub(crate) fn unregister(domain: &Arc<Domain>) {
     domain.region.revoke();
 }
 
+/// Returns the domain with index `index` (`VMCS_IOC_OPEN_DOMAIN`).
+pub(crate) fn by_index(index: u32) -> Option<Arc<Domain>> {
+    DOMAINS.lock().iter().find(|d| d.index == index).cloned()
+}
+
 /// Returns the domain with the lowest index, the default for a new file.
 pub(crate) fn default_domain() -> Option<Arc<Domain>> {
     DOMAINS.lock().iter().min_by_key(|d| d.index).cloned()

@@ -7,7 +7,13 @@
 //! mapping of the shared BAR, and the C entry points of the file operations, which forward
 //! to the safe code in `chardev`.
 
-use crate::{chardev::Endpoint, proto::shm::Shm, socket::SockRef, uapi::SockaddrVmcs};
+use crate::{
+    chardev::Endpoint,
+    ports::Timeo,
+    proto::shm::Shm,
+    socket::{SkOpts, SockRef, DEFAULT_SK_BUFS},
+    uapi::SockaddrVmcs,
+};
 use core::ptr::NonNull;
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::{
@@ -773,6 +779,45 @@ extern "C" {
     fn vmcs_glue_sk_sndtimeo_ms(sk: *mut RawSk) -> c_uint;
     fn vmcs_glue_sk_set_err(sk: *mut RawSk, err: c_int);
     fn vmcs_glue_sock_set_state(sock: *mut RawSocket, state: c_int);
+    fn vmcs_glue_sk_rcvtimeo(sk: *mut RawSk) -> c_long;
+    fn vmcs_glue_sk_sndtimeo(sk: *mut RawSk) -> c_long;
+    fn vmcs_glue_sk_rcvlowat(sk: *mut RawSk) -> c_int;
+    fn vmcs_glue_sk_rcvbuf(sk: *mut RawSk) -> c_int;
+    fn vmcs_glue_sk_sndbuf(sk: *mut RawSk) -> c_int;
+    fn vmcs_glue_sk_set_bufs(sk: *mut RawSk, rcvbuf: c_int, sndbuf: c_int);
+}
+
+/// The options of a live AF_VMCS socket's `struct sock` for one receive (`rcv`) or send.
+///
+/// # Safety
+///
+/// `sock` must be a live AF_VMCS socket (its `sk` set).
+unsafe fn sk_opts(sock: *mut bindings::socket, rcv: bool, nonblock: bool) -> SkOpts {
+    // SAFETY: `sock->sk` is live (function safety requirement); the accessors only read.
+    let (timeo, lowat) = unsafe {
+        let sk = (*sock).sk.cast();
+        let t = if rcv {
+            vmcs_glue_sk_rcvtimeo(sk)
+        } else {
+            vmcs_glue_sk_sndtimeo(sk)
+        };
+        (t, vmcs_glue_sk_rcvlowat(sk))
+    };
+    SkOpts {
+        timeo: if nonblock { Timeo(0) } else { Timeo(timeo) },
+        lowat: usize::try_from(lowat).unwrap_or(1).max(1),
+    }
+}
+
+/// Stores `SO_RCVBUF`/`SO_SNDBUF` as `getsockopt` should report them.
+///
+/// # Safety
+///
+/// `sk` must be a live AF_VMCS `struct sock`.
+unsafe fn sk_set_bufs(sk: *mut RawSk, (rcvbuf, sndbuf): (u32, u32)) {
+    let c = |v: u32| c_int::try_from(v).unwrap_or(c_int::MAX);
+    // SAFETY: `sk` is live (function safety requirement).
+    unsafe { vmcs_glue_sk_set_bufs(sk, c(rcvbuf), c(sndbuf)) };
 }
 
 /// The `af` module parameter (declared in the C glue so that sysfs shows it).
@@ -898,9 +943,26 @@ unsafe extern "C" fn vmcs_sock_create(
         sref.release();
         return ENOMEM.to_errno();
     }
-    // SAFETY: `sk` is fresh.
-    unsafe { attach(sk, sref) };
+    // SAFETY: `sk` is fresh and now ours.
+    unsafe {
+        attach(sk, sref);
+        sk_set_bufs(sk, DEFAULT_SK_BUFS);
+    }
     0
+}
+
+/// # Safety
+///
+/// Called by the C glue's `setsockopt` after the socket layer stored `SO_RCVBUF` or
+/// `SO_SNDBUF` (or their `FORCE` forms) of the live AF_VMCS socket `sock`.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_bufs_changed(sock: *mut bindings::socket) {
+    // SAFETY: `sock` is live (function safety requirement).
+    let (s, sk) = unsafe { (sock_ref(sock), (*sock).sk.cast::<RawSk>()) };
+    // SAFETY: `sk` is live.
+    let bufs = unsafe { s.set_bufs(vmcs_glue_sk_rcvbuf(sk), vmcs_glue_sk_sndbuf(sk)) };
+    // SAFETY: `sk` is live.
+    unsafe { sk_set_bufs(sk, bufs) };
 }
 
 /// # Safety
@@ -988,7 +1050,9 @@ unsafe extern "C" fn vmcs_sock_accept(
     // SAFETY: Guaranteed by the caller.
     let s = unsafe { sock_ref(sock) };
     let nonblock = (flags as u32) & oflags::NONBLOCK != 0;
-    let child = match s.accept(nonblock) {
+    // SAFETY: `sock` is live. `sock_rcvtimeo()`: accept waits at most SO_RCVTIMEO.
+    let timeo = unsafe { sk_opts(sock, true, nonblock) }.timeo;
+    let child = match s.accept(timeo) {
         Ok(c) => c,
         Err(e) => return e.to_errno(),
     };
@@ -998,9 +1062,12 @@ unsafe extern "C" fn vmcs_sock_accept(
         child.release();
         return ENOMEM.to_errno();
     }
+    // The connection inherited the listener's buffers; so do the options that show them.
+    let bufs = child.sk_bufs();
     // SAFETY: `sk` is fresh; `newsock` is valid.
     unsafe {
         attach(sk, child);
+        sk_set_bufs(sk, bufs);
         vmcs_glue_sock_set_state(newsock.cast(), bindings::socket_state_SS_CONNECTED as c_int);
     }
     0
@@ -1045,7 +1112,9 @@ unsafe extern "C" fn vmcs_sock_poll(
             PollTable::from_raw(wait),
         )
     };
-    let (mask, err) = s.poll(f, &table);
+    // SAFETY: `sock` is live.
+    let lowat = unsafe { sk_opts(sock, true, true) }.lowat;
+    let (mask, err) = s.poll(f, &table, lowat);
     if let Some(e) = err {
         // SAFETY: `sock->sk` is live; `sk_err` is what `SO_ERROR` reports.
         unsafe { vmcs_glue_sk_set_err((*sock).sk.cast(), -e.to_errno()) };
@@ -1114,11 +1183,11 @@ unsafe extern "C" fn vmcs_sock_sendmsg(
     _len: usize,
 ) -> c_int {
     // SAFETY: Guaranteed by the caller: `msg_iter` is a source iterator valid for the call.
-    let (s, flags, nonblock, src) = unsafe {
+    let (s, flags, opts, src) = unsafe {
         (
             sock_ref(sock),
             (*m).msg_flags,
-            sock_nonblocking(sock),
+            sk_opts(sock, false, sock_nonblocking(sock)),
             IovIterSource::from_raw(core::ptr::addr_of_mut!((*m).msg_iter)),
         )
     };
@@ -1127,7 +1196,7 @@ unsafe extern "C" fn vmcs_sock_sendmsg(
         // vsock: the destination of a connected socket cannot be given.
         return errno::eisconn().to_errno();
     }
-    match s.sendmsg(src, flags, nonblock) {
+    match s.sendmsg(src, flags, opts) {
         Ok(n) => c_int::try_from(n).unwrap_or(c_int::MAX),
         Err(e) => e.to_errno(),
     }
@@ -1145,14 +1214,14 @@ unsafe extern "C" fn vmcs_sock_recvmsg(
     flags: c_int,
 ) -> c_int {
     // SAFETY: Guaranteed by the caller: `msg_iter` is a destination iterator.
-    let (s, nonblock, dst) = unsafe {
+    let (s, opts, dst) = unsafe {
         (
             sock_ref(sock),
-            sock_nonblocking(sock),
+            sk_opts(sock, true, sock_nonblocking(sock)),
             IovIterDest::from_raw(core::ptr::addr_of_mut!((*m).msg_iter)),
         )
     };
-    match s.recvmsg(dst, flags as u32, nonblock) {
+    match s.recvmsg(dst, flags as u32, opts) {
         Ok((n, out)) => {
             // SAFETY: `m` is valid; `msg_name`, when set, has room for the address.
             unsafe {

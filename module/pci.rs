@@ -33,15 +33,17 @@ const MSIX_BAR: u32 = 1;
 /// The driver of ivshmem devices.
 pub(crate) struct IvshmemDriver;
 
-/// The MSI-X handler of a doorbell device: it only queues the domain's receive work.
+/// The MSI-X handler of one vector of a doorbell device (`ivshmem::VEC_DATA` or
+/// `VEC_SPACE`): it counts the doorbell and queues the domain's receive work.
 #[pin_data]
 struct DoorbellIrq {
     domain: Arc<Domain>,
+    vector: u32,
 }
 
 impl irq::Handler for DoorbellIrq {
     fn handle(&self, _dev: &device::Device<Bound>) -> irq::IrqReturn {
-        self.domain.link.doorbell_irq(&self.domain);
+        self.domain.link.doorbell_irq(&self.domain, self.vector);
         irq::IrqReturn::Handled
     }
 }
@@ -58,7 +60,8 @@ struct Debugfs {
 /// State of one bound ivshmem device.
 pub(crate) struct IvshmemDevice<'bound> {
     pdev: &'bound pci::Device<Bound>,
-    irq: Option<Pin<KBox<irq::Registration<DoorbellIrq>>>>,
+    /// One registration per MSI-X vector used (none on plain).
+    irqs: KVec<Pin<KBox<irq::Registration<DoorbellIrq>>>>,
     _debugfs: Option<Debugfs>,
     domain: Arc<Domain>,
 }
@@ -132,10 +135,10 @@ fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
 fn teardown(
     dev: &device::Device<Bound>,
     domain: &Arc<Domain>,
-    irq: Option<&irq::Registration<DoorbellIrq>>,
+    irqs: &[Pin<KBox<irq::Registration<DoorbellIrq>>>],
 ) {
     domain.link.stop();
-    if let Some(irq) = irq {
+    for irq in irqs {
         // A handler that raced with `stop` has finished after this; later ones see it.
         // (`synchronize` sleeps; `try_synchronize` would do so under the RCU read lock.)
         let _ = irq.synchronize(dev);
@@ -206,40 +209,51 @@ impl pci::Driver for IvshmemDriver {
             }
         })?;
 
-        // The doorbell IRQ is requested before the link starts (its handler ignores
-        // doorbells until then), so no doorbell after `start` is lost.
-        let irq = match variant {
-            Variant::Doorbell => {
-                let handler_domain = domain.clone();
-                let r = pdev
-                    .alloc_irq_vectors(1, 1, pci::IrqTypes::default().with(pci::IrqType::MsiX))
-                    .and_then(|vecs| {
-                        KBox::pin_init(
+        // The doorbell IRQs are requested before the link starts (their handlers ignore
+        // doorbells until then), so no doorbell after `start` is lost. Two vectors if the
+        // device has them (`VEC_DATA`, `VEC_SPACE`), else one.
+        let mut irqs = KVec::new();
+        if variant == Variant::Doorbell {
+            let msix = pci::IrqTypes::default().with(pci::IrqType::MsiX);
+            let r =
+                match pdev.alloc_irq_vectors(ivshmem::MAX_VECTORS, ivshmem::MAX_VECTORS, msix) {
+                    Ok(v) => Ok((v, ivshmem::MAX_VECTORS)),
+                    Err(_) => pdev.alloc_irq_vectors(1, 1, msix).map(|v| (v, 1)),
+                }
+                .and_then(|(vecs, n)| {
+                    // The range is 0..=n-1 and n is 1 or 2: its ends are all the vectors.
+                    let mut ends = [Some(*vecs.start()), None];
+                    if n > 1 {
+                        ends[1] = Some(*vecs.end());
+                    }
+                    for (vector, v) in (0u32..).zip(ends.into_iter().flatten()) {
+                        let handler_domain = domain.clone();
+                        let reg = KBox::pin_init(
                             pdev.request_irq(
-                                *vecs.start(),
+                                v,
                                 irq::Flags::TRIGGER_NONE,
                                 c"vmcs",
                                 try_pin_init!(DoorbellIrq {
-                                    domain: handler_domain
+                                    domain: handler_domain,
+                                    vector,
                                 }),
                             ),
                             GFP_KERNEL,
-                        )
-                    });
-                match r {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        dev_err!(pdev, "vmcs: cannot set up the doorbell MSI-X vector\n");
-                        teardown(pdev.as_ref(), &domain, None);
-                        return Err(e);
+                        )?;
+                        irqs.push(reg, GFP_KERNEL)?;
                     }
-                }
+                    domain.link.set_vectors(n);
+                    Ok(())
+                });
+            if let Err(e) = r {
+                dev_err!(pdev, "vmcs: cannot set up the doorbell MSI-X vectors\n");
+                teardown(pdev.as_ref(), &domain, &irqs);
+                return Err(e);
             }
-            Variant::Plain => None,
-        };
+        }
         if let Err(e) = domain.link.start(&domain) {
             dev_err!(pdev, "vmcs{}: cannot join the peer table\n", domain.index);
-            teardown(pdev.as_ref(), &domain, irq.as_deref());
+            teardown(pdev.as_ref(), &domain, &irqs);
             return Err(e);
         }
         let debugfs = create_debugfs(&domain).ok();
@@ -264,14 +278,14 @@ impl pci::Driver for IvshmemDriver {
 
         Ok(IvshmemDevice {
             pdev,
-            irq,
+            irqs,
             _debugfs: debugfs,
             domain,
         })
     }
 
     fn unbind<'bound>(pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
-        teardown(pdev.as_ref(), &this.domain, this.irq.as_deref());
+        teardown(pdev.as_ref(), &this.domain, &this.irqs);
     }
 }
 

@@ -10,7 +10,7 @@
 use crate::{
     domain::{self, Domain},
     ffi::{errno, poll_mask},
-    ports::Sock,
+    ports::{Sock, Timeo, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
     proto::frame::SockType,
     uapi::{self, SockaddrVmcs},
 };
@@ -50,6 +50,20 @@ pub(crate) fn family() -> u16 {
     // Registration refuses numbers that do not fit (`af` < `AF_MAX`).
     crate::af() as u16
 }
+
+/// The `struct sock` options a call obeys (read by module/ffi.rs for each call).
+#[derive(Clone, Copy)]
+pub(crate) struct SkOpts {
+    /// `SO_RCVTIMEO` (recv, accept) or `SO_SNDTIMEO` (send), in jiffies; 0 when the call
+    /// must not block.
+    pub(crate) timeo: Timeo,
+    /// `SO_RCVLOWAT` (at least 1).
+    pub(crate) lowat: usize,
+}
+
+/// `SO_RCVBUF`/`SO_SNDBUF` values of a fresh socket, as `getsockopt` reports them: twice
+/// the receive buffer and transmit queue limit in use (docs/sockets.md).
+pub(crate) const DEFAULT_SK_BUFS: (u32, u32) = (2 * DEFAULT_RCVBUF, 2 * TXQ_MAX as u32);
 
 /// The state of one AF_VMCS socket, owned by its `struct sock`.
 pub(crate) struct SockRef {
@@ -143,10 +157,10 @@ impl SockRef {
             .listen(&self.domain.core, u32::try_from(backlog).unwrap_or(0))
     }
 
-    /// `accept()`: the next connection as a new `SockRef`.
-    pub(crate) fn accept(&self, nonblock: bool) -> Result<Arc<Self>> {
+    /// `accept()`: the next connection as a new `SockRef`, waiting at most `timeo`.
+    pub(crate) fn accept(&self, mut timeo: Timeo) -> Result<Arc<Self>> {
         self.alive()?;
-        let (child, _peer, _port) = self.sock.accept(nonblock)?;
+        let (child, _peer, _port) = self.sock.accept_timeo(&mut timeo)?;
         match Arc::new(
             Self {
                 domain: self.domain.clone(),
@@ -185,12 +199,39 @@ impl SockRef {
         self.sock.shutdown(&self.domain.core, how)
     }
 
-    /// `poll()`: the ready mask and the error `SO_ERROR` should report, if any.
-    pub(crate) fn poll(&self, file: &File, table: &PollTable<'_>) -> (u32, Option<Error>) {
+    /// `setsockopt(SO_RCVBUF/SO_SNDBUF)` (or accept): applies the values the socket layer
+    /// stored (`sk_rcvbuf`, `sk_sndbuf`: twice the user's value, as for every family) as the
+    /// connection's receive buffer and transmit queue limit, halved and clamped, and returns
+    /// the values `getsockopt` should report from now on: twice the ones in use.
+    pub(crate) fn set_bufs(&self, sk_rcvbuf: i32, sk_sndbuf: i32) -> (u32, u32) {
+        let half = |v: i32| u32::try_from(v).unwrap_or(0) / 2;
+        let rb = half(sk_rcvbuf).clamp(MIN_RCVBUF, MAX_RCVBUF);
+        if rb != self.sock.bufs().0 {
+            self.sock.set_opts(&self.domain.core, None, Some(rb));
+        }
+        let sb = self.sock.set_sndbuf(half(sk_sndbuf) as usize);
+        // Both are at most 4 MiB.
+        (2 * rb, 2 * sb as u32)
+    }
+
+    /// The values `getsockopt(SO_RCVBUF/SO_SNDBUF)` reports (twice the ones in use).
+    pub(crate) fn sk_bufs(&self) -> (u32, u32) {
+        let (rb, sb) = self.sock.bufs();
+        (2 * rb, 2 * sb as u32)
+    }
+
+    /// `poll()`: the ready mask and the error `SO_ERROR` should report, if any. A stream is
+    /// readable with at least `lowat` bytes (`SO_RCVLOWAT`).
+    pub(crate) fn poll(
+        &self,
+        file: &File,
+        table: &PollTable<'_>,
+        lowat: usize,
+    ) -> (u32, Option<Error>) {
         if self.alive().is_err() {
             return (poll_mask::ERR | poll_mask::HUP, None);
         }
-        let mask = self.sock.poll(file, table);
+        let mask = self.sock.poll_lowat(file, table, lowat);
         let err = if mask & poll_mask::ERR != 0 {
             self.sock.error()
         } else {
@@ -209,20 +250,26 @@ impl SockRef {
         }
     }
 
-    /// `sendmsg()`. A seqpacket send is one message of at most `VMCS_MAX_MSG_SIZE` bytes; a
-    /// stream send is cut into chunks the peer's buffer takes, and returns the bytes sent
-    /// before an error if there were any.
+    /// `sendmsg()`, waiting at most `opts.timeo` (`SO_SNDTIMEO`). A seqpacket send is one
+    /// message of at most `VMCS_MAX_MSG_SIZE` bytes, all or nothing; a stream send queues
+    /// what the peer's credit and `SO_SNDBUF` take, and returns the bytes queued before an
+    /// error or the timeout if there were any (a non-blocking one: `EAGAIN` only when
+    /// nothing fits).
     pub(crate) fn sendmsg(
         &self,
         src: &mut IovIterSource<'_>,
         flags: u32,
-        nonblock: bool,
+        opts: SkOpts,
     ) -> Result<usize> {
         self.alive()?;
         if flags & msg::OOB != 0 {
             return Err(errno::eopnotsupp());
         }
-        let nonblock = nonblock || flags & msg::DONTWAIT != 0;
+        let mut timeo = if flags & msg::DONTWAIT != 0 {
+            Timeo(0)
+        } else {
+            opts.timeo
+        };
         let core = &self.domain.core;
         let len = src.len();
         if !self.stream {
@@ -231,7 +278,7 @@ impl SockRef {
             }
             let mut data = KVec::new();
             src.copy_from_iter_vec(&mut data, GFP_KERNEL)?;
-            return self.sock.send(core, data, nonblock);
+            return self.sock.send_timeo(core, data, &mut timeo);
         }
         let mut sent = 0;
         while sent < len {
@@ -243,8 +290,15 @@ impl SockRef {
                 return if sent > 0 { Ok(sent) } else { Err(EFAULT) };
             }
             data.truncate(got);
-            match self.sock.send(core, data, nonblock) {
-                Ok(n) => sent += n,
+            match self.sock.send_stream(core, data, &mut timeo) {
+                Ok(n) => {
+                    if n < got {
+                        // SAFETY: `got` bytes were just read from `src`; giving back the
+                        // `got - n` that were not queued stays inside the iterator.
+                        unsafe { src.revert(got - n) };
+                    }
+                    sent += n;
+                }
                 Err(e) => {
                     // SAFETY: `got` bytes were just read from `src` and not consumed, so
                     // reverting them stays inside the iterator.
@@ -257,23 +311,30 @@ impl SockRef {
     }
 
     /// `recvmsg()`: the bytes read and the `msg_flags` to report (`MSG_TRUNC`, `MSG_EOR`).
-    /// With `MSG_TRUNC` in `flags`, a seqpacket read returns the message's real length.
+    /// With `MSG_TRUNC` in `flags`, a seqpacket read returns the message's real length. Waits
+    /// at most `opts.timeo` (`SO_RCVTIMEO`, then `EAGAIN`); a stream read waits until
+    /// `SO_RCVLOWAT` bytes (the full length with `MSG_WAITALL`) were read, or end of file,
+    /// an error, a signal or the timeout, and then returns what it has.
     pub(crate) fn recvmsg(
         &self,
         dst: &mut IovIterDest<'_>,
         flags: u32,
-        nonblock: bool,
+        opts: SkOpts,
     ) -> Result<(usize, u32)> {
         self.alive()?;
         if flags & msg::OOB != 0 {
             return Err(errno::eopnotsupp());
         }
-        let nonblock = nonblock || flags & msg::DONTWAIT != 0;
+        let mut timeo = if flags & msg::DONTWAIT != 0 {
+            Timeo(0)
+        } else {
+            opts.timeo
+        };
         let peek = flags & msg::PEEK != 0;
         let core = &self.domain.core;
         let max = dst.len();
         if !self.stream {
-            let (data, len) = self.sock.recv_seq(core, max, nonblock, peek)?;
+            let (data, len) = self.sock.recv_seq(core, max, &mut timeo, peek)?;
             if dst.copy_to_iter(&data) != data.len() {
                 return Err(EFAULT);
             }
@@ -291,17 +352,26 @@ impl SockRef {
         if max == 0 {
             return Ok((0, 0));
         }
-        let waitall = flags & msg::WAITALL != 0 && !peek;
+        // `sock_rcvlowat()`: MSG_WAITALL waits for everything, else for SO_RCVLOWAT bytes
+        // (at most the receive buffer, which could never hold more).
+        let target = if flags & msg::WAITALL != 0 {
+            max
+        } else {
+            opts.lowat.min(max).min(self.sock.bufs().0 as usize).max(1)
+        };
         let mut copied = 0;
         while copied < max {
-            // After the first bytes only MSG_WAITALL keeps waiting.
-            let nb = nonblock || (copied > 0 && !waitall);
-            let data = match self.sock.recv_stream(core, max - copied, nb, peek) {
+            // Once `target` bytes are read, only what is there already is added.
+            let mut now = if copied >= target { Timeo(0) } else { timeo };
+            let data = match self.sock.recv_stream(core, max - copied, &mut now, peek) {
                 Ok(d) => d,
                 // Bytes already read are returned; the error shows on the next call.
                 Err(_) if copied > 0 => break,
                 Err(e) => return Err(e),
             };
+            if copied < target {
+                timeo = now;
+            }
             if data.is_empty() {
                 break;
             }

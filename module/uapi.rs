@@ -105,6 +105,14 @@ pub(crate) struct VmcsNames {
     pub(crate) remote: VmcsAddr,
 }
 
+/// `struct vmcs_open_domain`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsOpenDomain {
+    pub(crate) domain: u32,
+    pub(crate) flags: u32,
+}
+
 const MAGIC: u32 = 0xB7;
 /// `VMCS_IOC_GET_INFO`.
 pub(crate) const IOC_GET_INFO: u32 = _IOR::<VmcsInfo>(MAGIC, 0x01);
@@ -122,6 +130,8 @@ pub(crate) const IOC_SET_OPTS: u32 = _IOW::<VmcsOpts>(MAGIC, 0x06);
 pub(crate) const IOC_GET_NAMES: u32 = _IOR::<VmcsNames>(MAGIC, 0x07);
 /// `VMCS_IOC_SHUTDOWN`.
 pub(crate) const IOC_SHUTDOWN: u32 = _IOW::<u32>(MAGIC, 0x08);
+/// `VMCS_IOC_OPEN_DOMAIN`.
+pub(crate) const IOC_OPEN_DOMAIN: u32 = _IOW::<VmcsOpenDomain>(MAGIC, 0x09);
 
 /// `struct vmcs_bulk_setup` (`VMCS_IOC_BULK_SETUP`).
 #[repr(C)]
@@ -199,6 +209,8 @@ unsafe impl AsBytes for VmcsBulkSetup {}
 unsafe impl FromBytes for VmcsBulkDesc {}
 // SAFETY: As above.
 unsafe impl AsBytes for VmcsBulkDesc {}
+// SAFETY: As above.
+unsafe impl FromBytes for VmcsOpenDomain {}
 // SAFETY: `#[repr(C)]` of integers and a byte array, without padding (size asserted below).
 unsafe impl FromBytes for SockaddrVmcs {}
 // SAFETY: As above.
@@ -213,6 +225,7 @@ const _: () = {
     assert!(size_of::<VmcsAccept>() == 16);
     assert!(size_of::<VmcsOpts>() == 16);
     assert!(size_of::<VmcsNames>() == 16);
+    assert!(size_of::<VmcsOpenDomain>() == 8);
     assert!(size_of::<SockaddrVmcs>() == 16);
     assert!(size_of::<VmcsBulkSetup>() == 16);
     assert!(size_of::<VmcsBulkDesc>() == 8);

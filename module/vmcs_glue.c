@@ -135,6 +135,9 @@ static unsigned int vmcs_af = 22;
 module_param_named(af, vmcs_af, uint, 0444);
 MODULE_PARM_DESC(af, "AF_VMCS address family number, 0 = none (default 22; docs/sockets.md)");
 
+/* /sys/module/vmcs/version, which `vmcs status` shows; VERSION in vmcs_drv.rs is the same. */
+MODULE_VERSION("0.1.0");
+
 unsigned int vmcs_glue_af(void)
 {
 	return vmcs_af;
@@ -159,6 +162,25 @@ static int vmcs_glue_accept(struct socket *sock, struct socket *newsock,
 }
 
 /*
+ * SOL_SOCKET options go to the socket layer as for any family (the socket has
+ * SOCK_CUSTOM_SOCKOPT only to get here); Rust then applies the buffer sizes
+ * it stored (module/socket.rs). Other levels: EOPNOTSUPP, as before.
+ */
+static int vmcs_glue_setsockopt(struct socket *sock, int level, int optname,
+				sockptr_t optval, unsigned int optlen)
+{
+	int err;
+
+	if (level != SOL_SOCKET)
+		return -EOPNOTSUPP;
+	err = sock_setsockopt(sock, level, optname, optval, optlen);
+	if (!err && (optname == SO_RCVBUF || optname == SO_RCVBUFFORCE ||
+		     optname == SO_SNDBUF || optname == SO_SNDBUFFORCE))
+		vmcs_sock_bufs_changed(sock);
+	return err;
+}
+
+/*
  * One table serves both socket types: every entry forwards to Rust, which looks at the
  * socket's type where stream and seqpacket differ. .family is set by
  * vmcs_glue_sock_register() from the `af` parameter.
@@ -176,6 +198,7 @@ static struct proto_ops vmcs_sock_ops = {
 	.gettstamp = sock_gettstamp,
 	.listen = vmcs_sock_listen,
 	.shutdown = vmcs_sock_shutdown,
+	.setsockopt = vmcs_glue_setsockopt,
 	.sendmsg = vmcs_sock_sendmsg,
 	.recvmsg = vmcs_sock_recvmsg,
 	.mmap = sock_no_mmap,
@@ -221,6 +244,7 @@ struct sock *vmcs_glue_sk_new(struct net *net, struct socket *sock, int kern)
 		return NULL;
 	sock->ops = &vmcs_sock_ops;
 	sock_init_data(sock, sk);
+	set_bit(SOCK_CUSTOM_SOCKOPT, &sock->flags);
 	((struct vmcs_sk *)sk)->priv = NULL;
 	return sk;
 }
@@ -268,6 +292,29 @@ int vmcs_glue_sk_rcvlowat(struct sock *sk)
 int vmcs_glue_sk_rcvbuf(struct sock *sk)
 {
 	return READ_ONCE(sk->sk_rcvbuf);
+}
+
+int vmcs_glue_sk_sndbuf(struct sock *sk)
+{
+	return READ_ONCE(sk->sk_sndbuf);
+}
+
+/* What getsockopt(SO_RCVBUF/SO_SNDBUF) reports (twice the sizes in use). */
+void vmcs_glue_sk_set_bufs(struct sock *sk, int rcvbuf, int sndbuf)
+{
+	WRITE_ONCE(sk->sk_rcvbuf, rcvbuf);
+	WRITE_ONCE(sk->sk_sndbuf, sndbuf);
+}
+
+/* SO_RCVTIMEO, SO_SNDTIMEO in jiffies (MAX_SCHEDULE_TIMEOUT when unset). */
+long vmcs_glue_sk_rcvtimeo(struct sock *sk)
+{
+	return READ_ONCE(sk->sk_rcvtimeo);
+}
+
+long vmcs_glue_sk_sndtimeo(struct sock *sk)
+{
+	return READ_ONCE(sk->sk_sndtimeo);
 }
 
 /* SO_ERROR: the error getsockopt(SO_ERROR) reports next (positive errno). */

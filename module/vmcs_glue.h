@@ -46,6 +46,10 @@ void vmcs_glue_sk_free(struct socket *sock);
 unsigned int vmcs_glue_sk_sndtimeo_ms(struct sock *sk);
 int vmcs_glue_sk_rcvlowat(struct sock *sk);
 int vmcs_glue_sk_rcvbuf(struct sock *sk);
+int vmcs_glue_sk_sndbuf(struct sock *sk);
+void vmcs_glue_sk_set_bufs(struct sock *sk, int rcvbuf, int sndbuf);
+long vmcs_glue_sk_rcvtimeo(struct sock *sk);
+long vmcs_glue_sk_sndtimeo(struct sock *sk);
 void vmcs_glue_sk_set_err(struct sock *sk, int err);
 void vmcs_glue_sock_set_state(struct socket *sock, int state);
 
@@ -63,6 +67,7 @@ __poll_t vmcs_sock_poll(struct file *file, struct socket *sock,
 int vmcs_sock_ioctl(struct socket *sock, unsigned int cmd, unsigned long arg);
 int vmcs_sock_listen(struct socket *sock, int backlog);
 int vmcs_sock_shutdown(struct socket *sock, int how);
+void vmcs_sock_bufs_changed(struct socket *sock);
 int vmcs_sock_sendmsg(struct socket *sock, struct msghdr *msg, size_t len);
 int vmcs_sock_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		      int flags);

@@ -24,6 +24,15 @@ done
 # The vmcs CLI, as users run it in guests.
 cargo build --quiet --release --target x86_64-unknown-linux-musl -p vmcs \
 	--manifest-path "$VMCS_TOP/userspace-tool/Cargo.toml" --target-dir "$target_dir" >&2
+# The echo examples (userspace-tool/vmcs/examples/echo.rs, userspace-tool/examples/c/echo.c)
+# as vmcs-echo-rs and vmcs-echo-c, run between guests by the cli scenario.
+cargo build --quiet --release --target x86_64-unknown-linux-musl -p vmcs --example echo \
+	--manifest-path "$VMCS_TOP/userspace-tool/Cargo.toml" --target-dir "$target_dir" >&2
+mkdir -p "$target_dir/examples"
+cp "$target_dir/x86_64-unknown-linux-musl/release/examples/echo" "$target_dir/examples/vmcs-echo-rs"
+${CC:-cc} -static -O2 -Wall -Wextra -Werror -std=gnu11 -I "$VMCS_TOP/userspace-tool/include" \
+	-o "$target_dir/examples/vmcs-echo-c" "$VMCS_TOP/userspace-tool/examples/c/echo.c"
+bins+=("$target_dir/examples/vmcs-echo-rs" "$target_dir/examples/vmcs-echo-c")
 for b in "$target_dir"/x86_64-unknown-linux-musl/release/*; do
 	[ -f "$b" ] && [ -x "$b" ] && bins+=("$b")
 done

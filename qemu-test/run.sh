@@ -5,6 +5,7 @@
 #   run.sh [--guests N] [--variant plain|doorbell] [--scenario NAME] [--timeout SECS]
 #          [--shm-size SIZE] [--results DIR] [--demo]
 #          [--crash-guest G --crash-on MARKER [--restart]]
+#          [--host-hook CMD --hook-on MARKER] [--devices N]
 #
 # Fault hook: with --crash-guest, the launcher watches guest G's TAP file for a line
 # containing MARKER and then kills that guest's QEMU with SIGKILL (no shutdown, no leave).
@@ -13,6 +14,17 @@
 # line and no test-control link; its serial log and TAP go to guestG.2.log/.tap and are
 # checked like the others. The killed incarnation must have run its whole TAP plan before
 # MARKER; it is not expected to finish.
+#
+# Host hook: with --host-hook, the launcher runs CMD (with bash -c) on the host once any
+# guest's TAP file has a line containing MARKER. CMD sees VMCS_SHM (the backing file of the
+# first region; plain variant), VMCS_SHM_ALL (all of them, space-separated), VMCS_RESULTS
+# and VMCS_VARIANT. Its stdout is read as TAP lines (`ok - ...`, `not ok - ...`, `# ...`,
+# no plan needed) and reported like the guests' points, plus one point for its exit status
+# 0; stderr goes to hook.log. It must end within 60 s of the last guest.
+#
+# --devices N (1 or 2, default 1): every guest gets N ivshmem devices, each with a region
+# of its own (plain: /dev/shm/<run>, /dev/shm/<run>.1; doorbell: one server per region),
+# so that each guest has N vmcs domains.
 #
 # The guests' kernel and initramfs come from $VMCS_KERNEL and $VMCS_INITRD, or are built.
 # Each guest's serial log (console) and TAP stream are kept in the results folder. Exit
@@ -31,6 +43,9 @@ demo=0
 crash_guest=""
 crash_on=""
 restart=0
+hook=""
+hook_on=""
+devices=1
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--guests) guests=$2; shift 2 ;;
@@ -43,12 +58,17 @@ while [ $# -gt 0 ]; do
 	--crash-guest) crash_guest=$2; shift 2 ;;
 	--crash-on) crash_on=$2; shift 2 ;;
 	--restart) restart=1; shift ;;
+	--host-hook) hook=$2; shift 2 ;;
+	--hook-on) hook_on=$2; shift 2 ;;
+	--devices) devices=$2; shift 2 ;;
 	*) die "unknown argument $1 (see the header of $0)" ;;
 	esac
 done
 [ "$guests" -ge 1 ] && [ "$guests" -le 8 ] || die "--guests must be 1..8"
 case "$variant" in plain | doorbell) ;; *) die "--variant must be plain or doorbell" ;; esac
 [ -f "$VMCS_TOP/qemu-test/scenarios/$scenario.sh" ] || die "no scenario $scenario"
+case "$devices" in 1 | 2) ;; *) die "--devices must be 1 or 2" ;; esac
+[ -z "$hook" ] || [ -n "$hook_on" ] || die "--host-hook needs --hook-on MARKER"
 if [ -n "$crash_guest" ]; then
 	[ "$crash_guest" -ge 0 ] && [ "$crash_guest" -lt "$guests" ] || die "--crash-guest must be 0..$((guests - 1))"
 	[ -n "$crash_on" ] || die "--crash-guest needs --crash-on MARKER"
@@ -62,34 +82,44 @@ stamp=$(date +%Y%m%d-%H%M%S)
 results=${results:-$VMCS_TOP/qemu-test/results/$stamp-$scenario-$variant-$guests}
 mkdir -p "$results"
 run_id="vmcs-$$-$RANDOM"
-shm="/dev/shm/$run_id"
-sock="$results/ivshmem.sock"
 pids=()
-server_pid=""
+server_pids=()
+hook_pid=""
+# Region d's backing file and (doorbell) server socket; d = 0 .. devices-1.
+shm_of() { if [ "$1" = 0 ]; then echo "/dev/shm/$run_id"; else echo "/dev/shm/$run_id.$1"; fi; }
+sock_of() { if [ "$1" = 0 ]; then echo "$results/ivshmem.sock"; else echo "$results/ivshmem.$1.sock"; fi; }
 
 cleanup() {
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-	if [ -n "$server_pid" ]; then
-		kill "$server_pid" 2>/dev/null || true
-		wait "$server_pid" 2>/dev/null || true
-	fi
-	rm -f "$shm" "$sock"
+	[ -z "$hook_pid" ] || kill -9 "$hook_pid" 2>/dev/null || true
+	for p in "${server_pids[@]}"; do
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	for d in $(seq 0 $((devices - 1))); do rm -f "$(shm_of "$d")" "$(sock_of "$d")"; done
 }
 trap cleanup EXIT
 
-if [ "$variant" = plain ]; then
-	truncate -s "$shm_size" "$shm"
-	shm_args=(-object "memory-backend-file,id=shm,size=$shm_size,share=on,mem-path=$shm"
-		-device ivshmem-plain,memdev=shm)
-else
-	server=$("$VMCS_TOP/qemu-test/build-host-tools.sh")
-	"$server" --socket "$sock" --shm "$shm" --size "$shm_size" --vectors 2 --max-peers 16 \
-		2>"$results/ivshmem-server.log" &
-	server_pid=$!
-	for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
-	[ -S "$sock" ] || die "ivshmem server did not start (see $results/ivshmem-server.log)"
-	shm_args=(-chardev "socket,path=$sock,id=ivsh" -device ivshmem-doorbell,chardev=ivsh,vectors=2)
-fi
+shm_args=()
+[ "$variant" = plain ] || server=$("$VMCS_TOP/qemu-test/build-host-tools.sh")
+for d in $(seq 0 $((devices - 1))); do
+	shm=$(shm_of "$d")
+	sock=$(sock_of "$d")
+	if [ "$variant" = plain ]; then
+		truncate -s "$shm_size" "$shm"
+		shm_args+=(-object "memory-backend-file,id=shm$d,size=$shm_size,share=on,mem-path=$shm"
+			-device ivshmem-plain,memdev=shm$d)
+	else
+		slog=ivshmem-server.log
+		[ "$d" = 0 ] || slog=ivshmem-server.$d.log
+		"$server" --socket "$sock" --shm "$shm" --size "$shm_size" --vectors 2 --max-peers 16 \
+			2>"$results/$slog" &
+		server_pids+=($!)
+		for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+		[ -S "$sock" ] || die "ivshmem server did not start (see $results/$slog)"
+		shm_args+=(-chardev "socket,path=$sock,id=ivsh$d" -device ivshmem-doorbell,chardev=ivsh$d,vectors=2)
+	fi
+done
 
 # Test-control links: a point-to-point virtio-net link between guest 0 and each other guest,
 # carried over a QEMU socket netdev on host loopback.
@@ -162,8 +192,24 @@ while :; do
 			echo "# fault hook: restarted guest$crash_guest as incarnation 2"
 		fi
 	fi
+	if [ -n "$hook" ] && [ -z "$hook_pid" ] &&
+		cat "$results"/guest*.tap 2>/dev/null | tr -d '\r' | grep -qF -- "$hook_on"; then
+		shm_all=$(for d in $(seq 0 $((devices - 1))); do shm_of "$d"; done | tr '\n' ' ')
+		VMCS_SHM=$(shm_of 0) VMCS_SHM_ALL=$shm_all VMCS_RESULTS=$results VMCS_VARIANT=$variant \
+			bash -c "$hook" >"$results/hook.tap" 2>"$results/hook.log" &
+		hook_pid=$!
+		echo "# host hook: started on \"$hook_on\" at $(date +%T.%N | cut -c1-12)"
+	fi
 	sleep 0.2
 done
+hook_rc=""
+if [ -n "$hook_pid" ]; then
+	for _ in $(seq 300); do kill -0 "$hook_pid" 2>/dev/null || break; sleep 0.2; done
+	kill -9 "$hook_pid" 2>/dev/null || true
+	wait "$hook_pid" 2>/dev/null
+	hook_rc=$?
+	hook_pid=""
+fi
 if [ "$timed_out" = 1 ]; then
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 fi
@@ -177,6 +223,25 @@ if [ -n "$crash_guest" ]; then
 		emit ok "fault hook: guest$crash_guest killed on \"$crash_on\""
 	else
 		emit "not ok" "fault hook: guest$crash_guest killed on \"$crash_on\" (marker never seen)"
+	fi
+fi
+if [ -n "$hook" ]; then
+	if [ -z "$hook_rc" ]; then
+		emit "not ok" "host hook: started on \"$hook_on\" (marker never seen)"
+	else
+		while IFS= read -r line; do
+			case "$line" in
+			"ok "*) emit ok "host hook: ${line#ok - }" ;;
+			"not ok "*) emit "not ok" "host hook: ${line#not ok - }" ;;
+			"#"*) echo "$line" ;;
+			esac
+		done <"$results/hook.tap"
+		if [ "$hook_rc" = 0 ]; then
+			emit ok "host hook: exited 0"
+		else
+			emit "not ok" "host hook: exited $hook_rc (see $results/hook.log)"
+			tail -n 5 "$results/hook.log" | sed 's/^/# /'
+		fi
 	fi
 fi
 for u in "${units[@]}"; do

@@ -28,18 +28,44 @@ use kernel::{
     fs::File,
     new_poll_condvar,
     prelude::*,
-    sync::{new_mutex, poll::PollCondVar, poll::PollTable, Arc, CondVarTimeoutResult, Mutex},
-    time::msecs_to_jiffies,
+    sync::{
+        new_mutex, poll::PollCondVar, poll::PollTable, Arc, CondVarTimeoutResult, Mutex, MutexGuard,
+    },
+    time::{msecs_to_jiffies, Jiffies},
 };
 
 /// Default receive buffer (credit) of a connection.
 pub(crate) const DEFAULT_RCVBUF: u32 = 256 * 1024;
-/// Bytes of queued, not yet transmitted messages above which writers wait for ring space.
-const TXQ_MAX: usize = 256 * 1024;
+/// Default bytes of queued, not yet transmitted messages above which writers wait for ring
+/// space (AF_VMCS `SO_SNDBUF` sets it per socket).
+pub(crate) const TXQ_MAX: usize = 256 * 1024;
+/// Smallest transmit queue limit `SO_SNDBUF` may set.
+pub(crate) const MIN_TXQ: usize = 4 << 10;
+/// Largest transmit queue limit `SO_SNDBUF` may set.
+pub(crate) const MAX_TXQ: usize = 4 << 20;
 /// Unread empty messages a receiver holds at most (non-empty ones are bounded by credit).
 const MAX_EMPTY_MSGS: usize = 1024;
 /// Default connect timeout, as vsock's.
 const DEFAULT_CONNECT_TIMEOUT_MS: u32 = 2000;
+
+/// How long a call may sleep, in jiffies, as `sk_rcvtimeo`/`sk_sndtimeo`: 0 is not at all
+/// (non-blocking), [`Timeo::FOREVER`] (`MAX_SCHEDULE_TIMEOUT`) is without a limit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Timeo(pub(crate) kernel::ffi::c_long);
+
+impl Timeo {
+    /// No time limit (`MAX_SCHEDULE_TIMEOUT`).
+    pub(crate) const FOREVER: Self = Self(kernel::ffi::c_long::MAX);
+
+    /// `FOREVER`, or 0 when `nonblock`.
+    pub(crate) fn blocking(nonblock: bool) -> Self {
+        if nonblock {
+            Self(0)
+        } else {
+            Self::FOREVER
+        }
+    }
+}
 
 /// Where an endpoint is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -68,6 +94,15 @@ pub(crate) struct Stats {
     pub(crate) rx_bytes: u64,
     pub(crate) rx_msgs: u64,
     pub(crate) resets: u32,
+}
+
+/// What [`Sock::pump_frames`] did.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Pumped {
+    /// At least one frame went out.
+    pub(super) sent: bool,
+    /// The transport took no more (`tx_space` follows).
+    pub(super) full: bool,
 }
 
 /// One queued outgoing item.
@@ -231,6 +266,8 @@ pub(crate) struct State {
     /// `VMCS_OPT_NONBLOCK`.
     pub(crate) nonblock: bool,
     rcvbuf: u32,
+    /// Limit of `txq_bytes` (`SO_SNDBUF`).
+    sndbuf: usize,
     tx: TxCredit,
     /// The peer's last advertised receive buffer (clamped).
     peer_buf_alloc: u32,
@@ -263,6 +300,7 @@ impl State {
             ty,
             nonblock: false,
             rcvbuf: DEFAULT_RCVBUF,
+            sndbuf: TXQ_MAX,
             tx: TxCredit::new(),
             peer_buf_alloc: 0,
             rx: RxCredit::new(DEFAULT_RCVBUF),
@@ -351,9 +389,15 @@ impl Sock {
 
     /// Creates the accepted side of a connection requested by `hdr` from `peer`; its first
     /// queued frame is the `RESPONSE`.
-    fn new_child(port: u32, peer: u32, hdr: &FrameHeader, rcvbuf: u32) -> Result<Arc<Self>> {
+    fn new_child(
+        port: u32,
+        peer: u32,
+        hdr: &FrameHeader,
+        (rcvbuf, sndbuf): (u32, usize),
+    ) -> Result<Arc<Self>> {
         let mut st = State::new(hdr.ty);
         st.rcvbuf = rcvbuf;
+        st.sndbuf = sndbuf;
         st.start_conn(peer, hdr.src_port);
         st.port = Some(port);
         st.phase = Phase::Connected;
@@ -373,14 +417,56 @@ impl Sock {
         self.wq.notify_all();
     }
 
+    /// Sleeps once on the wait queue within `timeo`, which it decreases: `EAGAIN` when no
+    /// time is left, on a signal `ERESTARTSYS` without a limit and `EINTR` with one
+    /// (`sock_intr_errno`). Callers check their condition again after `Ok`.
+    fn wait(&self, st: &mut MutexGuard<'_, State>, timeo: &mut Timeo) -> Result {
+        if timeo.0 <= 0 {
+            return Err(EAGAIN);
+        }
+        if *timeo == Timeo::FOREVER {
+            return if self.wq.wait_interruptible(st) {
+                Err(ERESTARTSYS)
+            } else {
+                Ok(())
+            };
+        }
+        // `timeo.0` is positive here.
+        match self.wq.wait_interruptible_timeout(st, timeo.0 as Jiffies) {
+            CondVarTimeoutResult::Woken { jiffies } => {
+                timeo.0 = kernel::ffi::c_long::try_from(jiffies).unwrap_or(0);
+            }
+            // Looked at once more by the caller, then `EAGAIN`.
+            CondVarTimeoutResult::Timeout => timeo.0 = 0,
+            CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+        }
+        Ok(())
+    }
+
     /// Sends as much of the transmit queue as the transport takes now. On a transport error
     /// other than `Full` the connection is reset and the error returned.
+    /// While the peer's ring is backlogged (`Core::backlogged`) it sends nothing: the frames
+    /// wait for their turn in `Core::tx_space`.
     fn pump(&self, core: &Core, st: &mut State) -> Result {
-        let Some(port) = st.port else {
+        if !st.txq.is_empty() && core.backlogged(st.peer) {
             return Ok(());
+        }
+        self.pump_frames(core, st, usize::MAX).map(|_| ())
+    }
+
+    /// [`Self::pump`] of at most `budget` frames, also when backlogged: whether a frame went
+    /// out and whether the transport was full.
+    fn pump_frames(&self, core: &Core, st: &mut State, mut budget: usize) -> Result<Pumped> {
+        let mut out = Pumped::default();
+        let Some(port) = st.port else {
+            return Ok(out);
         };
         let mut progressed = false;
         while let Some(item) = st.txq.first_mut() {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
             let mut rx = st.rx;
             let (buf_alloc, fwd_cnt) = rx.advertise();
             let mut hdr = FrameHeader::new(Op::Rw, st.ty, port, st.peer_port);
@@ -434,7 +520,11 @@ impl Sock {
                         let _ = st.txq.remove(0);
                     }
                 }
-                Err(SendError::Full) => break,
+                Err(SendError::Full) => {
+                    out.full = true;
+                    core.set_backlogged(st.peer);
+                    break;
+                }
                 Err(e) => {
                     let err = match e {
                         SendError::Unreachable => errno::ehostunreach(),
@@ -448,11 +538,12 @@ impl Sock {
         if progressed {
             self.wake();
         }
+        out.sent = progressed;
         if st.phase == Phase::Closing && st.txq.is_empty() {
             st.phase = Phase::Closed;
             core.remove(self);
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Sends an `RST` for the connection now (best effort, not through the queue).
@@ -606,6 +697,11 @@ impl Sock {
 
     /// `VMCS_IOC_ACCEPT`: the next established connection and its peer address.
     pub(crate) fn accept(&self, nonblock: bool) -> Result<(Arc<Sock>, u32, u32)> {
+        self.accept_timeo(&mut Timeo::blocking(nonblock))
+    }
+
+    /// `accept` waiting at most `timeo` (`SO_RCVTIMEO`; `EAGAIN` when it runs out).
+    pub(crate) fn accept_timeo(&self, timeo: &mut Timeo) -> Result<(Arc<Sock>, u32, u32)> {
         let mut st = self.state.lock();
         loop {
             if st.phase != Phase::Listening {
@@ -620,23 +716,18 @@ impl Sock {
                 };
                 return Ok((child, peer, port));
             }
-            if nonblock {
-                return Err(EAGAIN);
-            }
-            if self.wq.wait_interruptible(&mut st) {
-                return Err(ERESTARTSYS);
-            }
+            self.wait(&mut st, timeo)?;
         }
     }
 
     /// A `REQUEST` for this listener from `peer`.
     pub(super) fn on_request(&self, core: &Core, peer: u32, hdr: &FrameHeader) {
-        let (port, rcvbuf) = {
+        let (port, bufs) = {
             let st = self.state.lock();
-            (st.port, st.rcvbuf)
+            (st.port, (st.rcvbuf, st.sndbuf))
         };
         let child = match port {
-            Some(port) => Sock::new_child(port, peer, hdr, rcvbuf).ok(),
+            Some(port) => Sock::new_child(port, peer, hdr, bufs).ok(),
             None => None,
         };
         let Some(child) = child else {
@@ -783,11 +874,13 @@ impl Sock {
         }
     }
 
-    /// The ring to the peer has room again.
-    pub(super) fn on_tx_space(&self, core: &Core) {
+    /// The ring to the peer has room again: sends at most `frames` queued frames, so that
+    /// the core can take turns among the peer's connections (`Core::tx_space`).
+    pub(super) fn on_tx_space(&self, core: &Core, frames: usize) -> Pumped {
         let mut st = self.state.lock();
-        let _ = self.pump(core, &mut st);
+        let r = self.pump_frames(core, &mut st, frames).unwrap_or_default();
         self.wake();
+        r
     }
 
     /// `read()`: one message, truncated to `max` bytes; `Ok(None)` is end of file.
@@ -831,25 +924,40 @@ impl Sock {
         Ok(msg)
     }
 
+    /// Whether `send` may queue data now: the connection's error, `EPIPE` or `ENOTCONN`.
+    fn sendable(st: &State) -> Result {
+        if let Some(e) = st.err {
+            if st.was_connected {
+                return Err(e);
+            }
+        }
+        match st.phase {
+            Phase::Connected => {}
+            _ if st.was_connected => return Err(EPIPE),
+            _ => return Err(errno::enotconn()),
+        }
+        if st.local_shut & flags::SHUTDOWN_SEND != 0 || st.peer_shut & flags::SHUTDOWN_RCV != 0 {
+            return Err(EPIPE);
+        }
+        Ok(())
+    }
+
     /// `write()`: queues `data` as one message once the peer has credit for all of it.
     pub(crate) fn send(&self, core: &Core, data: KVec<u8>, nonblock: bool) -> Result<usize> {
+        self.send_timeo(core, data, &mut Timeo::blocking(nonblock))
+    }
+
+    /// `send` waiting at most `timeo` (`SO_SNDTIMEO`; `EAGAIN` when it runs out).
+    pub(crate) fn send_timeo(
+        &self,
+        core: &Core,
+        data: KVec<u8>,
+        timeo: &mut Timeo,
+    ) -> Result<usize> {
         let len = data.len();
         let mut st = self.state.lock();
         loop {
-            if let Some(e) = st.err {
-                if st.was_connected {
-                    return Err(e);
-                }
-            }
-            match st.phase {
-                Phase::Connected => {}
-                _ if st.was_connected => return Err(EPIPE),
-                _ => return Err(errno::enotconn()),
-            }
-            if st.local_shut & flags::SHUTDOWN_SEND != 0 || st.peer_shut & flags::SHUTDOWN_RCV != 0
-            {
-                return Err(EPIPE);
-            }
+            Self::sendable(&st)?;
             if len > st.peer_buf_alloc as usize {
                 return Err(errno::emsgsize());
             }
@@ -857,19 +965,56 @@ impl Sock {
                 return Ok(0);
             }
             if st.tx.peer_free() as usize >= len
-                && (st.txq_bytes == 0 || st.txq_bytes + len <= TXQ_MAX)
+                && (st.txq_bytes == 0 || st.txq_bytes + len <= st.sndbuf)
             {
                 break;
             }
-            if nonblock {
-                return Err(EAGAIN);
+            if timeo.0 > 0 {
+                core.kick(st.peer);
             }
-            core.kick(st.peer);
-            if self.wq.wait_interruptible(&mut st) {
-                return Err(ERESTARTSYS);
-            }
+            self.wait(&mut st, timeo)?;
         }
-        // `len` is at most `MAX_MSG_SIZE` (checked by the caller).
+        self.queue_msg(core, st, data)
+    }
+
+    /// AF_VMCS `SOCK_STREAM` `send`: queues the first bytes of `data` that the peer's credit
+    /// and the transmit queue (`SO_SNDBUF`) take now, waiting within `timeo` until at least
+    /// one byte fits; returns how many were queued.
+    pub(crate) fn send_stream(
+        &self,
+        core: &Core,
+        mut data: KVec<u8>,
+        timeo: &mut Timeo,
+    ) -> Result<usize> {
+        let mut st = self.state.lock();
+        let n = loop {
+            Self::sendable(&st)?;
+            if data.is_empty() {
+                return Ok(0);
+            }
+            let room = st.sndbuf.saturating_sub(st.txq_bytes);
+            let n = data.len().min(st.tx.peer_free() as usize).min(room);
+            if n > 0 {
+                break n;
+            }
+            if timeo.0 > 0 {
+                core.kick(st.peer);
+            }
+            self.wait(&mut st, timeo)?;
+        };
+        data.truncate(n);
+        self.queue_msg(core, st, data)
+    }
+
+    /// Queues `data`, for which the peer has credit, as one message and sends what it can.
+    fn queue_msg(
+        &self,
+        core: &Core,
+        mut st: MutexGuard<'_, State>,
+        data: KVec<u8>,
+    ) -> Result<usize> {
+        let len = data.len();
+        // `len` is at most the peer's credit (`peer_free`), a u32.
         st.tx.on_send(len as u32).map_err(|_| EAGAIN)?;
         st.txq.push(TxItem::Msg { data, off: 0 }, GFP_KERNEL)?;
         st.txq_bytes += len;
@@ -980,15 +1125,31 @@ impl Sock {
             }
             if let Some(rb) = rcvbuf {
                 let rb = rb.min(MAX_RCVBUF);
+                let changed = rb != st.rcvbuf;
                 st.rcvbuf = rb;
                 st.rx.set_buf_alloc(rb);
-                if st.phase == Phase::Connected && st.rx.needs_update() {
+                // A smaller buffer is announced at once too, not only with the next frame.
+                if st.phase == Phase::Connected && (changed || st.rx.needs_update()) {
                     let _ = st.queue_ctrl(Op::CreditUpdate, 0);
                     let _ = self.pump(core, &mut st);
                 }
             }
         }
         core.lo_drain();
+    }
+
+    /// Sets the transmit queue limit (`SO_SNDBUF`), clamped; returns the value in use.
+    pub(crate) fn set_sndbuf(&self, n: usize) -> usize {
+        let n = n.clamp(MIN_TXQ, MAX_TXQ);
+        self.state.lock().sndbuf = n;
+        self.wake();
+        n
+    }
+
+    /// The receive buffer (credit) and transmit queue limit in use.
+    pub(crate) fn bufs(&self) -> (u32, usize) {
+        let st = self.state.lock();
+        (st.rcvbuf, st.sndbuf)
     }
 
     /// Whether `VMCS_OPT_NONBLOCK` is set.
@@ -1009,6 +1170,12 @@ impl Sock {
 
     /// `poll()`: registers with the wait queue and returns the ready mask.
     pub(crate) fn poll(&self, file: &File, table: &PollTable<'_>) -> u32 {
+        self.poll_lowat(file, table, 1)
+    }
+
+    /// `poll()` where a stream is readable (`POLLIN`) only with at least `lowat` unread bytes
+    /// (`SO_RCVLOWAT`, at most the receive buffer), or at end of file.
+    pub(crate) fn poll_lowat(&self, file: &File, table: &PollTable<'_>, lowat: usize) -> u32 {
         table.register_wait(file, &self.wq);
         let st = self.state.lock();
         let mut mask = 0;
@@ -1019,7 +1186,12 @@ impl Sock {
                 }
             }
             Phase::Connected => {
-                if st.rxq.msgs() > 0
+                let readable = if st.ty == SockType::Stream {
+                    st.rxq.unread() >= lowat.min(st.rcvbuf as usize).max(1)
+                } else {
+                    st.rxq.msgs() > 0
+                };
+                if readable
                     || st.bulk.readable()
                     || st.peer_shut & flags::SHUTDOWN_SEND != 0
                     || st.local_shut & flags::SHUTDOWN_RCV != 0
@@ -1029,7 +1201,7 @@ impl Sock {
                 if st.local_shut & flags::SHUTDOWN_SEND == 0
                     && st.peer_shut & flags::SHUTDOWN_RCV == 0
                     && st.tx.peer_free() > 0
-                    && st.txq_bytes < TXQ_MAX
+                    && st.txq_bytes < st.sndbuf
                 {
                     mask |= poll_mask::OUT;
                 }
@@ -1067,8 +1239,8 @@ impl Sock {
     fn wait_readable(
         &self,
         core: &Core,
-        st: &mut kernel::sync::MutexGuard<'_, State>,
-        nonblock: bool,
+        st: &mut MutexGuard<'_, State>,
+        timeo: &mut Timeo,
     ) -> Result<bool> {
         loop {
             if !st.was_connected {
@@ -1086,13 +1258,10 @@ impl Sock {
             if st.peer_shut & flags::SHUTDOWN_SEND != 0 || st.phase != Phase::Connected {
                 return Ok(false);
             }
-            if nonblock {
-                return Err(EAGAIN);
+            if timeo.0 > 0 {
+                core.kick(st.peer);
             }
-            core.kick(st.peer);
-            if self.wq.wait_interruptible(st) {
-                return Err(ERESTARTSYS);
-            }
+            self.wait(st, timeo)?;
         }
     }
 
@@ -1102,11 +1271,11 @@ impl Sock {
         &self,
         core: &Core,
         max: usize,
-        nonblock: bool,
+        timeo: &mut Timeo,
         peek: bool,
     ) -> Result<(KVec<u8>, usize)> {
         let mut st = self.state.lock();
-        if !self.wait_readable(core, &mut st, nonblock)? {
+        if !self.wait_readable(core, &mut st, timeo)? {
             return Ok((KVec::new(), 0));
         }
         let got = if peek {
@@ -1131,11 +1300,11 @@ impl Sock {
         &self,
         core: &Core,
         max: usize,
-        nonblock: bool,
+        timeo: &mut Timeo,
         peek: bool,
     ) -> Result<KVec<u8>> {
         let mut st = self.state.lock();
-        if !self.wait_readable(core, &mut st, nonblock)? {
+        if !self.wait_readable(core, &mut st, timeo)? {
             return Ok(KVec::new());
         }
         let data = st.rxq.take_bytes(max, peek)?;
@@ -1151,7 +1320,9 @@ impl Sock {
     /// at most `VMCS_MAX_MSG_SIZE` (at least 1, so that `send` reports the real error).
     pub(crate) fn stream_chunk(&self) -> usize {
         let st = self.state.lock();
-        (st.peer_buf_alloc.min(uapi::MAX_MSG_SIZE) as usize).max(1)
+        (st.peer_buf_alloc.min(uapi::MAX_MSG_SIZE) as usize)
+            .min(st.sndbuf)
+            .max(1)
     }
 
     /// `SIOCINQ`, `SIOCOUTQ`: unread bytes and bytes queued but not yet sent.

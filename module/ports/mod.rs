@@ -13,7 +13,7 @@
 
 mod conn;
 
-pub(crate) use conn::Sock;
+pub(crate) use conn::{Sock, Timeo, DEFAULT_RCVBUF, TXQ_MAX};
 
 use crate::{
     domain::Domain,
@@ -22,6 +22,7 @@ use crate::{
     transport::{SendError, Upcalls},
     uapi,
 };
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use kernel::{
     prelude::*,
     sync::{new_mutex, Arc, Mutex},
@@ -63,6 +64,29 @@ impl Entry {
 struct Table {
     entries: KVec<Entry>,
     next_port: u32,
+    /// One bit per peer id (< 64): a frame to that peer found the ring full and a
+    /// `tx_space` is owed. Until it has drained every queue, connections to the peer send
+    /// only in the round robin of `tx_space`, not directly from `send` (which would pass
+    /// the connections already waiting). Under the table lock, so that `tx_space` clears
+    /// it and lists the connections in one step.
+    backlog: u64,
+}
+
+impl Table {
+    /// Every endpoint with a connection to `peer`.
+    fn conns_with(&self, peer: u32) -> KVec<Arc<Sock>> {
+        let mut out = KVec::new();
+        for e in self.entries.iter() {
+            if matches!(e.remote, Some((p, _)) if p == peer) {
+                // On allocation failure the rest are missed; they are reset on their next
+                // frame or by their owner.
+                if out.push(e.sock.clone(), GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+        }
+        out
+    }
 }
 
 /// A loopback frame waiting for delivery.
@@ -95,6 +119,8 @@ pub(crate) struct Core {
     /// Extents in use in our slice of the bulk area (conn/bulk.rs), slice-relative.
     #[pin]
     bulk: Mutex<KVec<crate::proto::bulk::Desc>>,
+    /// Where the next `tx_space` round robin starts.
+    tx_next: AtomicUsize,
 }
 
 impl Core {
@@ -106,13 +132,16 @@ impl Core {
     /// domain's transport through its own address.
     pub(crate) unsafe fn new() -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            table <- new_mutex!(Table { entries: KVec::new(), next_port: EPHEMERAL_START },
-                "vmcs_table"),
+            table <- new_mutex!(
+                Table { entries: KVec::new(), next_port: EPHEMERAL_START, backlog: 0 },
+                "vmcs_table"
+            ),
             lo <- new_mutex!(
                 LoQueue { frames: KVec::new(), bytes: 0, draining: false, full: false },
                 "vmcs_lo"
             ),
             bulk <- new_mutex!(KVec::new(), "vmcs_bulk"),
+            tx_next: AtomicUsize::new(0),
         })
     }
 
@@ -164,10 +193,13 @@ impl Core {
             q.full = true;
             return Err(SendError::Full);
         }
+        // On allocation failure too, `Full` promises a `tx_space` (after the next batch).
         let mut data = KVec::new();
-        data.extend_from_slice(payload, GFP_KERNEL)
-            .map_err(|_| SendError::Full)?;
-        q.frames
+        if data.extend_from_slice(payload, GFP_KERNEL).is_err() {
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        if q.frames
             .push(
                 LoFrame {
                     hdr: *hdr,
@@ -175,7 +207,11 @@ impl Core {
                 },
                 GFP_KERNEL,
             )
-            .map_err(|_| SendError::Full)?;
+            .is_err()
+        {
+            q.full = true;
+            return Err(SendError::Full);
+        }
         q.bytes += payload.len() + FRAME_HDR_SIZE;
         Ok(())
     }
@@ -210,6 +246,27 @@ impl Core {
                 self.tx_space(local);
             }
         }
+    }
+
+    fn backlog_bit(peer: u32) -> u64 {
+        1u64.checked_shl(peer).unwrap_or(0)
+    }
+
+    /// Whether connections to `peer` wait for `tx_space` (`Table::backlog`).
+    fn backlogged(&self, peer: u32) -> bool {
+        self.table.lock().backlog & Self::backlog_bit(peer) != 0
+    }
+
+    /// A frame to `peer` found the ring full.
+    fn set_backlogged(&self, peer: u32) {
+        self.table.lock().backlog |= Self::backlog_bit(peer);
+    }
+
+    /// Clears `peer`'s backlog bit; returns its connections as of that moment.
+    fn clear_backlogged(&self, peer: u32) -> KVec<Arc<Sock>> {
+        let mut t = self.table.lock();
+        t.backlog &= !Self::backlog_bit(peer);
+        t.conns_with(peer)
     }
 
     /// Tells the transport that traffic is expected (a waiter sleeps on a remote peer).
@@ -344,18 +401,7 @@ impl Core {
 
     /// Every endpoint with a connection to `peer`.
     fn conns_with(&self, peer: u32) -> KVec<Arc<Sock>> {
-        let t = self.table.lock();
-        let mut out = KVec::new();
-        for e in t.entries.iter() {
-            if matches!(e.remote, Some((p, _)) if p == peer) {
-                // On allocation failure the rest are missed; they are reset on their next
-                // frame or by their owner.
-                if out.push(e.sock.clone(), GFP_KERNEL).is_err() {
-                    break;
-                }
-            }
-        }
-        out
+        self.table.lock().conns_with(peer)
     }
 
     /// Writes the debugfs `connections` table: [`CONNECTIONS_HEADER`], then one row per
@@ -413,14 +459,51 @@ impl Upcalls for Core {
     }
 
     fn peer_reset(&self, peer: u32) {
-        for s in self.conns_with(peer).iter() {
+        for s in self.clear_backlogged(peer).iter() {
             s.on_peer_reset(self);
         }
     }
 
+    /// Room in the ring to `peer`: its connections take turns, one frame each per round
+    /// (round robin, starting where the last round stopped), until the ring is full or no
+    /// one has anything queued, so that no connection starves the others.
     fn tx_space(&self, peer: u32) {
-        for s in self.conns_with(peer).iter() {
-            s.on_tx_space(self);
+        let conns = self.conns_with(peer);
+        let n = conns.len();
+        if n == 0 {
+            self.clear_backlogged(peer);
+            return;
+        }
+        let start = self.tx_next.load(Relaxed) % n;
+        let mut active = KVec::new();
+        for k in 0..n {
+            // On allocation failure a connection misses this round; its own next send or
+            // the next `tx_space` pumps it.
+            let _ = active.push((start + k) % n, GFP_KERNEL);
+        }
+        while !active.is_empty() {
+            let mut next = KVec::new();
+            for &i in active.iter() {
+                let Some(s) = conns.get(i) else { continue };
+                let r = s.on_tx_space(self, 1);
+                if r.full {
+                    // This one goes first next time.
+                    self.tx_next.store(i, Relaxed);
+                    return;
+                }
+                if r.sent {
+                    let _ = next.push(i, GFP_KERNEL);
+                }
+            }
+            active = next;
+        }
+        // Every queue is empty: direct sends again. A sender that saw the bit still set
+        // had queued its frames under its `Sock` lock and had its table entry already (the
+        // check takes the table lock): this pass, listed and run after the clear, sends them.
+        for s in self.clear_backlogged(peer).iter() {
+            if s.on_tx_space(self, usize::MAX).full {
+                return;
+            }
         }
     }
 }

@@ -45,7 +45,7 @@ use kernel::{
     prelude::*,
     revocable::Revocable,
     sync::{
-        atomic::{Atomic, Relaxed},
+        atomic::{Atomic, Full, Relaxed},
         Arc, Mutex, SpinLock,
     },
     time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Jiffies, Monotonic},
@@ -55,8 +55,14 @@ use kernel::{
 pub(crate) const REGS_SIZE: usize = 256;
 /// BAR0 register: ring a peer, `(peer << 16) | vector`.
 const REG_DOORBELL: usize = 0x0C;
-/// The MSI-X vector every vmcs peer is rung on.
-const VECTOR: u32 = 0;
+/// MSI-X vector for "data (or a new epoch) for you": rung by producers.
+pub(crate) const VEC_DATA: u32 = 0;
+/// MSI-X vector for "space (or an acknowledgement) for you": rung by consumers for a
+/// producer that waits. Used only towards peers that advertise at least two vectors
+/// (`peer::SLOT_VECTORS`); others get everything on [`VEC_DATA`].
+pub(crate) const VEC_SPACE: u32 = 1;
+/// MSI-X vectors a domain uses at most.
+pub(crate) const MAX_VECTORS: u32 = 2;
 /// Frames taken from one peer's ring per pass before the work requeues itself.
 const RX_BUDGET: u32 = 64;
 /// Attach: polls of ~1 ms while another peer initialises the region (5 s).
@@ -74,6 +80,14 @@ const POLL_HOT_MS: u64 = 50;
 /// Port of the transport's self-test frames (`VMADDR_PORT_ANY`, never a bound port): they
 /// are counted and checked by the transport and never delivered to the core.
 const SELFTEST_PORT: u32 = u32::MAX;
+/// Log lines one peer's events may cause per [`LOG_WINDOW_MS`]. A hostile peer can make
+/// every poll find its ring corrupt or re-opened (and the peer come up again after it), so
+/// these lines are rate-limited per peer; the rest are counted, and summarised once the
+/// window has passed. Heartbeat timeouts and reaps (at most one per incarnation and
+/// `hb_timeout_ms`) are always logged.
+const LOG_BURST: u32 = 10;
+/// See [`LOG_BURST`].
+const LOG_WINDOW_MS: u64 = 5000;
 
 /// Tunables, from module parameters.
 #[derive(Clone, Copy)]
@@ -189,10 +203,18 @@ struct PeerStats {
     drops: Atomic<u64>,
     /// Milliseconds since the link started at which the heartbeat last moved.
     hb_seen_ms: Atomic<u64>,
+    /// Doorbell vectors the peer advertised when it came up.
+    vectors: Atomic<u32>,
     /// Live (1) or not (0): what `is_live` reports.
     live: Atomic<u32>,
     /// `send` found the ring to this peer corrupt; the worker owes the core a reset.
     tx_corrupt: Atomic<u32>,
+    /// Log rate limit ([`LOG_BURST`]): start of the current window, lines logged in it, and
+    /// lines suppressed since the last summary. Updated without atomicity across fields: a
+    /// race only makes the counts approximate.
+    log_at_ms: Atomic<u64>,
+    log_lines: Atomic<u32>,
+    log_dropped: Atomic<u64>,
 }
 
 impl PeerStats {
@@ -208,8 +230,12 @@ impl PeerStats {
             selftest_bad: Atomic::new(0),
             drops: Atomic::new(0),
             hb_seen_ms: Atomic::new(0),
+            vectors: Atomic::new(0),
             live: Atomic::new(0),
             tx_corrupt: Atomic::new(0),
+            log_at_ms: Atomic::new(0),
+            log_lines: Atomic::new(0),
+            log_dropped: Atomic::new(0),
         }
     }
 }
@@ -263,6 +289,15 @@ pub(crate) struct Link {
     t0: Instant<Monotonic>,
     stats: KVec<PeerStats>,
     doorbells_rx: Atomic<u64>,
+    /// Doorbells received per MSI-X vector ([`VEC_DATA`], [`VEC_SPACE`]).
+    doorbells_rx_vec: [Atomic<u64>; MAX_VECTORS as usize],
+    /// MSI-X vectors this guest handles (0 on plain); advertised in our slot.
+    vectors: Atomic<u32>,
+    /// 1 when the next pass of the rx work must drain the rings: set by everything that
+    /// queues it except a [`VEC_SPACE`] doorbell, which only needs the waiting senders served.
+    rx_pending: Atomic<u32>,
+    /// Passes of the rx work that skipped the rings (only [`VEC_SPACE`] doorbells).
+    space_only_passes: Atomic<u64>,
     /// 1 between `start` and `stop`.
     running: Atomic<u32>,
     /// Plain: the current poll interval in jiffies.
@@ -342,6 +377,10 @@ impl Link {
             t0,
             stats,
             doorbells_rx: Atomic::new(0),
+            doorbells_rx_vec: [Atomic::new(0), Atomic::new(0)],
+            vectors: Atomic::new(0),
+            rx_pending: Atomic::new(1),
+            space_only_passes: Atomic::new(0),
             running: Atomic::new(0),
             poll_delay: Atomic::new(POLL_MIN),
             active_ms: Atomic::new(0),
@@ -364,6 +403,7 @@ impl Link {
         {
             let mut rx = self.rx.lock();
             let shm = self.region.try_access().ok_or(ENODEV)?;
+            let _ = peer::set_vectors(&*shm, &self.geo, &rx.me, self.vectors.load(Relaxed));
             peer::join_complete(&*shm, &self.geo, &mut rx.me).map_err(|_| EBUSY)?;
         }
         pr_info!(
@@ -507,12 +547,14 @@ impl Link {
             if let Some(s) = self.stats.get(peer as usize) {
                 s.tx_corrupt.store(1, Relaxed);
             }
-            pr_warn!(
-                "vmcs{}: ring to peer {} is corrupt, re-opened\n",
-                self.index,
-                peer
-            );
-            self.ring(peer);
+            if self.log_ok(peer) {
+                pr_warn!(
+                    "vmcs{}: ring to peer {} is corrupt, re-opened\n",
+                    self.index,
+                    peer
+                );
+            }
+            self.ring(peer, VEC_DATA);
             self.queue_rx(0);
             return Err(SendError::Unreachable);
         }
@@ -521,9 +563,51 @@ impl Link {
             bump(&s.tx_bytes, u64::from(len));
         }
         if notify {
-            self.ring(peer);
+            self.ring(peer, VEC_DATA);
         }
         Ok(())
+    }
+
+    /// Whether an event of peer `p` may be logged now ([`LOG_BURST`]); counts it otherwise.
+    fn log_ok(&self, p: u32) -> bool {
+        let Some(s) = self.stats.get(p as usize) else {
+            return false;
+        };
+        self.log_window(p);
+        let n = s.log_lines.load(Relaxed);
+        if n < LOG_BURST {
+            s.log_lines.store(n + 1, Relaxed);
+            true
+        } else {
+            bump(&s.log_dropped, 1);
+            false
+        }
+    }
+
+    /// Opens a new log window for peer `p` once the current one has passed, and reports how
+    /// many lines the rate limit suppressed.
+    fn log_window(&self, p: u32) {
+        let Some(s) = self.stats.get(p as usize) else {
+            return;
+        };
+        let now = self.now_ms();
+        if now.saturating_sub(s.log_at_ms.load(Relaxed)) < LOG_WINDOW_MS {
+            return;
+        }
+        s.log_at_ms.store(now, Relaxed);
+        s.log_lines.store(0, Relaxed);
+        let dropped = s.log_dropped.load(Relaxed);
+        if dropped != 0 {
+            s.log_dropped.store(0, Relaxed);
+            pr_warn!(
+                "vmcs{}: peer {}: {} more events not logged (rate limit: {} lines per {} s)\n",
+                self.index,
+                p,
+                dropped,
+                LOG_BURST,
+                LOG_WINDOW_MS / 1000
+            );
+        }
     }
 
     /// Whether `peer` is live now (never true for this guest itself).
@@ -606,18 +690,32 @@ impl Link {
         }
         self.poll_delay.store(POLL_MIN, Relaxed);
         self.active_ms.store(self.now_ms(), Relaxed);
+        self.rx_pending.store(1, Relaxed);
         let owner = self.owner.lock();
         if let Some(d) = owner.as_ref() {
             ffi::mod_delayed_work::<Domain, RX_WORK>(d.clone(), 0);
         }
     }
 
-    /// Called from the MSI-X handler (hard IRQ context): queues the receive work.
-    pub(crate) fn doorbell_irq(&self, domain: &Arc<Domain>) {
+    /// Sets the number of MSI-X vectors this guest handles (probe, before [`Link::start`]).
+    pub(crate) fn set_vectors(&self, n: u32) {
+        self.vectors.store(n.min(MAX_VECTORS), Relaxed);
+    }
+
+    /// Called from the MSI-X handler of `vector` (hard IRQ context): counts the doorbell and
+    /// queues the receive work, which drains the rings and serves waiting senders either way.
+    pub(crate) fn doorbell_irq(&self, domain: &Arc<Domain>, vector: u32) {
         if self.running.load(Relaxed) == 0 {
             return;
         }
         bump(&self.doorbells_rx, 1);
+        if let Some(c) = self.doorbells_rx_vec.get(vector as usize) {
+            bump(c, 1);
+        }
+        if vector != VEC_SPACE {
+            // Ordered before the work runs by the queueing.
+            self.rx_pending.store(1, Relaxed);
+        }
         let _ = ffi::wq().enqueue::<Arc<Domain>, RX_WORK>(domain.clone());
     }
 
@@ -649,6 +747,7 @@ impl Link {
 
     /// Queues the receive work after `delay` jiffies, unless stopped or already queued.
     pub(crate) fn queue_rx(&self, delay: Jiffies) {
+        self.rx_pending.store(1, Relaxed);
         let owner = self.owner.lock();
         if let Some(d) = owner.as_ref() {
             let _ = ffi::wq().enqueue_delayed::<Arc<Domain>, RX_WORK>(d.clone(), delay);
@@ -673,16 +772,25 @@ impl Link {
         u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(0)
     }
 
-    /// Rings `peer`'s doorbell (doorbell variant only).
-    fn ring(&self, peer: u32) {
+    /// Rings `peer`'s doorbell on `vector` (doorbell variant only): [`VEC_SPACE`] only if the
+    /// peer advertised that it handles it, [`VEC_DATA`] otherwise.
+    fn ring(&self, peer: u32, vector: u32) {
         let Some(regs) = self.regs.as_ref() else {
             return;
         };
         if peer >= self.geo.max_peers || peer == self.local_id {
             return;
         }
+        let Some(s) = self.stats.get(peer as usize) else {
+            return;
+        };
+        let vector = if vector == VEC_SPACE && s.vectors.load(Relaxed) >= MAX_VECTORS {
+            VEC_SPACE
+        } else {
+            VEC_DATA
+        };
         if let Some(bar) = regs.try_access() {
-            bar.write32((peer << 16) | VECTOR, REG_DOORBELL);
+            bar.write32((peer << 16) | vector, REG_DOORBELL);
             if let Some(s) = self.stats.get(peer as usize) {
                 bump(&s.doorbells_tx, 1);
             }
@@ -706,7 +814,7 @@ impl Link {
         }
         for p in 0..self.geo.max_peers {
             if mask & (1 << p) != 0 {
-                self.ring(p);
+                self.ring(p, VEC_DATA);
             }
         }
     }
@@ -733,10 +841,11 @@ impl Link {
             for p in 0..self.geo.max_peers {
                 if p != self.local_id {
                     self.refresh_peer(&mut rx, p, true, up);
+                    self.log_window(p);
                 }
             }
         }
-        let (more, activity) = self.poll_rx(up);
+        let (more, activity) = self.poll(up, true);
         if more || (activity && !self.doorbell) {
             self.kick_rx();
         }
@@ -804,6 +913,7 @@ impl Link {
                     .map(|s| s.gen);
             }
         }
+        let _ = peer::set_vectors(&*shm, &self.geo, &me, self.vectors.load(Relaxed));
         if peer::join_complete(&*shm, &self.geo, &mut me).is_err() {
             pr_err!(
                 "vmcs{}: evicted while rejoining; link is down\n",
@@ -884,13 +994,15 @@ impl Link {
                     }
                 } else {
                     if let Some(old) = t.inc {
-                        pr_info!(
-                            "vmcs{}: peer {} restarted (generation {} -> {}), reset\n",
-                            idx,
-                            p,
-                            old,
-                            snap.gen
-                        );
+                        if self.log_ok(p) {
+                            pr_info!(
+                                "vmcs{}: peer {} restarted (generation {} -> {}), reset\n",
+                                idx,
+                                p,
+                                old,
+                                snap.gen
+                            );
+                        }
                         self.reset_peer(t, p, up);
                     }
                     t.inc = Some(snap.gen);
@@ -900,21 +1012,30 @@ impl Link {
                     if let Some(s) = self.stats.get(p as usize) {
                         s.hb_seen_ms.store(now, Relaxed);
                         s.live.store(1, Relaxed);
+                        let v = self
+                            .region
+                            .try_access()
+                            .and_then(|shm| peer::vectors(&*shm, &self.geo, p).ok());
+                        s.vectors.store(v.unwrap_or(0), Relaxed);
                     }
-                    pr_info!("vmcs{}: peer {} up (generation {})\n", idx, p, snap.gen);
+                    if self.log_ok(p) {
+                        pr_info!("vmcs{}: peer {} up (generation {})\n", idx, p, snap.gen);
+                    }
                 }
             }
             PeerState::Joining => {
                 t.dead_gen = None;
                 if let Some(old) = t.inc {
                     if old != snap.gen {
-                        pr_info!(
-                            "vmcs{}: peer {} restarting (generation {} -> {}), reset\n",
-                            idx,
-                            p,
-                            old,
-                            snap.gen
-                        );
+                        if self.log_ok(p) {
+                            pr_info!(
+                                "vmcs{}: peer {} restarting (generation {} -> {}), reset\n",
+                                idx,
+                                p,
+                                old,
+                                snap.gen
+                            );
+                        }
                         self.reset_peer(t, p, up);
                     }
                 }
@@ -922,7 +1043,9 @@ impl Link {
             PeerState::Absent | PeerState::Leaving => {
                 t.dead_gen = None;
                 if let Some(old) = t.inc {
-                    pr_info!("vmcs{}: peer {} left (generation {}), reset\n", idx, p, old);
+                    if self.log_ok(p) {
+                        pr_info!("vmcs{}: peer {} left (generation {}), reset\n", idx, p, old);
+                    }
                     self.reset_peer(t, p, up);
                 }
             }
@@ -944,16 +1067,20 @@ impl Link {
             if corrupt {
                 self.reset_peer(t, p, up);
             } else if Some(g) != gen {
-                pr_info!(
-                    "vmcs{}: peer {} restarted (generation {} -> {:?}), reset\n",
-                    self.index,
-                    p,
-                    g,
-                    gen
-                );
+                if self.log_ok(p) {
+                    pr_info!(
+                        "vmcs{}: peer {} restarted (generation {} -> {:?}), reset\n",
+                        self.index,
+                        p,
+                        g,
+                        gen
+                    );
+                }
                 self.reset_peer(t, p, up);
             } else if t.acked_gen == Some(g) {
-                pr_info!("vmcs{}: peer {} re-opened its ring, reset\n", self.index, p);
+                if self.log_ok(p) {
+                    pr_info!("vmcs{}: peer {} re-opened its ring, reset\n", self.index, p);
+                }
                 self.reset_peer(t, p, up);
             }
         }
@@ -967,15 +1094,25 @@ impl Link {
             t.inc = None;
         }
         if notify {
-            self.ring(p);
+            self.ring(p, VEC_SPACE);
         }
     }
 
-    /// Drains every inbound ring and reports to `up`. Called by the domain's works.
+    /// One pass of the domain's rx work: drains every inbound ring (unless only
+    /// [`VEC_SPACE`] doorbells asked for it) and serves waiting senders; reports to `up`.
     ///
     /// Returns `(more, activity)`: `more` when a ring still held frames after its budget,
     /// `activity` when anything was received or sent-space appeared.
     pub(crate) fn poll_rx(&self, up: &impl Upcalls) -> (bool, bool) {
+        let drain = !self.doorbell || self.rx_pending.xchg(0, Full) != 0;
+        if !drain {
+            bump(&self.space_only_passes, 1);
+        }
+        self.poll(up, drain)
+    }
+
+    /// [`Link::poll_rx`], draining the rings if `drain`.
+    fn poll(&self, up: &impl Upcalls, drain: bool) -> (bool, bool) {
         if self.running.load(Relaxed) == 0 {
             return (false, false);
         }
@@ -987,7 +1124,7 @@ impl Link {
                 return (false, false);
             }
             for p in 0..self.geo.max_peers {
-                if p == self.local_id {
+                if p == self.local_id || !drain {
                     continue;
                 }
                 if let Some(s) = self.stats.get(p as usize) {
@@ -1078,7 +1215,7 @@ impl Link {
                 Step::Frame(hdr, len, notify) => {
                     activity = true;
                     if notify {
-                        self.ring(p);
+                        self.ring(p, VEC_SPACE);
                     }
                     let payload = rx.buf.get(..len).unwrap_or(&[]);
                     if let Some(s) = self.stats.get(i) {
@@ -1103,12 +1240,14 @@ impl Link {
                     if let Some(s) = self.stats.get(i) {
                         bump(&s.drops, 1);
                     }
-                    pr_warn!(
-                        "vmcs{}: ring from peer {} is corrupt ({:?}), resync\n",
-                        self.index,
-                        p,
-                        e
-                    );
+                    if self.log_ok(p) {
+                        pr_warn!(
+                            "vmcs{}: ring from peer {} is corrupt ({:?}), resync\n",
+                            self.index,
+                            p,
+                            e
+                        );
+                    }
                     self.on_restarted(rx, p, true, up);
                     return (false, activity);
                 }
@@ -1120,6 +1259,7 @@ impl Link {
     /// Reports `tx_space` for every channel whose sender waits and that has room now.
     fn check_tx_waiters(&self, up: &impl Upcalls) -> bool {
         let mut ready = 0u64;
+        let mut corrupt = false;
         {
             let mut tx = self.tx.lock();
             let Some(shm) = self.region.try_access() else {
@@ -1140,12 +1280,17 @@ impl Link {
                         // Corrupt consumer index: re-open; the worker resets the peer.
                         *prod = Producer::open(&*shm, prod.channel()).0;
                         chan.want = None;
+                        corrupt = true;
                         if let Some(s) = self.stats.get(p) {
                             s.tx_corrupt.store(1, Relaxed);
                         }
                     }
                 }
             }
+        }
+        if corrupt {
+            // The reset is done by a draining pass.
+            self.queue_rx(0);
         }
         for p in 0..self.geo.max_peers {
             if ready & (1 << p) != 0 {
@@ -1219,11 +1364,16 @@ impl Link {
     pub(crate) fn show_rings(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "local {} ring_size {} max_payload {} doorbells_rx {}",
+            "local {} ring_size {} max_payload {} doorbells_rx {} vectors {} \
+             doorbells_rx_vec0 {} doorbells_rx_vec1 {} space_only_passes {}",
             self.local_id,
             self.geo.ring_size,
             self.max_payload,
-            self.doorbells_rx.load(Relaxed)
+            self.doorbells_rx.load(Relaxed),
+            self.vectors.load(Relaxed),
+            self.doorbells_rx_vec[0].load(Relaxed),
+            self.doorbells_rx_vec[1].load(Relaxed),
+            self.space_only_passes.load(Relaxed)
         )?;
         for p in 0..self.geo.max_peers {
             let Some(s) = self.stats.get(p as usize) else {

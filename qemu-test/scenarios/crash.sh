@@ -4,9 +4,16 @@
 # ECONNRESET within 2.5 s of the last data (heartbeat timeout, default hb_timeout_ms 1500,
 # hb_period_ms 200), and its listener must survive: the restarted guest 1 (incarnation 2)
 # connects again, exchanges messages, and checks `vmcs ss` shows the connection.
+# The same through AF_VMCS (vmcs-socktest crash-*, ports SPORT and SPORT+1): guest 1 also
+# connects a stream and a seqpacket socket to guest 0, whose recv on both, blocked, must
+# fail with ECONNRESET; meanwhile guest 0 connects to a closed port of guest 1 again and
+# again with SO_SNDTIMEO 300 ms: refused while guest 1 lives, ETIMEDOUT once it is dead but
+# not yet detected, EHOSTUNREACH after. The restarted guest 1 connects to the surviving
+# socket listener and exchanges data.
 . /scenarios/lib.sh
 D=/sys/kernel/debug/vmcs/vmcs0
 PORT=6000
+SPORT=6200
 # Live peers other than this guest.
 others_live() { [ "$(awk '/ live / && !/ down/ && !/ self/' $D/peers | wc -l)" -ge 1 ]; }
 wait_others() {
@@ -17,8 +24,10 @@ wait_others() {
 wait_line() { i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt $(($3 * 10)) ]; do sleep 0.1; i=$((i + 1)); done; grep -q "$2" "$1"; }
 
 if [ "$VMCS_GUEST" = 0 ]; then
-	plan 4
+	plan 8
 	check "insmod vmcs.ko" load_vmcs
+	vmcs-socktest crash-serve $SPORT >/tmp/sock.log 2>&1 &
+	ssrv=$!
 	vmcs-test crash-recv $PORT >/tmp/crash.log 2>&1 &
 	srv=$!
 	i=0
@@ -37,12 +46,31 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check "listener survived: the restarted guest 1 connected and was echoed until EOF (status $rc)" \
 		sh -c "[ '$rc' = 0 ] && grep -q REJOIN-ECHOED /tmp/crash.log"
 	check "the crashed peer's reset is counted in rings" grep -qE 'resets [1-9]' $D/rings
+	i=0
+	while kill -0 "$ssrv" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+	if kill -0 "$ssrv" 2>/dev/null; then
+		kill "$ssrv"
+		src=timeout
+	else
+		wait "$ssrv"
+		src=$?
+	fi
+	sed 's/^/# /' /tmp/sock.log >&3
+	check "AF_VMCS: blocked stream recv got ECONNRESET" grep -q SOCK-STREAM-RESET /tmp/sock.log
+	check "AF_VMCS: blocked seqpacket recv got ECONNRESET" grep -q SOCK-SEQPACKET-RESET /tmp/sock.log
+	check "AF_VMCS: connect to the dead, undetected peer: ETIMEDOUT after SO_SNDTIMEO" \
+		grep -q SOCK-CONNECT-TIMEDOUT /tmp/sock.log
+	check "AF_VMCS: socket listener survived, the restarted guest 1 was echoed (status $src)" \
+		grep -qE 'SOCK-REJOIN-ECHOED [1-9]' /tmp/sock.log
 	sed 's/^/# /' $D/rings $D/peers >&3
 	dmesg | grep vmcs | sed 's/^/# /' >&3
 elif [ "$VMCS_INCARNATION" = 1 ]; then
-	plan 3
+	plan 4
 	check "insmod vmcs.ko" load_vmcs
 	check "guest 0 live" wait_others
+	vmcs-socktest crash-connect $SPORT >/tmp/sock.log 2>&1 &
+	check "AF_VMCS stream and seqpacket sockets connected to guest 0" \
+		wait_line /tmp/sock.log connected 60
 	vmcs-test crash-stream auto $PORT >/tmp/stream.log 2>&1 &
 	check "streaming to guest 0" wait_line /tmp/stream.log streaming 60
 	sed 's/^/# /' /tmp/stream.log >&3
@@ -50,7 +78,7 @@ elif [ "$VMCS_INCARNATION" = 1 ]; then
 	diag "CRASH-POINT"
 	sleep 600
 else
-	plan 6
+	plan 7
 	check "insmod vmcs.ko (restarted incarnation $VMCS_INCARNATION)" load_vmcs
 	check "guest 0 live" wait_others
 	sed 's/^/# /' $D/peers >&3
@@ -74,4 +102,6 @@ else
 	rc=$?
 	sed 's/^/# /' /tmp/rejoin.log >&3
 	check "orderly close after the exchange (status $rc)" test "$rc" = 0
+	check "AF_VMCS: reconnected to guest 0's surviving socket listener, data exchanged" \
+		vmcs-socktest crash-rejoin $SPORT
 fi

@@ -1,12 +1,19 @@
 # AF_VMCS sockets (docs/sockets.md). Every guest runs the socket tests over loopback; with two
 # or more guests, guest 0 serves stream and seqpacket echo ports and a plain AF_VSOCK-style
 # echo (only the family constant changed), and every other guest runs the cross-guest tests
-# against it.
+# against it. Then guest 1 opens SCALE_CONNS stream connections to guest 0 at once and sends
+# SCALE_BYTES on each (vmcs-socktest scale-*: all complete, byte-checked, fair progress).
 . /scenarios/lib.sh
 TESTS=$(vmcs-socktest list)
 NT=$(echo "$TESTS" | wc -l)
 if [ "$VMCS_NGUESTS" -gt 1 ]; then CROSS=2; else CROSS=0; fi
-plan $((NT + 9 + CROSS))
+# The scale test: guest 0 serves, guest 1 connects (other guests only run the rest).
+SCALE=0
+if [ "$CROSS" != 0 ] && [ "$VMCS_GUEST" -le 1 ]; then SCALE=1; fi
+SCALE_CONNS=1000
+SCALE_BYTES=8192
+SPORT=6300
+plan $((NT + 9 + CROSS + SCALE))
 
 check "insmod vmcs.ko af=0 registers no family" sh -c \
 	'insmod /lib/modules/vmcs.ko af=0 && [ "$(cat /sys/module/vmcs/parameters/af)" = 0 ]'
@@ -24,6 +31,8 @@ PORT=6000
 VPORT=6100
 if [ "$CROSS" != 0 ]; then
 	if [ "$VMCS_GUEST" = 0 ]; then
+		vmcs-socktest scale-serve $SPORT $SCALE_CONNS $SCALE_BYTES >/tmp/scale.log 2>&1 &
+		ssrv=$!
 		vmcs-socktest vsock-echo-server $VPORT >/tmp/vsock.log 2>&1 &
 		vsrv=$!
 		vmcs-socktest serve $PORT $((VMCS_NGUESTS - 1)) >/tmp/serve.log 2>&1 &
@@ -49,10 +58,26 @@ if [ "$CROSS" != 0 ]; then
 			rc=$?
 			check "vsock-style echo server done (exit status $rc)" test "$rc" = 0
 		fi
+		i=0
+		while kill -0 "$ssrv" 2>/dev/null && [ $i -lt 3000 ]; do sleep 0.2; i=$((i + 1)); done
+		if kill -0 "$ssrv" 2>/dev/null; then
+			kill "$ssrv"
+			rc=timeout
+		else
+			wait "$ssrv"
+			rc=$?
+		fi
+		sed 's/^/# /' /tmp/scale.log >&3
+		check "$SCALE_CONNS connections at once from guest 1 served, fair progress (status $rc)" \
+			test "$rc" = 0
 	else
 		sleep 1
 		check "cross-guest stream and seqpacket against guest 0" vmcs-socktest client $PORT
 		check "AF_VSOCK echo client, family changed only" vmcs-socktest vsock-echo-client $VPORT
+		if [ "$SCALE" = 1 ]; then
+			check "$SCALE_CONNS connections at once to guest 0, $SCALE_BYTES bytes each" \
+				vmcs-socktest scale-client $SPORT $SCALE_CONNS $SCALE_BYTES
+		fi
 	fi
 fi
 

@@ -6,6 +6,9 @@ use super::shm::Shm;
 
 /// Offset of the state word within a slot.
 pub const SLOT_STATE: usize = 0x00;
+/// Offset of the doorbell vector count within a slot: how many MSI-X vectors the owner
+/// handles (0 or 1: only vector 0). Written by the owner while `JOINING`; untrusted.
+pub const SLOT_VECTORS: usize = 0x04;
 /// Offset of the heartbeat within a slot.
 pub const SLOT_HEARTBEAT: usize = 0x08;
 
@@ -164,6 +167,26 @@ pub fn join_complete<S: Shm + ?Sized>(
         PeerError::Evicted,
     )?;
     heartbeat(shm, g, m)
+}
+
+/// Advertise how many doorbell vectors we handle. Call between [`join_begin`] and
+/// [`join_complete`], whose fully ordered CAS publishes it.
+pub fn set_vectors<S: Shm + ?Sized>(
+    shm: &S,
+    g: &Geometry,
+    m: &Membership,
+    n: u32,
+) -> Result<(), PeerError> {
+    let off = slot(shm, g, m.id)?;
+    shm.store_u32_relaxed(off + SLOT_VECTORS, n);
+    Ok(())
+}
+
+/// The doorbell vector count peer `id` advertises (read once; any value is possible, the
+/// caller only compares it).
+pub fn vectors<S: Shm + ?Sized>(shm: &S, g: &Geometry, id: u32) -> Result<u32, PeerError> {
+    let off = slot(shm, g, id)?;
+    Ok(shm.load_u32_acquire(off + SLOT_VECTORS))
 }
 
 /// Increment our heartbeat after checking we still own the slot.

@@ -240,3 +240,100 @@ fn corrupt_then_resync_recovers() {
     p.send(&shm, &rw(8), &[1; 8]).unwrap();
     assert!(c.peek(&shm).unwrap().is_some());
 }
+
+/// One step of the `hostile` scenario's attack on a channel (userspace-tool/vmcs-evil),
+/// applied by the producer side.
+#[derive(Debug, Clone)]
+enum Attack {
+    /// A well-formed frame of this many payload bytes.
+    Frame(u16),
+    /// `prod_idx` moved by this many bytes (ahead, behind, misaligned).
+    Jump(i32),
+    /// A new `prod_epoch`.
+    Epoch(u32),
+    /// Bytes written at the producer's position, then `prod_idx` advanced by `adv * 32`.
+    Garbage(Vec<u8>, u8),
+    /// Random bytes anywhere in the ring data.
+    Scribble(u16, Vec<u8>),
+    /// The producer re-opens the channel (what the evil does between attacks).
+    Reopen,
+}
+
+fn attack() -> impl Strategy<Value = Attack> {
+    prop_oneof![
+        3 => (1u16..300).prop_map(Attack::Frame),
+        1 => any::<i32>().prop_map(Attack::Jump),
+        1 => any::<u32>().prop_map(Attack::Epoch),
+        1 => (proptest::collection::vec(any::<u8>(), 1..96), any::<u8>()).prop_map(|(b, a)| Attack::Garbage(b, a)),
+        1 => (any::<u16>(), proptest::collection::vec(any::<u8>(), 1..64)).prop_map(|(o, b)| Attack::Scribble(o, b)),
+        2 => Just(Attack::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A consumer handling errors as the module does (`Restarted` and `Corrupt`: resync)
+    /// survives any sequence of the hostile peer's attacks: every frame it accepts lies
+    /// inside the ring, every loop ends, and once the attacker re-opens the channel and
+    /// behaves, a frame arrives intact.
+    #[test]
+    fn consumer_survives_hostile_sequence(attacks in proptest::collection::vec(attack(), 1..80)) {
+        let size = 1024u32;
+        let mem = region(128 + size as usize);
+        let shm = SliceShm::new(&mem);
+        let ch = Channel::from_parts(0, 128, size).unwrap();
+        let (mut p, mut c) = channel_pair(&shm, size);
+        let drain = |c: &mut Consumer| -> Result<(), TestCaseError> {
+            for _ in 0..64 {
+                match c.peek(&shm) {
+                    Ok(Some(f)) => {
+                        for s in f.segs {
+                            prop_assert!(s.off >= 128 && s.off + s.len <= 128 + size as usize);
+                        }
+                        let mut b = vec![0u8; f.hdr.len as usize];
+                        c.read(&shm, &f, 0, &mut b);
+                        c.consume(&shm, &f);
+                    }
+                    Ok(None) => break,
+                    Err(RingError::Restarted { .. }) | Err(RingError::Corrupt(_)) => {
+                        c.resync(&shm);
+                    }
+                    Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                }
+            }
+            Ok(())
+        };
+        for a in attacks {
+            let cur = shm.load_u32_relaxed(ctrl::PROD_IDX);
+            match a {
+                Attack::Frame(n) => { let _ = p.send(&shm, &rw(n.into()), &vec![7u8; n.into()]); }
+                Attack::Jump(d) => shm.store_u32_release(ctrl::PROD_IDX, cur.wrapping_add(d as u32)),
+                Attack::Epoch(e) => shm.store_u32_release(ctrl::PROD_EPOCH, e),
+                Attack::Garbage(b, adv) => {
+                    let at = 128 + (cur & !31 & (size - 1)) as usize;
+                    let n = b.len().min(128 + size as usize - at);
+                    shm.write_bytes(at, &b[..n]);
+                    shm.store_u32_release(ctrl::PROD_IDX, (cur & !31).wrapping_add(u32::from(adv) * 32));
+                }
+                Attack::Scribble(o, b) => {
+                    let at = 128 + (o as usize % (size as usize - b.len()));
+                    shm.write_bytes(at, &b);
+                }
+                Attack::Reopen => p = Producer::open(&shm, ch).0,
+            }
+            drain(&mut c)?;
+        }
+        // The attacker behaves again: re-open, the consumer acks, a frame passes intact.
+        p = Producer::open(&shm, ch).0;
+        drain(&mut c)?;
+        prop_assert!(p.prepare_wait(&shm, 0).is_ok());
+        p.cancel_wait(&shm);
+        let msg: Vec<u8> = (0..100u8).collect();
+        prop_assert!(p.send(&shm, &rw(100), &msg).is_ok());
+        let f = c.peek(&shm).unwrap().expect("frame after recovery");
+        let mut b = vec![0u8; 100];
+        c.read(&shm, &f, 0, &mut b);
+        prop_assert_eq!(b, msg);
+    }
+}

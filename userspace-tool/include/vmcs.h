@@ -115,6 +115,12 @@ struct vmcs_bulk_desc {
 	__u32 len; /* bytes, > 0; BULK_RECV: 0 at end of file */
 };
 
+/* VMCS_IOC_OPEN_DOMAIN argument: a new, unbound endpoint on another domain. */
+struct vmcs_open_domain {
+	__u32 domain; /* in: domain index (VMCS_IOC_GET_INFO's domain; /sys/kernel/debug/vmcs/vmcsN) */
+	__u32 flags;  /* in: O_NONBLOCK | O_CLOEXEC for the new fd */
+};
+
 #define VMCS_IOC_MAGIC 0xB7
 #define VMCS_IOC_GET_INFO _IOR(VMCS_IOC_MAGIC, 0x01, struct vmcs_info)
 #define VMCS_IOC_BIND _IOWR(VMCS_IOC_MAGIC, 0x02, struct vmcs_addr)
@@ -129,6 +135,8 @@ struct vmcs_bulk_desc {
 #define VMCS_IOC_BULK_RECV _IOR(VMCS_IOC_MAGIC, 0x12, struct vmcs_bulk_desc)
 #define VMCS_IOC_BULK_RELEASE _IOW(VMCS_IOC_MAGIC, 0x13, __u32) /* count, oldest first */
 #define VMCS_IOC_BULK_WAIT _IOW(VMCS_IOC_MAGIC, 0x14, struct vmcs_bulk_desc)
+/* Returns a new fd: an endpoint on domain `domain` (ENODEV if there is none). */
+#define VMCS_IOC_OPEN_DOMAIN _IOW(VMCS_IOC_MAGIC, 0x09, struct vmcs_open_domain)
 
 /*
  * AF_VMCS sockets (docs/sockets.md). Linux has no free address-family number for an

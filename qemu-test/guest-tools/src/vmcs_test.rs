@@ -13,7 +13,14 @@
 //!                           the restarted peer
 //! vmcs-test crash-stream CID PORT   stream messages until killed
 //! vmcs-test rejoin CID PORT GOFILE  echo 100 messages, wait for GOFILE, close
+//! vmcs-test domains N      VMCS_IOC_OPEN_DOMAIN: domains 0..N-1 exist with their own
+//!                           peer tables, domain N is ENODEV, bad flags EINVAL
+//! vmcs-test soak CID PORT STOP  pipelined, pattern-checked echo exchange with `serve` until
+//!                           the file STOP exists (or STOP is a number: that many messages)
 //! ```
+//!
+//! With `VMCS_DOMAIN=N` in the environment every endpoint is opened on domain N
+//! (`VMCS_IOC_OPEN_DOMAIN`) instead of the default domain 0.
 //!
 //! The named tests need both ends of a connection and run over loopback (`VMCS_CID_LOCAL`);
 //! `serve`/`client` run the message tests between guests (`client auto PORT` tries every
@@ -103,6 +110,7 @@ const IOC_ACCEPT: c_ulong = ioc(R | W, 5, 16);
 const IOC_SET_OPTS: c_ulong = ioc(W, 6, 16);
 const IOC_GET_NAMES: c_ulong = ioc(R, 7, 16);
 const IOC_SHUTDOWN: c_ulong = ioc(W, 8, 4);
+const IOC_OPEN_DOMAIN: c_ulong = ioc(W, 0x09, 8);
 
 type Res<T = ()> = Result<T, String>;
 
@@ -132,7 +140,19 @@ impl Fd {
         if fd < 0 {
             return Err(format!("open /dev/vmcs: {}", ename(errno())));
         }
-        Ok(Fd(fd))
+        let f = Fd(fd);
+        match std::env::var("VMCS_DOMAIN")
+            .ok()
+            .and_then(|d| d.parse().ok())
+        {
+            Some(d) => ok("VMCS_IOC_OPEN_DOMAIN", f.open_domain(d, 0)),
+            None => Ok(f),
+        }
+    }
+    /// A new endpoint on domain `d`.
+    fn open_domain(&self, d: u32, flags: u32) -> Result<Fd, i32> {
+        let mut a = [d, flags];
+        self.ioctl(IOC_OPEN_DOMAIN, &mut a).map(Fd)
     }
     fn ioctl<T>(&self, cmd: c_ulong, arg: &mut T) -> Result<c_int, i32> {
         // SAFETY: `arg` is a valid, properly sized struct for `cmd`.
@@ -1169,6 +1189,115 @@ fn rejoin(cid: Option<u32>, port: u32, go: &str) -> Res {
     Ok(())
 }
 
+/// `domains N`: every domain 0..N-1 opens and reports its own index and peer table; domain
+/// N does not exist.
+fn domains(n: u32) -> Res {
+    let f = Fd::open()?;
+    for d in 0..n {
+        let e = ok(
+            &format!("open domain {d}"),
+            f.open_domain(d, libc::O_CLOEXEC as u32),
+        )?;
+        // SAFETY: Info is plain old data.
+        let mut info: Info = unsafe { std::mem::zeroed() };
+        ok("GET_INFO", e.ioctl(IOC_GET_INFO, &mut info))?;
+        if info.domain != d {
+            return Err(format!("domain {d}: GET_INFO says domain {}", info.domain));
+        }
+        let ids: Vec<u32> = info.peers[..(info.npeers as usize).min(64)]
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        println!(
+            "domain {d}: local cid {}, peers {ids:?}, region {} KiB",
+            info.local_cid,
+            info.region_size >> 10
+        );
+    }
+    expect_err(
+        "open a domain that does not exist",
+        f.open_domain(n, 0),
+        libc::ENODEV,
+    )?;
+    expect_err("open with unknown flags", f.open_domain(0, 1), libc::EINVAL)?;
+    Ok(())
+}
+
+/// Message `i` of the soak exchange: sequence number, then a pattern, 4 B .. 64 KiB.
+fn soak_msg(i: u32) -> Vec<u8> {
+    const LENS: [usize; 9] = [4, 5, 33, 250, 1000, 4000, 8200, 20000, MAX_MSG];
+    let len = LENS[i as usize % LENS.len()];
+    let mut m = i.to_le_bytes().to_vec();
+    m.extend(pattern(i, len - 4));
+    m
+}
+
+/// `soak CID|auto PORT STOP`: against `serve`, a writer thread sends [`soak_msg`]s until the
+/// file STOP exists (or, if STOP is a number, that many), then shuts down its sending side;
+/// a reader thread checks every echo byte by byte, in order, until EOF. Prints `soaking`
+/// once 20 messages came back intact.
+fn soak(cid: Option<u32>, port: u32, stop: &str) -> Res {
+    let (c, cid) = connect_server(cid, port)?;
+    let count: Option<u32> = stop.parse().ok();
+    let t0 = Instant::now();
+    let (sent, got, bytes, gap) = thread::scope(|sc| {
+        let c = &c;
+        let writer = sc.spawn(move || -> Res<u32> {
+            let mut i = 0u32;
+            loop {
+                let done = match count {
+                    Some(n) => i >= n,
+                    None => i >= 20 && std::path::Path::new(stop).exists(),
+                };
+                if done || t0.elapsed() > Duration::from_secs(300) {
+                    break;
+                }
+                ok("write", c.write(&soak_msg(i)))?;
+                i += 1;
+            }
+            ok("shutdown", c.shutdown(1))?;
+            Ok(i)
+        });
+        let mut buf = vec![0u8; MAX_MSG];
+        let mut got = 0u32;
+        let mut bytes = 0u64;
+        let mut last = Instant::now();
+        let mut gap = Duration::ZERO;
+        let r: Res = loop {
+            let n = match c.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) => break Err(format!("read after {got} messages: {}", ename(e))),
+            };
+            let want = soak_msg(got);
+            if buf[..n] != want[..] {
+                break Err(format!(
+                    "echo {got}: {n} bytes, want {}: corrupt, lost or reordered",
+                    want.len()
+                ));
+            }
+            got += 1;
+            bytes += n as u64;
+            gap = gap.max(last.elapsed());
+            last = Instant::now();
+            if got == 20 {
+                println!("soaking with {cid}:{port}");
+            }
+        };
+        let sent = writer.join().map_err(|_| "writer panicked".to_string())??;
+        r.map(|()| (sent, got, bytes, gap))
+    })?;
+    if sent != got {
+        return Err(format!("sent {sent} messages, {got} came back"));
+    }
+    println!(
+        "{got} messages ({bytes} bytes) echoed intact by {cid}:{port} in {:?}; longest wait \
+         for an echo {gap:?}",
+        t0.elapsed()
+    );
+    Ok(())
+}
+
 fn hold(args: &[String]) -> Res {
     let port: u32 = args.get(3).and_then(|s| s.parse().ok()).ok_or("PORT")?;
     let secs = 3600;
@@ -1281,6 +1410,20 @@ fn main() -> ExitCode {
                 rejoin(if c == "auto" { None } else { c.parse().ok() }, p, go)
             }
             _ => Err("usage: rejoin CID|auto PORT GOFILE".into()),
+        },
+        "domains" => match args.get(2).and_then(|s| s.parse().ok()) {
+            Some(n) => domains(n),
+            None => Err("usage: domains N".into()),
+        },
+        "soak" => match (
+            args.get(2),
+            args.get(3).and_then(|s| s.parse().ok()),
+            args.get(4),
+        ) {
+            (Some(c), Some(p), Some(stop)) => {
+                soak(if c == "auto" { None } else { c.parse().ok() }, p, stop)
+            }
+            _ => Err("usage: soak CID|auto PORT STOPFILE|COUNT".into()),
         },
         name => match TESTS.iter().find(|(n, _)| *n == name) {
             Some((_, f)) => f(),

@@ -142,6 +142,13 @@ pub fn info() -> Result<Info> {
     Ok(Info::from_raw(&crate::backend::get_info()?))
 }
 
+/// The loaded module's version (`/sys/module/vmcs/version`), if it publishes one.
+pub fn module_version() -> Option<String> {
+    let v = std::fs::read_to_string("/sys/module/vmcs/version").ok()?;
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

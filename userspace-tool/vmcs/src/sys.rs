@@ -155,6 +155,14 @@ pub struct vmcs_bulk_desc {
     pub len: u32,
 }
 
+/// `struct vmcs_open_domain` (`VMCS_IOC_OPEN_DOMAIN`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_open_domain {
+    pub domain: u32,
+    pub flags: u32,
+}
+
 /// `struct sockaddr_vmcs`: layout-identical to AF_VSOCK's `struct sockaddr_vm`, with the
 /// AF_VMCS family number (read from `/sys/module/vmcs/parameters/af`) in `svm_family`.
 #[repr(C)]
@@ -228,6 +236,8 @@ pub const VMCS_IOC_BULK_RECV: u32 = ior::<vmcs_bulk_desc>(VMCS_IOC_MAGIC, 0x12);
 pub const VMCS_IOC_BULK_RELEASE: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x13);
 /// `VMCS_IOC_BULK_WAIT`: `_IOW(0xB7, 0x14, struct vmcs_bulk_desc)`.
 pub const VMCS_IOC_BULK_WAIT: u32 = iow::<vmcs_bulk_desc>(VMCS_IOC_MAGIC, 0x14);
+/// `VMCS_IOC_OPEN_DOMAIN`: `_IOW(0xB7, 0x09, struct vmcs_open_domain)`; returns a new fd.
+pub const VMCS_IOC_OPEN_DOMAIN: u32 = iow::<vmcs_open_domain>(VMCS_IOC_MAGIC, 0x09);
 
 // Compile-time checks; tests/c_header.rs compares every size and offset with the C header.
 const _: () = {

@@ -120,7 +120,8 @@ pub enum Cmd {
     /// Accept a connection on PORT and copy stdin to it and it to stdout (like `nc -l`).
     ///
     /// Each chunk read from stdin is sent as one message; each message received is written
-    /// to stdout. Ends when the peer closes; end of stdin shuts down our sending side.
+    /// to stdout. End of stdin shuts down our sending side; the peer's end of stream ends
+    /// stdout. Exits when both are done, or when the peer closes the connection.
     Listen {
         /// Port to listen on (`any` picks a free one and prints it). With --echo: 7007.
         #[arg(value_parser = port_arg)]

@@ -97,7 +97,7 @@ pub fn main() -> i32 {
         Err(f) => {
             eprintln!("vmcs: {}", f.msg);
             if cli.json {
-                println!("{}", json!({ "error": f.msg, "exit_code": f.code }));
+                println!("{}", error_json(&f.msg, f.code));
             }
             f.code
         }
@@ -110,10 +110,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Cmd::Status => {
             let backend = Backend::detect().ctx("finding vmcs")?;
             let info = vmcs::info().ctx("asking /dev/vmcs for the domain")?;
+            let version = vmcs::module_version();
             if json {
-                print!("{}", pretty_json(&status_json(&backend, &info)));
+                let v = status_json(&backend, &info, version.as_deref());
+                print!("{}", pretty_json(&v));
             } else {
-                print!("{}", status_text(&backend, &info));
+                print!("{}", status_text(&backend, &info, version.as_deref()));
             }
             Ok(())
         }
@@ -233,18 +235,22 @@ fn connect(addr: VmcsAddr, timeout: Option<Duration>) -> Result<VmcsStream, Fail
     .ctx(format!("connecting to {addr}"))
 }
 
-/// Copies `input` to the stream (one message per read) and the stream to `out` until the
-/// peer ends the stream; end of `input` shuts down our sending side. Returns (sent, received)
-/// bytes.
+/// Copies `input` to the stream (one message per read) and the stream to `out`, both ways
+/// until both are done: end of `input` shuts down our sending side, and the peer's end of
+/// stream (EOF) ends the receiving side while `input` still goes on being sent, so a
+/// half-close loses nothing either way. Returns early if the peer closes completely (hang-up
+/// after its EOF: what we would send cannot arrive). Returns (sent, received) bytes.
 pub fn pump(s: &VmcsStream, input: RawFd, out: &mut dyn Write) -> io::Result<(u64, u64)> {
     let mut buf = vec![0u8; MAX_MSG_SIZE];
     let (mut sent, mut received) = (0u64, 0u64);
     let mut input_open = true;
-    loop {
+    let mut net_open = true;
+    while input_open || net_open {
         let mut fds = [
             libc::pollfd {
                 fd: s.as_raw_fd(),
-                events: libc::POLLIN,
+                // After the peer's EOF only a hang-up or an error (always reported) matter.
+                events: if net_open { libc::POLLIN } else { 0 },
                 revents: 0,
             },
             libc::pollfd {
@@ -263,9 +269,13 @@ pub fn pump(s: &VmcsStream, input: RawFd, out: &mut dyn Write) -> io::Result<(u6
             return Err(e);
         }
         if fds[0].revents != 0 {
+            if !net_open {
+                break;
+            }
             let n = s.recv(&mut buf)?;
             if n == 0 {
-                return Ok((sent, received));
+                net_open = false;
+                continue;
             }
             out.write_all(&buf[..n])?;
             out.flush()?;
@@ -294,6 +304,7 @@ pub fn pump(s: &VmcsStream, input: RawFd, out: &mut dyn Write) -> io::Result<(u6
             }
         }
     }
+    Ok((sent, received))
 }
 
 /// Sends every message back until the peer ends the stream.
@@ -358,21 +369,11 @@ fn report_transfer(
     peer: VmcsAddr,
     json: bool,
 ) {
-    let secs = t.as_secs_f64();
+    let (secs, digest) = (t.as_secs_f64(), xfer::hex(digest));
     if json {
-        println!(
-            "{}",
-            json!({ "file": name, "bytes": size, "seconds": secs, "bytes_per_s": size as f64 / secs,
-                    "sha256": xfer::hex(digest), "peer": peer.to_string() })
-        );
+        println!("{}", transfer_json(name, size, secs, &digest, peer));
     } else {
-        let dir = if verb == "sent" { "to" } else { "from" };
-        println!(
-            "{verb} {name} ({}) {dir} {peer} in {secs:.2} s ({}), sha256 {}",
-            bytes(size),
-            rate(size as f64 / secs),
-            xfer::hex(digest)
-        );
+        println!("{}", transfer_text(verb, name, size, secs, &digest, peer));
     }
 }
 
@@ -843,6 +844,50 @@ mod tests {
         peer.join().unwrap();
         assert_eq!(out, b"from peer");
         assert_eq!((sent, received), (7, 9));
+    }
+
+    #[test]
+    fn pump_keeps_sending_after_the_peers_eof() {
+        let (a, b) = pair();
+        let mut p = [0; 2];
+        // SAFETY: valid out array.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        // SAFETY: fresh fds we own.
+        let (rd, mut wr) = unsafe { (File::from_raw_fd(p[0]), File::from_raw_fd(p[1])) };
+        // The peer sends and ends its side first; our input comes later.
+        b.send(b"early").unwrap();
+        b.shutdown(Shutdown::Write).unwrap();
+        let feeder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            wr.write_all(b"late input").unwrap();
+        });
+        let peer = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let n = b.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"late input");
+            assert_eq!(b.recv(&mut buf).unwrap(), 0);
+        });
+        let mut out = Vec::new();
+        let (sent, received) = pump(&a, rd.as_raw_fd(), &mut out).unwrap();
+        feeder.join().unwrap();
+        peer.join().unwrap();
+        assert_eq!(out, b"early");
+        assert_eq!((sent, received), (10, 5));
+    }
+
+    #[test]
+    fn pump_ends_when_the_peer_hangs_up() {
+        let (a, b) = pair();
+        let mut p = [0; 2];
+        // SAFETY: valid out array.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        // SAFETY: fresh fds we own; the write end stays open (a silent terminal).
+        let (rd, _wr) = unsafe { (File::from_raw_fd(p[0]), File::from_raw_fd(p[1])) };
+        b.send(b"bye").unwrap();
+        drop(b);
+        let mut out = Vec::new();
+        let (sent, received) = pump(&a, rd.as_raw_fd(), &mut out).unwrap();
+        assert_eq!((out.as_slice(), sent, received), (&b"bye"[..], 0, 3));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use vmcs::{Backend, Info};
+use vmcs::{Backend, Info, VmcsAddr};
 
 /// A text table: a header row and rows, columns padded to their widest cell.
 #[derive(Debug, Default)]
@@ -99,13 +99,14 @@ pub fn pretty_json(v: &impl Serialize) -> String {
 
 // ---- status / peers ----
 
-pub fn status_json(backend: &Backend, info: &Info) -> Value {
+pub fn status_json(backend: &Backend, info: &Info, version: Option<&str>) -> Value {
     let mut v = serde_json::to_value(info).expect("serializable");
     v["backend"] = json!(backend.describe());
+    v["module_version"] = json!(version);
     v
 }
 
-pub fn status_text(backend: &Backend, info: &Info) -> String {
+pub fn status_text(backend: &Backend, info: &Info, version: Option<&str>) -> String {
     let live = info
         .peers
         .iter()
@@ -114,6 +115,7 @@ pub fn status_text(backend: &Backend, info: &Info) -> String {
     let mut t = Table::default();
     let mut kv = |k: &str, v: String| t.row(vec![k.to_string(), v]);
     kv("backend", backend.describe());
+    kv("module version", version.unwrap_or("unknown").to_string());
     kv("abi version", info.abi_version.to_string());
     kv("domain", info.domain.to_string());
     kv("local cid", info.local_cid.to_string());
@@ -246,6 +248,37 @@ pub fn bench_table(rows: &[BenchRow]) -> String {
         ]);
     }
     t.render()
+}
+
+// ---- send / recv, errors ----
+
+/// The last line of `vmcs send` (`verb` "sent") and `vmcs recv` ("received"), e.g.
+/// `sent disk.img (64.0 MiB) to 2:6000 in 3.20 s (20.0 MiB/s), sha256 <hex>`.
+pub fn transfer_text(
+    verb: &str,
+    name: &str,
+    size: u64,
+    secs: f64,
+    sha256: &str,
+    peer: VmcsAddr,
+) -> String {
+    let dir = if verb == "sent" { "to" } else { "from" };
+    format!(
+        "{verb} {name} ({}) {dir} {peer} in {secs:.2} s ({}), sha256 {sha256}",
+        bytes(size),
+        rate(size as f64 / secs),
+    )
+}
+
+/// `vmcs send --json` / `vmcs recv --json`: one line.
+pub fn transfer_json(name: &str, size: u64, secs: f64, sha256: &str, peer: VmcsAddr) -> Value {
+    json!({ "file": name, "bytes": size, "seconds": secs, "bytes_per_s": size as f64 / secs,
+            "sha256": sha256, "peer": peer.to_string() })
+}
+
+/// What a failed command prints on stdout with --json (its message also goes to stderr).
+pub fn error_json(msg: &str, exit_code: i32) -> Value {
+    json!({ "error": msg, "exit_code": exit_code })
 }
 
 // ---- ss ----
@@ -404,12 +437,15 @@ mod tests {
     #[test]
     fn status_and_peers_text() {
         let i = fake_info();
-        let s = status_text(&Backend::Device, &i);
-        assert!(s.contains("backend      /dev/vmcs\n"), "{s}");
-        assert!(s.contains("local cid    2\n"));
-        assert!(s.contains("transport    ivshmem-doorbell\n"));
-        assert!(s.contains("region       4.0 MiB\n"));
-        assert!(s.contains("peers        3 present, 2 live (room for 8)\n"));
+        let s = status_text(&Backend::Device, &i, Some("0.1.0"));
+        assert!(s.contains("backend         /dev/vmcs\n"), "{s}");
+        assert!(s.contains("module version  0.1.0\n"));
+        assert!(s.contains("local cid       2\n"));
+        assert!(s.contains("transport       ivshmem-doorbell\n"));
+        assert!(s.contains("region          4.0 MiB\n"));
+        assert!(s.contains("peers           3 present, 2 live (room for 8)\n"));
+        let s = status_text(&Backend::Device, &i, None);
+        assert!(s.contains("module version  unknown\n"), "{s}");
         assert_eq!(
             peers_table(&i),
             "CID  STATE    GENERATION  HEARTBEAT\n\
@@ -421,8 +457,11 @@ mod tests {
 
     #[test]
     fn status_json_shape() {
-        let v = status_json(&Backend::Socket { family: 46 }, &fake_info());
+        let v = status_json(&Backend::Socket { family: 46 }, &fake_info(), Some("0.1.0"));
         assert_eq!(v["backend"], "AF_VMCS socket (family 46)");
+        assert_eq!(v["module_version"], "0.1.0");
+        let v = status_json(&Backend::Device, &fake_info(), None);
+        assert_eq!(v["module_version"], Value::Null);
         assert_eq!(v["local_cid"], 2);
         assert_eq!(v["region_size"], 4 << 20);
         assert_eq!(v["peers"][2]["state"], "joining");
@@ -515,6 +554,59 @@ mod tests {
         assert_eq!(j[2]["domain"], "1");
         assert!(parse_connections("0", "a b\n1 2 3\n").is_err());
         assert!(parse_connections("0", "").unwrap().rows.is_empty());
+    }
+
+    #[test]
+    fn peers_json_shape() {
+        let s = pretty_json(&fake_info().peers);
+        let v: Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 3);
+        assert_eq!(v[0]["id"], 1);
+        assert_eq!(v[0]["state"], "live");
+        assert_eq!(v[0]["generation"], 4);
+        assert_eq!(v[0]["heartbeat_age_ms"], 12);
+        assert_eq!(v[1]["is_self"], true);
+        assert_eq!(v[2]["heartbeat_age_ms"], Value::Null);
+        // Pretty-printed, one field per line (what scripts grep).
+        assert!(
+            s.contains("\n    \"id\": 1,\n    \"state\": \"live\",\n"),
+            "{s}"
+        );
+        assert!(s.ends_with("]\n"));
+    }
+
+    #[test]
+    fn transfer_lines() {
+        let h = "ab".repeat(32);
+        assert_eq!(
+            transfer_text(
+                "sent",
+                "disk.img",
+                64 << 20,
+                3.2,
+                &h,
+                VmcsAddr::new(2, 6000)
+            ),
+            format!("sent disk.img (64.0 MiB) to 2:6000 in 3.20 s (20.0 MiB/s), sha256 {h}")
+        );
+        assert_eq!(
+            transfer_text("received", "/tmp/x", 512, 0.5, &h, VmcsAddr::new(1, 49152)),
+            format!("received /tmp/x (512 B) from 1:49152 in 0.50 s (1.0 KiB/s), sha256 {h}")
+        );
+        let j = transfer_json("x", 2048, 2.0, &h, VmcsAddr::new(3, 9));
+        assert_eq!(j["bytes"], 2048);
+        assert_eq!(j["bytes_per_s"], 1024.0);
+        assert_eq!(j["peer"], "3:9");
+        assert_eq!(j["sha256"], h.as_str());
+        assert!(!j.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn error_json_line() {
+        assert_eq!(
+            error_json("finding vmcs: not loaded", 3).to_string(),
+            r#"{"error":"finding vmcs: not loaded","exit_code":3}"#
+        );
     }
 
     /// The table exactly as the module's debugfs `connections` writes it (module/ports:
