@@ -30,15 +30,7 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	ssrv=$!
 	vmcs-test crash-recv $PORT >/tmp/crash.log 2>&1 &
 	srv=$!
-	i=0
-	while kill -0 "$srv" 2>/dev/null && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
-	if kill -0 "$srv" 2>/dev/null; then
-		kill "$srv"
-		rc=timeout
-	else
-		wait "$srv"
-		rc=$?
-	fi
+	wait_pid "$srv" 300
 	sed 's/^/# /' /tmp/crash.log >&3
 	lat=$(sed -n 's/^RESET-LATENCY-MS \([0-9]*\).*/\1/p' /tmp/crash.log)
 	check "blocked read got ECONNRESET ${lat:-?} ms after guest 1's last data (< 2500)" \
@@ -46,15 +38,8 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check "listener survived: the restarted guest 1 connected and was echoed until EOF (status $rc)" \
 		sh -c "[ '$rc' = 0 ] && grep -q REJOIN-ECHOED /tmp/crash.log"
 	check "the crashed peer's reset is counted in rings" grep -qE 'resets [1-9]' $D/rings
-	i=0
-	while kill -0 "$ssrv" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
-	if kill -0 "$ssrv" 2>/dev/null; then
-		kill "$ssrv"
-		src=timeout
-	else
-		wait "$ssrv"
-		src=$?
-	fi
+	wait_pid "$ssrv" 120
+	src=$rc
 	sed 's/^/# /' /tmp/sock.log >&3
 	check "AF_VMCS: blocked stream recv got ECONNRESET" grep -q SOCK-STREAM-RESET /tmp/sock.log
 	check "AF_VMCS: blocked seqpacket recv got ECONNRESET" grep -q SOCK-SEQPACKET-RESET /tmp/sock.log

@@ -27,3 +27,26 @@ wait_for() {
 	while [ ! -e "$1" ] && [ "$i" -lt "$(($2 * 10))" ]; do sleep 0.1; i=$((i + 1)); done
 	[ -e "$1" ]
 }
+# wait_pid PID SECONDS: wait for a background job of this shell (call it directly, not in a
+# subshell: `wait` only knows this shell's children). Sets rc to its exit status, or to
+# "timeout" after SECONDS (the job is then killed).
+wait_pid() {
+	_i=0
+	while kill -0 "$1" 2>/dev/null && [ $_i -lt $(($2 * 5)) ]; do sleep 0.2; _i=$((_i + 1)); done
+	if kill -0 "$1" 2>/dev/null; then
+		kill "$1"
+		rc=timeout
+	else
+		wait "$1"
+		rc=$?
+	fi
+}
+# check_done DESCRIPTION PID SECONDS: one test point, a background job that exits 0 in time.
+check_done() {
+	wait_pid "$2" "$3"
+	if [ "$rc" = timeout ]; then
+		not_ok "$1 (still running after $3 s)"
+	else
+		check "$1 (exit status $rc)" test "$rc" = 0
+	fi
+}

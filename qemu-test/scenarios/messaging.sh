@@ -29,39 +29,11 @@ if [ "$CROSS" = 1 ]; then
 		xr=$!
 		vmcs-test serve $ECHO_PORT $((VMCS_NGUESTS - 1)) >/tmp/serve.log 2>&1 &
 		srv=$!
-		i=0
-		while kill -0 "$srv" 2>/dev/null && [ $i -lt 450 ]; do sleep 0.2; i=$((i + 1)); done
-		if kill -0 "$srv" 2>/dev/null; then
-			kill "$srv"
-			not_ok "guest 0 echoed for every other guest (server still waiting after 90 s)"
-		else
-			# `wait` must run in this shell (check runs its command in a subshell).
-			wait "$srv"
-			rc=$?
-			check "guest 0 echoed for every other guest (exit status $rc)" test "$rc" = 0
-		fi
+		check_done "guest 0 echoed for every other guest" "$srv" 90
 		cat /tmp/serve.log | sed 's/^/# /' >&3
-		i=0
-		while kill -0 "$xr" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
-		if kill -0 "$xr" 2>/dev/null; then
-			kill "$xr"
-			not_ok "cross-guest poll, blocking-read wake, epoll, 10,000 ordered messages (still waiting after 60 s)"
-		else
-			wait "$xr"
-			rc=$?
-			check "cross-guest poll, blocking-read wake, epoll, 10,000 ordered messages from every other guest (exit status $rc)" test "$rc" = 0
-		fi
+		check_done "cross-guest poll, blocking-read wake, epoll, 10,000 ordered messages from every other guest" "$xr" 60
 		sed 's/^/# /' /tmp/xrecv.log >&3
-		i=0
-		while kill -0 "$bk" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
-		if kill -0 "$bk" 2>/dev/null; then
-			kill "$bk"
-			not_ok "zero-copy bulk transfer from guest 1 (still waiting after 120 s)"
-		else
-			wait "$bk"
-			rc=$?
-			check "zero-copy bulk transfer from guest 1: 16 MiB lent by descriptor, checked in place and released, then by write/read (exit status $rc)" test "$rc" = 0
-		fi
+		check_done "zero-copy bulk transfer from guest 1: 16 MiB lent by descriptor, checked in place and released, then by write/read" "$bk" 120
 		sed 's/^/# /' /tmp/bulk.log >&3
 	else
 		sleep 1

@@ -37,36 +37,10 @@ if [ "$CROSS" != 0 ]; then
 		vsrv=$!
 		vmcs-socktest serve $PORT $((VMCS_NGUESTS - 1)) >/tmp/serve.log 2>&1 &
 		srv=$!
-		i=0
-		while kill -0 "$srv" 2>/dev/null && [ $i -lt 450 ]; do sleep 0.2; i=$((i + 1)); done
-		if kill -0 "$srv" 2>/dev/null; then
-			kill "$srv"
-			not_ok "guest 0 served every other guest (still waiting after 90 s)"
-		else
-			wait "$srv"
-			rc=$?
-			check "guest 0 served every other guest (exit status $rc)" test "$rc" = 0
-		fi
+		check_done "guest 0 served every other guest" "$srv" 90
 		sed 's/^/# /' /tmp/serve.log >&3
-		i=0
-		while kill -0 "$vsrv" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.2; i=$((i + 1)); done
-		if kill -0 "$vsrv" 2>/dev/null; then
-			kill "$vsrv"
-			not_ok "vsock-style echo server done"
-		else
-			wait "$vsrv"
-			rc=$?
-			check "vsock-style echo server done (exit status $rc)" test "$rc" = 0
-		fi
-		i=0
-		while kill -0 "$ssrv" 2>/dev/null && [ $i -lt 3000 ]; do sleep 0.2; i=$((i + 1)); done
-		if kill -0 "$ssrv" 2>/dev/null; then
-			kill "$ssrv"
-			rc=timeout
-		else
-			wait "$ssrv"
-			rc=$?
-		fi
+		check_done "vsock-style echo server done" "$vsrv" 30
+		wait_pid "$ssrv" 600
 		sed 's/^/# /' /tmp/scale.log >&3
 		check "$SCALE_CONNS connections at once from guest 1 served, fair progress (status $rc)" \
 			test "$rc" = 0
