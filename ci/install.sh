@@ -2,6 +2,7 @@
 # `make install`: vmcs.ko (built against $KDIR, default the cached test kernel) into
 # $DESTDIR/lib/modules/<release>/extra, the udev rule, the vmcs CLI into $DESTDIR$PREFIX/bin
 # and the uapi header into $DESTDIR$PREFIX/include/linux. Runs depmod when DESTDIR is empty.
+# VMCS_CLI=PATH installs that vmcs binary (e.g. the static musl build) instead of building one.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$VMCS_TOP"
@@ -12,12 +13,16 @@ kdir=${KDIR:-}
 [ -n "$kdir" ] || kdir=$(ci/build-kernel.sh)
 module=$(KDIR=$kdir ci/build-module.sh)
 release=$(make -s -C "$kdir" kernelrelease)
-cargo build --quiet --release --manifest-path userspace-tool/Cargo.toml -p vmcs \
-	--target-dir build/host-target >&2
+cli=${VMCS_CLI:-}
+if [ -z "$cli" ]; then
+	cargo build --quiet --release --manifest-path userspace-tool/Cargo.toml -p vmcs \
+		--target-dir build/host-target >&2
+	cli=build/host-target/release/vmcs
+fi
 
 install -D -m 0644 "$module" "$DESTDIR/lib/modules/$release/extra/vmcs.ko"
 install -D -m 0644 packaging/99-vmcs.rules "$DESTDIR/etc/udev/rules.d/99-vmcs.rules"
-install -D -m 0755 build/host-target/release/vmcs "$DESTDIR$PREFIX/bin/vmcs"
+install -D -m 0755 "$cli" "$DESTDIR$PREFIX/bin/vmcs"
 install -D -m 0644 userspace-tool/include/vmcs.h "$DESTDIR$PREFIX/include/linux/vmcs.h"
 if [ -z "$DESTDIR" ]; then
 	depmod -a "$release" || log "depmod failed; run it by hand"

@@ -14,6 +14,11 @@ fi
 export RUSTC_BOOTSTRAP=1
 san="${FUZZ_SANITIZER:-address}"
 mkdir -p corpus artifacts
+# Build products live in the cache, so a warm run (a fresh clone too) rebuilds only the
+# protocol crate, not libFuzzer and the dependencies. Runs from several checkouts share
+# that folder, so each build-and-run holds a lock: no run can fuzz another's binary.
+tdir="${VMCS_CACHE:-$HOME/.cache/vmcs}/target/fuzz"
+mkdir -p "$tdir"
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     echo "== fuzz target $t for ${secs}s (sanitizer: $san)"
@@ -25,7 +30,7 @@ for t in "${targets[@]}"; do
     # The protocol code is no_std and allocates nothing, so leak checking adds nothing
     # there; the region target keeps it.
     [ "$t" = concurrent ] && extra=(-detect_leaks=0)
-    cargo fuzz run -s "$san" "$t" "corpus/$t" -- \
+    flock "$tdir/.vmcs-lock" cargo fuzz run -s "$san" --target-dir "$tdir" "$t" "corpus/$t" -- \
         -max_total_time="$secs" -max_len=4096 -timeout=10 -print_final_stats=1 "${extra[@]}" \
         >"artifacts/$t.log" 2>&1
     rc=$?

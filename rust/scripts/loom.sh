@@ -3,4 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-4}"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom -- --nocapture "$@"
+# Build products live in the cache (a warm run from a fresh clone rebuilds only this crate);
+# the lock keeps runs from several checkouts from testing each other's build.
+tdir="${VMCS_CACHE:-$HOME/.cache/vmcs}/target/loom"
+mkdir -p "$tdir"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$tdir flock "$tdir/.vmcs-lock" \
+	cargo test --release --test loom -- --nocapture "$@"
