@@ -251,6 +251,15 @@ struct TxChan {
     want: Option<u32>,
 }
 
+/// The generation in which the epoch a consumer acknowledges now was opened, when that is
+/// known: a LIVE peer opened its producers before it went live (protocol §4), so the epoch
+/// is its current generation's. A JOINING peer may not have opened its producer to us yet;
+/// claiming its generation then would make the open that follows look like a re-open within
+/// one generation (a reset of a peer that did nothing wrong, seen at boot).
+fn opened_gen(s: peer::PeerSnapshot) -> Option<u32> {
+    (s.state == PeerState::Live).then_some(s.gen)
+}
+
 /// What the receive side knows about one peer.
 struct PeerTrack {
     rx: Option<Consumer>,
@@ -339,7 +348,7 @@ impl Link {
                 let (prod, rx, acked) =
                     match (Channel::new(&geo, me.id, p), Channel::new(&geo, p, me.id)) {
                         (Some(out), Some(inb)) => {
-                            let gen = peer::snapshot(&*shm, &geo, p).ok().map(|s| s.gen);
+                            let gen = peer::snapshot(&*shm, &geo, p).ok().and_then(opened_gen);
                             (
                                 Some(Producer::open(&*shm, out).0),
                                 Some(Consumer::open(&*shm, inb).0),
@@ -910,7 +919,7 @@ impl Link {
                 t.acked_gen = u32::try_from(p)
                     .ok()
                     .and_then(|p| peer::snapshot(&*shm, &self.geo, p).ok())
-                    .map(|s| s.gen);
+                    .and_then(opened_gen);
             }
         }
         let _ = peer::set_vectors(&*shm, &self.geo, &me, self.vectors.load(Relaxed));
