@@ -271,7 +271,7 @@ impl<'a> Evil<'a> {
                 match c.peek(&self.shm) {
                     Ok(Some(f)) => {
                         self.st.rx[(f.hdr.op as usize) & 15] += 1;
-                        if (BULK_SRC..BULK_SRC + 64).contains(&f.hdr.dst_port) {
+                        if (BULK_SRC..BULK_SRC + 256).contains(&f.hdr.dst_port) {
                             self.bulk_log.push((t, f.hdr));
                         }
                         if f.hdr.op == Op::Response {
@@ -398,6 +398,87 @@ impl<'a> Evil<'a> {
         }
     }
 
+    /// Writes a `BULK_DATA` with a 16-byte payload (it must be 8) straight into our ring to
+    /// `t` (the producer refuses to send it); the producer is stale afterwards (re-open it).
+    fn bulk_bad_len(&mut self, t: u32, src: u32, port: u32) -> bool {
+        let me = self.me.id;
+        let rs = self.g.ring_size as u32;
+        let pi = self.ctrl_off(me, t, ctrl::PROD_IDX);
+        let ci = self.ctrl_off(me, t, ctrl::CONS_IDX);
+        let Some(data) = self.g.ring_off(me, t) else {
+            return false;
+        };
+        let cur = self.shm.load_u32_relaxed(pi);
+        if cur.wrapping_sub(self.shm.load_u32_acquire(ci)) > rs - 64 {
+            return false;
+        }
+        let mut h = FrameHeader::new(Op::BulkData, SockType::SeqPacket, src, port);
+        h.len = 16;
+        h.buf_alloc = 1 << 20;
+        self.shm
+            .write_bytes(data + (cur & (rs - 1)) as usize, &h.encode());
+        let payload = [0x11u8; 16];
+        let at = cur.wrapping_add(FRAME_HDR_SIZE as u32) & (rs - 1);
+        self.shm.write_bytes(data + at as usize, &payload);
+        self.shm.store_u32_release(pi, cur.wrapping_add(64));
+        true
+    }
+
+    /// A well-formed transfer on a new connection (from `*src`, tried up to `tries` times
+    /// while the guest does not accept): our offer, 4 ranges of the pattern page; the guest
+    /// must hand all 4 back (it does so only when it read the pattern), then an orderly
+    /// close. Returns whether it worked, and what happened.
+    fn bulk_good(&mut self, t: u32, src: &mut u32, port: u32, tries: u32) -> (bool, String) {
+        let mut s = *src;
+        let mut conn = Err(String::new());
+        for _ in 0..tries {
+            s = *src;
+            *src += 1;
+            conn = self.bulk_connect(t, s, port);
+            if conn.is_ok() {
+                break;
+            }
+            self.idle(200);
+        }
+        if let Err(e) = conn {
+            return (false, e);
+        }
+        let ranges: Vec<(u32, u32)> = (0..4).map(|k| (k * 1024, 1024)).collect();
+        let sent = self.bulk_frame(t, s, port, (Op::BulkOffer, 0, 8192))
+            && ranges
+                .iter()
+                .all(|&(o, l)| self.bulk_frame(t, s, port, (Op::BulkData, o, l)));
+        let t1 = Instant::now();
+        let mut back = Vec::new();
+        let releases = |b: &Vec<Op>| b.iter().filter(|&&o| o == Op::BulkRelease).count();
+        while sent
+            && releases(&back) < ranges.len()
+            && !back.contains(&Op::Rst)
+            && t1.elapsed() < Duration::from_secs(10)
+        {
+            self.pump();
+            back = self
+                .bulk_log
+                .iter()
+                .filter(|(g, h)| *g == t && h.dst_port == s && h.op != Op::CreditUpdate)
+                .map(|(_, h)| h.op)
+                .collect();
+            thread::sleep(Duration::from_millis(1));
+        }
+        let n = releases(&back);
+        // Orderly close: SHUTDOWN both ways, then RST (the guest sees end of file).
+        let mut sh = FrameHeader::new(Op::Shutdown, SockType::SeqPacket, s, port);
+        sh.flags = flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND;
+        self.send(t, sh, &[]);
+        let r = FrameHeader::new(Op::Rst, SockType::SeqPacket, s, port);
+        self.send(t, r, &[]);
+        self.idle(200);
+        (
+            sent && n == ranges.len() && !back.contains(&Op::Rst),
+            format!("port {s}: {n} BULK_RELEASE, frames {back:?}"),
+        )
+    }
+
     /// The bulk phase: on one connection each, bulk frames that break a rule of
     /// docs/protocol.md §8.2 (the guest must reset just that connection: we see its `RST`),
     /// then one well-formed transfer of a known pattern, which the guest must hand back
@@ -504,44 +585,34 @@ impl<'a> Evil<'a> {
                     cases.len()
                 ),
             );
-            // The well-formed transfer: 4 ranges of the pattern page, handed back in order.
-            let s = src;
-            src += 1;
-            let ranges: Vec<(u32, u32)> = (0..4).map(|k| (k * 1024, 1024)).collect();
-            let sent = self.bulk_connect(t, s, port).is_ok()
-                && self.bulk_frame(t, s, port, good_offer)
-                && ranges
-                    .iter()
-                    .all(|&(o, l)| self.bulk_frame(t, s, port, (D, o, l)));
-            let t1 = Instant::now();
-            let mut back = Vec::new();
-            while sent && back.len() < ranges.len() && t1.elapsed() < Duration::from_secs(10) {
-                self.pump();
-                back = self
-                    .bulk_log
-                    .iter()
-                    .filter(|(g, h)| *g == t && h.dst_port == s && h.op != Op::CreditUpdate)
-                    .map(|(_, h)| h.op)
-                    .collect();
-                thread::sleep(Duration::from_millis(1));
-            }
-            let releases = back.iter().filter(|&&o| o == Op::BulkRelease).count();
+            let (good, what) = self.bulk_good(t, &mut src, port, 1);
             all &= ok(
-                sent && releases == ranges.len() && !back.contains(&Op::Rst),
+                good,
                 format_args!(
-                    "bulk: peer {t} read the pattern through its mapping and handed the {} \
-                     ranges back ({releases} BULK_RELEASE, frames {back:?})",
-                    ranges.len()
+                    "bulk: peer {t} read the pattern through its mapping and handed the ranges \
+                     back: {what}"
                 ),
             );
-            // Orderly close: SHUTDOWN both ways, then RST (the guest sees end of file).
-            let mut sh = FrameHeader::new(Op::Shutdown, SockType::SeqPacket, s, port);
-            sh.flags = flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND;
-            self.send(t, sh, &[]);
-            self.send(
-                t,
-                FrameHeader::new(Op::Rst, SockType::SeqPacket, s, port),
-                &[],
+            // A bulk frame with a wrong payload length is a corrupt frame: the guest resyncs
+            // the ring and resets every connection with us, this one too.
+            let s = src;
+            src += 1;
+            let sent = self.bulk_connect(t, s, port).is_ok()
+                && self.bulk_frame(t, s, port, good_offer)
+                && self.bulk_bad_len(t, s, port);
+            self.idle(300);
+            self.reopen(t);
+            let t1 = Instant::now();
+            while !self.ready(t) && t1.elapsed() < Duration::from_secs(10) {
+                self.idle(10);
+            }
+            let (good, what) = self.bulk_good(t, &mut src, port, 5);
+            all &= ok(
+                sent && good,
+                format_args!(
+                    "bulk: after a BULK_DATA with a 16-byte payload (sent {sent}), peer {t} \
+                     still serves bulk: {what}"
+                ),
             );
             self.idle(200);
         }
