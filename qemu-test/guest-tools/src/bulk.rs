@@ -487,3 +487,88 @@ pub(super) fn bulk_hold(go: &str) -> Res {
     println!("every bulk mapping faults with SIGBUS after unbind");
     Ok(())
 }
+
+/// Byte `x` of the pattern `vmcs-evil` writes into the first page of its extent (the same
+/// function is in userspace-tool/vmcs-evil).
+fn evil_pattern(x: usize) -> u8 {
+    (x as u8).wrapping_mul(7).wrapping_add(13) ^ (x >> 8) as u8
+}
+
+/// Ranges of the well-formed connection of `vmcs-evil`'s bulk phase.
+const EVIL_GOOD_RANGES: usize = 4;
+
+/// `bulk-evil PORT STOPFILE`: the bulk-enabled server the hostile peer attacks (scenario
+/// `hostile`). Accepts connections one at a time until STOPFILE exists; on each, sets up
+/// bulk, maps the peer's extent read-only and receives ranges, holding them; when the
+/// first `EVIL_GOOD_RANGES` ranges all carry the evil peer's pattern (checked byte by byte
+/// through the mapping) it releases them (the peer sees the `BULK_RELEASE`s). Counts how
+/// each connection ended and prints `bulk-evil: resets R good G other O`.
+pub(super) fn bulk_evil(port: u32, stop: &str) -> Res {
+    let l = listen_on(port)?;
+    let (mut resets, mut good, mut other) = (0u32, 0u32, 0u32);
+    loop {
+        if l.poll(libc::POLLIN, 100) & libc::POLLIN == 0 {
+            if std::path::Path::new(stop).exists() {
+                break;
+            }
+            continue;
+        }
+        let Ok((s, peer)) = l.accept(0) else {
+            continue;
+        };
+        let end = bulk_evil_conn(&s);
+        println!("connection from {}:{}: {end}", peer.cid, peer.port);
+        match end.as_str() {
+            "reset" => resets += 1,
+            "good" => good += 1,
+            _ => other += 1,
+        }
+    }
+    println!("bulk-evil: resets {resets} good {good} other {other}");
+    Ok(())
+}
+
+/// One connection of [`bulk_evil`]: "reset", "good" (the pattern arrived, was released,
+/// then end of file) or what else happened.
+fn bulk_evil_conn(s: &Fd) -> String {
+    let st = match s.bulk_setup(4096, 10_000) {
+        Ok(st) => st,
+        Err(e) if e == libc::ECONNRESET => return "reset".into(),
+        Err(e) => return format!("SETUP: {}", ename(e)),
+    };
+    let rx = match s.mmap(st.tx_size as usize, st.rx_size as usize, RO, SH) {
+        Ok(m) => m,
+        Err(e) => return format!("mmap: {}", ename(e)),
+    };
+    let (mut held, mut matched, mut released) = (0usize, 0usize, false);
+    loop {
+        let d = match s.bulk_recv() {
+            Ok(d) => d,
+            Err(e) if e == libc::ECONNRESET => return "reset".into(),
+            Err(e) => return format!("RECV: {}", ename(e)),
+        };
+        if d.len == 0 {
+            return if released {
+                "good".into()
+            } else {
+                format!("end of file after {held} ranges, {matched} with the pattern")
+            };
+        }
+        let (o, n) = (d.off as usize, d.len as usize);
+        // The kernel validated the range against the extent: it is inside the mapping.
+        let Some(b) = rx.slice().get(o..o + n) else {
+            return format!("range {d:?} outside the {} B mapping", rx.len);
+        };
+        held += 1;
+        if b.iter().enumerate().all(|(i, &v)| v == evil_pattern(o + i)) {
+            matched += 1;
+        }
+        if !released && held == EVIL_GOOD_RANGES && matched == EVIL_GOOD_RANGES {
+            if let Err(e) = s.bulk_release(EVIL_GOOD_RANGES as u32) {
+                return format!("RELEASE: {}", ename(e));
+            }
+            released = true;
+            held = 0;
+        }
+    }
+}

@@ -1387,6 +1387,10 @@ fn main() -> ExitCode {
             Some(go) => bulk::bulk_hold(go),
             None => Err("usage: bulk-hold GOFILE".into()),
         },
+        "bulk-evil" => match (args.get(2).and_then(|s| s.parse().ok()), args.get(3)) {
+            (Some(p), Some(stop)) => bulk::bulk_evil(p, stop),
+            _ => Err("usage: bulk-evil PORT STOPFILE".into()),
+        },
         "bulk-recv" => match args.get(2).and_then(|s| s.parse().ok()) {
             Some(p) => bulk::bulk_recv(p),
             None => Err("usage: bulk-recv PORT".into()),

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! vmcs-evil --shm FILE [--port P] [--phase-ms MS] [--seed S] [--expect N] [--reap-secs S]
+//!           [--bulk-port P]
 //! ```
 //!
 //! It maps the backing file of an `ivshmem-plain` region (the same file the guests' QEMUs
@@ -18,6 +19,16 @@
 //! - **c, slot garbage:** generation flapping, bogus states, heartbeat jumps in its own
 //!   peer slot;
 //! - **d, scribbling:** random bytes all over its rings and control lines, continuously;
+//! - **bulk** (after a check that the guests still answer): against each guest that
+//!   accepts on `--bulk-port` (default 63000; `vmcs-test bulk-evil` there), one
+//!   connection per bad bulk frame (docs/protocol.md §8.2), each after the guest's own
+//!   `BULK_OFFER`: offers outside our slice, into the next slice, unaligned, empty, huge,
+//!   overflowing, a second offer; `BULK_DATA` before an offer, beyond the extent,
+//!   overflowing, empty, overlapping a held range, 65 ranges at once; `BULK_RELEASE` of a
+//!   range never lent or before any offer. Each must be answered with `RST`. Then one
+//!   well-formed transfer (4 ranges of a known pattern in our slice) that the guest hands
+//!   back only after reading the pattern through its mapping. (Bulk frames with a wrong
+//!   payload length are corrupt frames: phase b writes some.)
 //! - **e, death:** it takes its slot back cleanly, beats for a second, then stops beating
 //!   without leaving and waits until a guest reaps its slot.
 //!
@@ -36,12 +47,25 @@ use std::sync::atomic::AtomicU64;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use vmcs_proto::bulk;
 use vmcs_proto::frame::{flags, FrameHeader, Op, SockType, FRAME_HDR_SIZE};
 use vmcs_proto::host::SliceShm;
 use vmcs_proto::layout::{self, Geometry};
 use vmcs_proto::peer::{self, Membership, PeerState};
 use vmcs_proto::ring::{ctrl, Channel, Consumer, Producer, RingError};
 use vmcs_proto::shm::Shm;
+
+/// First source port of the bulk phase's connections (one port per case).
+const BULK_SRC: u32 = 50000;
+
+/// Byte `x` of the pattern written into the first page of our extent for the well-formed
+/// bulk connection (the guest's `vmcs-test bulk-evil` checks it with the same function).
+fn bulk_pattern(x: usize) -> u8 {
+    (x as u8).wrapping_mul(7).wrapping_add(13) ^ (x >> 8) as u8
+}
+
+/// A bulk frame of the bulk phase: op and `(off, len)`.
+type BulkFrame = (Op, u32, u32);
 
 /// Heartbeat period while the evil peer pretends to be healthy.
 const BEAT: Duration = Duration::from_millis(100);
@@ -53,6 +77,7 @@ struct Args {
     seed: u64,
     expect: usize,
     reap_secs: u64,
+    bulk_port: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -63,6 +88,7 @@ fn parse_args() -> Result<Args, String> {
         seed: 0x5eed_0bad_cafe_f00d,
         expect: 2,
         reap_secs: 30,
+        bulk_port: 63000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -78,13 +104,14 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => a.seed = num(&v)?.max(1),
             "--expect" => a.expect = num(&v)? as usize,
             "--reap-secs" => a.reap_secs = num(&v)?,
+            "--bulk-port" => a.bulk_port = num(&v)? as u32,
             _ => return Err(format!("unknown argument {k}")),
         }
     }
     if a.shm.is_empty() {
         return Err(
             "usage: vmcs-evil --shm FILE [--port P] [--phase-ms MS] [--seed S] \
-                    [--expect N] [--reap-secs S]"
+                    [--expect N] [--reap-secs S] [--bulk-port P]"
                 .into(),
         );
     }
@@ -152,7 +179,7 @@ fn map(path: &str) -> Result<&'static [AtomicU64], String> {
 struct Stats {
     sent: u64,
     full: u64,
-    rx: [u64; 8],
+    rx: [u64; 16],
     rx_corrupt: u64,
     rx_restarted: u64,
     reopened: u64,
@@ -173,6 +200,8 @@ struct Evil<'a> {
     st: Stats,
     /// Source ports of our `REQUEST`s that a guest answered with `RESPONSE`.
     accepted: Vec<(u32, u32)>,
+    /// Frames the guests sent to the source ports of the bulk phase.
+    bulk_log: Vec<(u32, FrameHeader)>,
 }
 
 fn ok(cond: bool, what: impl std::fmt::Display) -> bool {
@@ -241,7 +270,10 @@ impl<'a> Evil<'a> {
             for _ in 0..512 {
                 match c.peek(&self.shm) {
                     Ok(Some(f)) => {
-                        self.st.rx[(f.hdr.op as usize) & 7] += 1;
+                        self.st.rx[(f.hdr.op as usize) & 15] += 1;
+                        if (BULK_SRC..BULK_SRC + 256).contains(&f.hdr.dst_port) {
+                            self.bulk_log.push((t, f.hdr));
+                        }
                         if f.hdr.op == Op::Response {
                             self.accepted.push((t, f.hdr.dst_port));
                         }
@@ -311,6 +343,284 @@ impl<'a> Evil<'a> {
     fn max_payload(&self) -> u32 {
         self.chan_out(self.targets[0])
             .map_or(0, |c| c.max_payload())
+    }
+
+    /// Pumps until a frame with `op` (or, unless `op` is `RST`, an `RST`) arrives from `t`
+    /// for our port `src`, for at most `secs`; returns its op.
+    fn await_op(&mut self, t: u32, src: u32, op: Op, secs: u64) -> Option<Op> {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(secs) {
+            self.pump();
+            if let Some(&(_, h)) = self
+                .bulk_log
+                .iter()
+                .find(|(g, h)| *g == t && h.dst_port == src && (h.op == op || h.op == Op::Rst))
+            {
+                return Some(h.op);
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        None
+    }
+
+    fn bulk_frame(&mut self, t: u32, src: u32, port: u32, f: BulkFrame) -> bool {
+        let mut h = FrameHeader::new(f.0, SockType::SeqPacket, src, port);
+        h.buf_alloc = 1 << 20;
+        let d = bulk::Desc { off: f.1, len: f.2 };
+        // The ring may be full for a moment (the 65-range case): retry.
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if self.send(t, h, &d.encode()) {
+                return true;
+            }
+            self.idle(2);
+        }
+        false
+    }
+
+    /// Opens a connection from our port `src` to `port` of `t` and waits for the guest's
+    /// `BULK_OFFER` (its server called `BULK_SETUP`). `Err` says what happened instead.
+    fn bulk_connect(&mut self, t: u32, src: u32, port: u32) -> Result<(), String> {
+        let mut h = FrameHeader::new(Op::Request, SockType::SeqPacket, src, port);
+        h.buf_alloc = 1 << 20;
+        if !self.send(t, h, &[]) {
+            return Err("REQUEST not sent".into());
+        }
+        match self.await_op(t, src, Op::Response, 5) {
+            Some(Op::Response) => {}
+            Some(op) => return Err(format!("{op:?} instead of RESPONSE")),
+            None => return Err("no RESPONSE".into()),
+        }
+        match self.await_op(t, src, Op::BulkOffer, 10) {
+            Some(Op::BulkOffer) => Ok(()),
+            Some(op) => Err(format!("{op:?} instead of BULK_OFFER")),
+            None => Err("no BULK_OFFER".into()),
+        }
+    }
+
+    /// Writes a `BULK_DATA` with a 16-byte payload (it must be 8) straight into our ring to
+    /// `t` (the producer refuses to send it); the producer is stale afterwards (re-open it).
+    fn bulk_bad_len(&mut self, t: u32, src: u32, port: u32) -> bool {
+        let me = self.me.id;
+        let rs = self.g.ring_size as u32;
+        let pi = self.ctrl_off(me, t, ctrl::PROD_IDX);
+        let ci = self.ctrl_off(me, t, ctrl::CONS_IDX);
+        let Some(data) = self.g.ring_off(me, t) else {
+            return false;
+        };
+        let cur = self.shm.load_u32_relaxed(pi);
+        if cur.wrapping_sub(self.shm.load_u32_acquire(ci)) > rs - 64 {
+            return false;
+        }
+        let mut h = FrameHeader::new(Op::BulkData, SockType::SeqPacket, src, port);
+        h.len = 16;
+        h.buf_alloc = 1 << 20;
+        self.shm
+            .write_bytes(data + (cur & (rs - 1)) as usize, &h.encode());
+        let payload = [0x11u8; 16];
+        let at = cur.wrapping_add(FRAME_HDR_SIZE as u32) & (rs - 1);
+        self.shm.write_bytes(data + at as usize, &payload);
+        self.shm.store_u32_release(pi, cur.wrapping_add(64));
+        true
+    }
+
+    /// A well-formed transfer on a new connection (from `*src`, tried up to `tries` times
+    /// while the guest does not accept): our offer, 4 ranges of the pattern page; the guest
+    /// must hand all 4 back (it does so only when it read the pattern), then an orderly
+    /// close. Returns whether it worked, and what happened.
+    fn bulk_good(&mut self, t: u32, src: &mut u32, port: u32, tries: u32) -> (bool, String) {
+        let mut s = *src;
+        let mut conn = Err(String::new());
+        for _ in 0..tries {
+            s = *src;
+            *src += 1;
+            conn = self.bulk_connect(t, s, port);
+            if conn.is_ok() {
+                break;
+            }
+            self.idle(200);
+        }
+        if let Err(e) = conn {
+            return (false, e);
+        }
+        let ranges: Vec<(u32, u32)> = (0..4).map(|k| (k * 1024, 1024)).collect();
+        let sent = self.bulk_frame(t, s, port, (Op::BulkOffer, 0, 8192))
+            && ranges
+                .iter()
+                .all(|&(o, l)| self.bulk_frame(t, s, port, (Op::BulkData, o, l)));
+        let t1 = Instant::now();
+        let mut back = Vec::new();
+        let releases = |b: &Vec<Op>| b.iter().filter(|&&o| o == Op::BulkRelease).count();
+        while sent
+            && releases(&back) < ranges.len()
+            && !back.contains(&Op::Rst)
+            && t1.elapsed() < Duration::from_secs(10)
+        {
+            self.pump();
+            back = self
+                .bulk_log
+                .iter()
+                .filter(|(g, h)| *g == t && h.dst_port == s && h.op != Op::CreditUpdate)
+                .map(|(_, h)| h.op)
+                .collect();
+            thread::sleep(Duration::from_millis(1));
+        }
+        let n = releases(&back);
+        // Orderly close: SHUTDOWN both ways, then RST (the guest sees end of file).
+        let mut sh = FrameHeader::new(Op::Shutdown, SockType::SeqPacket, s, port);
+        sh.flags = flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND;
+        self.send(t, sh, &[]);
+        let r = FrameHeader::new(Op::Rst, SockType::SeqPacket, s, port);
+        self.send(t, r, &[]);
+        self.idle(200);
+        (
+            sent && n == ranges.len() && !back.contains(&Op::Rst),
+            format!("port {s}: {n} BULK_RELEASE, frames {back:?}"),
+        )
+    }
+
+    /// The bulk phase: on one connection each, bulk frames that break a rule of
+    /// docs/protocol.md §8.2 (the guest must reset just that connection: we see its `RST`),
+    /// then one well-formed transfer of a known pattern, which the guest must hand back
+    /// (it releases the ranges only when it read the pattern through its mapping).
+    /// Only targets that accept on `port` (a `vmcs-test bulk-evil` server) are attacked.
+    fn bulk_phase(&mut self, port: u32) -> bool {
+        let slice = bulk::slice_size(&self.g) as u32;
+        let Some(mine) = bulk::slice_off(&self.g, self.me.id) else {
+            return ok(false, "bulk phase: the region has no bulk area");
+        };
+        let pg = 4096u32;
+        // Our extent: pages 0 and 1 of our slice; page 0 carries the pattern, page 1 zeros
+        // (the bad cases lend ranges of page 1, which the guest holds, never releases).
+        let mut ext = vec![0u8; 2 * pg as usize];
+        for (x, b) in ext[..pg as usize].iter_mut().enumerate() {
+            *b = bulk_pattern(x);
+        }
+        self.shm.write_bytes(mine, &ext);
+        use Op::{BulkData as D, BulkOffer as O, BulkRelease as R};
+        let good_offer = (O, 0, 2 * pg);
+        let mut many = vec![good_offer];
+        many.extend((0..65).map(|i| (D, pg + 16 * i, 16)));
+        let cases: Vec<(&str, Vec<BulkFrame>)> = vec![
+            ("OFFER outside our slice", vec![(O, slice, pg)]),
+            (
+                "OFFER into the next peer's slice",
+                vec![(O, slice - pg, 2 * pg)],
+            ),
+            ("OFFER at an unaligned offset", vec![(O, 100, pg)]),
+            ("OFFER of an unaligned length", vec![(O, 0, 100)]),
+            ("OFFER of length 0", vec![(O, 0, 0)]),
+            ("OFFER of a huge length", vec![(O, 0, 0xffff_f000)]),
+            ("OFFER whose end overflows", vec![(O, 0xffff_f000, 2 * pg)]),
+            ("a second OFFER", vec![good_offer, good_offer]),
+            ("DATA before any OFFER", vec![(D, pg, 16)]),
+            (
+                "DATA beyond the extent",
+                vec![good_offer, (D, 2 * pg - 100, 200)],
+            ),
+            (
+                "DATA whose end overflows",
+                vec![good_offer, (D, 0xffff_fff0, 0x20)],
+            ),
+            ("DATA of length 0", vec![good_offer, (D, pg, 0)]),
+            (
+                "DATA overlapping a range the guest holds",
+                vec![good_offer, (D, pg, 100), (D, pg + 50, 100)],
+            ),
+            ("65 ranges lent at once (64 allowed)", many),
+            (
+                "RELEASE of a range never lent",
+                vec![good_offer, (R, 0, pg)],
+            ),
+            ("RELEASE before any OFFER", vec![(R, 0, 16), (R, 0, 16)]),
+        ];
+        let mut all = true;
+        let mut src = BULK_SRC;
+        let t0 = Instant::now();
+        let mut attacked = 0;
+        for i in 0..self.targets.len() {
+            let t = self.targets[i];
+            // Does this guest serve bulk on `port`?
+            match self.bulk_connect(t, src, port) {
+                Ok(()) => {}
+                Err(e) => {
+                    println!("# bulk phase: peer {t} does not serve bulk on port {port}: {e}");
+                    src += 1;
+                    continue;
+                }
+            }
+            attacked += 1;
+            let mut first = Some(src);
+            src += 1;
+            let mut resets = 0;
+            for (what, frames) in &cases {
+                let s = match first.take() {
+                    Some(s) => s,
+                    None => {
+                        let s = src;
+                        src += 1;
+                        if let Err(e) = self.bulk_connect(t, s, port) {
+                            all &= ok(false, format_args!("bulk, peer {t}, {what}: {e}"));
+                            continue;
+                        }
+                        s
+                    }
+                };
+                let sent = frames.iter().all(|&f| self.bulk_frame(t, s, port, f));
+                let got = self.await_op(t, s, Op::Rst, 5);
+                if sent && got == Some(Op::Rst) {
+                    resets += 1;
+                } else {
+                    all &= ok(
+                        false,
+                        format_args!("bulk, peer {t}, {what}: sent {sent}, answer {got:?}"),
+                    );
+                }
+            }
+            all &= ok(
+                resets == cases.len(),
+                format_args!(
+                    "bulk: peer {t} reset each of the {} connections with a bad bulk frame \
+                     ({resets} RSTs)",
+                    cases.len()
+                ),
+            );
+            let (good, what) = self.bulk_good(t, &mut src, port, 1);
+            all &= ok(
+                good,
+                format_args!(
+                    "bulk: peer {t} read the pattern through its mapping and handed the ranges \
+                     back: {what}"
+                ),
+            );
+            // A bulk frame with a wrong payload length is a corrupt frame: the guest resyncs
+            // the ring and resets every connection with us, this one too.
+            let s = src;
+            src += 1;
+            let sent = self.bulk_connect(t, s, port).is_ok()
+                && self.bulk_frame(t, s, port, good_offer)
+                && self.bulk_bad_len(t, s, port);
+            self.idle(300);
+            self.reopen(t);
+            let t1 = Instant::now();
+            while !self.ready(t) && t1.elapsed() < Duration::from_secs(10) {
+                self.idle(10);
+            }
+            let (good, what) = self.bulk_good(t, &mut src, port, 5);
+            all &= ok(
+                sent && good,
+                format_args!(
+                    "bulk: after a BULK_DATA with a 16-byte payload (sent {sent}), peer {t} \
+                     still serves bulk: {what}"
+                ),
+            );
+            self.idle(200);
+        }
+        println!(
+            "# bulk phase done in {:?} ({attacked} guests served bulk)",
+            t0.elapsed()
+        );
+        all & ok(attacked > 0, "bulk: a guest served bulk on the bulk port")
     }
 
     /// Phase a: frames that decode, with hostile meaning.
@@ -457,11 +767,13 @@ impl<'a> Evil<'a> {
                         h.len = if kind == 5 { rs } else { 100 };
                         let mut b = h.encode();
                         if kind == 6 {
-                            match k % 4 {
+                            match (k / 10) % 5 {
                                 0 => b[4] = 99,   // bad op
                                 1 => b[8] = 0x80, // bad flags
                                 2 => b[28] = 1,   // reserved
-                                _ => b[6] = 7,    // bad type
+                                3 => b[6] = 7,    // bad type
+                                // A bulk op with a 100-byte payload (it must be 8).
+                                _ => b[4] = 8 + (k / 50 % 3) as u8,
                             }
                         }
                         self.shm.write_bytes(at, &b);
@@ -602,6 +914,7 @@ fn run(a: &Args) -> Result<bool, String> {
         last_beat: Instant::now(),
         st: Stats::default(),
         accepted: Vec::new(),
+        bulk_log: Vec::new(),
     };
     e.open_rings();
     peer::join_complete(&shm, &g, &mut me).map_err(|e| format!("join_complete: {e:?}"))?;
@@ -697,6 +1010,8 @@ fn run(a: &Args) -> Result<bool, String> {
             t.elapsed()
         ),
     );
+
+    all &= e.bulk_phase(a.bulk_port);
 
     // Phase e: beat a little with a clean slot, then die without leaving.
     e.rejoin();
