@@ -166,13 +166,9 @@ impl RxQueue {
 
     /// Removes the oldest complete message; returns its first `max` bytes and its length.
     fn pop(&mut self, max: usize) -> Result<Option<(KVec<u8>, usize)>> {
-        let Some(&len) = self.lens.get(self.lhead) else {
+        let Some((out, len)) = self.peek(max)? else {
             return Ok(None);
         };
-        let len = len as usize;
-        let n = len.min(max);
-        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
-        out.extend_from_slice(&self.data[self.dhead..self.dhead + n], GFP_KERNEL)?;
         self.dhead += len;
         self.lhead += 1;
         if len == 0 {
