@@ -14,13 +14,26 @@ frag="$VMCS_TOP/qemu-test/kernel.config"
 key="$version-$(cat "$frag" | sha256sum | cut -c1-12)-$(rustc --version | awk '{print $2}')"
 out="$VMCS_CACHE/kbuild/$key"
 
-if [ -f "$out/.vmcs-built" ] && [ -f "$out/arch/x86/boot/bzImage" ] && [ -f "$out/Module.symvers" ]; then
+built() { [ -f "$out/.vmcs-built" ] && [ -f "$out/arch/x86/boot/bzImage" ] && [ -f "$out/Module.symvers" ]; }
+if built; then
 	log "guest kernel: cached ($out)"
 	echo "$out"
 	exit 0
 fi
 
+# One build per cache at a time: a second run (another checkout, a helper) waits here for
+# the first and then reuses its result instead of building into the same tree.
 mkdir -p "$out"
+exec 9>"$VMCS_CACHE/kbuild/.lock-$key"
+if ! flock -n 9; then
+	log "guest kernel: another run is building $key; waiting for it"
+	flock 9
+fi
+if built; then
+	log "guest kernel: cached ($out, built by a concurrent run)"
+	echo "$out"
+	exit 0
+fi
 log "building guest kernel $version (key $key) in $out; this takes a few minutes"
 start=$(date +%s)
 mk=(make -C "$src" O="$out" LLVM= -j"$(nproc)")
