@@ -2,6 +2,8 @@
 # Build vmcs.ko. Against $KDIR when given (any Rust-enabled kernel build tree, e.g. a distro
 # kernel's prepared headers), else against the cached test guest kernel, built if missing.
 # Extra arguments go to kbuild (e.g. CLIPPY=1). Prints the path of vmcs.ko on stdout.
+# With MODULE_OUT=DIR the objects and vmcs.ko go to DIR (kbuild's MO=) instead of the source
+# tree, so that a build against another kernel (the bench kernel) leaves the usual one alone.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vmcs_toolchain_env
@@ -14,5 +16,11 @@ fi
 grep -q '^CONFIG_RUST=y' "$kdir/.config" 2>/dev/null || die "KDIR=$kdir has no CONFIG_RUST=y"
 
 # A kernel built with gcc (LLVM unset) needs the module built the same way.
-make -C "$kdir" M="$VMCS_TOP" "$@" modules >&2
-echo "$VMCS_TOP/vmcs.ko"
+if [ -n "${MODULE_OUT:-}" ]; then
+	mkdir -p "$MODULE_OUT"
+	make -C "$kdir" M="$VMCS_TOP" MO="$MODULE_OUT" "$@" modules >&2
+	echo "$MODULE_OUT/vmcs.ko"
+else
+	make -C "$kdir" M="$VMCS_TOP" "$@" modules >&2
+	echo "$VMCS_TOP/vmcs.ko"
+fi

@@ -43,6 +43,21 @@ struct Connect {
 }
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
+struct BulkSetup {
+    size: u32,
+    timeout_ms: u32,
+    tx_size: u32,
+    rx_size: u32,
+}
+/// `struct vmcs_bulk_desc`: a range of an extent.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct BulkDesc {
+    pub off: u32,
+    pub len: u32,
+}
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
 struct Accept {
     flags: u32,
     reserved: u32,
@@ -60,6 +75,11 @@ const IOC_CONNECT: c_ulong = ioc(W, 3, 16);
 const IOC_LISTEN: c_ulong = ioc(W, 4, 4);
 const IOC_ACCEPT: c_ulong = ioc(R | W, 5, 16);
 const IOC_SHUTDOWN: c_ulong = ioc(W, 8, 4);
+const IOC_BULK_SETUP: c_ulong = ioc(R | W, 0x10, 16);
+const IOC_BULK_SEND: c_ulong = ioc(W, 0x11, 8);
+const IOC_BULK_RECV: c_ulong = ioc(R, 0x12, 8);
+const IOC_BULK_RELEASE: c_ulong = ioc(W, 0x13, 4);
+const IOC_BULK_WAIT: c_ulong = ioc(W, 0x14, 8);
 /// `VMCS_CID_ANY`.
 const CID_ANY: u32 = u32::MAX;
 /// Peer state "live" in `vmcs_peer_info`.
@@ -86,6 +106,9 @@ impl Drop for Fd {
 }
 
 impl Fd {
+    pub fn raw(&self) -> c_int {
+        self.0
+    }
     pub fn open() -> Result<Fd, String> {
         let p = CString::new("/dev/vmcs").unwrap();
         // SAFETY: valid C string.
@@ -130,25 +153,34 @@ impl Fd {
         let mut h = how;
         self.ioctl(IOC_SHUTDOWN, &mut h).map(|_| ())
     }
-    /// Sends one message.
-    pub fn write(&self, buf: &[u8]) -> Result<usize, i32> {
-        // SAFETY: valid buffer.
-        let r = unsafe { libc::write(self.0, buf.as_ptr().cast(), buf.len()) };
-        if r < 0 {
-            Err(errno())
-        } else {
-            Ok(r as usize)
-        }
+    /// `VMCS_IOC_BULK_SETUP`: offers an extent of `size` bytes, waits for the peer's;
+    /// returns (tx_size, rx_size).
+    pub fn bulk_setup(&self, size: u32, timeout_ms: u32) -> Result<(u32, u32), i32> {
+        let mut s = BulkSetup {
+            size,
+            timeout_ms,
+            ..Default::default()
+        };
+        self.ioctl(IOC_BULK_SETUP, &mut s)?;
+        Ok((s.tx_size, s.rx_size))
     }
-    /// Receives one message (0: end of file).
-    pub fn read(&self, buf: &mut [u8]) -> Result<usize, i32> {
-        // SAFETY: valid buffer.
-        let r = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
-        if r < 0 {
-            Err(errno())
-        } else {
-            Ok(r as usize)
-        }
+    pub fn bulk_send(&self, off: u32, len: u32) -> Result<(), i32> {
+        self.ioctl(IOC_BULK_SEND, &mut BulkDesc { off, len })
+            .map(|_| ())
+    }
+    pub fn bulk_wait(&self, off: u32, len: u32) -> Result<(), i32> {
+        self.ioctl(IOC_BULK_WAIT, &mut BulkDesc { off, len })
+            .map(|_| ())
+    }
+    /// The oldest range lent to us; `len == 0` is end of file.
+    pub fn bulk_recv(&self) -> Result<BulkDesc, i32> {
+        let mut d = BulkDesc::default();
+        self.ioctl(IOC_BULK_RECV, &mut d)?;
+        Ok(d)
+    }
+    pub fn bulk_release(&self, n: u32) -> Result<(), i32> {
+        let mut n = n;
+        self.ioctl(IOC_BULK_RELEASE, &mut n).map(|_| ())
     }
     /// The live peers of this guest's domain, this guest excluded.
     pub fn live_peers(&self) -> Result<Vec<u32>, i32> {
