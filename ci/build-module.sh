@@ -2,8 +2,10 @@
 # Build vmcs.ko. Against $KDIR when given (any Rust-enabled kernel build tree, e.g. a distro
 # kernel's prepared headers), else against the cached test guest kernel, built if missing.
 # Extra arguments go to kbuild (e.g. CLIPPY=1). Prints the path of vmcs.ko on stdout.
-# With MODULE_OUT=DIR the objects and vmcs.ko go to DIR (kbuild's MO=) instead of the source
-# tree, so that a build against another kernel (the bench kernel) leaves the usual one alone.
+# With MODULE_OUT=DIR the module is built from a copy of its sources in DIR, and vmcs.ko is
+# DIR/vmcs.ko, so that a build against another kernel (the bench kernel) leaves the usual one
+# alone. (Kbuild writes objects next to the sources; its MO= output directory refuses a
+# source tree that holds objects of another build, as a developer's checkout does.)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vmcs_toolchain_env
@@ -18,7 +20,11 @@ grep -q '^CONFIG_RUST=y' "$kdir/.config" 2>/dev/null || die "KDIR=$kdir has no C
 # A kernel built with gcc (LLVM unset) needs the module built the same way.
 if [ -n "${MODULE_OUT:-}" ]; then
 	mkdir -p "$MODULE_OUT"
-	make -C "$kdir" M="$VMCS_TOP" MO="$MODULE_OUT" "$@" modules >&2
+	# Sources only (what Kbuild and module/ name, with the protocol files of rust/src);
+	# unchanged files keep their times, so kbuild rebuilds only what changed.
+	(cd "$VMCS_TOP" && find Kbuild module rust/src -type f \( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' \) \
+		-exec cp -p --parents -u {} "$MODULE_OUT/" \;)
+	make -C "$kdir" M="$MODULE_OUT" "$@" modules >&2
 	echo "$MODULE_OUT/vmcs.ko"
 else
 	make -C "$kdir" M="$VMCS_TOP" "$@" modules >&2

@@ -17,6 +17,15 @@ pub const MAX_MSG: usize = 64 * 1024;
 const AF_VSOCK: i32 = 40;
 const CID_ANY: u32 = u32::MAX;
 const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+/// Largest write on AF_VSOCK. Between sibling guests vhost-device-vsock 0.3.0 forwards
+/// each packet as it is (`recv_raw_pkt`), so it must fit one receive buffer of the other
+/// guest: `VIRTIO_VSOCK_DEFAULT_RX_BUF_SIZE` is `SKB_WITH_OVERHEAD(4096)` = 3776 bytes
+/// with the 44-byte header, so 3732 bytes of payload. A larger packet arrives truncated, the
+/// guest drops it (net/vmw_vsock/virtio_transport.c checks the length) and the connection
+/// stalls: seen here with 16 KiB and 64 KiB writes. A write makes packets no larger than
+/// itself, so writes of at most 3.5 KiB keep the path working; this is a cost of the
+/// backend's sibling mode, and the bench pays it as any program would.
+const VSOCK_MAX_WRITE: usize = 3584;
 
 /// One measured path. `Bulk` runs over a /dev/vmcs connection.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -151,9 +160,15 @@ impl Conn {
             }
             Ok(n)
         } else {
+            let most = if self.path == Path::Vsock {
+                VSOCK_MAX_WRITE
+            } else {
+                usize::MAX
+            };
             let mut done = 0;
             while done < buf.len() {
-                done += self.write_some(&buf[done..])?;
+                let end = buf.len().min(done + most);
+                done += self.write_some(&buf[done..end])?;
             }
             Ok(1)
         }
