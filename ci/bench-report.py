@@ -290,7 +290,7 @@ plot {", ".join(lines)}
 set output '{png}'
 set multiplot layout 1,{len(panels)} title "Round-trip time CDF, single round trips, ivshmem-{v}\\n{{/*0.8 {sub}}}"
 set logscale x
-set format x '10^{%L}'
+set format x '10^{{%L}}'
 set xlabel 'round trip (µs)'
 set ylabel 'fraction of round trips'
 set yrange [0:1]
