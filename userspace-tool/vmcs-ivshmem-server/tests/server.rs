@@ -497,6 +497,36 @@ fn bad_arguments_are_rejected() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
 }
 
+#[test]
+fn too_long_socket_path_is_explained() {
+    let dir = test_dir("long");
+    let deep = dir.join("d".repeat(120));
+    fs::create_dir_all(&deep).expect("mkdir");
+    let socket = deep.join("ivshmem.sock");
+    let shm = dir.join("shm");
+    let len = socket.as_os_str().len();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmcs-ivshmem-server"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--shm")
+        .arg(&shm)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        format!("is {len} bytes long"),
+        "at most 107 bytes".to_string(),
+        "use a shorter --socket path".to_string(),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in {err:?}");
+    }
+    // Refused before anything was created.
+    assert_eq!(fs::read_dir(&deep).expect("ls").count(), 0);
+    assert!(!shm.exists());
+    let _ = fs::remove_dir_all(dir);
+}
+
 // ------------------------------------------------------------ QEMU smoke --
 
 fn qemu(socket: &Path, log: &Path) -> Child {
