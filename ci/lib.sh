@@ -47,6 +47,6 @@ as_root() {
 # The toolchain environment the kernel's Rust build needs.
 vmcs_toolchain_env() {
 	export LIBCLANG_PATH="$VMCS_CACHE/venv/lib/python3/site-packages/clang/native"
-	[ -d "$LIBCLANG_PATH" ] || LIBCLANG_PATH=$(ls -d "$VMCS_CACHE"/venv/lib/python3*/site-packages/clang/native 2>/dev/null | head -n1)
+	[ -d "$LIBCLANG_PATH" ] || LIBCLANG_PATH=$(ls -d "$VMCS_CACHE"/venv/lib/python3*/site-packages/clang/native 2>/dev/null | head -n1 || true)
 	export PATH="$VMCS_CACHE/bin:$PATH"
 }
