@@ -306,11 +306,18 @@ mod tests {
         drop(UnixListener::bind(&p).expect("the kernel binds 107 bytes"));
         // ... one more does not fit, for the kernel and for us.
         let p = path_of_len(&d, "s", SUN_PATH_SIZE);
-        assert!(UnixListener::bind(&p).is_err(), "the kernel refuses 108 bytes");
+        assert!(
+            UnixListener::bind(&p).is_err(),
+            "the kernel refuses 108 bytes"
+        );
         let err = check_socket_path(&p).expect_err("too long");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         let msg = err.to_string();
-        for want in ["108 bytes long", "at most 107 bytes", "shorter --socket path"] {
+        for want in [
+            "108 bytes long",
+            "at most 107 bytes",
+            "shorter --socket path",
+        ] {
             assert!(msg.contains(want), "{want:?} not in {msg:?}");
         }
         let err = Listener::bind(&p).expect_err("too long");
@@ -324,7 +331,10 @@ mod tests {
         let d = tmpdir("tmpname");
         let p = path_of_len(&d, "s", SUN_PATH_SIZE - 1);
         let l = Listener::bind(&p).expect("bind at the limit");
-        assert!(fs::symlink_metadata(&p).expect("stat").file_type().is_socket());
+        assert!(fs::symlink_metadata(&p)
+            .expect("stat")
+            .file_type()
+            .is_socket());
         drop(std::os::unix::net::UnixStream::connect(&p).expect("connect"));
         drop(l);
         assert!(!p.exists());
