@@ -241,7 +241,14 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("vmcs-files-{tag}-{}", std::process::id()));
+        // Sockets are bound in here: a long $TMPDIR would not leave room in sun_path.
+        let base = std::env::temp_dir();
+        let base = if base.as_os_str().len() <= 40 {
+            base
+        } else {
+            PathBuf::from("/tmp")
+        };
+        let d = base.join(format!("vmcs-files-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).expect("mkdir");
         d

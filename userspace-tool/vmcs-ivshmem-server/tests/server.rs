@@ -30,7 +30,14 @@ struct TestServer {
 }
 
 fn test_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmcs-ivs-{tag}-{}", std::process::id()));
+    // The server's socket goes in here: a long $TMPDIR would not leave room in sun_path.
+    let base = std::env::temp_dir();
+    let base = if base.as_os_str().len() <= 40 {
+        base
+    } else {
+        PathBuf::from("/tmp")
+    };
+    let dir = base.join(format!("vmcs-ivs-{tag}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("create test dir");
     dir
