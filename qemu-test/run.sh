@@ -81,7 +81,7 @@ fi
 stamp=$(date +%Y%m%d-%H%M%S)
 results=${results:-$VMCS_TOP/qemu-test/results/$stamp-$scenario-$variant-$guests}
 mkdir -p "$results"
-results=$(cd "$results" && pwd)
+results=$(cd "$results" >/dev/null && pwd)
 run_id="vmcs-$$-$RANDOM"
 pids=()
 server_pids=()
