@@ -20,7 +20,8 @@ pub const MIN_SIZE: u64 = 4096;
 #[command(name = "vmcs-ivshmem-server", version)]
 pub struct Config {
     /// Unix socket to listen on (created; removed on exit).  It appears only
-    /// once the server accepts connections.
+    /// once the server accepts connections.  At most 107 bytes long (the
+    /// size of sun_path less the NUL).
     #[arg(short = 'S', long, value_name = "PATH")]
     pub socket: PathBuf,
 
