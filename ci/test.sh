@@ -130,9 +130,6 @@ step "dkms add/build/install of dkms.conf against the test kernel, in temporary 
 # Cross-guest scenarios in booted guests.
 tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
 tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doorbell --guests 2
-# A copy of this checkout at a path with spaces, a VMCS_CACHE with a space, and a doorbell
-# scenario whose results folder is deeper than a unix socket path can be (ci/path-test.sh).
-tap_step "paths: spaces, deep results folder" ci/path-test.sh
 tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2
 tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3
 tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2

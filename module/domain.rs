@@ -5,7 +5,7 @@
 //! A domain is the set of guests that share one ivshmem region. Each bound device registers
 //! its domain here on probe and removes it on unbind; interfaces look domains up by index.
 
-use crate::{ffi::SharedRegion, ports::Core, transport::ivshmem::Link};
+use crate::{conn::Core, glue::SharedRegion, transport::ivshmem::Link};
 use kernel::{
     debugfs::Dir,
     impl_has_delayed_work,

@@ -6,9 +6,9 @@
 //! on `ivshmem-doorbell`, is the MSI-X table; BAR2 is the shared memory.
 
 use crate::{
+    conn,
     domain::{self, Domain, Variant, RX_WORK, TICK_WORK},
-    ffi::{self, SharedRegion},
-    ports,
+    glue::{self, SharedRegion},
     transport::ivshmem::{self, Link, REGS_SIZE},
 };
 use kernel::{
@@ -143,8 +143,8 @@ fn teardown(
         // (`synchronize` sleeps; `try_synchronize` would do so under the RCU read lock.)
         let _ = irq.synchronize(dev);
     }
-    ffi::flush_delayed_work::<Domain, RX_WORK>(domain);
-    ffi::flush_delayed_work::<Domain, TICK_WORK>(domain);
+    glue::flush_delayed_work::<Domain, RX_WORK>(domain);
+    glue::flush_delayed_work::<Domain, TICK_WORK>(domain);
     domain.link.leave(&domain.core);
     domain::unregister(domain);
 }
@@ -196,7 +196,7 @@ impl pci::Driver for IvshmemDriver {
                     region: domain_region,
                     link <- link,
                     // SAFETY: The core initialises the `core` field of this `Domain`.
-                    core <- unsafe { ports::Core::new() },
+                    core <- unsafe { conn::Core::new() },
                     rx_work <- new_delayed_work!("vmcs_rx"),
                     tick_work <- new_delayed_work!("vmcs_tick"),
                 }),

@@ -12,10 +12,10 @@
 use kernel::prelude::*;
 
 mod chardev;
+mod conn;
 mod domain;
-mod ffi;
+mod glue;
 mod pci;
-mod ports;
 mod proto;
 mod socket;
 mod transport;
@@ -66,7 +66,7 @@ pub(crate) fn transport_params() -> transport::ivshmem::Params {
 /// glue because parameters of `module!` do not appear in sysfs, and `af` must be readable in
 /// /sys/module/vmcs/parameters/af.
 pub(crate) fn af() -> u32 {
-    ffi::af_param()
+    glue::af_param()
 }
 
 /// The module version, reported by `vmcs status`.
@@ -77,13 +77,13 @@ struct VmcsModule {
     // Field order is drop order: the device node goes first, so no new file can reach a
     // domain while the PCI driver unbinds the devices.
     #[pin]
-    _chrdev: ffi::ChrdevRegistration,
+    _chrdev: glue::ChrdevRegistration,
     #[pin]
     _pci: kernel::driver::Registration<kernel::pci::Adapter<pci::IvshmemDriver>>,
     _debugfs: domain::DebugfsRoot,
     // Last: dropped first, so no new socket reaches the core while the rest goes away (open
     // sockets pin the module, so there are none at unload).
-    _socket: ffi::SocketRegistration,
+    _socket: glue::SocketRegistration,
 }
 
 impl kernel::InPlaceModule for VmcsModule {
@@ -92,10 +92,10 @@ impl kernel::InPlaceModule for VmcsModule {
         let mode = *module_parameters::devmode.value() & 0o777;
         pr_info!("vmcs {} loading\n", VERSION);
         try_pin_init!(Self {
-            _chrdev <- ffi::ChrdevRegistration::register(c"vmcs", mode),
+            _chrdev <- glue::ChrdevRegistration::register(c"vmcs", mode),
             _pci <- kernel::driver::Registration::new(c"vmcs", module),
             _debugfs: domain::DebugfsRoot,
-            _socket: ffi::SocketRegistration::register(af())?,
+            _socket: glue::SocketRegistration::register(af())?,
         })
     }
 }

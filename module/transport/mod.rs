@@ -7,7 +7,7 @@
 //!
 //! - down (core → transport): [`ivshmem::Link`]'s `local_id`, `send`, `is_live`, `peers`,
 //!   `max_payload` and `kick`, called with a `&Link` borrowed from the domain;
-//! - up (transport → core): the [`Upcalls`] trait, which `ports::Core` implements and which
+//! - up (transport → core): the [`Upcalls`] trait, which `conn::Core` implements and which
 //!   the transport's receive worker calls.
 //!
 //! Nothing the transport passes up comes from shared memory unvalidated: frame headers are
@@ -36,7 +36,7 @@ impl From<SendError> for kernel::error::Error {
         use kernel::error::code::{EAGAIN, EINVAL, ENODEV};
         match e {
             SendError::Full => EAGAIN,
-            SendError::Unreachable => crate::ffi::errno::econnreset(),
+            SendError::Unreachable => crate::glue::errno::econnreset(),
             SendError::Invalid => EINVAL,
             SendError::Shutdown => ENODEV,
         }

@@ -9,7 +9,7 @@
 
 use crate::{
     chardev::Endpoint,
-    ports::Timeo,
+    conn::Timeo,
     proto::shm::Shm,
     socket::{SkOpts, SockRef, DEFAULT_SK_BUFS},
     uapi::SockaddrVmcs,

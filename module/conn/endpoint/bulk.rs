@@ -14,8 +14,8 @@
 
 use super::{Phase, Sock, State, TxItem};
 use crate::{
-    ffi::{self, errno, FileMapping},
-    ports::Core,
+    conn::Core,
+    glue::{self, errno, FileMapping},
     proto::{
         bulk::{first_fit, Desc, MAX_DESCS},
         frame::{flags, Op},
@@ -354,14 +354,14 @@ impl Sock {
 
     /// A fault at page `pgoff` of a bulk mapping: inserts the page while the set-up is alive
     /// (under the lock, so that teardown's zap comes after), else `SIGBUS`.
-    pub(crate) fn bulk_fault(&self, core: &Core, pgoff: usize, fault: &ffi::Fault) -> u32 {
+    pub(crate) fn bulk_fault(&self, core: &Core, pgoff: usize, fault: &glue::Fault) -> u32 {
         let st = self.state.lock();
         if st.bulk.ended || st.phase != Phase::Connected {
-            return ffi::VM_FAULT_SIGBUS;
+            return glue::VM_FAULT_SIGBUS;
         }
         let local = core.local_id();
         let Some((off, _)) = st.bulk.page(core, st.peer, local, pgoff) else {
-            return ffi::VM_FAULT_SIGBUS;
+            return glue::VM_FAULT_SIGBUS;
         };
         let pfn = match core.domain().region.try_access() {
             Some(r) => r.pfn(off),
@@ -369,7 +369,7 @@ impl Sock {
         };
         match pfn {
             Some(pfn) => fault.insert_pfn(pfn),
-            None => ffi::VM_FAULT_SIGBUS,
+            None => glue::VM_FAULT_SIGBUS,
         }
     }
 

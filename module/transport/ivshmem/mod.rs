@@ -27,7 +27,7 @@
 use super::{PeerInfo, SendError, Upcalls};
 use crate::{
     domain::{Domain, RX_WORK},
-    ffi::{self, SharedRegion},
+    glue::{self, SharedRegion},
     proto::{
         frame::{FrameHeader, Op, SockType},
         layout::{self, Geometry, InitConfig, LayoutError},
@@ -141,7 +141,7 @@ pub(crate) fn attach_and_join(
             e => dev_err!(dev, "cannot attach to the shared region: {:?}\n", e),
         }
         match e {
-            LayoutError::VersionMismatch { .. } => ffi::errno::eprotonosupport(),
+            LayoutError::VersionMismatch { .. } => glue::errno::eprotonosupport(),
             LayoutError::InitTimeout => ETIMEDOUT,
             LayoutError::RegionTooSmall | LayoutError::BadParams => EINVAL,
             _ => EIO,
@@ -476,7 +476,7 @@ impl Link {
     }
 
     /// This guest's peer id in the domain.
-    // API of the core (module/ports), which is being written against it.
+    // API of the core (module/conn), which is being written against it.
     #[allow(dead_code)]
     pub(crate) fn local_id(&self) -> u32 {
         self.local_id
@@ -665,21 +665,21 @@ impl Link {
     }
 
     /// Largest payload of one frame on this domain's rings.
-    // API of the core (module/ports), which is being written against it.
+    // API of the core (module/conn), which is being written against it.
     #[allow(dead_code)]
     pub(crate) fn max_payload(&self) -> u32 {
         self.max_payload
     }
 
     /// Bytes per channel ring.
-    // API of the core (module/ports), which is being written against it.
+    // API of the core (module/conn), which is being written against it.
     #[allow(dead_code)]
     pub(crate) fn ring_size(&self) -> u32 {
         u32::try_from(self.geo.ring_size).unwrap_or(0)
     }
 
     /// Peers the region's layout holds.
-    // API of the core (module/ports), which is being written against it.
+    // API of the core (module/conn), which is being written against it.
     #[allow(dead_code)]
     pub(crate) fn max_peers(&self) -> u32 {
         self.geo.max_peers
@@ -702,7 +702,7 @@ impl Link {
         self.rx_pending.store(1, Relaxed);
         let owner = self.owner.lock();
         if let Some(d) = owner.as_ref() {
-            ffi::mod_delayed_work::<Domain, RX_WORK>(d.clone(), 0);
+            glue::mod_delayed_work::<Domain, RX_WORK>(d.clone(), 0);
         }
     }
 
@@ -725,7 +725,7 @@ impl Link {
             // Ordered before the work runs by the queueing.
             self.rx_pending.store(1, Relaxed);
         }
-        let _ = ffi::wq().enqueue::<Arc<Domain>, RX_WORK>(domain.clone());
+        let _ = glue::wq().enqueue::<Arc<Domain>, RX_WORK>(domain.clone());
     }
 
     /// The next delay of the receive work after a pass, `None` to leave it idle.
@@ -759,7 +759,7 @@ impl Link {
         self.rx_pending.store(1, Relaxed);
         let owner = self.owner.lock();
         if let Some(d) = owner.as_ref() {
-            let _ = ffi::wq().enqueue_delayed::<Arc<Domain>, RX_WORK>(d.clone(), delay);
+            let _ = glue::wq().enqueue_delayed::<Arc<Domain>, RX_WORK>(d.clone(), delay);
         }
     }
 
@@ -767,7 +767,7 @@ impl Link {
     pub(crate) fn queue_tick(&self, delay: Jiffies) {
         let owner = self.owner.lock();
         if let Some(d) = owner.as_ref() {
-            let _ = ffi::wq()
+            let _ = glue::wq()
                 .enqueue_delayed::<Arc<Domain>, { crate::domain::TICK_WORK }>(d.clone(), delay);
         }
     }

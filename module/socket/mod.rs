@@ -2,15 +2,15 @@
 
 //! AF_VMCS: the socket family's operations over the core (docs/sockets.md).
 //!
-//! Each socket is one endpoint of the core (`ports::Sock`) of the default domain, exactly
+//! Each socket is one endpoint of the core (`conn::Sock`) of the default domain, exactly
 //! like a `/dev/vmcs` file (module/chardev.rs): the two share one port space. `SOCK_SEQPACKET`
 //! uses the core's message calls; `SOCK_STREAM` its byte-stream calls (`recv_stream`). The
 //! raw `proto_ops` entry points live in module/ffi.rs and call the methods here.
 
 use crate::{
+    conn::{Sock, Timeo, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
     domain::{self, Domain},
-    ffi::{errno, poll_mask},
-    ports::{Sock, Timeo, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
+    glue::{errno, poll_mask},
     proto::frame::SockType,
     uapi::{self, SockaddrVmcs},
 };

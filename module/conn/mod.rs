@@ -11,13 +11,13 @@
 //! Locks: the dispatch table (`table`) and the loopback FIFO (`lo`) are leaves; a `Sock`'s
 //! mutex may be held while taking either. Nothing is held while frames are delivered.
 
-mod conn;
+mod endpoint;
 
-pub(crate) use conn::{Sock, Timeo, DEFAULT_RCVBUF, TXQ_MAX};
+pub(crate) use endpoint::{Sock, Timeo, DEFAULT_RCVBUF, TXQ_MAX};
 
 use crate::{
     domain::Domain,
-    ffi::{self, errno},
+    glue::{self, errno},
     proto::frame::{FrameHeader, Op, SockType, FRAME_HDR_SIZE},
     transport::{SendError, Upcalls},
     uapi,
@@ -311,7 +311,7 @@ impl Core {
             t.next_port = p.wrapping_add(1);
             p
         } else {
-            if port < uapi::PRIVILEGED_PORTS && !ffi::capable_net_bind_service() {
+            if port < uapi::PRIVILEGED_PORTS && !glue::capable_net_bind_service() {
                 return Err(EACCES);
             }
             if taken(&t, port) {

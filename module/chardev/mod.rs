@@ -3,14 +3,14 @@
 //! `/dev/vmcs`: one endpoint per open file (docs/uapi.md).
 //!
 //! Each open file (and each file `VMCS_IOC_ACCEPT` returns) is one endpoint of the core
-//! (`ports::Sock`) of the default domain (`VMCS_IOC_OPEN_DOMAIN` returns a new file on
+//! (`conn::Sock`) of the default domain (`VMCS_IOC_OPEN_DOMAIN` returns a new file on
 //! another one): it binds, listens and accepts, or connects, and
 //! then carries SEQPACKET messages, one per `write()` and one per `read()`.
 
 use crate::{
+    conn::{Sock, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
     domain::{self, Domain, Variant},
-    ffi::{self, errno, oflags},
-    ports::{Sock, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
+    glue::{self, errno, oflags},
     transport::PeerInfo,
     uapi::{
         self, VmcsAccept, VmcsAddr, VmcsBulkDesc, VmcsBulkSetup, VmcsConnect, VmcsInfo, VmcsNames,
@@ -29,7 +29,7 @@ pub(crate) struct Endpoint {
     domain: Arc<Domain>,
     sock: Arc<Sock>,
     /// The file's own address_space (bulk area mappings live there).
-    pub(crate) mapping: Arc<ffi::FileMapping>,
+    pub(crate) mapping: Arc<glue::FileMapping>,
 }
 
 impl Endpoint {
@@ -37,7 +37,7 @@ impl Endpoint {
     pub(crate) fn open() -> Result<Arc<Self>> {
         let domain = domain::default_domain().ok_or(ENODEV)?;
         let sock = Sock::new(CHARDEV_TYPE)?;
-        let mapping = ffi::FileMapping::new()?;
+        let mapping = glue::FileMapping::new()?;
         Ok(Arc::new(
             Self {
                 domain,
@@ -139,7 +139,7 @@ impl Endpoint {
                     return Err(EINVAL);
                 }
                 let (child, peer, port) = self.sock.accept(nonblock)?;
-                let ep = ffi::FileMapping::new().and_then(|mapping| {
+                let ep = glue::FileMapping::new().and_then(|mapping| {
                     Ok(Arc::new(
                         Self {
                             domain: self.domain.clone(),
@@ -157,7 +157,7 @@ impl Endpoint {
                     }
                 };
                 a.peer = VmcsAddr { cid: peer, port };
-                let fd = ffi::install_endpoint(ep, a.flags, |_fd| w.write(&a))?;
+                let fd = glue::install_endpoint(ep, a.flags, |_fd| w.write(&a))?;
                 // Descriptors are small non-negative ints.
                 Ok(fd as isize)
             }
@@ -252,7 +252,7 @@ impl Endpoint {
                 }
                 let domain = domain::by_index(o.domain).ok_or(ENODEV)?;
                 let sock = Sock::new(CHARDEV_TYPE)?;
-                let mapping = ffi::FileMapping::new()?;
+                let mapping = glue::FileMapping::new()?;
                 let ep = Arc::new(
                     Self {
                         domain,
@@ -261,7 +261,7 @@ impl Endpoint {
                     },
                     GFP_KERNEL,
                 )?;
-                let fd = ffi::install_endpoint(ep, o.flags, |_fd| Ok(()))?;
+                let fd = glue::install_endpoint(ep, o.flags, |_fd| Ok(()))?;
                 // Descriptors are small non-negative ints.
                 Ok(fd as isize)
             }
@@ -276,7 +276,7 @@ impl Endpoint {
     }
 
     /// A page fault in a bulk area mapping; returns the `vm_fault_t`.
-    pub(crate) fn bulk_fault(&self, pgoff: usize, fault: &ffi::Fault) -> u32 {
+    pub(crate) fn bulk_fault(&self, pgoff: usize, fault: &glue::Fault) -> u32 {
         self.sock.bulk_fault(&self.domain.core, pgoff, fault)
     }
 
@@ -319,7 +319,7 @@ impl Endpoint {
     /// `poll()`: see docs/uapi.md for the mask.
     pub(crate) fn poll(&self, file: &File, table: &PollTable<'_>) -> u32 {
         if self.alive().is_err() {
-            return ffi::poll_mask::ERR | ffi::poll_mask::HUP;
+            return glue::poll_mask::ERR | glue::poll_mask::HUP;
         }
         self.sock.poll(file, table)
     }

@@ -16,7 +16,7 @@ mod bulk;
 
 use super::{Core, MAX_BACKLOG, MAX_RCVBUF};
 use crate::{
-    ffi::{errno, poll_mask},
+    glue::{errno, poll_mask},
     proto::{
         flow::{RxCredit, TxCredit, MAX_BUF_ALLOC},
         frame::{flags, FrameHeader, Op, SockType},
