@@ -5,7 +5,7 @@
 //! A domain is the set of guests that share one ivshmem region. Each bound device registers
 //! its domain here on probe and removes it on unbind; interfaces look domains up by index.
 
-use crate::{conn::Core, glue::SharedRegion, transport::ivshmem::Link};
+use crate::{conn::ConnTable, glue::SharedRegion, transport::ivshmem::Link};
 use kernel::{
     debugfs::Dir,
     impl_has_delayed_work,
@@ -22,18 +22,18 @@ pub(crate) const TICK_WORK: u64 = 2;
 
 /// Which QEMU ivshmem variant a device is.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Variant {
+pub(crate) enum IvshmemVariant {
     /// `ivshmem-plain`: shared memory only, no interrupts, no server-assigned id.
     Plain,
     /// `ivshmem-doorbell`: MSI-X vectors, the doorbell register and an IVPosition id.
     Doorbell,
 }
 
-impl Variant {
+impl IvshmemVariant {
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Variant::Plain => "ivshmem-plain",
-            Variant::Doorbell => "ivshmem-doorbell",
+            IvshmemVariant::Plain => "ivshmem-plain",
+            IvshmemVariant::Doorbell => "ivshmem-doorbell",
         }
     }
 }
@@ -43,7 +43,7 @@ impl Variant {
 pub(crate) struct Domain {
     /// Small integer naming the domain inside this guest, in probe order.
     pub(crate) index: u32,
-    pub(crate) variant: Variant,
+    pub(crate) variant: IvshmemVariant,
     /// The peer id QEMU's server gave this guest (doorbell devices only).
     pub(crate) ivposition: Option<u32>,
     /// Size of the shared region in bytes.
@@ -56,7 +56,7 @@ pub(crate) struct Domain {
     pub(crate) link: Link,
     /// Ports and connections.
     #[pin]
-    pub(crate) core: Core,
+    pub(crate) core: ConnTable,
     /// Drains the rings: queued by the MSI-X handler (doorbell) or re-armed as an adaptive
     /// poll (plain).
     #[pin]

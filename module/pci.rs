@@ -7,7 +7,7 @@
 
 use crate::{
     conn,
-    domain::{self, Domain, Variant, RX_WORK, TICK_WORK},
+    domain::{self, Domain, IvshmemVariant, RX_WORK, TICK_WORK},
     glue::{self, SharedRegion},
     transport::ivshmem::{self, Link, REGS_SIZE},
 };
@@ -164,18 +164,18 @@ impl pci::Driver for IvshmemDriver {
 
         let regs = pdev.iomap_region_sized::<REGS_SIZE>(0, c"vmcs-regs")?;
         let variant = match pdev.resource_len(MSIX_BAR) {
-            Ok(n) if n > 0 => Variant::Doorbell,
-            _ => Variant::Plain,
+            Ok(n) if n > 0 => IvshmemVariant::Doorbell,
+            _ => IvshmemVariant::Plain,
         };
         // IVPosition is meaningful only with a server; ivshmem-plain reports no id.
         let ivposition = match variant {
-            Variant::Doorbell => Some(regs.read32(REG_IVPOSITION)),
-            Variant::Plain => None,
+            IvshmemVariant::Doorbell => Some(regs.read32(REG_IVPOSITION)),
+            IvshmemVariant::Plain => None,
         };
         // Doorbell: BAR0 stays reachable from the transport ('static, revoked on unbind).
         let regs = match variant {
-            Variant::Doorbell => Some(regs.into_devres()?),
-            Variant::Plain => None,
+            IvshmemVariant::Doorbell => Some(regs.into_devres()?),
+            IvshmemVariant::Plain => None,
         };
         let region = SharedRegion::map(pdev, SHM_BAR)?;
         let size = region.len();
@@ -196,7 +196,7 @@ impl pci::Driver for IvshmemDriver {
                     region: domain_region,
                     link <- link,
                     // SAFETY: The core initialises the `core` field of this `Domain`.
-                    core <- unsafe { conn::Core::new() },
+                    core <- unsafe { conn::ConnTable::new() },
                     rx_work <- new_delayed_work!("vmcs_rx"),
                     tick_work <- new_delayed_work!("vmcs_tick"),
                 }),
@@ -213,7 +213,7 @@ impl pci::Driver for IvshmemDriver {
         // doorbells until then), so no doorbell after `start` is lost. Two vectors if the
         // device has them (`VEC_DATA`, `VEC_SPACE`), else one.
         let mut irqs = KVec::new();
-        if variant == Variant::Doorbell {
+        if variant == IvshmemVariant::Doorbell {
             let msix = pci::IrqTypes::default().with(pci::IrqType::MsiX);
             let r =
                 match pdev.alloc_irq_vectors(ivshmem::MAX_VECTORS, ivshmem::MAX_VECTORS, msix) {

@@ -77,13 +77,13 @@ struct VmcsModule {
     // Field order is drop order: the device node goes first, so no new file can reach a
     // domain while the PCI driver unbinds the devices.
     #[pin]
-    _chrdev: glue::ChrdevRegistration,
+    _chrdev: glue::MiscRegistration,
     #[pin]
     _pci: kernel::driver::Registration<kernel::pci::Adapter<pci::IvshmemDriver>>,
     _debugfs: domain::DebugfsRoot,
     // Last: dropped first, so no new socket reaches the core while the rest goes away (open
     // sockets pin the module, so there are none at unload).
-    _socket: glue::SocketRegistration,
+    _socket: glue::SocketFamilyRegistration,
 }
 
 impl kernel::InPlaceModule for VmcsModule {
@@ -92,10 +92,10 @@ impl kernel::InPlaceModule for VmcsModule {
         let mode = *module_parameters::devmode.value() & 0o777;
         pr_info!("vmcs {} loading\n", VERSION);
         try_pin_init!(Self {
-            _chrdev <- glue::ChrdevRegistration::register(c"vmcs", mode),
+            _chrdev <- glue::MiscRegistration::register(c"vmcs", mode),
             _pci <- kernel::driver::Registration::new(c"vmcs", module),
             _debugfs: domain::DebugfsRoot,
-            _socket: glue::SocketRegistration::register(af())?,
+            _socket: glue::SocketFamilyRegistration::register(af())?,
         })
     }
 }

@@ -149,7 +149,7 @@ struct vmcs_sk {
 	void *priv;
 };
 
-static struct proto vmcs_proto = {
+static struct proto vmcs_sock_proto = {
 	.name = "AF_VMCS",
 	.owner = THIS_MODULE,
 	.obj_size = sizeof(struct vmcs_sk),
@@ -216,19 +216,19 @@ int vmcs_glue_sock_register(int family)
 
 	vmcs_family.family = family;
 	vmcs_sock_ops.family = family;
-	err = proto_register(&vmcs_proto, 0);
+	err = proto_register(&vmcs_sock_proto, 0);
 	if (err)
 		return err;
 	err = sock_register(&vmcs_family);
 	if (err)
-		proto_unregister(&vmcs_proto);
+		proto_unregister(&vmcs_sock_proto);
 	return err;
 }
 
 void vmcs_glue_sock_unregister(void)
 {
 	sock_unregister(vmcs_family.family);
-	proto_unregister(&vmcs_proto);
+	proto_unregister(&vmcs_sock_proto);
 }
 
 /*
@@ -238,7 +238,7 @@ void vmcs_glue_sock_unregister(void)
 struct sock *vmcs_glue_sk_new(struct net *net, struct socket *sock, int kern)
 {
 	struct sock *sk = sk_alloc(net, vmcs_family.family, GFP_KERNEL,
-				   &vmcs_proto, kern);
+				   &vmcs_sock_proto, kern);
 
 	if (!sk)
 		return NULL;

@@ -3,13 +3,13 @@
 //! `/dev/vmcs`: one endpoint per open file (docs/uapi.md).
 //!
 //! Each open file (and each file `VMCS_IOC_ACCEPT` returns) is one endpoint of the core
-//! (`conn::Sock`) of the default domain (`VMCS_IOC_OPEN_DOMAIN` returns a new file on
+//! (`conn::Endpoint`) of the default domain (`VMCS_IOC_OPEN_DOMAIN` returns a new file on
 //! another one): it binds, listens and accepts, or connects, and
 //! then carries SEQPACKET messages, one per `write()` and one per `read()`.
 
 use crate::{
-    conn::{Sock, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
-    domain::{self, Domain, Variant},
+    conn::{Endpoint, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
+    domain::{self, Domain, IvshmemVariant},
     glue::{self, errno, oflags},
     transport::PeerInfo,
     uapi::{
@@ -25,23 +25,23 @@ use kernel::{
 };
 
 /// The state of one open `/dev/vmcs` file.
-pub(crate) struct Endpoint {
+pub(crate) struct VmcsFile {
     domain: Arc<Domain>,
-    sock: Arc<Sock>,
+    endpoint: Arc<Endpoint>,
     /// The file's own address_space (bulk area mappings live there).
     pub(crate) mapping: Arc<glue::FileMapping>,
 }
 
-impl Endpoint {
+impl VmcsFile {
     /// Opens an endpoint on the default domain; `ENODEV` when no ivshmem device is bound.
     pub(crate) fn open() -> Result<Arc<Self>> {
         let domain = domain::default_domain().ok_or(ENODEV)?;
-        let sock = Sock::new(CHARDEV_TYPE)?;
+        let endpoint = Endpoint::new(CHARDEV_TYPE)?;
         let mapping = glue::FileMapping::new()?;
         Ok(Arc::new(
             Self {
                 domain,
-                sock,
+                endpoint,
                 mapping,
             },
             GFP_KERNEL,
@@ -50,7 +50,7 @@ impl Endpoint {
 
     /// Called once when the file is released.
     pub(crate) fn release(&self) {
-        self.sock.release(&self.domain.core);
+        self.endpoint.release(&self.domain.core);
     }
 
     /// `ENODEV` once the device is unbound.
@@ -59,14 +59,14 @@ impl Endpoint {
     }
 
     fn nonblock(&self, file_nonblock: bool) -> bool {
-        file_nonblock || self.sock.nonblock()
+        file_nonblock || self.endpoint.nonblock()
     }
 
     /// Reads one message; a smaller buffer truncates it (the rest is discarded).
     pub(crate) fn read(&self, mut out: UserSliceWriter, nonblock: bool) -> Result<usize> {
         self.alive()?;
         let nonblock = self.nonblock(nonblock);
-        let msg = self.sock.recv(&self.domain.core, out.len(), nonblock)?;
+        let msg = self.endpoint.recv(&self.domain.core, out.len(), nonblock)?;
         out.write_slice(&msg)?;
         Ok(msg.len())
     }
@@ -81,7 +81,7 @@ impl Endpoint {
         }
         let mut data = KVec::with_capacity(len, GFP_KERNEL)?;
         input.read_all(&mut data, GFP_KERNEL)?;
-        self.sock.send(&self.domain.core, data, nonblock)
+        self.endpoint.send(&self.domain.core, data, nonblock)
     }
 
     /// The ioctls of docs/uapi.md.
@@ -104,7 +104,7 @@ impl Endpoint {
                 if addr.cid != uapi::CID_ANY && addr.cid != uapi::CID_LOCAL && addr.cid != local {
                     return Err(errno::eaddrnotavail());
                 }
-                addr.port = Sock::bind(&self.sock, core, addr.port)?;
+                addr.port = Endpoint::bind(&self.endpoint, core, addr.port)?;
                 addr.cid = local;
                 w.write(&addr)?;
                 Ok(0)
@@ -115,8 +115,8 @@ impl Endpoint {
                 if c.flags != 0 {
                     return Err(EINVAL);
                 }
-                Sock::connect(
-                    &self.sock,
+                Endpoint::connect(
+                    &self.endpoint,
                     core,
                     c.addr.cid,
                     c.addr.port,
@@ -128,7 +128,7 @@ impl Endpoint {
             uapi::IOC_LISTEN => {
                 self.alive()?;
                 let backlog: u32 = user(size_of::<u32>()).reader().read()?;
-                self.sock.listen(core, backlog)?;
+                self.endpoint.listen(core, backlog)?;
                 Ok(0)
             }
             uapi::IOC_ACCEPT => {
@@ -138,12 +138,12 @@ impl Endpoint {
                 if a.reserved != 0 || a.flags & !(oflags::NONBLOCK | oflags::CLOEXEC) != 0 {
                     return Err(EINVAL);
                 }
-                let (child, peer, port) = self.sock.accept(nonblock)?;
+                let (child, peer, port) = self.endpoint.accept(nonblock)?;
                 let ep = glue::FileMapping::new().and_then(|mapping| {
                     Ok(Arc::new(
                         Self {
                             domain: self.domain.clone(),
-                            sock: child.clone(),
+                            endpoint: child.clone(),
                             mapping,
                         },
                         GFP_KERNEL,
@@ -182,12 +182,12 @@ impl Endpoint {
                 } else {
                     None
                 };
-                self.sock.set_opts(core, nb, rb);
+                self.endpoint.set_opts(core, nb, rb);
                 Ok(0)
             }
             uapi::IOC_GET_NAMES => {
                 let local = self.domain.link.local_id();
-                let (port, remote) = self.sock.names();
+                let (port, remote) = self.endpoint.names();
                 let names = VmcsNames {
                     local: VmcsAddr {
                         cid: local,
@@ -205,16 +205,20 @@ impl Endpoint {
                 if how > uapi::SHUT_RDWR {
                     return Err(EINVAL);
                 }
-                self.sock.shutdown(core, how)?;
+                self.endpoint.shutdown(core, how)?;
                 Ok(0)
             }
             uapi::IOC_BULK_SETUP => {
                 self.alive()?;
                 let (mut r, mut w) = user(size_of::<VmcsBulkSetup>()).reader_writer();
                 let mut b: VmcsBulkSetup = r.read()?;
-                let (tx, rx) =
-                    self.sock
-                        .bulk_setup(core, b.size, b.timeout_ms, nonblock, &self.mapping)?;
+                let (tx, rx) = self.endpoint.bulk_setup(
+                    core,
+                    b.size,
+                    b.timeout_ms,
+                    nonblock,
+                    &self.mapping,
+                )?;
                 b.tx_size = tx;
                 b.rx_size = rx;
                 w.write(&b)?;
@@ -224,12 +228,13 @@ impl Endpoint {
                 self.alive()?;
                 let d: VmcsBulkDesc = user(size_of::<VmcsBulkDesc>()).reader().read()?;
                 let publish = cmd == uapi::IOC_BULK_SEND;
-                self.sock.bulk_send(core, d.off, d.len, nonblock, publish)?;
+                self.endpoint
+                    .bulk_send(core, d.off, d.len, nonblock, publish)?;
                 Ok(0)
             }
             uapi::IOC_BULK_RECV => {
                 self.alive()?;
-                let d = self.sock.bulk_recv(core, nonblock)?;
+                let d = self.endpoint.bulk_recv(core, nonblock)?;
                 let out = d
                     .map(|d| VmcsBulkDesc {
                         off: d.off,
@@ -242,7 +247,7 @@ impl Endpoint {
             uapi::IOC_BULK_RELEASE => {
                 self.alive()?;
                 let count: u32 = user(size_of::<u32>()).reader().read()?;
-                self.sock.bulk_release(core, count)?;
+                self.endpoint.bulk_release(core, count)?;
                 Ok(0)
             }
             uapi::IOC_OPEN_DOMAIN => {
@@ -251,12 +256,12 @@ impl Endpoint {
                     return Err(EINVAL);
                 }
                 let domain = domain::by_index(o.domain).ok_or(ENODEV)?;
-                let sock = Sock::new(CHARDEV_TYPE)?;
+                let endpoint = Endpoint::new(CHARDEV_TYPE)?;
                 let mapping = glue::FileMapping::new()?;
                 let ep = Arc::new(
                     Self {
                         domain,
-                        sock,
+                        endpoint,
                         mapping,
                     },
                     GFP_KERNEL,
@@ -272,12 +277,12 @@ impl Endpoint {
     /// `mmap` of the bulk area (docs/uapi.md): returns whether the range is read-only.
     pub(crate) fn bulk_mmap(&self, pgoff: usize, len: usize, write: bool) -> Result<bool> {
         self.alive()?;
-        self.sock.bulk_mmap(pgoff, len, write)
+        self.endpoint.bulk_mmap(pgoff, len, write)
     }
 
     /// A page fault in a bulk area mapping; returns the `vm_fault_t`.
     pub(crate) fn bulk_fault(&self, pgoff: usize, fault: &glue::Fault) -> u32 {
-        self.sock.bulk_fault(&self.domain.core, pgoff, fault)
+        self.endpoint.bulk_fault(&self.domain.core, pgoff, fault)
     }
 
     /// `VMCS_IOC_GET_INFO`.
@@ -291,8 +296,8 @@ impl Endpoint {
                 domain: self.domain.index,
                 local_cid: link.local_id(),
                 transport: match self.domain.variant {
-                    Variant::Plain => uapi::TRANSPORT_IVSHMEM_PLAIN,
-                    Variant::Doorbell => uapi::TRANSPORT_IVSHMEM_DOORBELL,
+                    IvshmemVariant::Plain => uapi::TRANSPORT_IVSHMEM_PLAIN,
+                    IvshmemVariant::Doorbell => uapi::TRANSPORT_IVSHMEM_DOORBELL,
                 },
                 region_size: self.domain.size as u64,
                 max_peers: link.max_peers(),
@@ -321,6 +326,6 @@ impl Endpoint {
         if self.alive().is_err() {
             return glue::poll_mask::ERR | glue::poll_mask::HUP;
         }
-        self.sock.poll(file, table)
+        self.endpoint.poll(file, table)
     }
 }

@@ -2,19 +2,19 @@
 
 //! One endpoint of the core: unbound, bound, listening, or one side of a connection.
 //!
-//! Every `Sock` has one mutex (`state`) and one poll-capable wait queue (`wq`); every state
+//! Every `Endpoint` has one mutex (`state`) and one poll-capable wait queue (`wq`); every state
 //! change wakes all waiters. Frames of a connection leave in order through its transmit queue
 //! (`txq`), which is stamped with the current credit (`buf_alloc`, `fwd_cnt`) only when a
 //! frame actually goes to the transport, and always under `state`: so the peer sees the
 //! credit counters of one connection move forward only.
 //!
-//! Locking (docs/architecture.md): a `Sock`'s mutex may be held while taking the core's
-//! table lock or loopback lock and while calling `Link::send`; never two `Sock` mutexes at
-//! once; never a `Sock` mutex while user memory is copied.
+//! Locking (docs/architecture.md): an `Endpoint`'s mutex may be held while taking the core's
+//! table lock or loopback lock and while calling `Link::send`; never two `Endpoint` mutexes at
+//! once; never an `Endpoint` mutex while user memory is copied.
 
 mod bulk;
 
-use super::{Core, MAX_BACKLOG, MAX_RCVBUF};
+use super::{ConnTable, MAX_BACKLOG, MAX_RCVBUF};
 use crate::{
     glue::{errno, poll_mask},
     proto::{
@@ -49,11 +49,11 @@ const MAX_EMPTY_MSGS: usize = 1024;
 const DEFAULT_CONNECT_TIMEOUT_MS: u32 = 2000;
 
 /// How long a call may sleep, in jiffies, as `sk_rcvtimeo`/`sk_sndtimeo`: 0 is not at all
-/// (non-blocking), [`Timeo::FOREVER`] (`MAX_SCHEDULE_TIMEOUT`) is without a limit.
+/// (non-blocking), [`Timeout::FOREVER`] (`MAX_SCHEDULE_TIMEOUT`) is without a limit.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct Timeo(pub(crate) kernel::ffi::c_long);
+pub(crate) struct Timeout(pub(crate) kernel::ffi::c_long);
 
-impl Timeo {
+impl Timeout {
     /// No time limit (`MAX_SCHEDULE_TIMEOUT`).
     pub(crate) const FOREVER: Self = Self(kernel::ffi::c_long::MAX);
 
@@ -96,7 +96,7 @@ pub(crate) struct Stats {
     pub(crate) resets: u32,
 }
 
-/// What [`Sock::pump_frames`] did.
+/// What [`Endpoint::pump_frames`] did.
 #[derive(Clone, Copy, Default)]
 pub(super) struct Pumped {
     /// At least one frame went out.
@@ -250,7 +250,7 @@ impl RxQueue {
     }
 }
 
-/// The mutable state of a [`Sock`].
+/// The mutable state of a [`Endpoint`].
 pub(crate) struct State {
     pub(crate) phase: Phase,
     /// Local port, once bound.
@@ -280,7 +280,7 @@ pub(crate) struct State {
     err: Option<Error>,
     was_connected: bool,
     backlog: usize,
-    pending: KVec<Arc<Sock>>,
+    pending: KVec<Arc<Endpoint>>,
     pub(crate) stats: Stats,
     /// Zero-copy bulk area of the connection (conn/bulk.rs).
     bulk: bulk::BulkState,
@@ -364,14 +364,14 @@ impl State {
 
 /// An endpoint of the core.
 #[pin_data]
-pub(crate) struct Sock {
+pub(crate) struct Endpoint {
     #[pin]
     pub(crate) state: Mutex<State>,
     #[pin]
     wq: PollCondVar,
 }
 
-impl Sock {
+impl Endpoint {
     /// Creates an unbound endpoint of type `ty`.
     pub(crate) fn new(ty: SockType) -> Result<Arc<Self>> {
         Arc::pin_init(
@@ -416,11 +416,11 @@ impl Sock {
     /// Sleeps once on the wait queue within `timeo`, which it decreases: `EAGAIN` when no
     /// time is left, on a signal `ERESTARTSYS` without a limit and `EINTR` with one
     /// (`sock_intr_errno`). Callers check their condition again after `Ok`.
-    fn wait(&self, st: &mut MutexGuard<'_, State>, timeo: &mut Timeo) -> Result {
+    fn wait(&self, st: &mut MutexGuard<'_, State>, timeo: &mut Timeout) -> Result {
         if timeo.0 <= 0 {
             return Err(EAGAIN);
         }
-        if *timeo == Timeo::FOREVER {
+        if *timeo == Timeout::FOREVER {
             return if self.wq.wait_interruptible(st) {
                 Err(ERESTARTSYS)
             } else {
@@ -441,9 +441,9 @@ impl Sock {
 
     /// Sends as much of the transmit queue as the transport takes now. On a transport error
     /// other than `Full` the connection is reset and the error returned.
-    /// While the peer's ring is backlogged (`Core::backlogged`) it sends nothing: the frames
-    /// wait for their turn in `Core::tx_space`.
-    fn pump(&self, core: &Core, st: &mut State) -> Result {
+    /// While the peer's ring is backlogged (`ConnTable::backlogged`) it sends nothing: the frames
+    /// wait for their turn in `ConnTable::tx_space`.
+    fn pump(&self, core: &ConnTable, st: &mut State) -> Result {
         if !st.txq.is_empty() && core.backlogged(st.peer) {
             return Ok(());
         }
@@ -452,7 +452,7 @@ impl Sock {
 
     /// [`Self::pump`] of at most `budget` frames, also when backlogged: whether a frame went
     /// out and whether the transport was full.
-    fn pump_frames(&self, core: &Core, st: &mut State, mut budget: usize) -> Result<Pumped> {
+    fn pump_frames(&self, core: &ConnTable, st: &mut State, mut budget: usize) -> Result<Pumped> {
         let mut out = Pumped::default();
         let Some(port) = st.port else {
             return Ok(out);
@@ -543,7 +543,7 @@ impl Sock {
     }
 
     /// Sends an `RST` for the connection now (best effort, not through the queue).
-    fn send_rst(&self, core: &Core, st: &State) {
+    fn send_rst(&self, core: &ConnTable, st: &State) {
         if let Some(port) = st.port {
             let hdr = FrameHeader::new(Op::Rst, st.ty, port, st.peer_port);
             let _ = core.xmit(st.peer, &hdr, &[]);
@@ -552,7 +552,7 @@ impl Sock {
 
     /// Resets the connection: optionally sends `RST`, records `err`, drops both queues and
     /// detaches it from the dispatch table.
-    fn abort(&self, core: &Core, st: &mut State, err: Error, rst: bool) {
+    fn abort(&self, core: &ConnTable, st: &mut State, err: Error, rst: bool) {
         if rst
             && matches!(
                 st.phase,
@@ -578,7 +578,7 @@ impl Sock {
     }
 
     /// A failed connect: back to `Bound`, so that the endpoint may connect again.
-    fn fail_connect(&self, core: &Core, st: &mut State, err: Error) {
+    fn fail_connect(&self, core: &ConnTable, st: &mut State, err: Error) {
         st.phase = Phase::Bound;
         st.err = Some(err);
         st.txq.clear();
@@ -588,7 +588,7 @@ impl Sock {
     }
 
     /// `VMCS_IOC_BIND`.
-    pub(crate) fn bind(this: &Arc<Self>, core: &Core, port: u32) -> Result<u32> {
+    pub(crate) fn bind(this: &Arc<Self>, core: &ConnTable, port: u32) -> Result<u32> {
         let mut st = this.state.lock();
         if st.phase != Phase::Idle {
             return Err(EINVAL);
@@ -600,7 +600,7 @@ impl Sock {
     }
 
     /// `VMCS_IOC_LISTEN`.
-    pub(crate) fn listen(&self, core: &Core, backlog: u32) -> Result {
+    pub(crate) fn listen(&self, core: &ConnTable, backlog: u32) -> Result {
         let mut st = self.state.lock();
         match st.phase {
             Phase::Bound | Phase::Listening => {}
@@ -617,13 +617,13 @@ impl Sock {
     /// `VMCS_IOC_CONNECT`.
     pub(crate) fn connect(
         this: &Arc<Self>,
-        core: &Core,
+        core: &ConnTable,
         cid: u32,
         port: u32,
         timeout_ms: u32,
         nonblock: bool,
     ) -> Result {
-        let s: &Sock = this;
+        let s: &Endpoint = this;
         if port == uapi::PORT_ANY {
             return Err(EINVAL);
         }
@@ -651,7 +651,7 @@ impl Sock {
                 return Err(e);
             }
         }
-        core.lo_drain();
+        core.loopback_drain();
 
         let mut st = s.state.lock();
         core.kick(st.peer);
@@ -686,18 +686,18 @@ impl Sock {
             s.fail_connect(core, &mut st, err);
             st.err = None;
             drop(st);
-            core.lo_drain();
+            core.loopback_drain();
             return Err(err);
         }
     }
 
     /// `VMCS_IOC_ACCEPT`: the next established connection and its peer address.
-    pub(crate) fn accept(&self, nonblock: bool) -> Result<(Arc<Sock>, u32, u32)> {
-        self.accept_timeo(&mut Timeo::blocking(nonblock))
+    pub(crate) fn accept(&self, nonblock: bool) -> Result<(Arc<Endpoint>, u32, u32)> {
+        self.accept_timeo(&mut Timeout::blocking(nonblock))
     }
 
     /// `accept` waiting at most `timeo` (`SO_RCVTIMEO`; `EAGAIN` when it runs out).
-    pub(crate) fn accept_timeo(&self, timeo: &mut Timeo) -> Result<(Arc<Sock>, u32, u32)> {
+    pub(crate) fn accept_timeo(&self, timeo: &mut Timeout) -> Result<(Arc<Endpoint>, u32, u32)> {
         let mut st = self.state.lock();
         loop {
             if st.phase != Phase::Listening {
@@ -717,13 +717,13 @@ impl Sock {
     }
 
     /// A `REQUEST` for this listener from `peer`.
-    pub(super) fn on_request(&self, core: &Core, peer: u32, hdr: &FrameHeader) {
+    pub(super) fn on_request(&self, core: &ConnTable, peer: u32, hdr: &FrameHeader) {
         let (port, bufs) = {
             let st = self.state.lock();
             (st.port, (st.rcvbuf, st.sndbuf))
         };
         let child = match port {
-            Some(port) => Sock::new_child(port, peer, hdr, bufs).ok(),
+            Some(port) => Endpoint::new_child(port, peer, hdr, bufs).ok(),
             None => None,
         };
         let Some(child) = child else {
@@ -756,7 +756,7 @@ impl Sock {
     }
 
     /// A frame for this connection.
-    pub(super) fn on_frame(&self, core: &Core, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
+    pub(super) fn on_frame(&self, core: &ConnTable, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
         let mut st = self.state.lock();
         if st.phase == Phase::Closing {
             // Released: only the queued frames matter; an RST ends the lingering.
@@ -859,7 +859,7 @@ impl Sock {
     /// The peer is gone: reset without sending anything.
     // Reached through `Upcalls::peer_reset`, which the transport stub does not call yet.
     #[allow(dead_code)]
-    pub(super) fn on_peer_reset(&self, core: &Core) {
+    pub(super) fn on_peer_reset(&self, core: &ConnTable) {
         let mut st = self.state.lock();
         match st.phase {
             Phase::Connecting => self.fail_connect(core, &mut st, errno::econnreset()),
@@ -871,8 +871,8 @@ impl Sock {
     }
 
     /// The ring to the peer has room again: sends at most `frames` queued frames, so that
-    /// the core can take turns among the peer's connections (`Core::tx_space`).
-    pub(super) fn on_tx_space(&self, core: &Core, frames: usize) -> Pumped {
+    /// the core can take turns among the peer's connections (`ConnTable::tx_space`).
+    pub(super) fn on_tx_space(&self, core: &ConnTable, frames: usize) -> Pumped {
         let mut st = self.state.lock();
         let r = self.pump_frames(core, &mut st, frames).unwrap_or_default();
         self.wake();
@@ -880,7 +880,7 @@ impl Sock {
     }
 
     /// `read()`: one message, truncated to `max` bytes; `Ok(None)` is end of file.
-    pub(crate) fn recv(&self, core: &Core, max: usize, nonblock: bool) -> Result<KVec<u8>> {
+    pub(crate) fn recv(&self, core: &ConnTable, max: usize, nonblock: bool) -> Result<KVec<u8>> {
         let mut st = self.state.lock();
         let msg = loop {
             if !st.was_connected {
@@ -916,7 +916,7 @@ impl Sock {
             }
         };
         drop(st);
-        core.lo_drain();
+        core.loopback_drain();
         Ok(msg)
     }
 
@@ -939,16 +939,16 @@ impl Sock {
     }
 
     /// `write()`: queues `data` as one message once the peer has credit for all of it.
-    pub(crate) fn send(&self, core: &Core, data: KVec<u8>, nonblock: bool) -> Result<usize> {
-        self.send_timeo(core, data, &mut Timeo::blocking(nonblock))
+    pub(crate) fn send(&self, core: &ConnTable, data: KVec<u8>, nonblock: bool) -> Result<usize> {
+        self.send_timeo(core, data, &mut Timeout::blocking(nonblock))
     }
 
     /// `send` waiting at most `timeo` (`SO_SNDTIMEO`; `EAGAIN` when it runs out).
     pub(crate) fn send_timeo(
         &self,
-        core: &Core,
+        core: &ConnTable,
         data: KVec<u8>,
-        timeo: &mut Timeo,
+        timeo: &mut Timeout,
     ) -> Result<usize> {
         let len = data.len();
         let mut st = self.state.lock();
@@ -978,9 +978,9 @@ impl Sock {
     /// one byte fits; returns how many were queued.
     pub(crate) fn send_stream(
         &self,
-        core: &Core,
+        core: &ConnTable,
         mut data: KVec<u8>,
-        timeo: &mut Timeo,
+        timeo: &mut Timeout,
     ) -> Result<usize> {
         let mut st = self.state.lock();
         let n = loop {
@@ -1005,7 +1005,7 @@ impl Sock {
     /// Queues `data`, for which the peer has credit, as one message and sends what it can.
     fn queue_msg(
         &self,
-        core: &Core,
+        core: &ConnTable,
         mut st: MutexGuard<'_, State>,
         data: KVec<u8>,
     ) -> Result<usize> {
@@ -1018,12 +1018,12 @@ impl Sock {
         st.stats.tx_msgs += 1;
         self.pump(core, &mut st)?;
         drop(st);
-        core.lo_drain();
+        core.loopback_drain();
         Ok(len)
     }
 
     /// `VMCS_IOC_SHUTDOWN` with `how` = `SHUT_RD` (0), `SHUT_WR` (1) or `SHUT_RDWR` (2).
-    pub(crate) fn shutdown(&self, core: &Core, how: u32) -> Result {
+    pub(crate) fn shutdown(&self, core: &ConnTable, how: u32) -> Result {
         let bits = match how {
             0 => flags::SHUTDOWN_RCV,
             1 => flags::SHUTDOWN_SEND,
@@ -1052,14 +1052,14 @@ impl Sock {
             }
             self.wake();
         }
-        core.lo_drain();
+        core.loopback_drain();
         Ok(())
     }
 
     /// The file is closed. A connection with unread data is reset (`RST`: the peer gets
     /// `ECONNRESET`); otherwise it is shut both ways, then `RST` (the peer reads the rest,
     /// then end of file). A listener resets every connection not yet accepted.
-    pub(crate) fn release(&self, core: &Core) {
+    pub(crate) fn release(&self, core: &ConnTable) {
         let mut pending = KVec::new();
         {
             let mut st = self.state.lock();
@@ -1109,11 +1109,11 @@ impl Sock {
             child.abort(core, &mut c, errno::econnreset(), true);
             core.remove(&child);
         }
-        core.lo_drain();
+        core.loopback_drain();
     }
 
     /// Sets `VMCS_OPT_NONBLOCK` and/or the receive buffer.
-    pub(crate) fn set_opts(&self, core: &Core, nonblock: Option<bool>, rcvbuf: Option<u32>) {
+    pub(crate) fn set_opts(&self, core: &ConnTable, nonblock: Option<bool>, rcvbuf: Option<u32>) {
         {
             let mut st = self.state.lock();
             if let Some(nb) = nonblock {
@@ -1131,7 +1131,7 @@ impl Sock {
                 }
             }
         }
-        core.lo_drain();
+        core.loopback_drain();
     }
 
     /// Sets the transmit queue limit (`SO_SNDBUF`), clamped; returns the value in use.
@@ -1218,7 +1218,7 @@ impl Sock {
     }
 
     /// Gives `n` consumed bytes back to the peer as credit (after a read).
-    fn consumed(&self, core: &Core, st: &mut State, n: usize) -> Result {
+    fn consumed(&self, core: &ConnTable, st: &mut State, n: usize) -> Result {
         // `n` is bounded by the receive buffer, a u32.
         if st.rx.on_consumed(n as u32).is_err() {
             self.abort(core, st, errno::econnreset(), true);
@@ -1234,9 +1234,9 @@ impl Sock {
     /// Waits for something to read: `Ok(true)` when there is, `Ok(false)` at end of file.
     fn wait_readable(
         &self,
-        core: &Core,
+        core: &ConnTable,
         st: &mut MutexGuard<'_, State>,
-        timeo: &mut Timeo,
+        timeo: &mut Timeout,
     ) -> Result<bool> {
         loop {
             if !st.was_connected {
@@ -1265,9 +1265,9 @@ impl Sock {
     /// length; `peek` leaves it queued. End of file is an empty message of length 0.
     pub(crate) fn recv_seq(
         &self,
-        core: &Core,
+        core: &ConnTable,
         max: usize,
-        timeo: &mut Timeo,
+        timeo: &mut Timeout,
         peek: bool,
     ) -> Result<(KVec<u8>, usize)> {
         let mut st = self.state.lock();
@@ -1286,7 +1286,7 @@ impl Sock {
             self.consumed(core, &mut st, len)?;
         }
         drop(st);
-        core.lo_drain();
+        core.loopback_drain();
         Ok((msg, len))
     }
 
@@ -1294,9 +1294,9 @@ impl Sock {
     /// boundaries ignored, the rest of a message stays queued); empty at end of file.
     pub(crate) fn recv_stream(
         &self,
-        core: &Core,
+        core: &ConnTable,
         max: usize,
-        timeo: &mut Timeo,
+        timeo: &mut Timeout,
         peek: bool,
     ) -> Result<KVec<u8>> {
         let mut st = self.state.lock();
@@ -1308,7 +1308,7 @@ impl Sock {
             self.consumed(core, &mut st, data.len())?;
         }
         drop(st);
-        core.lo_drain();
+        core.loopback_drain();
         Ok(data)
     }
 

@@ -8,12 +8,12 @@
 //! through a FIFO of the core and are delivered by whichever thread sent them, after it has
 //! dropped its locks, through the very `Upcalls::deliver` path that remote frames take.
 //!
-//! Locks: the dispatch table (`table`) and the loopback FIFO (`lo`) are leaves; a `Sock`'s
+//! Locks: the dispatch table (`table`) and the loopback FIFO (`loopback`) are leaves; an `Endpoint`'s
 //! mutex may be held while taking either. Nothing is held while frames are delivered.
 
 mod endpoint;
 
-pub(crate) use endpoint::{Sock, Timeo, DEFAULT_RCVBUF, TXQ_MAX};
+pub(crate) use endpoint::{Endpoint, Timeout, DEFAULT_RCVBUF, TXQ_MAX};
 
 use crate::{
     domain::Domain,
@@ -36,9 +36,9 @@ pub(crate) const MIN_RCVBUF: u32 = 4 << 10;
 const MAX_BACKLOG: usize = 4096;
 /// Largest payload of one loopback frame: as on an 8 KiB ring, so that loopback exercises
 /// fragmentation like the rings do.
-const LO_MAX_PAYLOAD: u32 = 4096 - FRAME_HDR_SIZE as u32;
+const LOOPBACK_MAX_PAYLOAD: u32 = 4096 - FRAME_HDR_SIZE as u32;
 /// Bytes the loopback FIFO holds before senders see `SendError::Full`.
-const LO_MAX_BYTES: usize = 1 << 20;
+const LOOPBACK_MAX_BYTES: usize = 1 << 20;
 /// First port `VMCS_PORT_ANY` tries.
 const EPHEMERAL_START: u32 = 49152;
 
@@ -52,11 +52,11 @@ struct Entry {
     /// listener's port and do not own it.
     owner: bool,
     listening: bool,
-    sock: Arc<Sock>,
+    sock: Arc<Endpoint>,
 }
 
 impl Entry {
-    fn is(&self, sock: &Sock) -> bool {
+    fn is(&self, sock: &Endpoint) -> bool {
         core::ptr::eq(&*self.sock, sock)
     }
 }
@@ -74,7 +74,7 @@ struct Table {
 
 impl Table {
     /// Every endpoint with a connection to `peer`.
-    fn conns_with(&self, peer: u32) -> KVec<Arc<Sock>> {
+    fn conns_with(&self, peer: u32) -> KVec<Arc<Endpoint>> {
         let mut out = KVec::new();
         for e in self.entries.iter() {
             if matches!(e.remote, Some((p, _)) if p == peer) {
@@ -90,13 +90,13 @@ impl Table {
 }
 
 /// A loopback frame waiting for delivery.
-struct LoFrame {
+struct LoopbackFrame {
     hdr: FrameHeader,
     payload: KVec<u8>,
 }
 
-struct LoQueue {
-    frames: KVec<LoFrame>,
+struct LoopbackQueue {
+    frames: KVec<LoopbackFrame>,
     bytes: usize,
     /// A thread is delivering; others only enqueue.
     draining: bool,
@@ -108,14 +108,14 @@ struct LoQueue {
 ///
 /// # Invariants
 ///
-/// A `Core` is always the `core` field of a [`Domain`] (it is created only by the unsafe
-/// [`Core::new`], whose caller guarantees this).
+/// A `ConnTable` is always the `core` field of a [`Domain`] (it is created only by the unsafe
+/// [`ConnTable::new`], whose caller guarantees this).
 #[pin_data]
-pub(crate) struct Core {
+pub(crate) struct ConnTable {
     #[pin]
     table: Mutex<Table>,
     #[pin]
-    lo: Mutex<LoQueue>,
+    loopback: Mutex<LoopbackQueue>,
     /// Extents in use in our slice of the bulk area (conn/bulk.rs), slice-relative.
     #[pin]
     bulk: Mutex<KVec<crate::proto::bulk::Desc>>,
@@ -123,7 +123,7 @@ pub(crate) struct Core {
     tx_next: AtomicUsize,
 }
 
-impl Core {
+impl ConnTable {
     /// Creates an empty core.
     ///
     /// # Safety
@@ -136,8 +136,8 @@ impl Core {
                 Table { entries: KVec::new(), next_port: EPHEMERAL_START, backlog: 0 },
                 "vmcs_table"
             ),
-            lo <- new_mutex!(
-                LoQueue { frames: KVec::new(), bytes: 0, draining: false, full: false },
+            loopback <- new_mutex!(
+                LoopbackQueue { frames: KVec::new(), bytes: 0, draining: false, full: false },
                 "vmcs_lo"
             ),
             bulk <- new_mutex!(KVec::new(), "vmcs_bulk"),
@@ -174,7 +174,7 @@ impl Core {
     /// Largest payload of one frame to `peer`.
     fn max_payload(&self, peer: u32) -> u32 {
         if peer == self.local_id() {
-            LO_MAX_PAYLOAD
+            LOOPBACK_MAX_PAYLOAD
         } else {
             self.domain().link.max_payload()
         }
@@ -185,11 +185,11 @@ impl Core {
         if peer != self.local_id() {
             return self.domain().link.send(peer, hdr, payload);
         }
-        if payload.len() > LO_MAX_PAYLOAD as usize {
+        if payload.len() > LOOPBACK_MAX_PAYLOAD as usize {
             return Err(SendError::Invalid);
         }
-        let mut q = self.lo.lock();
-        if q.bytes >= LO_MAX_BYTES {
+        let mut q = self.loopback.lock();
+        if q.bytes >= LOOPBACK_MAX_BYTES {
             q.full = true;
             return Err(SendError::Full);
         }
@@ -201,7 +201,7 @@ impl Core {
         }
         if q.frames
             .push(
-                LoFrame {
+                LoopbackFrame {
                     hdr: *hdr,
                     payload: data,
                 },
@@ -218,11 +218,11 @@ impl Core {
 
     /// Delivers every queued loopback frame, in order. Called with no lock held by every
     /// operation that may have sent a frame; only one thread delivers at a time.
-    pub(crate) fn lo_drain(&self) {
+    pub(crate) fn loopback_drain(&self) {
         let local = self.local_id();
         let mut batch = KVec::new();
         {
-            let mut q = self.lo.lock();
+            let mut q = self.loopback.lock();
             if q.draining || (q.frames.is_empty() && !q.full) {
                 return;
             }
@@ -230,7 +230,7 @@ impl Core {
         }
         loop {
             let full = {
-                let mut q = self.lo.lock();
+                let mut q = self.loopback.lock();
                 if q.frames.is_empty() && !q.full {
                     q.draining = false;
                     return;
@@ -263,7 +263,7 @@ impl Core {
     }
 
     /// Clears `peer`'s backlog bit; returns its connections as of that moment.
-    fn clear_backlogged(&self, peer: u32) -> KVec<Arc<Sock>> {
+    fn clear_backlogged(&self, peer: u32) -> KVec<Arc<Endpoint>> {
         let mut t = self.table.lock();
         t.backlog &= !Self::backlog_bit(peer);
         t.conns_with(peer)
@@ -286,7 +286,7 @@ impl Core {
     }
 
     /// Binds `sock` to `port` (`VMCS_PORT_ANY`: a free one at or above 1024).
-    fn bind_port(&self, sock: &Arc<Sock>, port: u32) -> Result<u32> {
+    fn bind_port(&self, sock: &Arc<Endpoint>, port: u32) -> Result<u32> {
         let mut t = self.table.lock();
         if t.entries.iter().any(|e| e.is(sock)) {
             return Err(EINVAL);
@@ -332,23 +332,23 @@ impl Core {
         Ok(port)
     }
 
-    fn with_entry(&self, sock: &Sock, f: impl FnOnce(&mut Entry)) -> Result {
+    fn with_entry(&self, sock: &Endpoint, f: impl FnOnce(&mut Entry)) -> Result {
         let mut t = self.table.lock();
         let e = t.entries.iter_mut().find(|e| e.is(sock)).ok_or(EINVAL)?;
         f(e);
         Ok(())
     }
 
-    fn set_listening(&self, sock: &Sock) -> Result {
+    fn set_listening(&self, sock: &Endpoint) -> Result {
         self.with_entry(sock, |e| e.listening = true)
     }
 
-    fn set_remote(&self, sock: &Sock, peer: u32, port: u32) -> Result {
+    fn set_remote(&self, sock: &Endpoint, peer: u32, port: u32) -> Result {
         self.with_entry(sock, |e| e.remote = Some((peer, port)))
     }
 
     /// Stops dispatching frames to `sock`; an owner keeps its port.
-    fn detach(&self, sock: &Sock) {
+    fn detach(&self, sock: &Endpoint) {
         let removed = {
             let mut t = self.table.lock();
             let Some(i) = t.entries.iter().position(|e| e.is(sock)) else {
@@ -366,7 +366,7 @@ impl Core {
     }
 
     /// Forgets `sock` entirely (its port is free again).
-    fn remove(&self, sock: &Sock) {
+    fn remove(&self, sock: &Endpoint) {
         let removed = {
             let mut t = self.table.lock();
             t.entries
@@ -378,7 +378,7 @@ impl Core {
     }
 
     /// Adds an accepted connection `port` ← `peer:peer_port`.
-    fn insert_child(&self, child: &Arc<Sock>, port: u32, peer: u32, peer_port: u32) -> Result {
+    fn insert_child(&self, child: &Arc<Endpoint>, port: u32, peer: u32, peer_port: u32) -> Result {
         let mut t = self.table.lock();
         if t.entries
             .iter()
@@ -400,7 +400,7 @@ impl Core {
     }
 
     /// Every endpoint with a connection to `peer`.
-    fn conns_with(&self, peer: u32) -> KVec<Arc<Sock>> {
+    fn conns_with(&self, peer: u32) -> KVec<Arc<Endpoint>> {
         self.table.lock().conns_with(peer)
     }
 
@@ -430,7 +430,7 @@ impl Core {
 pub(crate) const CONNECTIONS_HEADER: &str =
     "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets";
 
-impl Upcalls for Core {
+impl Upcalls for ConnTable {
     fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
         let (conn, listener) = {
             let t = self.table.lock();
@@ -498,7 +498,7 @@ impl Upcalls for Core {
             active = next;
         }
         // Every queue is empty: direct sends again. A sender that saw the bit still set
-        // had queued its frames under its `Sock` lock and had its table entry already (the
+        // had queued its frames under its `Endpoint` lock and had its table entry already (the
         // check takes the table lock): this pass, listed and run after the clear, sends them.
         for s in self.clear_backlogged(peer).iter() {
             if s.on_tx_space(self, usize::MAX).full {

@@ -8,10 +8,10 @@
 //! to the safe code in `chardev`.
 
 use crate::{
-    chardev::Endpoint,
-    conn::Timeo,
+    chardev::VmcsFile,
+    conn::Timeout,
     proto::shm::Shm,
-    socket::{SkOpts, SockRef, DEFAULT_SK_BUFS},
+    socket::{SocketOptions, VmcsSocket, DEFAULT_SOCKET_BUFFERS},
     uapi::SockaddrVmcs,
 };
 use core::ptr::NonNull;
@@ -64,7 +64,7 @@ extern "C" {
 /// # Invariants
 ///
 /// `ptr` is a live mapping from `vmcs_glue_mapping_new`, freed only in `drop`. Files that
-/// use it hold an `Arc<Endpoint>`, which holds an `Arc` of this value, so it outlives them.
+/// use it hold an `Arc<VmcsFile>`, which holds an `Arc` of this value, so it outlives them.
 pub(crate) struct FileMapping {
     ptr: NonNull<c_void>,
 }
@@ -144,9 +144,9 @@ pub(crate) mod oflags {
 ///
 /// `before_install` runs with the reserved descriptor number before the descriptor becomes
 /// visible (to copy results to user space); if it fails, nothing is installed. On every
-/// failure `ep` is released (`Endpoint::release`), exactly once.
+/// failure `ep` is released (`VmcsFile::release`), exactly once.
 pub(crate) fn install_endpoint(
-    ep: Arc<Endpoint>,
+    ep: Arc<VmcsFile>,
     flags: u32,
     before_install: impl FnOnce(u32) -> Result,
 ) -> Result<u32> {
@@ -163,14 +163,14 @@ pub(crate) fn install_endpoint(
     let private = ep.into_foreign();
     // The flag fits in a C int.
     let nonblock = (flags & oflags::NONBLOCK) as c_int;
-    // SAFETY: `private` is an `Arc<Endpoint>` turned into a foreign pointer, which the file
+    // SAFETY: `private` is an `Arc<VmcsFile>` turned into a foreign pointer, which the file
     // owns from now on (released by `vmcs_chr_release`).
     let raw = unsafe { vmcs_glue_anon_file(private, nonblock) };
     let raw = match from_err_ptr(raw.cast::<bindings::file>()) {
         Ok(raw) => raw,
         Err(e) => {
             // SAFETY: The file was not created, so `private` is still ours.
-            let ep = unsafe { <Arc<Endpoint> as ForeignOwnable>::from_foreign(private) };
+            let ep = unsafe { <Arc<VmcsFile> as ForeignOwnable>::from_foreign(private) };
             ep.release();
             return Err(e);
         }
@@ -195,17 +195,17 @@ pub(crate) fn install_endpoint(
 /// `inner` holds a `struct miscdevice` registered with `misc_register()` for the whole life
 /// of this value; it is deregistered exactly once, in `drop`.
 #[pin_data(PinnedDrop)]
-pub(crate) struct ChrdevRegistration {
+pub(crate) struct MiscRegistration {
     #[pin]
     inner: Opaque<bindings::miscdevice>,
 }
 
 // SAFETY: `misc_deregister` may be called from any thread.
-unsafe impl Send for ChrdevRegistration {}
+unsafe impl Send for MiscRegistration {}
 // SAFETY: `&self` gives no access to the inner `miscdevice`.
-unsafe impl Sync for ChrdevRegistration {}
+unsafe impl Sync for MiscRegistration {}
 
-impl ChrdevRegistration {
+impl MiscRegistration {
     /// Registers `/dev/<name>` with file mode `mode`.
     pub(crate) fn register(name: &'static CStr, mode: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
@@ -229,7 +229,7 @@ impl ChrdevRegistration {
 }
 
 #[pinned_drop]
-impl PinnedDrop for ChrdevRegistration {
+impl PinnedDrop for MiscRegistration {
     fn drop(self: Pin<&mut Self>) {
         // SAFETY: By the type invariant the device is registered.
         unsafe { bindings::misc_deregister(self.inner.get()) };
@@ -512,7 +512,7 @@ unsafe extern "C" fn vmcs_chr_open(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> c_int {
-    match Endpoint::open() {
+    match VmcsFile::open() {
         Ok(ep) => {
             // SAFETY: `file` is being opened and its endpoint holds the mapping.
             unsafe { ep.mapping.attach(file) };
@@ -534,7 +534,7 @@ unsafe extern "C" fn vmcs_chr_release(
 ) -> c_int {
     // SAFETY: `private_data` was set by `vmcs_chr_open` from `Arc::into_foreign`, and release
     // runs once, after all other file operations.
-    let ep = unsafe { <Arc<Endpoint> as ForeignOwnable>::from_foreign((*file).private_data) };
+    let ep = unsafe { <Arc<VmcsFile> as ForeignOwnable>::from_foreign((*file).private_data) };
     ep.release();
     0
 }
@@ -544,10 +544,10 @@ unsafe extern "C" fn vmcs_chr_release(
 /// # Safety
 ///
 /// `file` must be a /dev/vmcs file whose open succeeded and that is not yet released.
-unsafe fn endpoint<'a>(file: *mut bindings::file) -> ArcBorrow<'a, Endpoint> {
+unsafe fn endpoint<'a>(file: *mut bindings::file) -> ArcBorrow<'a, VmcsFile> {
     // SAFETY: Per the function's safety requirements `private_data` holds our `Arc` until
     // release, which cannot run while a file operation is in progress.
-    unsafe { <Arc<Endpoint> as ForeignOwnable>::borrow((*file).private_data) }
+    unsafe { <Arc<VmcsFile> as ForeignOwnable>::borrow((*file).private_data) }
 }
 
 /// Whether `O_NONBLOCK` is set on `file`.
@@ -792,7 +792,7 @@ extern "C" {
 /// # Safety
 ///
 /// `sock` must be a live AF_VMCS socket (its `sk` set).
-unsafe fn sk_opts(sock: *mut bindings::socket, rcv: bool, nonblock: bool) -> SkOpts {
+unsafe fn socket_options(sock: *mut bindings::socket, rcv: bool, nonblock: bool) -> SocketOptions {
     // SAFETY: `sock->sk` is live (function safety requirement); the accessors only read.
     let (timeo, lowat) = unsafe {
         let sk = (*sock).sk.cast();
@@ -803,8 +803,8 @@ unsafe fn sk_opts(sock: *mut bindings::socket, rcv: bool, nonblock: bool) -> SkO
         };
         (t, vmcs_glue_sk_rcvlowat(sk))
     };
-    SkOpts {
-        timeo: if nonblock { Timeo(0) } else { Timeo(timeo) },
+    SocketOptions {
+        timeo: if nonblock { Timeout(0) } else { Timeout(timeo) },
         lowat: usize::try_from(lowat).unwrap_or(1).max(1),
     }
 }
@@ -832,11 +832,11 @@ pub(crate) fn af_param() -> u32 {
 ///
 /// When `registered` is true, the family is registered, and unregistered exactly once in
 /// `drop`.
-pub(crate) struct SocketRegistration {
+pub(crate) struct SocketFamilyRegistration {
     registered: bool,
 }
 
-impl SocketRegistration {
+impl SocketFamilyRegistration {
     /// Registers family `af`; `af` 0 registers nothing. A number in use fails with a
     /// message (`EEXIST`).
     pub(crate) fn register(af: u32) -> Result<Self> {
@@ -868,7 +868,7 @@ impl SocketRegistration {
     }
 }
 
-impl Drop for SocketRegistration {
+impl Drop for SocketFamilyRegistration {
     fn drop(&mut self) {
         if self.registered {
             // SAFETY: By the type invariant the family is registered.
@@ -877,16 +877,16 @@ impl Drop for SocketRegistration {
     }
 }
 
-/// Borrows the `SockRef` of a socket.
+/// Borrows the `VmcsSocket` of a socket.
 ///
 /// # Safety
 ///
 /// `sock` must be an AF_VMCS socket whose `create` (or `accept`) succeeded and that is not
 /// yet released.
-unsafe fn sock_ref<'a>(sock: *mut bindings::socket) -> ArcBorrow<'a, SockRef> {
+unsafe fn sock_ref<'a>(sock: *mut bindings::socket) -> ArcBorrow<'a, VmcsSocket> {
     // SAFETY: Per the safety requirements `sock->sk` is ours and its private pointer holds
-    // an `Arc<SockRef>` until release, which does not run concurrently with other ops.
-    unsafe { <Arc<SockRef> as ForeignOwnable>::borrow(vmcs_glue_sk_priv((*sock).sk.cast())) }
+    // an `Arc<VmcsSocket>` until release, which does not run concurrently with other ops.
+    unsafe { <Arc<VmcsSocket> as ForeignOwnable>::borrow(vmcs_glue_sk_priv((*sock).sk.cast())) }
 }
 
 /// Makes `sk` own `sref`.
@@ -894,7 +894,7 @@ unsafe fn sock_ref<'a>(sock: *mut bindings::socket) -> ArcBorrow<'a, SockRef> {
 /// # Safety
 ///
 /// `sk` must be a fresh AF_VMCS `struct sock` without a private pointer.
-unsafe fn attach(sk: *mut RawSk, sref: Arc<SockRef>) {
+unsafe fn attach(sk: *mut RawSk, sref: Arc<VmcsSocket>) {
     // SAFETY: Per the safety requirements; release takes the `Arc` back.
     unsafe { vmcs_glue_sk_set_priv(sk, sref.into_foreign()) };
 }
@@ -933,7 +933,7 @@ unsafe extern "C" fn vmcs_sock_create(
 ) -> c_int {
     // SAFETY: `sock` is valid (function safety requirement).
     let ty = c_int::from(unsafe { (*sock).type_ });
-    let sref = match SockRef::create(ty, protocol) {
+    let sref = match VmcsSocket::create(ty, protocol) {
         Ok(s) => s,
         Err(e) => return e.to_errno(),
     };
@@ -946,7 +946,7 @@ unsafe extern "C" fn vmcs_sock_create(
     // SAFETY: `sk` is fresh and now ours.
     unsafe {
         attach(sk, sref);
-        sk_set_bufs(sk, DEFAULT_SK_BUFS);
+        sk_set_bufs(sk, DEFAULT_SOCKET_BUFFERS);
     }
     0
 }
@@ -979,7 +979,7 @@ unsafe extern "C" fn vmcs_sock_release(sock: *mut bindings::socket) -> c_int {
     let private = unsafe { vmcs_glue_sk_priv(sk) };
     if !private.is_null() {
         // SAFETY: Set by `attach` from `Arc::into_foreign`; cleared below.
-        let sref = unsafe { <Arc<SockRef> as ForeignOwnable>::from_foreign(private) };
+        let sref = unsafe { <Arc<VmcsSocket> as ForeignOwnable>::from_foreign(private) };
         // SAFETY: `sk` is ours.
         unsafe { vmcs_glue_sk_set_priv(sk, core::ptr::null_mut()) };
         sref.release();
@@ -1051,7 +1051,7 @@ unsafe extern "C" fn vmcs_sock_accept(
     let s = unsafe { sock_ref(sock) };
     let nonblock = (flags as u32) & oflags::NONBLOCK != 0;
     // SAFETY: `sock` is live. `sock_rcvtimeo()`: accept waits at most SO_RCVTIMEO.
-    let timeo = unsafe { sk_opts(sock, true, nonblock) }.timeo;
+    let timeo = unsafe { socket_options(sock, true, nonblock) }.timeo;
     let child = match s.accept(timeo) {
         Ok(c) => c,
         Err(e) => return e.to_errno(),
@@ -1113,7 +1113,7 @@ unsafe extern "C" fn vmcs_sock_poll(
         )
     };
     // SAFETY: `sock` is live.
-    let lowat = unsafe { sk_opts(sock, true, true) }.lowat;
+    let lowat = unsafe { socket_options(sock, true, true) }.lowat;
     let (mask, err) = s.poll(f, &table, lowat);
     if let Some(e) = err {
         // SAFETY: `sock->sk` is live; `sk_err` is what `SO_ERROR` reports.
@@ -1187,7 +1187,7 @@ unsafe extern "C" fn vmcs_sock_sendmsg(
         (
             sock_ref(sock),
             (*m).msg_flags,
-            sk_opts(sock, false, sock_nonblocking(sock)),
+            socket_options(sock, false, sock_nonblocking(sock)),
             IovIterSource::from_raw(core::ptr::addr_of_mut!((*m).msg_iter)),
         )
     };
@@ -1217,7 +1217,7 @@ unsafe extern "C" fn vmcs_sock_recvmsg(
     let (s, opts, dst) = unsafe {
         (
             sock_ref(sock),
-            sk_opts(sock, true, sock_nonblocking(sock)),
+            socket_options(sock, true, sock_nonblocking(sock)),
             IovIterDest::from_raw(core::ptr::addr_of_mut!((*m).msg_iter)),
         )
     };

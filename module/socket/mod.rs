@@ -2,13 +2,13 @@
 
 //! AF_VMCS: the socket family's operations over the core (docs/sockets.md).
 //!
-//! Each socket is one endpoint of the core (`conn::Sock`) of the default domain, exactly
+//! Each socket is one endpoint of the core (`conn::Endpoint`) of the default domain, exactly
 //! like a `/dev/vmcs` file (module/chardev.rs): the two share one port space. `SOCK_SEQPACKET`
 //! uses the core's message calls; `SOCK_STREAM` its byte-stream calls (`recv_stream`). The
 //! raw `proto_ops` entry points live in module/ffi.rs and call the methods here.
 
 use crate::{
-    conn::{Sock, Timeo, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
+    conn::{Endpoint, Timeout, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
     domain::{self, Domain},
     glue::{errno, poll_mask},
     proto::frame::SockType,
@@ -53,26 +53,26 @@ pub(crate) fn family() -> u16 {
 
 /// The `struct sock` options a call obeys (read by module/ffi.rs for each call).
 #[derive(Clone, Copy)]
-pub(crate) struct SkOpts {
+pub(crate) struct SocketOptions {
     /// `SO_RCVTIMEO` (recv, accept) or `SO_SNDTIMEO` (send), in jiffies; 0 when the call
     /// must not block.
-    pub(crate) timeo: Timeo,
+    pub(crate) timeo: Timeout,
     /// `SO_RCVLOWAT` (at least 1).
     pub(crate) lowat: usize,
 }
 
 /// `SO_RCVBUF`/`SO_SNDBUF` values of a fresh socket, as `getsockopt` reports them: twice
 /// the receive buffer and transmit queue limit in use (docs/sockets.md).
-pub(crate) const DEFAULT_SK_BUFS: (u32, u32) = (2 * DEFAULT_RCVBUF, 2 * TXQ_MAX as u32);
+pub(crate) const DEFAULT_SOCKET_BUFFERS: (u32, u32) = (2 * DEFAULT_RCVBUF, 2 * TXQ_MAX as u32);
 
 /// The state of one AF_VMCS socket, owned by its `struct sock`.
-pub(crate) struct SockRef {
+pub(crate) struct VmcsSocket {
     domain: Arc<Domain>,
-    sock: Arc<Sock>,
+    endpoint: Arc<Endpoint>,
     stream: bool,
 }
 
-impl SockRef {
+impl VmcsSocket {
     /// `socket(AF_VMCS, ty, protocol)`.
     pub(crate) fn create(ty: i32, protocol: i32) -> Result<Arc<Self>> {
         let stream = match ty {
@@ -88,7 +88,7 @@ impl SockRef {
             return Err(errno::eprotonosupport());
         }
         let domain = domain::default_domain().ok_or(ENODEV)?;
-        let sock = Sock::new(if stream {
+        let endpoint = Endpoint::new(if stream {
             SockType::Stream
         } else {
             SockType::SeqPacket
@@ -96,7 +96,7 @@ impl SockRef {
         Ok(Arc::new(
             Self {
                 domain,
-                sock,
+                endpoint,
                 stream,
             },
             GFP_KERNEL,
@@ -105,7 +105,7 @@ impl SockRef {
 
     /// `close()`: once, from `proto_ops->release`.
     pub(crate) fn release(&self) {
-        self.sock.release(&self.domain.core);
+        self.endpoint.release(&self.domain.core);
     }
 
     fn alive(&self) -> Result {
@@ -131,7 +131,7 @@ impl SockRef {
         if a.cid != uapi::CID_ANY && a.cid != uapi::CID_LOCAL && a.cid != local {
             return Err(errno::eaddrnotavail());
         }
-        Sock::bind(&self.sock, &self.domain.core, a.port)?;
+        Endpoint::bind(&self.endpoint, &self.domain.core, a.port)?;
         Ok(())
     }
 
@@ -139,8 +139,8 @@ impl SockRef {
     pub(crate) fn connect(&self, raw: &[u8], nonblock: bool, timeout_ms: u32) -> Result {
         self.alive()?;
         let a = Self::addr(raw)?;
-        Sock::connect(
-            &self.sock,
+        Endpoint::connect(
+            &self.endpoint,
             &self.domain.core,
             a.cid,
             a.port,
@@ -153,18 +153,18 @@ impl SockRef {
     pub(crate) fn listen(&self, backlog: i32) -> Result {
         self.alive()?;
         // A negative backlog is the smallest one, as in vsock.
-        self.sock
+        self.endpoint
             .listen(&self.domain.core, u32::try_from(backlog).unwrap_or(0))
     }
 
-    /// `accept()`: the next connection as a new `SockRef`, waiting at most `timeo`.
-    pub(crate) fn accept(&self, mut timeo: Timeo) -> Result<Arc<Self>> {
+    /// `accept()`: the next connection as a new `VmcsSocket`, waiting at most `timeo`.
+    pub(crate) fn accept(&self, mut timeo: Timeout) -> Result<Arc<Self>> {
         self.alive()?;
-        let (child, _peer, _port) = self.sock.accept_timeo(&mut timeo)?;
+        let (child, _peer, _port) = self.endpoint.accept_timeo(&mut timeo)?;
         match Arc::new(
             Self {
                 domain: self.domain.clone(),
-                sock: child.clone(),
+                endpoint: child.clone(),
                 stream: self.stream,
             },
             GFP_KERNEL,
@@ -179,7 +179,7 @@ impl SockRef {
 
     /// `getsockname()` (`peer` false) or `getpeername()`.
     pub(crate) fn name(&self, peer: bool) -> Result<SockaddrVmcs> {
-        let (port, remote) = self.sock.names();
+        let (port, remote) = self.endpoint.names();
         let (cid, port) = if peer {
             remote.ok_or(errno::enotconn())?
         } else {
@@ -196,7 +196,7 @@ impl SockRef {
     /// `shutdown()`: `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`.
     pub(crate) fn shutdown(&self, how: i32) -> Result {
         let how = u32::try_from(how).map_err(|_| EINVAL)?;
-        self.sock.shutdown(&self.domain.core, how)
+        self.endpoint.shutdown(&self.domain.core, how)
     }
 
     /// `setsockopt(SO_RCVBUF/SO_SNDBUF)` (or accept): applies the values the socket layer
@@ -206,17 +206,17 @@ impl SockRef {
     pub(crate) fn set_bufs(&self, sk_rcvbuf: i32, sk_sndbuf: i32) -> (u32, u32) {
         let half = |v: i32| u32::try_from(v).unwrap_or(0) / 2;
         let rb = half(sk_rcvbuf).clamp(MIN_RCVBUF, MAX_RCVBUF);
-        if rb != self.sock.bufs().0 {
-            self.sock.set_opts(&self.domain.core, None, Some(rb));
+        if rb != self.endpoint.bufs().0 {
+            self.endpoint.set_opts(&self.domain.core, None, Some(rb));
         }
-        let sb = self.sock.set_sndbuf(half(sk_sndbuf) as usize);
+        let sb = self.endpoint.set_sndbuf(half(sk_sndbuf) as usize);
         // Both are at most 4 MiB.
         (2 * rb, 2 * sb as u32)
     }
 
     /// The values `getsockopt(SO_RCVBUF/SO_SNDBUF)` reports (twice the ones in use).
     pub(crate) fn sk_bufs(&self) -> (u32, u32) {
-        let (rb, sb) = self.sock.bufs();
+        let (rb, sb) = self.endpoint.bufs();
         (2 * rb, 2 * sb as u32)
     }
 
@@ -231,9 +231,9 @@ impl SockRef {
         if self.alive().is_err() {
             return (poll_mask::ERR | poll_mask::HUP, None);
         }
-        let mask = self.sock.poll_lowat(file, table, lowat);
+        let mask = self.endpoint.poll_lowat(file, table, lowat);
         let err = if mask & poll_mask::ERR != 0 {
-            self.sock.error()
+            self.endpoint.error()
         } else {
             None
         };
@@ -242,7 +242,7 @@ impl SockRef {
 
     /// `ioctl()`: `SIOCINQ`, `SIOCOUTQ`.
     pub(crate) fn ioctl_queued(&self, cmd: u32) -> Result<usize> {
-        let (inq, outq) = self.sock.queued();
+        let (inq, outq) = self.endpoint.queued();
         match cmd {
             SIOCINQ => Ok(inq),
             SIOCOUTQ => Ok(outq),
@@ -259,14 +259,14 @@ impl SockRef {
         &self,
         src: &mut IovIterSource<'_>,
         flags: u32,
-        opts: SkOpts,
+        opts: SocketOptions,
     ) -> Result<usize> {
         self.alive()?;
         if flags & msg::OOB != 0 {
             return Err(errno::eopnotsupp());
         }
         let mut timeo = if flags & msg::DONTWAIT != 0 {
-            Timeo(0)
+            Timeout(0)
         } else {
             opts.timeo
         };
@@ -278,11 +278,11 @@ impl SockRef {
             }
             let mut data = KVec::new();
             src.copy_from_iter_vec(&mut data, GFP_KERNEL)?;
-            return self.sock.send_timeo(core, data, &mut timeo);
+            return self.endpoint.send_timeo(core, data, &mut timeo);
         }
         let mut sent = 0;
         while sent < len {
-            let n = (len - sent).min(self.sock.stream_chunk());
+            let n = (len - sent).min(self.endpoint.stream_chunk());
             let mut data = KVec::new();
             data.resize(n, 0, GFP_KERNEL)?;
             let got = src.copy_from_iter(&mut data);
@@ -290,7 +290,7 @@ impl SockRef {
                 return if sent > 0 { Ok(sent) } else { Err(EFAULT) };
             }
             data.truncate(got);
-            match self.sock.send_stream(core, data, &mut timeo) {
+            match self.endpoint.send_stream(core, data, &mut timeo) {
                 Ok(n) => {
                     if n < got {
                         // SAFETY: `got` bytes were just read from `src`; giving back the
@@ -319,14 +319,14 @@ impl SockRef {
         &self,
         dst: &mut IovIterDest<'_>,
         flags: u32,
-        opts: SkOpts,
+        opts: SocketOptions,
     ) -> Result<(usize, u32)> {
         self.alive()?;
         if flags & msg::OOB != 0 {
             return Err(errno::eopnotsupp());
         }
         let mut timeo = if flags & msg::DONTWAIT != 0 {
-            Timeo(0)
+            Timeout(0)
         } else {
             opts.timeo
         };
@@ -334,7 +334,7 @@ impl SockRef {
         let core = &self.domain.core;
         let max = dst.len();
         if !self.stream {
-            let (data, len) = self.sock.recv_seq(core, max, &mut timeo, peek)?;
+            let (data, len) = self.endpoint.recv_seq(core, max, &mut timeo, peek)?;
             if dst.copy_to_iter(&data) != data.len() {
                 return Err(EFAULT);
             }
@@ -357,13 +357,19 @@ impl SockRef {
         let target = if flags & msg::WAITALL != 0 {
             max
         } else {
-            opts.lowat.min(max).min(self.sock.bufs().0 as usize).max(1)
+            opts.lowat
+                .min(max)
+                .min(self.endpoint.bufs().0 as usize)
+                .max(1)
         };
         let mut copied = 0;
         while copied < max {
             // Once `target` bytes are read, only what is there already is added.
-            let mut now = if copied >= target { Timeo(0) } else { timeo };
-            let data = match self.sock.recv_stream(core, max - copied, &mut now, peek) {
+            let mut now = if copied >= target { Timeout(0) } else { timeo };
+            let data = match self
+                .endpoint
+                .recv_stream(core, max - copied, &mut now, peek)
+            {
                 Ok(d) => d,
                 // Bytes already read are returned; the error shows on the next call.
                 Err(_) if copied > 0 => break,

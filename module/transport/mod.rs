@@ -7,7 +7,7 @@
 //!
 //! - down (core → transport): [`ivshmem::Link`]'s `local_id`, `send`, `is_live`, `peers`,
 //!   `max_payload` and `kick`, called with a `&Link` borrowed from the domain;
-//! - up (transport → core): the [`Upcalls`] trait, which `conn::Core` implements and which
+//! - up (transport → core): the [`Upcalls`] trait, which `conn::ConnTable` implements and which
 //!   the transport's receive worker calls.
 //!
 //! Nothing the transport passes up comes from shared memory unvalidated: frame headers are

@@ -4,7 +4,7 @@
 //! (docs/protocol.md §8, docs/uapi.md "Bulk transfer").
 //!
 //! Each side may allocate one page-aligned *extent* in its own slice of the bulk area
-//! (`Core::bulk` is the local allocator of our slice; nothing about it is shared) and offers
+//! (`ConnTable::bulk` is the local allocator of our slice; nothing about it is shared) and offers
 //! it to the other side (`BULK_OFFER`). The sender then publishes ranges of its extent
 //! (`BULK_DATA`); a range belongs to the receiver until it is handed back (`BULK_RELEASE`,
 //! oldest first). Everything a peer sends is validated here; a violation resets the
@@ -12,9 +12,9 @@
 //! user mapping of the file is zapped first, so a process never keeps access to an extent
 //! that later serves another connection.
 
-use super::{Phase, Sock, State, TxItem};
+use super::{Endpoint, Phase, State, TxItem};
 use crate::{
-    conn::Core,
+    conn::ConnTable,
     glue::{self, errno, FileMapping},
     proto::{
         bulk::{first_fit, Desc, MAX_DESCS},
@@ -57,7 +57,7 @@ impl BulkState {
     }
 
     /// Ends the set-up: zaps the user mappings, then frees our extent. Idempotent.
-    pub(super) fn end(&mut self, core: &Core) {
+    pub(super) fn end(&mut self, core: &ConnTable) {
         if self.ended {
             return;
         }
@@ -76,7 +76,7 @@ impl BulkState {
 
     /// Region offset of page `pgoff` of the file's bulk mappings (ours first, then the
     /// peer's), and whether it is the peer's.
-    fn page(&self, core: &Core, peer: u32, local: u32, pgoff: usize) -> Option<(usize, bool)> {
+    fn page(&self, core: &ConnTable, peer: u32, local: u32, pgoff: usize) -> Option<(usize, bool)> {
         let off = pgoff.checked_mul(PAGE_SIZE)?;
         let tx = self.tx?;
         let link = &core.domain().link;
@@ -94,7 +94,7 @@ impl BulkState {
     }
 }
 
-impl Sock {
+impl Endpoint {
     /// The usual errors of a connection that cannot move data (as `write`).
     fn bulk_conn_err(st: &State) -> Result {
         if let Some(e) = st.err {
@@ -113,7 +113,7 @@ impl Sock {
     /// not done yet, offers it, and waits for the peer's offer. Returns both extents' sizes.
     pub(crate) fn bulk_setup(
         &self,
-        core: &Core,
+        core: &ConnTable,
         size: u32,
         timeout_ms: u32,
         nonblock: bool,
@@ -162,7 +162,7 @@ impl Sock {
             self.pump(core, &mut st)?;
             // Loopback: deliver the offer now (the FIFO is drained without our lock).
             drop(st);
-            core.lo_drain();
+            core.loopback_drain();
             st = self.state.lock();
         }
         let timeout = if timeout_ms == 0 {
@@ -201,7 +201,7 @@ impl Sock {
     /// `VMCS_IOC_BULK_WAIT` (`!publish`): only waits until the range is ours again.
     pub(crate) fn bulk_send(
         &self,
-        core: &Core,
+        core: &ConnTable,
         off: u32,
         len: u32,
         nonblock: bool,
@@ -250,13 +250,13 @@ impl Sock {
         }
         self.pump(core, &mut st)?;
         drop(st);
-        core.lo_drain();
+        core.loopback_drain();
         Ok(())
     }
 
     /// `VMCS_IOC_BULK_RECV`: the oldest range the peer lent us (offset in its extent),
     /// `None` at end of file.
-    pub(crate) fn bulk_recv(&self, core: &Core, nonblock: bool) -> Result<Option<Desc>> {
+    pub(crate) fn bulk_recv(&self, core: &ConnTable, nonblock: bool) -> Result<Option<Desc>> {
         let mut st: MutexGuard<'_, State> = self.state.lock();
         loop {
             if !st.was_connected {
@@ -290,7 +290,7 @@ impl Sock {
     }
 
     /// `VMCS_IOC_BULK_RELEASE`: hands the `count` oldest received ranges back.
-    pub(crate) fn bulk_release(&self, core: &Core, count: u32) -> Result {
+    pub(crate) fn bulk_release(&self, core: &ConnTable, count: u32) -> Result {
         let mut st = self.state.lock();
         if !st.was_connected {
             return Err(errno::enotconn());
@@ -319,7 +319,7 @@ impl Sock {
             self.pump(core, &mut st)?;
         }
         drop(st);
-        core.lo_drain();
+        core.loopback_drain();
         Ok(())
     }
 
@@ -354,7 +354,7 @@ impl Sock {
 
     /// A fault at page `pgoff` of a bulk mapping: inserts the page while the set-up is alive
     /// (under the lock, so that teardown's zap comes after), else `SIGBUS`.
-    pub(crate) fn bulk_fault(&self, core: &Core, pgoff: usize, fault: &glue::Fault) -> u32 {
+    pub(crate) fn bulk_fault(&self, core: &ConnTable, pgoff: usize, fault: &glue::Fault) -> u32 {
         let st = self.state.lock();
         if st.bulk.ended || st.phase != Phase::Connected {
             return glue::VM_FAULT_SIGBUS;
@@ -374,7 +374,7 @@ impl Sock {
     }
 
     /// `BULK_OFFER` from the peer: its extent, once; `false` on a violation.
-    pub(super) fn on_bulk_offer(core: &Core, st: &mut State, payload: &[u8]) -> bool {
+    pub(super) fn on_bulk_offer(core: &ConnTable, st: &mut State, payload: &[u8]) -> bool {
         let Some(d) = Desc::decode(payload) else {
             return false;
         };

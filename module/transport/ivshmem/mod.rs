@@ -245,7 +245,7 @@ fn bump(a: &Atomic<u64>, n: u64) {
 }
 
 /// Our side of the channel towards one peer.
-struct TxChan {
+struct TxChannel {
     prod: Option<Producer>,
     /// `send` returned `Full` for a payload of this size; `tx_space` is owed.
     want: Option<u32>,
@@ -264,7 +264,7 @@ fn opened_gen(s: peer::PeerSnapshot) -> Option<u32> {
 struct PeerTrack {
     rx: Option<Consumer>,
     /// Generation of the incarnation we consider up (not yet reset).
-    inc: Option<u32>,
+    incarnation: Option<u32>,
     /// Generation in which we last acknowledged the peer's producer epoch.
     acked_gen: Option<u32>,
     /// Incarnation declared dead by heartbeat timeout; ignored until its generation changes.
@@ -314,7 +314,7 @@ pub(crate) struct Link {
     /// Plain: [`Link::now_ms`] of the last frame received or send kick.
     active_ms: Atomic<u64>,
     #[pin]
-    tx: SpinLock<KVec<TxChan>>,
+    tx: SpinLock<KVec<TxChannel>>,
     #[pin]
     rx: Mutex<RxState>,
     /// The domain this link belongs to, while works may be queued (`start`..`stop`). Every
@@ -357,11 +357,11 @@ impl Link {
                         }
                         _ => (None, None, None),
                     };
-                tx.push(TxChan { prod, want: None }, GFP_KERNEL)?;
+                tx.push(TxChannel { prod, want: None }, GFP_KERNEL)?;
                 peers.push(
                     PeerTrack {
                         rx,
-                        inc: None,
+                        incarnation: None,
                         acked_gen: acked,
                         dead_gen: None,
                         last_hb: 0,
@@ -463,7 +463,7 @@ impl Link {
                 continue;
             }
             if let Some(t) = rx.peers.get_mut(p as usize) {
-                t.inc = None;
+                t.incarnation = None;
             }
             if let Some(s) = self.stats.get(p as usize) {
                 s.live.store(0, Relaxed);
@@ -878,7 +878,7 @@ impl Link {
         );
         for p in 0..self.geo.max_peers {
             if let Some(t) = rx.peers.get_mut(p as usize) {
-                if t.inc.is_some() {
+                if t.incarnation.is_some() {
                     self.reset_peer(t, p, up);
                 }
             }
@@ -944,7 +944,7 @@ impl Link {
 
     /// Marks `p` down and tells the core. Called with `rx` held, outside the region guard.
     fn reset_peer(&self, t: &mut PeerTrack, p: u32, up: &impl Upcalls) {
-        t.inc = None;
+        t.incarnation = None;
         if let Some(s) = self.stats.get(p as usize) {
             s.live.store(0, Relaxed);
             bump(&s.resets, 1);
@@ -974,7 +974,7 @@ impl Link {
                 if t.dead_gen == Some(snap.gen) {
                     return;
                 }
-                if t.inc == Some(snap.gen) {
+                if t.incarnation == Some(snap.gen) {
                     if snap.heartbeat != t.last_hb {
                         t.last_hb = snap.heartbeat;
                         t.hb_at_ms = now;
@@ -1002,7 +1002,7 @@ impl Link {
                         }
                     }
                 } else {
-                    if let Some(old) = t.inc {
+                    if let Some(old) = t.incarnation {
                         if self.log_ok(p) {
                             pr_info!(
                                 "vmcs{}: peer {} restarted (generation {} -> {}), reset\n",
@@ -1014,7 +1014,7 @@ impl Link {
                         }
                         self.reset_peer(t, p, up);
                     }
-                    t.inc = Some(snap.gen);
+                    t.incarnation = Some(snap.gen);
                     t.dead_gen = None;
                     t.last_hb = snap.heartbeat;
                     t.hb_at_ms = now;
@@ -1034,7 +1034,7 @@ impl Link {
             }
             PeerState::Joining => {
                 t.dead_gen = None;
-                if let Some(old) = t.inc {
+                if let Some(old) = t.incarnation {
                     if old != snap.gen {
                         if self.log_ok(p) {
                             pr_info!(
@@ -1051,7 +1051,7 @@ impl Link {
             }
             PeerState::Absent | PeerState::Leaving => {
                 t.dead_gen = None;
-                if let Some(old) = t.inc {
+                if let Some(old) = t.incarnation {
                     if self.log_ok(p) {
                         pr_info!("vmcs{}: peer {} left (generation {}), reset\n", idx, p, old);
                     }
@@ -1072,7 +1072,7 @@ impl Link {
         let Some(t) = rx.peers.get_mut(p as usize) else {
             return;
         };
-        if let Some(g) = t.inc {
+        if let Some(g) = t.incarnation {
             if corrupt {
                 self.reset_peer(t, p, up);
             } else if Some(g) != gen {
@@ -1100,7 +1100,7 @@ impl Link {
         t.acked_gen = gen;
         if corrupt {
             // The next live sample brings the incarnation back up with fresh state.
-            t.inc = None;
+            t.incarnation = None;
         }
         if notify {
             self.ring(p, VEC_SPACE);
@@ -1140,7 +1140,7 @@ impl Link {
                     if s.tx_corrupt.load(Relaxed) != 0 {
                         s.tx_corrupt.store(0, Relaxed);
                         if let Some(t) = rx.peers.get_mut(p as usize) {
-                            if t.inc.is_some() {
+                            if t.incarnation.is_some() {
                                 self.reset_peer(t, p, up);
                             }
                         }
@@ -1162,7 +1162,7 @@ impl Link {
         if !present {
             return (false, false);
         }
-        if rx.peers.get(i).is_some_and(|t| t.inc.is_none()) {
+        if rx.peers.get(i).is_some_and(|t| t.incarnation.is_none()) {
             self.refresh_peer(rx, p, false, up);
         }
         let mut activity = false;
@@ -1180,7 +1180,7 @@ impl Link {
                 let Some(t) = peers.get_mut(i) else {
                     return (false, activity);
                 };
-                let up_now = t.inc.is_some();
+                let up_now = t.incarnation.is_some();
                 let Some(c) = t.rx.as_mut() else {
                     return (false, activity);
                 };
