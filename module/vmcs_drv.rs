@@ -62,13 +62,6 @@ pub(crate) fn transport_params() -> transport::ivshmem::Params {
     }
 }
 
-/// The AF_VMCS family number: the `af` parameter (0: no socket family), declared in the C
-/// glue because parameters of `module!` do not appear in sysfs, and `af` must be readable in
-/// /sys/module/vmcs/parameters/af.
-pub(crate) fn af() -> u32 {
-    glue::af_param()
-}
-
 /// The module version, reported by `vmcs status`.
 pub(crate) const VERSION: &str = "0.1.0";
 
@@ -95,7 +88,7 @@ impl kernel::InPlaceModule for VmcsModule {
             _chrdev <- glue::MiscRegistration::register(c"vmcs", mode),
             _pci <- kernel::driver::Registration::new(c"vmcs", module),
             _debugfs: domain::DebugfsRoot,
-            _socket: glue::SocketFamilyRegistration::register(af())?,
+            _socket: glue::SocketFamilyRegistration::register(glue::af_param())?,
         })
     }
 }

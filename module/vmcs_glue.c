@@ -11,7 +11,7 @@
  *  - the kernel crate has no anon_inode_getfile, which VMCS_IOC_ACCEPT uses to
  *    give an accepted connection a file of its own with the same operations.
  *
- * AF_VMCS (module/socket.rs) adds the socket family's tables: the
+ * AF_VMCS (module/socket/) adds the socket family's tables: the
  * net_proto_family, the struct proto and the proto_ops of SOCK_STREAM and
  * SOCK_SEQPACKET, all forwarding to Rust, plus the struct sock helpers the
  * bindings lack (sk_alloc/sock_init_data, the inline accessors) and the
@@ -143,7 +143,7 @@ unsigned int vmcs_glue_af(void)
 	return vmcs_af;
 }
 
-/* AF_VMCS: a struct sock plus the Rust `Arc<socket::SockRef>` it owns. */
+/* AF_VMCS: a struct sock plus the Rust `Arc<socket::VmcsSocket>` it owns. */
 struct vmcs_sk {
 	struct sock sk;
 	void *priv;
@@ -164,7 +164,7 @@ static int vmcs_glue_accept(struct socket *sock, struct socket *newsock,
 /*
  * SOL_SOCKET options go to the socket layer as for any family (the socket has
  * SOCK_CUSTOM_SOCKOPT only to get here); Rust then applies the buffer sizes
- * it stored (module/socket.rs). Other levels: EOPNOTSUPP, as before.
+ * it stored (module/socket/). Other levels: EOPNOTSUPP, as before.
  */
 static int vmcs_glue_setsockopt(struct socket *sock, int level, int optname,
 				sockptr_t optval, unsigned int optlen)

@@ -6,6 +6,10 @@
 //! (`conn::Endpoint`) of the default domain (`VMCS_IOC_OPEN_DOMAIN` returns a new file on
 //! another one): it binds, listens and accepts, or connects, and
 //! then carries SEQPACKET messages, one per `write()` and one per `read()`.
+//!
+//! The C entry points of the file operations are in [`entry`] (nothing imports it).
+
+mod entry;
 
 use crate::{
     conn::{Endpoint, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
@@ -23,6 +27,18 @@ use kernel::{
     sync::{poll::PollTable, Arc},
     uaccess::{UserPtr, UserSlice, UserSliceReader, UserSliceWriter},
 };
+
+// SAFETY: `VmcsFile` is the type the /dev/vmcs entry points (entry.rs) keep in
+// `private_data`.
+unsafe impl glue::DevFilePrivate for VmcsFile {
+    fn mapping(&self) -> &Arc<glue::FileMapping> {
+        &self.mapping
+    }
+
+    fn release(&self) {
+        VmcsFile::release(self)
+    }
+}
 
 /// The state of one open `/dev/vmcs` file.
 pub(crate) struct VmcsFile {
@@ -157,7 +173,7 @@ impl VmcsFile {
                     }
                 };
                 a.peer = VmcsAddr { cid: peer, port };
-                let fd = glue::install_endpoint(ep, a.flags, |_fd| w.write(&a))?;
+                let fd = glue::file::install_dev_file(ep, a.flags, |_fd| w.write(&a))?;
                 // Descriptors are small non-negative ints.
                 Ok(fd as isize)
             }
@@ -266,7 +282,7 @@ impl VmcsFile {
                     },
                     GFP_KERNEL,
                 )?;
-                let fd = glue::install_endpoint(ep, o.flags, |_fd| Ok(()))?;
+                let fd = glue::file::install_dev_file(ep, o.flags, |_fd| Ok(()))?;
                 // Descriptors are small non-negative ints.
                 Ok(fd as isize)
             }

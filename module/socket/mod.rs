@@ -5,12 +5,15 @@
 //! Each socket is one endpoint of the core (`conn::Endpoint`) of the default domain, exactly
 //! like a `/dev/vmcs` file (module/chardev.rs): the two share one port space. `SOCK_SEQPACKET`
 //! uses the core's message calls; `SOCK_STREAM` its byte-stream calls (`recv_stream`). The
-//! raw `proto_ops` entry points live in module/ffi.rs and call the methods here.
+//! raw `proto_ops` entry points live in [`entry`] (nothing imports it) and call the methods
+//! here.
+
+mod entry;
 
 use crate::{
     conn::{Endpoint, Timeout, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
     domain::{self, Domain},
-    glue::{errno, poll_mask},
+    glue::{self, errno, poll_mask},
     proto::frame::SockType,
     uapi::{self, SockaddrVmcs},
 };
@@ -48,10 +51,10 @@ const _: () = assert!(uapi::AF_DEFAULT == 22);
 /// The AF_VMCS family number in use (the `af` module parameter).
 pub(crate) fn family() -> u16 {
     // Registration refuses numbers that do not fit (`af` < `AF_MAX`).
-    crate::af() as u16
+    glue::af_param() as u16
 }
 
-/// The `struct sock` options a call obeys (read by module/ffi.rs for each call).
+/// The `struct sock` options a call obeys (read by [`entry`] for each call).
 #[derive(Clone, Copy)]
 pub(crate) struct SocketOptions {
     /// `SO_RCVTIMEO` (recv, accept) or `SO_SNDTIMEO` (send), in jiffies; 0 when the call
