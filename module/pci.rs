@@ -6,16 +6,15 @@
 //! on `ivshmem-doorbell`, is the MSI-X table; BAR2 is the shared memory.
 
 use crate::{
-    conn,
-    domain::{self, Domain, IvshmemVariant, RX_WORK, TICK_WORK},
-    glue::{self, SharedRegion},
-    transport::ivshmem::{self, Link, REGS_SIZE},
+    domain::{self, Domain, IvshmemVariant},
+    glue::SharedRegion,
+    transport::ivshmem::{self, REGS_SIZE},
 };
 use kernel::{
     debugfs::{Dir, File},
     device::{self, Bound, Core},
     io::Io,
-    irq, new_delayed_work, pci,
+    irq, pci,
     prelude::*,
     revocable::Revocable,
     str::CString,
@@ -43,7 +42,7 @@ struct DoorbellIrq {
 
 impl irq::Handler for DoorbellIrq {
     fn handle(&self, _dev: &device::Device<Bound>) -> irq::IrqReturn {
-        self.domain.link.doorbell_irq(&self.domain, self.vector);
+        self.domain.doorbell(self.vector);
         irq::IrqReturn::Handled
     }
 }
@@ -86,7 +85,7 @@ fn selftest_write(domain: &Arc<Domain>, input: &mut UserSliceReader) -> Result {
     let mut words = text.split_whitespace();
     let peer: u32 = words.next().ok_or(EINVAL)?.parse().map_err(|_| EINVAL)?;
     let count: u32 = words.next().ok_or(EINVAL)?.parse().map_err(|_| EINVAL)?;
-    let sent = domain.link.selftest(peer, count)?;
+    let sent = domain.selftest(peer, count)?;
     pr_info!(
         "vmcs{}: selftest sent {} frames to peer {}\n",
         domain.index,
@@ -101,19 +100,19 @@ fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
     let dir = domain::debugfs_root().subdir(&name);
     let peers = KBox::pin_init(
         dir.read_callback_file(c"peers", domain.clone(), &|d: &Arc<Domain>, f| {
-            d.link.show_peers(f)
+            d.show_peers(f)
         }),
         GFP_KERNEL,
     )?;
     let rings = KBox::pin_init(
         dir.read_callback_file(c"rings", domain.clone(), &|d: &Arc<Domain>, f| {
-            d.link.show_rings(f)
+            d.show_rings(f)
         }),
         GFP_KERNEL,
     )?;
     let connections = KBox::pin_init(
         dir.read_callback_file(c"connections", domain.clone(), &|d: &Arc<Domain>, f| {
-            d.core.describe(f)
+            d.show_connections(f)
         }),
         GFP_KERNEL,
     )?;
@@ -137,15 +136,14 @@ fn teardown(
     domain: &Arc<Domain>,
     irqs: &[Pin<KBox<irq::Registration<DoorbellIrq>>>],
 ) {
-    domain.link.stop();
+    domain.stop();
     for irq in irqs {
         // A handler that raced with `stop` has finished after this; later ones see it.
         // (`synchronize` sleeps; `try_synchronize` would do so under the RCU read lock.)
         let _ = irq.synchronize(dev);
     }
-    glue::flush_delayed_work::<Domain, RX_WORK>(domain);
-    glue::flush_delayed_work::<Domain, TICK_WORK>(domain);
-    domain.link.leave(&domain.core);
+    domain.flush_works();
+    domain.leave();
     domain::unregister(domain);
 }
 
@@ -183,31 +181,19 @@ impl pci::Driver for IvshmemDriver {
         let joined = ivshmem::attach_and_join(pdev.as_ref(), &region, ivposition, &params)?;
         let region = Arc::pin_init(Revocable::new(region), GFP_KERNEL)?;
 
-        let link_region = region.clone();
         let domain_region = region.clone();
         let domain = domain::register_new(|index| {
-            let link = Link::new(index, joined, link_region, regs, params)?;
-            Arc::pin_init(
-                try_pin_init!(Domain {
-                    index,
-                    variant,
-                    ivposition,
-                    size,
-                    region: domain_region,
-                    link <- link,
-                    // SAFETY: The core initialises the `core` field of this `Domain`.
-                    core <- unsafe { conn::ConnTable::new() },
-                    rx_work <- new_delayed_work!("vmcs_rx"),
-                    tick_work <- new_delayed_work!("vmcs_tick"),
-                }),
-                GFP_KERNEL,
+            Domain::new(
+                index,
+                variant,
+                ivposition,
+                domain_region,
+                joined,
+                regs,
+                params,
             )
         })
-        .inspect_err(|_| {
-            if let Some(shm) = region.try_access() {
-                ivshmem::abort_join(&shm, &joined);
-            }
-        })?;
+        .inspect_err(|_| Domain::abort_join(&region, &joined))?;
 
         // The doorbell IRQs are requested before the link starts (their handlers ignore
         // doorbells until then), so no doorbell after `start` is lost. Two vectors if the
@@ -242,7 +228,7 @@ impl pci::Driver for IvshmemDriver {
                         )?;
                         irqs.push(reg, GFP_KERNEL)?;
                     }
-                    domain.link.set_vectors(n);
+                    domain.set_vectors(n);
                     Ok(())
                 });
             if let Err(e) = r {
@@ -251,7 +237,7 @@ impl pci::Driver for IvshmemDriver {
                 return Err(e);
             }
         }
-        if let Err(e) = domain.link.start(&domain) {
+        if let Err(e) = domain.start() {
             dev_err!(pdev, "vmcs{}: cannot join the peer table\n", domain.index);
             teardown(pdev.as_ref(), &domain, &irqs);
             return Err(e);

@@ -14,7 +14,7 @@
 
 mod bulk;
 
-use super::{ConnTable, MAX_BACKLOG, MAX_RCVBUF};
+use super::{Conns, MAX_BACKLOG, MAX_RCVBUF};
 use crate::{
     glue::{errno, poll_mask},
     proto::{
@@ -443,16 +443,16 @@ impl Endpoint {
     /// other than `Full` the connection is reset and the error returned.
     /// While the peer's ring is backlogged (`ConnTable::backlogged`) it sends nothing: the frames
     /// wait for their turn in `ConnTable::tx_space`.
-    fn pump(&self, core: &ConnTable, st: &mut State) -> Result {
-        if !st.txq.is_empty() && core.backlogged(st.peer) {
+    fn pump(&self, conns: &Conns<'_>, st: &mut State) -> Result {
+        if !st.txq.is_empty() && conns.backlogged(st.peer) {
             return Ok(());
         }
-        self.pump_frames(core, st, usize::MAX).map(|_| ())
+        self.pump_frames(conns, st, usize::MAX).map(|_| ())
     }
 
     /// [`Self::pump`] of at most `budget` frames, also when backlogged: whether a frame went
     /// out and whether the transport was full.
-    fn pump_frames(&self, core: &ConnTable, st: &mut State, mut budget: usize) -> Result<Pumped> {
+    fn pump_frames(&self, conns: &Conns<'_>, st: &mut State, mut budget: usize) -> Result<Pumped> {
         let mut out = Pumped::default();
         let Some(port) = st.port else {
             return Ok(out);
@@ -472,7 +472,7 @@ impl Endpoint {
                 TxItem::Ctrl { op, flags: fl } => {
                     hdr.op = *op;
                     hdr.flags = *fl;
-                    (core.xmit(st.peer, &hdr, &[]), 0, true)
+                    (conns.xmit(st.peer, &hdr, &[]), 0, true)
                 }
                 TxItem::Bulk { op, desc } => {
                     hdr.op = *op;
@@ -480,10 +480,10 @@ impl Endpoint {
                     let p = desc.encode();
                     // The descriptor is 8 bytes.
                     hdr.len = p.len() as u32;
-                    (core.xmit(st.peer, &hdr, &p), 0, true)
+                    (conns.xmit(st.peer, &hdr, &p), 0, true)
                 }
                 TxItem::Msg { data, off } => {
-                    let mp = core.max_payload(st.peer) as usize;
+                    let mp = conns.max_payload(st.peer) as usize;
                     let left = data.len() - *off;
                     if mp == 0 && left > 0 {
                         (Err(SendError::Unreachable), 0, false)
@@ -499,7 +499,7 @@ impl Endpoint {
                         } else {
                             0
                         };
-                        let r = core.xmit(st.peer, &hdr, &data[*off..*off + n]);
+                        let r = conns.xmit(st.peer, &hdr, &data[*off..*off + n]);
                         if r.is_ok() {
                             *off += n;
                         }
@@ -518,7 +518,7 @@ impl Endpoint {
                 }
                 Err(SendError::Full) => {
                     out.full = true;
-                    core.set_backlogged(st.peer);
+                    conns.set_backlogged(st.peer);
                     break;
                 }
                 Err(e) => {
@@ -526,7 +526,7 @@ impl Endpoint {
                         SendError::Unreachable => errno::ehostunreach(),
                         other => Error::from(other),
                     };
-                    self.abort(core, st, errno::econnreset(), false);
+                    self.abort(conns, st, errno::econnreset(), false);
                     return Err(err);
                 }
             }
@@ -537,32 +537,32 @@ impl Endpoint {
         out.sent = progressed;
         if st.phase == Phase::Closing && st.txq.is_empty() {
             st.phase = Phase::Closed;
-            core.remove(self);
+            conns.remove(self);
         }
         Ok(out)
     }
 
     /// Sends an `RST` for the connection now (best effort, not through the queue).
-    fn send_rst(&self, core: &ConnTable, st: &State) {
+    fn send_rst(&self, conns: &Conns<'_>, st: &State) {
         if let Some(port) = st.port {
             let hdr = FrameHeader::new(Op::Rst, st.ty, port, st.peer_port);
-            let _ = core.xmit(st.peer, &hdr, &[]);
+            let _ = conns.xmit(st.peer, &hdr, &[]);
         }
     }
 
     /// Resets the connection: optionally sends `RST`, records `err`, drops both queues and
     /// detaches it from the dispatch table.
-    fn abort(&self, core: &ConnTable, st: &mut State, err: Error, rst: bool) {
+    fn abort(&self, conns: &Conns<'_>, st: &mut State, err: Error, rst: bool) {
         if rst
             && matches!(
                 st.phase,
                 Phase::Connecting | Phase::Connected | Phase::Closing
             )
         {
-            self.send_rst(core, st);
+            self.send_rst(conns, st);
         }
         let releasing = st.phase == Phase::Closing;
-        st.bulk.end(core);
+        st.bulk.end(conns);
         st.err = Some(err);
         st.phase = Phase::Closed;
         st.txq.clear();
@@ -570,37 +570,37 @@ impl Endpoint {
         st.rxq.clear();
         st.stats.resets += 1;
         if releasing {
-            core.remove(self);
+            conns.remove(self);
         } else {
-            core.detach(self);
+            conns.detach(self);
         }
         self.wake();
     }
 
     /// A failed connect: back to `Bound`, so that the endpoint may connect again.
-    fn fail_connect(&self, core: &ConnTable, st: &mut State, err: Error) {
+    fn fail_connect(&self, conns: &Conns<'_>, st: &mut State, err: Error) {
         st.phase = Phase::Bound;
         st.err = Some(err);
         st.txq.clear();
         st.txq_bytes = 0;
-        core.detach(self);
+        conns.detach(self);
         self.wake();
     }
 
     /// `VMCS_IOC_BIND`.
-    pub(crate) fn bind(this: &Arc<Self>, core: &ConnTable, port: u32) -> Result<u32> {
+    pub(crate) fn bind(this: &Arc<Self>, conns: &Conns<'_>, port: u32) -> Result<u32> {
         let mut st = this.state.lock();
         if st.phase != Phase::Idle {
             return Err(EINVAL);
         }
-        let port = core.bind_port(this, port)?;
+        let port = conns.bind_port(this, port)?;
         st.port = Some(port);
         st.phase = Phase::Bound;
         Ok(port)
     }
 
     /// `VMCS_IOC_LISTEN`.
-    pub(crate) fn listen(&self, core: &ConnTable, backlog: u32) -> Result {
+    pub(crate) fn listen(&self, conns: &Conns<'_>, backlog: u32) -> Result {
         let mut st = self.state.lock();
         match st.phase {
             Phase::Bound | Phase::Listening => {}
@@ -608,7 +608,7 @@ impl Endpoint {
         }
         st.backlog = (backlog as usize).clamp(1, MAX_BACKLOG);
         if st.phase == Phase::Bound {
-            core.set_listening(self)?;
+            conns.set_listening(self)?;
             st.phase = Phase::Listening;
         }
         Ok(())
@@ -617,7 +617,7 @@ impl Endpoint {
     /// `VMCS_IOC_CONNECT`.
     pub(crate) fn connect(
         this: &Arc<Self>,
-        core: &ConnTable,
+        conns: &Conns<'_>,
         cid: u32,
         port: u32,
         timeout_ms: u32,
@@ -636,25 +636,25 @@ impl Endpoint {
                 Phase::Listening => return Err(EINVAL),
                 Phase::Closing | Phase::Closed => return Err(errno::eisconn()),
             }
-            let peer = core.resolve(cid)?;
+            let peer = conns.resolve(cid)?;
             if st.port.is_none() {
-                st.port = Some(core.bind_port(this, uapi::PORT_ANY)?);
+                st.port = Some(conns.bind_port(this, uapi::PORT_ANY)?);
                 st.phase = Phase::Bound;
             }
             st.start_conn(peer, port);
-            core.set_remote(s, peer, port)?;
+            conns.set_remote(s, peer, port)?;
             st.phase = Phase::Connecting;
             st.queue_ctrl(Op::Request, 0)?;
-            if let Err(e) = s.pump(core, &mut st) {
-                s.fail_connect(core, &mut st, e);
+            if let Err(e) = s.pump(conns, &mut st) {
+                s.fail_connect(conns, &mut st, e);
                 st.err = None;
                 return Err(e);
             }
         }
-        core.loopback_drain();
+        conns.loopback_drain();
 
         let mut st = s.state.lock();
-        core.kick(st.peer);
+        conns.kick(st.peer);
         let timeout = if timeout_ms == 0 {
             DEFAULT_CONNECT_TIMEOUT_MS
         } else {
@@ -682,11 +682,11 @@ impl Endpoint {
             if st.phase != Phase::Connecting {
                 continue;
             }
-            s.send_rst(core, &st);
-            s.fail_connect(core, &mut st, err);
+            s.send_rst(conns, &st);
+            s.fail_connect(conns, &mut st, err);
             st.err = None;
             drop(st);
-            core.loopback_drain();
+            conns.loopback_drain();
             return Err(err);
         }
     }
@@ -717,7 +717,7 @@ impl Endpoint {
     }
 
     /// A `REQUEST` for this listener from `peer`.
-    pub(super) fn on_request(&self, core: &ConnTable, peer: u32, hdr: &FrameHeader) {
+    pub(super) fn on_request(&self, conns: &Conns<'_>, peer: u32, hdr: &FrameHeader) {
         let (port, bufs) = {
             let st = self.state.lock();
             (st.port, (st.rcvbuf, st.sndbuf))
@@ -727,7 +727,7 @@ impl Endpoint {
             None => None,
         };
         let Some(child) = child else {
-            core.reply_rst(peer, hdr);
+            conns.reply_rst(peer, hdr);
             return;
         };
         {
@@ -735,33 +735,33 @@ impl Endpoint {
             let ok = st.phase == Phase::Listening
                 && st.pending.len() < st.backlog
                 && st.ty == hdr.ty
-                && core
+                && conns
                     .insert_child(&child, hdr.dst_port, peer, hdr.src_port)
                     .is_ok();
             if !ok {
                 drop(st);
-                core.reply_rst(peer, hdr);
+                conns.reply_rst(peer, hdr);
                 return;
             }
             if st.pending.push(child.clone(), GFP_KERNEL).is_err() {
                 drop(st);
-                core.remove(&child);
-                core.reply_rst(peer, hdr);
+                conns.remove(&child);
+                conns.reply_rst(peer, hdr);
                 return;
             }
             self.wake();
         }
         let mut c = child.state.lock();
-        let _ = child.pump(core, &mut c);
+        let _ = child.pump(conns, &mut c);
     }
 
     /// A frame for this connection.
-    pub(super) fn on_frame(&self, core: &ConnTable, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
+    pub(super) fn on_frame(&self, conns: &Conns<'_>, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
         let mut st = self.state.lock();
         if st.phase == Phase::Closing {
             // Released: only the queued frames matter; an RST ends the lingering.
             if hdr.op == Op::Rst {
-                self.abort(core, &mut st, errno::econnreset(), false);
+                self.abort(conns, &mut st, errno::econnreset(), false);
             } else {
                 let _ = st.apply_peer_credit(hdr);
             }
@@ -770,33 +770,33 @@ impl Endpoint {
         if !st.is_conn() {
             drop(st);
             if hdr.op != Op::Rst {
-                core.reply_rst(peer, hdr);
+                conns.reply_rst(peer, hdr);
             }
             return;
         }
         if hdr.ty != st.ty {
-            self.abort(core, &mut st, errno::econnreset(), true);
+            self.abort(conns, &mut st, errno::econnreset(), true);
             return;
         }
         if hdr.op == Op::Rst {
             if st.phase == Phase::Connecting {
-                self.fail_connect(core, &mut st, errno::econnrefused());
+                self.fail_connect(conns, &mut st, errno::econnrefused());
             } else if st.peer_shut == flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND {
                 // Orderly close: the peer shut both directions first. Unread data stays
                 // readable, then reads return 0.
-                st.bulk.end(core);
+                st.bulk.end(conns);
                 st.phase = Phase::Closed;
                 st.txq.clear();
                 st.txq_bytes = 0;
-                core.detach(self);
+                conns.detach(self);
                 self.wake();
             } else {
-                self.abort(core, &mut st, errno::econnreset(), false);
+                self.abort(conns, &mut st, errno::econnreset(), false);
             }
             return;
         }
         if st.apply_peer_credit(hdr).is_err() {
-            self.abort(core, &mut st, errno::econnreset(), true);
+            self.abort(conns, &mut st, errno::econnreset(), true);
             return;
         }
         let ok = match hdr.op {
@@ -813,7 +813,7 @@ impl Endpoint {
             Op::CreditUpdate => true,
             Op::CreditRequest => st.queue_ctrl(Op::CreditUpdate, 0).is_ok(),
             Op::BulkOffer if st.phase == Phase::Connected => {
-                Self::on_bulk_offer(core, &mut st, payload)
+                Self::on_bulk_offer(conns, &mut st, payload)
             }
             Op::BulkData if st.phase == Phase::Connected => Self::on_bulk_data(&mut st, payload),
             Op::BulkRelease if st.phase == Phase::Connected => {
@@ -822,10 +822,10 @@ impl Endpoint {
             _ => false,
         };
         if !ok {
-            self.abort(core, &mut st, errno::econnreset(), true);
+            self.abort(conns, &mut st, errno::econnreset(), true);
             return;
         }
-        let _ = self.pump(core, &mut st);
+        let _ = self.pump(conns, &mut st);
         self.wake();
     }
 
@@ -859,12 +859,12 @@ impl Endpoint {
     /// The peer is gone: reset without sending anything.
     // Reached through `Upcalls::peer_reset`, which the transport stub does not call yet.
     #[allow(dead_code)]
-    pub(super) fn on_peer_reset(&self, core: &ConnTable) {
+    pub(super) fn on_peer_reset(&self, conns: &Conns<'_>) {
         let mut st = self.state.lock();
         match st.phase {
-            Phase::Connecting => self.fail_connect(core, &mut st, errno::econnreset()),
+            Phase::Connecting => self.fail_connect(conns, &mut st, errno::econnreset()),
             Phase::Connected | Phase::Closing => {
-                self.abort(core, &mut st, errno::econnreset(), false)
+                self.abort(conns, &mut st, errno::econnreset(), false)
             }
             _ => {}
         }
@@ -872,15 +872,15 @@ impl Endpoint {
 
     /// The ring to the peer has room again: sends at most `frames` queued frames, so that
     /// the core can take turns among the peer's connections (`ConnTable::tx_space`).
-    pub(super) fn on_tx_space(&self, core: &ConnTable, frames: usize) -> Pumped {
+    pub(super) fn on_tx_space(&self, conns: &Conns<'_>, frames: usize) -> Pumped {
         let mut st = self.state.lock();
-        let r = self.pump_frames(core, &mut st, frames).unwrap_or_default();
+        let r = self.pump_frames(conns, &mut st, frames).unwrap_or_default();
         self.wake();
         r
     }
 
     /// `read()`: one message, truncated to `max` bytes; `Ok(None)` is end of file.
-    pub(crate) fn recv(&self, core: &ConnTable, max: usize, nonblock: bool) -> Result<KVec<u8>> {
+    pub(crate) fn recv(&self, conns: &Conns<'_>, max: usize, nonblock: bool) -> Result<KVec<u8>> {
         let mut st = self.state.lock();
         let msg = loop {
             if !st.was_connected {
@@ -892,12 +892,12 @@ impl Endpoint {
             if let Some((msg, len)) = st.rxq.pop(max)? {
                 // `len` is at most `MAX_MSG_SIZE`.
                 if st.rx.on_consumed(len as u32).is_err() {
-                    self.abort(core, &mut st, errno::econnreset(), true);
+                    self.abort(conns, &mut st, errno::econnreset(), true);
                     return Err(errno::econnreset());
                 }
                 if st.phase == Phase::Connected && st.rx.needs_update() {
                     st.queue_ctrl(Op::CreditUpdate, 0)?;
-                    let _ = self.pump(core, &mut st);
+                    let _ = self.pump(conns, &mut st);
                 }
                 break msg;
             }
@@ -910,13 +910,13 @@ impl Endpoint {
             if nonblock {
                 return Err(EAGAIN);
             }
-            core.kick(st.peer);
+            conns.kick(st.peer);
             if self.wq.wait_interruptible(&mut st) {
                 return Err(ERESTARTSYS);
             }
         };
         drop(st);
-        core.loopback_drain();
+        conns.loopback_drain();
         Ok(msg)
     }
 
@@ -939,14 +939,14 @@ impl Endpoint {
     }
 
     /// `write()`: queues `data` as one message once the peer has credit for all of it.
-    pub(crate) fn send(&self, core: &ConnTable, data: KVec<u8>, nonblock: bool) -> Result<usize> {
-        self.send_timeo(core, data, &mut Timeout::blocking(nonblock))
+    pub(crate) fn send(&self, conns: &Conns<'_>, data: KVec<u8>, nonblock: bool) -> Result<usize> {
+        self.send_timeo(conns, data, &mut Timeout::blocking(nonblock))
     }
 
     /// `send` waiting at most `timeo` (`SO_SNDTIMEO`; `EAGAIN` when it runs out).
     pub(crate) fn send_timeo(
         &self,
-        core: &ConnTable,
+        conns: &Conns<'_>,
         data: KVec<u8>,
         timeo: &mut Timeout,
     ) -> Result<usize> {
@@ -966,11 +966,11 @@ impl Endpoint {
                 break;
             }
             if timeo.0 > 0 {
-                core.kick(st.peer);
+                conns.kick(st.peer);
             }
             self.wait(&mut st, timeo)?;
         }
-        self.queue_msg(core, st, data)
+        self.queue_msg(conns, st, data)
     }
 
     /// AF_VMCS `SOCK_STREAM` `send`: queues the first bytes of `data` that the peer's credit
@@ -978,7 +978,7 @@ impl Endpoint {
     /// one byte fits; returns how many were queued.
     pub(crate) fn send_stream(
         &self,
-        core: &ConnTable,
+        conns: &Conns<'_>,
         mut data: KVec<u8>,
         timeo: &mut Timeout,
     ) -> Result<usize> {
@@ -994,18 +994,18 @@ impl Endpoint {
                 break n;
             }
             if timeo.0 > 0 {
-                core.kick(st.peer);
+                conns.kick(st.peer);
             }
             self.wait(&mut st, timeo)?;
         };
         data.truncate(n);
-        self.queue_msg(core, st, data)
+        self.queue_msg(conns, st, data)
     }
 
     /// Queues `data`, for which the peer has credit, as one message and sends what it can.
     fn queue_msg(
         &self,
-        core: &ConnTable,
+        conns: &Conns<'_>,
         mut st: MutexGuard<'_, State>,
         data: KVec<u8>,
     ) -> Result<usize> {
@@ -1016,14 +1016,14 @@ impl Endpoint {
         st.txq_bytes += len;
         st.stats.tx_bytes += len as u64;
         st.stats.tx_msgs += 1;
-        self.pump(core, &mut st)?;
+        self.pump(conns, &mut st)?;
         drop(st);
-        core.loopback_drain();
+        conns.loopback_drain();
         Ok(len)
     }
 
     /// `VMCS_IOC_SHUTDOWN` with `how` = `SHUT_RD` (0), `SHUT_WR` (1) or `SHUT_RDWR` (2).
-    pub(crate) fn shutdown(&self, core: &ConnTable, how: u32) -> Result {
+    pub(crate) fn shutdown(&self, conns: &Conns<'_>, how: u32) -> Result {
         let bits = match how {
             0 => flags::SHUTDOWN_RCV,
             1 => flags::SHUTDOWN_SEND,
@@ -1048,31 +1048,31 @@ impl Endpoint {
                 if new & flags::SHUTDOWN_RCV != 0 && st.rx.needs_update() {
                     st.queue_ctrl(Op::CreditUpdate, 0)?;
                 }
-                self.pump(core, &mut st)?;
+                self.pump(conns, &mut st)?;
             }
             self.wake();
         }
-        core.loopback_drain();
+        conns.loopback_drain();
         Ok(())
     }
 
     /// The file is closed. A connection with unread data is reset (`RST`: the peer gets
     /// `ECONNRESET`); otherwise it is shut both ways, then `RST` (the peer reads the rest,
     /// then end of file). A listener resets every connection not yet accepted.
-    pub(crate) fn release(&self, core: &ConnTable) {
+    pub(crate) fn release(&self, conns: &Conns<'_>) {
         let mut pending = KVec::new();
         {
             let mut st = self.state.lock();
-            st.bulk.end(core);
+            st.bulk.end(conns);
             match st.phase {
                 Phase::Listening => {
                     core::mem::swap(&mut pending, &mut st.pending);
                     st.phase = Phase::Closed;
-                    core.remove(self);
+                    conns.remove(self);
                 }
                 Phase::Connected if st.rxq.msgs() > 0 || st.rxq.partial > 0 => {
-                    self.abort(core, &mut st, errno::econnreset(), true);
-                    core.remove(self);
+                    self.abort(conns, &mut st, errno::econnreset(), true);
+                    conns.remove(self);
                 }
                 Phase::Connected => {
                     let new = (flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND) & !st.local_shut;
@@ -1084,36 +1084,36 @@ impl Endpoint {
                     }
                     .and_then(|()| st.queue_ctrl(Op::Rst, 0));
                     if queued.is_err() {
-                        self.abort(core, &mut st, errno::econnreset(), true);
-                        core.remove(self);
+                        self.abort(conns, &mut st, errno::econnreset(), true);
+                        conns.remove(self);
                     } else {
                         st.phase = Phase::Closing;
                         // Removes the entry once everything is sent; else `tx_space` will.
-                        let _ = self.pump(core, &mut st);
+                        let _ = self.pump(conns, &mut st);
                     }
                 }
                 Phase::Connecting => {
-                    self.send_rst(core, &st);
+                    self.send_rst(conns, &st);
                     st.phase = Phase::Closed;
-                    core.remove(self);
+                    conns.remove(self);
                 }
                 _ => {
                     st.phase = Phase::Closed;
-                    core.remove(self);
+                    conns.remove(self);
                 }
             }
             st.rxq.clear();
         }
         for child in pending.drain_all() {
             let mut c = child.state.lock();
-            child.abort(core, &mut c, errno::econnreset(), true);
-            core.remove(&child);
+            child.abort(conns, &mut c, errno::econnreset(), true);
+            conns.remove(&child);
         }
-        core.loopback_drain();
+        conns.loopback_drain();
     }
 
     /// Sets `VMCS_OPT_NONBLOCK` and/or the receive buffer.
-    pub(crate) fn set_opts(&self, core: &ConnTable, nonblock: Option<bool>, rcvbuf: Option<u32>) {
+    pub(crate) fn set_opts(&self, conns: &Conns<'_>, nonblock: Option<bool>, rcvbuf: Option<u32>) {
         {
             let mut st = self.state.lock();
             if let Some(nb) = nonblock {
@@ -1127,11 +1127,11 @@ impl Endpoint {
                 // A smaller buffer is announced at once too, not only with the next frame.
                 if st.phase == Phase::Connected && (changed || st.rx.needs_update()) {
                     let _ = st.queue_ctrl(Op::CreditUpdate, 0);
-                    let _ = self.pump(core, &mut st);
+                    let _ = self.pump(conns, &mut st);
                 }
             }
         }
-        core.loopback_drain();
+        conns.loopback_drain();
     }
 
     /// Sets the transmit queue limit (`SO_SNDBUF`), clamped; returns the value in use.
@@ -1218,15 +1218,15 @@ impl Endpoint {
     }
 
     /// Gives `n` consumed bytes back to the peer as credit (after a read).
-    fn consumed(&self, core: &ConnTable, st: &mut State, n: usize) -> Result {
+    fn consumed(&self, conns: &Conns<'_>, st: &mut State, n: usize) -> Result {
         // `n` is bounded by the receive buffer, a u32.
         if st.rx.on_consumed(n as u32).is_err() {
-            self.abort(core, st, errno::econnreset(), true);
+            self.abort(conns, st, errno::econnreset(), true);
             return Err(errno::econnreset());
         }
         if st.phase == Phase::Connected && st.rx.needs_update() {
             st.queue_ctrl(Op::CreditUpdate, 0)?;
-            let _ = self.pump(core, st);
+            let _ = self.pump(conns, st);
         }
         Ok(())
     }
@@ -1234,7 +1234,7 @@ impl Endpoint {
     /// Waits for something to read: `Ok(true)` when there is, `Ok(false)` at end of file.
     fn wait_readable(
         &self,
-        core: &ConnTable,
+        conns: &Conns<'_>,
         st: &mut MutexGuard<'_, State>,
         timeo: &mut Timeout,
     ) -> Result<bool> {
@@ -1255,7 +1255,7 @@ impl Endpoint {
                 return Ok(false);
             }
             if timeo.0 > 0 {
-                core.kick(st.peer);
+                conns.kick(st.peer);
             }
             self.wait(st, timeo)?;
         }
@@ -1265,13 +1265,13 @@ impl Endpoint {
     /// length; `peek` leaves it queued. End of file is an empty message of length 0.
     pub(crate) fn recv_seq(
         &self,
-        core: &ConnTable,
+        conns: &Conns<'_>,
         max: usize,
         timeo: &mut Timeout,
         peek: bool,
     ) -> Result<(KVec<u8>, usize)> {
         let mut st = self.state.lock();
-        if !self.wait_readable(core, &mut st, timeo)? {
+        if !self.wait_readable(conns, &mut st, timeo)? {
             return Ok((KVec::new(), 0));
         }
         let got = if peek {
@@ -1283,10 +1283,10 @@ impl Endpoint {
             return Ok((KVec::new(), 0));
         };
         if !peek {
-            self.consumed(core, &mut st, len)?;
+            self.consumed(conns, &mut st, len)?;
         }
         drop(st);
-        core.loopback_drain();
+        conns.loopback_drain();
         Ok((msg, len))
     }
 
@@ -1294,21 +1294,21 @@ impl Endpoint {
     /// boundaries ignored, the rest of a message stays queued); empty at end of file.
     pub(crate) fn recv_stream(
         &self,
-        core: &ConnTable,
+        conns: &Conns<'_>,
         max: usize,
         timeo: &mut Timeout,
         peek: bool,
     ) -> Result<KVec<u8>> {
         let mut st = self.state.lock();
-        if !self.wait_readable(core, &mut st, timeo)? {
+        if !self.wait_readable(conns, &mut st, timeo)? {
             return Ok(KVec::new());
         }
         let data = st.rxq.take_bytes(max, peek)?;
         if !peek {
-            self.consumed(core, &mut st, data.len())?;
+            self.consumed(conns, &mut st, data.len())?;
         }
         drop(st);
-        core.loopback_drain();
+        conns.loopback_drain();
         Ok(data)
     }
 

@@ -2,11 +2,12 @@
 
 //! The core of vmcs: ports, connections and flow control, shared by /dev/vmcs and AF_VMCS.
 //!
-//! The core calls its domain's transport only through `transport::ivshmem::Link`'s API and
-//! is called by it only through `transport::Upcalls`. Frames to this guest itself
+//! The core knows neither its domain nor the transport type: every operation is handed a
+//! [`Conns`], the table plus a `&dyn transport::Transport`, and the transport's upcalls reach
+//! it through the domain (`Conns::deliver`, `peer_reset`, `tx_space`). Frames to this guest itself
 //! (loopback: `VMCS_CID_LOCAL` or our own peer id) never reach the transport: they go
 //! through a FIFO of the core and are delivered by whichever thread sent them, after it has
-//! dropped its locks, through the very `Upcalls::deliver` path that remote frames take.
+//! dropped its locks, through the very `Conns::deliver` path that remote frames take.
 //!
 //! Locks: the dispatch table (`table`) and the loopback FIFO (`loopback`) are leaves; an `Endpoint`'s
 //! mutex may be held while taking either. Nothing is held while frames are delivered.
@@ -16,10 +17,9 @@ mod endpoint;
 pub(crate) use endpoint::{Endpoint, Timeout, DEFAULT_RCVBUF, TXQ_MAX};
 
 use crate::{
-    domain::Domain,
     glue::{self, errno},
     proto::frame::{FrameHeader, Op, SockType, FRAME_HDR_SIZE},
-    transport::{SendError, Upcalls},
+    transport::{SendError, Transport},
     uapi,
 };
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -104,12 +104,9 @@ struct LoopbackQueue {
     full: bool,
 }
 
-/// Ports and connections of one domain.
-///
-/// # Invariants
-///
-/// A `ConnTable` is always the `core` field of a [`Domain`] (it is created only by the unsafe
-/// [`ConnTable::new`], whose caller guarantees this).
+/// Ports and connections of one domain: the dispatch table of endpoints, the loopback FIFO
+/// and the allocator of our bulk slice. It holds no reference to the transport: every
+/// operation that sends is handed one, as [`Conns`].
 #[pin_data]
 pub(crate) struct ConnTable {
     #[pin]
@@ -124,13 +121,8 @@ pub(crate) struct ConnTable {
 }
 
 impl ConnTable {
-    /// Creates an empty core.
-    ///
-    /// # Safety
-    ///
-    /// The result must initialise the `core` field of a [`Domain`]: the core reaches its
-    /// domain's transport through its own address.
-    pub(crate) unsafe fn new() -> impl PinInit<Self, Error> {
+    /// Creates an empty table.
+    pub(crate) fn new() -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             table <- new_mutex!(
                 Table { entries: KVec::new(), next_port: EPHEMERAL_START, backlog: 0 },
@@ -143,109 +135,6 @@ impl ConnTable {
             bulk <- new_mutex!(KVec::new(), "vmcs_bulk"),
             tx_next: AtomicUsize::new(0),
         })
-    }
-
-    /// The domain this core belongs to.
-    pub(crate) fn domain(&self) -> &Domain {
-        let this = core::ptr::from_ref(self).cast_mut();
-        // SAFETY: By the type invariant `self` is the `core` field of a `Domain`, so stepping
-        // back by the field's offset gives that `Domain`, which lives at least as long as
-        // `self`.
-        unsafe { &*kernel::container_of!(this, Domain, core) }
-    }
-
-    fn local_id(&self) -> u32 {
-        self.domain().link.local_id()
-    }
-
-    /// Maps a user cid to a peer id: `VMCS_CID_LOCAL` and our own id are this guest;
-    /// anything else must be a live peer (`EHOSTUNREACH`).
-    pub(crate) fn resolve(&self, cid: u32) -> Result<u32> {
-        let local = self.local_id();
-        if cid == uapi::CID_LOCAL || cid == local {
-            return Ok(local);
-        }
-        if cid == uapi::CID_ANY || !self.domain().link.is_live(cid) {
-            return Err(errno::ehostunreach());
-        }
-        Ok(cid)
-    }
-
-    /// Largest payload of one frame to `peer`.
-    fn max_payload(&self, peer: u32) -> u32 {
-        if peer == self.local_id() {
-            LOOPBACK_MAX_PAYLOAD
-        } else {
-            self.domain().link.max_payload()
-        }
-    }
-
-    /// Hands one frame to the transport, or to the loopback FIFO. Never blocks.
-    fn xmit(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
-        if peer != self.local_id() {
-            return self.domain().link.send(peer, hdr, payload);
-        }
-        if payload.len() > LOOPBACK_MAX_PAYLOAD as usize {
-            return Err(SendError::Invalid);
-        }
-        let mut q = self.loopback.lock();
-        if q.bytes >= LOOPBACK_MAX_BYTES {
-            q.full = true;
-            return Err(SendError::Full);
-        }
-        // On allocation failure too, `Full` promises a `tx_space` (after the next batch).
-        let mut data = KVec::new();
-        if data.extend_from_slice(payload, GFP_KERNEL).is_err() {
-            q.full = true;
-            return Err(SendError::Full);
-        }
-        if q.frames
-            .push(
-                LoopbackFrame {
-                    hdr: *hdr,
-                    payload: data,
-                },
-                GFP_KERNEL,
-            )
-            .is_err()
-        {
-            q.full = true;
-            return Err(SendError::Full);
-        }
-        q.bytes += payload.len() + FRAME_HDR_SIZE;
-        Ok(())
-    }
-
-    /// Delivers every queued loopback frame, in order. Called with no lock held by every
-    /// operation that may have sent a frame; only one thread delivers at a time.
-    pub(crate) fn loopback_drain(&self) {
-        let local = self.local_id();
-        let mut batch = KVec::new();
-        {
-            let mut q = self.loopback.lock();
-            if q.draining || (q.frames.is_empty() && !q.full) {
-                return;
-            }
-            q.draining = true;
-        }
-        loop {
-            let full = {
-                let mut q = self.loopback.lock();
-                if q.frames.is_empty() && !q.full {
-                    q.draining = false;
-                    return;
-                }
-                core::mem::swap(&mut batch, &mut q.frames);
-                q.bytes = 0;
-                core::mem::replace(&mut q.full, false)
-            };
-            for f in batch.drain_all() {
-                self.deliver(local, &f.hdr, &f.payload);
-            }
-            if full {
-                self.tx_space(local);
-            }
-        }
     }
 
     fn backlog_bit(peer: u32) -> u64 {
@@ -267,22 +156,6 @@ impl ConnTable {
         let mut t = self.table.lock();
         t.backlog &= !Self::backlog_bit(peer);
         t.conns_with(peer)
-    }
-
-    /// Tells the transport that traffic is expected (a waiter sleeps on a remote peer).
-    fn kick(&self, peer: u32) {
-        if peer != self.local_id() {
-            self.domain().link.kick();
-        }
-    }
-
-    /// Answers a frame for no connection with `RST` (never an `RST`). Best effort.
-    fn reply_rst(&self, peer: u32, hdr: &FrameHeader) {
-        if hdr.op == Op::Rst {
-            return;
-        }
-        let rst = FrameHeader::new(Op::Rst, hdr.ty, hdr.dst_port, hdr.src_port);
-        let _ = self.xmit(peer, &rst, &[]);
     }
 
     /// Binds `sock` to `port` (`VMCS_PORT_ANY`: a free one at or above 1024).
@@ -403,6 +276,150 @@ impl ConnTable {
     fn conns_with(&self, peer: u32) -> KVec<Arc<Endpoint>> {
         self.table.lock().conns_with(peer)
     }
+}
+
+/// A domain's [`ConnTable`] together with the transport its frames go out on: what every
+/// operation of the core is handed (built by the domain, `Domain::conns`). Table-only
+/// operations are reached through `Deref`.
+#[derive(Clone, Copy)]
+pub(crate) struct Conns<'a> {
+    connections: &'a ConnTable,
+    transport: &'a dyn Transport,
+}
+
+impl<'a> Conns<'a> {
+    /// Pairs `connections` with the `transport` it sends on.
+    pub(crate) fn new(connections: &'a ConnTable, transport: &'a dyn Transport) -> Self {
+        Self {
+            connections,
+            transport,
+        }
+    }
+
+    /// The transport (bulk slice geometry and page frames, for conn/endpoint/bulk.rs).
+    fn transport(&self) -> &'a dyn Transport {
+        self.transport
+    }
+}
+
+impl core::ops::Deref for Conns<'_> {
+    type Target = ConnTable;
+
+    fn deref(&self) -> &ConnTable {
+        self.connections
+    }
+}
+
+impl Conns<'_> {
+    fn local_id(&self) -> u32 {
+        self.transport.local_id()
+    }
+
+    /// Maps a user cid to a peer id: `VMCS_CID_LOCAL` and our own id are this guest;
+    /// anything else must be a live peer (`EHOSTUNREACH`).
+    pub(crate) fn resolve(&self, cid: u32) -> Result<u32> {
+        let local = self.local_id();
+        if cid == uapi::CID_LOCAL || cid == local {
+            return Ok(local);
+        }
+        if cid == uapi::CID_ANY || !self.transport.is_live(cid) {
+            return Err(errno::ehostunreach());
+        }
+        Ok(cid)
+    }
+
+    /// Largest payload of one frame to `peer`.
+    fn max_payload(&self, peer: u32) -> u32 {
+        if peer == self.local_id() {
+            LOOPBACK_MAX_PAYLOAD
+        } else {
+            self.transport.max_payload()
+        }
+    }
+
+    /// Hands one frame to the transport, or to the loopback FIFO. Never blocks.
+    fn xmit(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+        if peer != self.local_id() {
+            return self.transport.send(peer, hdr, payload);
+        }
+        if payload.len() > LOOPBACK_MAX_PAYLOAD as usize {
+            return Err(SendError::Invalid);
+        }
+        let mut q = self.loopback.lock();
+        if q.bytes >= LOOPBACK_MAX_BYTES {
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        // On allocation failure too, `Full` promises a `tx_space` (after the next batch).
+        let mut data = KVec::new();
+        if data.extend_from_slice(payload, GFP_KERNEL).is_err() {
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        if q.frames
+            .push(
+                LoopbackFrame {
+                    hdr: *hdr,
+                    payload: data,
+                },
+                GFP_KERNEL,
+            )
+            .is_err()
+        {
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        q.bytes += payload.len() + FRAME_HDR_SIZE;
+        Ok(())
+    }
+
+    /// Delivers every queued loopback frame, in order. Called with no lock held by every
+    /// operation that may have sent a frame; only one thread delivers at a time.
+    pub(crate) fn loopback_drain(&self) {
+        let local = self.local_id();
+        let mut batch = KVec::new();
+        {
+            let mut q = self.loopback.lock();
+            if q.draining || (q.frames.is_empty() && !q.full) {
+                return;
+            }
+            q.draining = true;
+        }
+        loop {
+            let full = {
+                let mut q = self.loopback.lock();
+                if q.frames.is_empty() && !q.full {
+                    q.draining = false;
+                    return;
+                }
+                core::mem::swap(&mut batch, &mut q.frames);
+                q.bytes = 0;
+                core::mem::replace(&mut q.full, false)
+            };
+            for f in batch.drain_all() {
+                self.deliver(local, &f.hdr, &f.payload);
+            }
+            if full {
+                self.tx_space(local);
+            }
+        }
+    }
+
+    /// Tells the transport that traffic is expected (a waiter sleeps on a remote peer).
+    fn kick(&self, peer: u32) {
+        if peer != self.local_id() {
+            self.transport.kick();
+        }
+    }
+
+    /// Answers a frame for no connection with `RST` (never an `RST`). Best effort.
+    fn reply_rst(&self, peer: u32, hdr: &FrameHeader) {
+        if hdr.op == Op::Rst {
+            return;
+        }
+        let rst = FrameHeader::new(Op::Rst, hdr.ty, hdr.dst_port, hdr.src_port);
+        let _ = self.xmit(peer, &rst, &[]);
+    }
 
     /// Writes the debugfs `connections` table: [`CONNECTIONS_HEADER`], then one row per
     /// endpoint (what `vmcs ss` parses).
@@ -424,14 +441,9 @@ impl ConnTable {
         }
         Ok(())
     }
-}
 
-/// Column names of the debugfs `connections` table.
-pub(crate) const CONNECTIONS_HEADER: &str =
-    "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets";
-
-impl Upcalls for ConnTable {
-    fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
+    /// A validated frame from `peer` (`Upcalls::deliver` of the domain, and loopback).
+    pub(crate) fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
         let (conn, listener) = {
             let t = self.table.lock();
             let conn = t
@@ -458,7 +470,8 @@ impl Upcalls for ConnTable {
         }
     }
 
-    fn peer_reset(&self, peer: u32) {
+    /// `peer` is gone or was reset (`Upcalls::peer_reset`): every connection with it is reset.
+    pub(crate) fn peer_reset(&self, peer: u32) {
         for s in self.clear_backlogged(peer).iter() {
             s.on_peer_reset(self);
         }
@@ -467,7 +480,7 @@ impl Upcalls for ConnTable {
     /// Room in the ring to `peer`: its connections take turns, one frame each per round
     /// (round robin, starting where the last round stopped), until the ring is full or no
     /// one has anything queued, so that no connection starves the others.
-    fn tx_space(&self, peer: u32) {
+    pub(crate) fn tx_space(&self, peer: u32) {
         let conns = self.conns_with(peer);
         let n = conns.len();
         if n == 0 {
@@ -507,6 +520,10 @@ impl Upcalls for ConnTable {
         }
     }
 }
+
+/// Column names of the debugfs `connections` table.
+pub(crate) const CONNECTIONS_HEADER: &str =
+    "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets";
 
 /// Socket type of `/dev/vmcs` connections.
 pub(crate) const CHARDEV_TYPE: SockType = SockType::SeqPacket;

@@ -108,11 +108,7 @@ impl VmcsSocket {
 
     /// `close()`: once, from `proto_ops->release`.
     pub(crate) fn release(&self) {
-        self.endpoint.release(&self.domain.core);
-    }
-
-    fn alive(&self) -> Result {
-        self.domain.region.try_access().map(|_| ()).ok_or(ENODEV)
+        self.endpoint.release(&self.domain.conns());
     }
 
     /// Parses a user `struct sockaddr_vmcs`.
@@ -128,23 +124,20 @@ impl VmcsSocket {
 
     /// `bind()`.
     pub(crate) fn bind(&self, raw: &[u8]) -> Result {
-        self.alive()?;
+        self.domain.alive()?;
         let a = Self::addr(raw)?;
-        let local = self.domain.link.local_id();
-        if a.cid != uapi::CID_ANY && a.cid != uapi::CID_LOCAL && a.cid != local {
-            return Err(errno::eaddrnotavail());
-        }
-        Endpoint::bind(&self.endpoint, &self.domain.core, a.port)?;
+        self.domain.bind_cid(a.cid)?;
+        Endpoint::bind(&self.endpoint, &self.domain.conns(), a.port)?;
         Ok(())
     }
 
     /// `connect()`; `timeout_ms` 0 is the default (2 s).
     pub(crate) fn connect(&self, raw: &[u8], nonblock: bool, timeout_ms: u32) -> Result {
-        self.alive()?;
+        self.domain.alive()?;
         let a = Self::addr(raw)?;
         Endpoint::connect(
             &self.endpoint,
-            &self.domain.core,
+            &self.domain.conns(),
             a.cid,
             a.port,
             timeout_ms,
@@ -154,15 +147,15 @@ impl VmcsSocket {
 
     /// `listen()`.
     pub(crate) fn listen(&self, backlog: i32) -> Result {
-        self.alive()?;
+        self.domain.alive()?;
         // A negative backlog is the smallest one, as in vsock.
         self.endpoint
-            .listen(&self.domain.core, u32::try_from(backlog).unwrap_or(0))
+            .listen(&self.domain.conns(), u32::try_from(backlog).unwrap_or(0))
     }
 
     /// `accept()`: the next connection as a new `VmcsSocket`, waiting at most `timeo`.
     pub(crate) fn accept(&self, mut timeo: Timeout) -> Result<Arc<Self>> {
-        self.alive()?;
+        self.domain.alive()?;
         let (child, _peer, _port) = self.endpoint.accept_timeo(&mut timeo)?;
         match Arc::new(
             Self {
@@ -174,7 +167,7 @@ impl VmcsSocket {
         ) {
             Ok(s) => Ok(s),
             Err(e) => {
-                child.release(&self.domain.core);
+                child.release(&self.domain.conns());
                 Err(e.into())
             }
         }
@@ -186,7 +179,7 @@ impl VmcsSocket {
         let (cid, port) = if peer {
             remote.ok_or(errno::enotconn())?
         } else {
-            (self.domain.link.local_id(), port.unwrap_or(uapi::PORT_ANY))
+            (self.domain.local_id(), port.unwrap_or(uapi::PORT_ANY))
         };
         Ok(SockaddrVmcs {
             family: family(),
@@ -199,7 +192,7 @@ impl VmcsSocket {
     /// `shutdown()`: `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`.
     pub(crate) fn shutdown(&self, how: i32) -> Result {
         let how = u32::try_from(how).map_err(|_| EINVAL)?;
-        self.endpoint.shutdown(&self.domain.core, how)
+        self.endpoint.shutdown(&self.domain.conns(), how)
     }
 
     /// `setsockopt(SO_RCVBUF/SO_SNDBUF)` (or accept): applies the values the socket layer
@@ -210,7 +203,7 @@ impl VmcsSocket {
         let half = |v: i32| u32::try_from(v).unwrap_or(0) / 2;
         let rb = half(sk_rcvbuf).clamp(MIN_RCVBUF, MAX_RCVBUF);
         if rb != self.endpoint.bufs().0 {
-            self.endpoint.set_opts(&self.domain.core, None, Some(rb));
+            self.endpoint.set_opts(&self.domain.conns(), None, Some(rb));
         }
         let sb = self.endpoint.set_sndbuf(half(sk_sndbuf) as usize);
         // Both are at most 4 MiB.
@@ -231,7 +224,7 @@ impl VmcsSocket {
         table: &PollTable<'_>,
         lowat: usize,
     ) -> (u32, Option<Error>) {
-        if self.alive().is_err() {
+        if self.domain.alive().is_err() {
             return (poll_mask::ERR | poll_mask::HUP, None);
         }
         let mask = self.endpoint.poll_lowat(file, table, lowat);
@@ -264,7 +257,7 @@ impl VmcsSocket {
         flags: u32,
         opts: SocketOptions,
     ) -> Result<usize> {
-        self.alive()?;
+        self.domain.alive()?;
         if flags & msg::OOB != 0 {
             return Err(errno::eopnotsupp());
         }
@@ -273,7 +266,7 @@ impl VmcsSocket {
         } else {
             opts.timeo
         };
-        let core = &self.domain.core;
+        let conns = self.domain.conns();
         let len = src.len();
         if !self.stream {
             if len > uapi::MAX_MSG_SIZE as usize {
@@ -281,7 +274,7 @@ impl VmcsSocket {
             }
             let mut data = KVec::new();
             src.copy_from_iter_vec(&mut data, GFP_KERNEL)?;
-            return self.endpoint.send_timeo(core, data, &mut timeo);
+            return self.endpoint.send_timeo(&conns, data, &mut timeo);
         }
         let mut sent = 0;
         while sent < len {
@@ -293,7 +286,7 @@ impl VmcsSocket {
                 return if sent > 0 { Ok(sent) } else { Err(EFAULT) };
             }
             data.truncate(got);
-            match self.endpoint.send_stream(core, data, &mut timeo) {
+            match self.endpoint.send_stream(&conns, data, &mut timeo) {
                 Ok(n) => {
                     if n < got {
                         // SAFETY: `got` bytes were just read from `src`; giving back the
@@ -324,7 +317,7 @@ impl VmcsSocket {
         flags: u32,
         opts: SocketOptions,
     ) -> Result<(usize, u32)> {
-        self.alive()?;
+        self.domain.alive()?;
         if flags & msg::OOB != 0 {
             return Err(errno::eopnotsupp());
         }
@@ -334,10 +327,10 @@ impl VmcsSocket {
             opts.timeo
         };
         let peek = flags & msg::PEEK != 0;
-        let core = &self.domain.core;
+        let conns = self.domain.conns();
         let max = dst.len();
         if !self.stream {
-            let (data, len) = self.endpoint.recv_seq(core, max, &mut timeo, peek)?;
+            let (data, len) = self.endpoint.recv_seq(&conns, max, &mut timeo, peek)?;
             if dst.copy_to_iter(&data) != data.len() {
                 return Err(EFAULT);
             }
@@ -371,7 +364,7 @@ impl VmcsSocket {
             let mut now = if copied >= target { Timeout(0) } else { timeo };
             let data = match self
                 .endpoint
-                .recv_stream(core, max - copied, &mut now, peek)
+                .recv_stream(&conns, max - copied, &mut now, peek)
             {
                 Ok(d) => d,
                 // Bytes already read are returned; the error shows on the next call.

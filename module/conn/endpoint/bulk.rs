@@ -14,7 +14,7 @@
 
 use super::{Endpoint, Phase, State, TxItem};
 use crate::{
-    conn::ConnTable,
+    conn::Conns,
     glue::{self, errno, FileMapping},
     proto::{
         bulk::{first_fit, Desc, MAX_DESCS},
@@ -57,7 +57,7 @@ impl BulkState {
     }
 
     /// Ends the set-up: zaps the user mappings, then frees our extent. Idempotent.
-    pub(super) fn end(&mut self, core: &ConnTable) {
+    pub(super) fn end(&mut self, conns: &Conns<'_>) {
         if self.ended {
             return;
         }
@@ -66,7 +66,7 @@ impl BulkState {
             m.zap();
         }
         if let Some(tx) = self.tx.take() {
-            core.bulk.lock().retain(|d| d.off != tx.off);
+            conns.bulk.lock().retain(|d| d.off != tx.off);
         }
         self.rx = None;
         self.out.clear();
@@ -76,18 +76,24 @@ impl BulkState {
 
     /// Region offset of page `pgoff` of the file's bulk mappings (ours first, then the
     /// peer's), and whether it is the peer's.
-    fn page(&self, core: &ConnTable, peer: u32, local: u32, pgoff: usize) -> Option<(usize, bool)> {
+    fn page(
+        &self,
+        conns: &Conns<'_>,
+        peer: u32,
+        local: u32,
+        pgoff: usize,
+    ) -> Option<(usize, bool)> {
         let off = pgoff.checked_mul(PAGE_SIZE)?;
         let tx = self.tx?;
-        let link = &core.domain().link;
+        let transport = conns.transport();
         if off < tx.len as usize {
-            let (base, _) = link.bulk_slice(local)?;
+            let (base, _) = transport.bulk_slice(local)?;
             return Some((base + tx.off as usize + off, false));
         }
         let rx = self.rx?;
         let roff = off - tx.len as usize;
         if roff < rx.len as usize {
-            let (base, _) = link.bulk_slice(peer)?;
+            let (base, _) = transport.bulk_slice(peer)?;
             return Some((base + rx.off as usize + roff, true));
         }
         None
@@ -113,7 +119,7 @@ impl Endpoint {
     /// not done yet, offers it, and waits for the peer's offer. Returns both extents' sizes.
     pub(crate) fn bulk_setup(
         &self,
-        core: &ConnTable,
+        conns: &Conns<'_>,
         size: u32,
         timeout_ms: u32,
         nonblock: bool,
@@ -125,10 +131,9 @@ impl Endpoint {
             return Err(EPIPE);
         }
         if st.bulk.tx.is_none() {
-            let local = core.local_id();
-            let (_, slice) = core
-                .domain()
-                .link
+            let local = conns.local_id();
+            let (_, slice) = conns
+                .transport()
                 .bulk_slice(local)
                 .ok_or(errno::eopnotsupp())?;
             let len = (size as usize)
@@ -140,7 +145,7 @@ impl Endpoint {
             // `len` is at most the slice, at most half of a region of at most 1 GiB.
             let len = u32::try_from(len)?;
             let tx = {
-                let mut used = core.bulk.lock();
+                let mut used = conns.bulk.lock();
                 let off = first_fit(&used, slice, len).ok_or(ENOSPC)?;
                 let d = Desc { off, len };
                 used.push(d, GFP_KERNEL)?;
@@ -155,14 +160,14 @@ impl Endpoint {
                 },
                 GFP_KERNEL,
             ) {
-                st.bulk.end(core);
+                st.bulk.end(conns);
                 st.bulk.ended = false;
                 return Err(e.into());
             }
-            self.pump(core, &mut st)?;
+            self.pump(conns, &mut st)?;
             // Loopback: deliver the offer now (the FIFO is drained without our lock).
             drop(st);
-            core.loopback_drain();
+            conns.loopback_drain();
             st = self.state.lock();
         }
         let timeout = if timeout_ms == 0 {
@@ -182,7 +187,7 @@ impl Endpoint {
             if nonblock {
                 return Err(EAGAIN);
             }
-            core.kick(st.peer);
+            conns.kick(st.peer);
             match self.wq.wait_interruptible_timeout(&mut st, left) {
                 CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
                 CondVarTimeoutResult::Timeout => {
@@ -201,7 +206,7 @@ impl Endpoint {
     /// `VMCS_IOC_BULK_WAIT` (`!publish`): only waits until the range is ours again.
     pub(crate) fn bulk_send(
         &self,
-        core: &ConnTable,
+        conns: &Conns<'_>,
         off: u32,
         len: u32,
         nonblock: bool,
@@ -229,7 +234,7 @@ impl Endpoint {
             if nonblock {
                 return Err(EAGAIN);
             }
-            core.kick(st.peer);
+            conns.kick(st.peer);
             if self.wq.wait_interruptible(&mut st) {
                 return Err(ERESTARTSYS);
             }
@@ -248,15 +253,15 @@ impl Endpoint {
             st.bulk.out.pop();
             return Err(e.into());
         }
-        self.pump(core, &mut st)?;
+        self.pump(conns, &mut st)?;
         drop(st);
-        core.loopback_drain();
+        conns.loopback_drain();
         Ok(())
     }
 
     /// `VMCS_IOC_BULK_RECV`: the oldest range the peer lent us (offset in its extent),
     /// `None` at end of file.
-    pub(crate) fn bulk_recv(&self, core: &ConnTable, nonblock: bool) -> Result<Option<Desc>> {
+    pub(crate) fn bulk_recv(&self, conns: &Conns<'_>, nonblock: bool) -> Result<Option<Desc>> {
         let mut st: MutexGuard<'_, State> = self.state.lock();
         loop {
             if !st.was_connected {
@@ -282,7 +287,7 @@ impl Endpoint {
             if nonblock {
                 return Err(EAGAIN);
             }
-            core.kick(st.peer);
+            conns.kick(st.peer);
             if self.wq.wait_interruptible(&mut st) {
                 return Err(ERESTARTSYS);
             }
@@ -290,7 +295,7 @@ impl Endpoint {
     }
 
     /// `VMCS_IOC_BULK_RELEASE`: hands the `count` oldest received ranges back.
-    pub(crate) fn bulk_release(&self, core: &ConnTable, count: u32) -> Result {
+    pub(crate) fn bulk_release(&self, conns: &Conns<'_>, count: u32) -> Result {
         let mut st = self.state.lock();
         if !st.was_connected {
             return Err(errno::enotconn());
@@ -316,10 +321,10 @@ impl Endpoint {
             }
         }
         if st.phase == Phase::Connected {
-            self.pump(core, &mut st)?;
+            self.pump(conns, &mut st)?;
         }
         drop(st);
-        core.loopback_drain();
+        conns.loopback_drain();
         Ok(())
     }
 
@@ -354,19 +359,16 @@ impl Endpoint {
 
     /// A fault at page `pgoff` of a bulk mapping: inserts the page while the set-up is alive
     /// (under the lock, so that teardown's zap comes after), else `SIGBUS`.
-    pub(crate) fn bulk_fault(&self, core: &ConnTable, pgoff: usize, fault: &glue::Fault) -> u32 {
+    pub(crate) fn bulk_fault(&self, conns: &Conns<'_>, pgoff: usize, fault: &glue::Fault) -> u32 {
         let st = self.state.lock();
         if st.bulk.ended || st.phase != Phase::Connected {
             return glue::VM_FAULT_SIGBUS;
         }
-        let local = core.local_id();
-        let Some((off, _)) = st.bulk.page(core, st.peer, local, pgoff) else {
+        let local = conns.local_id();
+        let Some((off, _)) = st.bulk.page(conns, st.peer, local, pgoff) else {
             return glue::VM_FAULT_SIGBUS;
         };
-        let pfn = match core.domain().region.try_access() {
-            Some(r) => r.pfn(off),
-            None => None,
-        };
+        let pfn = conns.transport().pfn(off);
         match pfn {
             Some(pfn) => fault.insert_pfn(pfn),
             None => glue::VM_FAULT_SIGBUS,
@@ -374,11 +376,11 @@ impl Endpoint {
     }
 
     /// `BULK_OFFER` from the peer: its extent, once; `false` on a violation.
-    pub(super) fn on_bulk_offer(core: &ConnTable, st: &mut State, payload: &[u8]) -> bool {
+    pub(super) fn on_bulk_offer(conns: &Conns<'_>, st: &mut State, payload: &[u8]) -> bool {
         let Some(d) = Desc::decode(payload) else {
             return false;
         };
-        let Some((_, slice)) = core.domain().link.bulk_slice(st.peer) else {
+        let Some((_, slice)) = conns.transport().bulk_slice(st.peer) else {
             return false;
         };
         if st.bulk.rx.is_some() || st.bulk.ended || !d.valid_extent(slice) {

@@ -9,8 +9,8 @@
 //!   (`proto::layout::attach`: the first peer initialises it, late joiners validate it) and
 //!   takes a peer slot (`JOINING`): IVPosition on doorbell, `claim_id` on plain.
 //! - [`Link::new`] opens our producer towards every other slot (new epoch) and resyncs our
-//!   consumer from every other slot; [`Link::start`] publishes `LIVE`, rings every live peer
-//!   and arms the works of the domain.
+//!   consumer from every other slot; [`Link::start`] publishes `LIVE` and rings every live
+//!   peer; the domain then arms its works.
 //! - The domain's *tick* (a delayed work, every `hb_period_ms`) beats our heartbeat, samples
 //!   every slot (generation, state, heartbeat) and drains the rings. The domain's *rx* work
 //!   drains the rings; on doorbell it is queued by the MSI-X handler, on plain it re-arms
@@ -21,12 +21,14 @@
 //! # Locks
 //!
 //! `rx` (mutex, worker only) → `tx` (spinlock, also taken by [`Link::send`]) → RCU (the region
-//! guard, held only around shared-memory accesses, never across an upcall). `owner`
-//! (spinlock) is a leaf. Upcalls run with `rx` held and nothing else.
+//! guard, held only around shared-memory accesses, never across an upcall). Upcalls run with
+//! `rx` held and nothing else, except `wake_rx`, which may also come from [`Link::send`].
+//!
+//! The link holds no reference to its domain: whenever it wants a receive pass it asks
+//! through [`Upcalls::wake_rx`], and the domain queues its own works.
 
 use super::{PeerInfo, SendError, Upcalls};
 use crate::{
-    domain::{Domain, RX_WORK},
     glue::{self, SharedRegion},
     proto::{
         frame::{FrameHeader, Op, SockType},
@@ -317,11 +319,6 @@ pub(crate) struct Link {
     tx: SpinLock<KVec<TxChannel>>,
     #[pin]
     rx: Mutex<RxState>,
-    /// The domain this link belongs to, while works may be queued (`start`..`stop`). Every
-    /// queueing of a work item from process context happens under this lock, so after `stop`
-    /// took it nothing can queue a work again.
-    #[pin]
-    owner: SpinLock<Option<Arc<Domain>>>,
 }
 
 impl Link {
@@ -403,12 +400,11 @@ impl Link {
                 },
                 "vmcs_link_rx"
             ),
-            owner <- new_spinlock!(None, "vmcs_link_owner"),
         }))
     }
 
-    /// Publishes `LIVE`, rings every live peer and arms the domain's works.
-    pub(crate) fn start(&self, domain: &Arc<Domain>) -> Result {
+    /// Publishes `LIVE` and rings every live peer. The domain arms its works afterwards.
+    pub(crate) fn start(&self) -> Result {
         {
             let mut rx = self.rx.lock();
             let shm = self.region.try_access().ok_or(ENODEV)?;
@@ -426,18 +422,15 @@ impl Link {
         );
         self.ring_live_peers();
         self.running.store(1, Relaxed);
-        *self.owner.lock() = Some(domain.clone());
-        self.queue_rx(0);
-        self.queue_tick(0);
+        self.rx_pending.store(1, Relaxed);
         Ok(())
     }
 
-    /// Stops queueing works and handling doorbells. The caller then synchronises the IRQ and
-    /// flushes the works, after which no transport code runs until [`Link::leave`].
+    /// Stops sending and handling doorbells. The domain then stops queueing its works,
+    /// synchronises the IRQ and flushes the works, after which no transport code runs until
+    /// [`Link::leave`].
     pub(crate) fn stop(&self) {
         self.running.store(0, Relaxed);
-        let owner = self.owner.lock().take();
-        drop(owner);
     }
 
     /// Leaves the peer table and resets every peer, so that the core wakes all its waiters.
@@ -476,8 +469,6 @@ impl Link {
     }
 
     /// This guest's peer id in the domain.
-    // API of the core (module/conn), which is being written against it.
-    #[allow(dead_code)]
     pub(crate) fn local_id(&self) -> u32 {
         self.local_id
     }
@@ -491,6 +482,7 @@ impl Link {
     /// `Shutdown` (the domain is going away). Never sleeps; callable in atomic context.
     pub(crate) fn send(
         &self,
+        up: &impl Upcalls,
         peer: u32,
         hdr: &FrameHeader,
         payload: &[u8],
@@ -564,7 +556,7 @@ impl Link {
                 );
             }
             self.ring(peer, VEC_DATA);
-            self.queue_rx(0);
+            self.request_rx(up, false);
             return Err(SendError::Unreachable);
         }
         if let Some(s) = self.stats.get(peer as usize) {
@@ -665,22 +657,16 @@ impl Link {
     }
 
     /// Largest payload of one frame on this domain's rings.
-    // API of the core (module/conn), which is being written against it.
-    #[allow(dead_code)]
     pub(crate) fn max_payload(&self) -> u32 {
         self.max_payload
     }
 
     /// Bytes per channel ring.
-    // API of the core (module/conn), which is being written against it.
-    #[allow(dead_code)]
     pub(crate) fn ring_size(&self) -> u32 {
         u32::try_from(self.geo.ring_size).unwrap_or(0)
     }
 
     /// Peers the region's layout holds.
-    // API of the core (module/conn), which is being written against it.
-    #[allow(dead_code)]
     pub(crate) fn max_peers(&self) -> u32 {
         self.geo.max_peers
     }
@@ -693,17 +679,20 @@ impl Link {
     }
 
     /// Tells the transport that the core expects traffic soon (plain: poll fast from now).
-    pub(crate) fn kick(&self) {
+    pub(crate) fn kick(&self, up: &impl Upcalls) {
         if self.doorbell {
             return;
         }
         self.poll_delay.store(POLL_MIN, Relaxed);
         self.active_ms.store(self.now_ms(), Relaxed);
+        self.request_rx(up, true);
+    }
+
+    /// Asks the owner for a receive pass that drains the rings (`now`: at once, even if one
+    /// is scheduled for later).
+    fn request_rx(&self, up: &impl Upcalls, now: bool) {
         self.rx_pending.store(1, Relaxed);
-        let owner = self.owner.lock();
-        if let Some(d) = owner.as_ref() {
-            glue::mod_delayed_work::<Domain, RX_WORK>(d.clone(), 0);
-        }
+        up.wake_rx(now);
     }
 
     /// Sets the number of MSI-X vectors this guest handles (probe, before [`Link::start`]).
@@ -711,11 +700,12 @@ impl Link {
         self.vectors.store(n.min(MAX_VECTORS), Relaxed);
     }
 
-    /// Called from the MSI-X handler of `vector` (hard IRQ context): counts the doorbell and
-    /// queues the receive work, which drains the rings and serves waiting senders either way.
-    pub(crate) fn doorbell_irq(&self, domain: &Arc<Domain>, vector: u32) {
+    /// Called from the MSI-X handler of `vector` (hard IRQ context): counts the doorbell.
+    /// Returns whether the caller is to queue the receive work, which drains the rings and
+    /// serves waiting senders either way.
+    pub(crate) fn doorbell_irq(&self, vector: u32) -> bool {
         if self.running.load(Relaxed) == 0 {
-            return;
+            return false;
         }
         bump(&self.doorbells_rx, 1);
         if let Some(c) = self.doorbells_rx_vec.get(vector as usize) {
@@ -725,11 +715,18 @@ impl Link {
             // Ordered before the work runs by the queueing.
             self.rx_pending.store(1, Relaxed);
         }
-        let _ = glue::wq().enqueue::<Arc<Domain>, RX_WORK>(domain.clone());
+        true
     }
 
-    /// The next delay of the receive work after a pass, `None` to leave it idle.
+    /// The next delay of the receive work after a pass, `None` to leave it idle. The pass
+    /// it schedules drains the rings.
     pub(crate) fn rx_rearm_delay(&self, more: bool, activity: bool) -> Option<Jiffies> {
+        let d = self.next_rx_delay(more, activity)?;
+        self.rx_pending.store(1, Relaxed);
+        Some(d)
+    }
+
+    fn next_rx_delay(&self, more: bool, activity: bool) -> Option<Jiffies> {
         if more {
             return Some(0);
         }
@@ -752,24 +749,6 @@ impl Link {
         };
         self.poll_delay.store(d, Relaxed);
         Some(d)
-    }
-
-    /// Queues the receive work after `delay` jiffies, unless stopped or already queued.
-    pub(crate) fn queue_rx(&self, delay: Jiffies) {
-        self.rx_pending.store(1, Relaxed);
-        let owner = self.owner.lock();
-        if let Some(d) = owner.as_ref() {
-            let _ = glue::wq().enqueue_delayed::<Arc<Domain>, RX_WORK>(d.clone(), delay);
-        }
-    }
-
-    /// Queues the tick after `delay` jiffies, unless stopped or already queued.
-    pub(crate) fn queue_tick(&self, delay: Jiffies) {
-        let owner = self.owner.lock();
-        if let Some(d) = owner.as_ref() {
-            let _ = glue::wq()
-                .enqueue_delayed::<Arc<Domain>, { crate::domain::TICK_WORK }>(d.clone(), delay);
-        }
     }
 
     /// The tick period in jiffies.
@@ -856,16 +835,16 @@ impl Link {
         }
         let (more, activity) = self.poll(up, true);
         if more || (activity && !self.doorbell) {
-            self.kick_rx();
+            self.kick_rx(up);
         }
     }
 
-    /// Queues the receive work now (plain: also back to the fast poll).
-    fn kick_rx(&self) {
+    /// Asks for a receive pass now (plain: also back to the fast poll).
+    fn kick_rx(&self, up: &impl Upcalls) {
         if self.doorbell {
-            self.queue_rx(0);
+            self.request_rx(up, false);
         } else {
-            self.kick();
+            self.kick(up);
         }
     }
 
@@ -1299,7 +1278,7 @@ impl Link {
         }
         if corrupt {
             // The reset is done by a draining pass.
-            self.queue_rx(0);
+            self.request_rx(up, false);
         }
         for p in 0..self.geo.max_peers {
             if ready & (1 << p) != 0 {
@@ -1312,7 +1291,7 @@ impl Link {
     /// Sends `count` self-test frames to `peer` (debugfs `selftest`): stream `RW` frames to
     /// [`SELFTEST_PORT`] of varying length with a checkable pattern, `fwd_cnt` = sequence.
     /// Sleeps while the ring is full (process context only). Returns frames sent.
-    pub(crate) fn selftest(&self, peer: u32, count: u32) -> Result<u32> {
+    pub(crate) fn selftest(&self, up: &impl Upcalls, peer: u32, count: u32) -> Result<u32> {
         let mut buf = KVec::from_elem(0u8, self.max_payload as usize, GFP_KERNEL)?;
         let mut sent = 0;
         let mut waits = 0u32;
@@ -1323,20 +1302,20 @@ impl Link {
             hdr.fwd_cnt = sent;
             let payload = buf.get_mut(..len as usize).ok_or(EINVAL)?;
             fill_pattern(&hdr, payload);
-            match self.send(peer, &hdr, payload) {
+            match self.send(up, peer, &hdr, payload) {
                 Ok(()) => sent += 1,
                 Err(SendError::Full) => {
                     waits += 1;
                     if waits > 10_000 {
                         return Err(ETIMEDOUT);
                     }
-                    self.kick();
+                    self.kick(up);
                     fsleep(Delta::from_millis(1));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        self.kick();
+        self.kick(up);
         Ok(sent)
     }
 
