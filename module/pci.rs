@@ -177,7 +177,7 @@ impl pci::Driver for IvshmemDriver {
         };
         let region = SharedRegion::map(pdev, SHM_BAR)?;
         let size = region.len();
-        let params = crate::transport_params();
+        let params = crate::params::transport();
         let joined = ivshmem::attach_and_join(pdev.as_ref(), &region, ivposition, &params)?;
         let region = Arc::pin_init(Revocable::new(region), GFP_KERNEL)?;
 

@@ -15,6 +15,7 @@ mod chardev;
 mod conn;
 mod domain;
 mod glue;
+mod params;
 mod pci;
 mod proto;
 mod socket;
@@ -49,17 +50,6 @@ module! {
             description: "Percent of a region this guest initialises for the bulk area, 0..50 (default 25)",
         },
     },
-}
-
-/// The transport's tunables, from the module parameters, clamped to sane ranges.
-pub(crate) fn transport_params() -> transport::ivshmem::Params {
-    let period = (*module_parameters::hb_period_ms.value()).clamp(10, 10_000);
-    transport::ivshmem::Params {
-        max_peers: (*module_parameters::max_peers.value()).clamp(2, 64),
-        hb_period_ms: period,
-        hb_timeout_ms: (*module_parameters::hb_timeout_ms.value()).max(period.saturating_mul(3)),
-        bulk_percent: (*module_parameters::bulk_percent.value()).min(50),
-    }
 }
 
 /// The module version, reported by `vmcs status`.
