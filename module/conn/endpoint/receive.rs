@@ -1,0 +1,304 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Receive: frames from the peer (`on_frame`, `on_request`, `on_rw`, resets) and the
+//! reads that take messages or bytes out of the receive queue and give credit back.
+
+use super::*;
+
+impl Endpoint {
+    /// A `REQUEST` for this listener from `peer`.
+    pub(in crate::conn) fn on_request(&self, conns: &Conns<'_>, peer: u32, hdr: &FrameHeader) {
+        let (port, bufs) = {
+            let st = self.state.lock();
+            (st.port, (st.rcvbuf, st.sndbuf))
+        };
+        let child = match port {
+            Some(port) => Endpoint::new_child(port, peer, hdr, bufs).ok(),
+            None => None,
+        };
+        let Some(child) = child else {
+            conns.reply_rst(peer, hdr);
+            return;
+        };
+        {
+            let mut st = self.state.lock();
+            let ok = st.phase == Phase::Listening
+                && st.pending.len() < st.backlog
+                && st.ty == hdr.ty
+                && conns
+                    .insert_child(&child, hdr.dst_port, peer, hdr.src_port)
+                    .is_ok();
+            if !ok {
+                drop(st);
+                conns.reply_rst(peer, hdr);
+                return;
+            }
+            if st.pending.push(child.clone(), GFP_KERNEL).is_err() {
+                drop(st);
+                conns.remove(&child);
+                conns.reply_rst(peer, hdr);
+                return;
+            }
+            self.wake();
+        }
+        let mut c = child.state.lock();
+        let _ = child.pump(conns, &mut c);
+    }
+
+    /// A frame for this connection.
+    pub(in crate::conn) fn on_frame(
+        &self,
+        conns: &Conns<'_>,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) {
+        let mut st = self.state.lock();
+        if st.phase == Phase::Closing {
+            // Released: only the queued frames matter; an RST ends the lingering.
+            if hdr.op == Op::Rst {
+                self.abort(conns, &mut st, errno::econnreset(), false);
+            } else {
+                let _ = st.apply_peer_credit(hdr);
+            }
+            return;
+        }
+        if !st.is_conn() {
+            drop(st);
+            if hdr.op != Op::Rst {
+                conns.reply_rst(peer, hdr);
+            }
+            return;
+        }
+        if hdr.ty != st.ty {
+            self.abort(conns, &mut st, errno::econnreset(), true);
+            return;
+        }
+        if hdr.op == Op::Rst {
+            if st.phase == Phase::Connecting {
+                self.fail_connect(conns, &mut st, errno::econnrefused());
+            } else if st.peer_shut == flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND {
+                // Orderly close: the peer shut both directions first. Unread data stays
+                // readable, then reads return 0.
+                st.bulk.end(conns);
+                st.phase = Phase::Closed;
+                st.txq.clear();
+                st.txq_bytes = 0;
+                conns.detach(self);
+                self.wake();
+            } else {
+                self.abort(conns, &mut st, errno::econnreset(), false);
+            }
+            return;
+        }
+        if st.apply_peer_credit(hdr).is_err() {
+            self.abort(conns, &mut st, errno::econnreset(), true);
+            return;
+        }
+        let ok = match hdr.op {
+            Op::Response if st.phase == Phase::Connecting => {
+                st.phase = Phase::Connected;
+                st.was_connected = true;
+                true
+            }
+            Op::Shutdown if st.phase == Phase::Connected => {
+                st.peer_shut |= hdr.flags & (flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND);
+                true
+            }
+            Op::Rw if st.phase == Phase::Connected => self.on_rw(&mut st, hdr, payload),
+            Op::CreditUpdate => true,
+            Op::CreditRequest => st.queue_ctrl(Op::CreditUpdate, 0).is_ok(),
+            Op::BulkOffer if st.phase == Phase::Connected => {
+                Self::on_bulk_offer(conns, &mut st, payload)
+            }
+            Op::BulkData if st.phase == Phase::Connected => Self::on_bulk_data(&mut st, payload),
+            Op::BulkRelease if st.phase == Phase::Connected => {
+                Self::on_bulk_release(&mut st, payload)
+            }
+            _ => false,
+        };
+        if !ok {
+            self.abort(conns, &mut st, errno::econnreset(), true);
+            return;
+        }
+        let _ = self.pump(conns, &mut st);
+        self.wake();
+    }
+
+    /// Queues the payload of an `RW` frame; `false` when the peer broke the credit or
+    /// message limits.
+    pub(super) fn on_rw(&self, st: &mut State, hdr: &FrameHeader, payload: &[u8]) -> bool {
+        if payload.len() != hdr.len as usize || st.rx.on_recv(hdr.len).is_err() {
+            return false;
+        }
+        let eom = hdr.ty == SockType::Stream || hdr.flags & flags::EOM != 0;
+        if st.local_shut & flags::SHUTDOWN_RCV != 0 {
+            // Shut for reading: discard, but give the credit back.
+            if st.rx.on_consumed(hdr.len).is_err() {
+                return false;
+            }
+            if st.rx.needs_update() {
+                let _ = st.queue_ctrl(Op::CreditUpdate, 0);
+            }
+            return true;
+        }
+        if st.rxq.push(payload, eom).is_err() {
+            return false;
+        }
+        st.stats.rx_bytes += u64::from(hdr.len);
+        if eom {
+            st.stats.rx_msgs += 1;
+        }
+        true
+    }
+
+    /// The peer is gone: reset without sending anything.
+    // Reached through `Upcalls::peer_reset`, which the transport stub does not call yet.
+    #[allow(dead_code)]
+    pub(in crate::conn) fn on_peer_reset(&self, conns: &Conns<'_>) {
+        let mut st = self.state.lock();
+        match st.phase {
+            Phase::Connecting => self.fail_connect(conns, &mut st, errno::econnreset()),
+            Phase::Connected | Phase::Closing => {
+                self.abort(conns, &mut st, errno::econnreset(), false)
+            }
+            _ => {}
+        }
+    }
+
+    /// `read()`: one message, truncated to `max` bytes; `Ok(None)` is end of file.
+    pub(crate) fn recv(&self, conns: &Conns<'_>, max: usize, nonblock: bool) -> Result<KVec<u8>> {
+        let mut st = self.state.lock();
+        let msg = loop {
+            if !st.was_connected {
+                return Err(errno::enotconn());
+            }
+            if st.local_shut & flags::SHUTDOWN_RCV != 0 {
+                return Ok(KVec::new());
+            }
+            if let Some((msg, len)) = st.rxq.pop(max)? {
+                // `len` is at most `MAX_MSG_SIZE`.
+                if st.rx.on_consumed(len as u32).is_err() {
+                    self.abort(conns, &mut st, errno::econnreset(), true);
+                    return Err(errno::econnreset());
+                }
+                if st.phase == Phase::Connected && st.rx.needs_update() {
+                    st.queue_ctrl(Op::CreditUpdate, 0)?;
+                    let _ = self.pump(conns, &mut st);
+                }
+                break msg;
+            }
+            if let Some(e) = st.err {
+                return Err(e);
+            }
+            if st.peer_shut & flags::SHUTDOWN_SEND != 0 || st.phase != Phase::Connected {
+                return Ok(KVec::new());
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            conns.kick(st.peer);
+            if self.wq.wait_interruptible(&mut st) {
+                return Err(ERESTARTSYS);
+            }
+        };
+        drop(st);
+        conns.loopback_drain();
+        Ok(msg)
+    }
+
+    /// Gives `n` consumed bytes back to the peer as credit (after a read).
+    pub(super) fn consumed(&self, conns: &Conns<'_>, st: &mut State, n: usize) -> Result {
+        // `n` is bounded by the receive buffer, a u32.
+        if st.rx.on_consumed(n as u32).is_err() {
+            self.abort(conns, st, errno::econnreset(), true);
+            return Err(errno::econnreset());
+        }
+        if st.phase == Phase::Connected && st.rx.needs_update() {
+            st.queue_ctrl(Op::CreditUpdate, 0)?;
+            let _ = self.pump(conns, st);
+        }
+        Ok(())
+    }
+
+    /// Waits for something to read: `Ok(true)` when there is, `Ok(false)` at end of file.
+    pub(super) fn wait_readable(
+        &self,
+        conns: &Conns<'_>,
+        st: &mut MutexGuard<'_, State>,
+        timeo: &mut Timeout,
+    ) -> Result<bool> {
+        loop {
+            if !st.was_connected {
+                return Err(errno::enotconn());
+            }
+            if st.local_shut & flags::SHUTDOWN_RCV != 0 {
+                return Ok(false);
+            }
+            if st.rxq.msgs() > 0 {
+                return Ok(true);
+            }
+            if let Some(e) = st.err {
+                return Err(e);
+            }
+            if st.peer_shut & flags::SHUTDOWN_SEND != 0 || st.phase != Phase::Connected {
+                return Ok(false);
+            }
+            if timeo.0 > 0 {
+                conns.kick(st.peer);
+            }
+            self.wait(st, timeo)?;
+        }
+    }
+
+    /// AF_VMCS `SOCK_SEQPACKET` `recvmsg`: one message, its first `max` bytes and its full
+    /// length; `peek` leaves it queued. End of file is an empty message of length 0.
+    pub(crate) fn recv_seq(
+        &self,
+        conns: &Conns<'_>,
+        max: usize,
+        timeo: &mut Timeout,
+        peek: bool,
+    ) -> Result<(KVec<u8>, usize)> {
+        let mut st = self.state.lock();
+        if !self.wait_readable(conns, &mut st, timeo)? {
+            return Ok((KVec::new(), 0));
+        }
+        let got = if peek {
+            st.rxq.peek(max)?
+        } else {
+            st.rxq.pop(max)?
+        };
+        let Some((msg, len)) = got else {
+            return Ok((KVec::new(), 0));
+        };
+        if !peek {
+            self.consumed(conns, &mut st, len)?;
+        }
+        drop(st);
+        conns.loopback_drain();
+        Ok((msg, len))
+    }
+
+    /// AF_VMCS `SOCK_STREAM` `recvmsg`: up to `max` bytes of the byte stream (message
+    /// boundaries ignored, the rest of a message stays queued); empty at end of file.
+    pub(crate) fn recv_stream(
+        &self,
+        conns: &Conns<'_>,
+        max: usize,
+        timeo: &mut Timeout,
+        peek: bool,
+    ) -> Result<KVec<u8>> {
+        let mut st = self.state.lock();
+        if !self.wait_readable(conns, &mut st, timeo)? {
+            return Ok(KVec::new());
+        }
+        let data = st.rxq.take_bytes(max, peek)?;
+        if !peek {
+            self.consumed(conns, &mut st, data.len())?;
+        }
+        drop(st);
+        conns.loopback_drain();
+        Ok(data)
+    }
+}
