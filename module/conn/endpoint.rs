@@ -2,14 +2,14 @@
 
 //! One endpoint of the core: unbound, bound, listening, or one side of a connection.
 //!
-//! Every `Endpoint` has one mutex (`state`) and one poll-capable wait queue (`wq`); every state
-//! change wakes all waiters. Frames of a connection leave in order through its transmit queue
+//! Every `Endpoint` has one mutex (`inner`, over [`EndpointInner`]) and one poll-capable
+//! wait queue (`wq`); every state change wakes all waiters. Frames of a connection leave in order through its transmit queue
 //! (`txq`), which is stamped with the current credit (`buf_alloc`, `fwd_cnt`) only when a
-//! frame actually goes to the transport, and always under `state`: so the peer sees the
+//! frame actually goes to the transport, and always under `inner`: so the peer sees the
 //! credit counters of one connection move forward only.
 //!
 //! Locking (docs/architecture.md): an `Endpoint`'s mutex may be held while taking the core's
-//! table lock or loopback lock and while calling `Link::send`; never two `Endpoint` mutexes at
+//! table lock or loopback lock and while calling `Transport::send`; never two `Endpoint` mutexes at
 //! once; never an `Endpoint` mutex while user memory is copied.
 
 mod bulk;
@@ -124,7 +124,7 @@ enum TxItem {
 }
 
 /// The mutable state of a [`Endpoint`].
-pub(crate) struct State {
+pub(crate) struct EndpointInner {
     pub(crate) phase: Phase,
     /// Local port, once bound.
     pub(crate) port: Option<u32>,
@@ -159,7 +159,7 @@ pub(crate) struct State {
     bulk: bulk::BulkState,
 }
 
-impl State {
+impl EndpointInner {
     fn new(ty: SockType) -> Self {
         Self {
             phase: Phase::Idle,
@@ -239,7 +239,7 @@ impl State {
 #[pin_data]
 pub(crate) struct Endpoint {
     #[pin]
-    pub(crate) state: Mutex<State>,
+    pub(crate) inner: Mutex<EndpointInner>,
     #[pin]
     wq: PollCondVar,
 }
@@ -249,7 +249,7 @@ impl Endpoint {
     pub(crate) fn new(ty: SockType) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
-                state <- new_mutex!(State::new(ty), "vmcs_sock"),
+                inner <- new_mutex!(EndpointInner::new(ty), "vmcs_sock"),
                 wq <- new_poll_condvar!("vmcs_sock_wq"),
             }? Error),
             GFP_KERNEL,
@@ -264,7 +264,7 @@ impl Endpoint {
         hdr: &FrameHeader,
         (rcvbuf, sndbuf): (u32, usize),
     ) -> Result<Arc<Self>> {
-        let mut st = State::new(hdr.ty);
+        let mut st = EndpointInner::new(hdr.ty);
         st.rcvbuf = rcvbuf;
         st.sndbuf = sndbuf;
         st.start_conn(peer, hdr.src_port);
@@ -275,7 +275,7 @@ impl Endpoint {
         st.queue_ctrl(Op::Response, 0)?;
         Arc::pin_init(
             try_pin_init!(Self {
-                state <- new_mutex!(st, "vmcs_sock"),
+                inner <- new_mutex!(st, "vmcs_sock"),
                 wq <- new_poll_condvar!("vmcs_sock_wq"),
             }? Error),
             GFP_KERNEL,
@@ -286,27 +286,27 @@ impl Endpoint {
         self.wq.notify_all();
     }
 
-    /// Sleeps once on the wait queue within `timeo`, which it decreases: `EAGAIN` when no
+    /// Sleeps once on the wait queue within `timeout`, which it decreases: `EAGAIN` when no
     /// time is left, on a signal `ERESTARTSYS` without a limit and `EINTR` with one
     /// (`sock_intr_errno`). Callers check their condition again after `Ok`.
-    fn wait(&self, st: &mut MutexGuard<'_, State>, timeo: &mut Timeout) -> Result {
-        if timeo.0 <= 0 {
+    fn wait(&self, st: &mut MutexGuard<'_, EndpointInner>, timeout: &mut Timeout) -> Result {
+        if timeout.0 <= 0 {
             return Err(EAGAIN);
         }
-        if *timeo == Timeout::FOREVER {
+        if *timeout == Timeout::FOREVER {
             return if self.wq.wait_interruptible(st) {
                 Err(ERESTARTSYS)
             } else {
                 Ok(())
             };
         }
-        // `timeo.0` is positive here.
-        match self.wq.wait_interruptible_timeout(st, timeo.0 as Jiffies) {
+        // `timeout.0` is positive here.
+        match self.wq.wait_interruptible_timeout(st, timeout.0 as Jiffies) {
             CondVarTimeoutResult::Woken { jiffies } => {
-                timeo.0 = kernel::ffi::c_long::try_from(jiffies).unwrap_or(0);
+                timeout.0 = kernel::ffi::c_long::try_from(jiffies).unwrap_or(0);
             }
             // Looked at once more by the caller, then `EAGAIN`.
-            CondVarTimeoutResult::Timeout => timeo.0 = 0,
+            CondVarTimeoutResult::Timeout => timeout.0 = 0,
             CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
         }
         Ok(())
@@ -314,7 +314,7 @@ impl Endpoint {
 
     /// Resets the connection: optionally sends `RST`, records `err`, drops both queues and
     /// detaches it from the dispatch table.
-    fn abort(&self, conns: &Conns<'_>, st: &mut State, err: Error, rst: bool) {
+    fn abort(&self, conns: &Conns<'_>, st: &mut EndpointInner, err: Error, rst: bool) {
         if rst
             && matches!(
                 st.phase,
@@ -340,7 +340,7 @@ impl Endpoint {
     }
 
     /// A failed connect: back to `Bound`, so that the endpoint may connect again.
-    fn fail_connect(&self, conns: &Conns<'_>, st: &mut State, err: Error) {
+    fn fail_connect(&self, conns: &Conns<'_>, st: &mut EndpointInner, err: Error) {
         st.phase = Phase::Bound;
         st.err = Some(err);
         st.txq.clear();
@@ -351,7 +351,7 @@ impl Endpoint {
 
     /// `VMCS_IOC_BIND`.
     pub(crate) fn bind(this: &Arc<Self>, conns: &Conns<'_>, port: u32) -> Result<u32> {
-        let mut st = this.state.lock();
+        let mut st = this.inner.lock();
         if st.phase != Phase::Idle {
             return Err(EINVAL);
         }
@@ -363,7 +363,7 @@ impl Endpoint {
 
     /// `VMCS_IOC_LISTEN`.
     pub(crate) fn listen(&self, conns: &Conns<'_>, backlog: u32) -> Result {
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         match st.phase {
             Phase::Bound | Phase::Listening => {}
             _ => return Err(EINVAL),
@@ -390,7 +390,7 @@ impl Endpoint {
             return Err(EINVAL);
         }
         {
-            let mut st = s.state.lock();
+            let mut st = s.inner.lock();
             match st.phase {
                 Phase::Idle | Phase::Bound => {}
                 Phase::Connecting => return Err(errno::ealready()),
@@ -415,7 +415,7 @@ impl Endpoint {
         }
         conns.loopback_drain();
 
-        let mut st = s.state.lock();
+        let mut st = s.inner.lock();
         conns.kick(st.peer);
         let timeout = if timeout_ms == 0 {
             DEFAULT_CONNECT_TIMEOUT_MS
@@ -455,12 +455,15 @@ impl Endpoint {
 
     /// `VMCS_IOC_ACCEPT`: the next established connection and its peer address.
     pub(crate) fn accept(&self, nonblock: bool) -> Result<(Arc<Endpoint>, u32, u32)> {
-        self.accept_timeo(&mut Timeout::blocking(nonblock))
+        self.accept_timeout(&mut Timeout::blocking(nonblock))
     }
 
-    /// `accept` waiting at most `timeo` (`SO_RCVTIMEO`; `EAGAIN` when it runs out).
-    pub(crate) fn accept_timeo(&self, timeo: &mut Timeout) -> Result<(Arc<Endpoint>, u32, u32)> {
-        let mut st = self.state.lock();
+    /// `accept` waiting at most `timeout` (`SO_RCVTIMEO`; `EAGAIN` when it runs out).
+    pub(crate) fn accept_timeout(
+        &self,
+        timeout: &mut Timeout,
+    ) -> Result<(Arc<Endpoint>, u32, u32)> {
+        let mut st = self.inner.lock();
         loop {
             if st.phase != Phase::Listening {
                 return Err(EINVAL);
@@ -469,12 +472,12 @@ impl Endpoint {
                 let child = st.pending.remove(0).map_err(|_| EINVAL)?;
                 drop(st);
                 let (peer, port) = {
-                    let c = child.state.lock();
+                    let c = child.inner.lock();
                     (c.peer, c.peer_port)
                 };
                 return Ok((child, peer, port));
             }
-            self.wait(&mut st, timeo)?;
+            self.wait(&mut st, timeout)?;
         }
     }
 
@@ -487,7 +490,7 @@ impl Endpoint {
             _ => return Err(EINVAL),
         };
         {
-            let mut st = self.state.lock();
+            let mut st = self.inner.lock();
             if !st.was_connected {
                 return Err(errno::enotconn());
             }
@@ -518,7 +521,7 @@ impl Endpoint {
     pub(crate) fn release(&self, conns: &Conns<'_>) {
         let mut pending = KVec::new();
         {
-            let mut st = self.state.lock();
+            let mut st = self.inner.lock();
             st.bulk.end(conns);
             match st.phase {
                 Phase::Listening => {
@@ -561,7 +564,7 @@ impl Endpoint {
             st.rxq.clear();
         }
         for child in pending.drain_all() {
-            let mut c = child.state.lock();
+            let mut c = child.inner.lock();
             child.abort(conns, &mut c, errno::econnreset(), true);
             conns.remove(&child);
         }
@@ -571,7 +574,7 @@ impl Endpoint {
     /// Sets `VMCS_OPT_NONBLOCK` and/or the receive buffer.
     pub(crate) fn set_opts(&self, conns: &Conns<'_>, nonblock: Option<bool>, rcvbuf: Option<u32>) {
         {
-            let mut st = self.state.lock();
+            let mut st = self.inner.lock();
             if let Some(nb) = nonblock {
                 st.nonblock = nb;
             }
@@ -593,25 +596,25 @@ impl Endpoint {
     /// Sets the transmit queue limit (`SO_SNDBUF`), clamped; returns the value in use.
     pub(crate) fn set_sndbuf(&self, n: usize) -> usize {
         let n = n.clamp(MIN_TXQ, MAX_TXQ);
-        self.state.lock().sndbuf = n;
+        self.inner.lock().sndbuf = n;
         self.wake();
         n
     }
 
     /// The receive buffer (credit) and transmit queue limit in use.
     pub(crate) fn bufs(&self) -> (u32, usize) {
-        let st = self.state.lock();
+        let st = self.inner.lock();
         (st.rcvbuf, st.sndbuf)
     }
 
     /// Whether `VMCS_OPT_NONBLOCK` is set.
     pub(crate) fn nonblock(&self) -> bool {
-        self.state.lock().nonblock
+        self.inner.lock().nonblock
     }
 
     /// Local port and, when connected (or once was), the peer.
     pub(crate) fn names(&self) -> (Option<u32>, Option<(u32, u32)>) {
-        let st = self.state.lock();
+        let st = self.inner.lock();
         let remote = if st.was_connected || st.phase == Phase::Connecting {
             Some((st.peer, st.peer_port))
         } else {
@@ -629,7 +632,7 @@ impl Endpoint {
     /// (`SO_RCVLOWAT`, at most the receive buffer), or at end of file.
     pub(crate) fn poll_lowat(&self, file: &File, table: &PollTable<'_>, lowat: usize) -> u32 {
         table.register_wait(file, &self.wq);
-        let st = self.state.lock();
+        let st = self.inner.lock();
         let mut mask = 0;
         match st.phase {
             Phase::Listening => {
@@ -676,7 +679,7 @@ impl Endpoint {
     /// Largest chunk one `send` of a byte stream may carry now: the peer's receive buffer,
     /// at most `VMCS_MAX_MSG_SIZE` (at least 1, so that `send` reports the real error).
     pub(crate) fn stream_chunk(&self) -> usize {
-        let st = self.state.lock();
+        let st = self.inner.lock();
         (st.peer_buf_alloc.min(uapi::MAX_MSG_SIZE) as usize)
             .min(st.sndbuf)
             .max(1)
@@ -684,13 +687,13 @@ impl Endpoint {
 
     /// `SIOCINQ`, `SIOCOUTQ`: unread bytes and bytes queued but not yet sent.
     pub(crate) fn queued(&self) -> (usize, usize) {
-        let st = self.state.lock();
+        let st = self.inner.lock();
         (st.rxq.unread(), st.txq_bytes)
     }
 
     /// The sticky error, if any (`SO_ERROR`), without clearing it.
     pub(crate) fn error(&self) -> Option<Error> {
-        self.state.lock().err
+        self.inner.lock().err
     }
 
     /// One line of the connection listing.
@@ -704,7 +707,7 @@ impl Endpoint {
         local_id: u32,
         out: &mut impl core::fmt::Write,
     ) -> core::fmt::Result {
-        let st = self.state.lock();
+        let st = self.inner.lock();
         let state = match st.phase {
             Phase::Idle => "idle",
             Phase::Bound => "bound",

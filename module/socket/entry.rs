@@ -37,7 +37,7 @@ unsafe fn socket_options(
     // SAFETY: `sock` is live (function safety requirement); the accessors only read.
     let (timeout, lowat) = unsafe { (sk::timeout(sock, receive), sk::receive_lowat(sock)) };
     SocketOptions {
-        timeo: if nonblock {
+        timeout: if nonblock {
             Timeout(0)
         } else {
             Timeout(timeout)
@@ -215,7 +215,7 @@ unsafe extern "C" fn vmcs_sock_accept(
     let s = unsafe { sock_ref(sock) };
     let nonblock = (flags as u32) & oflags::NONBLOCK != 0;
     // SAFETY: `sock` is live. `sock_rcvtimeo()`: accept waits at most SO_RCVTIMEO.
-    let timeout = unsafe { socket_options(sock, true, nonblock) }.timeo;
+    let timeout = unsafe { socket_options(sock, true, nonblock) }.timeout;
     let child = match s.accept(timeout) {
         Ok(c) => c,
         Err(e) => return e.to_errno(),

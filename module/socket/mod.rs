@@ -59,7 +59,7 @@ pub(crate) fn family() -> u16 {
 pub(crate) struct SocketOptions {
     /// `SO_RCVTIMEO` (recv, accept) or `SO_SNDTIMEO` (send), in jiffies; 0 when the call
     /// must not block.
-    pub(crate) timeo: Timeout,
+    pub(crate) timeout: Timeout,
     /// `SO_RCVLOWAT` (at least 1).
     pub(crate) lowat: usize,
 }
@@ -153,10 +153,10 @@ impl VmcsSocket {
             .listen(&self.domain.conns(), u32::try_from(backlog).unwrap_or(0))
     }
 
-    /// `accept()`: the next connection as a new `VmcsSocket`, waiting at most `timeo`.
-    pub(crate) fn accept(&self, mut timeo: Timeout) -> Result<Arc<Self>> {
+    /// `accept()`: the next connection as a new `VmcsSocket`, waiting at most `timeout`.
+    pub(crate) fn accept(&self, mut timeout: Timeout) -> Result<Arc<Self>> {
         self.domain.alive()?;
-        let (child, _peer, _port) = self.endpoint.accept_timeo(&mut timeo)?;
+        let (child, _peer, _port) = self.endpoint.accept_timeout(&mut timeout)?;
         match Arc::new(
             Self {
                 domain: self.domain.clone(),
@@ -246,7 +246,7 @@ impl VmcsSocket {
         }
     }
 
-    /// `sendmsg()`, waiting at most `opts.timeo` (`SO_SNDTIMEO`). A seqpacket send is one
+    /// `sendmsg()`, waiting at most `opts.timeout` (`SO_SNDTIMEO`). A seqpacket send is one
     /// message of at most `VMCS_MAX_MSG_SIZE` bytes, all or nothing; a stream send queues
     /// what the peer's credit and `SO_SNDBUF` take, and returns the bytes queued before an
     /// error or the timeout if there were any (a non-blocking one: `EAGAIN` only when
@@ -261,10 +261,10 @@ impl VmcsSocket {
         if flags & msg::OOB != 0 {
             return Err(errno::eopnotsupp());
         }
-        let mut timeo = if flags & msg::DONTWAIT != 0 {
+        let mut timeout = if flags & msg::DONTWAIT != 0 {
             Timeout(0)
         } else {
-            opts.timeo
+            opts.timeout
         };
         let conns = self.domain.conns();
         let len = src.len();
@@ -274,7 +274,7 @@ impl VmcsSocket {
             }
             let mut data = KVec::new();
             src.copy_from_iter_vec(&mut data, GFP_KERNEL)?;
-            return self.endpoint.send_timeo(&conns, data, &mut timeo);
+            return self.endpoint.send_timeout(&conns, data, &mut timeout);
         }
         let mut sent = 0;
         while sent < len {
@@ -286,7 +286,7 @@ impl VmcsSocket {
                 return if sent > 0 { Ok(sent) } else { Err(EFAULT) };
             }
             data.truncate(got);
-            match self.endpoint.send_stream(&conns, data, &mut timeo) {
+            match self.endpoint.send_stream(&conns, data, &mut timeout) {
                 Ok(n) => {
                     if n < got {
                         // SAFETY: `got` bytes were just read from `src`; giving back the
@@ -308,7 +308,7 @@ impl VmcsSocket {
 
     /// `recvmsg()`: the bytes read and the `msg_flags` to report (`MSG_TRUNC`, `MSG_EOR`).
     /// With `MSG_TRUNC` in `flags`, a seqpacket read returns the message's real length. Waits
-    /// at most `opts.timeo` (`SO_RCVTIMEO`, then `EAGAIN`); a stream read waits until
+    /// at most `opts.timeout` (`SO_RCVTIMEO`, then `EAGAIN`); a stream read waits until
     /// `SO_RCVLOWAT` bytes (the full length with `MSG_WAITALL`) were read, or end of file,
     /// an error, a signal or the timeout, and then returns what it has.
     pub(crate) fn recvmsg(
@@ -321,16 +321,16 @@ impl VmcsSocket {
         if flags & msg::OOB != 0 {
             return Err(errno::eopnotsupp());
         }
-        let mut timeo = if flags & msg::DONTWAIT != 0 {
+        let mut timeout = if flags & msg::DONTWAIT != 0 {
             Timeout(0)
         } else {
-            opts.timeo
+            opts.timeout
         };
         let peek = flags & msg::PEEK != 0;
         let conns = self.domain.conns();
         let max = dst.len();
         if !self.stream {
-            let (data, len) = self.endpoint.recv_seq(&conns, max, &mut timeo, peek)?;
+            let (data, len) = self.endpoint.recv_seq(&conns, max, &mut timeout, peek)?;
             if dst.copy_to_iter(&data) != data.len() {
                 return Err(EFAULT);
             }
@@ -361,7 +361,11 @@ impl VmcsSocket {
         let mut copied = 0;
         while copied < max {
             // Once `target` bytes are read, only what is there already is added.
-            let mut now = if copied >= target { Timeout(0) } else { timeo };
+            let mut now = if copied >= target {
+                Timeout(0)
+            } else {
+                timeout
+            };
             let data = match self
                 .endpoint
                 .recv_stream(&conns, max - copied, &mut now, peek)
@@ -372,7 +376,7 @@ impl VmcsSocket {
                 Err(e) => return Err(e),
             };
             if copied < target {
-                timeo = now;
+                timeout = now;
             }
             if data.is_empty() {
                 break;

@@ -12,7 +12,7 @@
 //! user mapping of the file is zapped first, so a process never keeps access to an extent
 //! that later serves another connection.
 
-use super::{Endpoint, Phase, State, TxItem};
+use super::{Endpoint, EndpointInner, Phase, TxItem};
 use crate::{
     conn::Conns,
     glue::{self, errno, FileMapping},
@@ -31,7 +31,7 @@ use kernel::{
 /// Default wait of `VMCS_IOC_BULK_SETUP` for the peer's offer.
 const DEFAULT_SETUP_TIMEOUT_MS: u32 = 2000;
 
-/// The bulk state of a connection (inside its [`State`]).
+/// The bulk state of a connection (inside its [`EndpointInner`]).
 #[derive(Default)]
 pub(crate) struct BulkState {
     /// Our extent, relative to our slice.
@@ -102,7 +102,7 @@ impl BulkState {
 
 impl Endpoint {
     /// The usual errors of a connection that cannot move data (as `write`).
-    fn bulk_conn_err(st: &State) -> Result {
+    fn bulk_conn_err(st: &EndpointInner) -> Result {
         if let Some(e) = st.err {
             if st.was_connected {
                 return Err(e);
@@ -125,7 +125,7 @@ impl Endpoint {
         nonblock: bool,
         mapping: &Arc<FileMapping>,
     ) -> Result<(u32, u32)> {
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         Self::bulk_conn_err(&st)?;
         if st.bulk.ended {
             return Err(EPIPE);
@@ -168,7 +168,7 @@ impl Endpoint {
             // Loopback: deliver the offer now (the FIFO is drained without our lock).
             drop(st);
             conns.loopback_drain();
-            st = self.state.lock();
+            st = self.inner.lock();
         }
         let timeout = if timeout_ms == 0 {
             DEFAULT_SETUP_TIMEOUT_MS
@@ -213,7 +213,7 @@ impl Endpoint {
         publish: bool,
     ) -> Result {
         let d = Desc { off, len };
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         loop {
             Self::bulk_conn_err(&st)?;
             if st.local_shut & flags::SHUTDOWN_SEND != 0 || st.peer_shut & flags::SHUTDOWN_RCV != 0
@@ -262,7 +262,7 @@ impl Endpoint {
     /// `VMCS_IOC_BULK_RECV`: the oldest range the peer lent us (offset in its extent),
     /// `None` at end of file.
     pub(crate) fn bulk_recv(&self, conns: &Conns<'_>, nonblock: bool) -> Result<Option<Desc>> {
-        let mut st: MutexGuard<'_, State> = self.state.lock();
+        let mut st: MutexGuard<'_, EndpointInner> = self.inner.lock();
         loop {
             if !st.was_connected {
                 return Err(errno::enotconn());
@@ -296,7 +296,7 @@ impl Endpoint {
 
     /// `VMCS_IOC_BULK_RELEASE`: hands the `count` oldest received ranges back.
     pub(crate) fn bulk_release(&self, conns: &Conns<'_>, count: u32) -> Result {
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         if !st.was_connected {
             return Err(errno::enotconn());
         }
@@ -331,7 +331,7 @@ impl Endpoint {
     /// `mmap` of `len` bytes at page `pgoff`: our extent is at 0, the peer's right after it
     /// (read-only). Returns whether the range is the peer's.
     pub(crate) fn bulk_mmap(&self, pgoff: usize, len: usize, write: bool) -> Result<bool> {
-        let st = self.state.lock();
+        let st = self.inner.lock();
         if st.bulk.ended {
             return Err(errno::enotconn());
         }
@@ -360,7 +360,7 @@ impl Endpoint {
     /// A fault at page `pgoff` of a bulk mapping: inserts the page while the set-up is alive
     /// (under the lock, so that teardown's zap comes after), else `SIGBUS`.
     pub(crate) fn bulk_fault(&self, conns: &Conns<'_>, pgoff: usize, fault: &glue::Fault) -> u32 {
-        let st = self.state.lock();
+        let st = self.inner.lock();
         if st.bulk.ended || st.phase != Phase::Connected {
             return glue::VM_FAULT_SIGBUS;
         }
@@ -376,7 +376,7 @@ impl Endpoint {
     }
 
     /// `BULK_OFFER` from the peer: its extent, once; `false` on a violation.
-    pub(super) fn on_bulk_offer(conns: &Conns<'_>, st: &mut State, payload: &[u8]) -> bool {
+    pub(super) fn on_bulk_offer(conns: &Conns<'_>, st: &mut EndpointInner, payload: &[u8]) -> bool {
         let Some(d) = Desc::decode(payload) else {
             return false;
         };
@@ -392,7 +392,7 @@ impl Endpoint {
 
     /// `BULK_DATA` from the peer: a range of its extent is ours now; `false` on a violation
     /// (no extent offered, out of bounds, empty, overlapping a range we own, too many).
-    pub(super) fn on_bulk_data(st: &mut State, payload: &[u8]) -> bool {
+    pub(super) fn on_bulk_data(st: &mut EndpointInner, payload: &[u8]) -> bool {
         let Some(d) = Desc::decode(payload) else {
             return false;
         };
@@ -414,7 +414,7 @@ impl Endpoint {
     }
 
     /// `BULK_RELEASE` from the peer: must hand back our oldest outstanding range.
-    pub(super) fn on_bulk_release(st: &mut State, payload: &[u8]) -> bool {
+    pub(super) fn on_bulk_release(st: &mut EndpointInner, payload: &[u8]) -> bool {
         let Some(d) = Desc::decode(payload) else {
             return false;
         };

@@ -9,7 +9,7 @@ impl Endpoint {
     /// A `REQUEST` for this listener from `peer`.
     pub(in crate::conn) fn on_request(&self, conns: &Conns<'_>, peer: u32, hdr: &FrameHeader) {
         let (port, bufs) = {
-            let st = self.state.lock();
+            let st = self.inner.lock();
             (st.port, (st.rcvbuf, st.sndbuf))
         };
         let child = match port {
@@ -21,7 +21,7 @@ impl Endpoint {
             return;
         };
         {
-            let mut st = self.state.lock();
+            let mut st = self.inner.lock();
             let ok = st.phase == Phase::Listening
                 && st.pending.len() < st.backlog
                 && st.ty == hdr.ty
@@ -41,7 +41,7 @@ impl Endpoint {
             }
             self.wake();
         }
-        let mut c = child.state.lock();
+        let mut c = child.inner.lock();
         let _ = child.pump(conns, &mut c);
     }
 
@@ -53,7 +53,7 @@ impl Endpoint {
         hdr: &FrameHeader,
         payload: &[u8],
     ) {
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         if st.phase == Phase::Closing {
             // Released: only the queued frames matter; an RST ends the lingering.
             if hdr.op == Op::Rst {
@@ -127,7 +127,7 @@ impl Endpoint {
 
     /// Queues the payload of an `RW` frame; `false` when the peer broke the credit or
     /// message limits.
-    pub(super) fn on_rw(&self, st: &mut State, hdr: &FrameHeader, payload: &[u8]) -> bool {
+    pub(super) fn on_rw(&self, st: &mut EndpointInner, hdr: &FrameHeader, payload: &[u8]) -> bool {
         if payload.len() != hdr.len as usize || st.rx.on_recv(hdr.len).is_err() {
             return false;
         }
@@ -156,7 +156,7 @@ impl Endpoint {
     // Reached through `Upcalls::peer_reset`, which the transport stub does not call yet.
     #[allow(dead_code)]
     pub(in crate::conn) fn on_peer_reset(&self, conns: &Conns<'_>) {
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         match st.phase {
             Phase::Connecting => self.fail_connect(conns, &mut st, errno::econnreset()),
             Phase::Connected | Phase::Closing => {
@@ -168,7 +168,7 @@ impl Endpoint {
 
     /// `read()`: one message, truncated to `max` bytes; `Ok(None)` is end of file.
     pub(crate) fn recv(&self, conns: &Conns<'_>, max: usize, nonblock: bool) -> Result<KVec<u8>> {
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         let msg = loop {
             if !st.was_connected {
                 return Err(errno::enotconn());
@@ -208,7 +208,7 @@ impl Endpoint {
     }
 
     /// Gives `n` consumed bytes back to the peer as credit (after a read).
-    pub(super) fn consumed(&self, conns: &Conns<'_>, st: &mut State, n: usize) -> Result {
+    pub(super) fn consumed(&self, conns: &Conns<'_>, st: &mut EndpointInner, n: usize) -> Result {
         // `n` is bounded by the receive buffer, a u32.
         if st.rx.on_consumed(n as u32).is_err() {
             self.abort(conns, st, errno::econnreset(), true);
@@ -225,8 +225,8 @@ impl Endpoint {
     pub(super) fn wait_readable(
         &self,
         conns: &Conns<'_>,
-        st: &mut MutexGuard<'_, State>,
-        timeo: &mut Timeout,
+        st: &mut MutexGuard<'_, EndpointInner>,
+        timeout: &mut Timeout,
     ) -> Result<bool> {
         loop {
             if !st.was_connected {
@@ -244,10 +244,10 @@ impl Endpoint {
             if st.peer_shut & flags::SHUTDOWN_SEND != 0 || st.phase != Phase::Connected {
                 return Ok(false);
             }
-            if timeo.0 > 0 {
+            if timeout.0 > 0 {
                 conns.kick(st.peer);
             }
-            self.wait(st, timeo)?;
+            self.wait(st, timeout)?;
         }
     }
 
@@ -257,11 +257,11 @@ impl Endpoint {
         &self,
         conns: &Conns<'_>,
         max: usize,
-        timeo: &mut Timeout,
+        timeout: &mut Timeout,
         peek: bool,
     ) -> Result<(KVec<u8>, usize)> {
-        let mut st = self.state.lock();
-        if !self.wait_readable(conns, &mut st, timeo)? {
+        let mut st = self.inner.lock();
+        if !self.wait_readable(conns, &mut st, timeout)? {
             return Ok((KVec::new(), 0));
         }
         let got = if peek {
@@ -286,11 +286,11 @@ impl Endpoint {
         &self,
         conns: &Conns<'_>,
         max: usize,
-        timeo: &mut Timeout,
+        timeout: &mut Timeout,
         peek: bool,
     ) -> Result<KVec<u8>> {
-        let mut st = self.state.lock();
-        if !self.wait_readable(conns, &mut st, timeo)? {
+        let mut st = self.inner.lock();
+        if !self.wait_readable(conns, &mut st, timeout)? {
             return Ok(KVec::new());
         }
         let data = st.rxq.take_bytes(max, peek)?;

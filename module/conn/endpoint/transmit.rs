@@ -10,7 +10,7 @@ impl Endpoint {
     /// other than `Full` the connection is reset and the error returned.
     /// While the peer's ring is backlogged (`ConnTable::backlogged`) it sends nothing: the frames
     /// wait for their turn in `ConnTable::tx_space`.
-    pub(super) fn pump(&self, conns: &Conns<'_>, st: &mut State) -> Result {
+    pub(super) fn pump(&self, conns: &Conns<'_>, st: &mut EndpointInner) -> Result {
         if !st.txq.is_empty() && conns.backlogged(st.peer) {
             return Ok(());
         }
@@ -22,7 +22,7 @@ impl Endpoint {
     pub(super) fn pump_frames(
         &self,
         conns: &Conns<'_>,
-        st: &mut State,
+        st: &mut EndpointInner,
         mut budget: usize,
     ) -> Result<Pumped> {
         let mut out = Pumped::default();
@@ -115,7 +115,7 @@ impl Endpoint {
     }
 
     /// Sends an `RST` for the connection now (best effort, not through the queue).
-    pub(super) fn send_rst(&self, conns: &Conns<'_>, st: &State) {
+    pub(super) fn send_rst(&self, conns: &Conns<'_>, st: &EndpointInner) {
         if let Some(port) = st.port {
             let hdr = FrameHeader::new(Op::Rst, st.ty, port, st.peer_port);
             let _ = conns.xmit(st.peer, &hdr, &[]);
@@ -123,7 +123,7 @@ impl Endpoint {
     }
 
     /// Whether `send` may queue data now: the connection's error, `EPIPE` or `ENOTCONN`.
-    pub(super) fn sendable(st: &State) -> Result {
+    pub(super) fn sendable(st: &EndpointInner) -> Result {
         if let Some(e) = st.err {
             if st.was_connected {
                 return Err(e);
@@ -142,18 +142,18 @@ impl Endpoint {
 
     /// `write()`: queues `data` as one message once the peer has credit for all of it.
     pub(crate) fn send(&self, conns: &Conns<'_>, data: KVec<u8>, nonblock: bool) -> Result<usize> {
-        self.send_timeo(conns, data, &mut Timeout::blocking(nonblock))
+        self.send_timeout(conns, data, &mut Timeout::blocking(nonblock))
     }
 
-    /// `send` waiting at most `timeo` (`SO_SNDTIMEO`; `EAGAIN` when it runs out).
-    pub(crate) fn send_timeo(
+    /// `send` waiting at most `timeout` (`SO_SNDTIMEO`; `EAGAIN` when it runs out).
+    pub(crate) fn send_timeout(
         &self,
         conns: &Conns<'_>,
         data: KVec<u8>,
-        timeo: &mut Timeout,
+        timeout: &mut Timeout,
     ) -> Result<usize> {
         let len = data.len();
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         loop {
             Self::sendable(&st)?;
             if len > st.peer_buf_alloc as usize {
@@ -167,24 +167,24 @@ impl Endpoint {
             {
                 break;
             }
-            if timeo.0 > 0 {
+            if timeout.0 > 0 {
                 conns.kick(st.peer);
             }
-            self.wait(&mut st, timeo)?;
+            self.wait(&mut st, timeout)?;
         }
         self.queue_msg(conns, st, data)
     }
 
     /// AF_VMCS `SOCK_STREAM` `send`: queues the first bytes of `data` that the peer's credit
-    /// and the transmit queue (`SO_SNDBUF`) take now, waiting within `timeo` until at least
+    /// and the transmit queue (`SO_SNDBUF`) take now, waiting within `timeout` until at least
     /// one byte fits; returns how many were queued.
     pub(crate) fn send_stream(
         &self,
         conns: &Conns<'_>,
         mut data: KVec<u8>,
-        timeo: &mut Timeout,
+        timeout: &mut Timeout,
     ) -> Result<usize> {
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         let n = loop {
             Self::sendable(&st)?;
             if data.is_empty() {
@@ -195,10 +195,10 @@ impl Endpoint {
             if n > 0 {
                 break n;
             }
-            if timeo.0 > 0 {
+            if timeout.0 > 0 {
                 conns.kick(st.peer);
             }
-            self.wait(&mut st, timeo)?;
+            self.wait(&mut st, timeout)?;
         };
         data.truncate(n);
         self.queue_msg(conns, st, data)
@@ -208,7 +208,7 @@ impl Endpoint {
     pub(super) fn queue_msg(
         &self,
         conns: &Conns<'_>,
-        mut st: MutexGuard<'_, State>,
+        mut st: MutexGuard<'_, EndpointInner>,
         data: KVec<u8>,
     ) -> Result<usize> {
         let len = data.len();
@@ -227,7 +227,7 @@ impl Endpoint {
     /// The ring to the peer has room again: sends at most `frames` queued frames, so that
     /// the core can take turns among the peer's connections (`ConnTable::tx_space`).
     pub(in crate::conn) fn on_tx_space(&self, conns: &Conns<'_>, frames: usize) -> Pumped {
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         let r = self.pump_frames(conns, &mut st, frames).unwrap_or_default();
         self.wake();
         r

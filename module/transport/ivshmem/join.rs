@@ -87,7 +87,7 @@ pub(crate) fn abort_join(shm: &SharedRegion, joined: &Joined) {
 impl Link {
     /// We were evicted (reaped while paused, or our slot was taken): reset every peer and
     /// take our slot again with a new generation.
-    pub(super) fn rejoin(&self, rx: &mut RxState, up: &impl Upcalls) {
+    pub(super) fn rejoin(&self, rx: &mut LinkRx, up: &impl Upcalls) {
         pr_warn!(
             "vmcs{}: evicted from the peer table, rejoining\n",
             self.index

@@ -139,7 +139,7 @@ fn opened_gen(s: peer::PeerSnapshot) -> Option<u32> {
 }
 
 /// What the receive side knows about one peer.
-struct PeerTrack {
+struct PeerTracking {
     rx: Option<Consumer>,
     /// Generation of the incarnation we consider up (not yet reset).
     incarnation: Option<u32>,
@@ -152,11 +152,11 @@ struct PeerTrack {
 }
 
 /// State owned by the workers.
-struct RxState {
+struct LinkRx {
     me: Membership,
     /// We were evicted and could not take our slot back: the link is dead.
     broken: bool,
-    peers: KVec<PeerTrack>,
+    peers: KVec<PeerTracking>,
     /// Payload bounce buffer, `max_payload` bytes: every payload is copied out of the region
     /// exactly once, here, before the core sees it.
     buf: KVec<u8>,
@@ -194,7 +194,7 @@ pub(crate) struct Link {
     #[pin]
     tx: SpinLock<KVec<TxChannel>>,
     #[pin]
-    rx: Mutex<RxState>,
+    rx: Mutex<LinkRx>,
 }
 
 impl Link {
@@ -232,7 +232,7 @@ impl Link {
                     };
                 tx.push(TxChannel { prod, want: None }, GFP_KERNEL)?;
                 peers.push(
-                    PeerTrack {
+                    PeerTracking {
                         rx,
                         incarnation: None,
                         acked_gen: acked,
@@ -268,7 +268,7 @@ impl Link {
             active_ms: Atomic::new(0),
             tx <- new_spinlock!(tx, "vmcs_link_tx"),
             rx <- new_mutex!(
-                RxState {
+                LinkRx {
                     me,
                     broken: false,
                     peers,

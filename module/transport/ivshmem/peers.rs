@@ -51,7 +51,7 @@ impl Link {
     /// Samples slot `p` and applies the liveness rules (docs/architecture.md, transport).
     pub(super) fn refresh_peer(
         &self,
-        rx: &mut RxState,
+        rx: &mut LinkRx,
         p: u32,
         check_stale: bool,
         up: &impl Upcalls,
@@ -161,7 +161,7 @@ impl Link {
     }
 
     /// Marks `p` down and tells the core. Called with `rx` held, outside the region guard.
-    pub(super) fn reset_peer(&self, t: &mut PeerTrack, p: u32, up: &impl Upcalls) {
+    pub(super) fn reset_peer(&self, t: &mut PeerTracking, p: u32, up: &impl Upcalls) {
         t.incarnation = None;
         if let Some(s) = self.stats.get(p as usize) {
             s.live.store(0, Relaxed);

@@ -74,7 +74,7 @@ impl Link {
     }
 
     /// Takes up to [`RX_BUDGET`] frames from peer `p`'s ring.
-    pub(super) fn drain_peer(&self, rx: &mut RxState, p: u32, up: &impl Upcalls) -> (bool, bool) {
+    pub(super) fn drain_peer(&self, rx: &mut LinkRx, p: u32, up: &impl Upcalls) -> (bool, bool) {
         let i = p as usize;
         let present = rx.peers.get(i).is_some_and(|t| t.rx.is_some());
         if !present {
@@ -94,7 +94,7 @@ impl Link {
         let mut cancelled = false;
         for _ in 0..RX_BUDGET {
             let step = {
-                let RxState { peers, buf, .. } = &mut *rx;
+                let LinkRx { peers, buf, .. } = &mut *rx;
                 let Some(t) = peers.get_mut(i) else {
                     return (false, activity);
                 };
@@ -185,7 +185,7 @@ impl Link {
 
     /// The producer `p` re-opened its channel to us (new epoch): reset its connections if
     /// that ends an incarnation we had, then acknowledge the new epoch.
-    pub(super) fn on_restarted(&self, rx: &mut RxState, p: u32, corrupt: bool, up: &impl Upcalls) {
+    pub(super) fn on_restarted(&self, rx: &mut LinkRx, p: u32, corrupt: bool, up: &impl Upcalls) {
         let snap = self
             .region
             .try_access()
