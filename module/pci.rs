@@ -47,10 +47,11 @@ impl irq::Handler for DoorbellIrq {
     }
 }
 
-/// debugfs files of one domain, `vmcs/vmcs<N>/{peers,rings,connections,selftest}`.
+/// debugfs files of one domain, `vmcs/vmcs<N>/{peers,rings,connections,resets,selftest}`.
 struct Debugfs {
     _peers: Pin<KBox<File<Arc<Domain>>>>,
     _connections: Pin<KBox<File<Arc<Domain>>>>,
+    _resets: Pin<KBox<File<Arc<Domain>>>>,
     _rings: Pin<KBox<File<Arc<Domain>>>>,
     _selftest: Pin<KBox<File<Arc<Domain>>>>,
     _dir: Dir,
@@ -116,6 +117,12 @@ fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
         }),
         GFP_KERNEL,
     )?;
+    let resets = KBox::pin_init(
+        dir.read_callback_file(c"resets", domain.clone(), &|d: &Arc<Domain>, f| {
+            d.show_resets(f)
+        }),
+        GFP_KERNEL,
+    )?;
     let selftest = KBox::pin_init(
         dir.write_callback_file(c"selftest", domain.clone(), &selftest_write),
         GFP_KERNEL,
@@ -123,6 +130,7 @@ fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
     Ok(Debugfs {
         _peers: peers,
         _connections: connections,
+        _resets: resets,
         _rings: rings,
         _selftest: selftest,
         _dir: dir,

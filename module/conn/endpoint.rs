@@ -19,14 +19,14 @@ mod transmit;
 
 use rx_queue::RxQueue;
 
-use super::{Conns, MAX_BACKLOG, MAX_RCVBUF};
+use super::{Conns, ResetReason, Violation, MAX_BACKLOG, MAX_RCVBUF};
 use crate::{
     glue::{errno, poll_mask},
     proto::{
         flow::{RxCredit, TxCredit, MAX_BUF_ALLOC},
         frame::{flags, FrameHeader, Op, SockType},
     },
-    transport::SendError,
+    transport::{PeerLoss, SendError},
     uapi,
 };
 use kernel::{
@@ -155,6 +155,8 @@ pub(crate) struct EndpointInner {
     backlog: usize,
     pending: KVec<Arc<Endpoint>>,
     pub(crate) stats: Stats,
+    /// Why the connection was last reset (`vmcs ss`, column `reset_reason`).
+    last_reset: Option<ResetReason>,
     /// Zero-copy bulk area of the connection (conn/bulk.rs).
     bulk: bulk::BulkState,
 }
@@ -183,6 +185,7 @@ impl EndpointInner {
             backlog: 0,
             pending: KVec::new(),
             stats: Stats::default(),
+            last_reset: None,
             bulk: bulk::BulkState::default(),
         }
     }
@@ -312,9 +315,17 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Resets the connection: optionally sends `RST`, records `err`, drops both queues and
-    /// detaches it from the dispatch table.
-    fn abort(&self, conns: &Conns<'_>, st: &mut EndpointInner, err: Error, rst: bool) {
+    /// Resets the connection for `reason`: optionally sends `RST`, records `err` and the
+    /// reason (counted in the domain), drops both queues and detaches it from the dispatch
+    /// table.
+    fn abort(
+        &self,
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        err: Error,
+        rst: bool,
+        reason: ResetReason,
+    ) {
         if rst
             && matches!(
                 st.phase,
@@ -331,6 +342,8 @@ impl Endpoint {
         st.txq_bytes = 0;
         st.rxq.clear();
         st.stats.resets += 1;
+        st.last_reset = Some(reason);
+        conns.resets.count(reason);
         if releasing {
             conns.remove(self);
         } else {
@@ -530,7 +543,13 @@ impl Endpoint {
                     conns.remove(self);
                 }
                 Phase::Connected if st.rxq.msgs() > 0 || st.rxq.partial > 0 => {
-                    self.abort(conns, &mut st, errno::econnreset(), true);
+                    self.abort(
+                        conns,
+                        &mut st,
+                        errno::econnreset(),
+                        true,
+                        ResetReason::Local,
+                    );
                     conns.remove(self);
                 }
                 Phase::Connected => {
@@ -543,7 +562,13 @@ impl Endpoint {
                     }
                     .and_then(|()| st.queue_ctrl(Op::Rst, 0));
                     if queued.is_err() {
-                        self.abort(conns, &mut st, errno::econnreset(), true);
+                        self.abort(
+                            conns,
+                            &mut st,
+                            errno::econnreset(),
+                            true,
+                            ResetReason::Local,
+                        );
                         conns.remove(self);
                     } else {
                         st.phase = Phase::Closing;
@@ -565,7 +590,7 @@ impl Endpoint {
         }
         for child in pending.drain_all() {
             let mut c = child.inner.lock();
-            child.abort(conns, &mut c, errno::econnreset(), true);
+            child.abort(conns, &mut c, errno::econnreset(), true, ResetReason::Local);
             conns.remove(&child);
         }
         conns.loopback_drain();
@@ -728,7 +753,7 @@ impl Endpoint {
         }
         writeln!(
             out,
-            "{} {} {} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {} {} {}",
             state,
             st.stats.rx_bytes,
             st.stats.tx_bytes,
@@ -737,7 +762,8 @@ impl Endpoint {
             st.rx.queued(),
             st.rxq.msgs(),
             st.tx.peer_free(),
-            st.stats.resets
+            st.stats.resets,
+            st.last_reset.map_or("-", ResetReason::name)
         )
     }
 }

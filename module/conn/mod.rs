@@ -13,13 +13,17 @@
 //! mutex may be held while taking either. Nothing is held while frames are delivered.
 
 mod endpoint;
+mod reset;
 
 pub(crate) use endpoint::{Endpoint, Timeout, DEFAULT_RCVBUF, TXQ_MAX};
+pub(crate) use reset::{BulkViolation, ResetReason, Violation};
+
+use reset::{ResetCounts, UNKNOWN_CONNECTION};
 
 use crate::{
     glue::{self, errno},
     proto::frame::{FrameHeader, Op, SockType, FRAME_HDR_SIZE},
-    transport::{SendError, Transport},
+    transport::{PeerLoss, SendError, Transport},
     uapi,
 };
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -118,9 +122,16 @@ pub(crate) struct ConnTable {
     bulk: Mutex<KVec<crate::proto::bulk::Desc>>,
     /// Where the next `tx_space` round robin starts.
     tx_next: AtomicUsize,
+    /// Resets per reason, and frames for no connection (debugfs `resets`).
+    resets: ResetCounts,
 }
 
 impl ConnTable {
+    /// Writes the debugfs `resets` table (conn/reset.rs).
+    pub(crate) fn show_resets(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        self.resets.show(out)
+    }
+
     /// Creates an empty table.
     pub(crate) fn new() -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
@@ -134,6 +145,7 @@ impl ConnTable {
             ),
             bulk <- new_mutex!(KVec::new(), "vmcs_bulk"),
             tx_next: AtomicUsize::new(0),
+            resets: ResetCounts::new(),
         })
     }
 
@@ -466,14 +478,17 @@ impl Conns<'_> {
         } else if let Some(l) = listener {
             l.on_request(self, peer, hdr);
         } else {
+            if hdr.op != Op::Rst {
+                self.resets.bump(UNKNOWN_CONNECTION);
+            }
             self.reply_rst(peer, hdr);
         }
     }
 
     /// `peer` is gone or was reset (`Upcalls::peer_reset`): every connection with it is reset.
-    pub(crate) fn peer_reset(&self, peer: u32) {
+    pub(crate) fn peer_reset(&self, peer: u32, cause: PeerLoss) {
         for s in self.clear_backlogged(peer).iter() {
-            s.on_peer_reset(self);
+            s.on_peer_reset(self, cause);
         }
     }
 
@@ -523,7 +538,8 @@ impl Conns<'_> {
 
 /// Column names of the debugfs `connections` table.
 pub(crate) const CONNECTIONS_HEADER: &str =
-    "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets";
+    "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets \
+     reset_reason";
 
 /// Socket type of `/dev/vmcs` connections.
 pub(crate) const CHARDEV_TYPE: SockType = SockType::SeqPacket;

@@ -27,7 +27,7 @@ use crate::{
     proto::frame::FrameHeader,
     transport::{
         ivshmem::{Link, REGS_SIZE},
-        PeerInfo, SendError, Transport, Upcalls,
+        PeerInfo, PeerLoss, SendError, Transport, Upcalls,
     },
     uapi::{self, VmcsInfo, VmcsPeerInfo},
 };
@@ -316,6 +316,11 @@ impl Domain {
         self.conns().describe(f)
     }
 
+    /// debugfs `resets`: resets per reason (conn/reset.rs).
+    pub(crate) fn show_resets(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.connections.show_resets(f)
+    }
+
     /// debugfs `selftest`: `count` self-test frames to `peer`.
     pub(crate) fn selftest(self: &Arc<Self>, peer: u32, count: u32) -> Result<u32> {
         self.link.selftest(self, peer, count)
@@ -360,8 +365,8 @@ impl Upcalls for Arc<Domain> {
         self.conns().deliver(peer, hdr, payload);
     }
 
-    fn peer_reset(&self, peer: u32) {
-        self.conns().peer_reset(peer);
+    fn peer_reset(&self, peer: u32, cause: PeerLoss) {
+        self.conns().peer_reset(peer, cause);
     }
 
     fn tx_space(&self, peer: u32) {

@@ -57,6 +57,23 @@ pub(crate) struct PeerInfo {
     pub(crate) heartbeat_age_ms: u32,
 }
 
+/// Why the transport reset a peer ([`Upcalls::peer_reset`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum PeerLoss {
+    /// Its slot went absent or leaving.
+    Left,
+    /// It came back with a new generation, or re-opened its ring to us.
+    Restarted,
+    /// Its heartbeat stood still for `hb_timeout_ms`.
+    HeartbeatTimeout,
+    /// A ring between us was found corrupt (and resynchronised).
+    RingCorrupt,
+    /// We were evicted from the peer table and rejoined.
+    Evicted,
+    /// This guest leaves the domain (unbind, unload).
+    Unbound,
+}
+
 /// What the core needs of the transport that carries its frames (down).
 pub(crate) trait Transport {
     /// This guest's peer id in the domain.
@@ -85,9 +102,9 @@ pub(crate) trait Transport {
 pub(crate) trait Upcalls {
     /// A frame from `peer`, validated; `payload.len() == hdr.len as usize`.
     fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]);
-    /// `peer` restarted, left, died or sent corrupt data: every connection with it is
-    /// reset and its waiters woken with `ECONNRESET`.
-    fn peer_reset(&self, peer: u32);
+    /// `peer` restarted, left, died or sent corrupt data (`cause`): every connection with it
+    /// is reset and its waiters woken with `ECONNRESET`.
+    fn peer_reset(&self, peer: u32, cause: PeerLoss);
     /// The ring to `peer` has room again (after a `SendError::Full`).
     fn tx_space(&self, peer: u32);
     /// The transport wants a receive pass (its owner's rx work): soon if idle, or, with

@@ -14,7 +14,7 @@
 
 use super::{Endpoint, EndpointInner, Phase, TxItem};
 use crate::{
-    conn::Conns,
+    conn::{BulkViolation, Conns},
     glue::{self, errno, FileMapping},
     proto::{
         bulk::{first_fit, Desc, MAX_DESCS},
@@ -375,52 +375,63 @@ impl Endpoint {
         }
     }
 
-    /// `BULK_OFFER` from the peer: its extent, once; `false` on a violation.
-    pub(super) fn on_bulk_offer(conns: &Conns<'_>, st: &mut EndpointInner, payload: &[u8]) -> bool {
-        let Some(d) = Desc::decode(payload) else {
-            return false;
-        };
-        let Some((_, slice)) = conns.transport().bulk_slice(st.peer) else {
-            return false;
-        };
-        if st.bulk.rx.is_some() || st.bulk.ended || !d.valid_extent(slice) {
-            return false;
+    /// `BULK_OFFER` from the peer: its extent, once; Err on a violation.
+    pub(super) fn on_bulk_offer(
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        payload: &[u8],
+    ) -> Result<(), BulkViolation> {
+        let d = Desc::decode(payload).ok_or(BulkViolation::Descriptor)?;
+        let (_, slice) = conns
+            .transport()
+            .bulk_slice(st.peer)
+            .ok_or(BulkViolation::Extent)?;
+        if st.bulk.rx.is_some() || st.bulk.ended {
+            return Err(BulkViolation::SecondOffer);
+        }
+        if !d.valid_extent(slice) {
+            return Err(BulkViolation::Extent);
         }
         st.bulk.rx = Some(d);
-        true
+        Ok(())
     }
 
-    /// `BULK_DATA` from the peer: a range of its extent is ours now; `false` on a violation
+    /// `BULK_DATA` from the peer: a range of its extent is ours now; Err on a violation
     /// (no extent offered, out of bounds, empty, overlapping a range we own, too many).
-    pub(super) fn on_bulk_data(st: &mut EndpointInner, payload: &[u8]) -> bool {
-        let Some(d) = Desc::decode(payload) else {
-            return false;
-        };
+    pub(super) fn on_bulk_data(
+        st: &mut EndpointInner,
+        payload: &[u8],
+    ) -> Result<(), BulkViolation> {
+        let d = Desc::decode(payload).ok_or(BulkViolation::Descriptor)?;
         let b = &mut st.bulk;
         let (Some(_), Some(rx)) = (b.tx, b.rx) else {
-            return false;
+            return Err(BulkViolation::NoExtent);
         };
         if !d.valid_in(rx.len)
-            || b.inq.len() + b.held.len() >= MAX_DESCS
             || b.inq.iter().any(|o| o.overlaps(&d))
             || b.held.iter().any(|o| o.overlaps(&d))
         {
-            return false;
+            return Err(BulkViolation::Range);
         }
-        if b.inq.push(d, GFP_KERNEL).is_err() {
-            return false;
+        if b.inq.len() + b.held.len() >= MAX_DESCS || b.inq.push(d, GFP_KERNEL).is_err() {
+            return Err(BulkViolation::TooMany);
         }
-        true
+        Ok(())
     }
 
     /// `BULK_RELEASE` from the peer: must hand back our oldest outstanding range.
-    pub(super) fn on_bulk_release(st: &mut EndpointInner, payload: &[u8]) -> bool {
-        let Some(d) = Desc::decode(payload) else {
-            return false;
-        };
+    pub(super) fn on_bulk_release(
+        st: &mut EndpointInner,
+        payload: &[u8],
+    ) -> Result<(), BulkViolation> {
+        let d = Desc::decode(payload).ok_or(BulkViolation::Descriptor)?;
         if st.bulk.out.first() != Some(&d) {
-            return false;
+            return Err(BulkViolation::Release);
         }
-        st.bulk.out.remove(0).is_ok()
+        st.bulk
+            .out
+            .remove(0)
+            .map(|_| ())
+            .map_err(|_| BulkViolation::Release)
     }
 }

@@ -57,7 +57,8 @@ impl Endpoint {
         if st.phase == Phase::Closing {
             // Released: only the queued frames matter; an RST ends the lingering.
             if hdr.op == Op::Rst {
-                self.abort(conns, &mut st, errno::econnreset(), false);
+                let reason = ResetReason::PeerReset;
+                self.abort(conns, &mut st, errno::econnreset(), false, reason);
             } else {
                 let _ = st.apply_peer_credit(hdr);
             }
@@ -71,7 +72,8 @@ impl Endpoint {
             return;
         }
         if hdr.ty != st.ty {
-            self.abort(conns, &mut st, errno::econnreset(), true);
+            let reason = Violation::TypeMismatch.into();
+            self.abort(conns, &mut st, errno::econnreset(), true, reason);
             return;
         }
         if hdr.op == Op::Rst {
@@ -87,80 +89,98 @@ impl Endpoint {
                 conns.detach(self);
                 self.wake();
             } else {
-                self.abort(conns, &mut st, errno::econnreset(), false);
+                let reason = ResetReason::PeerReset;
+                self.abort(conns, &mut st, errno::econnreset(), false, reason);
             }
             return;
         }
-        if st.apply_peer_credit(hdr).is_err() {
-            self.abort(conns, &mut st, errno::econnreset(), true);
-            return;
-        }
-        let ok = match hdr.op {
-            Op::Response if st.phase == Phase::Connecting => {
-                st.phase = Phase::Connected;
-                st.was_connected = true;
-                true
-            }
-            Op::Shutdown if st.phase == Phase::Connected => {
-                st.peer_shut |= hdr.flags & (flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND);
-                true
-            }
-            Op::Rw if st.phase == Phase::Connected => self.on_rw(&mut st, hdr, payload),
-            Op::CreditUpdate => true,
-            Op::CreditRequest => st.queue_ctrl(Op::CreditUpdate, 0).is_ok(),
-            Op::BulkOffer if st.phase == Phase::Connected => {
-                Self::on_bulk_offer(conns, &mut st, payload)
-            }
-            Op::BulkData if st.phase == Phase::Connected => Self::on_bulk_data(&mut st, payload),
-            Op::BulkRelease if st.phase == Phase::Connected => {
-                Self::on_bulk_release(&mut st, payload)
-            }
-            _ => false,
-        };
-        if !ok {
-            self.abort(conns, &mut st, errno::econnreset(), true);
+        if let Err(reason) = Self::on_connection_frame(conns, &mut st, hdr, payload) {
+            self.abort(conns, &mut st, errno::econnreset(), true, reason);
             return;
         }
         let _ = self.pump(conns, &mut st);
         self.wake();
     }
 
-    /// Queues the payload of an `RW` frame; `false` when the peer broke the credit or
-    /// message limits.
-    pub(super) fn on_rw(&self, st: &mut EndpointInner, hdr: &FrameHeader, payload: &[u8]) -> bool {
+    /// A frame other than `RST` for a connection of a matching type: applies its credit and
+    /// acts on it. Err is why the connection must be reset (a peer's violation, or `Local`
+    /// when no memory was left for the answer).
+    fn on_connection_frame(
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), ResetReason> {
+        st.apply_peer_credit(hdr)
+            .map_err(|_| ResetReason::from(Violation::BadCredit))?;
+        match hdr.op {
+            Op::Response if st.phase == Phase::Connecting => {
+                st.phase = Phase::Connected;
+                st.was_connected = true;
+            }
+            Op::Shutdown if st.phase == Phase::Connected => {
+                st.peer_shut |= hdr.flags & (flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND);
+            }
+            Op::Rw if st.phase == Phase::Connected => Self::on_rw(st, hdr, payload)?,
+            Op::CreditUpdate => {}
+            Op::CreditRequest => st
+                .queue_ctrl(Op::CreditUpdate, 0)
+                .map_err(|_| ResetReason::Local)?,
+            Op::BulkOffer if st.phase == Phase::Connected => {
+                Self::on_bulk_offer(conns, st, payload).map_err(Violation::from)?
+            }
+            Op::BulkData if st.phase == Phase::Connected => {
+                Self::on_bulk_data(st, payload).map_err(Violation::from)?
+            }
+            Op::BulkRelease if st.phase == Phase::Connected => {
+                Self::on_bulk_release(st, payload).map_err(Violation::from)?
+            }
+            _ => return Err(Violation::UnexpectedFrame.into()),
+        }
+        Ok(())
+    }
+
+    /// Queues the payload of an `RW` frame; Err when the peer broke the credit or message
+    /// limits.
+    pub(super) fn on_rw(
+        st: &mut EndpointInner,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), Violation> {
         if payload.len() != hdr.len as usize || st.rx.on_recv(hdr.len).is_err() {
-            return false;
+            return Err(Violation::CreditOverrun);
         }
         let eom = hdr.ty == SockType::Stream || hdr.flags & flags::EOM != 0;
         if st.local_shut & flags::SHUTDOWN_RCV != 0 {
             // Shut for reading: discard, but give the credit back.
             if st.rx.on_consumed(hdr.len).is_err() {
-                return false;
+                return Err(Violation::CreditOverrun);
             }
             if st.rx.needs_update() {
                 let _ = st.queue_ctrl(Op::CreditUpdate, 0);
             }
-            return true;
+            return Ok(());
         }
         if st.rxq.push(payload, eom).is_err() {
-            return false;
+            return Err(Violation::MessageLimit);
         }
         st.stats.rx_bytes += u64::from(hdr.len);
         if eom {
             st.stats.rx_msgs += 1;
         }
-        true
+        Ok(())
     }
 
     /// The peer is gone: reset without sending anything.
     // Reached through `Upcalls::peer_reset`, which the transport stub does not call yet.
     #[allow(dead_code)]
-    pub(in crate::conn) fn on_peer_reset(&self, conns: &Conns<'_>) {
+    pub(in crate::conn) fn on_peer_reset(&self, conns: &Conns<'_>, cause: PeerLoss) {
         let mut st = self.inner.lock();
         match st.phase {
             Phase::Connecting => self.fail_connect(conns, &mut st, errno::econnreset()),
             Phase::Connected | Phase::Closing => {
-                self.abort(conns, &mut st, errno::econnreset(), false)
+                let reason = ResetReason::PeerLost(cause);
+                self.abort(conns, &mut st, errno::econnreset(), false, reason)
             }
             _ => {}
         }
@@ -179,7 +199,13 @@ impl Endpoint {
             if let Some((msg, len)) = st.rxq.pop(max)? {
                 // `len` is at most `MAX_MSG_SIZE`.
                 if st.rx.on_consumed(len as u32).is_err() {
-                    self.abort(conns, &mut st, errno::econnreset(), true);
+                    self.abort(
+                        conns,
+                        &mut st,
+                        errno::econnreset(),
+                        true,
+                        ResetReason::Local,
+                    );
                     return Err(errno::econnreset());
                 }
                 if st.phase == Phase::Connected && st.rx.needs_update() {
@@ -211,7 +237,7 @@ impl Endpoint {
     pub(super) fn consumed(&self, conns: &Conns<'_>, st: &mut EndpointInner, n: usize) -> Result {
         // `n` is bounded by the receive buffer, a u32.
         if st.rx.on_consumed(n as u32).is_err() {
-            self.abort(conns, st, errno::econnreset(), true);
+            self.abort(conns, st, errno::econnreset(), true, ResetReason::Local);
             return Err(errno::econnreset());
         }
         if st.phase == Phase::Connected && st.rx.needs_update() {

@@ -94,11 +94,11 @@ impl Endpoint {
                     break;
                 }
                 Err(e) => {
-                    let err = match e {
-                        SendError::Unreachable => errno::ehostunreach(),
-                        other => Error::from(other),
+                    let (err, reason) = match e {
+                        SendError::Unreachable => (errno::ehostunreach(), ResetReason::Unreachable),
+                        other => (Error::from(other), ResetReason::Local),
                     };
-                    self.abort(conns, st, errno::econnreset(), false);
+                    self.abort(conns, st, errno::econnreset(), false, reason);
                     return Err(err);
                 }
             }

@@ -95,7 +95,7 @@ impl Link {
         for p in 0..self.geo.max_peers {
             if let Some(t) = rx.peers.get_mut(p as usize) {
                 if t.incarnation.is_some() {
-                    self.reset_peer(t, p, up);
+                    self.reset_peer(t, p, up, PeerLoss::Evicted);
                 }
             }
         }

@@ -38,7 +38,7 @@ pub(crate) use join::{abort_join, attach_and_join};
 use selftest::selftest_ok;
 use stats::{bump, PeerStats};
 
-use super::{PeerInfo, SendError, Upcalls};
+use super::{PeerInfo, PeerLoss, SendError, Upcalls};
 use crate::{
     glue::{self, SharedRegion},
     proto::{
@@ -337,11 +337,11 @@ impl Link {
             if let Some(s) = self.stats.get(p as usize) {
                 s.live.store(0, Relaxed);
             }
-            up.peer_reset(p);
+            up.peer_reset(p, PeerLoss::Unbound);
         }
         // Loopback connections end with the domain too: their bulk mappings point into this
         // region, which is about to be released.
-        up.peer_reset(self.local_id);
+        up.peer_reset(self.local_id, PeerLoss::Unbound);
     }
 
     /// This guest's peer id in the domain.

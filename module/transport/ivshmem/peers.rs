@@ -91,7 +91,7 @@ impl Link {
                             snap.gen
                         );
                         t.dead_gen = Some(snap.gen);
-                        self.reset_peer(t, p, up);
+                        self.reset_peer(t, p, up, PeerLoss::HeartbeatTimeout);
                         let reaped = self
                             .region
                             .try_access()
@@ -111,7 +111,7 @@ impl Link {
                                 snap.gen
                             );
                         }
-                        self.reset_peer(t, p, up);
+                        self.reset_peer(t, p, up, PeerLoss::Restarted);
                     }
                     t.incarnation = Some(snap.gen);
                     t.dead_gen = None;
@@ -144,7 +144,7 @@ impl Link {
                                 snap.gen
                             );
                         }
-                        self.reset_peer(t, p, up);
+                        self.reset_peer(t, p, up, PeerLoss::Restarted);
                     }
                 }
             }
@@ -154,14 +154,20 @@ impl Link {
                     if self.log_ok(p) {
                         pr_info!("vmcs{}: peer {} left (generation {}), reset\n", idx, p, old);
                     }
-                    self.reset_peer(t, p, up);
+                    self.reset_peer(t, p, up, PeerLoss::Left);
                 }
             }
         }
     }
 
     /// Marks `p` down and tells the core. Called with `rx` held, outside the region guard.
-    pub(super) fn reset_peer(&self, t: &mut PeerTracking, p: u32, up: &impl Upcalls) {
+    pub(super) fn reset_peer(
+        &self,
+        t: &mut PeerTracking,
+        p: u32,
+        up: &impl Upcalls,
+        cause: PeerLoss,
+    ) {
         t.incarnation = None;
         if let Some(s) = self.stats.get(p as usize) {
             s.live.store(0, Relaxed);
@@ -170,7 +176,7 @@ impl Link {
         if let Some(chan) = self.tx.lock().get_mut(p as usize) {
             chan.want = None;
         }
-        up.peer_reset(p);
+        up.peer_reset(p, cause);
     }
 
     /// Whether `peer` is live now (never true for this guest itself).

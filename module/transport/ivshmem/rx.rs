@@ -59,7 +59,7 @@ impl Link {
                         s.tx_corrupt.store(0, Relaxed);
                         if let Some(t) = rx.peers.get_mut(p as usize) {
                             if t.incarnation.is_some() {
-                                self.reset_peer(t, p, up);
+                                self.reset_peer(t, p, up, PeerLoss::RingCorrupt);
                             }
                         }
                     }
@@ -196,7 +196,7 @@ impl Link {
         };
         if let Some(g) = t.incarnation {
             if corrupt {
-                self.reset_peer(t, p, up);
+                self.reset_peer(t, p, up, PeerLoss::RingCorrupt);
             } else if Some(g) != gen {
                 if self.log_ok(p) {
                     pr_info!(
@@ -207,12 +207,12 @@ impl Link {
                         gen
                     );
                 }
-                self.reset_peer(t, p, up);
+                self.reset_peer(t, p, up, PeerLoss::Restarted);
             } else if t.acked_gen == Some(g) {
                 if self.log_ok(p) {
                     pr_info!("vmcs{}: peer {} re-opened its ring, reset\n", self.index, p);
                 }
-                self.reset_peer(t, p, up);
+                self.reset_peer(t, p, up, PeerLoss::Restarted);
             }
         }
         let notify = match (self.region.try_access(), t.rx.as_mut()) {
