@@ -352,6 +352,11 @@ impl Endpoint {
         self.wake();
     }
 
+    /// Resets the connection from this side: `RST` to the peer, `ECONNRESET` here.
+    fn reset_local(&self, conns: &Conns<'_>, st: &mut EndpointInner) {
+        self.abort(conns, st, errno::econnreset(), true, ResetReason::Local);
+    }
+
     /// A failed connect: back to `Bound`, so that the endpoint may connect again.
     fn fail_connect(&self, conns: &Conns<'_>, st: &mut EndpointInner, err: Error) {
         st.phase = Phase::Bound;
@@ -543,13 +548,7 @@ impl Endpoint {
                     conns.remove(self);
                 }
                 Phase::Connected if st.rxq.msgs() > 0 || st.rxq.partial > 0 => {
-                    self.abort(
-                        conns,
-                        &mut st,
-                        errno::econnreset(),
-                        true,
-                        ResetReason::Local,
-                    );
+                    self.reset_local(conns, &mut st);
                     conns.remove(self);
                 }
                 Phase::Connected => {
@@ -562,13 +561,7 @@ impl Endpoint {
                     }
                     .and_then(|()| st.queue_ctrl(Op::Rst, 0));
                     if queued.is_err() {
-                        self.abort(
-                            conns,
-                            &mut st,
-                            errno::econnreset(),
-                            true,
-                            ResetReason::Local,
-                        );
+                        self.reset_local(conns, &mut st);
                         conns.remove(self);
                     } else {
                         st.phase = Phase::Closing;
@@ -590,7 +583,7 @@ impl Endpoint {
         }
         for child in pending.drain_all() {
             let mut c = child.inner.lock();
-            child.abort(conns, &mut c, errno::econnreset(), true, ResetReason::Local);
+            child.reset_local(conns, &mut c);
             conns.remove(&child);
         }
         conns.loopback_drain();

@@ -52,7 +52,7 @@ unsafe fn socket_options(
 ///
 /// `sock` must be an AF_VMCS socket whose `create` (or `accept`) succeeded and that is not
 /// yet released.
-unsafe fn sock_ref<'a>(sock: *mut bindings::socket) -> ArcBorrow<'a, VmcsSocket> {
+unsafe fn vmcs_socket<'a>(sock: *mut bindings::socket) -> ArcBorrow<'a, VmcsSocket> {
     // SAFETY: Per the safety requirements `sock->sk` is ours and its private pointer holds
     // an `Arc<VmcsSocket>` until release, which does not run concurrently with other ops.
     unsafe { <Arc<VmcsSocket> as ForeignOwnable>::borrow(sk::private(sock)) }
@@ -102,18 +102,18 @@ unsafe extern "C" fn vmcs_sock_create(
 ) -> c_int {
     // SAFETY: `sock` is valid (function safety requirement).
     let ty = c_int::from(unsafe { (*sock).type_ });
-    let sref = match VmcsSocket::create(ty, protocol) {
+    let socket = match VmcsSocket::create(ty, protocol) {
         Ok(s) => s,
         Err(e) => return e.to_errno(),
     };
     // SAFETY: `net` and `sock` are valid; the type was checked by `create`.
     if !unsafe { sk::new_sk(net, sock, kern) } {
-        sref.release();
+        socket.release();
         return ENOMEM.to_errno();
     }
     // SAFETY: `sock->sk` is fresh and now ours.
     unsafe {
-        attach(sock, sref);
+        attach(sock, socket);
         sk::set_buffers(sock, DEFAULT_SOCKET_BUFFERS);
     }
     0
@@ -126,7 +126,7 @@ unsafe extern "C" fn vmcs_sock_create(
 #[no_mangle]
 unsafe extern "C" fn vmcs_sock_bufs_changed(sock: *mut bindings::socket) {
     // SAFETY: `sock` is live (function safety requirement).
-    let (s, (rcvbuf, sndbuf)) = unsafe { (sock_ref(sock), sk::buffers(sock)) };
+    let (s, (rcvbuf, sndbuf)) = unsafe { (vmcs_socket(sock), sk::buffers(sock)) };
     let bufs = s.set_bufs(rcvbuf, sndbuf);
     // SAFETY: `sock` is live.
     unsafe { sk::set_buffers(sock, bufs) };
@@ -145,10 +145,10 @@ unsafe extern "C" fn vmcs_sock_release(sock: *mut bindings::socket) -> c_int {
     let private = unsafe { sk::private(sock) };
     if !private.is_null() {
         // SAFETY: Set by `attach` from `Arc::into_foreign`; cleared below.
-        let sref = unsafe { <Arc<VmcsSocket> as ForeignOwnable>::from_foreign(private) };
+        let socket = unsafe { <Arc<VmcsSocket> as ForeignOwnable>::from_foreign(private) };
         // SAFETY: `sock->sk` is ours.
         unsafe { sk::set_private(sock, core::ptr::null_mut()) };
-        sref.release();
+        socket.release();
     }
     // SAFETY: `sock` owns `sk`; this drops it and clears `sock->sk`.
     unsafe { sk::free_sk(sock) };
@@ -165,7 +165,7 @@ unsafe extern "C" fn vmcs_sock_bind(
     len: c_int,
 ) -> c_int {
     // SAFETY: Guaranteed by the caller.
-    let (s, a) = unsafe { (sock_ref(sock), addr_bytes(addr, len)) };
+    let (s, a) = unsafe { (vmcs_socket(sock), addr_bytes(addr, len)) };
     to_int(s.bind(a))
 }
 
@@ -182,7 +182,7 @@ unsafe extern "C" fn vmcs_sock_connect(
     // SAFETY: Guaranteed by the caller.
     let (s, a, timeout) = unsafe {
         (
-            sock_ref(sock),
+            vmcs_socket(sock),
             addr_bytes(addr, len),
             sk::send_timeout_ms(sock),
         )
@@ -212,7 +212,7 @@ unsafe extern "C" fn vmcs_sock_accept(
     kern: c_int,
 ) -> c_int {
     // SAFETY: Guaranteed by the caller.
-    let s = unsafe { sock_ref(sock) };
+    let s = unsafe { vmcs_socket(sock) };
     let nonblock = (flags as u32) & oflags::NONBLOCK != 0;
     // SAFETY: `sock` is live. `sock_rcvtimeo()`: accept waits at most SO_RCVTIMEO.
     let timeout = unsafe { socket_options(sock, true, nonblock) }.timeout;
@@ -247,7 +247,7 @@ unsafe extern "C" fn vmcs_sock_getname(
     peer: c_int,
 ) -> c_int {
     // SAFETY: Guaranteed by the caller.
-    let s = unsafe { sock_ref(sock) };
+    let s = unsafe { vmcs_socket(sock) };
     match s.name(peer != 0) {
         Ok(a) => {
             // SAFETY: `addr` has room for a `sockaddr_storage` (128 bytes).
@@ -270,7 +270,7 @@ unsafe extern "C" fn vmcs_sock_poll(
     // SAFETY: As in `vmcs_chr_poll`: the file is open for the call, `wait` null or valid.
     let (s, f, table) = unsafe {
         (
-            sock_ref(sock),
+            vmcs_socket(sock),
             File::from_raw_file(file),
             PollTable::from_raw(wait),
         )
@@ -295,7 +295,7 @@ unsafe extern "C" fn vmcs_sock_ioctl(
     arg: c_ulong,
 ) -> c_int {
     // SAFETY: Guaranteed by the caller.
-    let s = unsafe { sock_ref(sock) };
+    let s = unsafe { vmcs_socket(sock) };
     let r = s.ioctl_queued(cmd).and_then(|n| {
         let v = c_int::try_from(n).unwrap_or(c_int::MAX);
         UserSlice::new(UserPtr::from_addr(arg), size_of::<c_int>())
@@ -311,7 +311,7 @@ unsafe extern "C" fn vmcs_sock_ioctl(
 #[no_mangle]
 unsafe extern "C" fn vmcs_sock_listen(sock: *mut bindings::socket, backlog: c_int) -> c_int {
     // SAFETY: Guaranteed by the caller.
-    to_int(unsafe { sock_ref(sock) }.listen(backlog))
+    to_int(unsafe { vmcs_socket(sock) }.listen(backlog))
 }
 
 /// # Safety
@@ -320,7 +320,7 @@ unsafe extern "C" fn vmcs_sock_listen(sock: *mut bindings::socket, backlog: c_in
 #[no_mangle]
 unsafe extern "C" fn vmcs_sock_shutdown(sock: *mut bindings::socket, how: c_int) -> c_int {
     // SAFETY: Guaranteed by the caller.
-    to_int(unsafe { sock_ref(sock) }.shutdown(how))
+    to_int(unsafe { vmcs_socket(sock) }.shutdown(how))
 }
 
 /// # Safety
@@ -336,7 +336,7 @@ unsafe extern "C" fn vmcs_sock_sendmsg(
     // SAFETY: Guaranteed by the caller: `msg_iter` is a source iterator valid for the call.
     let (s, flags, opts, src) = unsafe {
         (
-            sock_ref(sock),
+            vmcs_socket(sock),
             (*m).msg_flags,
             socket_options(sock, false, sk::nonblocking(sock)),
             IovIterSource::from_raw(core::ptr::addr_of_mut!((*m).msg_iter)),
@@ -367,7 +367,7 @@ unsafe extern "C" fn vmcs_sock_recvmsg(
     // SAFETY: Guaranteed by the caller: `msg_iter` is a destination iterator.
     let (s, opts, dst) = unsafe {
         (
-            sock_ref(sock),
+            vmcs_socket(sock),
             socket_options(sock, true, sk::nonblocking(sock)),
             IovIterDest::from_raw(core::ptr::addr_of_mut!((*m).msg_iter)),
         )

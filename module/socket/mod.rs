@@ -246,6 +246,20 @@ impl VmcsSocket {
         }
     }
 
+    /// The checks every `sendmsg`/`recvmsg` starts with (the domain is alive, no
+    /// `MSG_OOB`), and how long it may wait: `opts.timeout`, 0 with `MSG_DONTWAIT`.
+    fn call_timeout(&self, flags: u32, opts: SocketOptions) -> Result<Timeout> {
+        self.domain.alive()?;
+        if flags & msg::OOB != 0 {
+            return Err(errno::eopnotsupp());
+        }
+        Ok(if flags & msg::DONTWAIT != 0 {
+            Timeout(0)
+        } else {
+            opts.timeout
+        })
+    }
+
     /// `sendmsg()`, waiting at most `opts.timeout` (`SO_SNDTIMEO`). A seqpacket send is one
     /// message of at most `VMCS_MAX_MSG_SIZE` bytes, all or nothing; a stream send queues
     /// what the peer's credit and `SO_SNDBUF` take, and returns the bytes queued before an
@@ -257,15 +271,7 @@ impl VmcsSocket {
         flags: u32,
         opts: SocketOptions,
     ) -> Result<usize> {
-        self.domain.alive()?;
-        if flags & msg::OOB != 0 {
-            return Err(errno::eopnotsupp());
-        }
-        let mut timeout = if flags & msg::DONTWAIT != 0 {
-            Timeout(0)
-        } else {
-            opts.timeout
-        };
+        let mut timeout = self.call_timeout(flags, opts)?;
         let conns = self.domain.conns();
         let len = src.len();
         if !self.stream {
@@ -317,15 +323,7 @@ impl VmcsSocket {
         flags: u32,
         opts: SocketOptions,
     ) -> Result<(usize, u32)> {
-        self.domain.alive()?;
-        if flags & msg::OOB != 0 {
-            return Err(errno::eopnotsupp());
-        }
-        let mut timeout = if flags & msg::DONTWAIT != 0 {
-            Timeout(0)
-        } else {
-            opts.timeout
-        };
+        let mut timeout = self.call_timeout(flags, opts)?;
         let peek = flags & msg::PEEK != 0;
         let conns = self.domain.conns();
         let max = dst.len();

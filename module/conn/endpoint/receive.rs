@@ -199,13 +199,7 @@ impl Endpoint {
             if let Some((msg, len)) = st.rxq.pop(max)? {
                 // `len` is at most `MAX_MSG_SIZE`.
                 if st.rx.on_consumed(len as u32).is_err() {
-                    self.abort(
-                        conns,
-                        &mut st,
-                        errno::econnreset(),
-                        true,
-                        ResetReason::Local,
-                    );
+                    self.reset_local(conns, &mut st);
                     return Err(errno::econnreset());
                 }
                 if st.phase == Phase::Connected && st.rx.needs_update() {
@@ -237,7 +231,7 @@ impl Endpoint {
     pub(super) fn consumed(&self, conns: &Conns<'_>, st: &mut EndpointInner, n: usize) -> Result {
         // `n` is bounded by the receive buffer, a u32.
         if st.rx.on_consumed(n as u32).is_err() {
-            self.abort(conns, st, errno::econnreset(), true, ResetReason::Local);
+            self.reset_local(conns, st);
             return Err(errno::econnreset());
         }
         if st.phase == Phase::Connected && st.rx.needs_update() {
