@@ -26,7 +26,6 @@ use crate::{
         flow::{RxCredit, TxCredit, MAX_BUF_ALLOC},
         frame::{flags, FrameHeader, Op, SockType},
     },
-    transport::{PeerLoss, SendError},
     uapi,
 };
 use kernel::{

@@ -3,7 +3,14 @@
 //! Receive: frames from the peer (`on_frame`, `on_request`, `on_rw`, resets) and the
 //! reads that take messages or bytes out of the receive queue and give credit back.
 
-use super::*;
+use super::{Endpoint, EndpointInner, Phase, ResetReason, Timeout, Violation};
+use crate::{
+    conn::Conns,
+    glue::errno,
+    proto::frame::{flags, FrameHeader, Op, SockType},
+    transport::PeerLoss,
+};
+use kernel::{prelude::*, sync::MutexGuard};
 
 impl Endpoint {
     /// A `REQUEST` for this listener from `peer`.

@@ -3,7 +3,9 @@
 //! The receive queue of one connection: whole messages (or a byte stream) as they
 //! arrived, bounded by the receive credit.
 
-use super::*;
+use super::MAX_EMPTY_MSGS;
+use crate::uapi;
+use kernel::prelude::*;
 
 /// Received messages: payload bytes back to back, plus one length per complete message.
 ///

@@ -3,7 +3,14 @@
 //! Transmit: queueing messages and control frames (`send`, `send_stream`) and pumping
 //! the transmit queue into the transport as credit and ring space allow.
 
-use super::*;
+use super::{Endpoint, EndpointInner, Phase, Pumped, ResetReason, Timeout, TxItem};
+use crate::{
+    conn::Conns,
+    glue::errno,
+    proto::frame::{flags, FrameHeader, Op, SockType},
+    transport::SendError,
+};
+use kernel::{prelude::*, sync::MutexGuard};
 
 impl Endpoint {
     /// Sends as much of the transmit queue as the transport takes now. On a transport error

@@ -3,7 +3,23 @@
 //! Joining the peer table: attach to the region and take a slot (probe), give it back
 //! when probe fails, and take it again after an eviction (`rejoin`).
 
-use super::*;
+use super::{opened_gen, Joined, Link, LinkRx, Params, ATTACH_POLLS, ATTACH_STALE_POLLS};
+use crate::{
+    glue::{self, SharedRegion},
+    proto::{
+        layout::{self, InitConfig, LayoutError},
+        peer::{self, JoinMode, PeerError, PeerState},
+        ring::Producer,
+        shm::Shm,
+    },
+    transport::{PeerLoss, Upcalls},
+};
+use kernel::{
+    device,
+    prelude::*,
+    sync::atomic::Relaxed,
+    time::{delay::fsleep, Delta},
+};
 
 /// Attaches to the region and takes a peer slot (state `JOINING`).
 ///

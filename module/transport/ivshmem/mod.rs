@@ -38,30 +38,25 @@ pub(crate) use join::{abort_join, attach_and_join};
 use selftest::selftest_ok;
 use stats::{bump, PeerStats};
 
-use super::{PeerInfo, PeerLoss, SendError, Upcalls};
+use super::{PeerLoss, Upcalls};
 use crate::{
-    glue::{self, SharedRegion},
+    glue::SharedRegion,
     proto::{
-        frame::{FrameHeader, Op, SockType},
-        layout::{self, Geometry, InitConfig, LayoutError},
-        peer::{self, JoinMode, Membership, PeerError, PeerState},
-        ring::{ctrl, Channel, Consumer, Producer, RingError, SleepCheck},
-        shm::Shm,
+        layout::Geometry,
+        peer::{self, Membership, PeerState},
+        ring::{Channel, Consumer, Producer},
     },
 };
-use core::fmt;
 use kernel::{
-    device,
     devres::Devres,
-    io::Io,
     new_mutex, new_spinlock, pci,
     prelude::*,
     revocable::Revocable,
     sync::{
-        atomic::{Atomic, Full, Relaxed},
+        atomic::{Atomic, Relaxed},
         Arc, Mutex, SpinLock,
     },
-    time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Jiffies, Monotonic},
+    time::{msecs_to_jiffies, Instant, Jiffies, Monotonic},
 };
 
 /// Size of the BAR0 register block.

@@ -4,7 +4,12 @@
 //! rules (up, restarted, left, heartbeat timeout); a reset is reported up once per
 //! incarnation.
 
-use super::*;
+use super::{bump, Link, LinkRx, PeerTracking};
+use crate::{
+    proto::peer::{self, PeerState},
+    transport::{PeerInfo, PeerLoss, Upcalls},
+};
+use kernel::{prelude::*, sync::atomic::Relaxed};
 
 impl Link {
     /// The heartbeat tick: beat, sample every slot, drain. Called by the domain's tick work.

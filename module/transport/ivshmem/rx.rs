@@ -4,7 +4,23 @@
 //! bounce buffer and up to [`Upcalls::deliver`]; the doorbell IRQ and the plain poll's
 //! re-arm delay.
 
-use super::*;
+use super::{
+    bump, selftest_ok, Link, LinkRx, POLL_HOT_MS, POLL_MAX_MS, POLL_MIN, RX_BUDGET, SELFTEST_PORT,
+    VEC_SPACE,
+};
+use crate::{
+    proto::{
+        frame::{FrameHeader, Op},
+        peer,
+        ring::{RingError, SleepCheck},
+    },
+    transport::{PeerLoss, Upcalls},
+};
+use kernel::{
+    prelude::*,
+    sync::atomic::{Full, Relaxed},
+    time::{msecs_to_jiffies, Jiffies},
+};
 
 impl Link {
     /// Called from the MSI-X handler of `vector` (hard IRQ context): counts the doorbell.

@@ -3,7 +3,15 @@
 //! The transport self-test (debugfs `selftest`): patterned frames to a port no endpoint
 //! can bind, checked and counted by the receiving transport.
 
-use super::*;
+use super::{Link, SELFTEST_PORT};
+use crate::{
+    proto::frame::{FrameHeader, Op, SockType},
+    transport::{SendError, Upcalls},
+};
+use kernel::{
+    prelude::*,
+    time::{delay::fsleep, Delta},
+};
 
 impl Link {
     /// Sends `count` self-test frames to `peer` (debugfs `selftest`): stream `RW` frames to

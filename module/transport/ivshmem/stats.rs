@@ -3,7 +3,13 @@
 //! Per-peer counters, the per-peer log rate limit, and the debugfs `peers` and `rings`
 //! files.
 
-use super::*;
+use super::{Link, LOG_BURST, LOG_WINDOW_MS};
+use crate::proto::{ring::ctrl, shm::Shm};
+use core::fmt;
+use kernel::{
+    prelude::*,
+    sync::atomic::{Atomic, Relaxed},
+};
 
 /// Counters of one peer, for debugfs.
 pub(super) struct PeerStats {

@@ -3,7 +3,16 @@
 //! The transmit side: [`Link::send`] into the rings, doorbells to peers, the plain
 //! variant's kick, and the senders waiting for ring space.
 
-use super::*;
+use super::{bump, Link, MAX_VECTORS, POLL_MIN, REG_DOORBELL, VEC_DATA, VEC_SPACE};
+use crate::{
+    proto::{
+        frame::FrameHeader,
+        peer::{self, PeerState},
+        ring::{Producer, RingError, SleepCheck},
+    },
+    transport::{SendError, Upcalls},
+};
+use kernel::{io::Io, prelude::*, sync::atomic::Relaxed};
 
 impl Link {
     /// Queues one frame to `peer` without blocking and rings its doorbell if it sleeps.
