@@ -3,7 +3,7 @@
  * vmcs C glue: the few pieces the Rust `kernel` crate has no abstraction for.
  *
  * This file holds tables and one-line forwarders only; all logic lives in
- * Rust (module/chardev.rs). It exists because:
+ * Rust (module/chardev/entry.rs). It exists because:
  *  - the file_operations of /dev/vmcs need `.owner = THIS_MODULE` so that an
  *    open file pins the module (kernel::miscdevice leaves owner unset, which
  *    would let rmmod unload code that open files still point at), and

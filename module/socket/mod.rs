@@ -3,7 +3,7 @@
 //! AF_VMCS: the socket family's operations over the core (docs/sockets.md).
 //!
 //! Each socket is one endpoint of the core (`conn::Endpoint`) of the default domain, exactly
-//! like a `/dev/vmcs` file (module/chardev.rs): the two share one port space. `SOCK_SEQPACKET`
+//! like a `/dev/vmcs` file (module/chardev/): the two share one port space. `SOCK_SEQPACKET`
 //! uses the core's message calls; `SOCK_STREAM` its byte-stream calls (`recv_stream`). The
 //! raw `proto_ops` entry points live in [`entry`] (nothing imports it) and call the methods
 //! here.

@@ -7,7 +7,7 @@
 //!
 //! - down: the [`Transport`] trait, what the core asks of the transport it is handed
 //!   (`local_id`, `send`, `is_live`, `max_payload`, `kick`, the bulk slice geometry). The
-//!   domain implements it over its [`ivshmem::Link`] (module/domain.rs);
+//!   domain implements it over its [`ivshmem::Link`] (module/domain/mod.rs);
 //! - up: the [`Upcalls`] trait, which the domain implements (forwarding frames, resets and
 //!   ring space to its core, and queueing its own works when the transport asks for a
 //!   receive pass) and which the transport calls. It is the only way up: the transport
