@@ -134,7 +134,6 @@ impl PinnedDrop for Domain {
 
 impl Domain {
     /// A new domain over a joined region (probe). `regs` is BAR0 on doorbell devices.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         index: u32,
         variant: IvshmemVariant,
