@@ -242,14 +242,28 @@ fn header_declarations() -> (BTreeMap<String, Vec<String>>, Vec<String>) {
 #[test]
 fn every_declaration_of_the_header_is_checked() {
     let (structs, names) = header_declarations();
-    assert!(structs.len() >= 11 && names.len() >= 30, "header parse: {structs:?} {names:?}");
+    assert!(
+        structs.len() >= 11 && names.len() >= 30,
+        "header parse: {structs:?} {names:?}"
+    );
     let rust: BTreeMap<String, Vec<String>> = rust_layouts()
         .into_iter()
         .filter(|(s, _, _)| *s != "sockaddr_vm")
-        .map(|(s, _, f)| (s.to_string(), f.iter().map(|(f, _)| f.to_string()).collect()))
+        .map(|(s, _, f)| {
+            (
+                s.to_string(),
+                f.iter().map(|(f, _)| f.to_string()).collect(),
+            )
+        })
         .collect();
-    assert_eq!(rust, structs, "Rust layouts vs the structs of include/vmcs.h");
-    let consts: Vec<String> = rust_constants().iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(
+        rust, structs,
+        "Rust layouts vs the structs of include/vmcs.h"
+    );
+    let consts: Vec<String> = rust_constants()
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
     let missing: Vec<&String> = names.iter().filter(|n| !consts.contains(n)).collect();
     assert!(missing.is_empty(), "not mirrored in vmcs-sys: {missing:?}");
 }
