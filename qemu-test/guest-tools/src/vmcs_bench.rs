@@ -28,7 +28,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 use vmcs_guest_tools::dev::{Fd, SHUT_WR};
-use vmcs_guest_tools::ename;
+use vmcs_guest_tools::{ename, exit_with};
 
 type Res<T = ()> = Result<T, String>;
 
@@ -505,11 +505,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            println!("FAIL: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_with(r, "FAIL")
 }

@@ -26,6 +26,18 @@ pub fn strerror(e: i32) -> String {
     std::io::Error::from_raw_os_error(e).to_string()
 }
 
+/// The exit status of a program whose run ended with `r`: success, or `PREFIX: error` on
+/// stdout and failure.
+pub fn exit_with(r: Res, prefix: &str) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            println!("{prefix}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A cid argument: a number, or `auto` (`None`: every live peer).
 pub fn cid_arg(s: &str) -> Option<u32> {
     if s == "auto" {

@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use vmcs_guest_tools::dev::Fd;
 use vmcs_guest_tools::sys::{VMCS_CID_LOCAL, VMCS_MAX_MSG_SIZE, VMCS_PORT_ANY};
-use vmcs_guest_tools::{cid_arg, ename, Res};
+use vmcs_guest_tools::{cid_arg, ename, exit_with, Res};
 
 use crash::{crash_recv, crash_stream, hold, rejoin};
 use cross::{client, serve, xrecv, xsend};
@@ -207,11 +207,5 @@ fn main() -> ExitCode {
             }
         },
     };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            println!("FAIL: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_with(r, "FAIL")
 }

@@ -30,7 +30,7 @@ use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
 use options::{t_bufs, t_lowat, t_sockopt, t_timeo};
 use scale::{scale_client, scale_serve};
-use vmcs_guest_tools::Res;
+use vmcs_guest_tools::{exit_with, Res};
 use vsock::{vsock_client, vsock_echo_server};
 
 /// A named loopback test.
@@ -87,11 +87,5 @@ fn main() -> std::process::ExitCode {
         },
         None => Err("usage: vmcs-socktest list|TEST|serve|client|vsock-echo-*|hold".into()),
     };
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            println!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_with(r, "error")
 }
