@@ -3,118 +3,35 @@
 //! then the same bytes through write()/read(), printing both rates (docs/uapi.md "Bulk
 //! transfer"; no timing is asserted).
 
-use super::{connect_server, ename, errno, expect_err, ioc, listen_on, ok, pair, Fd, Res, R, W};
-use libc::{c_ulong, c_void};
+use std::os::raw::c_void;
 use std::time::Instant;
 
-const IOC_BULK_SETUP: c_ulong = ioc(R | W, 0x10, 16);
-const IOC_BULK_SEND: c_ulong = ioc(W, 0x11, 8);
-const IOC_BULK_RECV: c_ulong = ioc(R, 0x12, 8);
-const IOC_BULK_RELEASE: c_ulong = ioc(W, 0x13, 4);
-const IOC_BULK_WAIT: c_ulong = ioc(W, 0x14, 8);
+use vmcs_guest_tools::dev::Fd;
+use vmcs_guest_tools::sys::vmcs_bulk_desc;
+use vmcs_guest_tools::{ename, errno, Res};
+
+use crate::cross::{connect_server, listen_on};
+use crate::{expect_err, ok, pair};
+
 const PAGE: usize = 4096;
-
-#[repr(C)]
-#[derive(Default, Clone, Copy, Debug)]
-struct Setup {
-    size: u32,
-    timeout_ms: u32,
-    tx_size: u32,
-    rx_size: u32,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
-struct Desc {
-    off: u32,
-    len: u32,
-}
-
-/// A shared mapping of a /dev/vmcs file.
-struct Map {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: our mapping.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-impl Map {
-    fn slice(&self) -> &[u8] {
-        // SAFETY: mapped, readable, `len` bytes; the peer may change bytes at any time, which
-        // for plain bytes is only a wrong value.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-    fn words_mut(&mut self) -> &mut [u64] {
-        // SAFETY: as above, writable, page-aligned.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast(), self.len / 8) }
-    }
-    fn words(&self) -> &[u64] {
-        // SAFETY: as above.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len / 8) }
-    }
-}
-
-impl Fd {
-    fn bulk_setup(&self, size: u32, timeout_ms: u32) -> Result<Setup, i32> {
-        let mut s = Setup {
-            size,
-            timeout_ms,
-            ..Default::default()
-        };
-        self.ioctl(IOC_BULK_SETUP, &mut s)?;
-        Ok(s)
-    }
-    fn bulk_send(&self, off: u32, len: u32) -> Result<(), i32> {
-        self.ioctl(IOC_BULK_SEND, &mut Desc { off, len })
-            .map(|_| ())
-    }
-    fn bulk_wait(&self, off: u32, len: u32) -> Result<(), i32> {
-        self.ioctl(IOC_BULK_WAIT, &mut Desc { off, len })
-            .map(|_| ())
-    }
-    fn bulk_recv(&self) -> Result<Desc, i32> {
-        let mut d = Desc::default();
-        self.ioctl(IOC_BULK_RECV, &mut d)?;
-        Ok(d)
-    }
-    fn bulk_release(&self, n: u32) -> Result<(), i32> {
-        let mut n = n;
-        self.ioctl(IOC_BULK_RELEASE, &mut n).map(|_| ())
-    }
-    fn mmap(&self, off: usize, len: usize, prot: i32, flags: i32) -> Result<Map, i32> {
-        // SAFETY: a new mapping chosen by the kernel.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, self.0, off as i64) };
-        if p == libc::MAP_FAILED {
-            Err(errno())
-        } else {
-            Ok(Map { ptr: p.cast(), len })
-        }
-    }
-}
-
 const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 const RO: i32 = libc::PROT_READ;
 const SH: i32 = libc::MAP_SHARED;
 
 /// Word `j` of chunk `i` of the transfer.
-fn word(i: u32, j: usize) -> u64 {
+pub(crate) fn word(i: u32, j: usize) -> u64 {
     (u64::from(i) << 32 | j as u64) ^ 0x9e37_79b9_7f4a_7c15
 }
 
 /// Reads one byte at `p` here, so that this process's page table maps it (a forked child
 /// inherits the entry, so what it sees later is this entry, not a new fault).
-fn touch(p: *const u8) {
+pub(crate) fn touch(p: *const u8) {
     // SAFETY: `p` is in a live mapping of ours.
     let _ = unsafe { std::ptr::read_volatile(p) };
 }
 
 /// In a forked child, reads one byte at `p`; returns how the child ended.
-fn touch_in_child(p: *const u8) -> String {
+pub(crate) fn touch_in_child(p: *const u8) -> String {
     // SAFETY: fork in a test program; the child only reads and exits.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -134,7 +51,7 @@ fn touch_in_child(p: *const u8) -> String {
 }
 
 /// Loopback: set-up, mmap rules, descriptors, ownership, end of file, teardown.
-pub(super) fn t_bulk() -> Res {
+pub(crate) fn t_bulk() -> Res {
     // Not connected: every bulk operation is ENOTCONN.
     let u = Fd::open()?;
     expect_err("SETUP unconnected", u.bulk_setup(4096, 0), libc::ENOTCONN)?;
@@ -254,7 +171,7 @@ pub(super) fn t_bulk() -> Res {
     let want = w.slice().to_vec();
     for (off, len) in [(0u32, 5000u32), (5000, 3000)] {
         let d = ok("RECV", s.bulk_recv())?;
-        if d != (Desc { off, len }) {
+        if d != (vmcs_bulk_desc { off, len }) {
             return Err(format!("RECV: got {d:?}, want {off}+{len}"));
         }
         let got = &ro.slice()[off as usize..(off + len) as usize];
@@ -268,7 +185,7 @@ pub(super) fn t_bulk() -> Res {
     ok("WAIT after release", c.bulk_wait(0, 8000))?;
     ok("SEND again after release", c.bulk_send(4000, 200))?;
     let d = ok("RECV again", s.bulk_recv())?;
-    if d != (Desc {
+    if d != (vmcs_bulk_desc {
         off: 4000,
         len: 200,
     }) {
@@ -284,7 +201,7 @@ pub(super) fn t_bulk() -> Res {
     drop(c);
     let s_nb = s.bulk_recv();
     match s_nb {
-        Ok(Desc { len: 0, .. }) => {}
+        Ok(vmcs_bulk_desc { len: 0, .. }) => {}
         Err(e) if e == libc::ECONNRESET => {}
         other => return Err(format!("RECV after the peer closed: {other:?}")),
     }
@@ -324,7 +241,7 @@ const CHUNK: usize = 16 << 10;
 
 /// Guest 0: accepts one connection, receives `BULK_TOTAL` bytes by descriptor (checked in
 /// place, released), then the same through read(); answers each phase with a message.
-pub(super) fn bulk_recv(port: u32) -> Res {
+pub(crate) fn bulk_recv(port: u32) -> Res {
     let l = listen_on(port)?;
     let (s, peer) = ok("accept", l.accept(0))?;
     let st = ok("SETUP", s.bulk_setup(4096, 60_000))?;
@@ -383,7 +300,7 @@ pub(super) fn bulk_recv(port: u32) -> Res {
     );
     // The sender closes: end of file (or reset) for RECV.
     match s.bulk_recv() {
-        Ok(Desc { len: 0, .. }) => Ok(()),
+        Ok(vmcs_bulk_desc { len: 0, .. }) => Ok(()),
         Err(e) if e == libc::ECONNRESET => Ok(()),
         Ok(d) => Err(format!("RECV after the sender closed: {d:?}")),
         Err(e) => Err(format!("RECV after the sender closed: {}", ename(e))),
@@ -392,7 +309,7 @@ pub(super) fn bulk_recv(port: u32) -> Res {
 
 /// Guest 1..: connects, lends `BULK_TOTAL` bytes in `CHUNK`s through a 4-chunk extent, then
 /// writes the same bytes.
-pub(super) fn bulk_send(cid: Option<u32>, port: u32) -> Res {
+pub(crate) fn bulk_send(cid: Option<u32>, port: u32) -> Res {
     let (c, cid) = connect_server(cid, port)?;
     let st = ok("SETUP", c.bulk_setup(4 * CHUNK as u32, 60_000))?;
     let slots = st.tx_size as usize / CHUNK;
@@ -444,7 +361,7 @@ pub(super) fn bulk_send(cid: Option<u32>, port: u32) -> Res {
 /// `bulk-hold GOFILE`: a loopback connection with bulk set up and both extents mapped on
 /// both sides; prints "mapped", waits for GOFILE (the scenario unbinds the device, then
 /// creates it), then checks that every mapping now faults with SIGBUS.
-pub(super) fn bulk_hold(go: &str) -> Res {
+pub(crate) fn bulk_hold(go: &str) -> Res {
     let (c, s) = pair()?;
     c.set_nonblock(true);
     let _ = c.bulk_setup(4096, 0);
@@ -490,7 +407,7 @@ pub(super) fn bulk_hold(go: &str) -> Res {
 
 /// Byte `x` of the pattern `vmcs-evil` writes into the first page of its extent (the same
 /// function is in userspace-tool/vmcs-evil).
-fn evil_pattern(x: usize) -> u8 {
+pub(crate) fn evil_pattern(x: usize) -> u8 {
     (x as u8).wrapping_mul(7).wrapping_add(13) ^ (x >> 8) as u8
 }
 
@@ -503,7 +420,7 @@ const EVIL_GOOD_RANGES: usize = 4;
 /// first `EVIL_GOOD_RANGES` ranges all carry the evil peer's pattern (checked byte by byte
 /// through the mapping) it releases them (the peer sees the `BULK_RELEASE`s). Counts how
 /// each connection ended and prints `bulk-evil: resets R good G other O`.
-pub(super) fn bulk_evil(port: u32, stop: &str) -> Res {
+pub(crate) fn bulk_evil(port: u32, stop: &str) -> Res {
     let l = listen_on(port)?;
     let (mut resets, mut good, mut other) = (0u32, 0u32, 0u32);
     loop {
@@ -532,7 +449,7 @@ pub(super) fn bulk_evil(port: u32, stop: &str) -> Res {
 }
 
 /// [`bulk_evil_conn`] in a child process; its outcome comes back as the exit status.
-fn bulk_evil_child(s: &Fd) -> String {
+pub(crate) fn bulk_evil_child(s: &Fd) -> String {
     // SAFETY: this process is single-threaded; the child only runs `bulk_evil_conn` and
     // exits.
     let pid = unsafe { libc::fork() };
@@ -568,7 +485,7 @@ fn bulk_evil_child(s: &Fd) -> String {
 
 /// One connection of [`bulk_evil`]: "reset", "good" (the pattern arrived, was released,
 /// then end of file) or what else happened.
-fn bulk_evil_conn(s: &Fd) -> String {
+pub(crate) fn bulk_evil_conn(s: &Fd) -> String {
     let st = match s.bulk_setup(4096, 10_000) {
         Ok(st) => st,
         Err(e) if e == libc::ECONNRESET => return "reset".into(),

@@ -1,10 +1,19 @@
-//! Raw ABI: `#[repr(C)]` mirrors of `userspace-tool/include/vmcs.h` (the source of truth)
-//! and the ioctl numbers, plus `sockaddr_vmcs` for the coming AF_VMCS sockets.
+// SPDX-License-Identifier: GPL-2.0
+
+//! `#[repr(C)]` mirrors of `userspace-tool/include/vmcs.h` (the source of truth), the ioctl
+//! numbers and the constants, with the C names.
 //!
-//! Field names are the C names, so the layout test (`tests/c_header.rs`) can compare each
-//! `offset_of!` with the C compiler's `offsetof` and each `size_of` with its `sizeof`.
+//! Self-contained: this file uses nothing but `core`, so it can be compiled as a module of
+//! another crate through `#[path]`. Field names are the C names, so the layout test
+//! (`tests/c_header.rs`) can compare each `offset_of!` with the C compiler's `offsetof` and
+//! each `size_of` with its `sizeof`.
 
 #![allow(non_camel_case_types)]
+
+use core::mem::size_of;
+
+/// `sa_family_t` (`unsigned short` on Linux).
+pub type sa_family_t = u16;
 
 /// `VMCS_ABI_VERSION`.
 pub const VMCS_ABI_VERSION: u32 = 1;
@@ -163,12 +172,16 @@ pub struct vmcs_open_domain {
     pub flags: u32,
 }
 
+/// `VMCS_AF_DEFAULT`: the AF_VMCS family number unless the module parameter `af` changes it
+/// (the live value is in `/sys/module/vmcs/parameters/af`; 0 there means no socket family).
+pub const VMCS_AF_DEFAULT: u32 = 22;
+
 /// `struct sockaddr_vmcs`: layout-identical to AF_VSOCK's `struct sockaddr_vm`, with the
 /// AF_VMCS family number (read from `/sys/module/vmcs/parameters/af`) in `svm_family`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct sockaddr_vmcs {
-    pub svm_family: libc::sa_family_t,
+    pub svm_family: sa_family_t,
     pub svm_reserved1: u16,
     pub svm_port: u32,
     pub svm_cid: u32,
@@ -184,8 +197,10 @@ const IOC_NRSHIFT: u32 = 0;
 const IOC_TYPESHIFT: u32 = IOC_NRSHIFT + IOC_NRBITS;
 const IOC_SIZESHIFT: u32 = IOC_TYPESHIFT + IOC_TYPEBITS;
 const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + IOC_SIZEBITS;
-const IOC_WRITE: u32 = 1;
-const IOC_READ: u32 = 2;
+/// `_IOC_WRITE`: userspace writes, the kernel reads.
+pub const IOC_WRITE: u32 = 1;
+/// `_IOC_READ`: the kernel writes, userspace reads.
+pub const IOC_READ: u32 = 2;
 
 /// `_IOC(dir, type, nr, size)`.
 pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
@@ -239,7 +254,8 @@ pub const VMCS_IOC_BULK_WAIT: u32 = iow::<vmcs_bulk_desc>(VMCS_IOC_MAGIC, 0x14);
 /// `VMCS_IOC_OPEN_DOMAIN`: `_IOW(0xB7, 0x09, struct vmcs_open_domain)`; returns a new fd.
 pub const VMCS_IOC_OPEN_DOMAIN: u32 = iow::<vmcs_open_domain>(VMCS_IOC_MAGIC, 0x09);
 
-// Compile-time checks; tests/c_header.rs compares every size and offset with the C header.
+// Compile-time checks; tests/c_header.rs compares every size and offset with the C header
+// (and `sockaddr_vmcs` with `<linux/vm_sockets.h>`'s `sockaddr_vm`).
 const _: () = {
     assert!(size_of::<vmcs_addr>() == 8);
     assert!(size_of::<vmcs_peer_info>() == 16);
@@ -251,34 +267,11 @@ const _: () = {
     assert!(size_of::<vmcs_bulk_setup>() == 16);
     assert!(size_of::<vmcs_bulk_desc>() == 8);
     assert!(size_of::<sockaddr_vmcs>() == 16);
-    assert!(size_of::<sockaddr_vmcs>() == size_of::<libc::sockaddr_vm>());
-    assert!(align_of::<sockaddr_vmcs>() == align_of::<libc::sockaddr_vm>());
-    assert!(
-        core::mem::offset_of!(sockaddr_vmcs, svm_family)
-            == core::mem::offset_of!(libc::sockaddr_vm, svm_family)
-    );
-    assert!(
-        core::mem::offset_of!(sockaddr_vmcs, svm_reserved1)
-            == core::mem::offset_of!(libc::sockaddr_vm, svm_reserved1)
-    );
-    assert!(
-        core::mem::offset_of!(sockaddr_vmcs, svm_port)
-            == core::mem::offset_of!(libc::sockaddr_vm, svm_port)
-    );
-    assert!(
-        core::mem::offset_of!(sockaddr_vmcs, svm_cid)
-            == core::mem::offset_of!(libc::sockaddr_vm, svm_cid)
-    );
-    // libc spells the tail `svm_zero: [u8; 4]`; ours is `svm_flags` then `svm_zero: [u8; 3]`.
-    assert!(
-        core::mem::offset_of!(sockaddr_vmcs, svm_flags)
-            == core::mem::offset_of!(libc::sockaddr_vm, svm_zero)
-    );
 };
 
 impl sockaddr_vmcs {
     /// An address in `family` (the AF_VMCS number) for `cid:port`.
-    pub const fn new(family: libc::sa_family_t, cid: u32, port: u32) -> Self {
+    pub const fn new(family: sa_family_t, cid: u32, port: u32) -> Self {
         Self {
             svm_family: family,
             svm_reserved1: 0,
@@ -309,20 +302,5 @@ mod tests {
         assert_eq!(VMCS_IOC_BULK_RECV, 0x8008_B712);
         assert_eq!(VMCS_IOC_BULK_RELEASE, 0x4004_B713);
         assert_eq!(VMCS_IOC_BULK_WAIT, 0x4008_B714);
-    }
-
-    #[test]
-    fn sockaddr_matches_libc_sockaddr_vm() {
-        // Byte-for-byte: fill both and compare their memory.
-        let ours = sockaddr_vmcs::new(libc::AF_VSOCK as u16, 0x0102_0304, 0x0506_0708);
-        // SAFETY: sockaddr_vm is plain data; all-zero is valid.
-        let mut theirs: libc::sockaddr_vm = unsafe { core::mem::zeroed() };
-        theirs.svm_family = libc::AF_VSOCK as u16;
-        theirs.svm_port = 0x0506_0708;
-        theirs.svm_cid = 0x0102_0304;
-        // SAFETY: both are 16-byte plain-data structs (checked at compile time above).
-        let a: [u8; 16] = unsafe { core::mem::transmute(ours) };
-        let b: [u8; 16] = unsafe { core::mem::transmute(theirs) };
-        assert_eq!(a, b);
     }
 }

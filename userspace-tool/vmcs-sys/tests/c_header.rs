@@ -1,4 +1,4 @@
-//! The Rust mirrors in `vmcs::sys` against the C header, as the C compiler sees it: every
+//! The Rust uapi in `vmcs-sys` (also `vmcs::sys`) against the C header, as the C compiler sees it: every
 //! struct's size and every field's offset, the constants and the ioctl numbers, and
 //! `sockaddr_vmcs` against `<linux/vm_sockets.h>`'s `sockaddr_vm`. Also compiles the header
 //! and `examples/c/echo.c` with `-Wall -Wextra -Werror`.
@@ -10,7 +10,7 @@ use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vmcs::sys;
+use vmcs_sys as sys;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,6 +80,7 @@ fn rust_layouts() -> Layout {
         "vmcs_bulk_setup" => vmcs_bulk_setup { size, timeout_ms, tx_size, rx_size }
         "vmcs_bulk_desc" => vmcs_bulk_desc { off, len }
         "vmcs_open_domain" => vmcs_open_domain { domain, flags }
+        "sockaddr_vmcs" => sockaddr_vmcs { svm_family, svm_reserved1, svm_port, svm_cid, svm_flags, svm_zero }
         // AF_VMCS's address is AF_VSOCK's, field for field.
         "sockaddr_vm" => sockaddr_vmcs { svm_family, svm_reserved1, svm_port, svm_cid, svm_flags, svm_zero }
     }
@@ -103,6 +104,7 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         VMCS_TRANSPORT_IVSHMEM_DOORBELL,
         VMCS_OPT_NONBLOCK,
         VMCS_OPT_RCVBUF,
+        VMCS_AF_DEFAULT,
         VMCS_IOC_MAGIC,
         VMCS_IOC_GET_INFO,
         VMCS_IOC_BIND,
@@ -176,10 +178,94 @@ fn layouts_and_constants_match_the_c_header() {
     }
     assert!(
         mismatches.is_empty(),
-        "vmcs::sys differs from include/vmcs.h:\n{}",
+        "vmcs-sys differs from include/vmcs.h:\n{}",
         mismatches.join("\n")
     );
     assert!(c.len() > 50);
+}
+
+/// What include/vmcs.h declares, read from its text: every struct with its fields, and every
+/// `VMCS_` name (macros and enum members).
+fn header_declarations() -> (BTreeMap<String, Vec<String>>, Vec<String>) {
+    let text = std::fs::read_to_string(root().join("include/vmcs.h")).unwrap();
+    // Comments out.
+    let mut src = String::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("/*") {
+        src += &rest[..i];
+        rest = &rest[i + rest[i..].find("*/").unwrap() + 2..];
+    }
+    src += rest;
+    let ident = |s: &str| {
+        s.trim()
+            .trim_end_matches(|c: char| c != ']' && !c.is_alphanumeric() && c != '_')
+            .split('[')
+            .next()
+            .unwrap()
+            .rsplit(|c: char| !c.is_alphanumeric() && c != '_')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let mut structs = BTreeMap::new();
+    let mut rest = src.as_str();
+    while let Some(i) = rest.find("struct ") {
+        let after = &rest[i + 7..];
+        let name_end = after
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .unwrap();
+        let (name, tail) = after.split_at(name_end);
+        rest = tail;
+        if let Some(body) = tail.trim_start().strip_prefix('{') {
+            let end = body.find("};").unwrap();
+            let fields = body[..end]
+                .split(';')
+                .filter(|f| !f.trim().is_empty())
+                .map(ident)
+                .collect();
+            structs.insert(name.to_string(), fields);
+            rest = &body[end..];
+        }
+    }
+    let names = src
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .filter(|w| w.starts_with("VMCS_"))
+        .map(String::from)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    (structs, names)
+}
+
+/// The tables above name everything the header declares, so a struct, field, ioctl or
+/// constant added to the header without its Rust mirror fails here.
+#[test]
+fn every_declaration_of_the_header_is_checked() {
+    let (structs, names) = header_declarations();
+    assert!(
+        structs.len() >= 11 && names.len() >= 30,
+        "header parse: {structs:?} {names:?}"
+    );
+    let rust: BTreeMap<String, Vec<String>> = rust_layouts()
+        .into_iter()
+        .filter(|(s, _, _)| *s != "sockaddr_vm")
+        .map(|(s, _, f)| {
+            (
+                s.to_string(),
+                f.iter().map(|(f, _)| f.to_string()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rust, structs,
+        "Rust layouts vs the structs of include/vmcs.h"
+    );
+    let consts: Vec<String> = rust_constants()
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let missing: Vec<&String> = names.iter().filter(|n| !consts.contains(n)).collect();
+    assert!(missing.is_empty(), "not mirrored in vmcs-sys: {missing:?}");
 }
 
 #[test]
