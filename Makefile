@@ -54,5 +54,5 @@ fmt:
 	@ci/fmt.sh
 
 clean:
-	@if [ -n "$(KDIR)" ] && [ -f "$(KDIR)/Makefile" ]; then $(MAKE) -C "$(KDIR)" M="$(CURDIR)" clean || true; fi
+	@if [ -n "$(KDIR)" ] && [ -f "$(KDIR)/Makefile" ]; then $(MAKE) -C "$(KDIR)" M=$(CURDIR) clean; fi
 	rm -rf build vmcs.ko *.o module/*.o module/.*.cmd .*.cmd *.mod *.mod.c modules.order Module.symvers

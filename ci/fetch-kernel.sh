@@ -20,7 +20,6 @@ if [ -n "$existing" ] && [ -z "${VMCS_REFRESH_KERNEL:-}" ]; then
 	exit 0
 fi
 
-need_kbuild_safe_dir "$src_root"
 cat >"$apt_dir/sources.list" <<EOF
 deb [trusted=yes] http://deb.debian.org/debian sid main
 deb [trusted=yes] http://deb.debian.org/debian trixie-backports main

@@ -21,21 +21,6 @@ VMCS_CARGO_FUZZ_VERSION=0.13.2
 # PyPI libclang wheel that ships libclang.so (>= 17 is needed; Debian 12 has 14).
 VMCS_LIBCLANG_VERSION=18.1.1
 
-# kbuild_safe_path PATH: whether kbuild (make) can use PATH as a kernel tree or as M=:
-# letters, digits and . _ / + , @ = ~ - only (no space, ':', '%', '#', '$', quotes...).
-kbuild_safe_path() {
-	case "$1" in *[!A-Za-z0-9._/+,@=~-]*) return 1 ;; esac
-}
-
-# need_kbuild_safe_dir DIR: die, before anything is fetched or built, when the kernel cannot
-# be built in DIR (a cache folder; symlinks are resolved as kbuild resolves them).
-need_kbuild_safe_dir() {
-	local real
-	real=$(realpath -m "$1")
-	kbuild_safe_path "$real" ||
-		die "the kernel cannot be built in '$real': kbuild refuses a space, ':' or other special character in its source and output paths; set VMCS_CACHE (now '$VMCS_CACHE') to a plain path such as ~/.cache/vmcs"
-}
-
 log() { printf '[vmcs] %s\n' "$*" >&2; }
 die() { printf '[vmcs] error: %s\n' "$*" >&2; exit 1; }
 
@@ -47,6 +32,6 @@ as_root() {
 # The toolchain environment the kernel's Rust build needs.
 vmcs_toolchain_env() {
 	export LIBCLANG_PATH="$VMCS_CACHE/venv/lib/python3/site-packages/clang/native"
-	[ -d "$LIBCLANG_PATH" ] || LIBCLANG_PATH=$(ls -d "$VMCS_CACHE"/venv/lib/python3*/site-packages/clang/native 2>/dev/null | head -n1 || true)
+	[ -d "$LIBCLANG_PATH" ] || LIBCLANG_PATH=$(ls -d "$VMCS_CACHE"/venv/lib/python3*/site-packages/clang/native 2>/dev/null | head -n1)
 	export PATH="$VMCS_CACHE/bin:$PATH"
 }

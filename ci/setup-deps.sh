@@ -40,25 +40,24 @@ if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-
 fi
 log "rust: $(rustc --version), rust-src and musl target present"
 
-# bin/ links into cargo-root/ relatively, so a moved cache (another disk) keeps its tools.
 if ! "$VMCS_CACHE/bin/bindgen" --version 2>/dev/null | grep -q " $VMCS_BINDGEN_VERSION\$"; then
 	log "installing bindgen-cli $VMCS_BINDGEN_VERSION"
 	cargo install --quiet --locked --root "$VMCS_CACHE/cargo-root" bindgen-cli --version "$VMCS_BINDGEN_VERSION" >&2
-	ln -sf ../cargo-root/bin/bindgen "$VMCS_CACHE/bin/bindgen"
+	ln -sf "$VMCS_CACHE/cargo-root/bin/bindgen" "$VMCS_CACHE/bin/bindgen"
 fi
 log "bindgen: $("$VMCS_CACHE/bin/bindgen" --version)"
 
 if ! "$VMCS_CACHE/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $VMCS_CARGO_FUZZ_VERSION\$"; then
 	log "installing cargo-fuzz $VMCS_CARGO_FUZZ_VERSION"
 	cargo install --quiet --locked --root "$VMCS_CACHE/cargo-root" cargo-fuzz --version "$VMCS_CARGO_FUZZ_VERSION" >&2
-	ln -sf ../cargo-root/bin/cargo-fuzz "$VMCS_CACHE/bin/cargo-fuzz"
+	ln -sf "$VMCS_CACHE/cargo-root/bin/cargo-fuzz" "$VMCS_CACHE/bin/cargo-fuzz"
 fi
 log "cargo-fuzz: $("$VMCS_CACHE/bin/cargo-fuzz" --version)"
 
 if ! ls "$VMCS_CACHE"/venv/lib/python3*/site-packages/clang/native/libclang.so >/dev/null 2>&1; then
 	log "installing libclang $VMCS_LIBCLANG_VERSION from PyPI into $VMCS_CACHE/venv"
 	python3 -m venv "$VMCS_CACHE/venv"
-	"$VMCS_CACHE/venv/bin/python3" -m pip install --quiet "libclang==$VMCS_LIBCLANG_VERSION" >&2
+	"$VMCS_CACHE/venv/bin/pip" install --quiet "libclang==$VMCS_LIBCLANG_VERSION" >&2
 fi
 vmcs_toolchain_env
 log "libclang: $LIBCLANG_PATH"

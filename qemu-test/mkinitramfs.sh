@@ -44,35 +44,22 @@ done
 gen="$kdir/usr/gen_init_cpio"
 [ -x "$gen" ] || die "$gen is missing; is $kdir a built kernel tree?"
 list=$(mktemp)
-# gen_init_cpio splits "file NAME LOCATION ..." lines at blanks and expands ${VAR} in
-# LOCATION, so a LOCATION with a blank or '$' (a checkout or cache path with a space) is
-# given as a symlink, named after its NAME, in a private folder.
-stage=$(mktemp -d /tmp/vmcs-initramfs.XXXXXX)
-trap 'rm -f "$list"; rm -rf "$stage"' EXIT
-loc() { # loc NAME LOCATION
-	case "$2" in
-	*[[:space:]\$]*)
-		ln -s "$2" "$stage/${1//\//_}"
-		echo "$stage/${1//\//_}"
-		;;
-	*) echo "$2" ;;
-	esac
-}
+trap 'rm -f "$list"' EXIT
 {
 	for d in /bin /sbin /usr /usr/bin /usr/sbin /dev /proc /sys /tmp /run /lib /lib/modules /scenarios /etc; do
 		echo "dir $d 755 0 0"
 	done
 	echo "nod /dev/console 600 0 0 c 5 1"
 	echo "nod /dev/null 666 0 0 c 1 3"
-	echo "file /bin/busybox $(loc /bin/busybox "$busybox") 755 0 0"
+	echo "file /bin/busybox $busybox 755 0 0"
 	echo "slink /bin/sh busybox 777 0 0"
-	echo "file /init $(loc /init "$VMCS_TOP/qemu-test/init") 755 0 0"
-	echo "file /lib/modules/vmcs.ko $(loc /lib/modules/vmcs.ko "$module") 644 0 0"
+	echo "file /init $VMCS_TOP/qemu-test/init 755 0 0"
+	echo "file /lib/modules/vmcs.ko $module 644 0 0"
 	for s in "$VMCS_TOP"/qemu-test/scenarios/*.sh; do
-		echo "file /scenarios/$(basename "$s") $(loc "/scenarios/$(basename "$s")" "$s") 644 0 0"
+		echo "file /scenarios/$(basename "$s") $s 644 0 0"
 	done
 	for b in "${bins[@]}"; do
-		echo "file /bin/$(basename "$b") $(loc "/bin/$(basename "$b")" "$b") 755 0 0"
+		echo "file /bin/$(basename "$b") $b 755 0 0"
 	done
 } >"$list"
 "$gen" "$list" | gzip -1 >"$out"

@@ -81,22 +81,13 @@ fi
 stamp=$(date +%Y%m%d-%H%M%S)
 results=${results:-$VMCS_TOP/qemu-test/results/$stamp-$scenario-$variant-$guests}
 mkdir -p "$results"
-results=$(cd "$results" >/dev/null && pwd)
 run_id="vmcs-$$-$RANDOM"
 pids=()
 server_pids=()
 hook_pid=""
 # Region d's backing file and (doorbell) server socket; d = 0 .. devices-1.
 shm_of() { if [ "$1" = 0 ]; then echo "/dev/shm/$run_id"; else echo "/dev/shm/$run_id.$1"; fi; }
-# The sockets live in a private runtime folder (mode 0700, removed on exit), never in
-# $results: a unix socket path must fit sun_path (108 bytes) and a checkout's results
-# folder can be deeper. $results gets a symlink to each socket while the run lasts.
-sock_of() { if [ "$1" = 0 ]; then echo "$rundir/ivshmem.sock"; else echo "$rundir/ivshmem.$1.sock"; fi; }
-rundir_base=/tmp
-if [ -n "${XDG_RUNTIME_DIR:-}" ] && [ -d "$XDG_RUNTIME_DIR" ] && [ -w "$XDG_RUNTIME_DIR" ] &&
-	[ "${#XDG_RUNTIME_DIR}" -le 40 ]; then
-	rundir_base=$XDG_RUNTIME_DIR
-fi
+sock_of() { if [ "$1" = 0 ]; then echo "$results/ivshmem.sock"; else echo "$results/ivshmem.$1.sock"; fi; }
 
 cleanup() {
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
@@ -105,14 +96,9 @@ cleanup() {
 		kill "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
 	done
-	for d in $(seq 0 $((devices - 1))); do
-		rm -f "$(shm_of "$d")" "$results/$(basename "$(sock_of "$d")")"
-	done
-	rm -rf "$rundir"
+	for d in $(seq 0 $((devices - 1))); do rm -f "$(shm_of "$d")" "$(sock_of "$d")"; done
 }
-rundir=$(mktemp -d "$rundir_base/vmcs-XXXXXX")
 trap cleanup EXIT
-log "unix sockets in $rundir"
 
 shm_args=()
 [ "$variant" = plain ] || server=$("$VMCS_TOP/qemu-test/build-host-tools.sh")
@@ -131,7 +117,6 @@ for d in $(seq 0 $((devices - 1))); do
 		server_pids+=($!)
 		for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
 		[ -S "$sock" ] || die "ivshmem server did not start (see $results/$slog)"
-		ln -sfn "$sock" "$results/$(basename "$sock")"
 		shm_args+=(-chardev "socket,path=$sock,id=ivsh$d" -device ivshmem-doorbell,chardev=ivsh$d,vectors=2)
 	fi
 done

@@ -20,8 +20,7 @@ pub const MIN_SIZE: u64 = 4096;
 #[command(name = "vmcs-ivshmem-server", version)]
 pub struct Config {
     /// Unix socket to listen on (created; removed on exit).  It appears only
-    /// once the server accepts connections.  At most 107 bytes long (the
-    /// size of sun_path less the NUL).
+    /// once the server accepts connections.
     #[arg(short = 'S', long, value_name = "PATH")]
     pub socket: PathBuf,
 

@@ -4,14 +4,13 @@
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 
 /// Removes `path` on drop, but only if it is still the file we created
@@ -89,54 +88,6 @@ impl AsFd for Shm {
     }
 }
 
-/// Size of `sun_path` in `struct sockaddr_un` on Linux: a unix socket path
-/// holds at most `SUN_PATH_SIZE - 1` bytes, as the kernel and QEMU (which
-/// connects to the same path) both want room for the terminating NUL.
-pub const SUN_PATH_SIZE: usize = 108;
-
-/// Refuse a socket path that no unix socket can be bound to or connected to,
-/// saying how long it is, what the limit is and what to do instead.
-pub fn check_socket_path(path: &Path) -> io::Result<()> {
-    let len = path.as_os_str().as_bytes().len();
-    if len < SUN_PATH_SIZE {
-        return Ok(());
-    }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!(
-            "socket path {} is {len} bytes long, but a unix socket path can have at most {} \
-             bytes (sun_path holds {SUN_PATH_SIZE} with the terminating NUL, for this server \
-             and for QEMU alike); use a shorter --socket path, e.g. in $XDG_RUNTIME_DIR or in \
-             a private directory made with `mktemp -d /tmp/vmcs-XXXXXX`",
-            path.display(),
-            SUN_PATH_SIZE - 1
-        ),
-    ))
-}
-
-/// Bind a listening socket at `path`, which may be longer than a socket path
-/// can be as long as its final component is short: a long `path` is reached
-/// through `/proc/self/fd/<fd of its directory>/<name>`.
-fn bind_long(path: &Path) -> io::Result<UnixListener> {
-    if path.as_os_str().as_bytes().len() < SUN_PATH_SIZE {
-        return UnixListener::bind(path);
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or(io::ErrorKind::InvalidInput)?;
-    // O_PATH: only a handle for path lookups, no read access is needed.
-    let dirfd = OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_PATH | OFlag::O_DIRECTORY).bits())
-        .open(dir)?;
-    let short = Path::new("/proc/self/fd")
-        .join(dirfd.as_raw_fd().to_string())
-        .join(name);
-    UnixListener::bind(short)
-}
-
 /// The listening socket plus its guards.
 ///
 /// Next to the socket lives `<socket>.lock`, held with `flock` for the
@@ -158,7 +109,6 @@ impl Listener {
     /// accepted.  A stale socket is replaced; a socket of a live server or a
     /// non-socket file is an error.
     pub fn bind(path: &Path) -> io::Result<Self> {
-        check_socket_path(path)?;
         let mut lock_name = path.as_os_str().to_owned();
         lock_name.push(".lock");
         let lock_path = PathBuf::from(lock_name);
@@ -197,10 +147,10 @@ impl Listener {
             Err(e) => return Err(annotate(e, "cannot stat", path)),
         }
 
-        // The temporary name may be longer than `path`; `bind_long` copes.
         let tmp = path.with_file_name(format!(".ivs{}.tmp", std::process::id()));
         let _ = fs::remove_file(&tmp);
-        let listener = bind_long(&tmp).map_err(|e| annotate(e, "cannot bind socket", &tmp))?;
+        let listener =
+            UnixListener::bind(&tmp).map_err(|e| annotate(e, "cannot bind socket", &tmp))?;
         if let Err(e) = fs::rename(&tmp, path) {
             let _ = fs::remove_file(&tmp);
             return Err(annotate(e, "cannot create socket", path));
@@ -241,14 +191,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     fn tmpdir(tag: &str) -> PathBuf {
-        // Sockets are bound in here: a long $TMPDIR would not leave room in sun_path.
-        let base = std::env::temp_dir();
-        let base = if base.as_os_str().len() <= 40 {
-            base
-        } else {
-            PathBuf::from("/tmp")
-        };
-        let d = base.join(format!("vmcs-files-{tag}-{}", std::process::id()));
+        let d = std::env::temp_dir().join(format!("vmcs-files-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).expect("mkdir");
         d
@@ -291,60 +234,6 @@ mod tests {
         fs::write(&p, b"x").expect("write");
         assert!(Listener::bind(&p).is_err(), "regular file is not replaced");
         assert!(p.exists());
-        let _ = fs::remove_dir_all(d);
-    }
-
-    /// `d` padded with a directory whose name makes `d/<pad>/<name>` exactly
-    /// `len` bytes long.
-    fn path_of_len(d: &Path, name: &str, len: usize) -> PathBuf {
-        let base = d.as_os_str().len() + 2 + name.len();
-        let p = d.join("x".repeat(len - base)).join(name);
-        assert_eq!(p.as_os_str().len(), len);
-        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        p
-    }
-
-    #[test]
-    fn socket_path_limit_is_the_kernels() {
-        let d = tmpdir("len");
-        // The longest path the kernel takes is SUN_PATH_SIZE - 1 bytes ...
-        let p = path_of_len(&d, "s", SUN_PATH_SIZE - 1);
-        check_socket_path(&p).expect("fits");
-        drop(UnixListener::bind(&p).expect("the kernel binds 107 bytes"));
-        // ... one more does not fit, for the kernel and for us.
-        let p = path_of_len(&d, "s", SUN_PATH_SIZE);
-        assert!(
-            UnixListener::bind(&p).is_err(),
-            "the kernel refuses 108 bytes"
-        );
-        let err = check_socket_path(&p).expect_err("too long");
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-        let msg = err.to_string();
-        for want in [
-            "108 bytes long",
-            "at most 107 bytes",
-            "shorter --socket path",
-        ] {
-            assert!(msg.contains(want), "{want:?} not in {msg:?}");
-        }
-        let err = Listener::bind(&p).expect_err("too long");
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-        assert!(!PathBuf::from(format!("{}.lock", p.display())).exists());
-        let _ = fs::remove_dir_all(d);
-    }
-
-    #[test]
-    fn socket_at_the_limit_binds_although_its_temporary_name_is_longer() {
-        let d = tmpdir("tmpname");
-        let p = path_of_len(&d, "s", SUN_PATH_SIZE - 1);
-        let l = Listener::bind(&p).expect("bind at the limit");
-        assert!(fs::symlink_metadata(&p)
-            .expect("stat")
-            .file_type()
-            .is_socket());
-        drop(std::os::unix::net::UnixStream::connect(&p).expect("connect"));
-        drop(l);
-        assert!(!p.exists());
         let _ = fs::remove_dir_all(d);
     }
 

@@ -14,7 +14,7 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::socket::{recv, MsgFlags};
 
 use crate::config::Config;
-use crate::files::{check_socket_path, Listener, PidFile, Shm};
+use crate::files::{Listener, PidFile, Shm};
 use crate::log::Logger;
 use crate::registry::{FdRef, Message, PeerId, Registry};
 use crate::wire::send_msg;
@@ -48,8 +48,6 @@ impl Server {
     pub fn start(cfg: &Config) -> io::Result<Self> {
         let log = Logger::new(cfg.verbose);
         raise_fd_limit(cfg, log);
-        // Before anything is created: a socket path that cannot work.
-        check_socket_path(&cfg.socket)?;
         let shm = Shm::create(cfg.shm.as_deref(), cfg.size)?;
         let listener = Listener::bind(&cfg.socket)?;
         let pidfile = cfg.pidfile.as_deref().map(PidFile::create).transpose()?;

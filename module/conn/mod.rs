@@ -2,24 +2,28 @@
 
 //! The core of vmcs: ports, connections and flow control, shared by /dev/vmcs and AF_VMCS.
 //!
-//! The core calls its domain's transport only through `transport::ivshmem::Link`'s API and
-//! is called by it only through `transport::Upcalls`. Frames to this guest itself
+//! The core knows neither its domain nor the transport type: every operation is handed a
+//! [`Conns`], the table plus a `&dyn transport::Transport`, and the transport's upcalls reach
+//! it through the domain (`Conns::deliver`, `peer_reset`, `tx_space`). Frames to this guest itself
 //! (loopback: `VMCS_CID_LOCAL` or our own peer id) never reach the transport: they go
 //! through a FIFO of the core and are delivered by whichever thread sent them, after it has
-//! dropped its locks, through the very `Upcalls::deliver` path that remote frames take.
+//! dropped its locks, through the very `Conns::deliver` path that remote frames take.
 //!
-//! Locks: the dispatch table (`table`) and the loopback FIFO (`lo`) are leaves; a `Sock`'s
+//! Locks: the dispatch table (`table`) and the loopback FIFO (`loopback`) are leaves; an `Endpoint`'s
 //! mutex may be held while taking either. Nothing is held while frames are delivered.
 
-mod conn;
+mod endpoint;
+mod reset;
 
-pub(crate) use conn::{Sock, Timeo, DEFAULT_RCVBUF, TXQ_MAX};
+pub(crate) use endpoint::{Endpoint, Timeout, DEFAULT_RCVBUF, TXQ_MAX};
+pub(crate) use reset::{BulkViolation, ResetReason, Violation};
+
+use reset::{ResetCounts, UNKNOWN_CONNECTION};
 
 use crate::{
-    domain::Domain,
-    ffi::{self, errno},
+    glue::{self, errno},
     proto::frame::{FrameHeader, Op, SockType, FRAME_HDR_SIZE},
-    transport::{SendError, Upcalls},
+    transport::{PeerLoss, SendError, Transport},
     uapi,
 };
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -36,9 +40,9 @@ pub(crate) const MIN_RCVBUF: u32 = 4 << 10;
 const MAX_BACKLOG: usize = 4096;
 /// Largest payload of one loopback frame: as on an 8 KiB ring, so that loopback exercises
 /// fragmentation like the rings do.
-const LO_MAX_PAYLOAD: u32 = 4096 - FRAME_HDR_SIZE as u32;
+const LOOPBACK_MAX_PAYLOAD: u32 = 4096 - FRAME_HDR_SIZE as u32;
 /// Bytes the loopback FIFO holds before senders see `SendError::Full`.
-const LO_MAX_BYTES: usize = 1 << 20;
+const LOOPBACK_MAX_BYTES: usize = 1 << 20;
 /// First port `VMCS_PORT_ANY` tries.
 const EPHEMERAL_START: u32 = 49152;
 
@@ -52,11 +56,11 @@ struct Entry {
     /// listener's port and do not own it.
     owner: bool,
     listening: bool,
-    sock: Arc<Sock>,
+    sock: Arc<Endpoint>,
 }
 
 impl Entry {
-    fn is(&self, sock: &Sock) -> bool {
+    fn is(&self, sock: &Endpoint) -> bool {
         core::ptr::eq(&*self.sock, sock)
     }
 }
@@ -74,7 +78,7 @@ struct Table {
 
 impl Table {
     /// Every endpoint with a connection to `peer`.
-    fn conns_with(&self, peer: u32) -> KVec<Arc<Sock>> {
+    fn conns_with(&self, peer: u32) -> KVec<Arc<Endpoint>> {
         let mut out = KVec::new();
         for e in self.entries.iter() {
             if matches!(e.remote, Some((p, _)) if p == peer) {
@@ -90,13 +94,13 @@ impl Table {
 }
 
 /// A loopback frame waiting for delivery.
-struct LoFrame {
+struct LoopbackFrame {
     hdr: FrameHeader,
     payload: KVec<u8>,
 }
 
-struct LoQueue {
-    frames: KVec<LoFrame>,
+struct LoopbackQueue {
+    frames: KVec<LoopbackFrame>,
     bytes: usize,
     /// A thread is delivering; others only enqueue.
     draining: bool,
@@ -104,148 +108,45 @@ struct LoQueue {
     full: bool,
 }
 
-/// Ports and connections of one domain.
-///
-/// # Invariants
-///
-/// A `Core` is always the `core` field of a [`Domain`] (it is created only by the unsafe
-/// [`Core::new`], whose caller guarantees this).
+/// Ports and connections of one domain: the dispatch table of endpoints, the loopback FIFO
+/// and the allocator of our bulk slice. It holds no reference to the transport: every
+/// operation that sends is handed one, as [`Conns`].
 #[pin_data]
-pub(crate) struct Core {
+pub(crate) struct ConnTable {
     #[pin]
     table: Mutex<Table>,
     #[pin]
-    lo: Mutex<LoQueue>,
+    loopback: Mutex<LoopbackQueue>,
     /// Extents in use in our slice of the bulk area (conn/bulk.rs), slice-relative.
     #[pin]
     bulk: Mutex<KVec<crate::proto::bulk::Desc>>,
     /// Where the next `tx_space` round robin starts.
     tx_next: AtomicUsize,
+    /// Resets per reason, and frames for no connection (debugfs `resets`).
+    resets: ResetCounts,
 }
 
-impl Core {
-    /// Creates an empty core.
-    ///
-    /// # Safety
-    ///
-    /// The result must initialise the `core` field of a [`Domain`]: the core reaches its
-    /// domain's transport through its own address.
-    pub(crate) unsafe fn new() -> impl PinInit<Self, Error> {
+impl ConnTable {
+    /// Writes the debugfs `resets` table (conn/reset.rs).
+    pub(crate) fn show_resets(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        self.resets.show(out)
+    }
+
+    /// Creates an empty table.
+    pub(crate) fn new() -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             table <- new_mutex!(
                 Table { entries: KVec::new(), next_port: EPHEMERAL_START, backlog: 0 },
                 "vmcs_table"
             ),
-            lo <- new_mutex!(
-                LoQueue { frames: KVec::new(), bytes: 0, draining: false, full: false },
+            loopback <- new_mutex!(
+                LoopbackQueue { frames: KVec::new(), bytes: 0, draining: false, full: false },
                 "vmcs_lo"
             ),
             bulk <- new_mutex!(KVec::new(), "vmcs_bulk"),
             tx_next: AtomicUsize::new(0),
+            resets: ResetCounts::new(),
         })
-    }
-
-    /// The domain this core belongs to.
-    pub(crate) fn domain(&self) -> &Domain {
-        let this = core::ptr::from_ref(self).cast_mut();
-        // SAFETY: By the type invariant `self` is the `core` field of a `Domain`, so stepping
-        // back by the field's offset gives that `Domain`, which lives at least as long as
-        // `self`.
-        unsafe { &*kernel::container_of!(this, Domain, core) }
-    }
-
-    fn local_id(&self) -> u32 {
-        self.domain().link.local_id()
-    }
-
-    /// Maps a user cid to a peer id: `VMCS_CID_LOCAL` and our own id are this guest;
-    /// anything else must be a live peer (`EHOSTUNREACH`).
-    pub(crate) fn resolve(&self, cid: u32) -> Result<u32> {
-        let local = self.local_id();
-        if cid == uapi::CID_LOCAL || cid == local {
-            return Ok(local);
-        }
-        if cid == uapi::CID_ANY || !self.domain().link.is_live(cid) {
-            return Err(errno::ehostunreach());
-        }
-        Ok(cid)
-    }
-
-    /// Largest payload of one frame to `peer`.
-    fn max_payload(&self, peer: u32) -> u32 {
-        if peer == self.local_id() {
-            LO_MAX_PAYLOAD
-        } else {
-            self.domain().link.max_payload()
-        }
-    }
-
-    /// Hands one frame to the transport, or to the loopback FIFO. Never blocks.
-    fn xmit(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
-        if peer != self.local_id() {
-            return self.domain().link.send(peer, hdr, payload);
-        }
-        if payload.len() > LO_MAX_PAYLOAD as usize {
-            return Err(SendError::Invalid);
-        }
-        let mut q = self.lo.lock();
-        if q.bytes >= LO_MAX_BYTES {
-            q.full = true;
-            return Err(SendError::Full);
-        }
-        // On allocation failure too, `Full` promises a `tx_space` (after the next batch).
-        let mut data = KVec::new();
-        if data.extend_from_slice(payload, GFP_KERNEL).is_err() {
-            q.full = true;
-            return Err(SendError::Full);
-        }
-        if q.frames
-            .push(
-                LoFrame {
-                    hdr: *hdr,
-                    payload: data,
-                },
-                GFP_KERNEL,
-            )
-            .is_err()
-        {
-            q.full = true;
-            return Err(SendError::Full);
-        }
-        q.bytes += payload.len() + FRAME_HDR_SIZE;
-        Ok(())
-    }
-
-    /// Delivers every queued loopback frame, in order. Called with no lock held by every
-    /// operation that may have sent a frame; only one thread delivers at a time.
-    pub(crate) fn lo_drain(&self) {
-        let local = self.local_id();
-        let mut batch = KVec::new();
-        {
-            let mut q = self.lo.lock();
-            if q.draining || (q.frames.is_empty() && !q.full) {
-                return;
-            }
-            q.draining = true;
-        }
-        loop {
-            let full = {
-                let mut q = self.lo.lock();
-                if q.frames.is_empty() && !q.full {
-                    q.draining = false;
-                    return;
-                }
-                core::mem::swap(&mut batch, &mut q.frames);
-                q.bytes = 0;
-                core::mem::replace(&mut q.full, false)
-            };
-            for f in batch.drain_all() {
-                self.deliver(local, &f.hdr, &f.payload);
-            }
-            if full {
-                self.tx_space(local);
-            }
-        }
     }
 
     fn backlog_bit(peer: u32) -> u64 {
@@ -263,30 +164,14 @@ impl Core {
     }
 
     /// Clears `peer`'s backlog bit; returns its connections as of that moment.
-    fn clear_backlogged(&self, peer: u32) -> KVec<Arc<Sock>> {
+    fn clear_backlogged(&self, peer: u32) -> KVec<Arc<Endpoint>> {
         let mut t = self.table.lock();
         t.backlog &= !Self::backlog_bit(peer);
         t.conns_with(peer)
     }
 
-    /// Tells the transport that traffic is expected (a waiter sleeps on a remote peer).
-    fn kick(&self, peer: u32) {
-        if peer != self.local_id() {
-            self.domain().link.kick();
-        }
-    }
-
-    /// Answers a frame for no connection with `RST` (never an `RST`). Best effort.
-    fn reply_rst(&self, peer: u32, hdr: &FrameHeader) {
-        if hdr.op == Op::Rst {
-            return;
-        }
-        let rst = FrameHeader::new(Op::Rst, hdr.ty, hdr.dst_port, hdr.src_port);
-        let _ = self.xmit(peer, &rst, &[]);
-    }
-
     /// Binds `sock` to `port` (`VMCS_PORT_ANY`: a free one at or above 1024).
-    fn bind_port(&self, sock: &Arc<Sock>, port: u32) -> Result<u32> {
+    fn bind_port(&self, sock: &Arc<Endpoint>, port: u32) -> Result<u32> {
         let mut t = self.table.lock();
         if t.entries.iter().any(|e| e.is(sock)) {
             return Err(EINVAL);
@@ -311,7 +196,7 @@ impl Core {
             t.next_port = p.wrapping_add(1);
             p
         } else {
-            if port < uapi::PRIVILEGED_PORTS && !ffi::capable_net_bind_service() {
+            if port < uapi::PRIVILEGED_PORTS && !glue::capable_net_bind_service() {
                 return Err(EACCES);
             }
             if taken(&t, port) {
@@ -332,23 +217,23 @@ impl Core {
         Ok(port)
     }
 
-    fn with_entry(&self, sock: &Sock, f: impl FnOnce(&mut Entry)) -> Result {
+    fn with_entry(&self, sock: &Endpoint, f: impl FnOnce(&mut Entry)) -> Result {
         let mut t = self.table.lock();
         let e = t.entries.iter_mut().find(|e| e.is(sock)).ok_or(EINVAL)?;
         f(e);
         Ok(())
     }
 
-    fn set_listening(&self, sock: &Sock) -> Result {
+    fn set_listening(&self, sock: &Endpoint) -> Result {
         self.with_entry(sock, |e| e.listening = true)
     }
 
-    fn set_remote(&self, sock: &Sock, peer: u32, port: u32) -> Result {
+    fn set_remote(&self, sock: &Endpoint, peer: u32, port: u32) -> Result {
         self.with_entry(sock, |e| e.remote = Some((peer, port)))
     }
 
     /// Stops dispatching frames to `sock`; an owner keeps its port.
-    fn detach(&self, sock: &Sock) {
+    fn detach(&self, sock: &Endpoint) {
         let removed = {
             let mut t = self.table.lock();
             let Some(i) = t.entries.iter().position(|e| e.is(sock)) else {
@@ -366,7 +251,7 @@ impl Core {
     }
 
     /// Forgets `sock` entirely (its port is free again).
-    fn remove(&self, sock: &Sock) {
+    fn remove(&self, sock: &Endpoint) {
         let removed = {
             let mut t = self.table.lock();
             t.entries
@@ -378,7 +263,7 @@ impl Core {
     }
 
     /// Adds an accepted connection `port` ← `peer:peer_port`.
-    fn insert_child(&self, child: &Arc<Sock>, port: u32, peer: u32, peer_port: u32) -> Result {
+    fn insert_child(&self, child: &Arc<Endpoint>, port: u32, peer: u32, peer_port: u32) -> Result {
         let mut t = self.table.lock();
         if t.entries
             .iter()
@@ -400,8 +285,152 @@ impl Core {
     }
 
     /// Every endpoint with a connection to `peer`.
-    fn conns_with(&self, peer: u32) -> KVec<Arc<Sock>> {
+    fn conns_with(&self, peer: u32) -> KVec<Arc<Endpoint>> {
         self.table.lock().conns_with(peer)
+    }
+}
+
+/// A domain's [`ConnTable`] together with the transport its frames go out on: what every
+/// operation of the core is handed (built by the domain, `Domain::conns`). Table-only
+/// operations are reached through `Deref`.
+#[derive(Clone, Copy)]
+pub(crate) struct Conns<'a> {
+    connections: &'a ConnTable,
+    transport: &'a dyn Transport,
+}
+
+impl<'a> Conns<'a> {
+    /// Pairs `connections` with the `transport` it sends on.
+    pub(crate) fn new(connections: &'a ConnTable, transport: &'a dyn Transport) -> Self {
+        Self {
+            connections,
+            transport,
+        }
+    }
+
+    /// The transport (bulk slice geometry and page frames, for conn/endpoint/bulk.rs).
+    fn transport(&self) -> &'a dyn Transport {
+        self.transport
+    }
+}
+
+impl core::ops::Deref for Conns<'_> {
+    type Target = ConnTable;
+
+    fn deref(&self) -> &ConnTable {
+        self.connections
+    }
+}
+
+impl Conns<'_> {
+    fn local_id(&self) -> u32 {
+        self.transport.local_id()
+    }
+
+    /// Maps a user cid to a peer id: `VMCS_CID_LOCAL` and our own id are this guest;
+    /// anything else must be a live peer (`EHOSTUNREACH`).
+    pub(crate) fn resolve(&self, cid: u32) -> Result<u32> {
+        let local = self.local_id();
+        if cid == uapi::CID_LOCAL || cid == local {
+            return Ok(local);
+        }
+        if cid == uapi::CID_ANY || !self.transport.is_live(cid) {
+            return Err(errno::ehostunreach());
+        }
+        Ok(cid)
+    }
+
+    /// Largest payload of one frame to `peer`.
+    fn max_payload(&self, peer: u32) -> u32 {
+        if peer == self.local_id() {
+            LOOPBACK_MAX_PAYLOAD
+        } else {
+            self.transport.max_payload()
+        }
+    }
+
+    /// Hands one frame to the transport, or to the loopback FIFO. Never blocks.
+    fn xmit(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+        if peer != self.local_id() {
+            return self.transport.send(peer, hdr, payload);
+        }
+        if payload.len() > LOOPBACK_MAX_PAYLOAD as usize {
+            return Err(SendError::Invalid);
+        }
+        let mut q = self.loopback.lock();
+        if q.bytes >= LOOPBACK_MAX_BYTES {
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        // On allocation failure too, `Full` promises a `tx_space` (after the next batch).
+        let mut data = KVec::new();
+        if data.extend_from_slice(payload, GFP_KERNEL).is_err() {
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        if q.frames
+            .push(
+                LoopbackFrame {
+                    hdr: *hdr,
+                    payload: data,
+                },
+                GFP_KERNEL,
+            )
+            .is_err()
+        {
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        q.bytes += payload.len() + FRAME_HDR_SIZE;
+        Ok(())
+    }
+
+    /// Delivers every queued loopback frame, in order. Called with no lock held by every
+    /// operation that may have sent a frame; only one thread delivers at a time.
+    pub(crate) fn loopback_drain(&self) {
+        let local = self.local_id();
+        let mut batch = KVec::new();
+        {
+            let mut q = self.loopback.lock();
+            if q.draining || (q.frames.is_empty() && !q.full) {
+                return;
+            }
+            q.draining = true;
+        }
+        loop {
+            let full = {
+                let mut q = self.loopback.lock();
+                if q.frames.is_empty() && !q.full {
+                    q.draining = false;
+                    return;
+                }
+                core::mem::swap(&mut batch, &mut q.frames);
+                q.bytes = 0;
+                core::mem::replace(&mut q.full, false)
+            };
+            for f in batch.drain_all() {
+                self.deliver(local, &f.hdr, &f.payload);
+            }
+            if full {
+                self.tx_space(local);
+            }
+        }
+    }
+
+    /// Tells the transport that traffic is expected (a waiter sleeps on a remote peer).
+    fn kick(&self, peer: u32) {
+        if peer != self.local_id() {
+            self.transport.kick();
+        }
+    }
+
+    /// Answers a frame for no connection with `RST` (never an `RST`). Best effort.
+    fn reply_rst(&self, peer: u32, hdr: &FrameHeader) {
+        if hdr.op == Op::Rst {
+            return;
+        }
+        let rst = FrameHeader::new(Op::Rst, hdr.ty, hdr.dst_port, hdr.src_port);
+        let _ = self.xmit(peer, &rst, &[]);
     }
 
     /// Writes the debugfs `connections` table: [`CONNECTIONS_HEADER`], then one row per
@@ -424,14 +453,9 @@ impl Core {
         }
         Ok(())
     }
-}
 
-/// Column names of the debugfs `connections` table.
-pub(crate) const CONNECTIONS_HEADER: &str =
-    "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets";
-
-impl Upcalls for Core {
-    fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
+    /// A validated frame from `peer` (`Upcalls::deliver` of the domain, and loopback).
+    pub(crate) fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
         let (conn, listener) = {
             let t = self.table.lock();
             let conn = t
@@ -454,20 +478,24 @@ impl Upcalls for Core {
         } else if let Some(l) = listener {
             l.on_request(self, peer, hdr);
         } else {
+            if hdr.op != Op::Rst {
+                self.resets.bump(UNKNOWN_CONNECTION);
+            }
             self.reply_rst(peer, hdr);
         }
     }
 
-    fn peer_reset(&self, peer: u32) {
+    /// `peer` is gone or was reset (`Upcalls::peer_reset`): every connection with it is reset.
+    pub(crate) fn peer_reset(&self, peer: u32, cause: PeerLoss) {
         for s in self.clear_backlogged(peer).iter() {
-            s.on_peer_reset(self);
+            s.on_peer_reset(self, cause);
         }
     }
 
     /// Room in the ring to `peer`: its connections take turns, one frame each per round
     /// (round robin, starting where the last round stopped), until the ring is full or no
     /// one has anything queued, so that no connection starves the others.
-    fn tx_space(&self, peer: u32) {
+    pub(crate) fn tx_space(&self, peer: u32) {
         let conns = self.conns_with(peer);
         let n = conns.len();
         if n == 0 {
@@ -498,7 +526,7 @@ impl Upcalls for Core {
             active = next;
         }
         // Every queue is empty: direct sends again. A sender that saw the bit still set
-        // had queued its frames under its `Sock` lock and had its table entry already (the
+        // had queued its frames under its `Endpoint` lock and had its table entry already (the
         // check takes the table lock): this pass, listed and run after the clear, sends them.
         for s in self.clear_backlogged(peer).iter() {
             if s.on_tx_space(self, usize::MAX).full {
@@ -507,6 +535,11 @@ impl Upcalls for Core {
         }
     }
 }
+
+/// Column names of the debugfs `connections` table.
+pub(crate) const CONNECTIONS_HEADER: &str =
+    "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets \
+     reset_reason";
 
 /// Socket type of `/dev/vmcs` connections.
 pub(crate) const CHARDEV_TYPE: SockType = SockType::SeqPacket;

@@ -4,7 +4,7 @@
 //! (docs/protocol.md §8, docs/uapi.md "Bulk transfer").
 //!
 //! Each side may allocate one page-aligned *extent* in its own slice of the bulk area
-//! (`Core::bulk` is the local allocator of our slice; nothing about it is shared) and offers
+//! (`ConnTable::bulk` is the local allocator of our slice; nothing about it is shared) and offers
 //! it to the other side (`BULK_OFFER`). The sender then publishes ranges of its extent
 //! (`BULK_DATA`); a range belongs to the receiver until it is handed back (`BULK_RELEASE`,
 //! oldest first). Everything a peer sends is validated here; a violation resets the
@@ -12,10 +12,10 @@
 //! user mapping of the file is zapped first, so a process never keeps access to an extent
 //! that later serves another connection.
 
-use super::{Phase, Sock, State, TxItem};
+use super::{Endpoint, EndpointInner, Phase, TxItem};
 use crate::{
-    ffi::{self, errno, FileMapping},
-    ports::Core,
+    conn::{BulkViolation, Conns},
+    glue::{self, errno, FileMapping},
     proto::{
         bulk::{first_fit, Desc, MAX_DESCS},
         frame::{flags, Op},
@@ -31,7 +31,7 @@ use kernel::{
 /// Default wait of `VMCS_IOC_BULK_SETUP` for the peer's offer.
 const DEFAULT_SETUP_TIMEOUT_MS: u32 = 2000;
 
-/// The bulk state of a connection (inside its [`State`]).
+/// The bulk state of a connection (inside its [`EndpointInner`]).
 #[derive(Default)]
 pub(crate) struct BulkState {
     /// Our extent, relative to our slice.
@@ -57,7 +57,7 @@ impl BulkState {
     }
 
     /// Ends the set-up: zaps the user mappings, then frees our extent. Idempotent.
-    pub(super) fn end(&mut self, core: &Core) {
+    pub(super) fn end(&mut self, conns: &Conns<'_>) {
         if self.ended {
             return;
         }
@@ -66,7 +66,7 @@ impl BulkState {
             m.zap();
         }
         if let Some(tx) = self.tx.take() {
-            core.bulk.lock().retain(|d| d.off != tx.off);
+            conns.bulk.lock().retain(|d| d.off != tx.off);
         }
         self.rx = None;
         self.out.clear();
@@ -76,27 +76,33 @@ impl BulkState {
 
     /// Region offset of page `pgoff` of the file's bulk mappings (ours first, then the
     /// peer's), and whether it is the peer's.
-    fn page(&self, core: &Core, peer: u32, local: u32, pgoff: usize) -> Option<(usize, bool)> {
+    fn page(
+        &self,
+        conns: &Conns<'_>,
+        peer: u32,
+        local: u32,
+        pgoff: usize,
+    ) -> Option<(usize, bool)> {
         let off = pgoff.checked_mul(PAGE_SIZE)?;
         let tx = self.tx?;
-        let link = &core.domain().link;
+        let transport = conns.transport();
         if off < tx.len as usize {
-            let (base, _) = link.bulk_slice(local)?;
+            let (base, _) = transport.bulk_slice(local)?;
             return Some((base + tx.off as usize + off, false));
         }
         let rx = self.rx?;
         let roff = off - tx.len as usize;
         if roff < rx.len as usize {
-            let (base, _) = link.bulk_slice(peer)?;
+            let (base, _) = transport.bulk_slice(peer)?;
             return Some((base + rx.off as usize + roff, true));
         }
         None
     }
 }
 
-impl Sock {
+impl Endpoint {
     /// The usual errors of a connection that cannot move data (as `write`).
-    fn bulk_conn_err(st: &State) -> Result {
+    fn bulk_conn_err(st: &EndpointInner) -> Result {
         if let Some(e) = st.err {
             if st.was_connected {
                 return Err(e);
@@ -113,22 +119,21 @@ impl Sock {
     /// not done yet, offers it, and waits for the peer's offer. Returns both extents' sizes.
     pub(crate) fn bulk_setup(
         &self,
-        core: &Core,
+        conns: &Conns<'_>,
         size: u32,
         timeout_ms: u32,
         nonblock: bool,
         mapping: &Arc<FileMapping>,
     ) -> Result<(u32, u32)> {
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         Self::bulk_conn_err(&st)?;
         if st.bulk.ended {
             return Err(EPIPE);
         }
         if st.bulk.tx.is_none() {
-            let local = core.local_id();
-            let (_, slice) = core
-                .domain()
-                .link
+            let local = conns.local_id();
+            let (_, slice) = conns
+                .transport()
                 .bulk_slice(local)
                 .ok_or(errno::eopnotsupp())?;
             let len = (size as usize)
@@ -140,7 +145,7 @@ impl Sock {
             // `len` is at most the slice, at most half of a region of at most 1 GiB.
             let len = u32::try_from(len)?;
             let tx = {
-                let mut used = core.bulk.lock();
+                let mut used = conns.bulk.lock();
                 let off = first_fit(&used, slice, len).ok_or(ENOSPC)?;
                 let d = Desc { off, len };
                 used.push(d, GFP_KERNEL)?;
@@ -155,15 +160,15 @@ impl Sock {
                 },
                 GFP_KERNEL,
             ) {
-                st.bulk.end(core);
+                st.bulk.end(conns);
                 st.bulk.ended = false;
                 return Err(e.into());
             }
-            self.pump(core, &mut st)?;
+            self.pump(conns, &mut st)?;
             // Loopback: deliver the offer now (the FIFO is drained without our lock).
             drop(st);
-            core.lo_drain();
-            st = self.state.lock();
+            conns.loopback_drain();
+            st = self.inner.lock();
         }
         let timeout = if timeout_ms == 0 {
             DEFAULT_SETUP_TIMEOUT_MS
@@ -182,7 +187,7 @@ impl Sock {
             if nonblock {
                 return Err(EAGAIN);
             }
-            core.kick(st.peer);
+            conns.kick(st.peer);
             match self.wq.wait_interruptible_timeout(&mut st, left) {
                 CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
                 CondVarTimeoutResult::Timeout => {
@@ -201,14 +206,14 @@ impl Sock {
     /// `VMCS_IOC_BULK_WAIT` (`!publish`): only waits until the range is ours again.
     pub(crate) fn bulk_send(
         &self,
-        core: &Core,
+        conns: &Conns<'_>,
         off: u32,
         len: u32,
         nonblock: bool,
         publish: bool,
     ) -> Result {
         let d = Desc { off, len };
-        let mut st = self.state.lock();
+        let mut st = self.inner.lock();
         loop {
             Self::bulk_conn_err(&st)?;
             if st.local_shut & flags::SHUTDOWN_SEND != 0 || st.peer_shut & flags::SHUTDOWN_RCV != 0
@@ -229,7 +234,7 @@ impl Sock {
             if nonblock {
                 return Err(EAGAIN);
             }
-            core.kick(st.peer);
+            conns.kick(st.peer);
             if self.wq.wait_interruptible(&mut st) {
                 return Err(ERESTARTSYS);
             }
@@ -248,16 +253,16 @@ impl Sock {
             st.bulk.out.pop();
             return Err(e.into());
         }
-        self.pump(core, &mut st)?;
+        self.pump(conns, &mut st)?;
         drop(st);
-        core.lo_drain();
+        conns.loopback_drain();
         Ok(())
     }
 
     /// `VMCS_IOC_BULK_RECV`: the oldest range the peer lent us (offset in its extent),
     /// `None` at end of file.
-    pub(crate) fn bulk_recv(&self, core: &Core, nonblock: bool) -> Result<Option<Desc>> {
-        let mut st: MutexGuard<'_, State> = self.state.lock();
+    pub(crate) fn bulk_recv(&self, conns: &Conns<'_>, nonblock: bool) -> Result<Option<Desc>> {
+        let mut st: MutexGuard<'_, EndpointInner> = self.inner.lock();
         loop {
             if !st.was_connected {
                 return Err(errno::enotconn());
@@ -282,7 +287,7 @@ impl Sock {
             if nonblock {
                 return Err(EAGAIN);
             }
-            core.kick(st.peer);
+            conns.kick(st.peer);
             if self.wq.wait_interruptible(&mut st) {
                 return Err(ERESTARTSYS);
             }
@@ -290,8 +295,8 @@ impl Sock {
     }
 
     /// `VMCS_IOC_BULK_RELEASE`: hands the `count` oldest received ranges back.
-    pub(crate) fn bulk_release(&self, core: &Core, count: u32) -> Result {
-        let mut st = self.state.lock();
+    pub(crate) fn bulk_release(&self, conns: &Conns<'_>, count: u32) -> Result {
+        let mut st = self.inner.lock();
         if !st.was_connected {
             return Err(errno::enotconn());
         }
@@ -316,17 +321,17 @@ impl Sock {
             }
         }
         if st.phase == Phase::Connected {
-            self.pump(core, &mut st)?;
+            self.pump(conns, &mut st)?;
         }
         drop(st);
-        core.lo_drain();
+        conns.loopback_drain();
         Ok(())
     }
 
     /// `mmap` of `len` bytes at page `pgoff`: our extent is at 0, the peer's right after it
     /// (read-only). Returns whether the range is the peer's.
     pub(crate) fn bulk_mmap(&self, pgoff: usize, len: usize, write: bool) -> Result<bool> {
-        let st = self.state.lock();
+        let st = self.inner.lock();
         if st.bulk.ended {
             return Err(errno::enotconn());
         }
@@ -354,71 +359,79 @@ impl Sock {
 
     /// A fault at page `pgoff` of a bulk mapping: inserts the page while the set-up is alive
     /// (under the lock, so that teardown's zap comes after), else `SIGBUS`.
-    pub(crate) fn bulk_fault(&self, core: &Core, pgoff: usize, fault: &ffi::Fault) -> u32 {
-        let st = self.state.lock();
+    pub(crate) fn bulk_fault(&self, conns: &Conns<'_>, pgoff: usize, fault: &glue::Fault) -> u32 {
+        let st = self.inner.lock();
         if st.bulk.ended || st.phase != Phase::Connected {
-            return ffi::VM_FAULT_SIGBUS;
+            return glue::VM_FAULT_SIGBUS;
         }
-        let local = core.local_id();
-        let Some((off, _)) = st.bulk.page(core, st.peer, local, pgoff) else {
-            return ffi::VM_FAULT_SIGBUS;
+        let local = conns.local_id();
+        let Some((off, _)) = st.bulk.page(conns, st.peer, local, pgoff) else {
+            return glue::VM_FAULT_SIGBUS;
         };
-        let pfn = match core.domain().region.try_access() {
-            Some(r) => r.pfn(off),
-            None => None,
-        };
+        let pfn = conns.transport().pfn(off);
         match pfn {
             Some(pfn) => fault.insert_pfn(pfn),
-            None => ffi::VM_FAULT_SIGBUS,
+            None => glue::VM_FAULT_SIGBUS,
         }
     }
 
-    /// `BULK_OFFER` from the peer: its extent, once; `false` on a violation.
-    pub(super) fn on_bulk_offer(core: &Core, st: &mut State, payload: &[u8]) -> bool {
-        let Some(d) = Desc::decode(payload) else {
-            return false;
-        };
-        let Some((_, slice)) = core.domain().link.bulk_slice(st.peer) else {
-            return false;
-        };
-        if st.bulk.rx.is_some() || st.bulk.ended || !d.valid_extent(slice) {
-            return false;
+    /// `BULK_OFFER` from the peer: its extent, once; Err on a violation.
+    pub(super) fn on_bulk_offer(
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        payload: &[u8],
+    ) -> Result<(), BulkViolation> {
+        let d = Desc::decode(payload).ok_or(BulkViolation::Descriptor)?;
+        let (_, slice) = conns
+            .transport()
+            .bulk_slice(st.peer)
+            .ok_or(BulkViolation::Extent)?;
+        if st.bulk.rx.is_some() || st.bulk.ended {
+            return Err(BulkViolation::SecondOffer);
+        }
+        if !d.valid_extent(slice) {
+            return Err(BulkViolation::Extent);
         }
         st.bulk.rx = Some(d);
-        true
+        Ok(())
     }
 
-    /// `BULK_DATA` from the peer: a range of its extent is ours now; `false` on a violation
+    /// `BULK_DATA` from the peer: a range of its extent is ours now; Err on a violation
     /// (no extent offered, out of bounds, empty, overlapping a range we own, too many).
-    pub(super) fn on_bulk_data(st: &mut State, payload: &[u8]) -> bool {
-        let Some(d) = Desc::decode(payload) else {
-            return false;
-        };
+    pub(super) fn on_bulk_data(
+        st: &mut EndpointInner,
+        payload: &[u8],
+    ) -> Result<(), BulkViolation> {
+        let d = Desc::decode(payload).ok_or(BulkViolation::Descriptor)?;
         let b = &mut st.bulk;
         let (Some(_), Some(rx)) = (b.tx, b.rx) else {
-            return false;
+            return Err(BulkViolation::NoExtent);
         };
         if !d.valid_in(rx.len)
-            || b.inq.len() + b.held.len() >= MAX_DESCS
             || b.inq.iter().any(|o| o.overlaps(&d))
             || b.held.iter().any(|o| o.overlaps(&d))
         {
-            return false;
+            return Err(BulkViolation::Range);
         }
-        if b.inq.push(d, GFP_KERNEL).is_err() {
-            return false;
+        if b.inq.len() + b.held.len() >= MAX_DESCS || b.inq.push(d, GFP_KERNEL).is_err() {
+            return Err(BulkViolation::TooMany);
         }
-        true
+        Ok(())
     }
 
     /// `BULK_RELEASE` from the peer: must hand back our oldest outstanding range.
-    pub(super) fn on_bulk_release(st: &mut State, payload: &[u8]) -> bool {
-        let Some(d) = Desc::decode(payload) else {
-            return false;
-        };
+    pub(super) fn on_bulk_release(
+        st: &mut EndpointInner,
+        payload: &[u8],
+    ) -> Result<(), BulkViolation> {
+        let d = Desc::decode(payload).ok_or(BulkViolation::Descriptor)?;
         if st.bulk.out.first() != Some(&d) {
-            return false;
+            return Err(BulkViolation::Release);
         }
-        st.bulk.out.remove(0).is_ok()
+        st.bulk
+            .out
+            .remove(0)
+            .map(|_| ())
+            .map_err(|_| BulkViolation::Release)
     }
 }

@@ -2,15 +2,18 @@
 
 //! AF_VMCS: the socket family's operations over the core (docs/sockets.md).
 //!
-//! Each socket is one endpoint of the core (`ports::Sock`) of the default domain, exactly
-//! like a `/dev/vmcs` file (module/chardev.rs): the two share one port space. `SOCK_SEQPACKET`
+//! Each socket is one endpoint of the core (`conn::Endpoint`) of the default domain, exactly
+//! like a `/dev/vmcs` file (module/chardev/): the two share one port space. `SOCK_SEQPACKET`
 //! uses the core's message calls; `SOCK_STREAM` its byte-stream calls (`recv_stream`). The
-//! raw `proto_ops` entry points live in module/ffi.rs and call the methods here.
+//! raw `proto_ops` entry points live in [`entry`] (nothing imports it) and call the methods
+//! here.
+
+mod entry;
 
 use crate::{
+    conn::{Endpoint, Timeout, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
     domain::{self, Domain},
-    ffi::{errno, poll_mask},
-    ports::{Sock, Timeo, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
+    glue::{self, errno, poll_mask},
     proto::frame::SockType,
     uapi::{self, SockaddrVmcs},
 };
@@ -48,31 +51,31 @@ const _: () = assert!(uapi::AF_DEFAULT == 22);
 /// The AF_VMCS family number in use (the `af` module parameter).
 pub(crate) fn family() -> u16 {
     // Registration refuses numbers that do not fit (`af` < `AF_MAX`).
-    crate::af() as u16
+    glue::af_param() as u16
 }
 
-/// The `struct sock` options a call obeys (read by module/ffi.rs for each call).
+/// The `struct sock` options a call obeys (read by [`entry`] for each call).
 #[derive(Clone, Copy)]
-pub(crate) struct SkOpts {
+pub(crate) struct SocketOptions {
     /// `SO_RCVTIMEO` (recv, accept) or `SO_SNDTIMEO` (send), in jiffies; 0 when the call
     /// must not block.
-    pub(crate) timeo: Timeo,
+    pub(crate) timeout: Timeout,
     /// `SO_RCVLOWAT` (at least 1).
     pub(crate) lowat: usize,
 }
 
 /// `SO_RCVBUF`/`SO_SNDBUF` values of a fresh socket, as `getsockopt` reports them: twice
 /// the receive buffer and transmit queue limit in use (docs/sockets.md).
-pub(crate) const DEFAULT_SK_BUFS: (u32, u32) = (2 * DEFAULT_RCVBUF, 2 * TXQ_MAX as u32);
+pub(crate) const DEFAULT_SOCKET_BUFFERS: (u32, u32) = (2 * DEFAULT_RCVBUF, 2 * TXQ_MAX as u32);
 
 /// The state of one AF_VMCS socket, owned by its `struct sock`.
-pub(crate) struct SockRef {
+pub(crate) struct VmcsSocket {
     domain: Arc<Domain>,
-    sock: Arc<Sock>,
+    endpoint: Arc<Endpoint>,
     stream: bool,
 }
 
-impl SockRef {
+impl VmcsSocket {
     /// `socket(AF_VMCS, ty, protocol)`.
     pub(crate) fn create(ty: i32, protocol: i32) -> Result<Arc<Self>> {
         let stream = match ty {
@@ -88,7 +91,7 @@ impl SockRef {
             return Err(errno::eprotonosupport());
         }
         let domain = domain::default_domain().ok_or(ENODEV)?;
-        let sock = Sock::new(if stream {
+        let endpoint = Endpoint::new(if stream {
             SockType::Stream
         } else {
             SockType::SeqPacket
@@ -96,7 +99,7 @@ impl SockRef {
         Ok(Arc::new(
             Self {
                 domain,
-                sock,
+                endpoint,
                 stream,
             },
             GFP_KERNEL,
@@ -105,11 +108,7 @@ impl SockRef {
 
     /// `close()`: once, from `proto_ops->release`.
     pub(crate) fn release(&self) {
-        self.sock.release(&self.domain.core);
-    }
-
-    fn alive(&self) -> Result {
-        self.domain.region.try_access().map(|_| ()).ok_or(ENODEV)
+        self.endpoint.release(&self.domain.conns());
     }
 
     /// Parses a user `struct sockaddr_vmcs`.
@@ -125,23 +124,20 @@ impl SockRef {
 
     /// `bind()`.
     pub(crate) fn bind(&self, raw: &[u8]) -> Result {
-        self.alive()?;
+        self.domain.alive()?;
         let a = Self::addr(raw)?;
-        let local = self.domain.link.local_id();
-        if a.cid != uapi::CID_ANY && a.cid != uapi::CID_LOCAL && a.cid != local {
-            return Err(errno::eaddrnotavail());
-        }
-        Sock::bind(&self.sock, &self.domain.core, a.port)?;
+        self.domain.bind_cid(a.cid)?;
+        Endpoint::bind(&self.endpoint, &self.domain.conns(), a.port)?;
         Ok(())
     }
 
     /// `connect()`; `timeout_ms` 0 is the default (2 s).
     pub(crate) fn connect(&self, raw: &[u8], nonblock: bool, timeout_ms: u32) -> Result {
-        self.alive()?;
+        self.domain.alive()?;
         let a = Self::addr(raw)?;
-        Sock::connect(
-            &self.sock,
-            &self.domain.core,
+        Endpoint::connect(
+            &self.endpoint,
+            &self.domain.conns(),
             a.cid,
             a.port,
             timeout_ms,
@@ -151,27 +147,27 @@ impl SockRef {
 
     /// `listen()`.
     pub(crate) fn listen(&self, backlog: i32) -> Result {
-        self.alive()?;
+        self.domain.alive()?;
         // A negative backlog is the smallest one, as in vsock.
-        self.sock
-            .listen(&self.domain.core, u32::try_from(backlog).unwrap_or(0))
+        self.endpoint
+            .listen(&self.domain.conns(), u32::try_from(backlog).unwrap_or(0))
     }
 
-    /// `accept()`: the next connection as a new `SockRef`, waiting at most `timeo`.
-    pub(crate) fn accept(&self, mut timeo: Timeo) -> Result<Arc<Self>> {
-        self.alive()?;
-        let (child, _peer, _port) = self.sock.accept_timeo(&mut timeo)?;
+    /// `accept()`: the next connection as a new `VmcsSocket`, waiting at most `timeout`.
+    pub(crate) fn accept(&self, mut timeout: Timeout) -> Result<Arc<Self>> {
+        self.domain.alive()?;
+        let (child, _peer, _port) = self.endpoint.accept_timeout(&mut timeout)?;
         match Arc::new(
             Self {
                 domain: self.domain.clone(),
-                sock: child.clone(),
+                endpoint: child.clone(),
                 stream: self.stream,
             },
             GFP_KERNEL,
         ) {
             Ok(s) => Ok(s),
             Err(e) => {
-                child.release(&self.domain.core);
+                child.release(&self.domain.conns());
                 Err(e.into())
             }
         }
@@ -179,11 +175,11 @@ impl SockRef {
 
     /// `getsockname()` (`peer` false) or `getpeername()`.
     pub(crate) fn name(&self, peer: bool) -> Result<SockaddrVmcs> {
-        let (port, remote) = self.sock.names();
+        let (port, remote) = self.endpoint.names();
         let (cid, port) = if peer {
             remote.ok_or(errno::enotconn())?
         } else {
-            (self.domain.link.local_id(), port.unwrap_or(uapi::PORT_ANY))
+            (self.domain.local_id(), port.unwrap_or(uapi::PORT_ANY))
         };
         Ok(SockaddrVmcs {
             family: family(),
@@ -196,7 +192,7 @@ impl SockRef {
     /// `shutdown()`: `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`.
     pub(crate) fn shutdown(&self, how: i32) -> Result {
         let how = u32::try_from(how).map_err(|_| EINVAL)?;
-        self.sock.shutdown(&self.domain.core, how)
+        self.endpoint.shutdown(&self.domain.conns(), how)
     }
 
     /// `setsockopt(SO_RCVBUF/SO_SNDBUF)` (or accept): applies the values the socket layer
@@ -206,17 +202,17 @@ impl SockRef {
     pub(crate) fn set_bufs(&self, sk_rcvbuf: i32, sk_sndbuf: i32) -> (u32, u32) {
         let half = |v: i32| u32::try_from(v).unwrap_or(0) / 2;
         let rb = half(sk_rcvbuf).clamp(MIN_RCVBUF, MAX_RCVBUF);
-        if rb != self.sock.bufs().0 {
-            self.sock.set_opts(&self.domain.core, None, Some(rb));
+        if rb != self.endpoint.bufs().0 {
+            self.endpoint.set_opts(&self.domain.conns(), None, Some(rb));
         }
-        let sb = self.sock.set_sndbuf(half(sk_sndbuf) as usize);
+        let sb = self.endpoint.set_sndbuf(half(sk_sndbuf) as usize);
         // Both are at most 4 MiB.
         (2 * rb, 2 * sb as u32)
     }
 
     /// The values `getsockopt(SO_RCVBUF/SO_SNDBUF)` reports (twice the ones in use).
     pub(crate) fn sk_bufs(&self) -> (u32, u32) {
-        let (rb, sb) = self.sock.bufs();
+        let (rb, sb) = self.endpoint.bufs();
         (2 * rb, 2 * sb as u32)
     }
 
@@ -228,12 +224,12 @@ impl SockRef {
         table: &PollTable<'_>,
         lowat: usize,
     ) -> (u32, Option<Error>) {
-        if self.alive().is_err() {
+        if self.domain.alive().is_err() {
             return (poll_mask::ERR | poll_mask::HUP, None);
         }
-        let mask = self.sock.poll_lowat(file, table, lowat);
+        let mask = self.endpoint.poll_lowat(file, table, lowat);
         let err = if mask & poll_mask::ERR != 0 {
-            self.sock.error()
+            self.endpoint.error()
         } else {
             None
         };
@@ -242,7 +238,7 @@ impl SockRef {
 
     /// `ioctl()`: `SIOCINQ`, `SIOCOUTQ`.
     pub(crate) fn ioctl_queued(&self, cmd: u32) -> Result<usize> {
-        let (inq, outq) = self.sock.queued();
+        let (inq, outq) = self.endpoint.queued();
         match cmd {
             SIOCINQ => Ok(inq),
             SIOCOUTQ => Ok(outq),
@@ -250,7 +246,21 @@ impl SockRef {
         }
     }
 
-    /// `sendmsg()`, waiting at most `opts.timeo` (`SO_SNDTIMEO`). A seqpacket send is one
+    /// The checks every `sendmsg`/`recvmsg` starts with (the domain is alive, no
+    /// `MSG_OOB`), and how long it may wait: `opts.timeout`, 0 with `MSG_DONTWAIT`.
+    fn call_timeout(&self, flags: u32, opts: SocketOptions) -> Result<Timeout> {
+        self.domain.alive()?;
+        if flags & msg::OOB != 0 {
+            return Err(errno::eopnotsupp());
+        }
+        Ok(if flags & msg::DONTWAIT != 0 {
+            Timeout(0)
+        } else {
+            opts.timeout
+        })
+    }
+
+    /// `sendmsg()`, waiting at most `opts.timeout` (`SO_SNDTIMEO`). A seqpacket send is one
     /// message of at most `VMCS_MAX_MSG_SIZE` bytes, all or nothing; a stream send queues
     /// what the peer's credit and `SO_SNDBUF` take, and returns the bytes queued before an
     /// error or the timeout if there were any (a non-blocking one: `EAGAIN` only when
@@ -259,18 +269,10 @@ impl SockRef {
         &self,
         src: &mut IovIterSource<'_>,
         flags: u32,
-        opts: SkOpts,
+        opts: SocketOptions,
     ) -> Result<usize> {
-        self.alive()?;
-        if flags & msg::OOB != 0 {
-            return Err(errno::eopnotsupp());
-        }
-        let mut timeo = if flags & msg::DONTWAIT != 0 {
-            Timeo(0)
-        } else {
-            opts.timeo
-        };
-        let core = &self.domain.core;
+        let mut timeout = self.call_timeout(flags, opts)?;
+        let conns = self.domain.conns();
         let len = src.len();
         if !self.stream {
             if len > uapi::MAX_MSG_SIZE as usize {
@@ -278,11 +280,11 @@ impl SockRef {
             }
             let mut data = KVec::new();
             src.copy_from_iter_vec(&mut data, GFP_KERNEL)?;
-            return self.sock.send_timeo(core, data, &mut timeo);
+            return self.endpoint.send_timeout(&conns, data, &mut timeout);
         }
         let mut sent = 0;
         while sent < len {
-            let n = (len - sent).min(self.sock.stream_chunk());
+            let n = (len - sent).min(self.endpoint.stream_chunk());
             let mut data = KVec::new();
             data.resize(n, 0, GFP_KERNEL)?;
             let got = src.copy_from_iter(&mut data);
@@ -290,7 +292,7 @@ impl SockRef {
                 return if sent > 0 { Ok(sent) } else { Err(EFAULT) };
             }
             data.truncate(got);
-            match self.sock.send_stream(core, data, &mut timeo) {
+            match self.endpoint.send_stream(&conns, data, &mut timeout) {
                 Ok(n) => {
                     if n < got {
                         // SAFETY: `got` bytes were just read from `src`; giving back the
@@ -312,29 +314,21 @@ impl SockRef {
 
     /// `recvmsg()`: the bytes read and the `msg_flags` to report (`MSG_TRUNC`, `MSG_EOR`).
     /// With `MSG_TRUNC` in `flags`, a seqpacket read returns the message's real length. Waits
-    /// at most `opts.timeo` (`SO_RCVTIMEO`, then `EAGAIN`); a stream read waits until
+    /// at most `opts.timeout` (`SO_RCVTIMEO`, then `EAGAIN`); a stream read waits until
     /// `SO_RCVLOWAT` bytes (the full length with `MSG_WAITALL`) were read, or end of file,
     /// an error, a signal or the timeout, and then returns what it has.
     pub(crate) fn recvmsg(
         &self,
         dst: &mut IovIterDest<'_>,
         flags: u32,
-        opts: SkOpts,
+        opts: SocketOptions,
     ) -> Result<(usize, u32)> {
-        self.alive()?;
-        if flags & msg::OOB != 0 {
-            return Err(errno::eopnotsupp());
-        }
-        let mut timeo = if flags & msg::DONTWAIT != 0 {
-            Timeo(0)
-        } else {
-            opts.timeo
-        };
+        let mut timeout = self.call_timeout(flags, opts)?;
         let peek = flags & msg::PEEK != 0;
-        let core = &self.domain.core;
+        let conns = self.domain.conns();
         let max = dst.len();
         if !self.stream {
-            let (data, len) = self.sock.recv_seq(core, max, &mut timeo, peek)?;
+            let (data, len) = self.endpoint.recv_seq(&conns, max, &mut timeout, peek)?;
             if dst.copy_to_iter(&data) != data.len() {
                 return Err(EFAULT);
             }
@@ -357,20 +351,30 @@ impl SockRef {
         let target = if flags & msg::WAITALL != 0 {
             max
         } else {
-            opts.lowat.min(max).min(self.sock.bufs().0 as usize).max(1)
+            opts.lowat
+                .min(max)
+                .min(self.endpoint.bufs().0 as usize)
+                .max(1)
         };
         let mut copied = 0;
         while copied < max {
             // Once `target` bytes are read, only what is there already is added.
-            let mut now = if copied >= target { Timeo(0) } else { timeo };
-            let data = match self.sock.recv_stream(core, max - copied, &mut now, peek) {
+            let mut now = if copied >= target {
+                Timeout(0)
+            } else {
+                timeout
+            };
+            let data = match self
+                .endpoint
+                .recv_stream(&conns, max - copied, &mut now, peek)
+            {
                 Ok(d) => d,
                 // Bytes already read are returned; the error shows on the next call.
                 Err(_) if copied > 0 => break,
                 Err(e) => return Err(e),
             };
             if copied < target {
-                timeo = now;
+                timeout = now;
             }
             if data.is_empty() {
                 break;
