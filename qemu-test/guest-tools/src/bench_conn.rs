@@ -2,14 +2,12 @@
 //! bulk area), AF_VMCS stream and seqpacket sockets, TCP over the virtio-net link and
 //! AF_VSOCK through vhost-device-vsock.
 
-use crate::vmcs_dev::{ename, Fd};
-use std::io::Error;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::thread;
 use std::time::{Duration, Instant};
-
-pub type Res<T = ()> = Result<T, String>;
+use vmcs_guest_tools::dev::{Fd, SHUT_WR};
+use vmcs_guest_tools::{cid_arg, ename, errno, Res};
 
 /// Largest message of the message transports (`VMCS_MAX_MSG_SIZE`); larger application
 /// messages go as several.
@@ -80,10 +78,6 @@ impl Path {
     }
 }
 
-fn errno() -> i32 {
-    Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
 enum Handle {
     Dev(Fd),
     Sock(OwnedFd),
@@ -98,7 +92,7 @@ pub struct Conn {
 impl Conn {
     fn raw(&self) -> RawFd {
         match &self.h {
-            Handle::Dev(f) => f.raw(),
+            Handle::Dev(f) => f.0,
             Handle::Sock(s) => s.as_raw_fd(),
         }
     }
@@ -201,7 +195,7 @@ impl Conn {
 
     pub fn shutdown_write(&self) -> Res {
         let r = match &self.h {
-            Handle::Dev(f) => f.shutdown(crate::vmcs_dev::SHUT_WR),
+            Handle::Dev(f) => f.shutdown(SHUT_WR),
             Handle::Sock(s) => {
                 // SAFETY: our socket.
                 if unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) } < 0 {
@@ -315,7 +309,7 @@ impl Listener {
     pub fn accept(&self) -> Res<Conn> {
         match self {
             Listener::Dev(l) => l
-                .accept()
+                .accept(libc::O_CLOEXEC as u32)
                 .map(|(f, _)| Conn {
                     path: Path::Dev,
                     h: Handle::Dev(f),
@@ -358,14 +352,12 @@ impl Listener {
 
 /// The cids to try for a vmcs `server`: one number, or `auto` for every live peer.
 fn vmcs_cids(server: &str) -> Res<Vec<u32>> {
-    if server == "auto" {
-        Fd::open()?
+    match cid_arg(server) {
+        Some(cid) => Ok(vec![cid]),
+        None if server == "auto" => Fd::open()?
             .live_peers()
-            .map_err(|e| format!("GET_INFO: {}", ename(e)))
-    } else {
-        Ok(vec![server
-            .parse()
-            .map_err(|_| format!("bad cid {server}"))?])
+            .map_err(|e| format!("GET_INFO: {}", ename(e))),
+        None => Err(format!("bad cid {server}")),
     }
 }
 

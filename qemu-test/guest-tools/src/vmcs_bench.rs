@@ -38,9 +38,8 @@
 //!   (QEMU's netdev, vhost-device-vsock).
 
 mod bench_conn;
-mod vmcs_dev;
 
-use bench_conn::{connect, listen, Conn, Listener, Path, Res, MAX_MSG};
+use bench_conn::{connect, listen, Conn, Listener, Path, MAX_MSG};
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -48,7 +47,8 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use vmcs_dev::{ename, Fd};
+use vmcs_guest_tools::dev::{Fd, Map};
+use vmcs_guest_tools::{ename, exit_with, Res};
 
 const MAGIC: u32 = 0x766d_6362; // "vmcb"
 const MODE_PING: u32 = 1;
@@ -109,61 +109,28 @@ fn fill(buf: &mut [u8], seed: u64) {
     }
 }
 
-/// A shared mapping of part of a /dev/vmcs file's bulk area.
-struct Map {
-    ptr: *mut u8,
-    len: usize,
+/// `len` bytes at `off` of a bulk mapping, bounds checked. The peer may change the bytes
+/// at any time, which for plain bytes is only a wrong value.
+fn range(m: &Map, off: usize, len: usize) -> Res<&[u8]> {
+    off.checked_add(len)
+        .and_then(|end| m.slice().get(off..end))
+        .ok_or_else(|| format!("range {off}+{len} outside the {} B extent", m.len))
 }
 
-impl Map {
-    fn new(f: &Fd, off: usize, len: usize, prot: i32) -> Res<Map> {
-        // SAFETY: a new shared mapping chosen by the kernel.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_SHARED,
-                f.raw(),
-                off as i64,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            return Err(format!("mmap bulk {off}+{len}: {}", ename(e)));
-        }
-        Ok(Map { ptr: p.cast(), len })
+/// `len` writable bytes at `off` of our own extent, bounds checked.
+fn range_mut(m: &mut Map, off: usize, len: usize) -> Res<&mut [u8]> {
+    if off.checked_add(len).is_none_or(|e| e > m.len) {
+        return Err(format!("range {off}+{len} outside the {} B extent", m.len));
     }
-
-    fn slice(&self, off: usize, len: usize) -> Res<&[u8]> {
-        if off.checked_add(len).is_none_or(|e| e > self.len) {
-            return Err(format!(
-                "range {off}+{len} outside the {} B extent",
-                self.len
-            ));
-        }
-        // SAFETY: inside our mapping (checked). The peer may change the bytes at any time,
-        // which for plain bytes is only a wrong value.
-        Ok(unsafe { std::slice::from_raw_parts(self.ptr.add(off), len) })
-    }
-
-    fn slice_mut(&mut self, off: usize, len: usize) -> Res<&mut [u8]> {
-        if off.checked_add(len).is_none_or(|e| e > self.len) {
-            return Err(format!(
-                "range {off}+{len} outside the {} B extent",
-                self.len
-            ));
-        }
-        // SAFETY: inside our writable mapping (checked); the range is ours (BULK_WAIT).
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) })
-    }
+    // SAFETY: inside our writable mapping (checked), borrowed mutably through `m`; the range
+    // is ours to write (the caller waited for it with BULK_WAIT).
+    Ok(unsafe { std::slice::from_raw_parts_mut(m.ptr.add(off), len) })
 }
 
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: our mapping.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
+/// Maps `len` bytes of the bulk area at `off`.
+fn map(f: &Fd, off: usize, len: usize, prot: i32) -> Res<Map> {
+    f.mmap(off, len, prot, libc::MAP_SHARED)
+        .map_err(|e| format!("mmap bulk {off}+{len}: {}", ename(e)))
 }
 
 /// Both extents of a bulk connection, and how messages are cut into ranges of ours.
@@ -182,14 +149,14 @@ impl<'a> Bulk<'a> {
         let mut want = 16u32 << 20;
         let (tx, rx) = loop {
             match f.bulk_setup(want, 10_000) {
-                Ok(s) => break s,
+                Ok(s) => break (s.tx_size, s.rx_size),
                 Err(e) if (e == libc::EINVAL || e == libc::ENOSPC) && want > 4096 => want /= 2,
                 Err(e) => return Err(format!("BULK_SETUP {want}: {}", ename(e))),
             }
         };
         let (tx, rx) = (tx as usize, rx as usize);
-        let txm = Map::new(f, 0, tx, libc::PROT_READ | libc::PROT_WRITE)?;
-        let rxm = Map::new(f, tx, rx, libc::PROT_READ)?;
+        let txm = map(f, 0, tx, libc::PROT_READ | libc::PROT_WRITE)?;
+        let rxm = map(f, tx, rx, libc::PROT_READ)?;
         // At least four ranges fit the extent; at most 64 are lent at once.
         let chunk = size.min(tx / 4).max(1);
         Ok(Bulk {
@@ -211,7 +178,7 @@ impl<'a> Bulk<'a> {
             self.f
                 .bulk_wait(o, n)
                 .map_err(|e| format!("BULK_WAIT: {}", ename(e)))?;
-            self.tx.slice_mut(off, part.len())?.copy_from_slice(part);
+            range_mut(&mut self.tx, off, part.len())?.copy_from_slice(part);
             self.f
                 .bulk_send(o, n)
                 .map_err(|e| format!("BULK_SEND: {}", ename(e)))?;
@@ -228,7 +195,7 @@ impl<'a> Bulk<'a> {
         if d.len == 0 {
             return Ok(None);
         }
-        self.rx.slice(d.off as usize, d.len as usize).map(Some)
+        range(&self.rx, d.off as usize, d.len as usize).map(Some)
     }
 
     fn release(&self) -> Res {
@@ -729,11 +696,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            println!("FAIL: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_with(r, "FAIL")
 }
