@@ -305,18 +305,18 @@ unset multiplot
         with open(fn, "w") as f:
             first = tp[0]
             if first["alone"]:
-                f.write(f"2 {first['alone']} {first['alone']}\n")
+                f.write(f"1 {first['alone']} {first['alone']}\n")
             for r in tp:
                 if (r["path"], r["size"]) == (first["path"], first["size"]):
-                    f.write(f"{r['guests']} {r['per_pair_mean']} {r['aggregate']}\n")
+                    f.write(f"{r['guests'] // 2} {r['per_pair_mean']} {r['aggregate']}\n")
         png = "scale.png"
         gnuplot(f"""set terminal pngcairo size 800,550 font 'sans,11'
 set output '{png}'
-set title "Scaling: {gp_text(LABEL.get(first['path'], first['path']))}, {size_name(first['size'])} messages, N/2 pairs at once\\n{{/*0.8 {sub}}}"
-set xlabel 'guests'
+set title "Scaling: {gp_text(LABEL.get(first['path'], first['path'])).replace(chr(92), chr(92) * 2)}, {size_name(first['size'])} messages, pairs streaming at once\\n{{/*0.8 {sub}}}"
+set xlabel 'pairs streaming at once'
 set ylabel 'MB/s'
-set xtics (2, 4, 8)
-set xrange [1:9]
+set xtics ("1 (pair 0 alone)" 1, "2 (4 guests)" 2, "4 (8 guests)" 4)
+set xrange [0.5:4.5]
 set yrange [0:*]
 set grid
 set key top left
