@@ -20,10 +20,13 @@ grep -q '^CONFIG_RUST=y' "$kdir/.config" 2>/dev/null || die "KDIR=$kdir has no C
 # A kernel built with gcc (LLVM unset) needs the module built the same way.
 if [ -n "${MODULE_OUT:-}" ]; then
 	mkdir -p "$MODULE_OUT"
-	# Sources only (what Kbuild and module/ name, with the protocol files of rust/src);
+	# A mirror of the sources (Kbuild, module/, the protocol files of rust/src): sources gone
+	# from the tree go from the copy too (a moved file would otherwise be found twice);
 	# unchanged files keep their times, so kbuild rebuilds only what changed.
-	(cd "$VMCS_TOP" && find Kbuild module rust/src -type f \( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' \) \
-		-exec cp -p --parents -u {} "$MODULE_OUT/" \;)
+	sources() { find Kbuild module rust/src -type f \( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' \) 2>/dev/null | sort; }
+	(cd "$VMCS_TOP" && sources) >"$MODULE_OUT/.sources"
+	(cd "$MODULE_OUT" && sources | comm -23 - .sources | xargs -r rm -f)
+	(cd "$VMCS_TOP" && xargs -a "$MODULE_OUT/.sources" cp -p --parents -u -t "$MODULE_OUT/")
 	make -C "$kdir" M="$MODULE_OUT" "$@" modules >&2
 	echo "$MODULE_OUT/vmcs.ko"
 else
