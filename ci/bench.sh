@@ -12,7 +12,7 @@
 #      ivshmem-doorbell, AF_VMCS stream
 #   5. the report
 #
-# About 25 minutes on a quiet 2-core machine; BENCH_QUICK=1: about 5 (doorbell only, four
+# About 12 minutes on this 2-core machine under load; BENCH_QUICK=1: 1-2 (doorbell only, four
 # sizes, one round, 4 guests for scaling, no host protocol bench).
 #
 #   BENCH_VARIANTS="doorbell plain"   variants of the two-guest phase
