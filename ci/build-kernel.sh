@@ -12,7 +12,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vmcs_toolchain_env
 
-flavour=test
+flavour="test"
 case "${1:-}" in
 "") ;;
 --bench) flavour=bench ;;
