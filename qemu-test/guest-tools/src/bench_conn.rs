@@ -105,34 +105,33 @@ impl Conn {
         }
     }
 
-    fn write_some(&self, buf: &[u8]) -> Res<usize> {
+    /// Runs a read or write syscall `op` until it is not interrupted by a signal.
+    fn retry(&self, what: &str, mut op: impl FnMut() -> isize) -> Res<usize> {
         loop {
-            // SAFETY: a valid buffer and our descriptor.
-            let r = unsafe { libc::write(self.raw(), buf.as_ptr().cast(), buf.len()) };
+            let r = op();
             if r >= 0 {
                 return Ok(r as usize);
             }
             let e = errno();
             if e != libc::EINTR {
-                return Err(format!("{} write: {}", self.path.name(), ename(e)));
+                return Err(format!("{} {what}: {}", self.path.name(), ename(e)));
             }
         }
+    }
+
+    fn write_some(&self, buf: &[u8]) -> Res<usize> {
+        // SAFETY: a valid buffer and our descriptor.
+        self.retry("write", || unsafe {
+            libc::write(self.raw(), buf.as_ptr().cast(), buf.len())
+        })
     }
 
     /// One read: a message on the message transports, whatever is there on the others;
     /// 0 is end of file.
     pub fn recv_some(&self, buf: &mut [u8]) -> Res<usize> {
-        loop {
-            // SAFETY: a valid buffer and our descriptor.
-            let r = unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) };
-            if r >= 0 {
-                return Ok(r as usize);
-            }
-            let e = errno();
-            if e != libc::EINTR {
-                return Err(format!("{} read: {}", self.path.name(), ename(e)));
-            }
-        }
+        let (p, n) = (buf.as_mut_ptr(), buf.len());
+        // SAFETY: a valid buffer and our descriptor.
+        self.retry("read", || unsafe { libc::read(self.raw(), p.cast(), n) })
     }
 
     /// Sends one application message: as messages of at most [`MAX_MSG`] bytes on the
