@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use libc::c_int;
 use vmcs_guest_tools::fd::{sys, Epoll};
-use vmcs_guest_tools::{errno, strerror, Res};
+use vmcs_guest_tools::{ename, errno, strerror, Res};
 
 use crate::cross::find_server;
 use crate::sock::{check, Sock, CID_ANY};
@@ -276,7 +276,6 @@ pub(crate) fn scale_client(port: u32, nconn: usize, bytes: usize) -> Res {
     // Answers: [index, count] then EOF.
     let mut answered = vec![false; nconn];
     let mut got = 0;
-    let mut b = [0u8; 16];
     while got < nconn {
         if t1.elapsed() > Duration::from_secs(600) {
             return Err(format!("only {got} of {nconn} answers"));
@@ -287,15 +286,24 @@ pub(crate) fn scale_client(port: u32, nconn: usize, bytes: usize) -> Res {
             if answered[i] {
                 continue;
             }
+            let mut b = [0u8; 16];
             let r = socks[i].recv(&mut b, libc::MSG_WAITALL);
-            if r < 0 && errno() == libc::EAGAIN {
+            let e = errno();
+            if r < 0 && e == libc::EAGAIN {
                 continue;
             }
             let idx = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             let cnt = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
             if r != 8 || idx as usize != i || cnt as usize != bytes {
+                let why = if r < 0 {
+                    format!(" ({})", ename(e))
+                } else {
+                    String::new()
+                };
                 return Err(format!(
-                    "connection {i}: answer {r} bytes, index {idx}, count {cnt} (want {bytes})"
+                    "connection {i}: answer {r} bytes{why}, index {idx}, count {cnt} \
+                     (want {bytes}; epoll events {:#x})",
+                    { ev.events }
                 ));
             }
             answered[i] = true;
