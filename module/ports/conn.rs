@@ -1327,6 +1327,11 @@ impl Sock {
         (st.rxq.unread(), st.txq_bytes)
     }
 
+    /// Released with frames still queued ([`Phase::Closing`]).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.lock().phase == Phase::Closing
+    }
+
     /// The sticky error, if any (`SO_ERROR`), without clearing it.
     pub(crate) fn error(&self) -> Option<Error> {
         self.state.lock().err

@@ -628,6 +628,21 @@ impl Link {
                 .is_some_and(|s| s.live.load(Relaxed) != 0)
     }
 
+    /// Whether every live peer has consumed all the frames we put in its ring.
+    pub(crate) fn tx_drained(&self) -> bool {
+        let mut tx = self.tx.lock();
+        let Some(shm) = self.region.try_access() else {
+            return true;
+        };
+        tx.iter_mut().enumerate().all(|(p, chan)| {
+            let live = u32::try_from(p).is_ok_and(|p| self.is_live(p));
+            match chan.prod.as_mut() {
+                Some(prod) if live => prod.drained(&*shm),
+                _ => true,
+            }
+        })
+    }
+
     /// Appends every non-absent peer, this guest included, to `out`.
     pub(crate) fn peers(&self, out: &mut KVec<PeerInfo>) -> Result {
         let now = self.now_ms();
