@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Build vmcs.ko. Against $KDIR when given (any Rust-enabled kernel build tree, e.g. a distro
-# kernel's prepared headers), else against the cached test guest kernel, built if missing.
+# kernel's prepared headers, or `debian` for Debian's stock kernel), else against the cached
+# test guest kernel, built if missing.
 # Extra arguments go to kbuild (e.g. CLIPPY=1). Prints the path of vmcs.ko on stdout.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vmcs_toolchain_env
 
 kdir=${KDIR:-}
+# KDIR=debian: Debian's stock Rust-enabled kernel ($VMCS_DEBIAN_KERNEL: auto, newest, running
+# or a release), built in a cached chroot with Debian's toolchain (ci/debian-module.sh).
+if [ "$kdir" = debian ]; then
+	exec "$VMCS_TOP/ci/debian-module.sh" "${VMCS_DEBIAN_KERNEL:-auto}" "$@"
+fi
 if [ -z "$kdir" ]; then
 	kdir=$("$VMCS_TOP/ci/build-kernel.sh")
 fi
