@@ -21,7 +21,8 @@
 #   boot/vmlinuz       the kernel image from the linux-image (linux-binary) package
 #   boot/config        Debian's config of it
 #   boot/gen_init_cpio the kernel's initramfs builder, built for the host
-#   env                RELEASE, VERSION, RUSTC, GCC, SUITE: shell assignments
+#   env                RELEASE, VERSION, RUSTC, GCC, SUITE, HEADERS (the unpacked
+#                      linux-headers package, as packaged: no Rust metadata): shell assignments
 # Everything is written under one flock ($VMCS_CACHE/distro/.lock). Needs root (or sudo)
 # for debootstrap and chroot, and network access to deb.debian.org on the first run.
 set -euo pipefail
@@ -226,6 +227,7 @@ VERSION=$version
 RUSTC=$rustc_v
 GCC=$gcc
 SUITE=$csuite
+HEADERS=$hdr
 EOF
 touch "$out/.vmcs-ready"
 log "Debian kernel tree $release prepared in $(($(date +%s) - start)) s"
