@@ -177,6 +177,9 @@ root="$out/root"
 log "debootstrap --variant=minbase $csuite into $root (about half a minute)"
 as_root debootstrap --variant=minbase "$csuite" "$root" "$mirror" >"$out/debootstrap.log" 2>&1 ||
 	{ tail -n 20 "$out/debootstrap.log" >&2; die "debootstrap failed (log: $out/debootstrap.log)"; }
+log "debootstrap done ($(($(date +%s) - start)) s so far)"
+# No fsync per file in dpkg: the chroot is a cache, rebuilt if anything goes wrong.
+as_root sh -c "echo force-unsafe-io >'$root/etc/dpkg/dpkg.cfg.d/99vmcs'"
 as_root sh -c "echo 'Acquire::Check-Valid-Until \"false\";' >'$root/etc/apt/apt.conf.d/99vmcs'
 	echo 'APT::Install-Recommends \"false\";' >>'$root/etc/apt/apt.conf.d/99vmcs'"
 if [ "$csuite" = trixie ]; then
@@ -187,7 +190,17 @@ else
 fi
 # python3 (resolve_btfids), pahole and openssl: without them olddefconfig changes the config.
 cpkgs=(make "$gcc" libc6-dev flex bison bc libelf-dev libssl-dev openssl pahole python3 kmod cpio xz-utils
-	"rustc=$rustc_deb" "rust-src=$rustc_deb" bindgen libclang-dev "linux-source-$VMCS_KSERIES=$version")
+	"rustc=$rustc_deb" "rust-src=$rustc_deb" bindgen libclang-dev)
+# The kernel source: the test kernel's unpacked linux-source (ci/fetch-kernel.sh) when it is
+# the same version, hard-linked (seconds; the O= build never writes into it); else Debian's
+# linux-source package, unpacked in the chroot.
+shared="$VMCS_CACHE/src/linux-source-$version"
+if grep -qx "linux-source-$VMCS_KSERIES $version" "$shared/.vmcs-complete" 2>/dev/null; then
+	src_from=$shared
+else
+	src_from=""
+	cpkgs+=("linux-source-$VMCS_KSERIES=$version")
+fi
 case "$gcc" in x86_64-linux-gnu-gcc-*) cpkgs[1]="gcc-${gcc##*-}" ;; esac
 log "installing the toolchain in the chroot: ${cpkgs[*]}"
 vmcs_chroot "$root" "" "" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/var/log/vmcs-apt.log 2>&1 && apt-get clean || { tail -n 30 /var/log/vmcs-apt.log; exit 1; }' \
@@ -198,19 +211,25 @@ gotb=$(vmcs_chroot "$root" "" "" bindgen --version | awk '{print $2}')
 [ "$gotb" = "$bindgen_v" ] || log "note: the chroot's bindgen is $gotb, the kernel's $bindgen_v (bindgen output does not enter symbol names)"
 
 log "toolchain installed ($(($(date +%s) - start)) s so far)"
-log "unpacking linux-source-$VMCS_KSERIES $version in the chroot"
+if [ -n "$src_from" ]; then
+	log "linux-source-$VMCS_KSERIES $version: hard-linking the unpacked tree $src_from"
+	as_root cp -al "$src_from" "$root/usr/src/linux"
+else
+	log "unpacking linux-source-$VMCS_KSERIES $version in the chroot"
+fi
 mk=(make -C /usr/src/linux O=/kbuild ARCH=x86 CROSS_COMPILE=x86_64-linux-gnu- CC="$gcc" KERNELRELEASE="$release" -j"$(nproc)")
 as_root cp "$config" "$root/.vmcs-config"
 as_root cp "$hdr/Module.symvers" "$root/.vmcs-symvers"
 vmcs_chroot "$root" "" "" sh -ec '
 	mkdir -p /usr/src/linux /kbuild
-	tar -xJf /usr/src/linux-source-'"$VMCS_KSERIES"'.tar.xz -C /usr/src/linux --strip-components=1
-	rm /usr/src/linux-source-'"$VMCS_KSERIES"'.tar.xz
+	t=/usr/src/linux-source-'"$VMCS_KSERIES"'.tar.xz
+	if [ -f "$t" ]; then tar -xJf "$t" -C /usr/src/linux --strip-components=1; rm "$t"; fi
 	cp /.vmcs-config /kbuild/.config
 	"$@" -s olddefconfig
 	cmp -s /.vmcs-config /kbuild/.config || { echo "config changed by olddefconfig:"; diff /.vmcs-config /kbuild/.config | head -n 40; exit 1; }
 	grep -qx CONFIG_RUST=y /kbuild/.config
 	"$@" -s modules_prepare
+	echo "[vmcs] modules_prepare done"
 	"$@" -s rust/
 	cp /.vmcs-symvers /kbuild/Module.symvers
 	test -f /kbuild/rust/libkernel.rmeta
