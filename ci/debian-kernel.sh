@@ -91,13 +91,15 @@ mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
 cat >"$apt_dir/sources.list" <<EOF
 deb [trusted=yes] $mirror sid main
 deb [trusted=yes] $mirror trixie-backports main
+deb [trusted=yes] $mirror trixie main
 EOF
 touch "$apt_dir/status"
 APT=(-o Dir::Etc::sourcelist="$apt_dir/sources.list" -o Dir::Etc::sourceparts=/nonexistent
 	-o Dir::State::Lists="$apt_dir/lists" -o Dir::State::status="$apt_dir/status"
 	-o Dir::Cache="$apt_dir/cache" -o Acquire::Check-Valid-Until=false -o Acquire::Check-Date=false
 	-o APT::Get::List-Cleanup=false -o Debug::NoLocking=true -o APT::Sandbox::User=root)
-log "updating private apt lists (sid, trixie-backports)"
+# trixie main: the rustc that trixie-backports kernels are built with.
+log "updating private apt lists (sid, trixie-backports, trixie)"
 apt-get "${APT[@]}" update -qq >&2
 # madison PACKAGE: "version suite" lines, newest first.
 madison() { apt-cache "${APT[@]}" madison "$1" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); split($3,s," "); sub(/\/.*/,"",s[2]); print $2, s[2]}' | sort -V -r -k1,1; }
@@ -157,11 +159,11 @@ while read -r v s; do
 	if [ "${u%%+*}" = "$rustc_v" ]; then rustc_deb=$v; rsuite=$s; break; fi
 done < <(madison rustc)
 if [ -z "$rustc_deb" ]; then
-	die "rustc mismatch: kernel $release was built with rustc $rustc_v, but Debian (sid, trixie-backports) offers rustc $(madison rustc | awk '{print $1}' | tr '\n' ' '). A module built with another rustc cannot link to the kernel's Rust symbols. Fix: use the kernel that matches today's rustc (ci/debian-kernel.sh newest; apt install linux-image-amd64 from sid), or install the matching rustc $rustc_v and rust-src in a chroot yourself"
+	die "rustc mismatch: kernel $release was built with rustc $rustc_v, but Debian (sid, trixie, trixie-backports) offers rustc $(madison rustc | awk '{print $1}' | tr '\n' ' '). A module built with another rustc cannot link to the kernel's Rust symbols. Fix: use the kernel that matches today's rustc (ci/debian-kernel.sh newest; apt install linux-image-amd64 from sid), or install the matching rustc $rustc_v and rust-src in a chroot yourself"
 fi
 case "$rsuite" in
 sid | unstable) csuite=sid ;;
-trixie-backports) csuite=trixie ;;
+trixie | trixie-backports) csuite=trixie ;;
 *) die "rustc $rustc_deb comes from $rsuite, which this script does not know how to debootstrap" ;;
 esac
 log "Debian rustc $rustc_deb ($rsuite) matches; chroot suite $csuite"
@@ -183,8 +185,10 @@ as_root sh -c "echo force-unsafe-io >'$root/etc/dpkg/dpkg.cfg.d/99vmcs'"
 as_root sh -c "echo 'Acquire::Check-Valid-Until \"false\";' >'$root/etc/apt/apt.conf.d/99vmcs'
 	echo 'APT::Install-Recommends \"false\";' >>'$root/etc/apt/apt.conf.d/99vmcs'"
 if [ "$csuite" = trixie ]; then
+	# The kernel's linux-source (and maybe its rustc) come from backports; versions are pinned.
 	as_root sh -c "echo 'deb $mirror trixie-backports main' >'$root/etc/apt/sources.list.d/backports.list'"
-	bpo=(-t trixie-backports)
+	bpo=()
+	[ "$rsuite" != trixie-backports ] || bpo=(-t trixie-backports)
 else
 	bpo=()
 fi
