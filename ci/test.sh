@@ -104,6 +104,7 @@ step "fuzz smoke run, region and concurrent targets (rust/fuzz, 2 x 15 s)" rust/
 
 # The module: rustfmt with the kernel's settings, and a clippy build with no warnings.
 ksrc=$(readlink -f "$VMCS_KDIR/source")
+step "module import graph: no cycle, no forbidden arrow (ci/import-graph.py)" python3 ci/import-graph.py
 step "rustfmt --check module/" rustfmt --check --edition 2021 --config-path "$ksrc/.rustfmt.toml" module/vmcs_drv.rs
 clippy_module() {
 	touch module/vmcs_drv.rs

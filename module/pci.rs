@@ -6,16 +6,15 @@
 //! on `ivshmem-doorbell`, is the MSI-X table; BAR2 is the shared memory.
 
 use crate::{
-    domain::{self, Domain, Variant, RX_WORK, TICK_WORK},
-    ffi::{self, SharedRegion},
-    ports,
-    transport::ivshmem::{self, Link, REGS_SIZE},
+    domain::{self, Domain, IvshmemVariant},
+    glue::SharedRegion,
+    transport::ivshmem::{self, REGS_SIZE},
 };
 use kernel::{
     debugfs::{Dir, File},
     device::{self, Bound, Core},
     io::Io,
-    irq, new_delayed_work, pci,
+    irq, pci,
     prelude::*,
     revocable::Revocable,
     str::CString,
@@ -43,15 +42,16 @@ struct DoorbellIrq {
 
 impl irq::Handler for DoorbellIrq {
     fn handle(&self, _dev: &device::Device<Bound>) -> irq::IrqReturn {
-        self.domain.link.doorbell_irq(&self.domain, self.vector);
+        self.domain.doorbell(self.vector);
         irq::IrqReturn::Handled
     }
 }
 
-/// debugfs files of one domain, `vmcs/vmcs<N>/{peers,rings,connections,selftest}`.
+/// debugfs files of one domain, `vmcs/vmcs<N>/{peers,rings,connections,resets,selftest}`.
 struct Debugfs {
     _peers: Pin<KBox<File<Arc<Domain>>>>,
     _connections: Pin<KBox<File<Arc<Domain>>>>,
+    _resets: Pin<KBox<File<Arc<Domain>>>>,
     _rings: Pin<KBox<File<Arc<Domain>>>>,
     _selftest: Pin<KBox<File<Arc<Domain>>>>,
     _dir: Dir,
@@ -86,7 +86,7 @@ fn selftest_write(domain: &Arc<Domain>, input: &mut UserSliceReader) -> Result {
     let mut words = text.split_whitespace();
     let peer: u32 = words.next().ok_or(EINVAL)?.parse().map_err(|_| EINVAL)?;
     let count: u32 = words.next().ok_or(EINVAL)?.parse().map_err(|_| EINVAL)?;
-    let sent = domain.link.selftest(peer, count)?;
+    let sent = domain.selftest(peer, count)?;
     pr_info!(
         "vmcs{}: selftest sent {} frames to peer {}\n",
         domain.index,
@@ -101,19 +101,25 @@ fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
     let dir = domain::debugfs_root().subdir(&name);
     let peers = KBox::pin_init(
         dir.read_callback_file(c"peers", domain.clone(), &|d: &Arc<Domain>, f| {
-            d.link.show_peers(f)
+            d.show_peers(f)
         }),
         GFP_KERNEL,
     )?;
     let rings = KBox::pin_init(
         dir.read_callback_file(c"rings", domain.clone(), &|d: &Arc<Domain>, f| {
-            d.link.show_rings(f)
+            d.show_rings(f)
         }),
         GFP_KERNEL,
     )?;
     let connections = KBox::pin_init(
         dir.read_callback_file(c"connections", domain.clone(), &|d: &Arc<Domain>, f| {
-            d.core.describe(f)
+            d.show_connections(f)
+        }),
+        GFP_KERNEL,
+    )?;
+    let resets = KBox::pin_init(
+        dir.read_callback_file(c"resets", domain.clone(), &|d: &Arc<Domain>, f| {
+            d.show_resets(f)
         }),
         GFP_KERNEL,
     )?;
@@ -124,6 +130,7 @@ fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
     Ok(Debugfs {
         _peers: peers,
         _connections: connections,
+        _resets: resets,
         _rings: rings,
         _selftest: selftest,
         _dir: dir,
@@ -137,15 +144,14 @@ fn teardown(
     domain: &Arc<Domain>,
     irqs: &[Pin<KBox<irq::Registration<DoorbellIrq>>>],
 ) {
-    domain.link.stop();
+    domain.stop();
     for irq in irqs {
         // A handler that raced with `stop` has finished after this; later ones see it.
         // (`synchronize` sleeps; `try_synchronize` would do so under the RCU read lock.)
         let _ = irq.synchronize(dev);
     }
-    ffi::flush_delayed_work::<Domain, RX_WORK>(domain);
-    ffi::flush_delayed_work::<Domain, TICK_WORK>(domain);
-    domain.link.leave(&domain.core);
+    domain.flush_works();
+    domain.leave();
     domain::unregister(domain);
 }
 
@@ -164,56 +170,44 @@ impl pci::Driver for IvshmemDriver {
 
         let regs = pdev.iomap_region_sized::<REGS_SIZE>(0, c"vmcs-regs")?;
         let variant = match pdev.resource_len(MSIX_BAR) {
-            Ok(n) if n > 0 => Variant::Doorbell,
-            _ => Variant::Plain,
+            Ok(n) if n > 0 => IvshmemVariant::Doorbell,
+            _ => IvshmemVariant::Plain,
         };
         // IVPosition is meaningful only with a server; ivshmem-plain reports no id.
         let ivposition = match variant {
-            Variant::Doorbell => Some(regs.read32(REG_IVPOSITION)),
-            Variant::Plain => None,
+            IvshmemVariant::Doorbell => Some(regs.read32(REG_IVPOSITION)),
+            IvshmemVariant::Plain => None,
         };
         // Doorbell: BAR0 stays reachable from the transport ('static, revoked on unbind).
         let regs = match variant {
-            Variant::Doorbell => Some(regs.into_devres()?),
-            Variant::Plain => None,
+            IvshmemVariant::Doorbell => Some(regs.into_devres()?),
+            IvshmemVariant::Plain => None,
         };
         let region = SharedRegion::map(pdev, SHM_BAR)?;
         let size = region.len();
-        let params = crate::transport_params();
+        let params = crate::params::transport();
         let joined = ivshmem::attach_and_join(pdev.as_ref(), &region, ivposition, &params)?;
         let region = Arc::pin_init(Revocable::new(region), GFP_KERNEL)?;
 
-        let link_region = region.clone();
         let domain_region = region.clone();
         let domain = domain::register_new(|index| {
-            let link = Link::new(index, joined, link_region, regs, params)?;
-            Arc::pin_init(
-                try_pin_init!(Domain {
-                    index,
-                    variant,
-                    ivposition,
-                    size,
-                    region: domain_region,
-                    link <- link,
-                    // SAFETY: The core initialises the `core` field of this `Domain`.
-                    core <- unsafe { ports::Core::new() },
-                    rx_work <- new_delayed_work!("vmcs_rx"),
-                    tick_work <- new_delayed_work!("vmcs_tick"),
-                }),
-                GFP_KERNEL,
+            Domain::new(
+                index,
+                variant,
+                ivposition,
+                domain_region,
+                joined,
+                regs,
+                params,
             )
         })
-        .inspect_err(|_| {
-            if let Some(shm) = region.try_access() {
-                ivshmem::abort_join(&shm, &joined);
-            }
-        })?;
+        .inspect_err(|_| Domain::abort_join(&region, &joined))?;
 
         // The doorbell IRQs are requested before the link starts (their handlers ignore
         // doorbells until then), so no doorbell after `start` is lost. Two vectors if the
         // device has them (`VEC_DATA`, `VEC_SPACE`), else one.
         let mut irqs = KVec::new();
-        if variant == Variant::Doorbell {
+        if variant == IvshmemVariant::Doorbell {
             let msix = pci::IrqTypes::default().with(pci::IrqType::MsiX);
             let r =
                 match pdev.alloc_irq_vectors(ivshmem::MAX_VECTORS, ivshmem::MAX_VECTORS, msix) {
@@ -242,7 +236,7 @@ impl pci::Driver for IvshmemDriver {
                         )?;
                         irqs.push(reg, GFP_KERNEL)?;
                     }
-                    domain.link.set_vectors(n);
+                    domain.set_vectors(n);
                     Ok(())
                 });
             if let Err(e) = r {
@@ -251,7 +245,7 @@ impl pci::Driver for IvshmemDriver {
                 return Err(e);
             }
         }
-        if let Err(e) = domain.link.start(&domain) {
+        if let Err(e) = domain.start() {
             dev_err!(pdev, "vmcs{}: cannot join the peer table\n", domain.index);
             teardown(pdev.as_ref(), &domain, &irqs);
             return Err(e);

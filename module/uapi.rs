@@ -3,7 +3,8 @@
 //! The user API of /dev/vmcs: `#[repr(C)]` mirrors of userspace-tool/include/vmcs.h.
 //!
 //! The header is the source of truth; the userspace library checks at compile time that
-//! its own copy of these layouts matches the header, and the sizes are asserted below.
+//! its own copy of these layouts matches the header, and the sizes and field offsets are
+//! asserted below.
 
 use kernel::{
     ioctl::{_IOR, _IOW, _IOWR},
@@ -230,3 +231,38 @@ const _: () = {
     assert!(size_of::<VmcsBulkSetup>() == 16);
     assert!(size_of::<VmcsBulkDesc>() == 8);
 };
+
+// Field offsets, as the C compiler lays out the structs of vmcs.h (every field naturally
+// aligned, no padding): a reordered or retyped field fails the build, not the ABI.
+macro_rules! offsets {
+    ($($ty:ty { $($field:ident: $off:expr),* $(,)? })*) => {
+        const _: () = {$($(
+            assert!(core::mem::offset_of!($ty, $field) == $off);
+        )*)*};
+    };
+}
+
+offsets! {
+    VmcsAddr { cid: 0, port: 4 }
+    VmcsPeerInfo { id: 0, state: 4, generation: 8, heartbeat_age_ms: 12 }
+    VmcsInfo {
+        abi_version: 0,
+        domain: 4,
+        local_cid: 8,
+        transport: 12,
+        region_size: 16,
+        max_peers: 24,
+        ring_size: 28,
+        max_msg_size: 32,
+        npeers: 36,
+        peers: 40,
+    }
+    VmcsConnect { addr: 0, timeout_ms: 8, flags: 12 }
+    VmcsAccept { flags: 0, reserved: 4, peer: 8 }
+    VmcsOpts { mask: 0, nonblock: 4, rcvbuf: 8, reserved: 12 }
+    VmcsNames { local: 0, remote: 8 }
+    VmcsOpenDomain { domain: 0, flags: 4 }
+    VmcsBulkSetup { size: 0, timeout_ms: 4, tx_size: 8, rx_size: 12 }
+    VmcsBulkDesc { off: 0, len: 4 }
+    SockaddrVmcs { family: 0, reserved1: 2, port: 4, cid: 8, flags: 12, zero: 13 }
+}

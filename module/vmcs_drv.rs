@@ -12,10 +12,11 @@
 use kernel::prelude::*;
 
 mod chardev;
+mod conn;
 mod domain;
-mod ffi;
+mod glue;
+mod params;
 mod pci;
-mod ports;
 mod proto;
 mod socket;
 mod transport;
@@ -51,24 +52,6 @@ module! {
     },
 }
 
-/// The transport's tunables, from the module parameters, clamped to sane ranges.
-pub(crate) fn transport_params() -> transport::ivshmem::Params {
-    let period = (*module_parameters::hb_period_ms.value()).clamp(10, 10_000);
-    transport::ivshmem::Params {
-        max_peers: (*module_parameters::max_peers.value()).clamp(2, 64),
-        hb_period_ms: period,
-        hb_timeout_ms: (*module_parameters::hb_timeout_ms.value()).max(period.saturating_mul(3)),
-        bulk_percent: (*module_parameters::bulk_percent.value()).min(50),
-    }
-}
-
-/// The AF_VMCS family number: the `af` parameter (0: no socket family), declared in the C
-/// glue because parameters of `module!` do not appear in sysfs, and `af` must be readable in
-/// /sys/module/vmcs/parameters/af.
-pub(crate) fn af() -> u32 {
-    ffi::af_param()
-}
-
 /// The module version, reported by `vmcs status`.
 pub(crate) const VERSION: &str = "0.1.0";
 
@@ -77,13 +60,13 @@ struct VmcsModule {
     // Field order is drop order: the device node goes first, so no new file can reach a
     // domain while the PCI driver unbinds the devices.
     #[pin]
-    _chrdev: ffi::ChrdevRegistration,
+    _chrdev: glue::MiscRegistration,
     #[pin]
     _pci: kernel::driver::Registration<kernel::pci::Adapter<pci::IvshmemDriver>>,
     _debugfs: domain::DebugfsRoot,
     // Last: dropped first, so no new socket reaches the core while the rest goes away (open
     // sockets pin the module, so there are none at unload).
-    _socket: ffi::SocketRegistration,
+    _socket: glue::SocketFamilyRegistration,
 }
 
 impl kernel::InPlaceModule for VmcsModule {
@@ -92,10 +75,10 @@ impl kernel::InPlaceModule for VmcsModule {
         let mode = *module_parameters::devmode.value() & 0o777;
         pr_info!("vmcs {} loading\n", VERSION);
         try_pin_init!(Self {
-            _chrdev <- ffi::ChrdevRegistration::register(c"vmcs", mode),
+            _chrdev <- glue::MiscRegistration::register(c"vmcs", mode),
             _pci <- kernel::driver::Registration::new(c"vmcs", module),
             _debugfs: domain::DebugfsRoot,
-            _socket: ffi::SocketRegistration::register(af())?,
+            _socket: glue::SocketFamilyRegistration::register(glue::af_param())?,
         })
     }
 }

@@ -3,7 +3,7 @@
  * vmcs C glue: the few pieces the Rust `kernel` crate has no abstraction for.
  *
  * This file holds tables and one-line forwarders only; all logic lives in
- * Rust (module/chardev.rs). It exists because:
+ * Rust (module/chardev/entry.rs). It exists because:
  *  - the file_operations of /dev/vmcs need `.owner = THIS_MODULE` so that an
  *    open file pins the module (kernel::miscdevice leaves owner unset, which
  *    would let rmmod unload code that open files still point at), and
@@ -11,7 +11,7 @@
  *  - the kernel crate has no anon_inode_getfile, which VMCS_IOC_ACCEPT uses to
  *    give an accepted connection a file of its own with the same operations.
  *
- * AF_VMCS (module/socket.rs) adds the socket family's tables: the
+ * AF_VMCS (module/socket/) adds the socket family's tables: the
  * net_proto_family, the struct proto and the proto_ops of SOCK_STREAM and
  * SOCK_SEQPACKET, all forwarding to Rust, plus the struct sock helpers the
  * bindings lack (sk_alloc/sock_init_data, the inline accessors) and the
@@ -143,13 +143,13 @@ unsigned int vmcs_glue_af(void)
 	return vmcs_af;
 }
 
-/* AF_VMCS: a struct sock plus the Rust `Arc<socket::SockRef>` it owns. */
+/* AF_VMCS: a struct sock plus the Rust `Arc<socket::VmcsSocket>` it owns. */
 struct vmcs_sk {
 	struct sock sk;
 	void *priv;
 };
 
-static struct proto vmcs_proto = {
+static struct proto vmcs_sock_proto = {
 	.name = "AF_VMCS",
 	.owner = THIS_MODULE,
 	.obj_size = sizeof(struct vmcs_sk),
@@ -164,7 +164,7 @@ static int vmcs_glue_accept(struct socket *sock, struct socket *newsock,
 /*
  * SOL_SOCKET options go to the socket layer as for any family (the socket has
  * SOCK_CUSTOM_SOCKOPT only to get here); Rust then applies the buffer sizes
- * it stored (module/socket.rs). Other levels: EOPNOTSUPP, as before.
+ * it stored (module/socket/). Other levels: EOPNOTSUPP, as before.
  */
 static int vmcs_glue_setsockopt(struct socket *sock, int level, int optname,
 				sockptr_t optval, unsigned int optlen)
@@ -216,19 +216,19 @@ int vmcs_glue_sock_register(int family)
 
 	vmcs_family.family = family;
 	vmcs_sock_ops.family = family;
-	err = proto_register(&vmcs_proto, 0);
+	err = proto_register(&vmcs_sock_proto, 0);
 	if (err)
 		return err;
 	err = sock_register(&vmcs_family);
 	if (err)
-		proto_unregister(&vmcs_proto);
+		proto_unregister(&vmcs_sock_proto);
 	return err;
 }
 
 void vmcs_glue_sock_unregister(void)
 {
 	sock_unregister(vmcs_family.family);
-	proto_unregister(&vmcs_proto);
+	proto_unregister(&vmcs_sock_proto);
 }
 
 /*
@@ -238,7 +238,7 @@ void vmcs_glue_sock_unregister(void)
 struct sock *vmcs_glue_sk_new(struct net *net, struct socket *sock, int kern)
 {
 	struct sock *sk = sk_alloc(net, vmcs_family.family, GFP_KERNEL,
-				   &vmcs_proto, kern);
+				   &vmcs_sock_proto, kern);
 
 	if (!sk)
 		return NULL;

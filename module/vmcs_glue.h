@@ -15,7 +15,7 @@
 const struct file_operations *vmcs_glue_fops(void);
 struct file *vmcs_glue_anon_file(void *private_data, int flags);
 
-/* Provided by Rust, module/ffi.rs: the file operations of /dev/vmcs. */
+/* Provided by Rust, module/chardev/entry.rs: the file operations of /dev/vmcs. */
 int vmcs_chr_open(struct inode *inode, struct file *file);
 int vmcs_chr_release(struct inode *inode, struct file *file);
 ssize_t vmcs_chr_read(struct file *file, char __user *buf, size_t len, loff_t *ppos);
@@ -33,7 +33,7 @@ void vmcs_glue_mapping_free(void *m);
 void vmcs_glue_file_set_mapping(struct file *file, void *m);
 void vmcs_glue_mapping_zap(void *m);
 
-/* AF_VMCS (module/socket.rs): registration and the struct sock helpers. */
+/* AF_VMCS (module/glue/socket.rs): registration and the struct sock helpers. */
 unsigned int vmcs_glue_af(void);
 int vmcs_glue_sock_register(int family);
 void vmcs_glue_sock_unregister(void);
@@ -53,7 +53,7 @@ long vmcs_glue_sk_sndtimeo(struct sock *sk);
 void vmcs_glue_sk_set_err(struct sock *sk, int err);
 void vmcs_glue_sock_set_state(struct socket *sock, int state);
 
-/* Provided by Rust, module/ffi.rs: the AF_VMCS operations. */
+/* Provided by Rust, module/socket/entry.rs: the AF_VMCS operations. */
 int vmcs_sock_create(struct net *net, struct socket *sock, int protocol, int kern);
 int vmcs_sock_release(struct socket *sock);
 int vmcs_sock_bind(struct socket *sock, struct sockaddr_unsized *addr, int len);

@@ -4,7 +4,7 @@
 //! the module through `#[path]` (no copy). See docs/protocol.md.
 //!
 //! The protocol files are `no_std`, use only `core` and contain no `unsafe`; all access to
-//! the region goes through [`shm::Shm`], which `ffi::SharedRegion` implements with the
+//! the region goes through [`shm::Shm`], which `glue::SharedRegion` implements with the
 //! kernel's atomics and barriers.
 
 // The transport uses the protocol piece by piece as it lands; until then parts are unused.

@@ -2,13 +2,16 @@
 
 //! Transports: what moves frames between this guest and its peers.
 //!
-//! A transport knows nothing about ports, connections or files. Its whole contract with the
-//! core is:
+//! A transport knows nothing about domains, ports, connections or files: it imports only
+//! the wire protocol (`proto`) and the glue. Its whole contract is:
 //!
-//! - down (core → transport): [`ivshmem::Link`]'s `local_id`, `send`, `is_live`, `peers`,
-//!   `max_payload` and `kick`, called with a `&Link` borrowed from the domain;
-//! - up (transport → core): the [`Upcalls`] trait, which `ports::Core` implements and which
-//!   the transport's receive worker calls.
+//! - down: the [`Transport`] trait, what the core asks of the transport it is handed
+//!   (`local_id`, `send`, `is_live`, `max_payload`, `kick`, the bulk slice geometry). The
+//!   domain implements it over its [`ivshmem::Link`] (module/domain/mod.rs);
+//! - up: the [`Upcalls`] trait, which the domain implements (forwarding frames, resets and
+//!   ring space to its core, and queueing its own works when the transport asks for a
+//!   receive pass) and which the transport calls. It is the only way up: the transport
+//!   holds no reference to anything above it.
 //!
 //! Nothing the transport passes up comes from shared memory unvalidated: frame headers are
 //! decoded and validated by `proto::frame`, payloads are copied out of the region once, and
@@ -36,7 +39,7 @@ impl From<SendError> for kernel::error::Error {
         use kernel::error::code::{EAGAIN, EINVAL, ENODEV};
         match e {
             SendError::Full => EAGAIN,
-            SendError::Unreachable => crate::ffi::errno::econnreset(),
+            SendError::Unreachable => crate::glue::errno::econnreset(),
             SendError::Invalid => EINVAL,
             SendError::Shutdown => ENODEV,
         }
@@ -54,16 +57,57 @@ pub(crate) struct PeerInfo {
     pub(crate) heartbeat_age_ms: u32,
 }
 
-/// Events a transport reports to the core of its domain.
+/// Why the transport reset a peer ([`Upcalls::peer_reset`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum PeerLoss {
+    /// Its slot went absent or leaving.
+    Left,
+    /// It came back with a new generation, or re-opened its ring to us.
+    Restarted,
+    /// Its heartbeat stood still for `hb_timeout_ms`.
+    HeartbeatTimeout,
+    /// A ring between us was found corrupt (and resynchronised).
+    RingCorrupt,
+    /// We were evicted from the peer table and rejoined.
+    Evicted,
+    /// This guest leaves the domain (unbind, unload).
+    Unbound,
+}
+
+/// What the core needs of the transport that carries its frames (down).
+pub(crate) trait Transport {
+    /// This guest's peer id in the domain.
+    fn local_id(&self) -> u32;
+    /// Queues one frame to `peer` without blocking (callable in atomic context);
+    /// `hdr.len` is taken from `payload.len()`. See [`SendError`].
+    fn send(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError>;
+    /// Whether `peer` is live now (never true for this guest itself).
+    fn is_live(&self, peer: u32) -> bool;
+    /// Largest payload of one frame.
+    fn max_payload(&self) -> u32;
+    /// Traffic is expected soon (a waiter sleeps on a remote peer): poll fast.
+    fn kick(&self);
+    /// Region offset and size of `peer`'s slice of the bulk area (docs/protocol.md §8).
+    fn bulk_slice(&self, peer: u32) -> Option<(usize, usize)>;
+    /// Page frame number of the region page at `offset`; `None` once the region is gone.
+    fn pfn(&self, offset: usize) -> Option<usize>;
+}
+
+/// Events a transport reports to its owner (up).
 ///
-/// All three are called from the domain's receive worker (process context). They may take
-/// the core's locks and allocate, but must never wait for user space or for the ring.
+/// `deliver`, `peer_reset` and `tx_space` are called from the domain's receive worker
+/// (process context). They may take the core's locks and allocate, but must never wait for
+/// user space or for the ring. `wake_rx` may be called from any process context, also with
+/// spinlocks held, and never sleeps.
 pub(crate) trait Upcalls {
     /// A frame from `peer`, validated; `payload.len() == hdr.len as usize`.
     fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]);
-    /// `peer` restarted, left, died or sent corrupt data: every connection with it is
-    /// reset and its waiters woken with `ECONNRESET`.
-    fn peer_reset(&self, peer: u32);
+    /// `peer` restarted, left, died or sent corrupt data (`cause`): every connection with it
+    /// is reset and its waiters woken with `ECONNRESET`.
+    fn peer_reset(&self, peer: u32, cause: PeerLoss);
     /// The ring to `peer` has room again (after a `SendError::Full`).
     fn tx_space(&self, peer: u32);
+    /// The transport wants a receive pass (its owner's rx work): soon if idle, or, with
+    /// `now`, at once even if one is already scheduled for later.
+    fn wake_rx(&self, now: bool);
 }

@@ -2,7 +2,7 @@
 # loopback message, unbinding the device makes open files fail with ENODEV, and the module
 # unloads cleanly (refused while /dev/vmcs is open). Message semantics: messaging.sh.
 . /scenarios/lib.sh
-plan 13
+plan 14
 
 check "insmod vmcs.ko" load_vmcs
 check "/dev/vmcs appears" wait_for /dev/vmcs 5
@@ -43,3 +43,7 @@ exec 4</dev/vmcs
 check "rmmod refused while /dev/vmcs is open" sh -c '! rmmod vmcs 2>/dev/null'
 exec 4<&-
 check "rmmod succeeds once /dev/vmcs is closed" rmmod vmcs
+# Nothing holds a domain but its files and the driver (no reference cycle): both domains,
+# the one unbound above and the rebound one, were freed ("domain released", module/domain).
+check "both domains were released (unbind + last close, rmmod)" \
+	sh -c '[ "$(dmesg | grep -c "vmcs0: domain released")" = 2 ]'

@@ -17,6 +17,7 @@ done
 n=15
 [ "$ndev" -ge 2 ] && n=20
 [ "$VMCS_GUEST" = 0 ] && n=$((n + 1))
+n=$((n + 1)) # the reset reasons
 plan $n
 
 check "insmod vmcs.ko" load_vmcs
@@ -114,6 +115,8 @@ if [ "$ndev" -ge 2 ]; then
 		! dmesg | grep -E 'vmcs1: (peer [0-9]+ (heartbeat|left|restart|re-opened)|ring|evicted)'"
 fi
 
+reason() { awk -v k="$1" '$1 == k { print $2 }' $D/resets; }
+
 if [ "$VMCS_GUEST" = 1 ]; then
 	touch /tmp/stop
 	wait $soak
@@ -122,6 +125,11 @@ if [ "$VMCS_GUEST" = 1 ]; then
 	check "the exchange with guest 0 ran through the attack intact (exit status $rc)" test $rc = 0
 	check "the guests still connect: 200 more messages echoed" vmcs-test soak "$good" 7001 200
 	check "no connection left behind" sh -c "! grep -q ':7000 ' $D/connections"
+	# Nothing listens on the attacked port here: the hostile peer's frames found no
+	# connection and were answered with RST, each counted (debugfs resets).
+	sed 's/^/# resets: /' $D/resets >&3
+	check "reset reasons counted: frames for no connection ($(reason unknown_connection))" \
+		test "$(reason unknown_connection)" -ge 1
 	if [ "$ndev" -ge 2 ]; then
 		wait $soak1
 		rc=$?
@@ -157,6 +165,14 @@ else
 	sed 's/^/# /' /tmp/bulk.log >&3
 	check "bulk server: every bad bulk connection reset, the good one delivered the pattern, still serving (exit status $rc)" \
 		sh -c "[ $rc = 0 ] && grep -qx 'bulk-evil: resets 17 good 2 other 0' /tmp/bulk.log"
+	# Each attack's reset keeps its reason (debugfs resets): the 16 bad bulk frames (one
+	# reset each), the corrupt BULK_DATA (a ring resync), phase (a)'s credit lies and
+	# unsolicited RESPONSEs, its frames for no connection.
+	sed 's/^/# resets: /' $D/resets >&3
+	bulk=$(awk '$1 ~ /^bulk_/ { n += $2 } END { print n + 0 }' $D/resets)
+	check "reset reasons counted: bulk_* $bulk (>= 16), ring_corrupt $(reason ring_corrupt), bad_credit $(reason bad_credit), unexpected_frame $(reason unexpected_frame), unknown_connection $(reason unknown_connection)" \
+		test "$bulk" -ge 16 -a "$(reason ring_corrupt)" -ge 1 -a "$(reason bad_credit)" -ge 1 \
+		-a "$(reason unexpected_frame)" -ge 1 -a "$(reason unknown_connection)" -ge 1
 	if [ "$ndev" -ge 2 ]; then
 		i=0
 		while kill -0 $srv1 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done

@@ -2,9 +2,9 @@
 /*
  * vmcs user API: /dev/vmcs ioctls and structures, and (later) AF_VMCS addressing.
  *
- * Mirrored by module/uapi.rs (kernel) and the userspace library; the Rust side keeps
- * compile-time tests that its layouts match this header. docs/uapi.md documents the
- * semantics and errnos.
+ * Mirrored by module/uapi.rs (kernel) and, for userspace, by the vmcs-sys crate
+ * (userspace-tool/vmcs-sys), whose tests/c_header.rs compares every size, offset, constant
+ * and ioctl number with this header. docs/uapi.md documents the semantics and errnos.
  */
 #ifndef _UAPI_LINUX_VMCS_H
 #define _UAPI_LINUX_VMCS_H

@@ -22,14 +22,13 @@
 //! Every echo carries the round number and is checked for length (and fully compared on the
 //! first and last round); the stream's acknowledged counts must equal what was sent.
 
-mod vmcs_dev;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
-use vmcs_dev::{ename, Fd, SHUT_WR};
+use vmcs_guest_tools::dev::{Fd, SHUT_WR};
+use vmcs_guest_tools::{ename, exit_with};
 
 type Res<T = ()> = Result<T, String>;
 
@@ -216,7 +215,7 @@ fn serve(vmcs_port: u32, tcp_port: u16) -> Res {
     let vt = thread::spawn(move || {
         serve_loop(
             || {
-                l.accept()
+                l.accept(0)
                     .map(|(f, _)| Conn::Vmcs(f))
                     .map_err(|e| format!("vmcs accept: {}", ename(e)))
             },
@@ -506,11 +505,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            println!("FAIL: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_with(r, "FAIL")
 }

@@ -6,7 +6,7 @@
  *   echo client CID PORT [TEXT]  send TEXT (default "hello"), print the reply
  *
  * Build: cc -Wall -Wextra -Werror -I userspace-tool/include -o echo echo.c
- * (the vmcs crate's tests compile it so; see vmcs/tests/c_header.rs).
+ * (the vmcs-sys crate's tests compile it so; see vmcs-sys/tests/c_header.rs).
  *
  * Each write() on a connected /dev/vmcs file is one message of at most
  * VMCS_MAX_MSG_SIZE bytes and each read() returns one message; 0 is end of stream.

@@ -20,7 +20,8 @@ pub mod bulk;
 pub mod error;
 pub mod info;
 pub mod net;
-pub mod sys;
+/// The raw user API (`include/vmcs.h`): the `vmcs-sys` crate.
+pub use vmcs_sys as sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 pub mod xfer;

@@ -609,22 +609,44 @@ mod tests {
         );
     }
 
-    /// The table exactly as the module's debugfs `connections` writes it (module/ports:
-    /// `CONNECTIONS_HEADER`, `Sock::describe`): listeners have remote `-`.
+    /// The table exactly as the module's debugfs `connections` writes it (module/conn:
+    /// `CONNECTIONS_HEADER`, `Endpoint::describe`): listeners have remote `-`, the last
+    /// column is the reason of the last reset (`-` for none; module/conn/reset.rs).
     #[test]
     fn ss_parses_the_module_table() {
         let t = parse_connections(
             "vmcs0",
-            "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets\n\
-             0:6000 - listen 0 0 0 0 0 0 0 0\n\
-             0:6000 1:49152 established 50500 50500 100 100 0 0 262144 0\n",
+            "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets reset_reason\n\
+             0:6000 - listen 0 0 0 0 0 0 0 0 -\n\
+             0:6000 1:49152 established 50500 50500 100 100 0 0 262144 0 -\n\
+             0:6000 2:40001 closed 0 0 0 0 0 0 0 1 credit_overrun\n",
         )
         .unwrap();
-        assert_eq!(t.rows.len(), 2);
+        assert_eq!(t.rows.len(), 3);
+        let text = ss_table(std::slice::from_ref(&t));
+        assert!(text.contains("RESET_REASON"), "{text}");
+        assert!(text.contains("credit_overrun"), "{text}");
         let j = ss_json(&[t]);
         assert_eq!(j[0]["remote"], "-");
         assert_eq!(j[1]["state"], "established");
         assert_eq!(j[1]["rx_bytes"], 50500);
         assert_eq!(j[1]["credit"], 262144);
+        assert_eq!(j[1]["reset_reason"], "-");
+        assert_eq!(j[2]["resets"], 1);
+        assert_eq!(j[2]["reset_reason"], "credit_overrun");
+    }
+
+    /// A module before the `reset_reason` column: the same rows, one column less.
+    #[test]
+    fn ss_parses_the_table_without_reset_reason() {
+        let t = parse_connections(
+            "vmcs0",
+            "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets\n\
+             0:6000 1:49152 established 50500 50500 100 100 0 0 262144 0\n",
+        )
+        .unwrap();
+        let j = ss_json(&[t]);
+        assert_eq!(j[0]["resets"], 0);
+        assert!(j[0].get("reset_reason").is_none());
     }
 }

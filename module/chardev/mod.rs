@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `/dev/vmcs`: one endpoint per open file (docs/uapi.md).
+//!
+//! Each open file (and each file `VMCS_IOC_ACCEPT` returns) is one endpoint of the core
+//! (`conn::Endpoint`) of the default domain (`VMCS_IOC_OPEN_DOMAIN` returns a new file on
+//! another one): it binds, listens and accepts, or connects, and
+//! then carries SEQPACKET messages, one per `write()` and one per `read()`.
+//!
+//! The C entry points of the file operations are in [`entry`] (nothing imports it).
+
+mod entry;
+
+use crate::{
+    conn::{Endpoint, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
+    domain::{self, Domain},
+    glue::{self, errno, oflags, poll_mask},
+    uapi::{
+        self, VmcsAccept, VmcsAddr, VmcsBulkDesc, VmcsBulkSetup, VmcsConnect, VmcsInfo, VmcsNames,
+        VmcsOpenDomain, VmcsOpts,
+    },
+};
+use kernel::{
+    fs::File,
+    prelude::*,
+    sync::{poll::PollTable, Arc},
+    uaccess::{UserPtr, UserSlice, UserSliceReader, UserSliceWriter},
+};
+
+// SAFETY: `VmcsFile` is the type the /dev/vmcs entry points (entry.rs) keep in
+// `private_data`.
+unsafe impl glue::DevFilePrivate for VmcsFile {
+    fn mapping(&self) -> &Arc<glue::FileMapping> {
+        &self.mapping
+    }
+
+    fn release(&self) {
+        VmcsFile::release(self)
+    }
+}
+
+/// The user argument of one ioctl: `arg` as a user pointer.
+#[derive(Clone, Copy)]
+struct IoctlArg(usize);
+
+impl IoctlArg {
+    /// The `size` bytes at the argument.
+    fn slice(self, size: usize) -> UserSlice {
+        UserSlice::new(UserPtr::from_addr(self.0), size)
+    }
+
+    /// The argument read as a `T`.
+    fn read<T: kernel::transmute::FromBytes>(self) -> Result<T> {
+        self.slice(size_of::<T>()).reader().read()
+    }
+
+    /// Writes `v` to the argument.
+    fn write<T: kernel::transmute::AsBytes>(self, v: &T) -> Result {
+        self.slice(size_of::<T>()).writer().write(v)
+    }
+}
+
+/// The state of one open `/dev/vmcs` file.
+pub(crate) struct VmcsFile {
+    domain: Arc<Domain>,
+    endpoint: Arc<Endpoint>,
+    /// The file's own address_space (bulk area mappings live there).
+    pub(crate) mapping: Arc<glue::FileMapping>,
+}
+
+impl VmcsFile {
+    /// A new file's state: a fresh endpoint on `domain`.
+    fn new(domain: Arc<Domain>) -> Result<Arc<Self>> {
+        let endpoint = Endpoint::new(CHARDEV_TYPE)?;
+        let mapping = glue::FileMapping::new()?;
+        Ok(Arc::new(
+            Self {
+                domain,
+                endpoint,
+                mapping,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Opens an endpoint on the default domain; `ENODEV` when no ivshmem device is bound.
+    pub(crate) fn open() -> Result<Arc<Self>> {
+        Self::new(domain::default_domain().ok_or(ENODEV)?)
+    }
+
+    /// Called once when the file is released.
+    pub(crate) fn release(&self) {
+        self.endpoint.release(&self.domain.conns());
+    }
+
+    fn nonblock(&self, file_nonblock: bool) -> bool {
+        file_nonblock || self.endpoint.nonblock()
+    }
+
+    /// Reads one message; a smaller buffer truncates it (the rest is discarded).
+    pub(crate) fn read(&self, mut out: UserSliceWriter, nonblock: bool) -> Result<usize> {
+        self.domain.alive()?;
+        let nonblock = self.nonblock(nonblock);
+        let msg = self
+            .endpoint
+            .recv(&self.domain.conns(), out.len(), nonblock)?;
+        out.write_slice(&msg)?;
+        Ok(msg.len())
+    }
+
+    /// Writes one message of 1..=`VMCS_MAX_MSG_SIZE` bytes.
+    pub(crate) fn write(&self, input: UserSliceReader, nonblock: bool) -> Result<usize> {
+        self.domain.alive()?;
+        let nonblock = self.nonblock(nonblock);
+        let len = input.len();
+        if len > uapi::MAX_MSG_SIZE as usize {
+            return Err(errno::emsgsize());
+        }
+        let mut data = KVec::with_capacity(len, GFP_KERNEL)?;
+        input.read_all(&mut data, GFP_KERNEL)?;
+        self.endpoint.send(&self.domain.conns(), data, nonblock)
+    }
+
+    /// The ioctls of docs/uapi.md, one method each.
+    pub(crate) fn ioctl(&self, cmd: u32, arg: usize, nonblock: bool) -> Result<isize> {
+        let nonblock = self.nonblock(nonblock);
+        let arg = IoctlArg(arg);
+        match cmd {
+            uapi::IOC_GET_INFO => self.get_info(arg),
+            uapi::IOC_BIND => self.bind(arg),
+            uapi::IOC_CONNECT => self.connect(arg, nonblock),
+            uapi::IOC_LISTEN => self.listen(arg),
+            uapi::IOC_ACCEPT => self.accept(arg, nonblock),
+            uapi::IOC_SET_OPTS => self.set_opts(arg),
+            uapi::IOC_GET_NAMES => self.get_names(arg),
+            uapi::IOC_SHUTDOWN => self.shutdown(arg),
+            uapi::IOC_BULK_SETUP => self.bulk_setup(arg, nonblock),
+            uapi::IOC_BULK_SEND => self.bulk_send(arg, nonblock, true),
+            uapi::IOC_BULK_WAIT => self.bulk_send(arg, nonblock, false),
+            uapi::IOC_BULK_RECV => self.bulk_recv(arg, nonblock),
+            uapi::IOC_BULK_RELEASE => self.bulk_release(arg),
+            uapi::IOC_OPEN_DOMAIN => Self::open_domain(arg),
+            _ => Err(ENOTTY),
+        }
+    }
+
+    /// `VMCS_IOC_GET_INFO`.
+    fn get_info(&self, arg: IoctlArg) -> Result<isize> {
+        let info: KBox<VmcsInfo> = self.domain.info()?;
+        arg.write(&*info)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_BIND`.
+    fn bind(&self, arg: IoctlArg) -> Result<isize> {
+        self.domain.alive()?;
+        let (mut r, mut w) = arg.slice(size_of::<VmcsAddr>()).reader_writer();
+        let mut addr: VmcsAddr = r.read()?;
+        let local = self.domain.bind_cid(addr.cid)?;
+        addr.port = Endpoint::bind(&self.endpoint, &self.domain.conns(), addr.port)?;
+        addr.cid = local;
+        w.write(&addr)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_CONNECT`.
+    fn connect(&self, arg: IoctlArg, nonblock: bool) -> Result<isize> {
+        self.domain.alive()?;
+        let c: VmcsConnect = arg.read()?;
+        if c.flags != 0 {
+            return Err(EINVAL);
+        }
+        Endpoint::connect(
+            &self.endpoint,
+            &self.domain.conns(),
+            c.addr.cid,
+            c.addr.port,
+            c.timeout_ms,
+            nonblock,
+        )?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_LISTEN`.
+    fn listen(&self, arg: IoctlArg) -> Result<isize> {
+        self.domain.alive()?;
+        let backlog: u32 = arg.read()?;
+        self.endpoint.listen(&self.domain.conns(), backlog)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_ACCEPT`: a new file for the next connection.
+    fn accept(&self, arg: IoctlArg, nonblock: bool) -> Result<isize> {
+        self.domain.alive()?;
+        let (mut r, mut w) = arg.slice(size_of::<VmcsAccept>()).reader_writer();
+        let mut a: VmcsAccept = r.read()?;
+        if a.reserved != 0 || a.flags & !(oflags::NONBLOCK | oflags::CLOEXEC) != 0 {
+            return Err(EINVAL);
+        }
+        let conns = self.domain.conns();
+        let (child, peer, port) = self.endpoint.accept(nonblock)?;
+        let ep = glue::FileMapping::new().and_then(|mapping| {
+            Ok(Arc::new(
+                Self {
+                    domain: self.domain.clone(),
+                    endpoint: child.clone(),
+                    mapping,
+                },
+                GFP_KERNEL,
+            )?)
+        });
+        let ep = match ep {
+            Ok(ep) => ep,
+            Err(e) => {
+                child.release(&conns);
+                return Err(e);
+            }
+        };
+        a.peer = VmcsAddr { cid: peer, port };
+        let fd = glue::file::install_dev_file(ep, a.flags, |_fd| w.write(&a))?;
+        // Descriptors are small non-negative ints.
+        Ok(fd as isize)
+    }
+
+    /// `VMCS_IOC_SET_OPTS`.
+    fn set_opts(&self, arg: IoctlArg) -> Result<isize> {
+        let o: VmcsOpts = arg.read()?;
+        if o.reserved != 0 || o.mask & !(uapi::OPT_NONBLOCK | uapi::OPT_RCVBUF) != 0 {
+            return Err(EINVAL);
+        }
+        let nb = if o.mask & uapi::OPT_NONBLOCK != 0 {
+            if o.nonblock > 1 {
+                return Err(EINVAL);
+            }
+            Some(o.nonblock == 1)
+        } else {
+            None
+        };
+        let rb = if o.mask & uapi::OPT_RCVBUF != 0 {
+            if !(MIN_RCVBUF..=MAX_RCVBUF).contains(&o.rcvbuf) {
+                return Err(EINVAL);
+            }
+            Some(o.rcvbuf)
+        } else {
+            None
+        };
+        self.endpoint.set_opts(&self.domain.conns(), nb, rb);
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_GET_NAMES`.
+    fn get_names(&self, arg: IoctlArg) -> Result<isize> {
+        let (port, remote) = self.endpoint.names();
+        let names = VmcsNames {
+            local: VmcsAddr {
+                cid: self.domain.local_id(),
+                port: port.unwrap_or(uapi::PORT_ANY),
+            },
+            remote: remote
+                .map(|(cid, port)| VmcsAddr { cid, port })
+                .unwrap_or_default(),
+        };
+        arg.write(&names)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_SHUTDOWN`.
+    fn shutdown(&self, arg: IoctlArg) -> Result<isize> {
+        let how: u32 = arg.read()?;
+        if how > uapi::SHUT_RDWR {
+            return Err(EINVAL);
+        }
+        self.endpoint.shutdown(&self.domain.conns(), how)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_BULK_SETUP`.
+    fn bulk_setup(&self, arg: IoctlArg, nonblock: bool) -> Result<isize> {
+        self.domain.alive()?;
+        let (mut r, mut w) = arg.slice(size_of::<VmcsBulkSetup>()).reader_writer();
+        let mut b: VmcsBulkSetup = r.read()?;
+        let (tx, rx) = self.endpoint.bulk_setup(
+            &self.domain.conns(),
+            b.size,
+            b.timeout_ms,
+            nonblock,
+            &self.mapping,
+        )?;
+        b.tx_size = tx;
+        b.rx_size = rx;
+        w.write(&b)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_BULK_SEND` (`publish`) and `VMCS_IOC_BULK_WAIT`.
+    fn bulk_send(&self, arg: IoctlArg, nonblock: bool, publish: bool) -> Result<isize> {
+        self.domain.alive()?;
+        let d: VmcsBulkDesc = arg.read()?;
+        self.endpoint
+            .bulk_send(&self.domain.conns(), d.off, d.len, nonblock, publish)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_BULK_RECV`.
+    fn bulk_recv(&self, arg: IoctlArg, nonblock: bool) -> Result<isize> {
+        self.domain.alive()?;
+        let d = self.endpoint.bulk_recv(&self.domain.conns(), nonblock)?;
+        let out = d
+            .map(|d| VmcsBulkDesc {
+                off: d.off,
+                len: d.len,
+            })
+            .unwrap_or_default();
+        arg.write(&out)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_BULK_RELEASE`.
+    fn bulk_release(&self, arg: IoctlArg) -> Result<isize> {
+        self.domain.alive()?;
+        let count: u32 = arg.read()?;
+        self.endpoint.bulk_release(&self.domain.conns(), count)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_OPEN_DOMAIN`: a new file on another domain.
+    fn open_domain(arg: IoctlArg) -> Result<isize> {
+        let o: VmcsOpenDomain = arg.read()?;
+        if o.flags & !(oflags::NONBLOCK | oflags::CLOEXEC) != 0 {
+            return Err(EINVAL);
+        }
+        let ep = Self::new(domain::by_index(o.domain).ok_or(ENODEV)?)?;
+        let fd = glue::file::install_dev_file(ep, o.flags, |_fd| Ok(()))?;
+        // Descriptors are small non-negative ints.
+        Ok(fd as isize)
+    }
+
+    /// `mmap` of the bulk area (docs/uapi.md): returns whether the range is read-only.
+    pub(crate) fn bulk_mmap(&self, pgoff: usize, len: usize, write: bool) -> Result<bool> {
+        self.domain.alive()?;
+        self.endpoint.bulk_mmap(pgoff, len, write)
+    }
+
+    /// A page fault in a bulk area mapping; returns the `vm_fault_t`.
+    pub(crate) fn bulk_fault(&self, pgoff: usize, fault: &glue::Fault) -> u32 {
+        self.endpoint.bulk_fault(&self.domain.conns(), pgoff, fault)
+    }
+
+    /// `poll()`: see docs/uapi.md for the mask.
+    pub(crate) fn poll(&self, file: &File, table: &PollTable<'_>) -> u32 {
+        if self.domain.alive().is_err() {
+            return poll_mask::ERR | poll_mask::HUP;
+        }
+        self.endpoint.poll(file, table)
+    }
+}

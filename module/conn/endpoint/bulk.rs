@@ -1,0 +1,437 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The bulk area of one connection: zero-copy transfer through the shared region
+//! (docs/protocol.md §8, docs/uapi.md "Bulk transfer").
+//!
+//! Each side may allocate one page-aligned *extent* in its own slice of the bulk area
+//! (`ConnTable::bulk` is the local allocator of our slice; nothing about it is shared) and offers
+//! it to the other side (`BULK_OFFER`). The sender then publishes ranges of its extent
+//! (`BULK_DATA`); a range belongs to the receiver until it is handed back (`BULK_RELEASE`,
+//! oldest first). Everything a peer sends is validated here; a violation resets the
+//! connection. When the connection ends, the extent goes back to the allocator and every
+//! user mapping of the file is zapped first, so a process never keeps access to an extent
+//! that later serves another connection.
+
+use super::{Endpoint, EndpointInner, Phase, TxItem};
+use crate::{
+    conn::{BulkViolation, Conns},
+    glue::{self, errno, FileMapping},
+    proto::{
+        bulk::{first_fit, Desc, MAX_DESCS},
+        frame::{flags, Op},
+    },
+};
+use kernel::{
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{Arc, CondVarTimeoutResult, MutexGuard},
+    time::msecs_to_jiffies,
+};
+
+/// Default wait of `VMCS_IOC_BULK_SETUP` for the peer's offer.
+const DEFAULT_SETUP_TIMEOUT_MS: u32 = 2000;
+
+/// The bulk state of a connection (inside its [`EndpointInner`]).
+#[derive(Default)]
+pub(crate) struct BulkState {
+    /// Our extent, relative to our slice.
+    tx: Option<Desc>,
+    /// The peer's extent, relative to its slice (validated when it arrived).
+    rx: Option<Desc>,
+    /// Published ranges of our extent the peer has not handed back, oldest first.
+    out: KVec<Desc>,
+    /// Ranges of the peer's extent received, not yet taken by `BULK_RECV`.
+    inq: KVec<Desc>,
+    /// Ranges taken by `BULK_RECV`, not yet released, oldest first.
+    held: KVec<Desc>,
+    /// The file whose mappings to zap when the bulk set-up ends.
+    mapping: Option<Arc<FileMapping>>,
+    /// The set-up is over (connection ended): mappings fault with `SIGBUS` from now on.
+    ended: bool,
+}
+
+impl BulkState {
+    /// Whether a descriptor waits for `BULK_RECV` (poll's `EPOLLIN`).
+    pub(super) fn readable(&self) -> bool {
+        !self.inq.is_empty()
+    }
+
+    /// Ends the set-up: zaps the user mappings, then frees our extent. Idempotent.
+    pub(super) fn end(&mut self, conns: &Conns<'_>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if let Some(m) = self.mapping.take() {
+            m.zap();
+        }
+        if let Some(tx) = self.tx.take() {
+            conns.bulk.lock().retain(|d| d.off != tx.off);
+        }
+        self.rx = None;
+        self.out.clear();
+        self.inq.clear();
+        self.held.clear();
+    }
+
+    /// Region offset of page `pgoff` of the file's bulk mappings (ours first, then the
+    /// peer's), and whether it is the peer's.
+    fn page(
+        &self,
+        conns: &Conns<'_>,
+        peer: u32,
+        local: u32,
+        pgoff: usize,
+    ) -> Option<(usize, bool)> {
+        let off = pgoff.checked_mul(PAGE_SIZE)?;
+        let tx = self.tx?;
+        let transport = conns.transport();
+        if off < tx.len as usize {
+            let (base, _) = transport.bulk_slice(local)?;
+            return Some((base + tx.off as usize + off, false));
+        }
+        let rx = self.rx?;
+        let roff = off - tx.len as usize;
+        if roff < rx.len as usize {
+            let (base, _) = transport.bulk_slice(peer)?;
+            return Some((base + rx.off as usize + roff, true));
+        }
+        None
+    }
+}
+
+impl Endpoint {
+    /// The usual errors of a connection that cannot move data (as `write`).
+    fn bulk_conn_err(st: &EndpointInner) -> Result {
+        if let Some(e) = st.err {
+            if st.was_connected {
+                return Err(e);
+            }
+        }
+        match st.phase {
+            Phase::Connected => Ok(()),
+            _ if st.was_connected => Err(EPIPE),
+            _ => Err(errno::enotconn()),
+        }
+    }
+
+    /// `VMCS_IOC_BULK_SETUP`: allocates our extent of `size` bytes (rounded up to pages) if
+    /// not done yet, offers it, and waits for the peer's offer. Returns both extents' sizes.
+    pub(crate) fn bulk_setup(
+        &self,
+        conns: &Conns<'_>,
+        size: u32,
+        timeout_ms: u32,
+        nonblock: bool,
+        mapping: &Arc<FileMapping>,
+    ) -> Result<(u32, u32)> {
+        let mut st = self.inner.lock();
+        Self::bulk_conn_err(&st)?;
+        if st.bulk.ended {
+            return Err(EPIPE);
+        }
+        if st.bulk.tx.is_none() {
+            let local = conns.local_id();
+            let (_, slice) = conns
+                .transport()
+                .bulk_slice(local)
+                .ok_or(errno::eopnotsupp())?;
+            let len = (size as usize)
+                .checked_next_multiple_of(PAGE_SIZE)
+                .ok_or(EINVAL)?;
+            if len == 0 || len > slice {
+                return Err(EINVAL);
+            }
+            // `len` is at most the slice, at most half of a region of at most 1 GiB.
+            let len = u32::try_from(len)?;
+            let tx = {
+                let mut used = conns.bulk.lock();
+                let off = first_fit(&used, slice, len).ok_or(ENOSPC)?;
+                let d = Desc { off, len };
+                used.push(d, GFP_KERNEL)?;
+                d
+            };
+            st.bulk.tx = Some(tx);
+            st.bulk.mapping = Some(mapping.clone());
+            if let Err(e) = st.txq.push(
+                TxItem::Bulk {
+                    op: Op::BulkOffer,
+                    desc: tx,
+                },
+                GFP_KERNEL,
+            ) {
+                st.bulk.end(conns);
+                st.bulk.ended = false;
+                return Err(e.into());
+            }
+            self.pump(conns, &mut st)?;
+            // Loopback: deliver the offer now (the FIFO is drained without our lock).
+            drop(st);
+            conns.loopback_drain();
+            st = self.inner.lock();
+        }
+        let timeout = if timeout_ms == 0 {
+            DEFAULT_SETUP_TIMEOUT_MS
+        } else {
+            timeout_ms
+        };
+        let mut left = msecs_to_jiffies(timeout);
+        loop {
+            Self::bulk_conn_err(&st)?;
+            if let (Some(tx), Some(rx)) = (st.bulk.tx, st.bulk.rx) {
+                return Ok((tx.len, rx.len));
+            }
+            if st.bulk.ended {
+                return Err(EPIPE);
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            conns.kick(st.peer);
+            match self.wq.wait_interruptible_timeout(&mut st, left) {
+                CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
+                CondVarTimeoutResult::Timeout => {
+                    if st.bulk.rx.is_some() {
+                        continue;
+                    }
+                    return Err(ETIMEDOUT);
+                }
+                CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+            }
+        }
+    }
+
+    /// `VMCS_IOC_BULK_SEND` (`publish`): lends `[off, off + len)` of our extent to the peer.
+    /// Waits while it overlaps a range the peer still owns or `MAX_DESCS` are outstanding.
+    /// `VMCS_IOC_BULK_WAIT` (`!publish`): only waits until the range is ours again.
+    pub(crate) fn bulk_send(
+        &self,
+        conns: &Conns<'_>,
+        off: u32,
+        len: u32,
+        nonblock: bool,
+        publish: bool,
+    ) -> Result {
+        let d = Desc { off, len };
+        let mut st = self.inner.lock();
+        loop {
+            Self::bulk_conn_err(&st)?;
+            if st.local_shut & flags::SHUTDOWN_SEND != 0 || st.peer_shut & flags::SHUTDOWN_RCV != 0
+            {
+                return Err(EPIPE);
+            }
+            let (Some(tx), Some(_)) = (st.bulk.tx, st.bulk.rx) else {
+                return Err(errno::enotconn());
+            };
+            if !d.valid_in(tx.len) {
+                return Err(EINVAL);
+            }
+            if (!publish || st.bulk.out.len() < MAX_DESCS)
+                && !st.bulk.out.iter().any(|o| o.overlaps(&d))
+            {
+                break;
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            conns.kick(st.peer);
+            if self.wq.wait_interruptible(&mut st) {
+                return Err(ERESTARTSYS);
+            }
+        }
+        if !publish {
+            return Ok(());
+        }
+        st.bulk.out.push(d, GFP_KERNEL)?;
+        if let Err(e) = st.txq.push(
+            TxItem::Bulk {
+                op: Op::BulkData,
+                desc: d,
+            },
+            GFP_KERNEL,
+        ) {
+            st.bulk.out.pop();
+            return Err(e.into());
+        }
+        self.pump(conns, &mut st)?;
+        drop(st);
+        conns.loopback_drain();
+        Ok(())
+    }
+
+    /// `VMCS_IOC_BULK_RECV`: the oldest range the peer lent us (offset in its extent),
+    /// `None` at end of file.
+    pub(crate) fn bulk_recv(&self, conns: &Conns<'_>, nonblock: bool) -> Result<Option<Desc>> {
+        let mut st: MutexGuard<'_, EndpointInner> = self.inner.lock();
+        loop {
+            if !st.was_connected {
+                return Err(errno::enotconn());
+            }
+            if st.bulk.tx.is_none() && !st.bulk.ended {
+                return Err(errno::enotconn());
+            }
+            if let Some(&d) = st.bulk.inq.first() {
+                st.bulk.held.push(d, GFP_KERNEL)?;
+                let _ = st.bulk.inq.remove(0);
+                return Ok(Some(d));
+            }
+            if let Some(e) = st.err {
+                return Err(e);
+            }
+            if st.peer_shut & flags::SHUTDOWN_SEND != 0
+                || st.local_shut & flags::SHUTDOWN_RCV != 0
+                || st.phase != Phase::Connected
+            {
+                return Ok(None);
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            conns.kick(st.peer);
+            if self.wq.wait_interruptible(&mut st) {
+                return Err(ERESTARTSYS);
+            }
+        }
+    }
+
+    /// `VMCS_IOC_BULK_RELEASE`: hands the `count` oldest received ranges back.
+    pub(crate) fn bulk_release(&self, conns: &Conns<'_>, count: u32) -> Result {
+        let mut st = self.inner.lock();
+        if !st.was_connected {
+            return Err(errno::enotconn());
+        }
+        if st.bulk.ended {
+            // The connection is over: everything went back with it.
+            Self::bulk_conn_err(&st)?;
+            return Ok(());
+        }
+        if count == 0 || count as usize > st.bulk.held.len() {
+            return Err(EINVAL);
+        }
+        for _ in 0..count {
+            let d = st.bulk.held.remove(0).map_err(|_| EINVAL)?;
+            if st.phase == Phase::Connected {
+                st.txq.push(
+                    TxItem::Bulk {
+                        op: Op::BulkRelease,
+                        desc: d,
+                    },
+                    GFP_KERNEL,
+                )?;
+            }
+        }
+        if st.phase == Phase::Connected {
+            self.pump(conns, &mut st)?;
+        }
+        drop(st);
+        conns.loopback_drain();
+        Ok(())
+    }
+
+    /// `mmap` of `len` bytes at page `pgoff`: our extent is at 0, the peer's right after it
+    /// (read-only). Returns whether the range is the peer's.
+    pub(crate) fn bulk_mmap(&self, pgoff: usize, len: usize, write: bool) -> Result<bool> {
+        let st = self.inner.lock();
+        if st.bulk.ended {
+            return Err(errno::enotconn());
+        }
+        let Some(tx) = st.bulk.tx else {
+            return Err(errno::enotconn());
+        };
+        let off = pgoff.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+        let end = off.checked_add(len).ok_or(EINVAL)?;
+        let txl = tx.len as usize;
+        if len == 0 || len % PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        if end <= txl {
+            return Ok(false);
+        }
+        let rxl = st.bulk.rx.map_or(0, |r| r.len as usize);
+        if off >= txl && end <= txl + rxl {
+            if write {
+                return Err(EACCES);
+            }
+            return Ok(true);
+        }
+        Err(EINVAL)
+    }
+
+    /// A fault at page `pgoff` of a bulk mapping: inserts the page while the set-up is alive
+    /// (under the lock, so that teardown's zap comes after), else `SIGBUS`.
+    pub(crate) fn bulk_fault(&self, conns: &Conns<'_>, pgoff: usize, fault: &glue::Fault) -> u32 {
+        let st = self.inner.lock();
+        if st.bulk.ended || st.phase != Phase::Connected {
+            return glue::VM_FAULT_SIGBUS;
+        }
+        let local = conns.local_id();
+        let Some((off, _)) = st.bulk.page(conns, st.peer, local, pgoff) else {
+            return glue::VM_FAULT_SIGBUS;
+        };
+        let pfn = conns.transport().pfn(off);
+        match pfn {
+            Some(pfn) => fault.insert_pfn(pfn),
+            None => glue::VM_FAULT_SIGBUS,
+        }
+    }
+
+    /// `BULK_OFFER` from the peer: its extent, once; Err on a violation.
+    pub(super) fn on_bulk_offer(
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        payload: &[u8],
+    ) -> Result<(), BulkViolation> {
+        let d = Desc::decode(payload).ok_or(BulkViolation::Descriptor)?;
+        let (_, slice) = conns
+            .transport()
+            .bulk_slice(st.peer)
+            .ok_or(BulkViolation::Extent)?;
+        if st.bulk.rx.is_some() || st.bulk.ended {
+            return Err(BulkViolation::SecondOffer);
+        }
+        if !d.valid_extent(slice) {
+            return Err(BulkViolation::Extent);
+        }
+        st.bulk.rx = Some(d);
+        Ok(())
+    }
+
+    /// `BULK_DATA` from the peer: a range of its extent is ours now; Err on a violation
+    /// (no extent offered, out of bounds, empty, overlapping a range we own, too many).
+    pub(super) fn on_bulk_data(
+        st: &mut EndpointInner,
+        payload: &[u8],
+    ) -> Result<(), BulkViolation> {
+        let d = Desc::decode(payload).ok_or(BulkViolation::Descriptor)?;
+        let b = &mut st.bulk;
+        let (Some(_), Some(rx)) = (b.tx, b.rx) else {
+            return Err(BulkViolation::NoExtent);
+        };
+        if !d.valid_in(rx.len)
+            || b.inq.iter().any(|o| o.overlaps(&d))
+            || b.held.iter().any(|o| o.overlaps(&d))
+        {
+            return Err(BulkViolation::Range);
+        }
+        if b.inq.len() + b.held.len() >= MAX_DESCS || b.inq.push(d, GFP_KERNEL).is_err() {
+            return Err(BulkViolation::TooMany);
+        }
+        Ok(())
+    }
+
+    /// `BULK_RELEASE` from the peer: must hand back our oldest outstanding range.
+    pub(super) fn on_bulk_release(
+        st: &mut EndpointInner,
+        payload: &[u8],
+    ) -> Result<(), BulkViolation> {
+        let d = Desc::decode(payload).ok_or(BulkViolation::Descriptor)?;
+        if st.bulk.out.first() != Some(&d) {
+            return Err(BulkViolation::Release);
+        }
+        st.bulk
+            .out
+            .remove(0)
+            .map(|_| ())
+            .map_err(|_| BulkViolation::Release)
+    }
+}

@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Receive: frames from the peer (`on_frame`, `on_request`, `on_rw`, resets) and the
+//! reads that take messages or bytes out of the receive queue and give credit back.
+
+use super::{Endpoint, EndpointInner, Phase, ResetReason, Timeout, Violation};
+use crate::{
+    conn::Conns,
+    glue::errno,
+    proto::frame::{flags, FrameHeader, Op, SockType},
+    transport::PeerLoss,
+};
+use kernel::{prelude::*, sync::MutexGuard};
+
+impl Endpoint {
+    /// A `REQUEST` for this listener from `peer`.
+    pub(in crate::conn) fn on_request(&self, conns: &Conns<'_>, peer: u32, hdr: &FrameHeader) {
+        let (port, bufs) = {
+            let st = self.inner.lock();
+            (st.port, (st.rcvbuf, st.sndbuf))
+        };
+        let child = match port {
+            Some(port) => Endpoint::new_child(port, peer, hdr, bufs).ok(),
+            None => None,
+        };
+        let Some(child) = child else {
+            conns.reply_rst(peer, hdr);
+            return;
+        };
+        {
+            let mut st = self.inner.lock();
+            let ok = st.phase == Phase::Listening
+                && st.pending.len() < st.backlog
+                && st.ty == hdr.ty
+                && conns
+                    .insert_child(&child, hdr.dst_port, peer, hdr.src_port)
+                    .is_ok();
+            if !ok {
+                drop(st);
+                conns.reply_rst(peer, hdr);
+                return;
+            }
+            if st.pending.push(child.clone(), GFP_KERNEL).is_err() {
+                drop(st);
+                conns.remove(&child);
+                conns.reply_rst(peer, hdr);
+                return;
+            }
+            self.wake();
+        }
+        let mut c = child.inner.lock();
+        let _ = child.pump(conns, &mut c);
+    }
+
+    /// A frame for this connection.
+    pub(in crate::conn) fn on_frame(
+        &self,
+        conns: &Conns<'_>,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) {
+        let mut st = self.inner.lock();
+        if st.phase == Phase::Closing {
+            // Released: only the queued frames matter; an RST ends the lingering.
+            if hdr.op == Op::Rst {
+                let reason = ResetReason::PeerReset;
+                self.abort(conns, &mut st, errno::econnreset(), false, reason);
+            } else {
+                let _ = st.apply_peer_credit(hdr);
+            }
+            return;
+        }
+        if !st.is_conn() {
+            drop(st);
+            if hdr.op != Op::Rst {
+                conns.reply_rst(peer, hdr);
+            }
+            return;
+        }
+        if hdr.ty != st.ty {
+            let reason = Violation::TypeMismatch.into();
+            self.abort(conns, &mut st, errno::econnreset(), true, reason);
+            return;
+        }
+        if hdr.op == Op::Rst {
+            if st.phase == Phase::Connecting {
+                self.fail_connect(conns, &mut st, errno::econnrefused());
+            } else if st.peer_shut == flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND {
+                // Orderly close: the peer shut both directions first. Unread data stays
+                // readable, then reads return 0.
+                st.bulk.end(conns);
+                st.phase = Phase::Closed;
+                st.txq.clear();
+                st.txq_bytes = 0;
+                conns.detach(self);
+                self.wake();
+            } else {
+                let reason = ResetReason::PeerReset;
+                self.abort(conns, &mut st, errno::econnreset(), false, reason);
+            }
+            return;
+        }
+        if let Err(reason) = Self::on_connection_frame(conns, &mut st, hdr, payload) {
+            self.abort(conns, &mut st, errno::econnreset(), true, reason);
+            return;
+        }
+        let _ = self.pump(conns, &mut st);
+        self.wake();
+    }
+
+    /// A frame other than `RST` for a connection of a matching type: applies its credit and
+    /// acts on it. Err is why the connection must be reset (a peer's violation, or `Local`
+    /// when no memory was left for the answer).
+    fn on_connection_frame(
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), ResetReason> {
+        st.apply_peer_credit(hdr)
+            .map_err(|_| ResetReason::from(Violation::BadCredit))?;
+        match hdr.op {
+            Op::Response if st.phase == Phase::Connecting => {
+                st.phase = Phase::Connected;
+                st.was_connected = true;
+            }
+            Op::Shutdown if st.phase == Phase::Connected => {
+                st.peer_shut |= hdr.flags & (flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND);
+            }
+            Op::Rw if st.phase == Phase::Connected => Self::on_rw(st, hdr, payload)?,
+            Op::CreditUpdate => {}
+            Op::CreditRequest => st
+                .queue_ctrl(Op::CreditUpdate, 0)
+                .map_err(|_| ResetReason::Local)?,
+            Op::BulkOffer if st.phase == Phase::Connected => {
+                Self::on_bulk_offer(conns, st, payload).map_err(Violation::from)?
+            }
+            Op::BulkData if st.phase == Phase::Connected => {
+                Self::on_bulk_data(st, payload).map_err(Violation::from)?
+            }
+            Op::BulkRelease if st.phase == Phase::Connected => {
+                Self::on_bulk_release(st, payload).map_err(Violation::from)?
+            }
+            _ => return Err(Violation::UnexpectedFrame.into()),
+        }
+        Ok(())
+    }
+
+    /// Queues the payload of an `RW` frame; Err when the peer broke the credit or message
+    /// limits.
+    pub(super) fn on_rw(
+        st: &mut EndpointInner,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), Violation> {
+        if payload.len() != hdr.len as usize || st.rx.on_recv(hdr.len).is_err() {
+            return Err(Violation::CreditOverrun);
+        }
+        let eom = hdr.ty == SockType::Stream || hdr.flags & flags::EOM != 0;
+        if st.local_shut & flags::SHUTDOWN_RCV != 0 {
+            // Shut for reading: discard, but give the credit back.
+            if st.rx.on_consumed(hdr.len).is_err() {
+                return Err(Violation::CreditOverrun);
+            }
+            if st.rx.needs_update() {
+                let _ = st.queue_ctrl(Op::CreditUpdate, 0);
+            }
+            return Ok(());
+        }
+        if st.rxq.push(payload, eom).is_err() {
+            return Err(Violation::MessageLimit);
+        }
+        st.stats.rx_bytes += u64::from(hdr.len);
+        if eom {
+            st.stats.rx_msgs += 1;
+        }
+        Ok(())
+    }
+
+    /// The peer is gone: reset without sending anything.
+    // Reached through `Upcalls::peer_reset`, which the transport stub does not call yet.
+    #[allow(dead_code)]
+    pub(in crate::conn) fn on_peer_reset(&self, conns: &Conns<'_>, cause: PeerLoss) {
+        let mut st = self.inner.lock();
+        match st.phase {
+            Phase::Connecting => self.fail_connect(conns, &mut st, errno::econnreset()),
+            Phase::Connected | Phase::Closing => {
+                let reason = ResetReason::PeerLost(cause);
+                self.abort(conns, &mut st, errno::econnreset(), false, reason)
+            }
+            _ => {}
+        }
+    }
+
+    /// `read()`: one message, truncated to `max` bytes; `Ok(None)` is end of file.
+    pub(crate) fn recv(&self, conns: &Conns<'_>, max: usize, nonblock: bool) -> Result<KVec<u8>> {
+        let mut st = self.inner.lock();
+        let msg = loop {
+            if !st.was_connected {
+                return Err(errno::enotconn());
+            }
+            if st.local_shut & flags::SHUTDOWN_RCV != 0 {
+                return Ok(KVec::new());
+            }
+            if let Some((msg, len)) = st.rxq.pop(max)? {
+                // `len` is at most `MAX_MSG_SIZE`.
+                if st.rx.on_consumed(len as u32).is_err() {
+                    self.reset_local(conns, &mut st);
+                    return Err(errno::econnreset());
+                }
+                if st.phase == Phase::Connected && st.rx.needs_update() {
+                    st.queue_ctrl(Op::CreditUpdate, 0)?;
+                    let _ = self.pump(conns, &mut st);
+                }
+                break msg;
+            }
+            if let Some(e) = st.err {
+                return Err(e);
+            }
+            if st.peer_shut & flags::SHUTDOWN_SEND != 0 || st.phase != Phase::Connected {
+                return Ok(KVec::new());
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            conns.kick(st.peer);
+            if self.wq.wait_interruptible(&mut st) {
+                return Err(ERESTARTSYS);
+            }
+        };
+        drop(st);
+        conns.loopback_drain();
+        Ok(msg)
+    }
+
+    /// Gives `n` consumed bytes back to the peer as credit (after a read).
+    pub(super) fn consumed(&self, conns: &Conns<'_>, st: &mut EndpointInner, n: usize) -> Result {
+        // `n` is bounded by the receive buffer, a u32.
+        if st.rx.on_consumed(n as u32).is_err() {
+            self.reset_local(conns, st);
+            return Err(errno::econnreset());
+        }
+        if st.phase == Phase::Connected && st.rx.needs_update() {
+            st.queue_ctrl(Op::CreditUpdate, 0)?;
+            let _ = self.pump(conns, st);
+        }
+        Ok(())
+    }
+
+    /// Waits for something to read: `Ok(true)` when there is, `Ok(false)` at end of file.
+    pub(super) fn wait_readable(
+        &self,
+        conns: &Conns<'_>,
+        st: &mut MutexGuard<'_, EndpointInner>,
+        timeout: &mut Timeout,
+    ) -> Result<bool> {
+        loop {
+            if !st.was_connected {
+                return Err(errno::enotconn());
+            }
+            if st.local_shut & flags::SHUTDOWN_RCV != 0 {
+                return Ok(false);
+            }
+            if st.rxq.msgs() > 0 {
+                return Ok(true);
+            }
+            if let Some(e) = st.err {
+                return Err(e);
+            }
+            if st.peer_shut & flags::SHUTDOWN_SEND != 0 || st.phase != Phase::Connected {
+                return Ok(false);
+            }
+            if timeout.0 > 0 {
+                conns.kick(st.peer);
+            }
+            self.wait(st, timeout)?;
+        }
+    }
+
+    /// AF_VMCS `SOCK_SEQPACKET` `recvmsg`: one message, its first `max` bytes and its full
+    /// length; `peek` leaves it queued. End of file is an empty message of length 0.
+    pub(crate) fn recv_seq(
+        &self,
+        conns: &Conns<'_>,
+        max: usize,
+        timeout: &mut Timeout,
+        peek: bool,
+    ) -> Result<(KVec<u8>, usize)> {
+        let mut st = self.inner.lock();
+        if !self.wait_readable(conns, &mut st, timeout)? {
+            return Ok((KVec::new(), 0));
+        }
+        let got = if peek {
+            st.rxq.peek(max)?
+        } else {
+            st.rxq.pop(max)?
+        };
+        let Some((msg, len)) = got else {
+            return Ok((KVec::new(), 0));
+        };
+        if !peek {
+            self.consumed(conns, &mut st, len)?;
+        }
+        drop(st);
+        conns.loopback_drain();
+        Ok((msg, len))
+    }
+
+    /// AF_VMCS `SOCK_STREAM` `recvmsg`: up to `max` bytes of the byte stream (message
+    /// boundaries ignored, the rest of a message stays queued); empty at end of file.
+    pub(crate) fn recv_stream(
+        &self,
+        conns: &Conns<'_>,
+        max: usize,
+        timeout: &mut Timeout,
+        peek: bool,
+    ) -> Result<KVec<u8>> {
+        let mut st = self.inner.lock();
+        if !self.wait_readable(conns, &mut st, timeout)? {
+            return Ok(KVec::new());
+        }
+        let data = st.rxq.take_bytes(max, peek)?;
+        if !peek {
+            self.consumed(conns, &mut st, data.len())?;
+        }
+        drop(st);
+        conns.loopback_drain();
+        Ok(data)
+    }
+}

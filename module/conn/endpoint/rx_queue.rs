@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The receive queue of one connection: whole messages (or a byte stream) as they
+//! arrived, bounded by the receive credit.
+
+use super::MAX_EMPTY_MSGS;
+use crate::uapi;
+use kernel::prelude::*;
+
+/// Received messages: payload bytes back to back, plus one length per complete message.
+///
+/// Bounded: the bytes by the receive credit (an overrun resets the connection before it is
+/// queued), the partial message by `VMCS_MAX_MSG_SIZE`, empty messages by `MAX_EMPTY_MSGS`.
+#[derive(Default)]
+pub(super) struct RxQueue {
+    data: KVVec<u8>,
+    dhead: usize,
+    lens: KVVec<u32>,
+    lhead: usize,
+    /// Bytes of the message being assembled (after the last complete one).
+    pub(super) partial: usize,
+    empty: usize,
+}
+
+impl RxQueue {
+    pub(super) fn msgs(&self) -> usize {
+        self.lens.len() - self.lhead
+    }
+
+    pub(super) fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Appends one fragment; `Err` means the peer broke the message limits.
+    pub(super) fn push(&mut self, payload: &[u8], eom: bool) -> Result {
+        let partial = self.partial + payload.len();
+        if partial > uapi::MAX_MSG_SIZE as usize {
+            return Err(EMSGSIZE);
+        }
+        if eom && partial == 0 && self.empty >= MAX_EMPTY_MSGS {
+            return Err(ENOSPC);
+        }
+        self.data.extend_from_slice(payload, GFP_KERNEL)?;
+        self.partial = partial;
+        if eom {
+            // `partial` is at most `MAX_MSG_SIZE`, so it fits in u32.
+            self.lens.push(partial as u32, GFP_KERNEL)?;
+            if partial == 0 {
+                self.empty += 1;
+            }
+            self.partial = 0;
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest complete message; returns its first `max` bytes and its length.
+    pub(super) fn pop(&mut self, max: usize) -> Result<Option<(KVec<u8>, usize)>> {
+        let Some((out, len)) = self.peek(max)? else {
+            return Ok(None);
+        };
+        self.dhead += len;
+        self.lhead += 1;
+        if len == 0 {
+            self.empty = self.empty.saturating_sub(1);
+        }
+        self.compact();
+        Ok(Some((out, len)))
+    }
+
+    /// The oldest complete message left in place (`MSG_PEEK`): its first `max` bytes and
+    /// its length.
+    pub(super) fn peek(&self, max: usize) -> Result<Option<(KVec<u8>, usize)>> {
+        let Some(&len) = self.lens.get(self.lhead) else {
+            return Ok(None);
+        };
+        let len = len as usize;
+        let n = len.min(max);
+        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+        out.extend_from_slice(&self.data[self.dhead..self.dhead + n], GFP_KERNEL)?;
+        Ok(Some((out, len)))
+    }
+
+    /// Bytes of complete messages not yet read.
+    pub(super) fn unread(&self) -> usize {
+        self.data.len() - self.dhead - self.partial
+    }
+
+    /// Byte-stream read: up to `max` bytes across message boundaries; a message read in
+    /// part keeps its rest at the front. With `peek` nothing is consumed.
+    pub(super) fn take_bytes(&mut self, max: usize, peek: bool) -> Result<KVec<u8>> {
+        let n = self.unread().min(max);
+        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+        out.extend_from_slice(&self.data[self.dhead..self.dhead + n], GFP_KERNEL)?;
+        if peek {
+            return Ok(out);
+        }
+        let mut left = n;
+        while let Some(len) = self.lens.get_mut(self.lhead) {
+            let take = (*len as usize).min(left);
+            // `take` is at most `*len`, a u32.
+            *len -= take as u32;
+            left -= take;
+            self.dhead += take;
+            if *len != 0 {
+                break;
+            }
+            if take == 0 {
+                self.empty = self.empty.saturating_sub(1);
+            }
+            self.lhead += 1;
+            if left == 0 {
+                break;
+            }
+        }
+        self.compact();
+        Ok(out)
+    }
+
+    /// Moves the unread bytes and lengths to the front once the read part dominates.
+    pub(super) fn compact(&mut self) {
+        if self.dhead == self.data.len() {
+            self.data.clear();
+            self.dhead = 0;
+        } else if self.dhead >= 4096 && self.dhead * 2 >= self.data.len() {
+            self.data.copy_within(self.dhead.., 0);
+            let keep = self.data.len() - self.dhead;
+            self.data.truncate(keep);
+            self.dhead = 0;
+        }
+        if self.lhead == self.lens.len() {
+            self.lens.clear();
+            self.lhead = 0;
+        } else if self.lhead >= 1024 && self.lhead * 2 >= self.lens.len() {
+            self.lens.copy_within(self.lhead.., 0);
+            let keep = self.lens.len() - self.lhead;
+            self.lens.truncate(keep);
+            self.lhead = 0;
+        }
+    }
+}

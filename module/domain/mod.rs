@@ -1,0 +1,382 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Domains: one per bound ivshmem device.
+//!
+//! A domain is the set of guests that share one ivshmem region. Here it is the junction of
+//! the layers below the interfaces: it owns the transport ([`Link`]), the core of ports and
+//! connections ([`ConnTable`]) and the two works that drive the transport, and it is what
+//! connects them: the core is handed the domain as its [`Transport`] ([`Domain::conns`]),
+//! and the transport reports up to the domain's [`Upcalls`], which forwards to the core and
+//! queues the works. Neither the transport nor the core holds a reference to the domain,
+//! so there is no reference cycle to break at unbind: the last `Arc<Domain>` goes with the
+//! last open file and the PCI driver's data.
+//!
+//! Each bound device registers its domain here on probe and removes it on unbind;
+//! interfaces look domains up by index and ask the domain (never the transport) for the
+//! local id, peers, cid checks and liveness.
+
+mod registry;
+
+pub(crate) use registry::{
+    by_index, debugfs_root, default_domain, init_registry, register_new, unregister, DebugfsRoot,
+};
+
+use crate::{
+    conn::{ConnTable, Conns},
+    glue::{self, errno, SharedRegion},
+    proto::frame::FrameHeader,
+    transport::{
+        ivshmem::{Link, REGS_SIZE},
+        PeerInfo, PeerLoss, SendError, Transport, Upcalls,
+    },
+    uapi::{self, VmcsInfo, VmcsPeerInfo},
+};
+use kernel::{
+    devres::Devres,
+    impl_has_delayed_work, new_delayed_work, new_spinlock, pci,
+    prelude::*,
+    revocable::Revocable,
+    sync::{Arc, SpinLock},
+    time::Jiffies,
+    workqueue::{DelayedWork, WorkItem},
+};
+
+/// Work item id of a domain's receive work (drains the rings; MSI-X or the plain poll).
+pub(crate) const RX_WORK: u64 = 1;
+/// Work item id of a domain's tick (heartbeat, peer liveness, drain).
+pub(crate) const TICK_WORK: u64 = 2;
+
+/// Which QEMU ivshmem variant a device is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IvshmemVariant {
+    /// `ivshmem-plain`: shared memory only, no interrupts, no server-assigned id.
+    Plain,
+    /// `ivshmem-doorbell`: MSI-X vectors, the doorbell register and an IVPosition id.
+    Doorbell,
+}
+
+impl IvshmemVariant {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            IvshmemVariant::Plain => "ivshmem-plain",
+            IvshmemVariant::Doorbell => "ivshmem-doorbell",
+        }
+    }
+}
+
+/// One bound ivshmem device and its shared region.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Domain {
+    /// Small integer naming the domain inside this guest, in probe order.
+    pub(crate) index: u32,
+    pub(crate) variant: IvshmemVariant,
+    /// The peer id QEMU's server gave this guest (doorbell devices only).
+    pub(crate) ivposition: Option<u32>,
+    /// Size of the shared region in bytes.
+    pub(crate) size: usize,
+    /// The mapped region. Revoked when the device unbinds; users then get `ENODEV`. Shared
+    /// with the transport (`link`), which holds its own reference.
+    region: Arc<Revocable<SharedRegion>>,
+    /// The transport: membership, rings, doorbells.
+    #[pin]
+    link: Link,
+    /// Ports and connections.
+    #[pin]
+    connections: ConnTable,
+    /// Drains the rings: queued by the MSI-X handler (doorbell) or re-armed as an adaptive
+    /// poll (plain), and whenever the transport asks (`Upcalls::wake_rx`).
+    #[pin]
+    rx_work: DelayedWork<Domain, RX_WORK>,
+    /// Heartbeat, liveness sampling and a drain, every `hb_period_ms`.
+    #[pin]
+    tick_work: DelayedWork<Domain, TICK_WORK>,
+    /// Whether the works may be queued (between [`Domain::start`] and [`Domain::stop`]).
+    /// Every queueing from process context happens under this lock, so after `stop` took it
+    /// nothing queues a work again. (The MSI-X handler does not take it: `Link::stop` makes
+    /// it a no-op, and teardown synchronises the IRQ.)
+    #[pin]
+    works_enabled: SpinLock<bool>,
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self, RX_WORK> for Domain { self.rx_work }
+    impl HasDelayedWork<Self, TICK_WORK> for Domain { self.tick_work }
+}
+
+impl WorkItem<RX_WORK> for Domain {
+    type Pointer = Arc<Domain>;
+
+    fn run(this: Arc<Domain>) {
+        let (more, activity) = this.link.poll_rx(&this);
+        if let Some(delay) = this.link.rx_rearm_delay(more, activity) {
+            this.queue_rx(delay);
+        }
+    }
+}
+
+impl WorkItem<TICK_WORK> for Domain {
+    type Pointer = Arc<Domain>;
+
+    fn run(this: Arc<Domain>) {
+        this.link.tick(&this);
+        this.queue_tick(this.link.tick_period());
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Domain {
+    fn drop(self: Pin<&mut Self>) {
+        // The last reference went: the scenarios check this line after unbind (no cycle
+        // keeps a domain alive).
+        pr_info!("vmcs{}: domain released\n", self.index);
+    }
+}
+
+impl Domain {
+    /// A new domain over a joined region (probe). `regs` is BAR0 on doorbell devices.
+    pub(crate) fn new(
+        index: u32,
+        variant: IvshmemVariant,
+        ivposition: Option<u32>,
+        region: Arc<Revocable<SharedRegion>>,
+        joined: crate::transport::ivshmem::Joined,
+        regs: Option<Devres<pci::Bar<'static, REGS_SIZE>>>,
+        params: crate::transport::ivshmem::Params,
+    ) -> Result<Arc<Self>> {
+        let size = region.try_access().map(|r| r.len()).ok_or(ENODEV)?;
+        let link = Link::new(index, joined, region.clone(), regs, params)?;
+        Arc::pin_init(
+            try_pin_init!(Domain {
+                index,
+                variant,
+                ivposition,
+                size,
+                region,
+                link <- link,
+                connections <- ConnTable::new(),
+                rx_work <- new_delayed_work!("vmcs_rx"),
+                tick_work <- new_delayed_work!("vmcs_tick"),
+                works_enabled <- new_spinlock!(false, "vmcs_works"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The core of this domain, handed this domain as its transport.
+    pub(crate) fn conns(self: &Arc<Self>) -> Conns<'_> {
+        Conns::new(&self.connections, self)
+    }
+
+    /// Joins the peer table (`LIVE`) and arms the works.
+    pub(crate) fn start(self: &Arc<Self>) -> Result {
+        self.link.start()?;
+        *self.works_enabled.lock() = true;
+        self.queue_rx(0);
+        self.queue_tick(0);
+        Ok(())
+    }
+
+    /// Stops the transport and the queueing of works; the caller then synchronises the
+    /// IRQs and calls [`Domain::flush_works`].
+    pub(crate) fn stop(&self) {
+        self.link.stop();
+        *self.works_enabled.lock() = false;
+    }
+
+    /// Waits for both works to finish (after [`Domain::stop`], nothing requeues them).
+    pub(crate) fn flush_works(self: &Arc<Self>) {
+        glue::flush_delayed_work::<Domain, RX_WORK>(self);
+        glue::flush_delayed_work::<Domain, TICK_WORK>(self);
+    }
+
+    /// Leaves the peer table and resets every peer, so the core wakes all its waiters.
+    pub(crate) fn leave(self: &Arc<Self>) {
+        self.link.leave(self);
+    }
+
+    /// Gives a slot taken by `attach_and_join` back when probe fails before `start`.
+    pub(crate) fn abort_join(
+        region: &Revocable<SharedRegion>,
+        joined: &crate::transport::ivshmem::Joined,
+    ) {
+        if let Some(shm) = region.try_access() {
+            crate::transport::ivshmem::abort_join(&shm, joined);
+        }
+    }
+
+    /// Sets the MSI-X vectors handled (probe, before `start`).
+    pub(crate) fn set_vectors(&self, n: u32) {
+        self.link.set_vectors(n);
+    }
+
+    /// The MSI-X handler of `vector` (hard IRQ): counts it and queues the receive work.
+    pub(crate) fn doorbell(self: &Arc<Self>, vector: u32) {
+        if self.link.doorbell_irq(vector) {
+            let _ = glue::wq().enqueue::<Arc<Domain>, RX_WORK>(self.clone());
+        }
+    }
+
+    /// Queues the receive work after `delay` jiffies, unless stopped or already queued.
+    fn queue_rx(self: &Arc<Self>, delay: Jiffies) {
+        let enabled = self.works_enabled.lock();
+        if *enabled {
+            let _ = glue::wq().enqueue_delayed::<Arc<Domain>, RX_WORK>(self.clone(), delay);
+        }
+    }
+
+    /// Runs the receive work now, moving it forward if it is scheduled for later.
+    fn rx_now(self: &Arc<Self>) {
+        let enabled = self.works_enabled.lock();
+        if *enabled {
+            glue::mod_delayed_work::<Domain, RX_WORK>(self.clone(), 0);
+        }
+    }
+
+    /// Queues the tick after `delay` jiffies, unless stopped or already queued.
+    fn queue_tick(self: &Arc<Self>, delay: Jiffies) {
+        let enabled = self.works_enabled.lock();
+        if *enabled {
+            let _ = glue::wq().enqueue_delayed::<Arc<Domain>, TICK_WORK>(self.clone(), delay);
+        }
+    }
+
+    /// `ENODEV` once the device is unbound (the region is revoked).
+    pub(crate) fn alive(&self) -> Result {
+        self.region.try_access().map(|_| ()).ok_or(ENODEV)
+    }
+
+    /// This guest's id (cid) in the domain.
+    pub(crate) fn local_id(&self) -> u32 {
+        self.link.local_id()
+    }
+
+    /// Checks the cid of a `bind` address: `VMCS_CID_ANY`, `VMCS_CID_LOCAL` or our own id
+    /// (else `EADDRNOTAVAIL`); returns our id.
+    pub(crate) fn bind_cid(&self, cid: u32) -> Result<u32> {
+        let local = self.local_id();
+        if cid != uapi::CID_ANY && cid != uapi::CID_LOCAL && cid != local {
+            return Err(errno::eaddrnotavail());
+        }
+        Ok(local)
+    }
+
+    /// `VMCS_IOC_GET_INFO`: the domain, this guest and its peers.
+    pub(crate) fn info(&self) -> Result<KBox<VmcsInfo>> {
+        self.alive()?;
+        let link = &self.link;
+        let mut peers = KVec::<PeerInfo>::new();
+        link.peers(&mut peers)?;
+        let mut info = KBox::new(
+            VmcsInfo {
+                abi_version: uapi::ABI_VERSION,
+                domain: self.index,
+                local_cid: link.local_id(),
+                transport: match self.variant {
+                    IvshmemVariant::Plain => uapi::TRANSPORT_IVSHMEM_PLAIN,
+                    IvshmemVariant::Doorbell => uapi::TRANSPORT_IVSHMEM_DOORBELL,
+                },
+                region_size: self.size as u64,
+                max_peers: link.max_peers(),
+                ring_size: link.ring_size(),
+                max_msg_size: uapi::MAX_MSG_SIZE,
+                npeers: 0,
+                peers: [VmcsPeerInfo::default(); uapi::MAX_PEERS],
+            },
+            GFP_KERNEL,
+        )?;
+        for (slot, p) in info.peers.iter_mut().zip(peers.iter()) {
+            *slot = VmcsPeerInfo {
+                id: p.id,
+                state: p.state,
+                generation: p.generation,
+                heartbeat_age_ms: p.heartbeat_age_ms,
+            };
+        }
+        // At most `MAX_PEERS` entries were filled.
+        info.npeers = peers.len().min(uapi::MAX_PEERS) as u32;
+        Ok(info)
+    }
+
+    /// debugfs `peers`.
+    pub(crate) fn show_peers(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.link.show_peers(f)
+    }
+
+    /// debugfs `rings`.
+    pub(crate) fn show_rings(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.link.show_rings(f)
+    }
+
+    /// debugfs `connections`.
+    pub(crate) fn show_connections(
+        self: &Arc<Self>,
+        f: &mut core::fmt::Formatter<'_>,
+    ) -> core::fmt::Result {
+        self.conns().describe(f)
+    }
+
+    /// debugfs `resets`: resets per reason (conn/reset.rs).
+    pub(crate) fn show_resets(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.connections.show_resets(f)
+    }
+
+    /// debugfs `selftest`: `count` self-test frames to `peer`.
+    pub(crate) fn selftest(self: &Arc<Self>, peer: u32, count: u32) -> Result<u32> {
+        self.link.selftest(self, peer, count)
+    }
+}
+
+/// The domain as the transport of its core: the link, plus the domain's works when the
+/// link asks for a receive pass. (On `Arc<Domain>` because queueing a work needs the `Arc`.)
+impl Transport for Arc<Domain> {
+    fn local_id(&self) -> u32 {
+        self.link.local_id()
+    }
+
+    fn send(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+        self.link.send(self, peer, hdr, payload)
+    }
+
+    fn is_live(&self, peer: u32) -> bool {
+        self.link.is_live(peer)
+    }
+
+    fn max_payload(&self) -> u32 {
+        self.link.max_payload()
+    }
+
+    fn kick(&self) {
+        self.link.kick(self);
+    }
+
+    fn bulk_slice(&self, peer: u32) -> Option<(usize, usize)> {
+        self.link.bulk_slice(peer)
+    }
+
+    fn pfn(&self, offset: usize) -> Option<usize> {
+        self.region.try_access().and_then(|r| r.pfn(offset))
+    }
+}
+
+/// What the transport reports, forwarded to the core; `wake_rx` queues the receive work.
+impl Upcalls for Arc<Domain> {
+    fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
+        self.conns().deliver(peer, hdr, payload);
+    }
+
+    fn peer_reset(&self, peer: u32, cause: PeerLoss) {
+        self.conns().peer_reset(peer, cause);
+    }
+
+    fn tx_space(&self, peer: u32) {
+        self.conns().tx_space(peer);
+    }
+
+    fn wake_rx(&self, now: bool) {
+        if now {
+            self.rx_now();
+        } else {
+            self.queue_rx(0);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The registry of bound domains (probe order, lowest free index) and the debugfs root.
+
+use super::Domain;
+use kernel::{debugfs::Dir, prelude::*, sync::Arc};
+
+kernel::sync::global_lock! {
+    // SAFETY: Initialised in module init, by `init_registry`, before the PCI driver and the
+    // device node are registered.
+    unsafe(uninit) static DOMAINS: Mutex<KVec<Arc<Domain>>> = KVec::new();
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: Initialised in module init, by `init_registry`, before the PCI driver is
+    // registered.
+    unsafe(uninit) static DEBUGFS: Mutex<Option<Dir>> = None;
+}
+
+/// Initialises the domain registry. Called once, first thing in module init.
+pub(crate) fn init_registry() {
+    // SAFETY: Called exactly once, from module init, before anything else uses `DOMAINS`.
+    unsafe { DOMAINS.init() };
+    // SAFETY: Called exactly once, from module init, before anything else uses `DEBUGFS`.
+    unsafe { DEBUGFS.init() };
+}
+
+/// The debugfs directory `vmcs/`, created on first use.
+pub(crate) fn debugfs_root() -> Dir {
+    let mut root = DEBUGFS.lock();
+    root.get_or_insert_with(|| Dir::new(c"vmcs")).clone()
+}
+
+/// Removes the debugfs directory `vmcs/` when dropped (module exit, after the PCI driver and
+/// with it every per-domain directory is gone).
+pub(crate) struct DebugfsRoot;
+
+impl Drop for DebugfsRoot {
+    fn drop(&mut self) {
+        let root = DEBUGFS.lock().take();
+        drop(root);
+    }
+}
+
+/// Creates a domain with the lowest free index and adds it to the registry.
+///
+/// The index is chosen and the domain added under one lock, so concurrent probes never
+/// share an index.
+pub(crate) fn register_new(make: impl FnOnce(u32) -> Result<Arc<Domain>>) -> Result<Arc<Domain>> {
+    let mut domains = DOMAINS.lock();
+    let mut index = 0;
+    while domains.iter().any(|d| d.index == index) {
+        index += 1;
+    }
+    let domain = make(index)?;
+    domains.push(domain.clone(), GFP_KERNEL)?;
+    Ok(domain)
+}
+
+/// Removes a domain from the registry and revokes its region: files that still hold the
+/// domain get `ENODEV` from then on.
+pub(crate) fn unregister(domain: &Arc<Domain>) {
+    {
+        let mut domains = DOMAINS.lock();
+        domains.retain(|d| !Arc::ptr_eq(d, domain));
+    }
+    domain.region.revoke();
+}
+
+/// Returns the domain with index `index` (`VMCS_IOC_OPEN_DOMAIN`).
+pub(crate) fn by_index(index: u32) -> Option<Arc<Domain>> {
+    DOMAINS.lock().iter().find(|d| d.index == index).cloned()
+}
+
+/// Returns the domain with the lowest index, the default for a new file.
+pub(crate) fn default_domain() -> Option<Arc<Domain>> {
+    DOMAINS.lock().iter().min_by_key(|d| d.index).cloned()
+}

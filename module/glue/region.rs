@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The shared region: BAR2 of an ivshmem device, requested and mapped write-back, and the
+//! protocol's view of it ([`Shm`]) on the kernel's atomics and barriers.
+
+use crate::proto::shm::Shm;
+use kernel::ffi::{c_int, c_ulong};
+use kernel::{
+    bindings,
+    error::to_result,
+    prelude::*,
+    sync::{
+        atomic::{
+            atomic_load, atomic_store, cmpxchg as atomic_cmpxchg,
+            ordering::{Acquire, Full, Relaxed, Release},
+        },
+        barrier::smp_mb,
+    },
+};
+
+/// A write-back cacheable mapping of a PCI memory BAR, with the BAR's region requested.
+///
+/// ivshmem's BAR2 is ordinary host RAM shared between guests, so it is mapped cacheable
+/// (`memremap(MEMREMAP_WB)`) rather than as uncached MMIO.
+///
+/// # Invariants
+///
+/// `pdev` is a bound PCI device whose BAR `bar` is requested by us; `addr` points to a
+/// mapping of `len` bytes of that BAR, valid until `drop`.
+pub(crate) struct SharedRegion {
+    pdev: *mut bindings::pci_dev,
+    bar: c_int,
+    addr: *mut u8,
+    len: usize,
+    /// Bus/physical address of the BAR (for user mappings of the bulk area).
+    phys: u64,
+}
+
+// SAFETY: The mapping and the request may be used and released from any thread.
+unsafe impl Send for SharedRegion {}
+// SAFETY: All accesses through `&self` are bounds-checked raw copies; concurrent copies are
+// allowed (the region is shared with other guests anyway).
+unsafe impl Sync for SharedRegion {}
+
+impl SharedRegion {
+    /// Requests and maps BAR `bar` of `pdev`.
+    pub(crate) fn map(
+        pdev: &kernel::pci::Device<kernel::device::Core<'_>>,
+        bar: u32,
+    ) -> Result<Self> {
+        let len = usize::try_from(pdev.resource_len(bar)?).map_err(|_| EINVAL)?;
+        let start = pdev.resource_start(bar)?;
+        if len == 0 {
+            return Err(ENODEV);
+        }
+        // `pci::Device` is `#[repr(transparent)]` over `Opaque<bindings::pci_dev>`, which is
+        // itself transparent, so a pointer to it is a pointer to the `struct pci_dev`. (The
+        // `kernel` crate keeps its own `as_raw` private.)
+        let raw = core::ptr::from_ref(pdev)
+            .cast::<bindings::pci_dev>()
+            .cast_mut();
+        let bar = c_int::try_from(bar)?;
+        // SAFETY: `raw` is a valid, bound PCI device for the duration of the call.
+        to_result(unsafe { bindings::pci_request_region(raw, bar, c"vmcs".as_char_ptr()) })?;
+        // SAFETY: `start..start + len` is the BAR's resource, which we just requested.
+        let addr = unsafe { bindings::memremap(start, len, bindings::MEMREMAP_WB as c_ulong) };
+        if addr.is_null() {
+            // SAFETY: We requested this region above.
+            unsafe { bindings::pci_release_region(raw, bar) };
+            return Err(ENOMEM);
+        }
+        // INVARIANT: the BAR is requested and `addr` maps its `len` bytes.
+        Ok(Self {
+            pdev: raw,
+            bar,
+            addr: addr.cast(),
+            len,
+            phys: start,
+        })
+    }
+
+    /// Page frame number of the page at `offset` (page-aligned, inside the region).
+    pub(crate) fn pfn(&self, offset: usize) -> Option<usize> {
+        if offset % kernel::page::PAGE_SIZE != 0 || offset >= self.len {
+            return None;
+        }
+        let addr = self.phys.checked_add(offset as u64)?;
+        usize::try_from(addr >> kernel::page::PAGE_SHIFT).ok()
+    }
+
+    /// Size of the region in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `dst.len()` bytes starting at `offset` out of the region.
+    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> Result {
+        let end = offset.checked_add(dst.len()).ok_or(EINVAL)?;
+        if end > self.len {
+            return Err(EINVAL);
+        }
+        // SAFETY: `offset..end` lies in the mapping (checked above, type invariant). Other
+        // guests may write the bytes concurrently; the copy then returns some mix of old and
+        // new bytes, which callers treat as untrusted data.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.addr.add(offset), dst.as_mut_ptr(), dst.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `src` into the region starting at `offset`.
+    pub(crate) fn write(&self, offset: usize, src: &[u8]) -> Result {
+        let end = offset.checked_add(src.len()).ok_or(EINVAL)?;
+        if end > self.len {
+            return Err(EINVAL);
+        }
+        // SAFETY: `offset..end` lies in the mapping (checked above, type invariant).
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.addr.add(offset), src.len()) };
+        Ok(())
+    }
+}
+
+impl SharedRegion {
+    /// Returns a pointer to the `T` at `off`, if it lies in the mapping and is aligned.
+    fn field<T>(&self, off: usize) -> Option<*mut T> {
+        let end = off.checked_add(size_of::<T>())?;
+        if end > self.len || off % align_of::<T>() != 0 {
+            return None;
+        }
+        // SAFETY: `off + size_of::<T>() <= len`, so the result stays inside the mapping.
+        Some(unsafe { self.addr.add(off) }.cast())
+    }
+}
+
+/// The protocol's view of the region, on the kernel's LKMM atomics and barriers.
+///
+/// An offset out of bounds or misaligned is a bug in the caller (the protocol computes
+/// offsets from validated geometry only); it never touches memory: loads return 0 and
+/// stores are dropped.
+impl Shm for SharedRegion {
+    fn size(&self) -> usize {
+        self.len
+    }
+
+    fn load_u32_acquire(&self, off: usize) -> u32 {
+        // SAFETY: `field` returned an in-bounds, aligned pointer into the live mapping;
+        // every concurrent access to it is atomic or by another guest.
+        self.field(off)
+            .map_or(0, |p| unsafe { atomic_load(p, Acquire) })
+    }
+
+    fn load_u32_relaxed(&self, off: usize) -> u32 {
+        // SAFETY: As in `load_u32_acquire`.
+        self.field(off)
+            .map_or(0, |p| unsafe { atomic_load(p, Relaxed) })
+    }
+
+    fn store_u32_release(&self, off: usize, v: u32) {
+        if let Some(p) = self.field(off) {
+            // SAFETY: As in `load_u32_acquire`.
+            unsafe { atomic_store(p, v, Release) };
+        }
+    }
+
+    fn store_u32_relaxed(&self, off: usize, v: u32) {
+        if let Some(p) = self.field(off) {
+            // SAFETY: As in `load_u32_acquire`.
+            unsafe { atomic_store(p, v, Relaxed) };
+        }
+    }
+
+    fn cmpxchg_u32(&self, off: usize, old: u32, new: u32) -> core::result::Result<u32, u32> {
+        match self.field::<u32>(off) {
+            // SAFETY: As in `load_u32_acquire`.
+            Some(p) => unsafe { atomic_cmpxchg(p, old, new, Full) },
+            None => Err(0),
+        }
+    }
+
+    fn load_u64_acquire(&self, off: usize) -> u64 {
+        // SAFETY: As in `load_u32_acquire`.
+        self.field(off)
+            .map_or(0, |p| unsafe { atomic_load(p, Acquire) })
+    }
+
+    fn load_u64_relaxed(&self, off: usize) -> u64 {
+        // SAFETY: As in `load_u32_acquire`.
+        self.field(off)
+            .map_or(0, |p| unsafe { atomic_load(p, Relaxed) })
+    }
+
+    fn store_u64_release(&self, off: usize, v: u64) {
+        if let Some(p) = self.field(off) {
+            // SAFETY: As in `load_u32_acquire`.
+            unsafe { atomic_store(p, v, Release) };
+        }
+    }
+
+    fn store_u64_relaxed(&self, off: usize, v: u64) {
+        if let Some(p) = self.field(off) {
+            // SAFETY: As in `load_u32_acquire`.
+            unsafe { atomic_store(p, v, Relaxed) };
+        }
+    }
+
+    fn fence_full(&self) {
+        smp_mb();
+    }
+
+    fn read_bytes(&self, off: usize, dst: &mut [u8]) {
+        // Out of bounds is a caller bug; the destination is then left as it was.
+        let _ = self.read(off, dst);
+    }
+
+    fn write_bytes(&self, off: usize, src: &[u8]) {
+        // Out of bounds is a caller bug; nothing is written then.
+        let _ = self.write(off, src);
+    }
+}
+
+impl Drop for SharedRegion {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `addr` is our mapping and the BAR is requested by us;
+        // both are released exactly once, here.
+        unsafe {
+            bindings::memunmap(self.addr.cast());
+            bindings::pci_release_region(self.pdev, self.bar);
+        }
+    }
+}

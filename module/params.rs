@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The module parameters that tune the layers below the crate root, read once per probe.
+//! (`module!` in vmcs_drv.rs declares them; this file only reads and clamps them.)
+
+use crate::transport::ivshmem::Params;
+
+/// The transport's tunables, from the module parameters, clamped to sane ranges.
+pub(crate) fn transport() -> Params {
+    let period = (*crate::module_parameters::hb_period_ms.value()).clamp(10, 10_000);
+    Params {
+        max_peers: (*crate::module_parameters::max_peers.value()).clamp(2, 64),
+        hb_period_ms: period,
+        hb_timeout_ms: (*crate::module_parameters::hb_timeout_ms.value())
+            .max(period.saturating_mul(3)),
+        bulk_percent: (*crate::module_parameters::bulk_percent.value()).min(50),
+    }
+}

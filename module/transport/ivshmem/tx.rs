@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The transmit side: [`Link::send`] into the rings, doorbells to peers, the plain
+//! variant's kick, and the senders waiting for ring space.
+
+use super::{bump, Link, MAX_VECTORS, POLL_MIN, REG_DOORBELL, VEC_DATA, VEC_SPACE};
+use crate::{
+    proto::{
+        frame::FrameHeader,
+        peer::{self, PeerState},
+        ring::{Producer, RingError, SleepCheck},
+    },
+    transport::{SendError, Upcalls},
+};
+use kernel::{io::Io, prelude::*, sync::atomic::Relaxed};
+
+impl Link {
+    /// Queues one frame to `peer` without blocking and rings its doorbell if it sleeps.
+    ///
+    /// `hdr.len` is taken from `payload.len()`. Errors: `Invalid` (header does not validate
+    /// or payload longer than [`Link::max_payload`]), `Unreachable` (peer not live, or its
+    /// ring was found corrupt: a `peer_reset` follows from the worker), `Full` (no room now;
+    /// `tx_space(peer)` follows when room appears, unless the peer is reset first),
+    /// `Shutdown` (the domain is going away). Never sleeps; callable in atomic context.
+    pub(crate) fn send(
+        &self,
+        up: &impl Upcalls,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        if self.running.load(Relaxed) == 0 {
+            return Err(SendError::Shutdown);
+        }
+        let len = u32::try_from(payload.len()).map_err(|_| SendError::Invalid)?;
+        let mut h = *hdr;
+        h.len = len;
+        if len > self.max_payload || h.validate().is_err() {
+            return Err(SendError::Invalid);
+        }
+        if !self.is_live(peer) {
+            return Err(SendError::Unreachable);
+        }
+        let mut corrupt = false;
+        let notify = {
+            let mut tx = self.tx.lock();
+            let chan = tx.get_mut(peer as usize).ok_or(SendError::Unreachable)?;
+            let shm = self.region.try_access().ok_or(SendError::Shutdown)?;
+            let prod = chan.prod.as_mut().ok_or(SendError::Unreachable)?;
+            match prod.send(&*shm, &h, payload) {
+                Ok(n) => n,
+                Err(RingError::Full | RingError::NotReady) => match prod.prepare_wait(&*shm, len) {
+                    Ok(SleepCheck::Pending) => match prod.send(&*shm, &h, payload) {
+                        Ok(n) => n,
+                        Err(_) => {
+                            chan.want = Some(len);
+                            return Err(SendError::Full);
+                        }
+                    },
+                    Ok(SleepCheck::MaySleep) => {
+                        chan.want = Some(len);
+                        return Err(SendError::Full);
+                    }
+                    Err(_) => {
+                        corrupt = true;
+                        false
+                    }
+                },
+                Err(RingError::TooBig) => return Err(SendError::Invalid),
+                Err(_) => {
+                    corrupt = true;
+                    false
+                }
+            }
+        };
+        if corrupt {
+            // The consumer's index on this channel is invalid: re-open it with a new epoch
+            // and have the worker reset the peer's connections.
+            {
+                let mut tx = self.tx.lock();
+                if let (Some(chan), Some(shm)) =
+                    (tx.get_mut(peer as usize), self.region.try_access())
+                {
+                    if let Some(prod) = chan.prod.as_mut() {
+                        *prod = Producer::open(&*shm, prod.channel()).0;
+                    }
+                    chan.want = None;
+                }
+            }
+            if let Some(s) = self.stats.get(peer as usize) {
+                s.tx_corrupt.store(1, Relaxed);
+            }
+            if self.log_ok(peer) {
+                pr_warn!(
+                    "vmcs{}: ring to peer {} is corrupt, re-opened\n",
+                    self.index,
+                    peer
+                );
+            }
+            self.ring(peer, VEC_DATA);
+            self.request_rx(up, false);
+            return Err(SendError::Unreachable);
+        }
+        if let Some(s) = self.stats.get(peer as usize) {
+            bump(&s.tx_frames, 1);
+            bump(&s.tx_bytes, u64::from(len));
+        }
+        if notify {
+            self.ring(peer, VEC_DATA);
+        }
+        Ok(())
+    }
+
+    /// Rings `peer`'s doorbell on `vector` (doorbell variant only): [`VEC_SPACE`] only if the
+    /// peer advertised that it handles it, [`VEC_DATA`] otherwise.
+    pub(super) fn ring(&self, peer: u32, vector: u32) {
+        let Some(regs) = self.regs.as_ref() else {
+            return;
+        };
+        if peer >= self.geo.max_peers || peer == self.local_id {
+            return;
+        }
+        let Some(s) = self.stats.get(peer as usize) else {
+            return;
+        };
+        let vector = if vector == VEC_SPACE && s.vectors.load(Relaxed) >= MAX_VECTORS {
+            VEC_SPACE
+        } else {
+            VEC_DATA
+        };
+        if let Some(bar) = regs.try_access() {
+            bar.write32((peer << 16) | vector, REG_DOORBELL);
+            if let Some(s) = self.stats.get(peer as usize) {
+                bump(&s.doorbells_tx, 1);
+            }
+        }
+    }
+
+    /// Rings every peer whose slot is present, so that it notices our new epochs.
+    pub(super) fn ring_live_peers(&self) {
+        let mut mask = 0u64;
+        if let Some(shm) = self.region.try_access() {
+            for p in 0..self.geo.max_peers {
+                if p == self.local_id {
+                    continue;
+                }
+                if let Ok(s) = peer::snapshot(&*shm, &self.geo, p) {
+                    if matches!(s.state, PeerState::Live | PeerState::Joining) {
+                        mask |= 1 << p;
+                    }
+                }
+            }
+        }
+        for p in 0..self.geo.max_peers {
+            if mask & (1 << p) != 0 {
+                self.ring(p, VEC_DATA);
+            }
+        }
+    }
+
+    /// Tells the transport that the core expects traffic soon (plain: poll fast from now).
+    pub(crate) fn kick(&self, up: &impl Upcalls) {
+        if self.doorbell {
+            return;
+        }
+        self.poll_delay.store(POLL_MIN, Relaxed);
+        self.active_ms.store(self.now_ms(), Relaxed);
+        self.request_rx(up, true);
+    }
+
+    /// Asks the owner for a receive pass that drains the rings (`now`: at once, even if one
+    /// is scheduled for later).
+    pub(super) fn request_rx(&self, up: &impl Upcalls, now: bool) {
+        self.rx_pending.store(1, Relaxed);
+        up.wake_rx(now);
+    }
+
+    /// Reports `tx_space` for every channel whose sender waits and that has room now.
+    pub(super) fn check_tx_waiters(&self, up: &impl Upcalls) -> bool {
+        let mut ready = 0u64;
+        let mut corrupt = false;
+        {
+            let mut tx = self.tx.lock();
+            let Some(shm) = self.region.try_access() else {
+                return false;
+            };
+            for (p, chan) in tx.iter_mut().enumerate() {
+                let Some(len) = chan.want else { continue };
+                let Some(prod) = chan.prod.as_mut() else {
+                    continue;
+                };
+                match prod.prepare_wait(&*shm, len) {
+                    Ok(SleepCheck::Pending) => {
+                        chan.want = None;
+                        ready |= 1 << p;
+                    }
+                    Ok(SleepCheck::MaySleep) => {}
+                    Err(_) => {
+                        // Corrupt consumer index: re-open; the worker resets the peer.
+                        *prod = Producer::open(&*shm, prod.channel()).0;
+                        chan.want = None;
+                        corrupt = true;
+                        if let Some(s) = self.stats.get(p) {
+                            s.tx_corrupt.store(1, Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        if corrupt {
+            // The reset is done by a draining pass.
+            self.request_rx(up, false);
+        }
+        for p in 0..self.geo.max_peers {
+            if ready & (1 << p) != 0 {
+                up.tx_space(p);
+            }
+        }
+        ready != 0
+    }
+}

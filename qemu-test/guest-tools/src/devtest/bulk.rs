@@ -1,0 +1,529 @@
+//! Bulk area (zero-copy) tests: the loopback semantics test `bulk`, and the cross-guest
+//! `bulk-recv` / `bulk-send` pair that moves `BULK_TOTAL` bytes through the bulk area and
+//! then the same bytes through write()/read(), printing both rates (docs/uapi.md "Bulk
+//! transfer"; no timing is asserted).
+
+use std::os::raw::c_void;
+use std::time::Instant;
+
+use vmcs_guest_tools::dev::Fd;
+use vmcs_guest_tools::sys::vmcs_bulk_desc;
+use vmcs_guest_tools::{ename, errno, Res};
+
+use crate::cross::{connect_server, listen_on};
+use crate::{expect_err, ok, pair};
+
+const PAGE: usize = 4096;
+const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+const RO: i32 = libc::PROT_READ;
+const SH: i32 = libc::MAP_SHARED;
+
+/// Word `j` of chunk `i` of the transfer.
+pub(crate) fn word(i: u32, j: usize) -> u64 {
+    (u64::from(i) << 32 | j as u64) ^ 0x9e37_79b9_7f4a_7c15
+}
+
+/// Reads one byte at `p` here, so that this process's page table maps it (a forked child
+/// inherits the entry, so what it sees later is this entry, not a new fault).
+pub(crate) fn touch(p: *const u8) {
+    // SAFETY: `p` is in a live mapping of ours.
+    let _ = unsafe { std::ptr::read_volatile(p) };
+}
+
+/// In a forked child, reads one byte at `p`; returns how the child ended.
+pub(crate) fn touch_in_child(p: *const u8) -> String {
+    // SAFETY: fork in a test program; the child only reads and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: `p` was mapped before the fork; the read may fault (what is tested).
+        let v = unsafe { std::ptr::read_volatile(p) };
+        // SAFETY: plain exit of the child.
+        unsafe { libc::_exit(i32::from(v == 0xAB)) };
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    if libc::WIFSIGNALED(st) {
+        format!("signal {}", libc::WTERMSIG(st))
+    } else {
+        format!("exit {}", libc::WEXITSTATUS(st))
+    }
+}
+
+/// Loopback: set-up, mmap rules, descriptors, ownership, end of file, teardown.
+pub(crate) fn t_bulk() -> Res {
+    // Not connected: every bulk operation is ENOTCONN.
+    let u = Fd::open()?;
+    expect_err("SETUP unconnected", u.bulk_setup(4096, 0), libc::ENOTCONN)?;
+    expect_err("SEND unconnected", u.bulk_send(0, 1), libc::ENOTCONN)?;
+    expect_err("RECV unconnected", u.bulk_recv(), libc::ENOTCONN)?;
+    expect_err("RELEASE unconnected", u.bulk_release(1), libc::ENOTCONN)?;
+    expect_err(
+        "mmap unconnected",
+        u.mmap(0, PAGE, RW, SH).map(|_| ()),
+        libc::ENOTCONN,
+    )?;
+
+    let (c, s) = pair()?;
+    expect_err(
+        "mmap before SETUP",
+        c.mmap(0, PAGE, RW, SH).map(|_| ()),
+        libc::ENOTCONN,
+    )?;
+    expect_err("SEND before SETUP", c.bulk_send(0, 1), libc::ENOTCONN)?;
+    expect_err("SETUP size 0", c.bulk_setup(0, 0), libc::EINVAL)?;
+    expect_err(
+        "SETUP larger than the slice",
+        c.bulk_setup(1 << 30, 0),
+        libc::EINVAL,
+    )?;
+    // Non-blocking: the offer goes out, the peer's has not come yet.
+    c.set_nonblock(true);
+    expect_err("SETUP non-blocking", c.bulk_setup(5000, 0), libc::EAGAIN)?;
+    let ss = ok("SETUP (server)", s.bulk_setup(3 * 4096, 5000))?;
+    let cs = ok("SETUP (client, again)", c.bulk_setup(0, 5000))?;
+    c.set_nonblock(false);
+    if (cs.tx_size, cs.rx_size, ss.tx_size, ss.rx_size) != (8192, 12288, 12288, 8192) {
+        return Err(format!("sizes: client {cs:?}, server {ss:?}"));
+    }
+    let tx = cs.tx_size as usize;
+    let rx = cs.rx_size as usize;
+
+    // mmap: bounds, alignment, sharing, and the peer's extent read-only.
+    expect_err(
+        "mmap across both extents",
+        c.mmap(0, tx + PAGE, RO, SH).map(|_| ()),
+        libc::EINVAL,
+    )?;
+    expect_err(
+        "mmap past the end",
+        c.mmap(tx + rx, PAGE, RO, SH).map(|_| ()),
+        libc::EINVAL,
+    )?;
+    expect_err(
+        "mmap rx overlong",
+        c.mmap(tx, rx + PAGE, RO, SH).map(|_| ()),
+        libc::EINVAL,
+    )?;
+    expect_err(
+        "mmap unaligned offset",
+        c.mmap(100, PAGE, RO, SH).map(|_| ()),
+        libc::EINVAL,
+    )?;
+    expect_err(
+        "mmap MAP_PRIVATE",
+        c.mmap(0, PAGE, RO, libc::MAP_PRIVATE).map(|_| ()),
+        libc::EINVAL,
+    )?;
+    expect_err(
+        "mmap peer extent writable",
+        c.mmap(tx, rx, RW, SH).map(|_| ()),
+        libc::EACCES,
+    )?;
+    let ro = ok(
+        "mmap peer extent",
+        s.mmap(ss.tx_size as usize, ss.rx_size as usize, RO, SH),
+    )?;
+    let s_tx = ok(
+        "mmap own extent (server)",
+        s.mmap(0, ss.tx_size as usize, RW, SH),
+    )?;
+    // SAFETY: mprotect of our own mapping.
+    let r = unsafe { libc::mprotect(ro.ptr.cast::<c_void>(), ro.len, RW) };
+    if r == 0 {
+        return Err("mprotect(PROT_WRITE) of the peer's extent succeeded".into());
+    }
+    expect_err(
+        "mprotect peer extent writable",
+        Err::<(), _>(errno()),
+        libc::EACCES,
+    )?;
+
+    // Data: the client lends two ranges, the server reads them in place.
+    let mut w = ok("mmap own extent", c.mmap(0, tx, RW, SH))?;
+    for (j, x) in w.words_mut().iter_mut().enumerate() {
+        *x = word(7, j);
+    }
+    ok("SEND 0+5000", c.bulk_send(0, 5000))?;
+    ok("SEND 5000+3000", c.bulk_send(5000, 3000))?;
+    expect_err(
+        "SEND out of bounds",
+        c.bulk_send(tx as u32 - 10, 11),
+        libc::EINVAL,
+    )?;
+    expect_err("SEND empty", c.bulk_send(0, 0), libc::EINVAL)?;
+    expect_err(
+        "SEND offset overflow",
+        c.bulk_send(u32::MAX, 2),
+        libc::EINVAL,
+    )?;
+    c.set_nonblock(true);
+    expect_err(
+        "SEND overlapping a lent range",
+        c.bulk_send(4000, 200),
+        libc::EAGAIN,
+    )?;
+    expect_err("WAIT for a lent range", c.bulk_wait(0, 1), libc::EAGAIN)?;
+    c.set_nonblock(false);
+    if s.poll(libc::POLLIN, 2000) & libc::POLLIN == 0 {
+        return Err("no POLLIN for a pending descriptor".into());
+    }
+    let want = w.slice().to_vec();
+    for (off, len) in [(0u32, 5000u32), (5000, 3000)] {
+        let d = ok("RECV", s.bulk_recv())?;
+        if d != (vmcs_bulk_desc { off, len }) {
+            return Err(format!("RECV: got {d:?}, want {off}+{len}"));
+        }
+        let got = &ro.slice()[off as usize..(off + len) as usize];
+        if got != &want[off as usize..(off + len) as usize] {
+            return Err(format!("bytes of {off}+{len} differ in the peer's mapping"));
+        }
+    }
+    expect_err("RELEASE more than held", s.bulk_release(3), libc::EINVAL)?;
+    expect_err("RELEASE 0", s.bulk_release(0), libc::EINVAL)?;
+    ok("RELEASE 2", s.bulk_release(2))?;
+    ok("WAIT after release", c.bulk_wait(0, 8000))?;
+    ok("SEND again after release", c.bulk_send(4000, 200))?;
+    let d = ok("RECV again", s.bulk_recv())?;
+    if d != (vmcs_bulk_desc {
+        off: 4000,
+        len: 200,
+    }) {
+        return Err(format!("RECV again: {d:?}"));
+    }
+
+    // The client closes (a mapping holds the file open, so unmap first): the server's RECV
+    // reports end of file or reset, and every bulk mapping of the server's still open file
+    // stops working (the extents may serve other connections now).
+    touch(ro.ptr);
+    touch(s_tx.ptr);
+    drop(w);
+    drop(c);
+    let s_nb = s.bulk_recv();
+    match s_nb {
+        Ok(vmcs_bulk_desc { len: 0, .. }) => {}
+        Err(e) if e == libc::ECONNRESET => {}
+        other => return Err(format!("RECV after the peer closed: {other:?}")),
+    }
+    let how = touch_in_child(ro.ptr);
+    if how != format!("signal {}", libc::SIGBUS) {
+        return Err(format!(
+            "peer-extent mapping after teardown: child ended with {how}"
+        ));
+    }
+    let how = touch_in_child(s_tx.ptr);
+    if how != format!("signal {}", libc::SIGBUS) {
+        return Err(format!(
+            "own-extent mapping after teardown: child ended with {how}"
+        ));
+    }
+    expect_err(
+        "mmap after teardown",
+        s.mmap(0, PAGE, RO, SH).map(|_| ()),
+        libc::ENOTCONN,
+    )?;
+    // The range still held went back with the connection.
+    match s.bulk_release(1) {
+        Err(e) if e == libc::EPIPE || e == libc::ECONNRESET => {}
+        other => return Err(format!("RELEASE after the end: {other:?}")),
+    }
+    println!(
+        "ENOTCONN before set-up; mmap EINVAL/EACCES rules; SEND EINVAL/EAGAIN; \
+         in-place reads; RELEASE; EOF and SIGBUS after the peer closed"
+    );
+    Ok(())
+}
+
+/// Bytes moved each way in the cross-guest test.
+const BULK_TOTAL: usize = 16 << 20;
+/// Descriptor size.
+const CHUNK: usize = 16 << 10;
+
+/// Guest 0: accepts one connection, receives `BULK_TOTAL` bytes by descriptor (checked in
+/// place, released), then the same through read(); answers each phase with a message.
+pub(crate) fn bulk_recv(port: u32) -> Res {
+    let l = listen_on(port)?;
+    let (s, peer) = ok("accept", l.accept(0))?;
+    let st = ok("SETUP", s.bulk_setup(4096, 60_000))?;
+    println!(
+        "bulk set up with {}:{}: tx {} rx {}",
+        peer.cid, peer.port, st.tx_size, st.rx_size
+    );
+    let rx = ok(
+        "mmap peer extent",
+        s.mmap(st.tx_size as usize, st.rx_size as usize, RO, SH),
+    )?;
+    let mut got = 0usize;
+    let mut i = 0u32;
+    let t0 = Instant::now();
+    while got < BULK_TOTAL {
+        let d = ok("RECV", s.bulk_recv())?;
+        if d.len as usize != CHUNK || !(d.off as usize).is_multiple_of(CHUNK) {
+            return Err(format!("descriptor {i}: {d:?}"));
+        }
+        let w = &rx.words()[d.off as usize / 8..(d.off as usize + CHUNK) / 8];
+        if let Some(j) = (0..w.len()).find(|&j| w[j] != word(i, j)) {
+            return Err(format!("chunk {i} word {j} differs"));
+        }
+        ok("RELEASE", s.bulk_release(1))?;
+        got += CHUNK;
+        i += 1;
+    }
+    let bulk_t = t0.elapsed();
+    ok("ack", s.write(format!("bulk {got}").as_bytes()))?;
+    // The same bytes through read().
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0usize;
+    let t0 = Instant::now();
+    while got < BULK_TOTAL {
+        let n = ok("read", s.read(&mut buf))?;
+        if n != CHUNK {
+            return Err(format!("read {n} bytes, want {CHUNK}"));
+        }
+        let i = (got / CHUNK) as u32;
+        for (j, c) in buf[..n].chunks_exact(8).enumerate() {
+            if u64::from_ne_bytes(c.try_into().unwrap()) != word(i, j) {
+                return Err(format!("read chunk {i} word {j} differs"));
+            }
+        }
+        got += n;
+    }
+    let rw_t = t0.elapsed();
+    ok("ack", s.write(format!("read {got}").as_bytes()))?;
+    let mib = BULK_TOTAL as f64 / (1 << 20) as f64;
+    println!(
+        "zero-copy bulk: {mib} MiB in {:.2} s ({:.1} MiB/s); write/read: {mib} MiB in {:.2} s ({:.1} MiB/s); same boot, checked in both",
+        bulk_t.as_secs_f64(),
+        mib / bulk_t.as_secs_f64(),
+        rw_t.as_secs_f64(),
+        mib / rw_t.as_secs_f64()
+    );
+    // The sender closes: end of file (or reset) for RECV.
+    match s.bulk_recv() {
+        Ok(vmcs_bulk_desc { len: 0, .. }) => Ok(()),
+        Err(e) if e == libc::ECONNRESET => Ok(()),
+        Ok(d) => Err(format!("RECV after the sender closed: {d:?}")),
+        Err(e) => Err(format!("RECV after the sender closed: {}", ename(e))),
+    }
+}
+
+/// Guest 1..: connects, lends `BULK_TOTAL` bytes in `CHUNK`s through a 4-chunk extent, then
+/// writes the same bytes.
+pub(crate) fn bulk_send(cid: Option<u32>, port: u32) -> Res {
+    let (c, cid) = connect_server(cid, port)?;
+    let st = ok("SETUP", c.bulk_setup(4 * CHUNK as u32, 60_000))?;
+    let slots = st.tx_size as usize / CHUNK;
+    if slots == 0 {
+        return Err(format!("extent of {} bytes", st.tx_size));
+    }
+    let mut tx = ok("mmap own extent", c.mmap(0, st.tx_size as usize, RW, SH))?;
+    let t0 = Instant::now();
+    for i in 0..(BULK_TOTAL / CHUNK) as u32 {
+        let off = (i as usize % slots) * CHUNK;
+        // The range is ours again once the receiver released it.
+        ok("WAIT", c.bulk_wait(off as u32, CHUNK as u32))?;
+        for (j, x) in tx.words_mut()[off / 8..(off + CHUNK) / 8]
+            .iter_mut()
+            .enumerate()
+        {
+            *x = word(i, j);
+        }
+        ok("SEND", c.bulk_send(off as u32, CHUNK as u32))?;
+    }
+    let mut b = [0u8; 64];
+    let n = ok("read ack", c.read(&mut b))?;
+    let bulk_t = t0.elapsed();
+    if &b[..n] != format!("bulk {BULK_TOTAL}").as_bytes() {
+        return Err(format!("ack: {:?}", String::from_utf8_lossy(&b[..n])));
+    }
+    let t0 = Instant::now();
+    let mut m = vec![0u8; CHUNK];
+    for i in 0..(BULK_TOTAL / CHUNK) as u32 {
+        for (j, c) in m.chunks_exact_mut(8).enumerate() {
+            c.copy_from_slice(&word(i, j).to_ne_bytes());
+        }
+        ok("write", c.write(&m))?;
+    }
+    let n = ok("read ack", c.read(&mut b))?;
+    let rw_t = t0.elapsed();
+    if &b[..n] != format!("read {BULK_TOTAL}").as_bytes() {
+        return Err(format!("ack 2: {:?}", String::from_utf8_lossy(&b[..n])));
+    }
+    println!(
+        "to {cid}:{port}: {} MiB by descriptor in {:.2} s, by write() in {:.2} s",
+        BULK_TOTAL >> 20,
+        bulk_t.as_secs_f64(),
+        rw_t.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `bulk-hold GOFILE`: a loopback connection with bulk set up and both extents mapped on
+/// both sides; prints "mapped", waits for GOFILE (the scenario unbinds the device, then
+/// creates it), then checks that every mapping now faults with SIGBUS.
+pub(crate) fn bulk_hold(go: &str) -> Res {
+    let (c, s) = pair()?;
+    c.set_nonblock(true);
+    let _ = c.bulk_setup(4096, 0);
+    c.set_nonblock(false);
+    let ss = ok("SETUP (server)", s.bulk_setup(4096, 5000))?;
+    let cs = ok("SETUP (client)", c.bulk_setup(4096, 5000))?;
+    let maps = [
+        ok("mmap", c.mmap(0, cs.tx_size as usize, RW, SH))?,
+        ok(
+            "mmap",
+            c.mmap(cs.tx_size as usize, cs.rx_size as usize, RO, SH),
+        )?,
+        ok("mmap", s.mmap(0, ss.tx_size as usize, RW, SH))?,
+        ok(
+            "mmap",
+            s.mmap(ss.tx_size as usize, ss.rx_size as usize, RO, SH),
+        )?,
+    ];
+    for m in &maps {
+        touch(m.ptr);
+        let how = touch_in_child(m.ptr);
+        if !how.starts_with("exit") {
+            return Err(format!("mapping before unbind: child ended with {how}"));
+        }
+    }
+    println!("mapped");
+    let t0 = Instant::now();
+    while !std::path::Path::new(go).exists() {
+        if t0.elapsed().as_secs() > 60 {
+            return Err(format!("{go} did not appear"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for m in &maps {
+        let how = touch_in_child(m.ptr);
+        if how != format!("signal {}", libc::SIGBUS) {
+            return Err(format!("mapping after unbind: child ended with {how}"));
+        }
+    }
+    println!("every bulk mapping faults with SIGBUS after unbind");
+    Ok(())
+}
+
+/// Byte `x` of the pattern `vmcs-evil` writes into the first page of its extent (the same
+/// function is in userspace-tool/vmcs-evil).
+pub(crate) fn evil_pattern(x: usize) -> u8 {
+    (x as u8).wrapping_mul(7).wrapping_add(13) ^ (x >> 8) as u8
+}
+
+/// Ranges of the well-formed connection of `vmcs-evil`'s bulk phase.
+const EVIL_GOOD_RANGES: usize = 4;
+
+/// `bulk-evil PORT STOPFILE`: the bulk-enabled server the hostile peer attacks (scenario
+/// `hostile`). Accepts connections one at a time until STOPFILE exists; on each, sets up
+/// bulk, maps the peer's extent read-only and receives ranges, holding them; when the
+/// first `EVIL_GOOD_RANGES` ranges all carry the evil peer's pattern (checked byte by byte
+/// through the mapping) it releases them (the peer sees the `BULK_RELEASE`s). Counts how
+/// each connection ended and prints `bulk-evil: resets R good G other O`.
+pub(crate) fn bulk_evil(port: u32, stop: &str) -> Res {
+    let l = listen_on(port)?;
+    let (mut resets, mut good, mut other) = (0u32, 0u32, 0u32);
+    loop {
+        if l.poll(libc::POLLIN, 100) & libc::POLLIN == 0 {
+            if std::path::Path::new(stop).exists() {
+                break;
+            }
+            continue;
+        }
+        let Ok((s, peer)) = l.accept(0) else {
+            continue;
+        };
+        // Each connection is served by a child: a peer can reset the connection while we
+        // read its range in place, and the kernel then removes the mapping, so the reader
+        // gets SIGBUS (docs/uapi.md "Bulk transfer"). That ends the child, not the server.
+        let end = bulk_evil_child(&s);
+        println!("connection from {}:{}: {end}", peer.cid, peer.port);
+        match end.as_str() {
+            "reset" | "reset (SIGBUS while reading in place)" => resets += 1,
+            "good" => good += 1,
+            _ => other += 1,
+        }
+    }
+    println!("bulk-evil: resets {resets} good {good} other {other}");
+    Ok(())
+}
+
+/// [`bulk_evil_conn`] in a child process; its outcome comes back as the exit status.
+pub(crate) fn bulk_evil_child(s: &Fd) -> String {
+    // SAFETY: this process is single-threaded; the child only runs `bulk_evil_conn` and
+    // exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let end = bulk_evil_conn(s);
+        let code = match end.as_str() {
+            "reset" => 10,
+            "good" => 11,
+            _ => {
+                println!("child: {end}");
+                12
+            }
+        };
+        std::process::exit(code);
+    }
+    if pid < 0 {
+        return "fork failed".into();
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a valid out pointer; `pid` is our child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return "waitpid failed".into();
+    }
+    if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGBUS {
+        return "reset (SIGBUS while reading in place)".into();
+    }
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(10) => "reset".into(),
+        Some(11) => "good".into(),
+        _ => format!("child ended with status {status:#x}"),
+    }
+}
+
+/// One connection of [`bulk_evil`]: "reset", "good" (the pattern arrived, was released,
+/// then end of file) or what else happened.
+pub(crate) fn bulk_evil_conn(s: &Fd) -> String {
+    let st = match s.bulk_setup(4096, 10_000) {
+        Ok(st) => st,
+        Err(e) if e == libc::ECONNRESET => return "reset".into(),
+        Err(e) => return format!("SETUP: {}", ename(e)),
+    };
+    let rx = match s.mmap(st.tx_size as usize, st.rx_size as usize, RO, SH) {
+        Ok(m) => m,
+        Err(e) => return format!("mmap: {}", ename(e)),
+    };
+    let (mut held, mut matched, mut released) = (0usize, 0usize, false);
+    loop {
+        let d = match s.bulk_recv() {
+            Ok(d) => d,
+            Err(e) if e == libc::ECONNRESET => return "reset".into(),
+            Err(e) => return format!("RECV: {}", ename(e)),
+        };
+        if d.len == 0 {
+            return if released {
+                "good".into()
+            } else {
+                format!("end of file after {held} ranges, {matched} with the pattern")
+            };
+        }
+        let (o, n) = (d.off as usize, d.len as usize);
+        // The kernel validated the range against the extent: it is inside the mapping.
+        let Some(b) = rx.slice().get(o..o + n) else {
+            return format!("range {d:?} outside the {} B mapping", rx.len);
+        };
+        held += 1;
+        if b.iter().enumerate().all(|(i, &v)| v == evil_pattern(o + i)) {
+            matched += 1;
+        }
+        if !released && held == EVIL_GOOD_RANGES && matched == EVIL_GOOD_RANGES {
+            if let Err(e) = s.bulk_release(EVIL_GOOD_RANGES as u32) {
+                return format!("RELEASE: {}", ename(e));
+            }
+            released = true;
+            held = 0;
+        }
+    }
+}

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: GPL-2.0
+//! vmcs-socktest: AF_VMCS socket tests for the QEMU guests (qemu-test/scenarios/sockets.sh).
+//!
+//!   vmcs-socktest list                 names of the loopback tests
+//!   vmcs-socktest TEST                 run one loopback test (exit 0 = pass)
+//!   vmcs-socktest serve PORT N         guest 0: serve N clients (stream echo on PORT,
+//!                                      seqpacket echo on PORT+1)
+//!   vmcs-socktest client PORT          run the cross-guest tests against a server
+//!   vmcs-socktest vsock-echo-server PORT / vsock-echo-client PORT
+//!                                      a plain AF_VSOCK echo, only the family changed
+//!   vmcs-socktest hold                 keep a connected pair open (rmmod tests)
+//!   vmcs-socktest scale-serve PORT N BYTES / scale-client PORT N BYTES
+//!                                      N connections at once, BYTES each, fairness
+//!   vmcs-socktest crash-serve PORT / crash-connect PORT / crash-rejoin PORT
+//!                                      peer death (crash scenario): ECONNRESET, connect
+//!                                      timeout, surviving listener
+//!
+//! The family number is read from /sys/module/vmcs/parameters/af.
+
+mod basic;
+mod crash;
+mod cross;
+mod options;
+mod scale;
+mod sock;
+mod vsock;
+
+use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacket, t_stream};
+use crash::{crash_connect, crash_rejoin, crash_serve};
+use cross::{client, serve};
+use options::{t_bufs, t_lowat, t_sockopt, t_timeo};
+use scale::{scale_client, scale_serve};
+use vmcs_guest_tools::{exit_with, Res};
+use vsock::{vsock_client, vsock_echo_server};
+
+/// A named loopback test.
+type Test = (&'static str, fn() -> Res);
+
+const TESTS: &[Test] = &[
+    ("family", t_family),
+    ("bind", t_bind),
+    ("stream", t_stream),
+    ("seqpacket", t_seqpacket),
+    ("nonblock", t_nonblock),
+    ("refused", t_refused),
+    ("reset", t_reset),
+    ("sockopt", t_sockopt),
+    ("bufs", t_bufs),
+    ("rcvlowat", t_lowat),
+    ("timeouts", t_timeo),
+];
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).and_then(|s| s.parse::<u32>().ok());
+    let r = match args.first().map(String::as_str) {
+        Some("list") => {
+            for (n, _) in TESTS {
+                println!("{n}");
+            }
+            Ok(())
+        }
+        Some("serve") => match (arg(1), arg(2)) {
+            (Some(p), Some(n)) => serve(p, n as usize),
+            _ => Err("usage: serve PORT N".into()),
+        },
+        Some("client") => arg(1).map_or(Err("usage: client PORT".into()), client),
+        Some("vsock-echo-server") => arg(1).map_or(Err("usage".into()), vsock_echo_server),
+        Some("vsock-echo-client") => arg(1).map_or(Err("usage".into()), vsock_client),
+        Some("hold") => t_hold(),
+        Some("scale-serve") => match (arg(1), arg(2), arg(3)) {
+            (Some(p), Some(n), Some(b)) => scale_serve(p, n as usize, b as usize),
+            _ => Err("usage: scale-serve PORT NCONN BYTES".into()),
+        },
+        Some("scale-client") => match (arg(1), arg(2), arg(3)) {
+            (Some(p), Some(n), Some(b)) => scale_client(p, n as usize, b as usize),
+            _ => Err("usage: scale-client PORT NCONN BYTES".into()),
+        },
+        Some("crash-serve") => arg(1).map_or(Err("usage: crash-serve PORT".into()), crash_serve),
+        Some("crash-connect") => {
+            arg(1).map_or(Err("usage: crash-connect PORT".into()), crash_connect)
+        }
+        Some("crash-rejoin") => arg(1).map_or(Err("usage: crash-rejoin PORT".into()), crash_rejoin),
+        Some(t) => match TESTS.iter().find(|(n, _)| *n == t) {
+            Some((_, f)) => f(),
+            None => Err(format!("unknown test {t}")),
+        },
+        None => Err("usage: vmcs-socktest list|TEST|serve|client|vsock-echo-*|hold".into()),
+    };
+    exit_with(r, "error")
+}

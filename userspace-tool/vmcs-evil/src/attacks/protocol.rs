@@ -1,0 +1,114 @@
+//! Phase a, protocol abuse: frames that decode, with hostile meaning.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use vmcs_proto::frame::{flags, FrameHeader, Op, SockType};
+
+use crate::peer::Peer;
+
+/// Phase a: frames that decode, with hostile meaning.
+pub fn run(p: &mut Peer, port: u32, ms: u64) {
+    let t0 = Instant::now();
+    let mp = p.max_payload() as usize;
+    let big = vec![0xa5u8; mp];
+    let mut k = 0u32;
+    while t0.elapsed() < Duration::from_millis(ms) {
+        for i in 0..p.targets.len() {
+            let t = p.targets[i];
+            let src = 40000 + (k % 512);
+            let seq = |op| FrameHeader::new(op, SockType::SeqPacket, src, port);
+            let mut h = seq(Op::Request);
+            h.buf_alloc = 1 << 20;
+            match k % 8 {
+                0 => {
+                    p.send(t, h, &[]);
+                }
+                1 => {
+                    // Data within credit on the connection just requested, then a
+                    // CREDIT_REQUEST storm.
+                    p.send(t, h, &[]);
+                    let mut d = seq(Op::Rw);
+                    d.flags = flags::EOM;
+                    d.buf_alloc = 1 << 20;
+                    p.send(t, d, b"hello from the evil peer");
+                    for _ in 0..20 {
+                        p.send(t, seq(Op::CreditRequest), &[]);
+                    }
+                }
+                2 => {
+                    // A credit lie: fwd_cnt acknowledges bytes never sent.
+                    p.send(t, h, &[]);
+                    let mut d = seq(Op::CreditUpdate);
+                    d.buf_alloc = u32::MAX;
+                    d.fwd_cnt = 0x8000_0000;
+                    p.send(t, d, &[]);
+                }
+                3 => {
+                    // Overrun: far more data than the guest's buffer allows.
+                    p.send(t, h, &[]);
+                    for _ in 0..64 {
+                        let mut d = seq(Op::Rw);
+                        d.buf_alloc = 1 << 20;
+                        if !p.send(t, d, &big) {
+                            break;
+                        }
+                    }
+                }
+                4 => {
+                    // Unsolicited RESPONSE, SHUTDOWN then data, a stream frame on a
+                    // seqpacket connection.
+                    p.send(t, h, &[]);
+                    p.send(t, seq(Op::Response), &[]);
+                    let mut s = seq(Op::Shutdown);
+                    s.flags = flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND;
+                    p.send(t, s, &[]);
+                    let mut d = seq(Op::Rw);
+                    d.flags = flags::EOM;
+                    p.send(t, d, b"after shutdown");
+                    let d = FrameHeader::new(Op::Rw, SockType::Stream, src, port);
+                    p.send(t, d, b"wrong type");
+                }
+                5 => {
+                    // RST storm: random ports, and the listener's port from random
+                    // sources.
+                    for j in 0..64 {
+                        let dst = if j % 2 == 0 { port } else { p.rng.u32() };
+                        let r = FrameHeader::new(Op::Rst, SockType::SeqPacket, p.rng.u32(), dst);
+                        p.send(t, r, &[]);
+                    }
+                }
+                6 => {
+                    // Data and requests to unbound ports (the guest answers RST).
+                    for _ in 0..16 {
+                        let dst = 1024 + p.rng.u32() % 60000;
+                        let mut d = FrameHeader::new(Op::Rw, SockType::SeqPacket, src, dst);
+                        d.flags = flags::EOM;
+                        p.send(t, d, b"nobody home");
+                        let r = FrameHeader::new(Op::Request, SockType::Stream, src, dst);
+                        p.send(t, r, &[]);
+                    }
+                }
+                _ => {
+                    // Frames on the connections the guest accepted.
+                    let acc: Vec<u32> = p
+                        .accepted
+                        .iter()
+                        .filter(|(g, _)| *g == t)
+                        .map(|(_, p)| *p)
+                        .take(8)
+                        .collect();
+                    for ours in acc {
+                        let mut d = FrameHeader::new(Op::Rw, SockType::SeqPacket, ours, port);
+                        d.flags = flags::EOM;
+                        d.fwd_cnt = p.rng.u32();
+                        p.send(t, d, b"lie");
+                    }
+                }
+            }
+        }
+        k += 1;
+        p.pump();
+        thread::sleep(Duration::from_millis(2));
+    }
+}
