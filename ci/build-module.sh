@@ -18,6 +18,11 @@ if [ -z "$kdir" ]; then
 fi
 [ -f "$kdir/Makefile" ] || die "KDIR=$kdir is not a kernel build tree"
 grep -q '^CONFIG_RUST=y' "$kdir/.config" 2>/dev/null || die "KDIR=$kdir has no CONFIG_RUST=y"
+# The Rust symbols the module links to carry the compiler's hash: only the exact rustc works.
+want=$(sed -n 's/^CONFIG_RUSTC_VERSION_TEXT="\(.*\)"/\1/p' "$kdir/.config")
+have=$(${RUSTC:-rustc} --version 2>/dev/null || true)
+[ -z "$want" ] || [ "$want" = "$have" ] ||
+	die "rustc mismatch: KDIR=$kdir was built with '$want', this rustc is '${have:-missing}'. Install that exact rustc and rust-src (e.g. rustup toolchain install <version> --component rust-src, then RUSTC=<its rustc>), or, for Debian's stock kernel, use make KDIR=debian"
 
 # A kernel built with gcc (LLVM unset) needs the module built the same way.
 make -C "$kdir" M="$VMCS_TOP" "$@" modules >&2

@@ -16,9 +16,16 @@ entry=$("$VMCS_TOP/ci/debian-kernel.sh" "$sel")
 # shellcheck disable=SC1091
 . "$entry/env"
 
-out="$VMCS_TOP/build/debian"
+# One build copy per kernel release (objects of one toolchain never meet another's);
+# build/debian/vmcs.ko is the latest one built.
+out="$VMCS_TOP/build/debian/$RELEASE"
 stage="$out/src"
 mkdir -p "$stage/rust"
+# Drop sources that are gone from the tree: a stale a.rs next to a new a/mod.rs breaks rustc.
+if [ -d "$stage/module" ]; then
+	(cd "$stage" && find module rust/src -type f \( -name '*.rs' -o -name '*.c' -o -name '*.h' \)) |
+		while read -r f; do [ -e "$VMCS_TOP/$f" ] || rm -f "$stage/$f"; done
+fi
 # -u keeps the build incremental: unchanged files keep their time and are not rebuilt.
 cp -a -u "$VMCS_TOP/Kbuild" "$VMCS_TOP/module" "$stage/"
 cp -a -u "$VMCS_TOP/rust/src" "$stage/rust/"
@@ -28,5 +35,6 @@ vmcs_chroot "$entry/root" "$stage" /vmcs \
 cp "$stage/vmcs.ko" "$out/vmcs.ko"
 vermagic=$(modinfo -F vermagic "$out/vmcs.ko")
 [ "${vermagic%% *}" = "$RELEASE" ] || die "vmcs.ko's vermagic '$vermagic' is not for $RELEASE"
-log "vmcs.ko for Debian kernel $RELEASE: $out/vmcs.ko (vermagic $vermagic)"
+cp "$out/vmcs.ko" "$VMCS_TOP/build/debian/vmcs.ko"
+log "vmcs.ko for Debian kernel $RELEASE: $out/vmcs.ko, also build/debian/vmcs.ko (vermagic $vermagic)"
 echo "$out/vmcs.ko"

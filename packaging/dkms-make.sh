@@ -27,6 +27,10 @@ clean)
 	;;
 esac
 if [ -z "$missing" ]; then
+	want=$(sed -n 's/^CONFIG_RUSTC_VERSION_TEXT="\(.*\)"/\1/p' "$ksrc/.config" 2>/dev/null || true)
+	have=$(${RUSTC:-rustc} --version 2>/dev/null || true)
+	[ -z "$want" ] || [ "$want" = "$have" ] ||
+		die "rustc mismatch: kernel $kver was built with '$want', this rustc is '${have:-missing}': install that exact rustc and rust-src (and put it first in PATH, or set RUSTC), then build again"
 	[ "$mode" = build ] || exit 0
 	exec make -C "$ksrc" M="$here" modules
 fi
@@ -43,8 +47,8 @@ case "$kver" in
 		"$here/ci/debian-kernel.sh" "$kver" >/dev/null
 		;;
 	build)
-		"$here/ci/debian-module.sh" "$kver" >/dev/null
-		cp "$here/build/debian/vmcs.ko" "$here/vmcs.ko"
+		ko=$("$here/ci/debian-module.sh" "$kver")
+		cp "$ko" "$here/vmcs.ko"
 		;;
 	esac
 	;;

@@ -16,6 +16,6 @@ entry=$("$VMCS_TOP/ci/debian-kernel.sh" "$sel")
 module=$("$VMCS_TOP/ci/debian-module.sh" "$sel")
 # shellcheck disable=SC1091
 . "$entry/env"
-initrd="$VMCS_TOP/build/debian/initramfs.cpio.gz"
+initrd="$(dirname "$module")/initramfs.cpio.gz"
 VMCS_GEN_INIT_CPIO="$entry/boot/gen_init_cpio" "$VMCS_TOP/qemu-test/mkinitramfs.sh" "" "$module" "$initrd"
 printf 'export VMCS_KERNEL=%q VMCS_INITRD=%q VMCS_DEBIAN_RELEASE=%q\n' "$entry/boot/vmlinuz" "$initrd" "$RELEASE"
