@@ -7,7 +7,9 @@
 #                   in a cached chroot with Debian's toolchain: build/debian/vmcs.ko
 #   make demo       set up everything, boot two guests, show them talking
 #   make test       set up everything, run every test (TAP, ends in "N passed, N failed")
-#   make bench      benchmarks: host protocol bench, then vmcs vs TCP between two guests (~6 min)
+#   make bench      benchmarks: every path (vmcs, TCP, vsock, memcpy) between the same guests
+#                   on the production-configured bench kernel, with plots (~12 min;
+#                   BENCH_QUICK=1 1-2 min); results in build/bench/<stamp>/
 #   make bench-proto  the host protocol bench only
 #   make install    install vmcs.ko, the udev rule, the vmcs CLI and the header
 #                   (DESTDIR, PREFIX=/usr/local, KDIR as for make)

@@ -1,86 +1,109 @@
 #!/usr/bin/env bash
-# `make bench`: the host protocol bench (rust/bench/run.sh), then the guest bench scenario
-# (qemu-test/scenarios/bench.sh: vmcs against TCP over virtio-net between the same two
-# guests, measured interleaved in one run) for ivshmem-doorbell and ivshmem-plain, and a
-# table of the ratios per variant. About 6 minutes.
+# `make bench`: every path measured between the same guests in one run, on the bench kernel
+# (production configuration, ci/build-kernel.sh --bench), with the report in
+# build/bench/<stamp>/ (report.md, bench.json, PNG plots; ci/bench-report.py).
 #
-#   BENCH_VARIANTS="doorbell plain"   variants to boot (default both)
+#   1. set-up: ci/setup-deps.sh, then ci/bench-setup.sh (gnuplot, vhost-device-vsock)
+#   2. the host protocol bench (rust/bench/run.sh)
+#   3. the bench scenario (qemu-test/scenarios/bench.sh) for each variant: two guests with
+#      ivshmem and a vhost-user vsock device; AF_VMCS stream and seqpacket, /dev/vmcs, the
+#      bulk area, TCP over virtio-net, AF_VSOCK and the in-guest memcpy, interleaved per size
+#   4. the scaling phase (qemu-test/scenarios/bench-scale.sh): 4 and 8 guests as pairs,
+#      ivshmem-doorbell, AF_VMCS stream
+#   5. the report
+#
+# About 12 minutes on this 2-core machine under load; BENCH_QUICK=1: 1-2 (doorbell only, four
+# sizes, one round, 4 guests for scaling, no host protocol bench).
+#
+#   BENCH_VARIANTS="doorbell plain"   variants of the two-guest phase
+#   BENCH_SIZES=64,1024,...           message sizes
+#   BENCH_ROUNDS=2  BENCH_SECS=1      rounds; seconds of ping-pong and of streaming each
+#   BENCH_SCALE="4 8"                 guest counts of the scaling phase ("" skips it)
 #   BENCH_SKIP_PROTO=1                skip the host protocol bench
 #
-# The figures that matter are the ratios: the guests run under TCG (no KVM) on a shared
-# machine, so absolute numbers move from run to run. Exit status non-zero if a scenario
-# failed (its table may then miss rows).
+# The guests run under TCG (no KVM) on a shared machine: absolute figures are emulation
+# speed; compare paths within one run (that is why they are interleaved). Exit status
+# non-zero if a scenario failed (its tables may then miss rows).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$VMCS_TOP"
 
-variants=${BENCH_VARIANTS:-doorbell plain}
-fail=0
-
-if [ "${BENCH_SKIP_PROTO:-0}" != 1 ]; then
-	log "host protocol bench (rust/bench/run.sh)"
-	rust/bench/run.sh || fail=1
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+	variants=${BENCH_VARIANTS:-doorbell}
+	sizes=${BENCH_SIZES:-64,4096,65536,1048576}
+	rounds=${BENCH_ROUNDS:-1}
+	secs=${BENCH_SECS:-0.5}
+	scale=${BENCH_SCALE-4}
+	scale_secs=1
+	skip_proto=${BENCH_SKIP_PROTO:-1}
+else
+	variants=${BENCH_VARIANTS:-doorbell plain}
+	sizes=${BENCH_SIZES:-64,1024,4096,16384,65536,262144,1048576}
+	rounds=${BENCH_ROUNDS:-2}
+	secs=${BENCH_SECS:-1}
+	scale=${BENCH_SCALE-4 8}
+	scale_secs=2
+	skip_proto=${BENCH_SKIP_PROTO:-0}
 fi
+paths=dev,stream,seqpacket,bulk,tcp,vsock,memcpy
+fail=0
+t0=$(date +%s)
 
-eval "$(qemu-test/prepare.sh)"
+ci/setup-deps.sh
+ci/bench-setup.sh
+vmcs_toolchain_env
+
 stamp=$(date +%Y%m%d-%H%M%S)
 out="$VMCS_TOP/build/bench/$stamp"
 mkdir -p "$out"
 
+if [ "$skip_proto" != 1 ]; then
+	log "host protocol bench (rust/bench/run.sh; log in $out/proto.log)"
+	# Its own BENCH_SECS/BENCH_REPS defaults, not the guest bench's.
+	env -u BENCH_SECS -u BENCH_REPS rust/bench/run.sh >"$out/proto.log" 2>&1 || fail=1
+fi
+
+eval "$(qemu-test/prepare.sh --bench)"
+{
+	echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +changes)"
+	echo "kernel=$(basename "$VMCS_KDIR")"
+	echo "clock=$(qemu-test/guest-clock.sh)"
+	echo "host=$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+	echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "settings=sizes $sizes; $rounds round(s) of ${secs} s ping-pong + ${secs} s stream per path and size; scaling ${scale:-none} guests, ${scale_secs} s"
+} >"$out/meta.env"
+
+bench_args="vmcstest.bench_sizes=$sizes vmcstest.bench_paths=$paths vmcstest.bench_rounds=$rounds vmcstest.bench_secs=$secs"
 for v in $variants; do
-	log "guest bench, ivshmem-$v (TAP in $out/$v.tap)"
-	if ! qemu-test/run.sh --scenario bench --variant "$v" --guests 2 --timeout 600 \
-		--results "$out/$v" >"$out/$v.tap"; then
+	log "two guests, ivshmem-$v, every path (TAP in $out/$v.tap)"
+	if ! qemu-test/run.sh --scenario bench --variant "$v" --guests 2 --vsock --timeout 2400 \
+		--results "$out/$v" --append "$bench_args" >"$out/$v.tap"; then
 		fail=1
 		log "bench scenario failed for $v:"
 		grep -E '^not ok' "$out/$v.tap" >&2 || true
 	fi
 done
-
-# table VARIANT: the BENCH lines of guest 1 as one row per message size.
-table() {
-	local v=$1
-	echo
-	echo "ivshmem-$v (guests under TCG; ratio > 1 means vmcs is better)"
-	echo
-	tr -d '\r' <"$out/$v/guest1.tap" | sed -n 's/^# BENCH //p' | awk '
-		{
-			delete f
-			for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-			t = f["transport"]; s = f["size"]
-			if (!(s in seen)) { seen[s] = 1; order[n++] = s }
-			# Rounds are averaged; p99 is the worst round.
-			k[t, s]++; rtt[t, s] += f["rtt_us"]; mb[t, s] += f["mb_per_s"]
-			if (f["p99_us"] + 0 > p99[t, s] + 0) p99[t, s] = f["p99_us"]
-		}
-		function avg(sum, cnt) { return cnt ? sum / cnt : 0 }
-		function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
-		function num(x, fmt) { return (x > 0) ? sprintf(fmt, x) : "-" }
-		END {
-			printf "| size | vmcs rtt us (p99) | tcp rtt us (p99) | rtt ratio tcp/vmcs | vmcs MB/s | tcp MB/s | MB/s ratio vmcs/tcp |\n"
-			printf "|---:|---:|---:|---:|---:|---:|---:|\n"
-			for (i = 0; i < n; i++) {
-				s = order[i]
-				rv = avg(rtt["vmcs", s], k["vmcs", s]); rt = avg(rtt["tcp", s], k["tcp", s])
-				mv = avg(mb["vmcs", s], k["vmcs", s]); mt = avg(mb["tcp", s], k["tcp", s])
-				printf "| %s | %s (%s) | %s (%s) | %s | %s | %s | %s |\n", s,
-					num(rv, "%.0f"), num(p99["vmcs", s], "%.0f"), num(rt, "%.0f"), num(p99["tcp", s], "%.0f"),
-					ratio(rt, rv), num(mv, "%.2f"), num(mt, "%.2f"), ratio(mv, mt)
-			}
-		}'
-}
-
-echo
-echo "== vmcs vs TCP over virtio-net, same two guests, interleaved per size ($(date -u +%Y-%m-%d))"
-for v in $variants; do
-	if [ -f "$out/$v/guest1.tap" ]; then table "$v"; else echo "ivshmem-$v: no results"; fi
+for n in $scale; do
+	log "scaling: $n guests, ivshmem-doorbell (TAP in $out/scale-$n.tap)"
+	if ! qemu-test/run.sh --scenario bench-scale --variant doorbell --guests "$n" --timeout 900 \
+		--results "$out/scale-$n" --append "vmcstest.bench_secs=$scale_secs" >"$out/scale-$n.tap"; then
+		fail=1
+		log "bench-scale scenario failed for $n guests:"
+		grep -E '^not ok' "$out/scale-$n.tap" >&2 || true
+	fi
 done
+echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/meta.env"
+echo "run_s=$(($(date +%s) - t0))" >>"$out/meta.env"
+
+python3 ci/bench-report.py "$out"
+if [ -f "$out/proto.log" ]; then
+	echo
+	echo "Host protocol bench (rust/bench/run.sh):"
+	sed -n '/^ring_size=/,$p' "$out/proto.log"
+fi
 echo
-echo "Note: the guests run under TCG (no KVM) on a shared host; absolute figures are"
-echo "emulation speed and vary between runs, only the side-by-side ratios are meaningful."
-echo "Each figure is the mean of the scenario's rounds (vmcs first, then TCP first)."
-echo "rtt = total ping-pong time / iterations; p99 (worst round) is a histogram bucket edge"
-echo "and the guest clock is coarse (refined-jiffies). MB/s = 10^6 bytes/s, one way, until"
-echo "the server acknowledged every byte."
-echo "Logs: $out"
+echo "Note: TCG guests (no KVM) on a shared host: absolute figures are emulation speed and"
+echo "vary between runs; compare paths within one run. Run time $(($(date +%s) - t0)) s."
+echo "Results: $out (report.md, bench.json, *.png)"
 exit "$fail"

@@ -2,16 +2,39 @@
 # Build the Rust-enabled test guest kernel, cached outside the repository and
 # keyed by kernel version and config fragment hash.
 #
+#   build-kernel.sh           the test kernel: qemu-test/kernel.config (debug checks on)
+#   build-kernel.sh --bench   the bench kernel: kernel.config with qemu-test/kernel-bench.config
+#                             on top (production configuration), cached under its own key
+#
 # Prints the build directory (usable as KDIR=) on stdout; bzImage is in
 # $dir/arch/x86/boot/bzImage.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vmcs_toolchain_env
 
+flavour="test"
+case "${1:-}" in
+"") ;;
+--bench) flavour=bench ;;
+*) die "usage: $0 [--bench]" ;;
+esac
+
 src=$("$VMCS_TOP/ci/fetch-kernel.sh")
 version=$(awk '{print $2}' "$src/.vmcs-complete")
 frag="$VMCS_TOP/qemu-test/kernel.config"
-key="$version-$(cat "$frag" | sha256sum | cut -c1-12)-$(rustc --version | awk '{print $2}')"
+rustv=$(rustc --version | awk '{print $2}')
+if [ "$flavour" = test ]; then
+	key="$version-$(cat "$frag" | sha256sum | cut -c1-12)-$rustv"
+else
+	# The bench fragment: kernel.config without the options kernel-bench.config names, then
+	# kernel-bench.config. Its text is the key.
+	over="$VMCS_TOP/qemu-test/kernel-bench.config"
+	opt_of='{ o = ""; if ($0 ~ /^CONFIG_[A-Za-z0-9_]*=/) { o = $0; sub(/=.*/, "", o) }
+		else if ($0 ~ /^# CONFIG_[A-Za-z0-9_]* is not set/) o = $2 }'
+	composed=$(awk "$opt_of"' FNR == NR { if (o != "") named[o] = 1; next }
+		o == "" || !(o in named)' "$over" "$frag"; grep -E '^(CONFIG_|# CONFIG_)' "$over")
+	key="$version-bench-$(printf '%s\n' "$composed" | sha256sum | cut -c1-12)-$rustv"
+fi
 out="$VMCS_CACHE/kbuild/$key"
 
 built() { [ -f "$out/.vmcs-built" ] && [ -f "$out/arch/x86/boot/bzImage" ] && [ -f "$out/Module.symvers" ]; }
@@ -34,8 +57,12 @@ if built; then
 	echo "$out"
 	exit 0
 fi
-log "building guest kernel $version (key $key) in $out; this takes a few minutes"
+log "building $flavour guest kernel $version (key $key) in $out; this takes a few minutes"
 start=$(date +%s)
+if [ "$flavour" = bench ]; then
+	frag="$out/.vmcs-fragment.config"
+	printf '%s\n' "$composed" >"$frag"
+fi
 mk=(make -C "$src" O="$out" LLVM= -j"$(nproc)")
 "${mk[@]}" -s tinyconfig >&2
 cp "$out/.config" "$out/.config.tiny"
@@ -44,8 +71,14 @@ cp "$out/.config" "$out/.config.tiny"
 # Every option of the fragment must have survived olddefconfig.
 bad=0
 while read -r line; do
-	case "$line" in CONFIG_*=*) ;; *) continue ;; esac
-	grep -qx -- "$line" "$out/.config" || { log "config option not taken: $line"; bad=1; }
+	case "$line" in
+	CONFIG_*=*) grep -qx -- "$line" "$out/.config" || { log "config option not taken: $line"; bad=1; } ;;
+	"# CONFIG_"*" is not set")
+		o=${line#\# }
+		o=${o%% *}
+		! grep -q "^$o=" "$out/.config" || { log "config option not turned off: $o"; bad=1; }
+		;;
+	esac
 done <"$frag"
 [ "$bad" -eq 0 ] || die "the config fragment does not apply cleanly (see above); is the Rust toolchain usable? try: make -C $src O=$out rustavailable"
 # `modules` runs modpost over vmlinux, which writes the Module.symvers that out-of-tree

@@ -3,6 +3,10 @@
 # kernel's prepared headers, or `debian` for Debian's stock kernel), else against the cached
 # test guest kernel, built if missing.
 # Extra arguments go to kbuild (e.g. CLIPPY=1). Prints the path of vmcs.ko on stdout.
+# With MODULE_OUT=DIR the module is built from a copy of its sources in DIR, and vmcs.ko is
+# DIR/vmcs.ko, so that a build against another kernel (the bench kernel) leaves the usual one
+# alone. (Kbuild writes objects next to the sources; its MO= output directory refuses a
+# source tree that holds objects of another build, as a developer's checkout does.)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vmcs_toolchain_env
@@ -25,5 +29,18 @@ have=$(${RUSTC:-rustc} --version 2>/dev/null || true)
 	die "rustc mismatch: KDIR=$kdir was built with '$want', this rustc is '${have:-missing}'. Install that exact rustc and rust-src (e.g. rustup toolchain install <version> --component rust-src, then RUSTC=<its rustc>), or, for Debian's stock kernel, use make KDIR=debian"
 
 # A kernel built with gcc (LLVM unset) needs the module built the same way.
-make -C "$kdir" M="$VMCS_TOP" "$@" modules >&2
-echo "$VMCS_TOP/vmcs.ko"
+if [ -n "${MODULE_OUT:-}" ]; then
+	mkdir -p "$MODULE_OUT"
+	# A mirror of the sources (Kbuild, module/, the protocol files of rust/src): sources gone
+	# from the tree go from the copy too (a moved file would otherwise be found twice);
+	# unchanged files keep their times, so kbuild rebuilds only what changed.
+	sources() { find Kbuild module rust/src -type f \( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' \) 2>/dev/null | sort; }
+	(cd "$VMCS_TOP" && sources) >"$MODULE_OUT/.sources"
+	(cd "$MODULE_OUT" && sources | comm -23 - .sources | xargs -r rm -f)
+	(cd "$VMCS_TOP" && xargs -a "$MODULE_OUT/.sources" cp -p --parents -u -t "$MODULE_OUT/")
+	make -C "$kdir" M="$MODULE_OUT" "$@" modules >&2
+	echo "$MODULE_OUT/vmcs.ko"
+else
+	make -C "$kdir" M="$VMCS_TOP" "$@" modules >&2
+	echo "$VMCS_TOP/vmcs.ko"
+fi

@@ -6,6 +6,7 @@
 #          [--shm-size SIZE] [--results DIR] [--demo]
 #          [--crash-guest G --crash-on MARKER [--restart]]
 #          [--host-hook CMD --hook-on MARKER] [--devices N] [--kernel test|debian]
+#          [--vsock] [--append WORDS]
 #
 # Fault hook: with --crash-guest, the launcher watches guest G's TAP file for a line
 # containing MARKER and then kills that guest's QEMU with SIGKILL (no shutdown, no leave).
@@ -25,6 +26,14 @@
 # --devices N (1 or 2, default 1): every guest gets N ivshmem devices, each with a region
 # of its own (plain: /dev/shm/<run>, /dev/shm/<run>.1; doorbell: one server per region),
 # so that each guest has N vmcs domains.
+#
+# --vsock: every guest also gets a virtio-vsock device (vhost-user-vsock-pci) served by one
+# vhost-device-vsock backend ($VMCS_CACHE/bin, ci/bench-setup.sh installs it) whose sibling
+# group links all the guests: guest G is AF_VSOCK cid 3+G. Guest RAM is then a shared memfd
+# (vhost-user needs it). Not with --restart.
+#
+# --append WORDS: more kernel command-line words for every guest (e.g. the bench scenario's
+# vmcstest.bench_* settings).
 #
 # The guests' kernel and initramfs come from $VMCS_KERNEL and $VMCS_INITRD, or are built.
 # --kernel debian boots Debian's stock Rust-enabled vmlinuz instead, with the vmcs.ko built
@@ -48,6 +57,8 @@ restart=0
 hook=""
 hook_on=""
 devices=1
+vsock=0
+append=""
 kernel=test
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -64,6 +75,8 @@ while [ $# -gt 0 ]; do
 	--host-hook) hook=$2; shift 2 ;;
 	--hook-on) hook_on=$2; shift 2 ;;
 	--devices) devices=$2; shift 2 ;;
+	--vsock) vsock=1; shift ;;
+	--append) append=$2; shift 2 ;;
 	--kernel) kernel=$2; shift 2 ;;
 	*) die "unknown argument $1 (see the header of $0)" ;;
 	esac
@@ -73,6 +86,7 @@ case "$variant" in plain | doorbell) ;; *) die "--variant must be plain or doorb
 [ -f "$VMCS_TOP/qemu-test/scenarios/$scenario.sh" ] || die "no scenario $scenario"
 case "$devices" in 1 | 2) ;; *) die "--devices must be 1 or 2" ;; esac
 [ -z "$hook" ] || [ -n "$hook_on" ] || die "--host-hook needs --hook-on MARKER"
+[ "$vsock" = 0 ] || [ "$restart" = 0 ] || die "--vsock does not go with --restart"
 if [ -n "$crash_guest" ]; then
 	[ "$crash_guest" -ge 0 ] && [ "$crash_guest" -lt "$guests" ] || die "--crash-guest must be 0..$((guests - 1))"
 	[ -n "$crash_on" ] || die "--crash-guest needs --crash-on MARKER"
@@ -106,6 +120,7 @@ cleanup() {
 		wait "$p" 2>/dev/null || true
 	done
 	for d in $(seq 0 $((devices - 1))); do rm -f "$(shm_of "$d")" "$(sock_of "$d")"; done
+	[ "$vsock" = 0 ] || rm -f "$results"/vsock*.sock "$results"/vsock*.uds*
 }
 trap cleanup EXIT
 
@@ -130,6 +145,25 @@ for d in $(seq 0 $((devices - 1))); do
 	fi
 done
 
+# AF_VSOCK between the guests (--vsock): one vhost-device-vsock for all, one sibling group.
+vsock_args() { :; }
+if [ "$vsock" = 1 ]; then
+	vhost=$VMCS_CACHE/bin/vhost-device-vsock
+	[ -x "$vhost" ] || die "--vsock needs $vhost (run ci/bench-setup.sh)"
+	vms=()
+	for g in $(seq 0 $((guests - 1))); do
+		vms+=(--vm "guest-cid=$((3 + g)),socket=$results/vsock$g.sock,uds-path=$results/vsock$g.uds,groups=vmcs")
+	done
+	"$vhost" "${vms[@]}" >"$results/vhost-device-vsock.log" 2>&1 &
+	server_pids+=($!)
+	for _ in $(seq 50); do [ -S "$results/vsock$((guests - 1)).sock" ] && break; sleep 0.1; done
+	[ -S "$results/vsock$((guests - 1)).sock" ] || die "vhost-device-vsock did not start (see $results/vhost-device-vsock.log)"
+	vsock_args() {
+		printf -- '-object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem '
+		printf -- '-chardev socket,id=vsk,path=%s -device vhost-user-vsock-pci,chardev=vsk ' "$results/vsock$1.sock"
+	}
+fi
+
 # Test-control links: a point-to-point virtio-net link between guest 0 and each other guest,
 # carried over a QEMU socket netdev on host loopback.
 base_port=$((20000 + (RANDOM % 2000) * 16))
@@ -146,6 +180,9 @@ net_args() {
 	fi
 }
 
+# The guests' clock: the TSC at the host's frequency (qemu-test/guest-clock.sh).
+guest_clock=$("$VMCS_TOP/qemu-test/guest-clock.sh")
+
 # boot_guest G INCARNATION: start guest G's QEMU in the background; its pid in $boot_pid.
 # Files: guestG.{log,tap,qemu.log} for the first incarnation, guestG.N.* for later ones.
 boot_guest() {
@@ -157,9 +194,9 @@ boot_guest() {
 	# shellcheck disable=SC2086
 	qemu-system-x86_64 -accel tcg -M pc -m 256M -smp 1 -nographic -nodefaults -no-reboot \
 		-kernel "$VMCS_KERNEL" -initrd "$VMCS_INITRD" \
-		-append "console=ttyS0 panic=-1 oops=panic tsc=unstable no_timer_check vmcstest.guest=$g vmcstest.nguests=$guests vmcstest.variant=$variant vmcstest.scenario=$scenario vmcstest.incarnation=$inc" \
+		-append "console=ttyS0 panic=-1 oops=panic $guest_clock vmcstest.guest=$g vmcstest.nguests=$guests vmcstest.variant=$variant vmcstest.scenario=$scenario vmcstest.incarnation=$inc $append" \
 		-serial "file:$results/$name.log" -serial "file:$results/$name.tap" \
-		"${shm_args[@]}" $net \
+		"${shm_args[@]}" $net $(vsock_args "$g") \
 		>"$results/$name.qemu.log" 2>&1 &
 	boot_pid=$!
 }

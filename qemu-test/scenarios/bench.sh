@@ -1,17 +1,30 @@
-# Benchmark (make bench, ci/bench.sh): vmcs against TCP over the virtio-net link between the
-# same two guests. Guest 0 serves both transports (vmcs-bench serve); guest 1 measures each
-# message size over vmcs and TCP back to back, interleaved so that both see the same noise,
-# in ROUNDS rounds (round 1 vmcs first, round 2 TCP first, ...), and prints one
-# `# BENCH ...` diagnostic per measurement; ci/bench.sh averages the rounds. The test points assert only correctness
+# Benchmark (make bench, ci/bench.sh): every path between the same two guests, interleaved.
+# Guest 0 serves every path (vmcs-bench serve: /dev/vmcs and its bulk area, AF_VMCS stream
+# and seqpacket, TCP over the virtio-net link, AF_VSOCK when run.sh has --vsock); guest 1
+# measures each message size over every path back to back, in ROUNDS rounds, the order of
+# the paths rotated for every size and round so that load falls on all alike, and the
+# in-guest memcpy in the same rotation. Each measurement prints `# BENCH ...` and `# CDF ...`
+# diagnostics that ci/bench-report.py reads. The test points assert only correctness
 # (every measurement completed, every echo and byte count matched), never timings.
+#
+# Settings (kernel command line, run.sh --append; defaults give a short smoke run):
+#   vmcstest.bench_sizes=64,4096,...   message sizes in bytes
+#   vmcstest.bench_paths=dev,stream,seqpacket,bulk,tcp,vsock,memcpy
+#   vmcstest.bench_rounds=N            rounds
+#   vmcstest.bench_secs=S              seconds of ping-pong and of streaming per measurement
 . /scenarios/lib.sh
-VMCS_PORT=5100
-TCP_PORT=5101
-SIZES="64 1024 4096 65536"
-ROUNDS=2
-RTT_SECS=1.5
-TPUT_SECS=1.5
+setting() { sed -n "s/.*vmcstest\.$1=\([^ ]*\).*/\1/p" /proc/cmdline | tr , ' '; }
+SIZES=$(setting bench_sizes)
+SIZES=${SIZES:-64 4096 65536}
+PATHS=$(setting bench_paths)
+PATHS=${PATHS:-dev stream seqpacket bulk tcp memcpy}
+ROUNDS=$(setting bench_rounds)
+ROUNDS=${ROUNDS:-1}
+SECS=$(setting bench_secs)
+SECS=${SECS:-0.3}
+BASE=5100
 NSIZES=$(echo $SIZES | wc -w)
+NPATHS=$(echo $PATHS | wc -w)
 
 if [ "$VMCS_NGUESTS" -lt 2 ]; then
 	plan 1
@@ -23,34 +36,48 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	plan 3
 	check "insmod vmcs.ko" load_vmcs
 	check "/dev/vmcs appears" wait_for /dev/vmcs 5
-	vmcs-bench serve $VMCS_PORT $TCP_PORT >/tmp/serve.log 2>&1 &
+	vmcs-bench serve $BASE >/tmp/serve.log 2>&1 &
 	srv=$!
-	# The client needs about ROUNDS x 2 x 4 x (RTT_SECS + TPUT_SECS) plus set-up (~1 min);
-	# allow 400 s in all.
-	check_done "bench servers told to quit by guest 1" "$srv" 400
+	# run.sh's --timeout bounds the whole run; this only has to be longer.
+	check_done "bench server told to quit by guest 1" "$srv" 3000
 	sed 's/^/# /' /tmp/serve.log >&3
 elif [ "$VMCS_GUEST" = 1 ]; then
-	plan $((2 + ROUNDS * 2 * NSIZES + 2))
+	plan $((2 + ROUNDS * NSIZES * NPATHS + 1))
 	check "insmod vmcs.ko" load_vmcs
 	check "/dev/vmcs appears" wait_for /dev/vmcs 5
+	diag "bench: sizes $SIZES; paths $PATHS; $ROUNDS round(s) of $SECS s + $SECS s"
+	k=0
 	for round in $(seq "$ROUNDS"); do
-		if [ $((round % 2)) = 1 ]; then order="vmcs tcp"; else order="tcp vmcs"; fi
 		for size in $SIZES; do
-			for transport in $order; do
-				if [ $transport = vmcs ]; then server=auto port=$VMCS_PORT; else server=169.254.1.1 port=$TCP_PORT; fi
-				what="round $round, $transport, $size B: ping-pong echoes and stream byte counts matched"
-				if out=$(vmcs-bench client $transport $server $port "$size" "$RTT_SECS" "$TPUT_SECS" 2>&1) &&
-					echo "$out" | grep -q "^BENCH transport=$transport size=$size "; then
+			# This size's order: the path list rotated by one more each time.
+			set -- $PATHS
+			i=0
+			while [ $i -lt $((k % NPATHS)) ]; do
+				first=$1
+				shift
+				set -- "$@" "$first"
+				i=$((i + 1))
+			done
+			k=$((k + 1))
+			for p in "$@"; do
+				case $p in
+				memcpy) cmd="vmcs-bench memcpy $size $SECS" ;;
+				tcp) cmd="vmcs-bench client tcp 169.254.1.1 $BASE $size $SECS $SECS" ;;
+				vsock) cmd="vmcs-bench client vsock 3 $BASE $size $SECS $SECS" ;;
+				*) cmd="vmcs-bench client $p auto $BASE $size $SECS $SECS" ;;
+				esac
+				what="round $round, $p, $size B: measured, every echo and byte count matched"
+				if out=$($cmd 2>&1) && echo "$out" | grep -q "^BENCH path=$p size=$size "; then
 					ok "$what"
 				else
 					not_ok "$what"
 				fi
-				echo "$out" | sed 's/^/# /' >&3
+				echo "$out" | sed -e "s/^BENCH /BENCH variant=$VMCS_VARIANT round=$round /" \
+					-e "s/^CDF /CDF variant=$VMCS_VARIANT round=$round /" -e 's/^/# /' >&3
 			done
 		done
 	done
-	check "vmcs server quits" vmcs-bench quit vmcs auto $VMCS_PORT
-	check "tcp server quits" vmcs-bench quit tcp 169.254.1.1 $TCP_PORT
+	check "bench server quits" vmcs-bench quit auto $BASE
 else
 	plan 1
 	ok "guest $VMCS_GUEST idle (the bench uses guests 0 and 1)"

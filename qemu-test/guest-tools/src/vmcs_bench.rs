@@ -1,127 +1,68 @@
-//! `vmcs-bench`: round-trip latency and one-way throughput between two guests, over
-//! /dev/vmcs and over TCP (the virtio-net link), with the same program and protocol.
+//! `vmcs-bench`: round trips and one-way throughput between two guests over every path
+//! `make bench` compares (docs/performance.md), with one program and one protocol, and the
+//! in-guest memcpy baseline.
 //!
 //! ```text
-//! vmcs-bench serve VMCS_PORT TCP_PORT
-//!     serve both transports, one connection at a time, until each got a QUIT
-//! vmcs-bench client vmcs|tcp SERVER PORT SIZE [RTT_SECS [TPUT_SECS]]
-//!     SERVER: a cid or `auto` (every live peer) for vmcs, an IPv4 address for tcp;
-//!     prints one `BENCH ...` line, exit status 0 only if every check held
-//! vmcs-bench quit vmcs|tcp SERVER PORT
+//! vmcs-bench serve BASE
+//!     serve every path, one connection at a time per path, until a QUIT:
+//!     /dev/vmcs and its bulk area on port BASE, TCP BASE+1, AF_VMCS stream BASE+2,
+//!     AF_VMCS seqpacket BASE+3, AF_VSOCK BASE+4 (a path that cannot listen is skipped)
+//! vmcs-bench client PATH SERVER BASE SIZE RTT_SECS TPUT_SECS
+//!     PATH: dev, stream, seqpacket, bulk, tcp or vsock; SERVER: a cid or `auto` (every
+//!     live peer) for the vmcs paths, an IPv4 address for tcp, a cid for vsock; prints one
+//!     `BENCH ...` line and one `CDF ...` line; exit status 0 only if every check held
+//! vmcs-bench memcpy SIZE SECS
+//!     in-guest memcpy of SIZE-byte blocks over an 8 MiB working set
+//! vmcs-bench quit SERVER BASE
+//! vmcs-bench barrier-serve PORT N      accept N TCP connections, then release them all
+//! vmcs-bench barrier ADDR PORT         wait at guest ADDR's barrier
 //! ```
 //!
-//! Each measurement is one connection that starts with a 16-byte header (magic, mode,
-//! message size, 0). Ping-pong: the client sends SIZE bytes, the server echoes them, for
-//! RTT_SECS (default 2) after 20 warm-up rounds; reported as the mean (total time /
-//! iterations: the guest clock may be coarse) and the 99th percentile of a log-linear
-//! histogram of single rounds. Stream: the client writes SIZE-byte messages for TPUT_SECS
-//! (default 2), shuts its sending side, and the server answers with the byte and message
-//! counts it received; throughput is bytes / (first write .. acknowledgement), in
-//! 10^6 bytes per second. Over TCP a "message" is SIZE bytes of the stream.
+//! A measurement is a connection that starts with a 16-byte header (magic, mode, size, 0).
+//! An application message of SIZE bytes (64 B .. 4 MiB) travels as one write on the stream
+//! transports and as messages of at most 64 KiB on the message transports (/dev/vmcs,
+//! seqpacket); over the bulk area as ranges of the sender's extent (`BULK_SEND`), which the
+//! receiver reads in place.
 //!
-//! Every echo carries the round number and is checked for length (and fully compared on the
-//! first and last round); the stream's acknowledged counts must equal what was sent.
+//! - Round trip: the client sends a message, the server echoes it (bulk: copies the ranges
+//!   into its own extent and lends them back), after a warm-up, for RTT_SECS and at least
+//!   5 rounds (at most 4 x RTT_SECS). Every round is timed on its own (the guests run on
+//!   the TSC, see qemu-test/guest-clock.sh): mean, p50, p99, max, and 101 quantiles for
+//!   the CDF. Every echo carries the round number; the first and last are compared in full.
+//! - Throughput: the client sends messages for TPUT_SECS, shuts its sending side, and the
+//!   server acknowledges the bytes and messages it received (bulk: ranges, each copied out
+//!   of the mapping before release); 10^6 bytes per second from the first write to the
+//!   acknowledgement. Both sides count their guest's busy CPU time (/proc/stat, all
+//!   processes, kernel threads and interrupts) over the transfer: `cpu_s_per_gb` is the
+//!   sum of both guests' busy seconds per 10^9 bytes. It does not see host-side work
+//!   (QEMU's netdev, vhost-device-vsock).
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+mod bench_conn;
+
+use bench_conn::{connect, listen, Conn, Listener, Path, MAX_MSG};
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use vmcs_guest_tools::dev::{Fd, SHUT_WR};
-use vmcs_guest_tools::{ename, exit_with};
-
-type Res<T = ()> = Result<T, String>;
+use vmcs_guest_tools::dev::{Fd, Map};
+use vmcs_guest_tools::{ename, exit_with, Res};
 
 const MAGIC: u32 = 0x766d_6362; // "vmcb"
 const MODE_PING: u32 = 1;
 const MODE_STREAM: u32 = 2;
 const MODE_QUIT: u32 = 3;
+const MODE_BULK_PING: u32 = 4;
+const MODE_BULK_STREAM: u32 = 5;
 const HEADER: usize = 16;
-const ACK: usize = 24;
-const MAX_MSG: usize = 64 * 1024;
-const WARMUP: u64 = 20;
-const MAX_ITERS: u64 = 1_000_000;
-const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
-
-/// One connection, over either transport.
-enum Conn {
-    Vmcs(Fd),
-    Tcp(TcpStream),
-}
-
-impl Conn {
-    fn name(&self) -> &'static str {
-        match self {
-            Conn::Vmcs(_) => "vmcs",
-            Conn::Tcp(_) => "tcp",
-        }
-    }
-
-    /// Sends one message (vmcs) or `buf.len()` bytes of the stream (tcp).
-    fn send(&mut self, buf: &[u8]) -> Res {
-        match self {
-            Conn::Vmcs(f) => match f.write(buf) {
-                Ok(n) if n == buf.len() => Ok(()),
-                Ok(n) => Err(format!("vmcs write: {n} of {} bytes", buf.len())),
-                Err(e) => Err(format!("vmcs write: {}", ename(e))),
-            },
-            Conn::Tcp(s) => s.write_all(buf).map_err(|e| format!("tcp write: {e}")),
-        }
-    }
-
-    /// Receives one message (vmcs) or exactly `want` bytes (tcp); 0 means end of file
-    /// before the first byte.
-    fn recv(&mut self, buf: &mut [u8], want: usize) -> Res<usize> {
-        match self {
-            Conn::Vmcs(f) => f.read(buf).map_err(|e| format!("vmcs read: {}", ename(e))),
-            Conn::Tcp(s) => {
-                let mut got = 0;
-                while got < want {
-                    match s.read(&mut buf[got..want]) {
-                        Ok(0) if got == 0 => return Ok(0),
-                        Ok(0) => {
-                            return Err(format!(
-                                "tcp read: end of file after {got} of {want} bytes"
-                            ))
-                        }
-                        Ok(n) => got += n,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => return Err(format!("tcp read: {e}")),
-                    }
-                }
-                Ok(got)
-            }
-        }
-    }
-
-    /// Receives whatever arrives (one message for vmcs), up to `buf.len()` bytes.
-    fn recv_some(&mut self, buf: &mut [u8]) -> Res<usize> {
-        match self {
-            Conn::Vmcs(_) => {
-                let n = buf.len();
-                self.recv(buf, n)
-            }
-            Conn::Tcp(s) => loop {
-                match s.read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(format!("tcp read: {e}")),
-                }
-            },
-        }
-    }
-
-    fn shutdown_write(&mut self) -> Res {
-        match self {
-            Conn::Vmcs(f) => f
-                .shutdown(SHUT_WR)
-                .map_err(|e| format!("vmcs shutdown: {}", ename(e))),
-            Conn::Tcp(s) => s
-                .shutdown(Shutdown::Write)
-                .map_err(|e| format!("tcp shutdown: {e}")),
-        }
-    }
-}
+/// Acknowledgement of a stream: bytes, messages, bad messages, the server's busy CPU
+/// ticks and its elapsed nanoseconds, as little-endian u64s.
+const ACK: usize = 40;
+const MAX_SIZE: usize = 4 << 20;
+const MIN_ROUNDS: usize = 5;
+const MAX_ROUNDS: usize = 1_000_000;
 
 fn header(mode: u32, size: usize) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
@@ -139,196 +80,24 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-/// Serves one connection; `Ok(true)` when it was a QUIT.
-fn serve_one(mut c: Conn, buf: &mut [u8]) -> Res<bool> {
-    let n = c.recv(buf, HEADER)?;
-    if n != HEADER || u32_at(buf, 0) != MAGIC {
-        return Err(format!("{}: bad header ({n} bytes)", c.name()));
-    }
-    let mode = u32_at(buf, 4);
-    let size = u32_at(buf, 8) as usize;
-    if size == 0 || size > MAX_MSG {
-        return Err(format!("{}: bad size {size}", c.name()));
-    }
-    match mode {
-        MODE_QUIT => Ok(true),
-        MODE_PING => {
-            loop {
-                let n = c.recv(buf, size)?;
-                if n == 0 {
-                    break;
-                }
-                c.send(&buf[..n])?;
-            }
-            Ok(false)
-        }
-        MODE_STREAM => {
-            let (mut bytes, mut msgs, mut bad) = (0u64, 0u64, 0u64);
-            loop {
-                let n = c.recv_some(buf)?;
-                if n == 0 {
-                    break;
-                }
-                bytes += n as u64;
-                if let Conn::Vmcs(_) = c {
-                    msgs += 1;
-                    if n != size {
-                        bad += 1;
-                    }
-                }
-            }
-            let mut ack = [0u8; ACK];
-            ack[0..8].copy_from_slice(&bytes.to_le_bytes());
-            ack[8..16].copy_from_slice(&msgs.to_le_bytes());
-            ack[16..24].copy_from_slice(&bad.to_le_bytes());
-            c.send(&ack)?;
-            Ok(false)
-        }
-        m => Err(format!("{}: bad mode {m}", c.name())),
-    }
+/// Busy CPU time of this guest so far, in USER_HZ ticks (all CPUs, everything but idle
+/// and iowait).
+fn cpu_busy() -> u64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    f.iter().take(8).sum::<u64>() - f.get(3).copied().unwrap_or(0) - f.get(4).copied().unwrap_or(0)
 }
 
-/// Accepts and serves connections one at a time until a QUIT; returns how many it served.
-fn serve_loop(mut accept: impl FnMut() -> Res<Conn>, what: &str) -> Res<u64> {
-    let mut buf = vec![0u8; MAX_MSG];
-    let mut served = 0u64;
-    loop {
-        let c = accept()?;
-        match serve_one(c, &mut buf) {
-            Ok(true) => return Ok(served),
-            Ok(false) => served += 1,
-            // A broken measurement is the client's to report; keep serving.
-            Err(e) => eprintln!("{what}: {e}"),
-        }
-    }
-}
-
-fn serve(vmcs_port: u32, tcp_port: u16) -> Res {
-    let l = Fd::open()?;
-    l.bind(vmcs_port)
-        .map_err(|e| format!("vmcs bind {vmcs_port}: {}", ename(e)))?;
-    l.listen(4)
-        .map_err(|e| format!("vmcs listen: {}", ename(e)))?;
-    let t = TcpListener::bind(("0.0.0.0", tcp_port))
-        .map_err(|e| format!("tcp bind {tcp_port}: {e}"))?;
-    println!("serving vmcs port {vmcs_port}, tcp port {tcp_port}");
-    let vt = thread::spawn(move || {
-        serve_loop(
-            || {
-                l.accept(0)
-                    .map(|(f, _)| Conn::Vmcs(f))
-                    .map_err(|e| format!("vmcs accept: {}", ename(e)))
-            },
-            "vmcs",
-        )
-    });
-    let tt = thread::spawn(move || {
-        serve_loop(
-            || {
-                let (s, _) = t.accept().map_err(|e| format!("tcp accept: {e}"))?;
-                s.set_nodelay(true)
-                    .map_err(|e| format!("TCP_NODELAY: {e}"))?;
-                Ok(Conn::Tcp(s))
-            },
-            "tcp",
-        )
-    });
-    let v = vt.join().map_err(|_| "vmcs server panicked")??;
-    let t = tt.join().map_err(|_| "tcp server panicked")??;
-    println!("served {v} vmcs and {t} tcp measurements");
-    Ok(())
-}
-
-/// Connects to the server, retrying for up to a minute (it may still be starting).
-fn connect(transport: &str, server: &str, port: u32) -> Res<Conn> {
-    let t0 = Instant::now();
-    let mut last = String::new();
-    while t0.elapsed() < CONNECT_PATIENCE {
-        match transport {
-            "vmcs" => {
-                let cids = if server == "auto" {
-                    Fd::open()?
-                        .live_peers()
-                        .map_err(|e| format!("GET_INFO: {}", ename(e)))?
-                } else {
-                    vec![server.parse().map_err(|_| format!("bad cid {server}"))?]
-                };
-                for cid in cids {
-                    let f = Fd::open()?;
-                    match f.connect(cid, port, 2000) {
-                        Ok(()) => return Ok(Conn::Vmcs(f)),
-                        Err(e) => last = format!("vmcs connect {cid}:{port}: {}", ename(e)),
-                    }
-                }
-            }
-            "tcp" => {
-                let a: SocketAddr = format!("{server}:{port}")
-                    .parse()
-                    .map_err(|_| format!("bad address {server}:{port}"))?;
-                match TcpStream::connect_timeout(&a, Duration::from_secs(2)) {
-                    Ok(s) => {
-                        s.set_nodelay(true)
-                            .map_err(|e| format!("TCP_NODELAY: {e}"))?;
-                        return Ok(Conn::Tcp(s));
-                    }
-                    Err(e) => last = format!("tcp connect {a}: {e}"),
-                }
-            }
-            t => return Err(format!("unknown transport {t}")),
-        }
-        thread::sleep(Duration::from_millis(500));
-    }
-    Err(format!("no server after {CONNECT_PATIENCE:?}: {last}"))
-}
-
-/// Log-linear histogram of nanoseconds: exact below 8, then 8 buckets per power of two
-/// (at most 12.5 % wide).
-struct Histogram {
-    counts: Vec<u64>,
-    total: u64,
-}
-
-impl Histogram {
-    fn new() -> Self {
-        Histogram {
-            counts: vec![0; 64 * 8],
-            total: 0,
-        }
-    }
-    fn bucket(v: u64) -> usize {
-        if v < 8 {
-            v as usize
-        } else {
-            let m = 63 - v.leading_zeros() as u64;
-            ((m - 2) * 8 + ((v >> (m - 3)) & 7)) as usize
-        }
-    }
-    /// The smallest value of bucket `i`.
-    fn lower(i: usize) -> u64 {
-        if i < 8 {
-            i as u64
-        } else {
-            let (m, sub) = (i as u64 / 8 + 2, i as u64 % 8);
-            (8 + sub) << (m - 3)
-        }
-    }
-    fn record(&mut self, ns: u64) {
-        self.counts[Self::bucket(ns)] += 1;
-        self.total += 1;
-    }
-    /// The upper edge of the bucket holding the `q` quantile.
-    fn quantile(&self, q: f64) -> u64 {
-        let want = ((self.total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= want {
-                return Self::lower(i + 1);
-            }
-        }
-        0
-    }
-}
+/// USER_HZ: /proc/stat's tick.
+const TICKS_PER_S: f64 = 100.0;
 
 fn fill(buf: &mut [u8], seed: u64) {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -340,168 +109,590 @@ fn fill(buf: &mut [u8], seed: u64) {
     }
 }
 
-struct Rtt {
-    iters: u64,
-    mean_ns: f64,
-    p99_ns: u64,
+/// `len` bytes at `off` of a bulk mapping, bounds checked. The peer may change the bytes
+/// at any time, which for plain bytes is only a wrong value.
+fn range(m: &Map, off: usize, len: usize) -> Res<&[u8]> {
+    off.checked_add(len)
+        .and_then(|end| m.slice().get(off..end))
+        .ok_or_else(|| format!("range {off}+{len} outside the {} B extent", m.len))
 }
 
-fn ping_pong(transport: &str, server: &str, port: u32, size: usize, secs: f64) -> Res<Rtt> {
-    let mut c = connect(transport, server, port)?;
-    c.send(&header(MODE_PING, size))?;
-    let mut out = vec![0u8; size];
-    fill(&mut out, size as u64);
-    let mut back = vec![0u8; MAX_MSG];
-    let mut hist = Histogram::new();
-    let limit = Duration::from_secs_f64(secs);
-    let mut round = |c: &mut Conn, i: u64, full: bool| -> Res {
-        out[..8].copy_from_slice(&i.to_le_bytes());
-        c.send(&out)?;
-        let n = c.recv(&mut back, size)?;
-        if n != size || back[..8] != out[..8] || (full && back[..n] != out[..]) {
-            return Err(format!(
-                "round {i}: echo of {n} bytes (want {size}) does not match"
-            ));
+/// `len` writable bytes at `off` of our own extent, bounds checked.
+fn range_mut(m: &mut Map, off: usize, len: usize) -> Res<&mut [u8]> {
+    if off.checked_add(len).is_none_or(|e| e > m.len) {
+        return Err(format!("range {off}+{len} outside the {} B extent", m.len));
+    }
+    // SAFETY: inside our writable mapping (checked), borrowed mutably through `m`; the range
+    // is ours to write (the caller waited for it with BULK_WAIT).
+    Ok(unsafe { std::slice::from_raw_parts_mut(m.ptr.add(off), len) })
+}
+
+/// Maps `len` bytes of the bulk area at `off`.
+fn map(f: &Fd, off: usize, len: usize, prot: i32) -> Res<Map> {
+    f.mmap(off, len, prot, libc::MAP_SHARED)
+        .map_err(|e| format!("mmap bulk {off}+{len}: {}", ename(e)))
+}
+
+/// Both extents of a bulk connection, and how messages are cut into ranges of ours.
+struct Bulk<'a> {
+    f: &'a Fd,
+    tx: Map,
+    rx: Map,
+    chunk: usize,
+    slots: usize,
+    next: usize,
+}
+
+impl<'a> Bulk<'a> {
+    /// `BULK_SETUP` with the largest extent this guest's slice gives, then both mappings.
+    fn setup(f: &'a Fd, size: usize) -> Res<Bulk<'a>> {
+        let mut want = 16u32 << 20;
+        let (tx, rx) = loop {
+            match f.bulk_setup(want, 10_000) {
+                Ok(s) => break (s.tx_size, s.rx_size),
+                Err(e) if (e == libc::EINVAL || e == libc::ENOSPC) && want > 4096 => want /= 2,
+                Err(e) => return Err(format!("BULK_SETUP {want}: {}", ename(e))),
+            }
+        };
+        let (tx, rx) = (tx as usize, rx as usize);
+        let txm = map(f, 0, tx, libc::PROT_READ | libc::PROT_WRITE)?;
+        let rxm = map(f, tx, rx, libc::PROT_READ)?;
+        // At least four ranges fit the extent; at most 64 are lent at once.
+        let chunk = size.min(tx / 4).max(1);
+        Ok(Bulk {
+            f,
+            tx: txm,
+            rx: rxm,
+            chunk,
+            slots: (tx / chunk).clamp(1, 64),
+            next: 0,
+        })
+    }
+
+    /// Copies `msg` into our extent and lends it, range by range.
+    fn send(&mut self, msg: &[u8]) -> Res {
+        for part in msg.chunks(self.chunk) {
+            let off = self.next * self.chunk;
+            self.next = (self.next + 1) % self.slots;
+            let (o, n) = (off as u32, part.len() as u32);
+            self.f
+                .bulk_wait(o, n)
+                .map_err(|e| format!("BULK_WAIT: {}", ename(e)))?;
+            range_mut(&mut self.tx, off, part.len())?.copy_from_slice(part);
+            self.f
+                .bulk_send(o, n)
+                .map_err(|e| format!("BULK_SEND: {}", ename(e)))?;
         }
         Ok(())
-    };
-    for i in 0..WARMUP {
-        round(&mut c, i, i == 0)?;
     }
+
+    /// The next range lent to us, `None` at end of file.
+    fn recv(&self) -> Res<Option<&[u8]>> {
+        let d = self
+            .f
+            .bulk_recv()
+            .map_err(|e| format!("BULK_RECV: {}", ename(e)))?;
+        if d.len == 0 {
+            return Ok(None);
+        }
+        range(&self.rx, d.off as usize, d.len as usize).map(Some)
+    }
+
+    fn release(&self) -> Res {
+        self.f
+            .bulk_release(1)
+            .map_err(|e| format!("BULK_RELEASE: {}", ename(e)))
+    }
+
+    /// Receives one message of `buf.len()` bytes into `buf` (copying every range out and
+    /// releasing it); `Ok(false)` at end of file before its first byte.
+    fn recv_msg(&self, buf: &mut [u8]) -> Res<bool> {
+        let mut got = 0;
+        while got < buf.len() {
+            let Some(r) = self.recv()? else {
+                if got == 0 {
+                    return Ok(false);
+                }
+                return Err(format!(
+                    "bulk: end of file after {got} of {} bytes",
+                    buf.len()
+                ));
+            };
+            let n = r.len();
+            let Some(dst) = buf.get_mut(got..got + n) else {
+                return Err(format!("bulk: range of {n} bytes overruns the message"));
+            };
+            dst.copy_from_slice(r);
+            self.release()?;
+            got += n;
+        }
+        Ok(true)
+    }
+}
+
+/// Serves one connection; `Ok(true)` when it was a QUIT.
+fn serve_one(c: Conn, buf: &mut [u8]) -> Res<bool> {
+    let mut h = [0u8; HEADER];
+    if c.recv_app(&mut h)? != HEADER || u32_at(&h, 0) != MAGIC {
+        return Err(format!("{}: bad header", c.path.name()));
+    }
+    let mode = u32_at(&h, 4);
+    let size = u32_at(&h, 8) as usize;
+    if size == 0 || size > MAX_SIZE {
+        return Err(format!("{}: bad size {size}", c.path.name()));
+    }
+    let msg = &mut buf[..size];
+    match mode {
+        MODE_QUIT => return Ok(true),
+        MODE_PING => {
+            while c.recv_app(msg)? != 0 {
+                c.send_app(msg)?;
+            }
+        }
+        MODE_STREAM => {
+            let (busy0, t0) = (cpu_busy(), Instant::now());
+            let (mut bytes, mut msgs, mut bad) = (0u64, 0u64, 0u64);
+            // The message transports carry SIZE as 64 KiB messages and a remainder.
+            let lens = [size.min(MAX_MSG), size % MAX_MSG];
+            loop {
+                let n = c.recv_some(buf)?;
+                if n == 0 {
+                    break;
+                }
+                bytes += n as u64;
+                msgs += 1;
+                if !lens.contains(&n) {
+                    bad += 1;
+                }
+            }
+            ack(&c, bytes, msgs, bad, busy0, t0)?;
+        }
+        MODE_BULK_PING | MODE_BULK_STREAM if c.dev().is_some() => {
+            let mut b = Bulk::setup(c.dev().unwrap(), size)?;
+            if mode == MODE_BULK_PING {
+                while b.recv_msg(msg)? {
+                    b.send(msg)?;
+                }
+            } else {
+                let (busy0, t0) = (cpu_busy(), Instant::now());
+                let (mut bytes, mut ranges) = (0u64, 0u64);
+                while let Some(r) = b.recv()? {
+                    // Copied out, as a reader that does not trust its peer does.
+                    let n = r.len();
+                    buf[..n].copy_from_slice(r);
+                    black_box(&buf[..n]);
+                    b.release()?;
+                    bytes += n as u64;
+                    ranges += 1;
+                }
+                drop(b);
+                ack(&c, bytes, ranges, 0, busy0, t0)?;
+            }
+        }
+        m => return Err(format!("{}: bad mode {m}", c.path.name())),
+    }
+    Ok(false)
+}
+
+fn ack(c: &Conn, bytes: u64, msgs: u64, bad: u64, busy0: u64, t0: Instant) -> Res {
+    let mut a = [0u8; ACK];
+    let busy = cpu_busy().saturating_sub(busy0);
+    let ns = t0.elapsed().as_nanos() as u64;
+    for (i, v) in [bytes, msgs, bad, busy, ns].into_iter().enumerate() {
+        a[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    c.send_app(&a).map(|_| ())
+}
+
+fn serve(base: u32) -> Res {
+    let (quit_tx, quit_rx) = mpsc::channel::<()>();
+    let mut serving = Vec::new();
+    for path in [
+        Path::Dev,
+        Path::Tcp,
+        Path::Stream,
+        Path::Seqpacket,
+        Path::Vsock,
+    ] {
+        let port = base + path.port_offset();
+        let l: Listener = match listen(path, port) {
+            Ok(l) => l,
+            Err(e) => {
+                println!("not serving {}: {e}", path.name());
+                continue;
+            }
+        };
+        serving.push(format!("{} {port}", path.name()));
+        let quit = quit_tx.clone();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; MAX_SIZE];
+            loop {
+                match l.accept().and_then(|c| serve_one(c, &mut buf)) {
+                    Ok(true) => {
+                        let _ = quit.send(());
+                        return;
+                    }
+                    Ok(false) => {}
+                    // A broken measurement is the client's to report; keep serving.
+                    Err(e) => eprintln!("{}: {e}", path.name()),
+                }
+            }
+        });
+    }
+    println!("serving {}", serving.join(", "));
+    if serving.is_empty() {
+        return Err("no path to serve".into());
+    }
+    quit_rx.recv().map_err(|_| "every server thread ended")?;
+    println!("quit");
+    Ok(())
+}
+
+/// Round-trip times of single rounds, in nanoseconds, sorted.
+struct Rtt {
+    ns: Vec<u64>,
+    total: Duration,
+}
+
+impl Rtt {
+    fn q(&self, q: f64) -> f64 {
+        let i = ((self.ns.len() - 1) as f64 * q).round() as usize;
+        self.ns[i] as f64 / 1e3
+    }
+}
+
+/// Runs `round(i, full)` through a warm-up and then for `secs` (at least MIN_ROUNDS, at
+/// most 4 x `secs`), timing each.
+fn timed_rounds(secs: f64, mut round: impl FnMut(u64, bool) -> Res) -> Res<Rtt> {
+    let limit = Duration::from_secs_f64(secs);
     let t0 = Instant::now();
-    let mut iters = 0u64;
+    let mut i = 0u64;
+    while i < 20 && (i == 0 || t0.elapsed() < limit / 10) {
+        round(i, i == 0)?;
+        i += 1;
+    }
+    let mut ns = Vec::new();
+    let t0 = Instant::now();
     let mut prev = t0;
-    while iters < MAX_ITERS {
-        round(&mut c, WARMUP + iters, false)?;
+    loop {
+        round(i, false)?;
+        i += 1;
         let now = Instant::now();
-        hist.record((now - prev).as_nanos() as u64);
+        ns.push((now - prev).as_nanos() as u64);
         prev = now;
-        iters += 1;
-        if now - t0 >= limit {
+        let e = now - t0;
+        if (e >= limit && ns.len() >= MIN_ROUNDS) || e >= 4 * limit || ns.len() >= MAX_ROUNDS {
             break;
         }
     }
     let total = prev - t0;
-    round(&mut c, WARMUP + iters, true)?;
+    round(i, true)?;
+    ns.sort_unstable();
+    Ok(Rtt { ns, total })
+}
+
+/// The echo of round `i` must carry its number, and all of `out` when `full`.
+fn check_echo(i: u64, full: bool, out: &[u8], back: &[u8]) -> Res {
+    if back.len() != out.len() || back[..8] != out[..8] || (full && back != out) {
+        return Err(format!("round {i}: the echo does not match"));
+    }
+    Ok(())
+}
+
+fn ping_pong(path: Path, server: &str, base: u32, size: usize, secs: f64) -> Res<Rtt> {
+    let c = connect(path, server, base + path.port_offset())?;
+    c.send_app(&header(MODE_PING, size))?;
+    let mut out = vec![0u8; size];
+    fill(&mut out, size as u64);
+    let mut back = vec![0u8; size];
+    let r = timed_rounds(secs, |i, full| {
+        out[..8].copy_from_slice(&i.to_le_bytes());
+        c.send_app(&out)?;
+        if c.recv_app(&mut back)? != size {
+            return Err(format!("round {i}: end of file"));
+        }
+        check_echo(i, full, &out, &back)
+    })?;
     c.shutdown_write()?;
-    if c.recv(&mut back, size)? != 0 {
+    if c.recv_some(&mut back)? != 0 {
         return Err("ping-pong: no end of file after our shutdown".into());
     }
-    Ok(Rtt {
-        iters,
-        mean_ns: total.as_nanos() as f64 / iters as f64,
-        p99_ns: hist.quantile(0.99),
-    })
+    Ok(r)
+}
+
+fn bulk_ping(server: &str, base: u32, size: usize, secs: f64) -> Res<Rtt> {
+    let c = connect(Path::Bulk, server, base)?;
+    c.send_app(&header(MODE_BULK_PING, size))?;
+    let mut b = Bulk::setup(c.dev().unwrap(), size)?;
+    let mut out = vec![0u8; size];
+    fill(&mut out, size as u64);
+    let r = timed_rounds(secs, |i, full| {
+        out[..8].copy_from_slice(&i.to_le_bytes());
+        b.send(&out)?;
+        // The echo is read in place, range by range.
+        let mut got = 0;
+        while got < size {
+            let r = b.recv()?.ok_or_else(|| format!("round {i}: end of file"))?;
+            let n = r.len();
+            let want = out
+                .get(got..got + n)
+                .ok_or_else(|| format!("round {i}: echo overruns the message"))?;
+            if (got == 0 && r[..8.min(n)] != want[..8.min(n)]) || (full && r != want) {
+                return Err(format!("round {i}: the echo does not match"));
+            }
+            b.release()?;
+            got += n;
+        }
+        Ok(())
+    })?;
+    drop(b);
+    c.shutdown_write()?;
+    Ok(r)
 }
 
 struct Tput {
     bytes: u64,
-    msgs: u64,
     secs: f64,
+    cpu_client_s: f64,
+    cpu_server_s: f64,
 }
 
-fn stream(transport: &str, server: &str, port: u32, size: usize, secs: f64) -> Res<Tput> {
-    let mut c = connect(transport, server, port)?;
-    c.send(&header(MODE_STREAM, size))?;
-    let mut out = vec![0u8; size];
-    fill(&mut out, !(size as u64));
-    // Read the clock about once per 64 KiB, so that small messages do not mostly measure it.
-    let per_check = (MAX_MSG / size).max(1) as u64;
-    let limit = Duration::from_secs_f64(secs);
-    let (mut bytes, mut msgs) = (0u64, 0u64);
-    let t0 = Instant::now();
-    'send: loop {
-        for _ in 0..per_check {
-            c.send(&out)?;
-            bytes += size as u64;
-            msgs += 1;
-        }
-        if t0.elapsed() >= limit {
-            break 'send;
-        }
+/// Reads and checks the server's acknowledgement of a stream.
+fn read_ack(c: &Conn, bytes: u64, msgs: u64, busy0: u64, t0: Instant) -> Res<Tput> {
+    let mut a = [0u8; ACK];
+    if c.recv_app(&mut a)? != ACK {
+        return Err("stream: no acknowledgement".into());
     }
-    c.shutdown_write()?;
-    let mut ack = [0u8; MAX_MSG];
-    let n = c.recv(&mut ack, ACK)?;
-    let elapsed = t0.elapsed();
-    if n != ACK {
-        return Err(format!("stream: acknowledgement of {n} bytes, want {ACK}"));
-    }
-    let (got, got_msgs, bad) = (u64_at(&ack, 0), u64_at(&ack, 8), u64_at(&ack, 16));
+    let secs = t0.elapsed().as_secs_f64();
+    let busy = cpu_busy().saturating_sub(busy0);
+    let (got, got_msgs, bad) = (u64_at(&a, 0), u64_at(&a, 8), u64_at(&a, 16));
     if got != bytes {
         return Err(format!(
             "stream: server received {got} bytes, we sent {bytes}"
         ));
     }
-    if let Conn::Vmcs(_) = c {
-        if got_msgs != msgs || bad != 0 {
-            return Err(format!(
-                "stream: server received {got_msgs} messages ({bad} not {size} bytes), we sent {msgs}"
-            ));
-        }
+    if (c.path != Path::Tcp && c.path != Path::Stream && c.path != Path::Vsock)
+        && (got_msgs != msgs || bad != 0)
+    {
+        return Err(format!(
+            "stream: server received {got_msgs} messages ({bad} of a wrong size), we sent {msgs}"
+        ));
     }
     Ok(Tput {
         bytes,
-        msgs,
-        secs: elapsed.as_secs_f64(),
+        secs,
+        cpu_client_s: busy as f64 / TICKS_PER_S,
+        cpu_server_s: u64_at(&a, 24) as f64 / TICKS_PER_S,
     })
 }
 
-fn client(args: &[String]) -> Res {
-    let usage = || "usage: client vmcs|tcp SERVER PORT SIZE [RTT_SECS [TPUT_SECS]]".to_string();
-    let transport = args.first().ok_or_else(usage)?.as_str();
-    let server = args.get(1).ok_or_else(usage)?.as_str();
-    let port: u32 = args.get(2).and_then(|s| s.parse().ok()).ok_or_else(usage)?;
-    let size: usize = args.get(3).and_then(|s| s.parse().ok()).ok_or_else(usage)?;
-    let rtt_secs: f64 = args
-        .get(4)
-        .map_or(Some(2.0), |s| s.parse().ok())
-        .ok_or_else(usage)?;
-    let tput_secs: f64 = args
-        .get(5)
-        .map_or(Some(2.0), |s| s.parse().ok())
-        .ok_or_else(usage)?;
-    if !(8..=MAX_MSG).contains(&size) {
-        return Err(format!("SIZE must be 8..={MAX_MSG}"));
+/// Sends `size`-byte messages with `send` for `secs` (the clock, a vDSO read of the TSC,
+/// is read after every message); returns (bytes, transport messages).
+fn send_for(size: usize, secs: f64, mut send: impl FnMut() -> Res<u64>) -> Res<(u64, u64)> {
+    let limit = Duration::from_secs_f64(secs);
+    let (mut bytes, mut msgs) = (0u64, 0u64);
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        msgs += send()?;
+        bytes += size as u64;
     }
-    let r = ping_pong(transport, server, port, size, rtt_secs)?;
-    let t = stream(transport, server, port, size, tput_secs)?;
-    println!(
-        "BENCH transport={transport} size={size} iters={} rtt_us={:.1} p99_us={:.1} bytes={} msgs={} secs={:.3} mb_per_s={:.2}",
-        r.iters,
-        r.mean_ns / 1e3,
-        r.p99_ns as f64 / 1e3,
+    Ok((bytes, msgs))
+}
+
+fn stream(path: Path, server: &str, base: u32, size: usize, secs: f64) -> Res<Tput> {
+    let c = connect(path, server, base + path.port_offset())?;
+    c.send_app(&header(MODE_STREAM, size))?;
+    let mut out = vec![0u8; size];
+    fill(&mut out, !(size as u64));
+    let (busy0, t0) = (cpu_busy(), Instant::now());
+    let (bytes, msgs) = send_for(size, secs, || c.send_app(&out))?;
+    c.shutdown_write()?;
+    read_ack(&c, bytes, msgs, busy0, t0)
+}
+
+fn bulk_stream(server: &str, base: u32, size: usize, secs: f64) -> Res<Tput> {
+    let c = connect(Path::Bulk, server, base)?;
+    c.send_app(&header(MODE_BULK_STREAM, size))?;
+    let mut b = Bulk::setup(c.dev().unwrap(), size)?;
+    let mut out = vec![0u8; size];
+    fill(&mut out, !(size as u64));
+    let per_msg = size.div_ceil(b.chunk) as u64;
+    let (busy0, t0) = (cpu_busy(), Instant::now());
+    let (bytes, msgs) = send_for(size, secs, || b.send(&out).map(|_| per_msg))?;
+    drop(b);
+    c.shutdown_write()?;
+    read_ack(&c, bytes, msgs, busy0, t0)
+}
+
+/// Prints the `BENCH` line (and the `CDF` line with a round-trip measurement); `wall` is
+/// when the measurement started.
+fn print_rtt_tput(path: &str, size: usize, r: Option<&Rtt>, t: &Tput, wall: Instant) {
+    let mut line = format!("BENCH path={path} size={size}");
+    if let Some(r) = r {
+        line += &format!(
+            " rtt_n={} rtt_mean_us={:.2} rtt_p50_us={:.2} rtt_p99_us={:.2} rtt_max_us={:.2}",
+            r.ns.len(),
+            r.total.as_nanos() as f64 / r.ns.len() as f64 / 1e3,
+            r.q(0.5),
+            r.q(0.99),
+            r.q(1.0)
+        );
+    }
+    let gb = t.bytes as f64 / 1e9;
+    line += &format!(
+        " tput_mb_s={:.2} tput_bytes={} tput_secs={:.3}",
+        t.bytes as f64 / t.secs / 1e6,
         t.bytes,
-        t.msgs,
-        t.secs,
-        t.bytes as f64 / t.secs / 1e6
+        t.secs
     );
+    if t.cpu_client_s > 0.0 || t.cpu_server_s > 0.0 {
+        line += &format!(
+            " cpu_client_s={:.2} cpu_server_s={:.2} cpu_s_per_gb={:.2}",
+            t.cpu_client_s,
+            t.cpu_server_s,
+            (t.cpu_client_s + t.cpu_server_s) / gb
+        );
+    }
+    line += &format!(" wall_s={:.1}", wall.elapsed().as_secs_f64());
+    println!("{line}");
+    if let Some(r) = r {
+        let q: Vec<String> = (0..=100)
+            .map(|i| format!("{:.1}", r.q(i as f64 / 100.0)))
+            .collect();
+        println!("CDF path={path} size={size} us={}", q.join(","));
+    }
+}
+
+fn client(args: &[String]) -> Res {
+    let usage = || "usage: client PATH SERVER BASE SIZE RTT_SECS TPUT_SECS".to_string();
+    if args.len() != 6 {
+        return Err(usage());
+    }
+    let path = Path::parse(&args[0]).ok_or_else(usage)?;
+    let server = args[1].as_str();
+    let base: u32 = args[2].parse().map_err(|_| usage())?;
+    let size: usize = args[3].parse().map_err(|_| usage())?;
+    let rtt_secs: f64 = args[4].parse().map_err(|_| usage())?;
+    let tput_secs: f64 = args[5].parse().map_err(|_| usage())?;
+    if !(8..=MAX_SIZE).contains(&size) {
+        return Err(format!("SIZE must be 8..={MAX_SIZE}"));
+    }
+    let wall = Instant::now();
+    let (r, t) = if path == Path::Bulk {
+        (
+            bulk_ping(server, base, size, rtt_secs)?,
+            bulk_stream(server, base, size, tput_secs)?,
+        )
+    } else {
+        (
+            ping_pong(path, server, base, size, rtt_secs)?,
+            stream(path, server, base, size, tput_secs)?,
+        )
+    };
+    print_rtt_tput(path.name(), size, Some(&r), &t, wall);
+    Ok(())
+}
+
+/// In-guest memcpy of `size`-byte blocks through an 8 MiB working set, for `secs`.
+fn memcpy(size: usize, secs: f64) -> Res {
+    const SET: usize = 8 << 20;
+    if !(8..=SET / 2).contains(&size) {
+        return Err(format!("SIZE must be 8..={}", SET / 2));
+    }
+    let mut src = vec![0u8; SET];
+    fill(&mut src, 1);
+    let mut dst = vec![0u8; SET];
+    let blocks = SET / size;
+    let per_check = (1024 * 1024 / size).max(1);
+    let limit = Duration::from_secs_f64(secs);
+    let (mut bytes, mut i) = (0u64, 0usize);
+    let t0 = Instant::now();
+    // The clock is read once per MiB: a 64-byte copy is quicker than a clock read.
+    while t0.elapsed() < limit {
+        for _ in 0..per_check {
+            // Different source and destination blocks, walking both sets.
+            let s = (i % blocks) * size;
+            let d = ((i + blocks / 2) % blocks) * size;
+            dst[d..d + size].copy_from_slice(black_box(&src[s..s + size]));
+            black_box(&dst[d..d + size]);
+            i += 1;
+            bytes += size as u64;
+        }
+    }
+    let t = Tput {
+        bytes,
+        secs: t0.elapsed().as_secs_f64(),
+        cpu_client_s: 0.0,
+        cpu_server_s: 0.0,
+    };
+    print_rtt_tput("memcpy", size, None, &t, t0);
     Ok(())
 }
 
 fn quit(args: &[String]) -> Res {
-    let usage = || "usage: quit vmcs|tcp SERVER PORT".to_string();
-    let transport = args.first().ok_or_else(usage)?.as_str();
-    let server = args.get(1).ok_or_else(usage)?.as_str();
-    let port: u32 = args.get(2).and_then(|s| s.parse().ok()).ok_or_else(usage)?;
-    let mut c = connect(transport, server, port)?;
-    c.send(&header(MODE_QUIT, 1))
+    let (Some(server), Some(Ok(base))) = (args.first(), args.get(1).map(|s| s.parse::<u32>()))
+    else {
+        return Err("usage: quit SERVER BASE".into());
+    };
+    let c = connect(Path::Dev, server, base)?;
+    c.send_app(&header(MODE_QUIT, 1)).map(|_| ())
+}
+
+/// Accepts `n` TCP connections on `port`, then writes one byte to each.
+fn barrier_serve(port: u16, n: usize) -> Res {
+    let l = TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("barrier bind: {e}"))?;
+    let mut waiting = Vec::new();
+    while waiting.len() < n {
+        let (s, _) = l.accept().map_err(|e| format!("barrier accept: {e}"))?;
+        waiting.push(s);
+    }
+    for mut s in waiting {
+        s.write_all(b"g")
+            .map_err(|e| format!("barrier release: {e}"))?;
+    }
+    Ok(())
+}
+
+fn barrier(addr: &str, port: u16) -> Res {
+    let t0 = Instant::now();
+    let mut s = loop {
+        match TcpStream::connect((addr, port)) {
+            Ok(s) => break s,
+            Err(e) if t0.elapsed() > Duration::from_secs(120) => {
+                return Err(format!("barrier {addr}:{port}: {e}"))
+            }
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b)
+        .map_err(|e| format!("barrier {addr}:{port}: {e}"))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let r = match args.get(1).map(String::as_str) {
-        Some("serve") => match (
-            args.get(2).and_then(|s| s.parse().ok()),
-            args.get(3).and_then(|s| s.parse().ok()),
-        ) {
-            (Some(v), Some(t)) => serve(v, t),
-            _ => Err("usage: serve VMCS_PORT TCP_PORT".into()),
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    let r = match arg(1) {
+        "serve" => match arg(2).parse() {
+            Ok(base) => serve(base),
+            Err(_) => Err("usage: serve BASE".into()),
         },
-        Some("client") => client(&args[2..]),
-        Some("quit") => quit(&args[2..]),
+        "client" => client(&args[2..]),
+        "memcpy" => match (arg(2).parse(), arg(3).parse()) {
+            (Ok(size), Ok(secs)) => memcpy(size, secs),
+            _ => Err("usage: memcpy SIZE SECS".into()),
+        },
+        "quit" => quit(&args[2..]),
+        "barrier-serve" => match (arg(2).parse(), arg(3).parse()) {
+            (Ok(port), Ok(n)) => barrier_serve(port, n),
+            _ => Err("usage: barrier-serve PORT N".into()),
+        },
+        "barrier" => match arg(3).parse() {
+            Ok(port) => barrier(arg(2), port),
+            _ => Err("usage: barrier ADDR PORT".into()),
+        },
         _ => {
-            eprintln!("usage: vmcs-bench serve|client|quit ... (see the source header)");
+            eprintln!("usage: vmcs-bench serve|client|memcpy|quit|barrier-serve|barrier ... (see the source header)");
             return ExitCode::from(2);
         }
     };
