@@ -16,8 +16,10 @@ mod bulk;
 mod receive;
 mod rx_queue;
 mod transmit;
+mod tx_queue;
 
 use rx_queue::RxQueue;
+use tx_queue::TxQueue;
 
 use super::{Conns, ResetReason, Violation, MAX_BACKLOG, MAX_RCVBUF};
 use crate::{
@@ -140,7 +142,7 @@ pub(crate) struct EndpointInner {
     /// The peer's last advertised receive buffer (clamped).
     peer_buf_alloc: u32,
     rx: RxCredit,
-    txq: KVec<TxItem>,
+    txq: TxQueue,
     /// Payload bytes in `txq` not yet handed to the transport.
     txq_bytes: usize,
     rxq: RxQueue,
@@ -174,7 +176,7 @@ impl EndpointInner {
             tx: TxCredit::new(),
             peer_buf_alloc: 0,
             rx: RxCredit::new(DEFAULT_RCVBUF),
-            txq: KVec::new(),
+            txq: TxQueue::default(),
             txq_bytes: 0,
             rxq: RxQueue::default(),
             peer_shut: 0,

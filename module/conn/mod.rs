@@ -537,8 +537,11 @@ impl Conns<'_> {
             let _ = active.push((start + k) % n, GFP_KERNEL);
         }
         while !active.is_empty() {
-            let mut next = KVec::new();
-            for &i in active.iter() {
+            // The connections that sent a frame stay for the next round, compacted in
+            // place (no allocation per round).
+            let mut kept = 0;
+            for k in 0..active.len() {
+                let Some(&i) = active.get(k) else { break };
                 let Some(s) = conns.get(i) else { continue };
                 let r = s.on_tx_space(self, 1);
                 if r.full {
@@ -547,10 +550,13 @@ impl Conns<'_> {
                     return;
                 }
                 if r.sent {
-                    let _ = next.push(i, GFP_KERNEL);
+                    if let Some(slot) = active.get_mut(kept) {
+                        *slot = i;
+                    }
+                    kept += 1;
                 }
             }
-            active = next;
+            active.truncate(kept);
         }
         // Every queue is empty: direct sends again. A sender that saw the bit still set
         // had queued its frames under its `Endpoint` lock and had its table entry already (the
