@@ -2,6 +2,9 @@
 #
 #   make            build vmcs.ko against the cached test kernel (built if missing)
 #   make KDIR=...   build vmcs.ko against another Rust-enabled kernel tree
+#   make KDIR=debian  build vmcs.ko for Debian's stock Rust-enabled kernel (the running one
+#                   when it is one, else the newest 7.2.x; DEBIAN_KERNEL=newest|running|RELEASE)
+#                   in a cached chroot with Debian's toolchain: build/debian/vmcs.ko
 #   make demo       set up everything, boot two guests, show them talking
 #   make test       set up everything, run every test (TAP, ends in "N passed, N failed")
 #   make bench      benchmarks: host protocol bench, then vmcs vs TCP between two guests (~6 min)
@@ -26,8 +29,7 @@ kernel: setup
 
 module:
 	@if [ -z "$(KDIR)" ]; then ci/setup-deps.sh; fi
-	@KDIR="$(KDIR)" ci/build-module.sh >/dev/null
-	@echo "built $(CURDIR)/vmcs.ko"
+	@ko=$$(KDIR="$(KDIR)" VMCS_DEBIAN_KERNEL="$(DEBIAN_KERNEL)" ci/build-module.sh) && echo "built $$ko"
 
 clippy-module:
 	@KDIR="$(KDIR)" ci/build-module.sh CLIPPY=1 >/dev/null
@@ -36,7 +38,7 @@ test:
 	@ci/test.sh
 
 install:
-	@KDIR="$(KDIR)" PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" ci/install.sh
+	@KDIR="$(KDIR)" VMCS_DEBIAN_KERNEL="$(DEBIAN_KERNEL)" PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" ci/install.sh
 
 demo:
 	@ci/demo.sh

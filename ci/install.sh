@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make install`: vmcs.ko (built against $KDIR, default the cached test kernel) into
+# `make install`: vmcs.ko (built against $KDIR, default the cached test kernel; KDIR=debian
+# for Debian's stock kernel, see ci/debian-module.sh) into
 # $DESTDIR/lib/modules/<release>/extra, the udev rule, the vmcs CLI into $DESTDIR$PREFIX/bin
 # and the uapi header into $DESTDIR$PREFIX/include/linux. Runs depmod when DESTDIR is empty.
 # VMCS_CLI=PATH installs that vmcs binary (e.g. the static musl build) instead of building one.
@@ -12,7 +13,8 @@ cd "$VMCS_TOP"
 kdir=${KDIR:-}
 [ -n "$kdir" ] || kdir=$(ci/build-kernel.sh)
 module=$(KDIR=$kdir ci/build-module.sh)
-release=$(make -s -C "$kdir" kernelrelease)
+# The release the module was built for (KDIR may be `debian`, which is no tree).
+release=$(modinfo -F vermagic "$module" | cut -d' ' -f1)
 cli=${VMCS_CLI:-}
 if [ -z "$cli" ]; then
 	cargo build --quiet --release --manifest-path userspace-tool/Cargo.toml -p vmcs \

@@ -35,3 +35,20 @@ vmcs_toolchain_env() {
 	[ -d "$LIBCLANG_PATH" ] || LIBCLANG_PATH=$(ls -d "$VMCS_CACHE"/venv/lib/python3*/site-packages/clang/native 2>/dev/null | head -n1)
 	export PATH="$VMCS_CACHE/bin:$PATH"
 }
+
+# vmcs_chroot ROOT BIND_SRC BIND_DST COMMAND...: run COMMAND in the chroot ROOT (made by
+# ci/debian-kernel.sh) with /proc (objtool needs it) and /dev mounted and, when BIND_SRC is
+# not empty, BIND_SRC bind-mounted at BIND_DST; all in a mount namespace of its own, so
+# nothing stays mounted afterwards. Root (or sudo) is needed.
+vmcs_chroot() {
+	local root=$1 bsrc=$2 bdst=$3
+	shift 3
+	as_root unshare -m --propagation private sh -ec '
+		r=$1 s=$2 d=$3
+		shift 3
+		mount -t proc proc "$r/proc"
+		mount --bind /dev "$r/dev"
+		if [ -n "$s" ]; then mkdir -p "$r$d"; mount --bind "$s" "$r$d"; fi
+		exec chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"' \
+		sh "$root" "$bsrc" "$bdst" "$@"
+}

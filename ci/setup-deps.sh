@@ -2,7 +2,8 @@
 # Install everything vmcs needs to build and test, idempotently: a second run
 # checks each piece and repeats nothing that is already done.
 #
-#   Debian packages      C kernel build deps, busybox-static, QEMU, cpio, dkms
+#   Debian packages      C kernel build deps, busybox-static, QEMU, cpio, dkms, debootstrap
+#                        (the chroot of ci/debian-kernel.sh)
 #   rustup components    rust-src (kernel Rust build), x86_64 musl target (static guest binaries)
 #   bindgen-cli          pinned version, installed into $VMCS_CACHE/bin
 #   cargo-fuzz           pinned version, installed into $VMCS_CACHE/bin
@@ -13,7 +14,7 @@ set -euo pipefail
 mkdir -p "$VMCS_CACHE/bin"
 
 debs=(build-essential flex bison bc libelf-dev libssl-dev cpio kmod xz-utils
-	busybox-static qemu-system-x86 python3-venv python3-pip socat dkms)
+	busybox-static qemu-system-x86 python3-venv python3-pip socat dkms debootstrap)
 missing=()
 for p in "${debs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -153,5 +153,8 @@ tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant pl
 tap_step "qemu sockets doorbell 2" qemu-test/run.sh --scenario sockets --variant doorbell --guests 2
 tap_step "qemu demo doorbell 2" qemu-test/run.sh --scenario demo --variant doorbell --guests 2
 tap_step "qemu cli doorbell 2" qemu-test/run.sh --scenario cli --variant doorbell --guests 2 --timeout 400
+# Debian's stock Rust-enabled kernel: make KDIR=debian (cached chroot), two guests on Debian's
+# vmlinuz with that vmcs.ko (the distro scenario), DKMS against the packaged headers.
+tap_step "distro kernel (Debian)" ci/distro-test.sh
 
 finish

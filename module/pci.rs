@@ -144,6 +144,8 @@ fn teardown(
     domain: &Arc<Domain>,
     irqs: &[Pin<KBox<irq::Registration<DoorbellIrq>>>],
 ) {
+    // Closed connections still sending their last frames finish first (the works run).
+    domain.linger();
     domain.stop();
     for irq in irqs {
         // A handler that raced with `stop` has finished after this; later ones see it.

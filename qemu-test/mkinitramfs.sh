@@ -41,7 +41,8 @@ for extra in "${VMCS_GUEST_BINS[@]:-}"; do
 	[ -n "$extra" ] && bins+=("$extra")
 done
 
-gen="$kdir/usr/gen_init_cpio"
+# VMCS_GEN_INIT_CPIO: a prebuilt one (a distro kernel tree prepared without building usr/).
+gen=${VMCS_GEN_INIT_CPIO:-$kdir/usr/gen_init_cpio}
 [ -x "$gen" ] || die "$gen is missing; is $kdir a built kernel tree?"
 list=$(mktemp)
 trap 'rm -f "$list"' EXIT

@@ -5,7 +5,7 @@
 #   run.sh [--guests N] [--variant plain|doorbell] [--scenario NAME] [--timeout SECS]
 #          [--shm-size SIZE] [--results DIR] [--demo]
 #          [--crash-guest G --crash-on MARKER [--restart]]
-#          [--host-hook CMD --hook-on MARKER] [--devices N]
+#          [--host-hook CMD --hook-on MARKER] [--devices N] [--kernel test|debian]
 #
 # Fault hook: with --crash-guest, the launcher watches guest G's TAP file for a line
 # containing MARKER and then kills that guest's QEMU with SIGKILL (no shutdown, no leave).
@@ -27,6 +27,8 @@
 # so that each guest has N vmcs domains.
 #
 # The guests' kernel and initramfs come from $VMCS_KERNEL and $VMCS_INITRD, or are built.
+# --kernel debian boots Debian's stock Rust-enabled vmlinuz instead, with the vmcs.ko built
+# for it (qemu-test/prepare-debian.sh; the distro scenario).
 # Each guest's serial log (console) and TAP stream are kept in the results folder. Exit
 # status 0 means every guest finished, every test point passed and every serial log is
 # clean of WARNING/BUG/Oops/Call Trace/KASAN/UBSAN reports.
@@ -46,6 +48,7 @@ restart=0
 hook=""
 hook_on=""
 devices=1
+kernel=test
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--guests) guests=$2; shift 2 ;;
@@ -61,6 +64,7 @@ while [ $# -gt 0 ]; do
 	--host-hook) hook=$2; shift 2 ;;
 	--hook-on) hook_on=$2; shift 2 ;;
 	--devices) devices=$2; shift 2 ;;
+	--kernel) kernel=$2; shift 2 ;;
 	*) die "unknown argument $1 (see the header of $0)" ;;
 	esac
 done
@@ -74,6 +78,11 @@ if [ -n "$crash_guest" ]; then
 	[ -n "$crash_on" ] || die "--crash-guest needs --crash-on MARKER"
 fi
 
+case "$kernel" in
+test) ;;
+debian) eval "$("$VMCS_TOP/qemu-test/prepare-debian.sh")" ;;
+*) die "--kernel must be test or debian" ;;
+esac
 if [ -z "${VMCS_KERNEL:-}" ] || [ -z "${VMCS_INITRD:-}" ]; then
 	eval "$("$VMCS_TOP/qemu-test/prepare.sh")"
 fi

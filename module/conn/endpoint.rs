@@ -713,6 +713,11 @@ impl Endpoint {
         (st.rxq.unread(), st.txq_bytes)
     }
 
+    /// Released with frames still queued ([`Phase::Closing`]).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.lock().phase == Phase::Closing
+    }
+
     /// The sticky error, if any (`SO_ERROR`), without clearing it.
     pub(crate) fn error(&self) -> Option<Error> {
         self.inner.lock().err

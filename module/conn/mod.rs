@@ -44,6 +44,8 @@ const MAX_BACKLOG: usize = 4096;
 const LOOPBACK_MAX_PAYLOAD: u32 = 4096 - FRAME_HDR_SIZE as u32;
 /// Bytes the loopback FIFO holds before senders see `SendError::Full`.
 const LOOPBACK_MAX_BYTES: usize = 1 << 20;
+/// Longest a teardown waits for closed connections to drain ([`Conns::linger`]).
+const LINGER_MS: u32 = 10_000;
 /// First port `VMCS_PORT_ANY` tries.
 const EPHEMERAL_START: u32 = 49152;
 
@@ -410,6 +412,36 @@ impl Conns<'_> {
         }
         q.bytes += payload.len() + FRAME_HDR_SIZE;
         Ok(())
+    }
+
+    /// Teardown, while the transport still runs: waits (at most [`LINGER_MS`]) until every
+    /// closed connection has handed its last frames (data, `SHUTDOWN`, `RST`) to the
+    /// transport and every live peer has read them, so that data a peer was promised by
+    /// `send` and `close` is not lost to an unload right after the close. A dead peer is
+    /// reset by the heartbeat meanwhile, which ends its connections' lingering.
+    pub(crate) fn linger(&self) {
+        for _ in 0..LINGER_MS / 10 {
+            self.loopback_drain();
+            let endpoints = {
+                let t = self.table.lock();
+                let mut v = KVec::new();
+                for e in t.entries.iter().filter(|e| e.remote.is_some()) {
+                    if v.push(e.sock.clone(), GFP_KERNEL).is_err() {
+                        break;
+                    }
+                }
+                v
+            };
+            if !endpoints.iter().any(|e| e.is_closing()) && self.transport.tx_drained() {
+                return;
+            }
+            drop(endpoints);
+            kernel::time::delay::fsleep(kernel::time::Delta::from_millis(10));
+        }
+        pr_info!(
+            "vmcs: teardown after {} ms with closed connections not yet drained\n",
+            LINGER_MS
+        );
     }
 
     /// Delivers every queued loopback frame, in order. Called with no lock held by every

@@ -176,6 +176,12 @@ impl Domain {
         Ok(())
     }
 
+    /// Teardown's first step, while the works still run: closed connections finish sending
+    /// (see `Conns::linger`).
+    pub(crate) fn linger(self: &Arc<Self>) {
+        self.conns().linger();
+    }
+
     /// Stops the transport and the queueing of works; the caller then synchronises the
     /// IRQs and calls [`Domain::flush_works`].
     pub(crate) fn stop(&self) {
@@ -355,6 +361,10 @@ impl Transport for Arc<Domain> {
 
     fn pfn(&self, offset: usize) -> Option<usize> {
         self.region.try_access().and_then(|r| r.pfn(offset))
+    }
+
+    fn tx_drained(&self) -> bool {
+        self.link.tx_drained()
     }
 }
 

@@ -91,6 +91,8 @@ pub(crate) trait Transport {
     fn bulk_slice(&self, peer: u32) -> Option<(usize, usize)>;
     /// Page frame number of the region page at `offset`; `None` once the region is gone.
     fn pfn(&self, offset: usize) -> Option<usize>;
+    /// Whether every live peer has read every frame sent to it so far.
+    fn tx_drained(&self) -> bool;
 }
 
 /// Events a transport reports to its owner (up).

@@ -3,6 +3,10 @@
 # echo (only the family constant changed), and every other guest runs the cross-guest tests
 # against it. Then guest 1 opens SCALE_CONNS stream connections to guest 0 at once and sends
 # SCALE_BYTES on each (vmcs-socktest scale-*: all complete, byte-checked, fair progress).
+# Last, guest 0 writes BURST_BYTES on each of BURST_CONNS connections from guest 1, closes
+# them and unloads vmcs at once, with far more queued than the ring holds; guest 1 must
+# still read every byte and end of file (vmcs-socktest burst-*: an unload lets closed
+# connections drain first).
 . /scenarios/lib.sh
 TESTS=$(vmcs-socktest list)
 NT=$(echo "$TESTS" | wc -l)
@@ -13,7 +17,10 @@ if [ "$CROSS" != 0 ] && [ "$VMCS_GUEST" -le 1 ]; then SCALE=1; fi
 SCALE_CONNS=1000
 SCALE_BYTES=8192
 SPORT=6300
-plan $((NT + 9 + CROSS + SCALE))
+BURST_CONNS=64
+BURST_BYTES=32768
+BPORT=6400
+plan $((NT + 9 + CROSS + 2 * SCALE))
 
 check "insmod vmcs.ko af=0 registers no family" sh -c \
 	'insmod /lib/modules/vmcs.ko af=0 && [ "$(cat /sys/module/vmcs/parameters/af)" = 0 ]'
@@ -51,6 +58,8 @@ if [ "$CROSS" != 0 ]; then
 		if [ "$SCALE" = 1 ]; then
 			check "$SCALE_CONNS connections at once to guest 0, $SCALE_BYTES bytes each" \
 				vmcs-socktest scale-client $SPORT $SCALE_CONNS $SCALE_BYTES
+			check "$BURST_CONNS connections, $BURST_BYTES bytes each read in full after guest 0 closed them and unloaded vmcs" \
+				vmcs-socktest burst-client $BPORT $BURST_CONNS $BURST_BYTES
 		fi
 	fi
 fi
@@ -62,4 +71,9 @@ while ! grep -q holding /tmp/hold.log 2>/dev/null && [ $i -lt 100 ]; do sleep 0.
 check "rmmod refused while a socket is open" sh -c '! rmmod vmcs 2>/dev/null'
 kill "$holder"
 wait "$holder" 2>/dev/null
+if [ "$SCALE" = 1 ] && [ "$VMCS_GUEST" = 0 ]; then
+	# rmmod right after the close, while the connections still drain (guest 1 checks).
+	check "$BURST_CONNS connections, $BURST_BYTES bytes each written and closed" \
+		vmcs-socktest burst-serve $BPORT $BURST_CONNS $BURST_BYTES
+fi
 check "rmmod succeeds once every socket is closed" rmmod vmcs

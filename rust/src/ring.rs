@@ -313,6 +313,16 @@ impl Producer {
         self.ch.size - self.prod.wrapping_sub(self.cons_cache)
     }
 
+    /// Whether the consumer has taken every frame published so far. A channel whose
+    /// consumer never acknowledged our epoch holds nothing of ours; a corrupt consumer index
+    /// counts as drained too (nothing more will be read from it).
+    pub fn drained<S: Shm + ?Sized>(&mut self, shm: &S) -> bool {
+        if !self.ready || self.refresh_cons(shm).is_err() {
+            return true;
+        }
+        self.prod == self.cons_cache
+    }
+
     /// Reserve space for a frame with header `hdr` (`hdr.len` = payload size).
     pub fn reserve<S: Shm + ?Sized>(
         &mut self,

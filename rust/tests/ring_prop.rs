@@ -373,3 +373,25 @@ proptest! {
         prop_assert_eq!(b, msg);
     }
 }
+
+/// `Producer::drained` (what an unload waits for): false while a published frame is
+/// unread, true once the consumer has released it; deferred consumption counts only
+/// after the release.
+#[test]
+fn drained_follows_the_consumer() {
+    let mem = region(128 + 1024);
+    let shm = SliceShm::new(&mem);
+    let (mut p, mut c) = channel_pair(&shm, 1024);
+    assert!(p.drained(&shm), "a fresh ring is drained");
+    p.send(&shm, &rw(10), &[7u8; 10]).unwrap();
+    p.send(&shm, &rw(20), &[8u8; 20]).unwrap();
+    assert!(!p.drained(&shm));
+    let f = c.peek(&shm).unwrap().unwrap();
+    c.consume(&shm, &f);
+    assert!(!p.drained(&shm), "one frame still unread");
+    let f = c.peek(&shm).unwrap().unwrap();
+    assert!(c.consume_deferred(&f));
+    assert!(!p.drained(&shm), "consumed but not yet released");
+    c.release(&shm);
+    assert!(p.drained(&shm));
+}

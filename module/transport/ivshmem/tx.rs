@@ -15,6 +15,21 @@ use crate::{
 use kernel::{io::Io, prelude::*, sync::atomic::Relaxed};
 
 impl Link {
+    /// Whether every live peer has consumed all the frames we put in its ring.
+    pub(crate) fn tx_drained(&self) -> bool {
+        let mut tx = self.tx.lock();
+        let Some(shm) = self.region.try_access() else {
+            return true;
+        };
+        tx.iter_mut().enumerate().all(|(p, chan)| {
+            let live = u32::try_from(p).is_ok_and(|p| self.is_live(p));
+            match chan.prod.as_mut() {
+                Some(prod) if live => prod.drained(&*shm),
+                _ => true,
+            }
+        })
+    }
+
     /// Queues one frame to `peer` without blocking and rings its doorbell if it sleeps.
     ///
     /// `hdr.len` is taken from `payload.len()`. Errors: `Invalid` (header does not validate

@@ -11,6 +11,9 @@
 //!   vmcs-socktest hold                 keep a connected pair open (rmmod tests)
 //!   vmcs-socktest scale-serve PORT N BYTES / scale-client PORT N BYTES
 //!                                      N connections at once, BYTES each, fairness
+//!   vmcs-socktest burst-serve PORT N BYTES / burst-client PORT N BYTES
+//!                                      BYTES written on N connections, closed, then rmmod:
+//!                                      the peer still reads everything
 //!   vmcs-socktest crash-serve PORT / crash-connect PORT / crash-rejoin PORT
 //!                                      peer death (crash scenario): ECONNRESET, connect
 //!                                      timeout, surviving listener
@@ -29,7 +32,7 @@ use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacke
 use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
 use options::{t_bufs, t_lowat, t_sockopt, t_timeo};
-use scale::{scale_client, scale_serve};
+use scale::{burst_client, burst_serve, scale_client, scale_serve};
 use vmcs_guest_tools::{exit_with, Res};
 use vsock::{vsock_client, vsock_echo_server};
 
@@ -75,6 +78,14 @@ fn main() -> std::process::ExitCode {
         Some("scale-client") => match (arg(1), arg(2), arg(3)) {
             (Some(p), Some(n), Some(b)) => scale_client(p, n as usize, b as usize),
             _ => Err("usage: scale-client PORT NCONN BYTES".into()),
+        },
+        Some("burst-serve") => match (arg(1), arg(2), arg(3)) {
+            (Some(p), Some(n), Some(b)) => burst_serve(p, n as usize, b as usize),
+            _ => Err("usage: burst-serve PORT NCONN BYTES".into()),
+        },
+        Some("burst-client") => match (arg(1), arg(2), arg(3)) {
+            (Some(p), Some(n), Some(b)) => burst_client(p, n as usize, b as usize),
+            _ => Err("usage: burst-client PORT NCONN BYTES".into()),
         },
         Some("crash-serve") => arg(1).map_or(Err("usage: crash-serve PORT".into()), crash_serve),
         Some("crash-connect") => {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use libc::c_int;
 use vmcs_guest_tools::fd::{sys, Epoll};
-use vmcs_guest_tools::{errno, strerror, Res};
+use vmcs_guest_tools::{ename, errno, strerror, Res};
 
 use crate::cross::find_server;
 use crate::sock::{check, Sock, CID_ANY};
@@ -276,7 +276,6 @@ pub(crate) fn scale_client(port: u32, nconn: usize, bytes: usize) -> Res {
     // Answers: [index, count] then EOF.
     let mut answered = vec![false; nconn];
     let mut got = 0;
-    let mut b = [0u8; 16];
     while got < nconn {
         if t1.elapsed() > Duration::from_secs(600) {
             return Err(format!("only {got} of {nconn} answers"));
@@ -287,15 +286,24 @@ pub(crate) fn scale_client(port: u32, nconn: usize, bytes: usize) -> Res {
             if answered[i] {
                 continue;
             }
+            let mut b = [0u8; 16];
             let r = socks[i].recv(&mut b, libc::MSG_WAITALL);
-            if r < 0 && errno() == libc::EAGAIN {
+            let e = errno();
+            if r < 0 && e == libc::EAGAIN {
                 continue;
             }
             let idx = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             let cnt = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
             if r != 8 || idx as usize != i || cnt as usize != bytes {
+                let why = if r < 0 {
+                    format!(" ({})", ename(e))
+                } else {
+                    String::new()
+                };
                 return Err(format!(
-                    "connection {i}: answer {r} bytes, index {idx}, count {cnt} (want {bytes})"
+                    "connection {i}: answer {r} bytes{why}, index {idx}, count {cnt} \
+                     (want {bytes}; epoll events {:#x})",
+                    { ev.events }
                 ));
             }
             answered[i] = true;
@@ -309,6 +317,81 @@ pub(crate) fn scale_client(port: u32, nconn: usize, bytes: usize) -> Res {
     );
     check(
         &format!("{nconn} connections each sent {bytes} bytes and got the right count back"),
+        true,
+    )
+}
+
+/// Guest 0 (`burst-serve`): accepts `nconn` stream connections on `port`, reads each one's
+/// 4-byte index, then writes `bytes` pattern bytes on every one and closes it at once, and
+/// exits; the scenario unloads vmcs right after. The bytes are queued in the kernel, far
+/// more than one ring holds, so the connections linger (closing) while they drain: an
+/// unload must let them finish (docs/sockets.md, "close").
+pub(crate) fn burst_serve(port: u32, nconn: usize, bytes: usize) -> Res {
+    let l = Sock::new(libc::SOCK_STREAM)?;
+    l.bind(CID_ANY, port)?;
+    l.listen(nconn as c_int)?;
+    let mut conns = Vec::new();
+    for _ in 0..nconn {
+        let (s, _) = l.accept()?;
+        let mut h = [0u8; 4];
+        let r = s.recv(&mut h, libc::MSG_WAITALL);
+        if r != 4 {
+            return Err(format!("burst: index: {r} ({})", ename(errno())));
+        }
+        conns.push((u32::from_le_bytes(h), s));
+    }
+    for (i, s) in conns.iter() {
+        let data: Vec<u8> = (0..bytes).map(|k| scale_byte(*i, k)).collect();
+        s.send_all(&data)?;
+    }
+    drop(conns);
+    println!("burst: {nconn} connections x {bytes} bytes queued and closed");
+    Ok(())
+}
+
+/// Guest 1 (`burst-client`): `nconn` connections to the `burst-serve` on `port`; each sends
+/// its index and must then read exactly `bytes` pattern bytes and end of file.
+pub(crate) fn burst_client(port: u32, nconn: usize, bytes: usize) -> Res {
+    let (first, cid) = find_server(libc::SOCK_STREAM, port)?;
+    let mut socks = vec![first];
+    for _ in 1..nconn {
+        let s = Sock::new(libc::SOCK_STREAM)?;
+        s.connect(cid, port)?;
+        socks.push(s);
+    }
+    for (i, s) in socks.iter().enumerate() {
+        s.send_all(&(i as u32).to_le_bytes())?;
+    }
+    let mut buf = vec![0u8; bytes + 1];
+    for (i, s) in socks.iter().enumerate() {
+        let r = s.recv(&mut buf, libc::MSG_WAITALL);
+        let e = errno();
+        let good = r == bytes as isize
+            && buf[..bytes]
+                .iter()
+                .enumerate()
+                .all(|(k, b)| *b == scale_byte(i as u32, k));
+        if !good {
+            let why = if r < 0 {
+                ename(e)
+            } else {
+                "short or corrupt".into()
+            };
+            return Err(format!(
+                "connection {i}: read {r} of {bytes} bytes ({why}); the server closed \
+                 and unloaded vmcs with them queued"
+            ));
+        }
+        let r = s.recv(&mut buf, 0);
+        if r != 0 {
+            return Err(format!(
+                "connection {i}: {r} after the data, not end of file ({})",
+                ename(errno())
+            ));
+        }
+    }
+    check(
+        &format!("{nconn} connections: all {bytes} bytes each, then end of file, although the server unloaded vmcs right after closing"),
         true,
     )
 }
