@@ -16,8 +16,10 @@ mod bulk;
 mod receive;
 mod rx_queue;
 mod transmit;
+mod tx_queue;
 
 use rx_queue::RxQueue;
+use tx_queue::TxQueue;
 
 use super::{Conns, ResetReason, Violation, MAX_BACKLOG, MAX_RCVBUF};
 use crate::{
@@ -38,8 +40,11 @@ use kernel::{
     time::{msecs_to_jiffies, Jiffies},
 };
 
-/// Default receive buffer (credit) of a connection.
-pub(crate) const DEFAULT_RCVBUF: u32 = 256 * 1024;
+/// Default receive buffer (credit) of a connection: sized for bandwidth x delay (a TCG
+/// guest can stall for tens of ms while the other one streams), and equal to
+/// `MAX_RCVBUF`. It is a promise, not an allocation: the receive queue grows with the
+/// bytes that arrive.
+pub(crate) const DEFAULT_RCVBUF: u32 = 4 << 20;
 /// Default bytes of queued, not yet transmitted messages above which writers wait for ring
 /// space (AF_VMCS `SO_SNDBUF` sets it per socket).
 pub(crate) const TXQ_MAX: usize = 256 * 1024;
@@ -140,7 +145,7 @@ pub(crate) struct EndpointInner {
     /// The peer's last advertised receive buffer (clamped).
     peer_buf_alloc: u32,
     rx: RxCredit,
-    txq: KVec<TxItem>,
+    txq: TxQueue,
     /// Payload bytes in `txq` not yet handed to the transport.
     txq_bytes: usize,
     rxq: RxQueue,
@@ -174,7 +179,7 @@ impl EndpointInner {
             tx: TxCredit::new(),
             peer_buf_alloc: 0,
             rx: RxCredit::new(DEFAULT_RCVBUF),
-            txq: KVec::new(),
+            txq: TxQueue::default(),
             txq_bytes: 0,
             rxq: RxQueue::default(),
             peer_shut: 0,

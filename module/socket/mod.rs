@@ -285,13 +285,16 @@ impl VmcsSocket {
         let mut sent = 0;
         while sent < len {
             let n = (len - sent).min(self.endpoint.stream_chunk());
-            let mut data = KVec::new();
-            data.resize(n, 0, GFP_KERNEL)?;
-            let got = src.copy_from_iter(&mut data);
+            // No zero fill: the user's bytes go straight into the spare capacity.
+            let mut data = KVec::with_capacity(n, GFP_KERNEL)?;
+            let spare = data.spare_capacity_mut();
+            let end = n.min(spare.len());
+            let got = src.copy_from_iter_raw(&mut spare[..end]).len();
             if got == 0 {
                 return if sent > 0 { Ok(sent) } else { Err(EFAULT) };
             }
-            data.truncate(got);
+            // SAFETY: `copy_from_iter_raw` initialised the first `got` spare elements.
+            unsafe { data.inc_len(got) };
             match self.endpoint.send_stream(&conns, data, &mut timeout) {
                 Ok(n) => {
                     if n < got {

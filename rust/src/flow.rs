@@ -146,7 +146,7 @@ impl RxCredit {
     }
 
     /// Whether to send a `CREDIT_UPDATE` now: something was freed since the
-    /// last advertisement and either half the buffer was freed or the peer
+    /// last advertisement and either a quarter of the buffer was freed or the peer
     /// believes it has less than one max payload (or less than half the
     /// buffer, for small buffers) of room.
     pub fn needs_update(&self) -> bool {
@@ -155,7 +155,7 @@ impl RxCredit {
             return false;
         }
         let low = MAX_PAYLOAD.min(self.buf_alloc / 2);
-        freed >= self.buf_alloc / 2
+        freed >= self.buf_alloc / 4
             || self.peer_view_free() < low.max(1)
             || self.buf_alloc > self.adv_buf_alloc
     }

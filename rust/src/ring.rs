@@ -572,6 +572,26 @@ impl Consumer {
             .publish_and_check(shm, ctrl::CONS_IDX, self.cons, ctrl::PROD_WANTS_SPACE)
     }
 
+    /// Ring bytes free as far as this consumer knows: the ring size less the bytes
+    /// between its index and the producer index it last validated (a stale producer
+    /// index can only make this larger than the truth). The whole ring when it has
+    /// consumed everything it saw.
+    pub fn known_free(&self) -> u32 {
+        self.ch
+            .size()
+            .saturating_sub(self.prod_cache.wrapping_sub(self.cons))
+    }
+
+    /// [`Self::release`] with a space-doorbell watermark: publishes the consumer index
+    /// as always, but asks for the doorbell only once at least a quarter of the ring is
+    /// free (`known_free`), so that a waiting producer is not rung for every frame.
+    /// No lost wake-up: a release that leaves less free than that leaves frames in the
+    /// ring, and the release that consumes the last one it saw sees the whole ring free
+    /// and rings (docs/protocol.md §5.2).
+    pub fn release_at_watermark<S: Shm + ?Sized>(&mut self, shm: &S) -> bool {
+        self.release(shm) && self.known_free() >= self.ch.size() / 4
+    }
+
     /// `consume_deferred` + `release`.
     pub fn consume<S: Shm + ?Sized>(&mut self, shm: &S, f: &RxFrame) -> bool {
         self.consume_deferred(f) && self.release(shm)

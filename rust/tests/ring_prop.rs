@@ -201,6 +201,42 @@ fn notification_suppression_flags() {
     assert!(c.consume(&shm, &f));
 }
 
+/// The space doorbell comes once a quarter of the ring is free, and always when the
+/// consumer has emptied what it saw, never for every freed frame.
+#[test]
+fn space_doorbell_at_watermark() {
+    let size = 2048u32;
+    let mem = region(128 + size as usize);
+    let shm = SliceShm::new(&mem);
+    let (mut p, mut c) = channel_pair(&shm, size);
+    // 64-byte payloads: 96-byte records, 21 of them fill 2016 bytes.
+    let mut sent = 0;
+    while p.send(&shm, &rw(64), &[7; 64]).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(p.prepare_wait(&shm, 64).unwrap(), SleepCheck::MaySleep);
+    let mut rung = vec![];
+    for _ in 0..sent {
+        let f = c.peek(&shm).unwrap().unwrap();
+        assert!(c.consume_deferred(&f));
+        rung.push((c.known_free(), c.release_at_watermark(&shm)));
+    }
+    assert_eq!(c.peek(&shm), Ok(None));
+    // No doorbell below a quarter (512 bytes) free, one at every release from there on
+    // while the producer still waits, and at the last one.
+    for &(free, ring) in &rung {
+        assert_eq!(ring, free >= size / 4, "free {free}");
+    }
+    assert!(rung.iter().filter(|r| !r.1).count() >= 4);
+    assert_eq!(rung.last(), Some(&(size, true)));
+    // A producer that does not wait gets none.
+    p.cancel_wait(&shm);
+    p.send(&shm, &rw(64), &[7; 64]).unwrap();
+    let f = c.peek(&shm).unwrap().unwrap();
+    assert!(c.consume_deferred(&f));
+    assert!(!c.release_at_watermark(&shm));
+}
+
 #[test]
 fn producer_reopen_discards_and_handshakes() {
     let mem = region(128 + 512);

@@ -101,12 +101,19 @@ impl Endpoint {
             }
             return;
         }
+        let free_before = st.tx.peer_free();
         if let Err(reason) = Self::on_connection_frame(conns, &mut st, hdr, payload) {
             self.abort(conns, &mut st, errno::econnreset(), true, reason);
             return;
         }
         let _ = self.pump(conns, &mut st);
-        self.wake();
+        // A frame in the middle of a SEQPACKET message makes nothing readable: wake the
+        // waiters only once the message is complete, unless its credit gave senders room.
+        let partial =
+            hdr.op == Op::Rw && hdr.ty == SockType::SeqPacket && hdr.flags & flags::EOM == 0;
+        if !partial || st.tx.peer_free() > free_before {
+            self.wake();
+        }
     }
 
     /// A frame other than `RST` for a connection of a matching type: applies its credit and

@@ -4,7 +4,10 @@
 //! arrived, bounded by the receive credit.
 
 use super::MAX_EMPTY_MSGS;
-use crate::uapi;
+use crate::{
+    conn::{append_bytes, copy_bytes},
+    uapi,
+};
 use kernel::prelude::*;
 
 /// Received messages: payload bytes back to back, plus one length per complete message.
@@ -40,7 +43,7 @@ impl RxQueue {
         if eom && partial == 0 && self.empty >= MAX_EMPTY_MSGS {
             return Err(ENOSPC);
         }
-        self.data.extend_from_slice(payload, GFP_KERNEL)?;
+        append_bytes(&mut self.data, payload)?;
         self.partial = partial;
         if eom {
             // `partial` is at most `MAX_MSG_SIZE`, so it fits in u32.
@@ -75,8 +78,7 @@ impl RxQueue {
         };
         let len = len as usize;
         let n = len.min(max);
-        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
-        out.extend_from_slice(&self.data[self.dhead..self.dhead + n], GFP_KERNEL)?;
+        let out = copy_bytes(self.data.get(self.dhead..self.dhead + n).ok_or(EINVAL)?)?;
         Ok(Some((out, len)))
     }
 
@@ -89,8 +91,7 @@ impl RxQueue {
     /// part keeps its rest at the front. With `peek` nothing is consumed.
     pub(super) fn take_bytes(&mut self, max: usize, peek: bool) -> Result<KVec<u8>> {
         let n = self.unread().min(max);
-        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
-        out.extend_from_slice(&self.data[self.dhead..self.dhead + n], GFP_KERNEL)?;
+        let out = copy_bytes(self.data.get(self.dhead..self.dhead + n).ok_or(EINVAL)?)?;
         if peek {
             return Ok(out);
         }

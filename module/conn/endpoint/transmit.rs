@@ -37,6 +37,8 @@ impl Endpoint {
             return Ok(out);
         };
         let mut progressed = false;
+        let mut finished = false;
+        let bytes_before = st.txq_bytes;
         while let Some(item) = st.txq.first_mut() {
             if budget == 0 {
                 break;
@@ -92,7 +94,8 @@ impl Endpoint {
                     st.txq_bytes = st.txq_bytes.saturating_sub(sent);
                     progressed = true;
                     if done {
-                        let _ = st.txq.remove(0);
+                        st.txq.pop_front();
+                        finished = true;
                     }
                 }
                 Err(SendError::Full) => {
@@ -110,7 +113,11 @@ impl Endpoint {
                 }
             }
         }
-        if progressed {
+        // Waiters care about a finished item (a whole message, a control or bulk frame) or
+        // about room in the send buffer; frames in the middle of a message that leave room
+        // below half of `SO_SNDBUF` do not wake them (as `sk_stream_write_space`).
+        let low = st.sndbuf / 2;
+        if finished || (bytes_before > low && st.txq_bytes <= low) {
             self.wake();
         }
         out.sent = progressed;
@@ -235,8 +242,7 @@ impl Endpoint {
     /// the core can take turns among the peer's connections (`ConnTable::tx_space`).
     pub(in crate::conn) fn on_tx_space(&self, conns: &Conns<'_>, frames: usize) -> Pumped {
         let mut st = self.inner.lock();
-        let r = self.pump_frames(conns, &mut st, frames).unwrap_or_default();
-        self.wake();
-        r
+        // `pump_frames` wakes the waiters that its frames concern.
+        self.pump_frames(conns, &mut st, frames).unwrap_or_default()
     }
 }

@@ -142,7 +142,7 @@ impl Link {
                             Some(dst) => {
                                 c.read(&*shm, &f, 0, dst);
                                 c.consume_deferred(&f);
-                                let n = c.release(&*shm);
+                                let n = c.release_at_watermark(&*shm);
                                 Step::Frame(f.hdr, len, n)
                             }
                             None => Step::Corrupt(RingError::TooBig),
