@@ -40,11 +40,11 @@ use kernel::{
     time::{msecs_to_jiffies, Jiffies},
 };
 
-/// Default receive buffer (credit) of a connection: sized for bandwidth x delay (a TCG
-/// guest can stall for tens of ms while the other one streams), and equal to
-/// `MAX_RCVBUF`. It is a promise, not an allocation: the receive queue grows with the
-/// bytes that arrive.
-pub(crate) const DEFAULT_RCVBUF: u32 = 4 << 20;
+/// Default receive buffer (credit) of a connection: vsock's default (256 KiB). It is a
+/// promise, not an allocation (the receive queue grows with the bytes that arrive), but
+/// a peer may fill every connection's promise with unread data, so a larger default waits
+/// for a per-domain cap on receive memory (docs/performance.md).
+pub(crate) const DEFAULT_RCVBUF: u32 = 256 * 1024;
 /// Default bytes of queued, not yet transmitted messages above which writers wait for ring
 /// space (AF_VMCS `SO_SNDBUF` sets it per socket).
 pub(crate) const TXQ_MAX: usize = 256 * 1024;
