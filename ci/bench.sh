@@ -77,7 +77,7 @@ eval "$(qemu-test/prepare.sh --bench)"
 bench_args="vmcstest.bench_sizes=$sizes vmcstest.bench_paths=$paths vmcstest.bench_rounds=$rounds vmcstest.bench_secs=$secs"
 for v in $variants; do
 	log "two guests, ivshmem-$v, every path (TAP in $out/$v.tap)"
-	if ! qemu-test/run.sh --scenario bench --variant "$v" --guests 2 --vsock --timeout 2400 \
+	if ! qemu-test/run.sh --scenario bench --variant "$v" --guests 2 --vsock --clock fine --timeout 2400 \
 		--results "$out/$v" --append "$bench_args" >"$out/$v.tap"; then
 		fail=1
 		log "bench scenario failed for $v:"
@@ -86,7 +86,7 @@ for v in $variants; do
 done
 for n in $scale; do
 	log "scaling: $n guests, ivshmem-doorbell (TAP in $out/scale-$n.tap)"
-	if ! qemu-test/run.sh --scenario bench-scale --variant doorbell --guests "$n" --timeout 900 \
+	if ! qemu-test/run.sh --scenario bench-scale --variant doorbell --guests "$n" --clock fine --timeout 900 \
 		--results "$out/scale-$n" --append "vmcstest.bench_secs=$scale_secs" >"$out/scale-$n.tap"; then
 		fail=1
 		log "bench-scale scenario failed for $n guests:"

@@ -20,7 +20,7 @@ cat <<'EOT'
   Lines below are prefixed with the guest that printed them.
 EOT
 echo
-if qemu-test/run.sh --scenario demo --variant doorbell --guests 2 --demo >/dev/null; then
+if qemu-test/run.sh --scenario demo --variant doorbell --guests 2 --clock fine --demo >/dev/null; then
 	echo
 	log "demo done in $(($(date +%s) - t0)) s: the two guests talked through vmcs."
 else

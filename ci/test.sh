@@ -151,7 +151,7 @@ tap_step "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --varian
 tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
 tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
 tap_step "qemu sockets doorbell 2" qemu-test/run.sh --scenario sockets --variant doorbell --guests 2
-tap_step "qemu demo doorbell 2" qemu-test/run.sh --scenario demo --variant doorbell --guests 2
+tap_step "qemu demo doorbell 2 (fine clock)" qemu-test/run.sh --scenario demo --variant doorbell --guests 2 --clock fine
 tap_step "qemu cli doorbell 2" qemu-test/run.sh --scenario cli --variant doorbell --guests 2 --timeout 400
 # Debian's stock Rust-enabled kernel: make KDIR=debian (cached chroot), two guests on Debian's
 # vmlinuz with that vmcs.ko (the distro scenario), DKMS against the packaged headers.

@@ -6,7 +6,7 @@
 #          [--shm-size SIZE] [--results DIR] [--demo]
 #          [--crash-guest G --crash-on MARKER [--restart]]
 #          [--host-hook CMD --hook-on MARKER] [--devices N] [--kernel test|debian]
-#          [--vsock] [--append WORDS]
+#          [--vsock] [--append WORDS] [--clock coarse|fine]
 #
 # Fault hook: with --crash-guest, the launcher watches guest G's TAP file for a line
 # containing MARKER and then kills that guest's QEMU with SIGKILL (no shutdown, no leave).
@@ -35,6 +35,13 @@
 # --append WORDS: more kernel command-line words for every guest (e.g. the bench scenario's
 # vmcstest.bench_* settings).
 #
+# --clock fine: the guests run on the TSC at the host's frequency (qemu-test/guest-clock.sh),
+# so clock_gettime() times single round trips in µs (make bench, make demo). The default,
+# coarse, is refined-jiffies (tsc=unstable). Test scenarios keep it on purpose: on a loaded
+# TCG host a guest can stall for seconds of real time; the fine clock measures that stall
+# and the peer's heartbeat timeout (1.5 s) then resets a live guest, while jiffies, which
+# lose the ticks of a stalled guest, do not (docs/performance.md "The guest clock").
+#
 # The guests' kernel and initramfs come from $VMCS_KERNEL and $VMCS_INITRD, or are built.
 # --kernel debian boots Debian's stock Rust-enabled vmlinuz instead, with the vmcs.ko built
 # for it (qemu-test/prepare-debian.sh; the distro scenario).
@@ -59,6 +66,7 @@ hook_on=""
 devices=1
 vsock=0
 append=""
+clock=coarse
 kernel=test
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -77,6 +85,7 @@ while [ $# -gt 0 ]; do
 	--devices) devices=$2; shift 2 ;;
 	--vsock) vsock=1; shift ;;
 	--append) append=$2; shift 2 ;;
+	--clock) clock=$2; shift 2 ;;
 	--kernel) kernel=$2; shift 2 ;;
 	*) die "unknown argument $1 (see the header of $0)" ;;
 	esac
@@ -180,8 +189,12 @@ net_args() {
 	fi
 }
 
-# The guests' clock: the TSC at the host's frequency (qemu-test/guest-clock.sh).
-guest_clock=$("$VMCS_TOP/qemu-test/guest-clock.sh")
+# The guests' clock (--clock): the TSC at the host's frequency, or refined-jiffies.
+case "$clock" in
+fine) guest_clock=$("$VMCS_TOP/qemu-test/guest-clock.sh") ;;
+coarse) guest_clock="tsc=unstable no_timer_check" ;;
+*) die "--clock takes coarse or fine, not '$clock'" ;;
+esac
 
 # boot_guest G INCARNATION: start guest G's QEMU in the background; its pid in $boot_pid.
 # Files: guestG.{log,tap,qemu.log} for the first incarnation, guestG.N.* for later ones.
