@@ -180,7 +180,7 @@ impl Endpoint {
         if let Err(reason) = st.rxq.push(conns.rx_mem(), payload, eom) {
             if reason == ResetReason::RxMemory && conns.rx_mem().refused() {
                 pr_warn!(
-                    "vmcs: receive memory cap (rx_mem_max_kb) reached: resetting the connection from peer {} port {}\n",
+                    "receive memory cap (rx_mem_max_kb) reached: resetting the connection from peer {} port {}\n",
                     st.peer,
                     st.peer_port
                 );
