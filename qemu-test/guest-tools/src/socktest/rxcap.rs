@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use libc::c_int;
 use vmcs_guest_tools::{ename, errno, Res};
 
-use crate::cross::find_server;
-use crate::scale::scale_byte;
+use crate::scale::{connect_many, scale_byte};
 use crate::sock::{check, Sock, CID_ANY};
 
 /// Bytes each flooding connection sends: its whole (default) credit.
@@ -46,13 +45,7 @@ pub(crate) fn rxcap_serve(port: u32, nconn: usize) -> Res {
 /// `FLOOD_BYTES` that are never read; some must be reset (`ECONNRESET`). Then a fresh
 /// connection to `port + 1`, once the server has closed the flood, is echoed byte-checked.
 pub(crate) fn rxcap_client(port: u32, nconn: usize) -> Res {
-    let (first, cid) = find_server(libc::SOCK_STREAM, port)?;
-    let mut socks = vec![first];
-    for _ in 1..nconn {
-        let s = Sock::new(libc::SOCK_STREAM)?;
-        s.connect(cid, port)?;
-        socks.push(s);
-    }
+    let (socks, cid) = connect_many(port, nconn)?;
     let data: Vec<u8> = (0..FLOOD_BYTES).map(|k| scale_byte(7, k)).collect();
     let mut reset = vec![false; nconn];
     for (i, s) in socks.iter().enumerate() {
