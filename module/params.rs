@@ -16,3 +16,10 @@ pub(crate) fn transport() -> Params {
         bulk_percent: (*crate::module_parameters::bulk_percent.value()).min(50),
     }
 }
+
+/// The per-domain cap on receive memory in bytes (`rx_mem_max_kb`, clamped to
+/// 256 KiB .. 4 GiB; conn/rx_mem.rs).
+pub(crate) fn rx_mem_max() -> usize {
+    let kb = (*crate::module_parameters::rx_mem_max_kb.value()).clamp(256, 4 << 20);
+    (kb as usize).saturating_mul(1024)
+}

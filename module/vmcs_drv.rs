@@ -49,6 +49,10 @@ module! {
             default: 25,
             description: "Percent of a region this guest initialises for the bulk area, 0..50 (default 25)",
         },
+        rx_mem_max_kb: u32 {
+            default: 32768,
+            description: "Cap on receive-queue memory per domain in KiB, 256..4194304 (default 32768)",
+        },
     },
 }
 

@@ -42,8 +42,9 @@ use kernel::{
 
 /// Default receive buffer (credit) of a connection: vsock's default (256 KiB). It is a
 /// promise, not an allocation (the receive queue grows with the bytes that arrive), but
-/// a peer may fill every connection's promise with unread data, so a larger default waits
-/// for a per-domain cap on receive memory (docs/performance.md).
+/// a peer may fill every connection's promise with unread data: the domain's receive
+/// queues together are capped (`rx_mem_max_kb`, conn/rx_mem.rs); a larger default is a
+/// separate, measured change (docs/performance.md).
 pub(crate) const DEFAULT_RCVBUF: u32 = 256 * 1024;
 /// Default bytes of queued, not yet transmitted messages above which writers wait for ring
 /// space (AF_VMCS `SO_SNDBUF` sets it per socket).

@@ -14,9 +14,11 @@
 
 mod endpoint;
 mod reset;
+mod rx_mem;
 
 pub(crate) use endpoint::{Endpoint, Timeout, DEFAULT_RCVBUF, TXQ_MAX};
 pub(crate) use reset::{BulkViolation, ResetReason, Violation};
+pub(crate) use rx_mem::RxMem;
 
 use reset::{ResetCounts, UNKNOWN_CONNECTION};
 
@@ -154,6 +156,8 @@ pub(crate) struct ConnTable {
     tx_next: AtomicUsize,
     /// Resets per reason, and frames for no connection (debugfs `resets`).
     resets: ResetCounts,
+    /// Bytes held by the receive queues of this domain's endpoints, and their cap.
+    rx_mem: Arc<RxMem>,
 }
 
 impl ConnTable {
@@ -162,8 +166,8 @@ impl ConnTable {
         self.resets.show(out)
     }
 
-    /// Creates an empty table.
-    pub(crate) fn new() -> impl PinInit<Self, Error> {
+    /// Creates an empty table whose receive queues hold at most `rx_mem_max` bytes.
+    pub(crate) fn new(rx_mem_max: usize) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             table <- new_mutex!(
                 Table { entries: KVec::new(), next_port: EPHEMERAL_START, backlog: 0 },
@@ -176,7 +180,13 @@ impl ConnTable {
             bulk <- new_mutex!(KVec::new(), "vmcs_bulk"),
             tx_next: AtomicUsize::new(0),
             resets: ResetCounts::new(),
+            rx_mem: Arc::new(RxMem::new(rx_mem_max), GFP_KERNEL)?,
         })
+    }
+
+    /// The account of this domain's receive memory (conn/rx_mem.rs).
+    fn rx_mem(&self) -> &Arc<RxMem> {
+        &self.rx_mem
     }
 
     fn backlog_bit(peer: u32) -> u64 {

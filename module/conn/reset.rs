@@ -36,8 +36,7 @@ pub(crate) enum Violation {
     BadCredit,
     /// An `RW` frame beyond the receive credit (or whose payload is not its header's length).
     CreditOverrun,
-    /// A message longer than `VMCS_MAX_MSG_SIZE`, too many empty messages, or no memory to
-    /// queue it.
+    /// A message longer than `VMCS_MAX_MSG_SIZE` or too many empty messages.
     MessageLimit,
     /// A frame the connection's state does not allow (data before the connection is up,
     /// a second `RESPONSE`, an unknown op).
@@ -61,6 +60,9 @@ pub(crate) enum ResetReason {
     Local,
     /// The peer broke the protocol.
     Violation(Violation),
+    /// A frame would have passed the domain's cap on receive memory (`rx_mem_max_kb`,
+    /// conn/rx_mem.rs), or no memory was left to queue it.
+    RxMemory,
 }
 
 impl From<Violation> for ResetReason {
@@ -99,11 +101,12 @@ const NAMES: [&str; COUNTERS] = [
     "bulk_range",
     "bulk_too_many",
     "bulk_release",
+    "rx_memory",
     "unknown_connection",
 ];
 
 /// Number of counters of [`ResetCounts`].
-const COUNTERS: usize = 22;
+const COUNTERS: usize = 23;
 
 /// Index of the counter of frames for no connection.
 pub(crate) const UNKNOWN_CONNECTION: usize = COUNTERS - 1;
@@ -139,6 +142,7 @@ impl ResetReason {
                     BulkViolation::Release => 20,
                 },
             },
+            ResetReason::RxMemory => 21,
         }
     }
 

@@ -153,7 +153,7 @@ impl Domain {
                 size,
                 region,
                 link <- link,
-                connections <- ConnTable::new(),
+                connections <- ConnTable::new(crate::params::rx_mem_max()),
                 rx_work <- new_delayed_work!("vmcs_rx"),
                 tick_work <- new_delayed_work!("vmcs_tick"),
                 works_enabled <- new_spinlock!(false, "vmcs_works"),

@@ -6,7 +6,11 @@
 # Last, guest 0 writes BURST_BYTES on each of BURST_CONNS connections from guest 1, closes
 # them and unloads vmcs at once, with far more queued than the ring holds; guest 1 must
 # still read every byte and end of file (vmcs-socktest burst-*: an unload lets closed
-# connections drain first).
+# connections drain first). Finally guest 0 reloads vmcs with rx_mem_max_kb=1024 and guest 1
+# floods RXCAP_CONNS connections that guest 0 never reads (256 KiB each, the default credit):
+# some must be reset for the receive memory cap (ECONNRESET at guest 1, rx_memory in guest
+# 0's debugfs resets), and a fresh connection is still echoed byte-checked (vmcs-socktest
+# rxcap-*).
 . /scenarios/lib.sh
 TESTS=$(vmcs-socktest list)
 NT=$(echo "$TESTS" | wc -l)
@@ -20,7 +24,9 @@ SPORT=6300
 BURST_CONNS=64
 BURST_BYTES=32768
 BPORT=6400
-plan $((NT + 9 + CROSS + 2 * SCALE))
+RXCAP_CONNS=8
+RPORT=6500
+plan $((NT + 9 + CROSS + 6 * SCALE))
 
 check "insmod vmcs.ko af=0 registers no family" sh -c \
 	'insmod /lib/modules/vmcs.ko af=0 && [ "$(cat /sys/module/vmcs/parameters/af)" = 0 ]'
@@ -77,3 +83,20 @@ if [ "$SCALE" = 1 ] && [ "$VMCS_GUEST" = 0 ]; then
 		vmcs-socktest burst-serve $BPORT $BURST_CONNS $BURST_BYTES
 fi
 check "rmmod succeeds once every socket is closed" rmmod vmcs
+
+rx_memory() { awk '$1 == "rx_memory" { print $2 }' /sys/kernel/debug/vmcs/vmcs0/resets; }
+if [ "$SCALE" = 1 ] && [ "$VMCS_GUEST" = 0 ]; then
+	check "insmod vmcs.ko rx_mem_max_kb=1024" load_vmcs rx_mem_max_kb=1024
+	vmcs-socktest rxcap-serve $RPORT $RXCAP_CONNS >/tmp/rxcap.log 2>&1 &
+	rsrv=$!
+	check_done "$RXCAP_CONNS unread connections from guest 1 held, then a fresh one echoed" "$rsrv" 120
+	sed 's/^/# /' /tmp/rxcap.log >&3
+	check "resets for the receive memory cap counted (rx_memory $(rx_memory))" test "$(rx_memory)" -ge 1
+	check "rmmod after the receive memory cap test" rmmod vmcs
+elif [ "$SCALE" = 1 ]; then
+	check "insmod vmcs.ko (receive memory cap test)" load_vmcs
+	check "$RXCAP_CONNS connections of 256 KiB that guest 0 never reads: some reset, a fresh one echoed" \
+		vmcs-socktest rxcap-client $RPORT $RXCAP_CONNS
+	check "no reset for receive memory on the sender (rx_memory $(rx_memory))" test "$(rx_memory)" = 0
+	check "rmmod after the receive memory cap test" rmmod vmcs
+fi

@@ -135,7 +135,7 @@ impl Endpoint {
             Op::Shutdown if st.phase == Phase::Connected => {
                 st.peer_shut |= hdr.flags & (flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND);
             }
-            Op::Rw if st.phase == Phase::Connected => Self::on_rw(st, hdr, payload)?,
+            Op::Rw if st.phase == Phase::Connected => Self::on_rw(conns, st, hdr, payload)?,
             Op::CreditUpdate => {}
             Op::CreditRequest => st
                 .queue_ctrl(Op::CreditUpdate, 0)
@@ -155,28 +155,37 @@ impl Endpoint {
     }
 
     /// Queues the payload of an `RW` frame; Err when the peer broke the credit or message
-    /// limits.
+    /// limits, or the domain's receive memory is full (this connection is reset: the one
+    /// whose frame arrived, docs/architecture.md "Receive memory").
     pub(super) fn on_rw(
+        conns: &Conns<'_>,
         st: &mut EndpointInner,
         hdr: &FrameHeader,
         payload: &[u8],
-    ) -> Result<(), Violation> {
+    ) -> Result<(), ResetReason> {
         if payload.len() != hdr.len as usize || st.rx.on_recv(hdr.len).is_err() {
-            return Err(Violation::CreditOverrun);
+            return Err(Violation::CreditOverrun.into());
         }
         let eom = hdr.ty == SockType::Stream || hdr.flags & flags::EOM != 0;
         if st.local_shut & flags::SHUTDOWN_RCV != 0 {
             // Shut for reading: discard, but give the credit back.
             if st.rx.on_consumed(hdr.len).is_err() {
-                return Err(Violation::CreditOverrun);
+                return Err(Violation::CreditOverrun.into());
             }
             if st.rx.needs_update() {
                 let _ = st.queue_ctrl(Op::CreditUpdate, 0);
             }
             return Ok(());
         }
-        if st.rxq.push(payload, eom).is_err() {
-            return Err(Violation::MessageLimit);
+        if let Err(reason) = st.rxq.push(conns.rx_mem(), payload, eom) {
+            if reason == ResetReason::RxMemory && conns.rx_mem().refused() {
+                pr_warn!(
+                    "receive memory cap (rx_mem_max_kb) reached: resetting the connection from peer {} port {}\n",
+                    st.peer,
+                    st.peer_port
+                );
+            }
+            return Err(reason);
         }
         st.stats.rx_bytes += u64::from(hdr.len);
         if eom {

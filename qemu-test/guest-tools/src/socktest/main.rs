@@ -14,6 +14,9 @@
 //!   vmcs-socktest burst-serve PORT N BYTES / burst-client PORT N BYTES
 //!                                      BYTES written on N connections, closed, then rmmod:
 //!                                      the peer still reads everything
+//!   vmcs-socktest rxcap-serve PORT N / rxcap-client PORT N
+//!                                      N unread connections flood a receiver with a small
+//!                                      rx_mem_max_kb: some are reset, a fresh one works
 //!   vmcs-socktest crash-serve PORT / crash-connect PORT / crash-rejoin PORT
 //!                                      peer death (crash scenario): ECONNRESET, connect
 //!                                      timeout, surviving listener
@@ -24,6 +27,7 @@ mod basic;
 mod crash;
 mod cross;
 mod options;
+mod rxcap;
 mod scale;
 mod sock;
 mod vsock;
@@ -32,6 +36,7 @@ use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacke
 use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
 use options::{t_bufs, t_lowat, t_sockopt, t_timeo};
+use rxcap::{rxcap_client, rxcap_serve};
 use scale::{burst_client, burst_serve, scale_client, scale_serve};
 use vmcs_guest_tools::{exit_with, Res};
 use vsock::{vsock_client, vsock_echo_server};
@@ -82,6 +87,14 @@ fn main() -> std::process::ExitCode {
         Some("burst-serve") => match (arg(1), arg(2), arg(3)) {
             (Some(p), Some(n), Some(b)) => burst_serve(p, n as usize, b as usize),
             _ => Err("usage: burst-serve PORT NCONN BYTES".into()),
+        },
+        Some("rxcap-serve") => match (arg(1), arg(2)) {
+            (Some(p), Some(n)) => rxcap_serve(p, n as usize),
+            _ => Err("usage: rxcap-serve PORT NCONN".into()),
+        },
+        Some("rxcap-client") => match (arg(1), arg(2)) {
+            (Some(p), Some(n)) => rxcap_client(p, n as usize),
+            _ => Err("usage: rxcap-client PORT NCONN".into()),
         },
         Some("burst-client") => match (arg(1), arg(2), arg(3)) {
             (Some(p), Some(n), Some(b)) => burst_client(p, n as usize, b as usize),

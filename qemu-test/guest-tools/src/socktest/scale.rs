@@ -349,9 +349,8 @@ pub(crate) fn burst_serve(port: u32, nconn: usize, bytes: usize) -> Res {
     Ok(())
 }
 
-/// Guest 1 (`burst-client`): `nconn` connections to the `burst-serve` on `port`; each sends
-/// its index and must then read exactly `bytes` pattern bytes and end of file.
-pub(crate) fn burst_client(port: u32, nconn: usize, bytes: usize) -> Res {
+/// `nconn` stream connections to the server on `port` (found on any peer), and its cid.
+pub(crate) fn connect_many(port: u32, nconn: usize) -> Res<(Vec<Sock>, u32)> {
     let (first, cid) = find_server(libc::SOCK_STREAM, port)?;
     let mut socks = vec![first];
     for _ in 1..nconn {
@@ -359,6 +358,13 @@ pub(crate) fn burst_client(port: u32, nconn: usize, bytes: usize) -> Res {
         s.connect(cid, port)?;
         socks.push(s);
     }
+    Ok((socks, cid))
+}
+
+/// Guest 1 (`burst-client`): `nconn` connections to the `burst-serve` on `port`; each sends
+/// its index and must then read exactly `bytes` pattern bytes and end of file.
+pub(crate) fn burst_client(port: u32, nconn: usize, bytes: usize) -> Res {
+    let (socks, _) = connect_many(port, nconn)?;
     for (i, s) in socks.iter().enumerate() {
         s.send_all(&(i as u32).to_le_bytes())?;
     }
