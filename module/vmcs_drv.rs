@@ -49,6 +49,10 @@ module! {
             default: 25,
             description: "Percent of a region this guest initialises for the bulk area, 0..50 (default 25)",
         },
+        poll_us: u32 {
+            default: 100,
+            description: "ivshmem-plain: receive poll interval while traffic moves, 20..10000 us (default 100)",
+        },
     },
 }
 
