@@ -14,6 +14,7 @@ pub(crate) fn transport() -> Params {
         hb_timeout_ms: (*crate::module_parameters::hb_timeout_ms.value())
             .max(period.saturating_mul(3)),
         bulk_percent: (*crate::module_parameters::bulk_percent.value()).min(50),
+        poll_us: (*crate::module_parameters::poll_us.value()).clamp(20, 10_000),
     }
 }
 

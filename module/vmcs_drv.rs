@@ -53,6 +53,10 @@ module! {
             default: 32768,
             description: "Cap on receive-queue memory per domain in KiB, 256..4194304 (default 32768)",
         },
+        poll_us: u32 {
+            default: 100,
+            description: "ivshmem-plain: receive poll interval while traffic moves, 20..10000 us (default 100)",
+        },
     },
 }
 

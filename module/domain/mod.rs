@@ -33,11 +33,17 @@ use crate::{
 };
 use kernel::{
     devres::Devres,
-    impl_has_delayed_work, new_delayed_work, new_spinlock, pci,
+    impl_has_delayed_work, impl_has_hr_timer, new_delayed_work, new_mutex, new_spinlock, pci,
     prelude::*,
     revocable::Revocable,
-    sync::{Arc, SpinLock},
-    time::Jiffies,
+    sync::{Arc, ArcBorrow, Mutex, SpinLock},
+    time::{
+        hrtimer::{
+            ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer,
+            HrTimerRestart, RelativeMode,
+        },
+        Delta, Jiffies, Monotonic,
+    },
     workqueue::{DelayedWork, WorkItem},
 };
 
@@ -83,10 +89,18 @@ pub(crate) struct Domain {
     /// Ports and connections.
     #[pin]
     connections: ConnTable,
-    /// Drains the rings: queued by the MSI-X handler (doorbell) or re-armed as an adaptive
-    /// poll (plain), and whenever the transport asks (`Upcalls::wake_rx`).
+    /// Drains the rings: queued by the MSI-X handler (doorbell) or by [`Domain::poll_timer`]
+    /// (plain), and whenever the transport asks (`Upcalls::wake_rx`).
     #[pin]
     rx_work: DelayedWork<Domain, RX_WORK>,
+    /// Plain: the adaptive poll. Armed by the rx work with the delay the link asks for
+    /// (`Link::rx_rearm_delay`); when it fires (hard IRQ) it only queues the rx work.
+    #[pin]
+    poll_timer: HrTimer<Domain>,
+    /// The armed [`Domain::poll_timer`] (its handle holds an `Arc<Domain>`; dropping it
+    /// cancels the timer). Taken by [`Domain::stop`], after which it is never armed again.
+    #[pin]
+    poll_handle: Mutex<Option<ArcHrTimerHandle<Domain>>>,
     /// Heartbeat, liveness sampling and a drain, every `hb_period_ms`.
     #[pin]
     tick_work: DelayedWork<Domain, TICK_WORK>,
@@ -103,14 +117,33 @@ impl_has_delayed_work! {
     impl HasDelayedWork<Self, TICK_WORK> for Domain { self.tick_work }
 }
 
+impl_has_hr_timer! {
+    impl HasHrTimer<Self> for Domain {
+        mode: RelativeMode<Monotonic>, field: self.poll_timer
+    }
+}
+
 impl WorkItem<RX_WORK> for Domain {
     type Pointer = Arc<Domain>;
 
     fn run(this: Arc<Domain>) {
         let (more, activity) = this.link.poll_rx(&this);
-        if let Some(delay) = this.link.rx_rearm_delay(more, activity) {
-            this.queue_rx(delay);
+        match this.link.rx_rearm_delay(more, activity) {
+            Some(d) if d.is_zero() => this.queue_rx(0),
+            Some(d) => this.arm_poll(d),
+            None => {}
         }
+    }
+}
+
+impl HrTimerCallback for Domain {
+    type Pointer<'a> = Arc<Domain>;
+
+    /// Hard IRQ context: only queues the rx work (a refcount and `queue_work`). The armed
+    /// handle holds another reference, so the one taken here is never the last.
+    fn run(this: ArcBorrow<'_, Domain>, _ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
+        let _ = glue::wq().enqueue::<Arc<Domain>, RX_WORK>(Arc::from(this));
+        HrTimerRestart::NoRestart
     }
 }
 
@@ -156,6 +189,8 @@ impl Domain {
                 connections <- ConnTable::new(crate::params::rx_mem_max()),
                 rx_work <- new_delayed_work!("vmcs_rx"),
                 tick_work <- new_delayed_work!("vmcs_tick"),
+                poll_timer <- HrTimer::new(),
+                poll_handle <- new_mutex!(None, "vmcs_poll_timer"),
                 works_enabled <- new_spinlock!(false, "vmcs_works"),
             }),
             GFP_KERNEL,
@@ -182,11 +217,13 @@ impl Domain {
         self.conns().linger();
     }
 
-    /// Stops the transport and the queueing of works; the caller then synchronises the
-    /// IRQs and calls [`Domain::flush_works`].
+    /// Stops the transport and the queueing of works and cancels the poll timer (waiting for
+    /// a callback that runs); the caller then synchronises the IRQs and calls
+    /// [`Domain::flush_works`], which also flushes an rx work a last timer expiry queued.
     pub(crate) fn stop(&self) {
         self.link.stop();
         *self.works_enabled.lock() = false;
+        drop(self.poll_handle.lock().take());
     }
 
     /// Waits for both works to finish (after [`Domain::stop`], nothing requeues them).
@@ -227,6 +264,18 @@ impl Domain {
         let enabled = self.works_enabled.lock();
         if *enabled {
             let _ = glue::wq().enqueue_delayed::<Arc<Domain>, RX_WORK>(self.clone(), delay);
+        }
+    }
+
+    /// Plain: queues the receive work after `delay` through the poll timer, replacing (and
+    /// cancelling) the previous expiry. Nothing is armed after [`Domain::stop`]: it clears
+    /// `works_enabled` before it takes `poll_handle`.
+    fn arm_poll(self: &Arc<Self>, delay: Delta) {
+        let mut handle = self.poll_handle.lock();
+        drop(handle.take());
+        let enabled = *self.works_enabled.lock();
+        if enabled {
+            *handle = Some(self.clone().start(delay));
         }
     }
 

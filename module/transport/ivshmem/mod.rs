@@ -77,14 +77,13 @@ const RX_BUDGET: u32 = 64;
 const ATTACH_POLLS: u32 = 5000;
 /// Attach: an initializer unchanged for this many polls is presumed dead (2 s).
 const ATTACH_STALE_POLLS: u32 = 2000;
-/// Plain: fastest poll interval, in jiffies, while traffic flows.
-const POLL_MIN: Jiffies = 1;
-/// Plain: slowest poll interval when idle, in milliseconds.
-const POLL_MAX_MS: u32 = 100;
-/// Plain: keep polling at [`POLL_MIN`] this long after the last frame received or sent, so
-/// a request/response exchange finds the reply on the next jiffy instead of after the
-/// backed-off interval. Idle links still back off to [`POLL_MAX_MS`].
-const POLL_HOT_MS: u64 = 50;
+/// Plain: slowest poll interval when idle, in microseconds (100 ms).
+const POLL_MAX_US: u32 = 100_000;
+/// Plain: keep polling at the fastest interval (`Params::poll_us`) this long after the last
+/// frame received or sent or the last kick, so a request/response exchange finds the reply
+/// within one short period instead of after the backed-off interval. After it the interval
+/// doubles per idle pass up to [`POLL_MAX_US`].
+const POLL_HOT_MS: u64 = 10;
 /// Port of the transport's self-test frames (`VMADDR_PORT_ANY`, never a bound port): they
 /// are counted and checked by the transport and never delivered to the core.
 const SELFTEST_PORT: u32 = u32::MAX;
@@ -108,6 +107,8 @@ pub(crate) struct Params {
     pub(crate) hb_timeout_ms: u32,
     /// Percent of a region this guest initialises that goes to the bulk area.
     pub(crate) bulk_percent: u32,
+    /// Plain: the fastest poll interval in microseconds, while traffic moves.
+    pub(crate) poll_us: u32,
 }
 
 /// The outcome of [`attach_and_join`]: a validated geometry and our `JOINING` slot.
@@ -182,8 +183,8 @@ pub(crate) struct Link {
     space_only_passes: Atomic<u64>,
     /// 1 between `start` and `stop`.
     running: Atomic<u32>,
-    /// Plain: the current poll interval in jiffies.
-    poll_delay: Atomic<usize>,
+    /// Plain: the current poll interval in microseconds.
+    poll_delay: Atomic<u32>,
     /// Plain: [`Link::now_ms`] of the last frame received or send kick.
     active_ms: Atomic<u64>,
     #[pin]
@@ -259,7 +260,7 @@ impl Link {
             rx_pending: Atomic::new(1),
             space_only_passes: Atomic::new(0),
             running: Atomic::new(0),
-            poll_delay: Atomic::new(POLL_MIN),
+            poll_delay: Atomic::new(params.poll_us),
             active_ms: Atomic::new(0),
             tx <- new_spinlock!(tx, "vmcs_link_tx"),
             rx <- new_mutex!(

@@ -5,8 +5,7 @@
 //! re-arm delay.
 
 use super::{
-    bump, selftest_ok, Link, LinkRx, POLL_HOT_MS, POLL_MAX_MS, POLL_MIN, RX_BUDGET, SELFTEST_PORT,
-    VEC_SPACE,
+    bump, selftest_ok, Link, LinkRx, POLL_HOT_MS, POLL_MAX_US, RX_BUDGET, SELFTEST_PORT, VEC_SPACE,
 };
 use crate::{
     proto::{
@@ -19,7 +18,7 @@ use crate::{
 use kernel::{
     prelude::*,
     sync::atomic::{Full, Relaxed},
-    time::{msecs_to_jiffies, Jiffies},
+    time::Delta,
 };
 
 impl Link {
@@ -245,36 +244,40 @@ impl Link {
         }
     }
 
-    /// The next delay of the receive work after a pass, `None` to leave it idle. The pass
-    /// it schedules drains the rings.
-    pub(crate) fn rx_rearm_delay(&self, more: bool, activity: bool) -> Option<Jiffies> {
+    /// The next delay of the receive work after a pass, `None` to leave it idle
+    /// ([`Delta::ZERO`]: at once). The pass it schedules drains the rings.
+    ///
+    /// Plain: the owner waits this long with a high-resolution timer, so the interval is
+    /// `Params::poll_us` while traffic moves (or for [`POLL_HOT_MS`] after it or a kick),
+    /// then doubles per idle pass up to [`POLL_MAX_US`].
+    pub(crate) fn rx_rearm_delay(&self, more: bool, activity: bool) -> Option<Delta> {
         let d = self.next_rx_delay(more, activity)?;
         self.rx_pending.store(1, Relaxed);
         Some(d)
     }
 
-    pub(super) fn next_rx_delay(&self, more: bool, activity: bool) -> Option<Jiffies> {
+    pub(super) fn next_rx_delay(&self, more: bool, activity: bool) -> Option<Delta> {
         if more {
-            return Some(0);
+            return Some(Delta::ZERO);
         }
         if self.doorbell {
             return None;
         }
-        let max = msecs_to_jiffies(POLL_MAX_MS).max(POLL_MIN);
+        let min = self.params.poll_us;
         let now = self.now_ms();
         if activity {
             self.active_ms.store(now, Relaxed);
         }
         let hot = now.saturating_sub(self.active_ms.load(Relaxed)) < POLL_HOT_MS;
         let d = if activity || hot {
-            POLL_MIN
+            min
         } else {
             self.poll_delay
                 .load(Relaxed)
                 .saturating_mul(2)
-                .clamp(POLL_MIN, max)
+                .clamp(min, POLL_MAX_US.max(min))
         };
         self.poll_delay.store(d, Relaxed);
-        Some(d)
+        Some(Delta::from_micros(i64::from(d)))
     }
 }

@@ -3,7 +3,7 @@
 //! The transmit side: [`Link::send`] into the rings, doorbells to peers, the plain
 //! variant's kick, and the senders waiting for ring space.
 
-use super::{bump, Link, MAX_VECTORS, POLL_MIN, REG_DOORBELL, VEC_DATA, VEC_SPACE};
+use super::{bump, Link, MAX_VECTORS, REG_DOORBELL, VEC_DATA, VEC_SPACE};
 use crate::{
     proto::{
         frame::FrameHeader,
@@ -178,7 +178,7 @@ impl Link {
         if self.doorbell {
             return;
         }
-        self.poll_delay.store(POLL_MIN, Relaxed);
+        self.poll_delay.store(self.params.poll_us, Relaxed);
         self.active_ms.store(self.now_ms(), Relaxed);
         self.request_rx(up, true);
     }

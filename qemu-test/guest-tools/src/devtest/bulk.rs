@@ -493,6 +493,14 @@ pub(crate) fn bulk_evil_conn(s: &Fd) -> String {
     };
     let rx = match s.mmap(st.tx_size as usize, st.rx_size as usize, RO, SH) {
         Ok(m) => m,
+        // The connection ended between the setup and the mmap (docs/uapi.md: `ENOTCONN`
+        // once it is over); a read, which no longer blocks, says whether it was a reset.
+        Err(e) if e == libc::ENOTCONN => {
+            return match s.read(&mut [0u8; 1]) {
+                Err(r) if r == libc::ECONNRESET => "reset".into(),
+                r => format!("mmap: ENOTCONN, then read: {r:?}"),
+            };
+        }
         Err(e) => return format!("mmap: {}", ename(e)),
     };
     let (mut held, mut matched, mut released) = (0usize, 0usize, false);
