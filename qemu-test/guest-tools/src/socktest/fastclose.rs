@@ -104,22 +104,26 @@ pub(crate) fn t_fastclose() -> Res {
     )
 }
 
-/// Guest 0 (`fastclose-serve`): `n` connections on `port`, each written and closed at once.
+/// Guest 0 (`fastclose-serve`): `n` connections on `port`, each written and closed at once;
+/// `port + 1` accepts and closes any number, for the client to find this guest.
 pub(crate) fn fastclose_serve(port: u32, n: usize, bytes: usize) -> Res {
+    let p = Sock::new(libc::SOCK_STREAM)?;
+    p.bind(CID_ANY, port + 1)?;
+    p.listen(8)?;
     let l = Sock::new(libc::SOCK_STREAM)?;
     l.bind(CID_ANY, port)?;
     l.listen(8)?;
+    thread::spawn(move || while p.accept().is_ok() {});
     serve_on(&l, n, bytes)?;
     println!("fastclose: {n} connections x {bytes} bytes written and closed at once");
     Ok(())
 }
 
-/// Guest 1 (`fastclose-client`): `n` connections to `fastclose-serve` (the first one finds
-/// it); every connect succeeds and reads `bytes` bytes and end of file.
+/// Guest 1 (`fastclose-client`): finds `fastclose-serve` on `port + 1`, then `n`
+/// connections to `port`; every connect succeeds and reads `bytes` bytes and end of file.
 pub(crate) fn fastclose_client(port: u32, n: usize, bytes: usize) -> Res {
-    let (first, cid) = find_server(libc::SOCK_STREAM, port)?;
-    read_all(&first, 0, bytes)?;
-    for i in 1..n {
+    let (_, cid) = find_server(libc::SOCK_STREAM, port + 1)?;
+    for i in 0..n {
         let s = connect_one(cid, port, i)?;
         read_all(&s, i, bytes)?;
     }
