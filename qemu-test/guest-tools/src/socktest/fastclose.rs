@@ -8,7 +8,7 @@ use vmcs_guest_tools::fd::{self, sys};
 use vmcs_guest_tools::{errno, strerror, Res};
 
 use crate::cross::find_server;
-use crate::scale::scale_byte;
+use crate::scale::{read_pattern_eof, scale_byte};
 use crate::sock::{check, listener, Sock, CID_ANY, CID_LOCAL};
 
 /// Iterations and bytes of the loopback test.
@@ -21,36 +21,6 @@ fn serve_on(l: &Sock, n: usize, bytes: usize) -> Res {
         let (s, _) = l.accept()?;
         let data: Vec<u8> = (0..bytes).map(|k| scale_byte(i as u32, k)).collect();
         s.send_all(&data)?;
-    }
-    Ok(())
-}
-
-/// Connection `i` on `s`, already connected: exactly `bytes` pattern bytes, then EOF.
-fn read_all(s: &Sock, i: usize, bytes: usize) -> Res {
-    let mut buf = vec![0u8; bytes + 1];
-    let r = s.recv(&mut buf, libc::MSG_WAITALL);
-    let e = errno();
-    let good = r == bytes as isize
-        && buf[..bytes]
-            .iter()
-            .enumerate()
-            .all(|(k, b)| *b == scale_byte(i as u32, k));
-    if !good {
-        return Err(format!(
-            "connection {i}: read {r} of {bytes} bytes ({})",
-            if r < 0 {
-                strerror(e)
-            } else {
-                "short or corrupt".into()
-            }
-        ));
-    }
-    let r = s.recv(&mut buf, 0);
-    if r != 0 {
-        return Err(format!(
-            "connection {i}: {r} after the data, not end of file ({})",
-            strerror(errno())
-        ));
     }
     Ok(())
 }
@@ -95,7 +65,7 @@ pub(crate) fn t_fastclose() -> Res {
     let srv = thread::spawn(move || serve_on(&l, LOOP_N, LOOP_BYTES));
     for i in 0..LOOP_N {
         let s = connect_one(CID_LOCAL, port, i)?;
-        read_all(&s, i, LOOP_BYTES)?;
+        read_pattern_eof(&s, i as u32, LOOP_BYTES)?;
     }
     srv.join().map_err(|_| "join")??;
     check(
@@ -125,7 +95,7 @@ pub(crate) fn fastclose_client(port: u32, n: usize, bytes: usize) -> Res {
     let (_, cid) = find_server(libc::SOCK_STREAM, port + 1)?;
     for i in 0..n {
         let s = connect_one(cid, port, i)?;
-        read_all(&s, i, bytes)?;
+        read_pattern_eof(&s, i as u32, bytes)?;
     }
     check(
         &format!("{n} connects to guest 0, which wrote {bytes} bytes and closed at once: all succeeded, all bytes then EOF"),
