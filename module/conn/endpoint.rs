@@ -679,10 +679,12 @@ impl Endpoint {
                 {
                     mask |= poll_mask::IN;
                 }
+                // Writable also once the peer shut reading (a send fails at once with
+                // `EPIPE`), as vsock: a connect answered by a server that closed at once
+                // is seen to complete before the `RST` comes.
                 if st.local_shut & flags::SHUTDOWN_SEND == 0
-                    && st.peer_shut & flags::SHUTDOWN_RCV == 0
-                    && st.tx.peer_free() > 0
-                    && st.txq_bytes < st.sndbuf
+                    && (st.peer_shut & flags::SHUTDOWN_RCV != 0
+                        || (st.tx.peer_free() > 0 && st.txq_bytes < st.sndbuf))
                 {
                     mask |= poll_mask::OUT;
                 }
