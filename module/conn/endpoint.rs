@@ -450,6 +450,9 @@ impl Endpoint {
             match st.phase {
                 Phase::Connected => return Ok(()),
                 Phase::Connecting => {}
+                // Accepted, then closed in order before this thread ran (a fast server):
+                // the connect succeeded; the data and end of file stay readable.
+                Phase::Closed if st.was_connected && st.err.is_none() => return Ok(()),
                 _ => return Err(st.err.take().unwrap_or(errno::econnreset())),
             }
             if nonblock {
@@ -676,10 +679,12 @@ impl Endpoint {
                 {
                     mask |= poll_mask::IN;
                 }
+                // Writable also once the peer shut reading (a send fails at once with
+                // `EPIPE`), as vsock: a connect answered by a server that closed at once
+                // is seen to complete before the `RST` comes.
                 if st.local_shut & flags::SHUTDOWN_SEND == 0
-                    && st.peer_shut & flags::SHUTDOWN_RCV == 0
-                    && st.tx.peer_free() > 0
-                    && st.txq_bytes < st.sndbuf
+                    && (st.peer_shut & flags::SHUTDOWN_RCV != 0
+                        || (st.tx.peer_free() > 0 && st.txq_bytes < st.sndbuf))
                 {
                     mask |= poll_mask::OUT;
                 }
@@ -689,6 +694,11 @@ impl Endpoint {
             }
             Phase::Closed | Phase::Closing if st.was_connected => {
                 mask |= poll_mask::IN | poll_mask::HUP;
+                // As vsock (and TCP): writable, so that a non-blocking connect that
+                // completed and was closed at once is seen to complete.
+                if st.local_shut & flags::SHUTDOWN_SEND == 0 {
+                    mask |= poll_mask::OUT;
+                }
                 if st.err.is_some() {
                     mask |= poll_mask::ERR;
                 }

@@ -9,7 +9,9 @@
 # fail with ECONNRESET; meanwhile guest 0 connects to a closed port of guest 1 again and
 # again with SO_SNDTIMEO 300 ms: refused while guest 1 lives, ETIMEDOUT once it is dead but
 # not yet detected, EHOSTUNREACH after. The restarted guest 1 connects to the surviving
-# socket listener and exchanges data.
+# socket listener and exchanges data. A third stream, with data, guest 1 shut both ways
+# before its crash: guest 0 reads it only after the crash and must get all of it and end of
+# file (the peer closed in order before it died), not ECONNRESET.
 . /scenarios/lib.sh
 D=/sys/kernel/debug/vmcs/vmcs0
 PORT=6000
@@ -24,7 +26,7 @@ wait_others() {
 wait_line() { i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt $(($3 * 10)) ]; do sleep 0.1; i=$((i + 1)); done; grep -q "$2" "$1"; }
 
 if [ "$VMCS_GUEST" = 0 ]; then
-	plan 8
+	plan 9
 	check "insmod vmcs.ko" load_vmcs
 	vmcs-socktest crash-serve $SPORT >/tmp/sock.log 2>&1 &
 	ssrv=$!
@@ -47,6 +49,8 @@ if [ "$VMCS_GUEST" = 0 ]; then
 		grep -q SOCK-CONNECT-TIMEDOUT /tmp/sock.log
 	check "AF_VMCS: socket listener survived, the restarted guest 1 was echoed (status $src)" \
 		grep -qE 'SOCK-REJOIN-ECHOED [1-9]' /tmp/sock.log
+	check "AF_VMCS: data of a connection shut both ways before the crash read in full, then EOF" \
+		grep -q SOCK-SHUT-KEPT /tmp/sock.log
 	sed 's/^/# /' $D/rings $D/peers >&3
 	dmesg | grep vmcs | sed 's/^/# /' >&3
 elif [ "$VMCS_INCARNATION" = 1 ]; then

@@ -10,7 +10,9 @@
 # floods RXCAP_CONNS connections that guest 0 never reads (256 KiB each, the default credit):
 # some must be reset for the receive memory cap (ECONNRESET at guest 1, rx_memory in guest
 # 0's debugfs resets), and a fresh connection is still echoed byte-checked (vmcs-socktest
-# rxcap-*).
+# rxcap-*). Before the scale test, guest 1 connects FAST_CONNS times to a guest 0 server
+# that writes FAST_BYTES and closes each connection at once: every connect succeeds and
+# reads the data and end of file (vmcs-socktest fastclose-*).
 . /scenarios/lib.sh
 TESTS=$(vmcs-socktest list)
 NT=$(echo "$TESTS" | wc -l)
@@ -26,7 +28,10 @@ BURST_BYTES=32768
 BPORT=6400
 RXCAP_CONNS=8
 RPORT=6500
-plan $((NT + 9 + CROSS + 6 * SCALE))
+FAST_CONNS=200
+FAST_BYTES=4096
+FPORT=6600
+plan $((NT + 9 + CROSS + 7 * SCALE))
 
 check "insmod vmcs.ko af=0 registers no family" sh -c \
 	'insmod /lib/modules/vmcs.ko af=0 && [ "$(cat /sys/module/vmcs/parameters/af)" = 0 ]'
@@ -46,6 +51,8 @@ if [ "$CROSS" != 0 ]; then
 	if [ "$VMCS_GUEST" = 0 ]; then
 		vmcs-socktest scale-serve $SPORT $SCALE_CONNS $SCALE_BYTES >/tmp/scale.log 2>&1 &
 		ssrv=$!
+		vmcs-socktest fastclose-serve $FPORT $FAST_CONNS $FAST_BYTES >/tmp/fast.log 2>&1 &
+		fsrv=$!
 		vmcs-socktest vsock-echo-server $VPORT >/tmp/vsock.log 2>&1 &
 		vsrv=$!
 		vmcs-socktest serve $PORT $((VMCS_NGUESTS - 1)) >/tmp/serve.log 2>&1 &
@@ -53,6 +60,8 @@ if [ "$CROSS" != 0 ]; then
 		check_done "guest 0 served every other guest" "$srv" 90
 		sed 's/^/# /' /tmp/serve.log >&3
 		check_done "vsock-style echo server done" "$vsrv" 30
+		check_done "$FAST_CONNS connections written and closed at once for guest 1" "$fsrv" 120
+		sed 's/^/# /' /tmp/fast.log >&3
 		wait_pid "$ssrv" 600
 		sed 's/^/# /' /tmp/scale.log >&3
 		check "$SCALE_CONNS connections at once from guest 1 served, fair progress (status $rc)" \
@@ -62,6 +71,8 @@ if [ "$CROSS" != 0 ]; then
 		check "cross-guest stream and seqpacket against guest 0" vmcs-socktest client $PORT
 		check "AF_VSOCK echo client, family changed only" vmcs-socktest vsock-echo-client $VPORT
 		if [ "$SCALE" = 1 ]; then
+			check "$FAST_CONNS connects to a server that writes and closes at once: all succeed, data then EOF" \
+				vmcs-socktest fastclose-client $FPORT $FAST_CONNS $FAST_BYTES
 			check "$SCALE_CONNS connections at once to guest 0, $SCALE_BYTES bytes each" \
 				vmcs-socktest scale-client $SPORT $SCALE_CONNS $SCALE_BYTES
 			check "$BURST_CONNS connections, $BURST_BYTES bytes each read in full after guest 0 closed them and unloaded vmcs" \

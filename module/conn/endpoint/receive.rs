@@ -87,14 +87,7 @@ impl Endpoint {
             if st.phase == Phase::Connecting {
                 self.fail_connect(conns, &mut st, errno::econnrefused());
             } else if st.peer_shut == flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND {
-                // Orderly close: the peer shut both directions first. Unread data stays
-                // readable, then reads return 0.
-                st.bulk.end(conns);
-                st.phase = Phase::Closed;
-                st.txq.clear();
-                st.txq_bytes = 0;
-                conns.detach(self);
-                self.wake();
+                self.close_orderly(conns, &mut st);
             } else {
                 let reason = ResetReason::PeerReset;
                 self.abort(conns, &mut st, errno::econnreset(), false, reason);
@@ -194,13 +187,29 @@ impl Endpoint {
         Ok(())
     }
 
-    /// The peer is gone: reset without sending anything.
+    /// Orderly close: the peer shut both directions, then reset or left. Unread data stays
+    /// readable, then reads return 0.
+    fn close_orderly(&self, conns: &Conns<'_>, st: &mut EndpointInner) {
+        st.bulk.end(conns);
+        st.phase = Phase::Closed;
+        st.txq.clear();
+        st.txq_bytes = 0;
+        conns.detach(self);
+        self.wake();
+    }
+
+    /// The peer is gone: reset without sending anything (kept readable to end of file when
+    /// it had closed in order).
     // Reached through `Upcalls::peer_reset`, which the transport stub does not call yet.
     #[allow(dead_code)]
     pub(in crate::conn) fn on_peer_reset(&self, conns: &Conns<'_>, cause: PeerLoss) {
         let mut st = self.inner.lock();
         match st.phase {
             Phase::Connecting => self.fail_connect(conns, &mut st, errno::econnreset()),
+            // The peer had closed in order: it is gone as after its `RST`.
+            Phase::Connected if st.peer_shut == flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND => {
+                self.close_orderly(conns, &mut st)
+            }
             Phase::Connected | Phase::Closing => {
                 let reason = ResetReason::PeerLost(cause);
                 self.abort(conns, &mut st, errno::econnreset(), false, reason)

@@ -18,6 +18,9 @@ use crate::sock::{check, Sock, CID_ANY};
 /// closed port on guest 1 with SO_SNDTIMEO 300 ms: refused while guest 1 lives,
 /// ETIMEDOUT once it is dead but not yet detected (nothing answers), EHOSTUNREACH after.
 /// Then the restarted guest 1 connects to the same stream listener and is echoed.
+/// A third connection, on `port + 2`, carries `SHUT_BYTES` from guest 1, which then shut it
+/// both ways (and was killed with it open): read only after the crash, it must still give
+/// every byte and end of file (the peer had closed in order), not ECONNRESET.
 pub(crate) fn crash_serve(port: u32) -> Res {
     let ls = Sock::new(libc::SOCK_STREAM)?;
     ls.bind(CID_ANY, port)?;
@@ -25,6 +28,9 @@ pub(crate) fn crash_serve(port: u32) -> Res {
     let lq = Sock::new(libc::SOCK_SEQPACKET)?;
     lq.bind(CID_ANY, port + 1)?;
     lq.listen(4)?;
+    let lr = Sock::new(libc::SOCK_STREAM)?;
+    lr.bind(CID_ANY, port + 2)?;
+    lr.listen(4)?;
     println!(
         "crash-serve: listening on {port} (stream) and {} (seqpacket)",
         port + 1
@@ -32,6 +38,14 @@ pub(crate) fn crash_serve(port: u32) -> Res {
     let _ = std::io::stdout().flush();
     let (s, a) = ls.accept()?;
     let (q, _) = lq.accept()?;
+    let (r, _) = lr.accept()?;
+    // Guest 1's data and SHUTDOWN are all here (POLLHUP: shut both ways); the byte on the
+    // stream connection lets it go on to its crash.
+    let ev = r.poll(libc::POLLHUP, 60000)?;
+    if ev & libc::POLLHUP == 0 {
+        return Err(format!("the shut connection never hung up ({ev:#x})"));
+    }
+    s.send_all(b"k")?;
     let peer = a.svm_cid;
     println!("SOCK-ACCEPTED stream and seqpacket from cid {peer}");
     let _ = std::io::stdout().flush();
@@ -118,6 +132,27 @@ pub(crate) fn crash_serve(port: u32) -> Res {
         msgs += 1;
     }
     println!("SOCK-REJOIN-ECHOED {msgs} reads");
+    // Long after guest 1's death was detected: the orderly-closed connection's data.
+    let mut b = vec![0u8; SHUT_BYTES + 1];
+    let n = r.recv(&mut b, libc::MSG_WAITALL);
+    let e = if n < 0 {
+        strerror(errno())
+    } else {
+        "ok".into()
+    };
+    let eof = r.recv(&mut b[..1], 0);
+    let good = n == SHUT_BYTES as isize
+        && b[..SHUT_BYTES]
+            .iter()
+            .enumerate()
+            .all(|(k, v)| *v == shut_byte(k));
+    if good && eof == 0 {
+        println!("SOCK-SHUT-KEPT {n} bytes then EOF");
+    } else {
+        fails.push(format!(
+            "shut connection after the crash: read {n} of {SHUT_BYTES} ({e}), then {eof}"
+        ));
+    }
     if fails.is_empty() {
         Ok(())
     } else {
@@ -125,13 +160,30 @@ pub(crate) fn crash_serve(port: u32) -> Res {
     }
 }
 
+/// Bytes of the connection guest 1 shuts both ways before its crash.
+const SHUT_BYTES: usize = 20000;
+
+fn shut_byte(k: usize) -> u8 {
+    (k * 7 % 251) as u8
+}
+
 /// Guest 1, first incarnation: connect a stream and a seqpacket socket to guest 0, send a
-/// first message on each, then stay connected until killed.
+/// first message on each; connect a third one, send `SHUT_BYTES` and shut it both ways;
+/// once guest 0 says it has it all, stay connected until killed.
 pub(crate) fn crash_connect(port: u32) -> Res {
     let (s, cid) = find_server(libc::SOCK_STREAM, port)?;
     let (q, _) = find_server(libc::SOCK_SEQPACKET, port + 1)?;
     s.send_all(b"hello stream")?;
     q.send_all(b"hello seqpacket")?;
+    let r = Sock::new(libc::SOCK_STREAM)?;
+    r.connect(cid, port + 2)?;
+    let data: Vec<u8> = (0..SHUT_BYTES).map(shut_byte).collect();
+    r.send_all(&data)?;
+    r.shutdown(libc::SHUT_RDWR)?;
+    let mut k = [0u8; 1];
+    if s.recv(&mut k, 0) != 1 {
+        return Err(format!("no go-ahead from guest 0: {}", strerror(errno())));
+    }
     println!("connected to cid {cid}");
     let _ = std::io::stdout().flush();
     loop {

@@ -17,6 +17,9 @@
 //!   vmcs-socktest rxcap-serve PORT N / rxcap-client PORT N
 //!                                      N unread connections flood a receiver with a small
 //!                                      rx_mem_max_kb: some are reset, a fresh one works
+//!   vmcs-socktest fastclose-serve PORT N BYTES / fastclose-client PORT N BYTES
+//!                                      N connections, each written and closed at once by
+//!                                      the server: every connect succeeds, data then EOF
 //!   vmcs-socktest crash-serve PORT / crash-connect PORT / crash-rejoin PORT
 //!                                      peer death (crash scenario): ECONNRESET, connect
 //!                                      timeout, surviving listener
@@ -26,6 +29,7 @@
 mod basic;
 mod crash;
 mod cross;
+mod fastclose;
 mod options;
 mod rxcap;
 mod scale;
@@ -35,6 +39,7 @@ mod vsock;
 use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacket, t_stream};
 use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
+use fastclose::{fastclose_client, fastclose_serve, t_fastclose};
 use options::{t_bufs, t_lowat, t_sockopt, t_timeo};
 use rxcap::{rxcap_client, rxcap_serve};
 use scale::{burst_client, burst_serve, scale_client, scale_serve};
@@ -56,6 +61,7 @@ const TESTS: &[Test] = &[
     ("bufs", t_bufs),
     ("rcvlowat", t_lowat),
     ("timeouts", t_timeo),
+    ("fastclose", t_fastclose),
 ];
 
 fn main() -> std::process::ExitCode {
@@ -99,6 +105,14 @@ fn main() -> std::process::ExitCode {
         Some("burst-client") => match (arg(1), arg(2), arg(3)) {
             (Some(p), Some(n), Some(b)) => burst_client(p, n as usize, b as usize),
             _ => Err("usage: burst-client PORT NCONN BYTES".into()),
+        },
+        Some("fastclose-serve") => match (arg(1), arg(2), arg(3)) {
+            (Some(p), Some(n), Some(b)) => fastclose_serve(p, n as usize, b as usize),
+            _ => Err("usage: fastclose-serve PORT N BYTES".into()),
+        },
+        Some("fastclose-client") => match (arg(1), arg(2), arg(3)) {
+            (Some(p), Some(n), Some(b)) => fastclose_client(p, n as usize, b as usize),
+            _ => Err("usage: fastclose-client PORT N BYTES".into()),
         },
         Some("crash-serve") => arg(1).map_or(Err("usage: crash-serve PORT".into()), crash_serve),
         Some("crash-connect") => {

@@ -368,36 +368,40 @@ pub(crate) fn burst_client(port: u32, nconn: usize, bytes: usize) -> Res {
     for (i, s) in socks.iter().enumerate() {
         s.send_all(&(i as u32).to_le_bytes())?;
     }
-    let mut buf = vec![0u8; bytes + 1];
     for (i, s) in socks.iter().enumerate() {
-        let r = s.recv(&mut buf, libc::MSG_WAITALL);
-        let e = errno();
-        let good = r == bytes as isize
-            && buf[..bytes]
-                .iter()
-                .enumerate()
-                .all(|(k, b)| *b == scale_byte(i as u32, k));
-        if !good {
-            let why = if r < 0 {
-                ename(e)
-            } else {
-                "short or corrupt".into()
-            };
-            return Err(format!(
-                "connection {i}: read {r} of {bytes} bytes ({why}); the server closed \
-                 and unloaded vmcs with them queued"
-            ));
-        }
-        let r = s.recv(&mut buf, 0);
-        if r != 0 {
-            return Err(format!(
-                "connection {i}: {r} after the data, not end of file ({})",
-                ename(errno())
-            ));
-        }
+        read_pattern_eof(s, i as u32, bytes)
+            .map_err(|e| format!("{e}; the server closed and unloaded vmcs with them queued"))?;
     }
     check(
         &format!("{nconn} connections: all {bytes} bytes each, then end of file, although the server unloaded vmcs right after closing"),
         true,
     )
+}
+
+/// Connection `i` on `s`: exactly `bytes` bytes of `scale_byte(i, _)`, then end of file.
+pub(crate) fn read_pattern_eof(s: &Sock, i: u32, bytes: usize) -> Res {
+    let mut buf = vec![0u8; bytes + 1];
+    let r = s.recv(&mut buf, libc::MSG_WAITALL);
+    let e = errno();
+    let good = r == bytes as isize
+        && buf[..bytes]
+            .iter()
+            .enumerate()
+            .all(|(k, b)| *b == scale_byte(i, k));
+    if !good {
+        let why = if r < 0 {
+            ename(e)
+        } else {
+            "short or corrupt".into()
+        };
+        return Err(format!("connection {i}: read {r} of {bytes} bytes ({why})"));
+    }
+    let r = s.recv(&mut buf, 0);
+    if r != 0 {
+        return Err(format!(
+            "connection {i}: {r} after the data, not end of file ({})",
+            ename(errno())
+        ));
+    }
+    Ok(())
 }
