@@ -55,9 +55,13 @@ const EPHEMERAL_START: u32 = 49152;
 ///
 /// `Vec::extend_from_slice` clones element by element, which this kernel (`-Os`) compiles
 /// to a byte-by-byte loop; under TCG that is about 50 times slower than `memcpy`. Every
-/// payload copy between kernel buffers goes through here.
-pub(crate) fn append_bytes<A: Allocator>(v: &mut Vec<u8, A>, src: &[u8]) -> Result {
-    v.reserve(src.len(), GFP_KERNEL)?;
+/// payload copy between kernel buffers goes through here. `flags` are those of the growth.
+pub(crate) fn append_bytes<A: Allocator>(
+    v: &mut Vec<u8, A>,
+    src: &[u8],
+    flags: kernel::alloc::Flags,
+) -> Result {
+    v.reserve(src.len(), flags)?;
     let dst = v.spare_capacity_mut().get_mut(..src.len()).ok_or(ENOMEM)?;
     // SAFETY: `dst` is `src.len()` elements of `v`'s spare capacity, valid for writes;
     // `src` is valid for reads of as many bytes; they do not overlap (`src` is a shared
@@ -74,7 +78,7 @@ pub(crate) fn append_bytes<A: Allocator>(v: &mut Vec<u8, A>, src: &[u8]) -> Resu
 /// A new `KVec` holding a copy of `src` (one allocation, one `memcpy`, no zero fill).
 pub(crate) fn copy_bytes(src: &[u8]) -> Result<KVec<u8>> {
     let mut v = KVec::with_capacity(src.len(), GFP_KERNEL)?;
-    append_bytes(&mut v, src)?;
+    append_bytes(&mut v, src, GFP_KERNEL)?;
     Ok(v)
 }
 

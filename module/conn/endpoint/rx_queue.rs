@@ -121,11 +121,10 @@ impl RxQueue {
     }
 
     fn append(&mut self, payload: &[u8], partial: usize, eom: bool) -> Result {
-        self.data.reserve(payload.len(), rx_gfp())?;
         if eom {
             self.lens.reserve(1, rx_gfp())?;
         }
-        append_bytes(&mut self.data, payload)?;
+        append_bytes(&mut self.data, payload, rx_gfp())?;
         self.partial = partial;
         if eom {
             // `partial` is at most `MAX_MSG_SIZE`, so it fits in u32.
