@@ -241,6 +241,12 @@ impl EndpointInner {
     fn is_conn(&self) -> bool {
         matches!(self.phase, Phase::Connecting | Phase::Connected)
     }
+
+    /// The peer shut both directions: it closed in order (POLLHUP; a later `RST` or its loss
+    /// ends the connection with its data still readable, then end of file).
+    pub(super) fn peer_shut_both(&self) -> bool {
+        self.peer_shut == flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND
+    }
 }
 
 /// An endpoint of the core.
@@ -688,7 +694,7 @@ impl Endpoint {
                 {
                     mask |= poll_mask::OUT;
                 }
-                if st.peer_shut == flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND {
+                if st.peer_shut_both() {
                     mask |= poll_mask::HUP;
                 }
             }
@@ -734,9 +740,6 @@ impl Endpoint {
         self.inner.lock().err
     }
 
-    /// One line of the connection listing.
-    // For the debugfs listing, which is not wired up yet.
-    #[allow(dead_code)]
     /// Writes this endpoint's row of the debugfs `connections` table (columns in
     /// [`super::CONNECTIONS_HEADER`]; no spaces inside a field). Remote is `-` when there is
     /// no peer (idle, bound or listening endpoints).

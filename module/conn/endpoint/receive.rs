@@ -86,7 +86,7 @@ impl Endpoint {
         if hdr.op == Op::Rst {
             if st.phase == Phase::Connecting {
                 self.fail_connect(conns, &mut st, errno::econnrefused());
-            } else if st.peer_shut == flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND {
+            } else if st.peer_shut_both() {
                 self.close_orderly(conns, &mut st);
             } else {
                 let reason = ResetReason::PeerReset;
@@ -200,16 +200,12 @@ impl Endpoint {
 
     /// The peer is gone: reset without sending anything (kept readable to end of file when
     /// it had closed in order).
-    // Reached through `Upcalls::peer_reset`, which the transport stub does not call yet.
-    #[allow(dead_code)]
     pub(in crate::conn) fn on_peer_reset(&self, conns: &Conns<'_>, cause: PeerLoss) {
         let mut st = self.inner.lock();
         match st.phase {
             Phase::Connecting => self.fail_connect(conns, &mut st, errno::econnreset()),
             // The peer had closed in order: it is gone as after its `RST`.
-            Phase::Connected if st.peer_shut == flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND => {
-                self.close_orderly(conns, &mut st)
-            }
+            Phase::Connected if st.peer_shut_both() => self.close_orderly(conns, &mut st),
             Phase::Connected | Phase::Closing => {
                 let reason = ResetReason::PeerLost(cause);
                 self.abort(conns, &mut st, errno::econnreset(), false, reason)
