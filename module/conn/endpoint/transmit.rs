@@ -271,6 +271,8 @@ impl Endpoint {
         stream: bool,
     ) -> (MutexGuard<'a, EndpointInner>, Result<usize>) {
         let mut sent = 0usize;
+        let local = st.peer == conns.local_id();
+        let mut drained = false;
         let res = loop {
             if sent == total {
                 break Ok(());
@@ -292,6 +294,9 @@ impl Endpoint {
                 match self.send_frame_user(conns, &mut st, src, total - sent, sent, total) {
                     Ok(Some((k, n))) => {
                         sent += k;
+                        if k > 0 {
+                            drained = false;
+                        }
                         if k < n {
                             fault = n - k;
                         }
@@ -312,13 +317,29 @@ impl Endpoint {
                 }
                 continue;
             }
+            if wait && local && !drained {
+                // The loopback FIFO is drained by the threads that send, after they drop
+                // their locks: drain it once, then go on.
+                drained = true;
+                drop(st);
+                conns.loopback_drain();
+                st = self.inner.lock();
+                continue;
+            }
             if wait {
-                st.tx_waiting = true;
-                if timeout.0 > 0 {
-                    conns.kick(st.peer);
-                }
-                let w = self.wait(&mut st, timeout);
-                st.tx_waiting = false;
+                let w = if local {
+                    // Still full: nobody else may drain it soon; as a caller that cannot
+                    // wait (the queued rest goes with the next drain, as before).
+                    Err(EAGAIN)
+                } else {
+                    st.tx_waiting = true;
+                    if timeout.0 > 0 {
+                        conns.kick(st.peer);
+                    }
+                    let w = self.wait(&mut st, timeout);
+                    st.tx_waiting = false;
+                    w
+                };
                 if let Err(e) = w {
                     if stream && sent > 0 {
                         break Ok(());
@@ -451,7 +472,13 @@ impl Endpoint {
             return (st, Err(e.into()));
         }
         st.txq_bytes += got;
-        let r = self.pump_queue(conns, &mut st, usize::MAX).map(|_| got);
+        // As `pump` (its turn in the round robin while the ring is backlogged), for the
+        // owner of the transmit order.
+        let r = if conns.backlogged(st.peer) {
+            Ok(got)
+        } else {
+            self.pump_queue(conns, &mut st, usize::MAX).map(|_| got)
+        };
         (st, r)
     }
 
