@@ -231,6 +231,7 @@ impl Link {
                     if let Some(s) = self.stats.get(i) {
                         bump(&s.rx_frames, 1);
                         bump(&s.rx_bytes, len as u64);
+                        bump(&s.rx_ring_bytes, len as u64);
                     }
                     // The core copies the payload once, from the ring into its receive
                     // queue, during the upcall; the slot is released after it. The rx

@@ -69,7 +69,8 @@ impl Link {
         hdr: &FrameHeader,
         src: &mut UserIter<'_>,
     ) -> Result<usize, SendError> {
-        self.send_frame(up, peer, hdr, hdr.len, |shm, r| {
+        let want = hdr.len;
+        let sent = self.send_frame(up, peer, hdr, want, |shm, r| {
             let mut got = 0usize;
             for seg in r.segments() {
                 if seg.len == 0 {
@@ -83,7 +84,14 @@ impl Link {
             }
             // At most the reserved length, a u32.
             got as u32
-        })
+        })?;
+        if let Some(s) = self.stats.get(peer as usize) {
+            bump(&s.tx_user_bytes, sent as u64);
+            if sent < want as usize {
+                bump(&s.tx_short, 1);
+            }
+        }
+        Ok(sent)
     }
 
     /// Reserves room for a frame of `len` payload bytes to `peer`, lets `fill` copy the
