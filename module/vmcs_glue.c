@@ -20,6 +20,8 @@
 #include <linux/anon_inodes.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/uio.h>
 #include <linux/module.h>
 #include <net/sock.h>
 
@@ -93,6 +95,33 @@ void vmcs_glue_file_set_mapping(struct file *file, void *m)
 void vmcs_glue_mapping_zap(void *m)
 {
 	unmap_mapping_range(m, 0, 0, 1);
+}
+
+/*
+ * Copies between user memory (an iov_iter) and kernel memory with page faults
+ * disabled (module/glue/uiter.rs): a copy stops short at a user page that is
+ * not present instead of sleeping in the fault handler, so that it may run
+ * under the ring's spinlock or a connection's mutex. The caller faults the
+ * rest in with no lock held (fault_in_iov_iter_*) and copies again.
+ */
+size_t vmcs_glue_copy_from_iter_nofault(void *to, size_t n, struct iov_iter *i)
+{
+	size_t r;
+
+	pagefault_disable();
+	r = copy_from_iter(to, n, i);
+	pagefault_enable();
+	return r;
+}
+
+size_t vmcs_glue_copy_to_iter_nofault(const void *from, size_t n, struct iov_iter *i)
+{
+	size_t r;
+
+	pagefault_disable();
+	r = copy_to_iter(from, n, i);
+	pagefault_enable();
+	return r;
 }
 
 static const struct file_operations vmcs_fops = {

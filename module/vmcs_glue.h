@@ -10,6 +10,7 @@
 #include <linux/net.h>
 #include <linux/poll.h>
 #include <linux/socket.h>
+#include <linux/uio.h>
 
 /* Provided by the C glue. */
 const struct file_operations *vmcs_glue_fops(void);
@@ -32,6 +33,10 @@ void *vmcs_glue_mapping_new(void);
 void vmcs_glue_mapping_free(void *m);
 void vmcs_glue_file_set_mapping(struct file *file, void *m);
 void vmcs_glue_mapping_zap(void *m);
+
+/* User copies with page faults disabled (module/glue/uiter.rs). */
+size_t vmcs_glue_copy_from_iter_nofault(void *to, size_t n, struct iov_iter *i);
+size_t vmcs_glue_copy_to_iter_nofault(const void *from, size_t n, struct iov_iter *i);
 
 /* AF_VMCS (module/glue/socket.rs): registration and the struct sock helpers. */
 unsigned int vmcs_glue_af(void);

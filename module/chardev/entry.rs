@@ -5,7 +5,7 @@
 //! imports this file.
 
 use super::VmcsFile;
-use crate::glue::{file, Fault};
+use crate::glue::{self, file, Fault};
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::{
     bindings,
@@ -13,7 +13,6 @@ use kernel::{
     prelude::*,
     sync::{poll::PollTable, Arc, ArcBorrow},
     types::ForeignOwnable,
-    uaccess::{UserPtr, UserSlice},
 };
 
 /// Converts a `Result` of a byte count to the `ssize_t` convention.
@@ -83,8 +82,7 @@ unsafe extern "C" fn vmcs_chr_read(
 ) -> isize {
     // SAFETY: Guaranteed by the caller.
     let (ep, nonblock) = unsafe { (dev_file(file), file::nonblocking(file)) };
-    let writer = UserSlice::new(UserPtr::from_ptr(buf), len).writer();
-    to_ssize(ep.read(writer, nonblock))
+    to_ssize(glue::UserIter::user(buf as usize, len, false).and_then(|dst| ep.read(dst, nonblock)))
 }
 
 /// # Safety
@@ -99,8 +97,7 @@ unsafe extern "C" fn vmcs_chr_write(
 ) -> isize {
     // SAFETY: Guaranteed by the caller.
     let (ep, nonblock) = unsafe { (dev_file(file), file::nonblocking(file)) };
-    let reader = UserSlice::new(UserPtr::from_ptr(buf), len).reader();
-    to_ssize(ep.write(reader, nonblock))
+    to_ssize(glue::UserIter::user(buf as usize, len, true).and_then(|src| ep.write(src, nonblock)))
 }
 
 /// # Safety

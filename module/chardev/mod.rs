@@ -12,7 +12,7 @@
 mod entry;
 
 use crate::{
-    conn::{Endpoint, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
+    conn::{Endpoint, Timeout, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
     domain::{self, Domain},
     glue::{self, errno, oflags, poll_mask},
     uapi::{
@@ -24,7 +24,7 @@ use kernel::{
     fs::File,
     prelude::*,
     sync::{poll::PollTable, Arc},
-    uaccess::{UserPtr, UserSlice, UserSliceReader, UserSliceWriter},
+    uaccess::{UserPtr, UserSlice},
 };
 
 // SAFETY: `VmcsFile` is the type the /dev/vmcs entry points (entry.rs) keep in
@@ -97,28 +97,30 @@ impl VmcsFile {
         file_nonblock || self.endpoint.nonblock()
     }
 
-    /// Reads one message; a smaller buffer truncates it (the rest is discarded).
-    pub(crate) fn read(&self, mut out: UserSliceWriter, nonblock: bool) -> Result<usize> {
+    /// Reads one message straight into the user buffer `dst`; a smaller buffer truncates it
+    /// (the rest is discarded). A buffer that cannot be written: `EFAULT`, and the message
+    /// stays queued.
+    pub(crate) fn read(&self, mut dst: glue::UserIter<'_>, nonblock: bool) -> Result<usize> {
         self.domain.alive()?;
         let nonblock = self.nonblock(nonblock);
-        let msg = self
-            .endpoint
-            .recv(&self.domain.conns(), out.len(), nonblock)?;
-        out.write_slice(&msg)?;
-        Ok(msg.len())
+        self.endpoint
+            .recv_user(&self.domain.conns(), &mut dst, nonblock)
     }
 
-    /// Writes one message of 1..=`VMCS_MAX_MSG_SIZE` bytes.
-    pub(crate) fn write(&self, input: UserSliceReader, nonblock: bool) -> Result<usize> {
+    /// Writes one message of 1..=`VMCS_MAX_MSG_SIZE` bytes, copied from the user buffer
+    /// `src` straight into the ring.
+    pub(crate) fn write(&self, mut src: glue::UserIter<'_>, nonblock: bool) -> Result<usize> {
         self.domain.alive()?;
         let nonblock = self.nonblock(nonblock);
-        let len = input.len();
-        if len > uapi::MAX_MSG_SIZE as usize {
+        if src.len() > uapi::MAX_MSG_SIZE as usize {
             return Err(errno::emsgsize());
         }
-        let mut data = KVec::with_capacity(len, GFP_KERNEL)?;
-        input.read_all(&mut data, GFP_KERNEL)?;
-        self.endpoint.send(&self.domain.conns(), data, nonblock)
+        self.endpoint.send_user(
+            &self.domain.conns(),
+            &mut src,
+            &mut Timeout::blocking(nonblock),
+            false,
+        )
     }
 
     /// The ioctls of docs/uapi.md, one method each.

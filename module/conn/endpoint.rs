@@ -9,8 +9,10 @@
 //! credit counters of one connection move forward only.
 //!
 //! Locking (docs/architecture.md): an `Endpoint`'s mutex may be held while taking the core's
-//! table lock or loopback lock and while calling `Transport::send`; never two `Endpoint` mutexes at
-//! once; never an `Endpoint` mutex while user memory is copied.
+//! table lock or loopback lock and while calling `Transport::send`/`send_user`; never two
+//! `Endpoint` mutexes at once. User memory is copied under it only with page faults disabled
+//! (`glue::UserIter`: the copy never sleeps and stops short at a page not present); user
+//! pages are faulted in, and copies that may fault are made, with no lock held.
 
 mod bulk;
 mod receive;
@@ -149,6 +151,12 @@ pub(crate) struct EndpointInner {
     txq: TxQueue,
     /// Payload bytes in `txq` not yet handed to the transport.
     txq_bytes: usize,
+    /// A sender is copying straight from user memory into the ring (`send_user`): until it
+    /// is done, only it sends (its frames and the queued ones, in order), and other senders
+    /// wait for it.
+    tx_busy: bool,
+    /// That sender waits for ring space or its turn; `on_tx_space` wakes it.
+    tx_waiting: bool,
     rxq: RxQueue,
     /// `SHUTDOWN_RCV`/`SHUTDOWN_SEND` bits the peer sent.
     peer_shut: u32,
@@ -182,6 +190,8 @@ impl EndpointInner {
             rx: RxCredit::new(DEFAULT_RCVBUF),
             txq: TxQueue::default(),
             txq_bytes: 0,
+            tx_busy: false,
+            tx_waiting: false,
             rxq: RxQueue::default(),
             peer_shut: 0,
             local_shut: 0,
@@ -713,15 +723,6 @@ impl Endpoint {
             _ => {}
         }
         mask
-    }
-
-    /// Largest chunk one `send` of a byte stream may carry now: the peer's receive buffer,
-    /// at most `VMCS_MAX_MSG_SIZE` (at least 1, so that `send` reports the real error).
-    pub(crate) fn stream_chunk(&self) -> usize {
-        let st = self.inner.lock();
-        (st.peer_buf_alloc.min(uapi::MAX_MSG_SIZE) as usize)
-            .min(st.sndbuf)
-            .max(1)
     }
 
     /// `SIOCINQ`, `SIOCOUTQ`: unread bytes and bytes queued but not yet sent.

@@ -23,9 +23,9 @@ pub(crate) use rx_mem::RxMem;
 use reset::{ResetCounts, UNKNOWN_CONNECTION};
 
 use crate::{
-    glue::{self, errno},
+    glue::{self, errno, UserIter},
     proto::frame::{FrameHeader, Op, SockType, FRAME_HDR_SIZE},
-    transport::{PeerLoss, SendError, Transport},
+    transport::{PeerLoss, RxPayload, SendError, Transport},
     uapi,
 };
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -72,6 +72,26 @@ pub(crate) fn append_bytes<A: Allocator>(
     // SAFETY: the `src.len()` elements after the current length were just initialised, and
     // `reserve` made room for them.
     unsafe { v.inc_len(src.len()) };
+    Ok(())
+}
+
+/// Appends the received `payload` to `v`: one copy, straight from where the transport holds
+/// it (the ring) into `v`'s spare capacity. `flags` are those of the growth.
+pub(crate) fn append_payload<A: Allocator>(
+    v: &mut Vec<u8, A>,
+    payload: &dyn RxPayload,
+    flags: kernel::alloc::Flags,
+) -> Result {
+    let len = payload.len();
+    v.reserve(len, flags)?;
+    let dst = v.spare_capacity_mut().get_mut(..len).ok_or(ENOMEM)?;
+    if payload.copy_to(dst) != len {
+        // The transport's buffer is gone (unbind).
+        return Err(ENODEV);
+    }
+    // SAFETY: `copy_to` initialised the `len` spare elements after the current length, and
+    // `reserve` made room for them.
+    unsafe { v.inc_len(len) };
     Ok(())
 }
 
@@ -428,6 +448,68 @@ impl Conns<'_> {
         Ok(())
     }
 
+    /// Hands one data frame of the next `hdr.len` bytes of `src` to the transport
+    /// ([`Transport::send_user`]: straight into the ring), or to the loopback FIFO (one
+    /// copy into the frame's buffer). Never blocks and never takes a page fault: returns
+    /// the bytes sent, fewer (a frame without `EOM`, or none for 0) when a user page is not
+    /// present.
+    fn xmit_user(
+        &self,
+        peer: u32,
+        hdr: &FrameHeader,
+        src: &mut UserIter<'_>,
+    ) -> Result<usize, SendError> {
+        if peer != self.local_id() {
+            return self.transport.send_user(peer, hdr, src);
+        }
+        let len = hdr.len as usize;
+        if len > LOOPBACK_MAX_PAYLOAD as usize {
+            return Err(SendError::Invalid);
+        }
+        let mut q = self.loopback.lock();
+        if q.bytes >= LOOPBACK_MAX_BYTES {
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        // On allocation failure too, `Full` promises a `tx_space` (after the next batch).
+        let Ok(mut data) = KVec::<u8>::with_capacity(len, GFP_KERNEL) else {
+            q.full = true;
+            return Err(SendError::Full);
+        };
+        let got = match data.spare_capacity_mut().get_mut(..len) {
+            Some(dst) => src.read_nofault(dst),
+            None => 0,
+        };
+        if got == 0 && len > 0 {
+            return Ok(0);
+        }
+        // SAFETY: `read_nofault` initialised the first `got` spare elements.
+        unsafe { data.inc_len(got) };
+        let mut h = *hdr;
+        // `got` is at most `len`, a u32.
+        h.len = got as u32;
+        if got < len {
+            h.flags &= !crate::proto::frame::flags::EOM;
+        }
+        if q.frames
+            .push(
+                LoopbackFrame {
+                    hdr: h,
+                    payload: data,
+                },
+                GFP_KERNEL,
+            )
+            .is_err()
+        {
+            // Nothing was sent: give the bytes back to the caller's iterator.
+            src.revert(got);
+            q.full = true;
+            return Err(SendError::Full);
+        }
+        q.bytes += got + FRAME_HDR_SIZE;
+        Ok(got)
+    }
+
     /// Teardown, while the transport still runs: waits (at most [`LINGER_MS`]) until every
     /// closed connection has handed its last frames (data, `SHUTDOWN`, `RST`) to the
     /// transport and every live peer has read them, so that data a peer was promised by
@@ -482,7 +564,7 @@ impl Conns<'_> {
                 core::mem::replace(&mut q.full, false)
             };
             for f in batch.drain_all() {
-                self.deliver(local, &f.hdr, &f.payload);
+                self.deliver(local, &f.hdr, &f.payload.as_slice());
             }
             if full {
                 self.tx_space(local);
@@ -528,7 +610,7 @@ impl Conns<'_> {
     }
 
     /// A validated frame from `peer` (`Upcalls::deliver` of the domain, and loopback).
-    pub(crate) fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
+    pub(crate) fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &dyn RxPayload) {
         let (conn, listener) = {
             let t = self.table.lock();
             let conn = t

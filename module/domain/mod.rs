@@ -23,11 +23,11 @@ pub(crate) use registry::{
 
 use crate::{
     conn::{ConnTable, Conns},
-    glue::{self, errno, SharedRegion},
+    glue::{self, errno, SharedRegion, UserIter},
     proto::frame::FrameHeader,
     transport::{
         ivshmem::{Link, REGS_SIZE},
-        PeerInfo, PeerLoss, SendError, Transport, Upcalls,
+        PeerInfo, PeerLoss, RxPayload, SendError, Transport, Upcalls,
     },
     uapi::{self, VmcsInfo, VmcsPeerInfo},
 };
@@ -392,6 +392,15 @@ impl Transport for Arc<Domain> {
         self.link.send(self, peer, hdr, payload)
     }
 
+    fn send_user(
+        &self,
+        peer: u32,
+        hdr: &FrameHeader,
+        src: &mut UserIter<'_>,
+    ) -> Result<usize, SendError> {
+        self.link.send_user(self, peer, hdr, src)
+    }
+
     fn is_live(&self, peer: u32) -> bool {
         self.link.is_live(peer)
     }
@@ -419,7 +428,7 @@ impl Transport for Arc<Domain> {
 
 /// What the transport reports, forwarded to the core; `wake_rx` queues the receive work.
 impl Upcalls for Arc<Domain> {
-    fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) {
+    fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &dyn RxPayload) {
         self.conns().deliver(peer, hdr, payload);
     }
 

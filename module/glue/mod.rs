@@ -5,7 +5,8 @@
 //! Every file here wraps a C interface the `kernel` crate has no abstraction for, in a small
 //! safe type or a narrow `unsafe fn`: the shared region mapping ([`region`]), the files of
 //! /dev/vmcs with their mappings and faults ([`file`]), the misc device ([`misc`]) and
-//! socket family ([`socket`]) registrations, workqueue helpers ([`work`]), errnos
+//! socket family ([`socket`]) registrations, user memory for the one-copy data path
+//! ([`uiter`]), workqueue helpers ([`work`]), errnos
 //! ([`errno`]) and poll masks the kernel crate lacks.
 //!
 //! It imports nothing of vmcs but the wire protocol (`proto`, for [`region`]'s `Shm`) and
@@ -18,12 +19,14 @@ pub(crate) mod file;
 pub(crate) mod misc;
 pub(crate) mod region;
 pub(crate) mod socket;
+pub(crate) mod uiter;
 pub(crate) mod work;
 
 pub(crate) use file::{DevFilePrivate, Fault, FileMapping, VM_FAULT_SIGBUS};
 pub(crate) use misc::MiscRegistration;
 pub(crate) use region::SharedRegion;
 pub(crate) use socket::{af_param, SocketFamilyRegistration};
+pub(crate) use uiter::UserIter;
 pub(crate) use work::{flush_delayed_work, mod_delayed_work, wq};
 
 use kernel::bindings;

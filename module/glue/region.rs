@@ -3,7 +3,9 @@
 //! The shared region: BAR2 of an ivshmem device, requested and mapped write-back, and the
 //! protocol's view of it ([`Shm`]) on the kernel's atomics and barriers.
 
+use super::UserIter;
 use crate::proto::shm::Shm;
+use core::mem::MaybeUninit;
 use kernel::ffi::{c_int, c_ulong};
 use kernel::{
     bindings,
@@ -117,6 +119,46 @@ impl SharedRegion {
         // SAFETY: `offset..end` lies in the mapping (checked above, type invariant).
         unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.addr.add(offset), src.len()) };
         Ok(())
+    }
+}
+
+/// Copies between the region and user memory or uninitialised kernel memory (the one-copy
+/// data path). Each is bounds-checked: nothing outside `offset..offset + n` of the region
+/// is touched, and a range not inside the region copies nothing.
+impl SharedRegion {
+    /// A pointer to `offset` if `offset..offset + n` lies in the mapping.
+    fn range(&self, offset: usize, n: usize) -> Option<*mut u8> {
+        let end = offset.checked_add(n)?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: `offset <= end <= len`: the result stays inside the mapping.
+        Some(unsafe { self.addr.add(offset) })
+    }
+
+    /// Copies up to `n` bytes from `src` into the region at `offset`, with page faults
+    /// disabled (it never sleeps: callable under the ring's spinlock). Returns the bytes
+    /// copied: fewer when a user page is not present (the caller faults it in with no lock
+    /// held and copies the rest again).
+    pub(crate) fn fill_from_user(&self, offset: usize, n: usize, src: &mut UserIter<'_>) -> usize {
+        let Some(p) = self.range(offset, n) else {
+            return 0;
+        };
+        // SAFETY: `p..p + n` lies in the mapping (checked by `range`, type invariant).
+        unsafe { src.read_raw_nofault(p, n) }
+    }
+
+    /// Copies `dst.len()` bytes starting at `offset` into `dst` (the spare capacity of a
+    /// receive queue). Returns the bytes copied: all of them, or 0 when out of bounds.
+    pub(crate) fn read_uninit(&self, offset: usize, dst: &mut [MaybeUninit<u8>]) -> usize {
+        let Some(p) = self.range(offset, dst.len()) else {
+            return 0;
+        };
+        // SAFETY: `p..p + dst.len()` lies in the mapping; `dst` is valid for writes of its
+        // length and is not in the mapping (a kernel buffer). Concurrent writes by other
+        // guests give some mix of old and new bytes, which callers treat as untrusted.
+        unsafe { core::ptr::copy_nonoverlapping(p, dst.as_mut_ptr().cast::<u8>(), dst.len()) };
+        dst.len()
     }
 }
 

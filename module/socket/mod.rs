@@ -274,42 +274,24 @@ impl VmcsSocket {
         let mut timeout = self.call_timeout(flags, opts)?;
         let conns = self.domain.conns();
         let len = src.len();
+        // User memory goes straight into the ring (`Endpoint::send_user`).
+        let mut src = glue::UserIter::source(src);
         if !self.stream {
             if len > uapi::MAX_MSG_SIZE as usize {
                 return Err(errno::emsgsize());
             }
-            let mut data = KVec::new();
-            src.copy_from_iter_vec(&mut data, GFP_KERNEL)?;
-            return self.endpoint.send_timeout(&conns, data, &mut timeout);
+            return self
+                .endpoint
+                .send_user(&conns, &mut src, &mut timeout, false);
         }
         let mut sent = 0;
-        while sent < len {
-            let n = (len - sent).min(self.endpoint.stream_chunk());
-            // No zero fill: the user's bytes go straight into the spare capacity.
-            let mut data = KVec::with_capacity(n, GFP_KERNEL)?;
-            let spare = data.spare_capacity_mut();
-            let end = n.min(spare.len());
-            let got = src.copy_from_iter_raw(&mut spare[..end]).len();
-            if got == 0 {
-                return if sent > 0 { Ok(sent) } else { Err(EFAULT) };
-            }
-            // SAFETY: `copy_from_iter_raw` initialised the first `got` spare elements.
-            unsafe { data.inc_len(got) };
-            match self.endpoint.send_stream(&conns, data, &mut timeout) {
-                Ok(n) => {
-                    if n < got {
-                        // SAFETY: `got` bytes were just read from `src`; giving back the
-                        // `got - n` that were not queued stays inside the iterator.
-                        unsafe { src.revert(got - n) };
-                    }
-                    sent += n;
-                }
-                Err(e) => {
-                    // SAFETY: `got` bytes were just read from `src` and not consumed, so
-                    // reverting them stays inside the iterator.
-                    unsafe { src.revert(got) };
-                    return if sent > 0 { Ok(sent) } else { Err(e) };
-                }
+        while !src.is_empty() {
+            match self
+                .endpoint
+                .send_user(&conns, &mut src, &mut timeout, true)
+            {
+                Ok(n) => sent += n,
+                Err(e) => return if sent > 0 { Ok(sent) } else { Err(e) },
             }
         }
         Ok(sent)
@@ -330,20 +312,17 @@ impl VmcsSocket {
         let peek = flags & msg::PEEK != 0;
         let conns = self.domain.conns();
         let max = dst.len();
+        // The receive queue goes straight to user memory.
+        let mut dst = glue::UserIter::dest(dst);
         if !self.stream {
-            let (data, len) = self.endpoint.recv_seq(&conns, max, &mut timeout, peek)?;
-            if dst.copy_to_iter(&data) != data.len() {
-                return Err(EFAULT);
-            }
+            let (n, len) = self
+                .endpoint
+                .recv_seq_user(&conns, &mut dst, &mut timeout, peek)?;
             let mut out = msg::EOR;
-            if len > data.len() {
+            if len > n {
                 out |= msg::TRUNC;
             }
-            let ret = if flags & msg::TRUNC != 0 {
-                len
-            } else {
-                data.len()
-            };
+            let ret = if flags & msg::TRUNC != 0 { len } else { n };
             return Ok((ret, out));
         }
         if max == 0 {
@@ -367,30 +346,23 @@ impl VmcsSocket {
             } else {
                 timeout
             };
-            let data = match self
-                .endpoint
-                .recv_stream(&conns, max - copied, &mut now, peek)
-            {
-                Ok(d) => d,
-                // Bytes already read are returned; the error shows on the next call.
-                Err(_) if copied > 0 => break,
-                Err(e) => return Err(e),
-            };
+            let n =
+                match self
+                    .endpoint
+                    .recv_stream_user(&conns, &mut dst, max - copied, &mut now, peek)
+                {
+                    Ok(n) => n,
+                    // Bytes already read are returned; the error shows on the next call.
+                    Err(_) if copied > 0 => break,
+                    Err(e) => return Err(e),
+                };
             if copied < target {
                 timeout = now;
             }
-            if data.is_empty() {
+            if n == 0 {
                 break;
             }
-            let n = dst.copy_to_iter(&data);
             copied += n;
-            if n != data.len() {
-                return if copied > 0 {
-                    Ok((copied, 0))
-                } else {
-                    Err(EFAULT)
-                };
-            }
             if peek {
                 break;
             }

@@ -6,20 +6,23 @@
 //! the wire protocol (`proto`) and the glue. Its whole contract is:
 //!
 //! - down: the [`Transport`] trait, what the core asks of the transport it is handed
-//!   (`local_id`, `send`, `is_live`, `max_payload`, `kick`, the bulk slice geometry). The
-//!   domain implements it over its [`ivshmem::Link`] (module/domain/mod.rs);
+//!   (`local_id`, `send`, `send_user`, `is_live`, `max_payload`, `kick`, the bulk slice
+//!   geometry). The domain implements it over its [`ivshmem::Link`] (module/domain/mod.rs);
 //! - up: the [`Upcalls`] trait, which the domain implements (forwarding frames, resets and
 //!   ring space to its core, and queueing its own works when the transport asks for a
 //!   receive pass) and which the transport calls. It is the only way up: the transport
 //!   holds no reference to anything above it.
 //!
 //! Nothing the transport passes up comes from shared memory unvalidated: frame headers are
-//! decoded and validated by `proto::frame`, payloads are copied out of the region once, and
-//! a peer that sends anything corrupt is reset as a whole.
+//! decoded and validated by `proto::frame`, payloads are copied out of the region once
+//! (straight into the core's receive queue, [`RxPayload`]), and a peer that sends anything
+//! corrupt is reset as a whole. User data goes into the region in one copy too
+//! ([`Transport::send_user`]).
 
 pub(crate) mod ivshmem;
 
-use crate::proto::frame::FrameHeader;
+use crate::{glue::UserIter, proto::frame::FrameHeader};
+use core::mem::MaybeUninit;
 
 /// Why a frame could not be queued to a peer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -79,8 +82,25 @@ pub(crate) trait Transport {
     /// This guest's peer id in the domain.
     fn local_id(&self) -> u32;
     /// Queues one frame to `peer` without blocking (callable in atomic context);
-    /// `hdr.len` is taken from `payload.len()`. See [`SendError`].
+    /// `hdr.len` is taken from `payload.len()`. See [`SendError`]. For control frames and
+    /// for data a caller could not wait to copy straight from user memory (queued in a
+    /// kernel buffer), see [`Transport::send_user`].
     fn send(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError>;
+    /// Queues one data frame to `peer` whose payload, the next `hdr.len` bytes of `src`, is
+    /// copied straight from user memory into the transport's own buffer (the ring) with page
+    /// faults disabled: it never sleeps, and no half-written frame is ever left behind.
+    ///
+    /// Returns the bytes sent. A copy cut short by a user page that is not present sends
+    /// the bytes it copied as a shorter frame without `EOM` (0: no frame at all); the
+    /// caller faults the rest in with no lock held (`UserIter::fault_in`) and sends again.
+    /// Errors as for [`Transport::send`]; on an error nothing was sent and `src` did not
+    /// advance.
+    fn send_user(
+        &self,
+        peer: u32,
+        hdr: &FrameHeader,
+        src: &mut UserIter<'_>,
+    ) -> Result<usize, SendError>;
     /// Whether `peer` is live now (never true for this guest itself).
     fn is_live(&self, peer: u32) -> bool;
     /// Largest payload of one frame.
@@ -95,6 +115,45 @@ pub(crate) trait Transport {
     fn tx_drained(&self) -> bool;
 }
 
+/// The payload of a received frame, as [`Upcalls::deliver`] hands it up: kernel bytes, or
+/// (`RW` frames) the bytes still in the transport's buffer, which the core copies once,
+/// straight to where it keeps them. Valid only during the upcall.
+pub(crate) trait RxPayload {
+    /// Payload length in bytes (the header's `len`).
+    fn len(&self) -> usize;
+    /// The payload, when it is in kernel memory. Frames other than `RW` always come so
+    /// (their payloads are a few bytes: bulk descriptors); for an `RW` frame it may be
+    /// `None`.
+    fn bytes(&self) -> Option<&[u8]>;
+    /// Copies the first `dst.len()` bytes (at most [`RxPayload::len`]) into `dst`. Returns
+    /// the bytes copied: all of them, or 0 when the transport's buffer is gone (unbind).
+    /// Bytes a hostile peer changes under the copy change only what this reader receives.
+    fn copy_to(&self, dst: &mut [MaybeUninit<u8>]) -> usize;
+}
+
+/// Kernel bytes (the bounce buffer, a loopback frame), passed as `&payload`.
+impl RxPayload for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn bytes(&self) -> Option<&[u8]> {
+        Some(*self)
+    }
+
+    fn copy_to(&self, dst: &mut [MaybeUninit<u8>]) -> usize {
+        let Some(src) = self.get(..dst.len()) else {
+            return 0;
+        };
+        // SAFETY: `src` and `dst` are both `dst.len()` bytes long and do not overlap (a
+        // shared and an exclusive borrow); `MaybeUninit<u8>` has the layout of `u8`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len())
+        };
+        src.len()
+    }
+}
+
 /// Events a transport reports to its owner (up).
 ///
 /// `deliver`, `peer_reset` and `tx_space` are called from the domain's receive worker
@@ -102,8 +161,10 @@ pub(crate) trait Transport {
 /// user space or for the ring. `wake_rx` may be called from any process context, also with
 /// spinlocks held, and never sleeps.
 pub(crate) trait Upcalls {
-    /// A frame from `peer`, validated; `payload.len() == hdr.len as usize`.
-    fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]);
+    /// A frame from `peer`, validated; `payload.len() == hdr.len as usize`. The payload of
+    /// an `RW` frame may still be in the transport's buffer (the ring), valid only during
+    /// the call: the core copies it once, straight into its receive queue.
+    fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &dyn RxPayload);
     /// `peer` restarted, left, died or sent corrupt data (`cause`): every connection with it
     /// is reset and its waiters woken with `ECONNRESET`.
     fn peer_reset(&self, peer: u32, cause: PeerLoss);

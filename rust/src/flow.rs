@@ -72,6 +72,13 @@ impl TxCredit {
         self.tx_cnt = self.tx_cnt.wrapping_add(n);
         Ok(())
     }
+
+    /// Give back `n` bytes that [`Self::on_send`] accounted but that never left (a send
+    /// cut short by a fault in the sender's buffer). The peer cannot have acknowledged
+    /// bytes it never got, so they are in flight; more than that is clamped.
+    pub fn on_unsend(&mut self, n: u32) {
+        self.tx_cnt = self.tx_cnt.wrapping_sub(n.min(self.in_flight()));
+    }
 }
 
 /// Receiver side: what we advertise.

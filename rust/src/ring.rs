@@ -230,6 +230,37 @@ impl Reservation {
     pub fn header(&self) -> &FrameHeader {
         &self.hdr
     }
+
+    /// Walks the payload from byte `at`, for at most `max` bytes, calling
+    /// `f(region_off, local_start, n)` per contiguous piece (at most two: a
+    /// payload may wrap). Returns the bytes walked. For copies into the ring
+    /// from a source the caller owns (user memory), which may stop short.
+    pub fn walk<F: FnMut(usize, usize, usize)>(&self, at: usize, max: usize, f: F) -> usize {
+        walk_segments(&self.segs, at, max, f)
+    }
+
+    /// Shrinks the reservation to a payload of `len` bytes (a copy into it
+    /// stopped short, for example at a user page that is not present). Nothing
+    /// is visible to the consumer before the commit, so the committed record is
+    /// then an ordinary frame of `len` bytes, and the space after it is free
+    /// again. A `len` not smaller than the reserved one changes nothing.
+    pub fn truncate(&mut self, len: u32) {
+        if len >= self.hdr.len {
+            return;
+        }
+        self.hdr.len = len;
+        // `len` is smaller than a length that had a record size.
+        self.rec = record_size(len).unwrap_or(self.rec);
+        let first = (len as usize).min(self.segs[0].len);
+        self.segs[0].len = first;
+        self.segs[1].len = len as usize - first;
+    }
+
+    /// Clears `bits` in the header's flags (for example `EOM` on a frame that a
+    /// short copy ended before the end of its message).
+    pub fn clear_flags(&mut self, bits: u32) {
+        self.hdr.flags &= !bits;
+    }
 }
 
 /// Producer side of one channel.
@@ -447,6 +478,17 @@ pub struct RxFrame {
     pub segs: [Segment; 2],
     pos: u32,
     rec: u32,
+}
+
+impl RxFrame {
+    /// Walks the payload from byte `at`, for at most `max` bytes, calling
+    /// `f(region_off, local_start, n)` per contiguous piece (at most two).
+    /// Returns the bytes walked. For copies out of the ring straight into a
+    /// destination the caller owns (a receive queue), before
+    /// [`Consumer::consume_deferred`] gives the space back.
+    pub fn walk<F: FnMut(usize, usize, usize)>(&self, at: usize, max: usize, f: F) -> usize {
+        walk_segments(&self.segs, at, max.min(self.hdr.len as usize), f)
+    }
 }
 
 /// Consumer side of one channel.

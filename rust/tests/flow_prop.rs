@@ -112,3 +112,26 @@ fn counters_wrap() {
         assert!(tx.peer_free() > 0 || rx.needs_update());
     }
 }
+
+#[test]
+fn unsend_gives_back_only_what_never_left() {
+    let mut tx = TxCredit::new();
+    let mut rx = RxCredit::new(4096);
+    let (a, f) = rx.advertise();
+    tx.on_peer_credit(a, f).unwrap();
+    // 3000 accounted, 1000 of them reach the peer and are read and acknowledged.
+    tx.on_send(3000).unwrap();
+    rx.on_recv(1000).unwrap();
+    rx.on_consumed(1000).unwrap();
+    let (a, f) = rx.advertise();
+    tx.on_peer_credit(a, f).unwrap();
+    assert_eq!(tx.in_flight(), 2000);
+    // The send was cut short after those 1000: the other 2000 never left.
+    tx.on_unsend(2000);
+    assert_eq!(tx.in_flight(), 0);
+    assert_eq!(tx.peer_free(), 4096);
+    // More than is in flight is clamped: the acknowledgement stays valid.
+    tx.on_unsend(10);
+    assert_eq!(tx.tx_cnt(), 1000);
+    assert!(tx.on_peer_credit(a, f).is_ok());
+}

@@ -13,6 +13,9 @@ use vmcs_proto::shm::Shm;
 #[derive(Debug, Clone)]
 enum Act {
     Send(Vec<u8>),
+    /// Reserve for the whole vector, copy only its first `.1` bytes (a copy
+    /// that stopped short), truncate and commit (nothing for 0).
+    SendShort(Vec<u8>, u16),
     Recv,
     RecvDeferred(u8),
 }
@@ -20,6 +23,8 @@ enum Act {
 fn act() -> impl Strategy<Value = Act> {
     prop_oneof![
         3 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Act::Send),
+        2 => (proptest::collection::vec(any::<u8>(), 1..300), any::<u16>())
+            .prop_map(|(v, k)| Act::SendShort(v, k)),
         2 => Just(Act::Recv),
         1 => (1u8..5).prop_map(Act::RecvDeferred),
     ]
@@ -55,6 +60,34 @@ proptest! {
                         Err(e) => prop_assert!(false, "unexpected {e:?}"),
                     }
                 }
+                Act::SendShort(data, cut) => {
+                    let len = data.len().min(ch.max_payload() as usize);
+                    let cut = (cut as usize) % (len + 1);
+                    match p.reserve(&shm, &rw(len as u32)) {
+                        Ok(mut r) => {
+                            // Copy the first `cut` bytes piece by piece, as a user copy
+                            // into the segments would, then stop.
+                            let mut done = 0;
+                            for seg in r.segments() {
+                                let n = seg.len.min(cut - done);
+                                shm.write_bytes(seg.off, &data[done..done + n]);
+                                done += n;
+                            }
+                            prop_assert_eq!(done, cut);
+                            r.truncate(cut as u32);
+                            prop_assert_eq!(r.header().len as usize, cut);
+                            prop_assert_eq!(r.segments()[0].len + r.segments()[1].len, cut);
+                            if cut > 0 {
+                                prop_assert!(p.commit_deferred(&shm, r));
+                                p.publish(&shm);
+                                used += rec(cut);
+                                model.push_back(data[..cut].to_vec());
+                            }
+                        }
+                        Err(RingError::Full) => prop_assert!(used + rec(len) > size),
+                        Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                    }
+                }
                 Act::Recv | Act::RecvDeferred(_) => {
                     let n = if let Act::RecvDeferred(n) = a { n as usize } else { 1 };
                     for _ in 0..n {
@@ -67,6 +100,13 @@ proptest! {
                                 let mut got = vec![0u8; want.len()];
                                 prop_assert_eq!(c.read(&shm, &f, 0, &mut got), want.len());
                                 prop_assert_eq!(&got, &want);
+                                // Walking the payload covers it exactly, in order.
+                                let mut walked = vec![0u8; want.len()];
+                                let w = f.walk(0, usize::MAX, |off, i, n| {
+                                    shm.read_bytes(off, &mut walked[i..i + n]);
+                                });
+                                prop_assert_eq!(w, want.len());
+                                prop_assert_eq!(&walked, &want);
                                 // Partial reads from an offset agree too.
                                 if want.len() > 3 {
                                     let mut tail = vec![0u8; want.len() - 3];
@@ -394,4 +434,30 @@ fn drained_follows_the_consumer() {
     assert!(!p.drained(&shm), "consumed but not yet released");
     c.release(&shm);
     assert!(p.drained(&shm));
+}
+
+#[test]
+fn truncated_reservation_clears_eom_and_frees_the_rest() {
+    let mem = region(128 + 1024);
+    let shm = SliceShm::new(&mem);
+    let (mut p, mut c) = channel_pair(&shm, 1024);
+    let mut h = rw(300);
+    h.ty = vmcs_proto::frame::SockType::SeqPacket;
+    h.flags = vmcs_proto::frame::flags::EOM;
+    let mut r = p.reserve(&shm, &h).unwrap();
+    r.truncate(10);
+    r.clear_flags(vmcs_proto::frame::flags::EOM);
+    // Truncating to more than is reserved changes nothing.
+    r.truncate(500);
+    assert_eq!(r.header().len, 10);
+    assert!(p.commit_deferred(&shm, r));
+    p.publish(&shm);
+    let f = c.peek(&shm).unwrap().unwrap();
+    assert_eq!(f.hdr.len, 10);
+    assert_eq!(f.hdr.flags & vmcs_proto::frame::flags::EOM, 0);
+    c.consume(&shm, &f);
+    // The record took 32 + 32 bytes, not 32 + 320: a frame of 900 - 32 bytes fits now
+    // beside it only if the rest was given back.
+    assert!(p.send(&shm, &rw(400), &[7u8; 400]).is_ok());
+    assert!(p.send(&shm, &rw(400), &[8u8; 400]).is_ok());
 }

@@ -6,9 +6,9 @@
 use super::{Endpoint, EndpointInner, Phase, ResetReason, Timeout, Violation};
 use crate::{
     conn::Conns,
-    glue::errno,
+    glue::{errno, UserIter},
     proto::frame::{flags, FrameHeader, Op, SockType},
-    transport::PeerLoss,
+    transport::{PeerLoss, RxPayload},
 };
 use kernel::{prelude::*, sync::MutexGuard};
 
@@ -58,7 +58,7 @@ impl Endpoint {
         conns: &Conns<'_>,
         peer: u32,
         hdr: &FrameHeader,
-        payload: &[u8],
+        payload: &dyn RxPayload,
     ) {
         let mut st = self.inner.lock();
         if st.phase == Phase::Closing {
@@ -116,8 +116,11 @@ impl Endpoint {
         conns: &Conns<'_>,
         st: &mut EndpointInner,
         hdr: &FrameHeader,
-        payload: &[u8],
+        payload: &dyn RxPayload,
     ) -> Result<(), ResetReason> {
+        // Frames other than `RW` come as kernel bytes (`RxPayload::bytes`): a few bytes of
+        // bulk descriptor at most.
+        let small = payload.bytes().unwrap_or(&[]);
         st.apply_peer_credit(hdr)
             .map_err(|_| ResetReason::from(Violation::BadCredit))?;
         match hdr.op {
@@ -134,13 +137,13 @@ impl Endpoint {
                 .queue_ctrl(Op::CreditUpdate, 0)
                 .map_err(|_| ResetReason::Local)?,
             Op::BulkOffer if st.phase == Phase::Connected => {
-                Self::on_bulk_offer(conns, st, payload).map_err(Violation::from)?
+                Self::on_bulk_offer(conns, st, small).map_err(Violation::from)?
             }
             Op::BulkData if st.phase == Phase::Connected => {
-                Self::on_bulk_data(st, payload).map_err(Violation::from)?
+                Self::on_bulk_data(st, small).map_err(Violation::from)?
             }
             Op::BulkRelease if st.phase == Phase::Connected => {
-                Self::on_bulk_release(st, payload).map_err(Violation::from)?
+                Self::on_bulk_release(st, small).map_err(Violation::from)?
             }
             _ => return Err(Violation::UnexpectedFrame.into()),
         }
@@ -154,7 +157,7 @@ impl Endpoint {
         conns: &Conns<'_>,
         st: &mut EndpointInner,
         hdr: &FrameHeader,
-        payload: &[u8],
+        payload: &dyn RxPayload,
     ) -> Result<(), ResetReason> {
         if payload.len() != hdr.len as usize || st.rx.on_recv(hdr.len).is_err() {
             return Err(Violation::CreditOverrun.into());
@@ -214,33 +217,48 @@ impl Endpoint {
         }
     }
 
-    /// `read()`: one message, truncated to `max` bytes; `Ok(None)` is end of file.
-    pub(crate) fn recv(&self, conns: &Conns<'_>, max: usize, nonblock: bool) -> Result<KVec<u8>> {
+    /// `read()`: one message, its first `dst.len()` bytes copied straight from the receive
+    /// queue to user memory (the rest is discarded); 0 is end of file. A buffer that cannot
+    /// be written fails with `EFAULT`, and the message stays queued.
+    pub(crate) fn recv_user(
+        &self,
+        conns: &Conns<'_>,
+        dst: &mut UserIter<'_>,
+        nonblock: bool,
+    ) -> Result<usize> {
+        let max = dst.len();
         let mut st = self.inner.lock();
-        let msg = loop {
+        loop {
             if !st.was_connected {
                 return Err(errno::enotconn());
             }
             if st.local_shut & flags::SHUTDOWN_RCV != 0 {
-                return Ok(KVec::new());
+                return Ok(0);
             }
-            if let Some((msg, len)) = st.rxq.pop(max)? {
-                // `len` is at most `MAX_MSG_SIZE`.
-                if st.rx.on_consumed(len as u32).is_err() {
-                    self.reset_local(conns, &mut st);
-                    return Err(errno::econnreset());
+            match Self::copy_msg(&mut st, dst, max, false) {
+                Copied::Done(n, len) => {
+                    self.consumed(conns, &mut st, len)?;
+                    drop(st);
+                    conns.loopback_drain();
+                    return Ok(n);
                 }
-                if st.phase == Phase::Connected && st.rx.needs_update() {
-                    st.queue_ctrl(Op::CreditUpdate, 0)?;
-                    let _ = self.pump(conns, &mut st);
+                Copied::Fault(want) => {
+                    // Fault the buffer in with no lock held (the receive worker takes
+                    // this one), then copy the message again.
+                    drop(st);
+                    if dst.fault_in(want) < want {
+                        return Err(EFAULT);
+                    }
+                    st = self.inner.lock();
+                    continue;
                 }
-                break msg;
+                Copied::Empty => {}
             }
             if let Some(e) = st.err {
                 return Err(e);
             }
             if st.peer_shut & flags::SHUTDOWN_SEND != 0 || st.phase != Phase::Connected {
-                return Ok(KVec::new());
+                return Ok(0);
             }
             if nonblock {
                 return Err(EAGAIN);
@@ -249,10 +267,24 @@ impl Endpoint {
             if self.wq.wait_interruptible(&mut st) {
                 return Err(ERESTARTSYS);
             }
+        }
+    }
+
+    /// Copies the oldest message's first `max` bytes to `dst` with page faults disabled
+    /// (the only user copy made under the endpoint's mutex: it never sleeps) and, unless
+    /// `peek`, removes it. A copy cut short is undone (`dst` goes back): the message stays.
+    fn copy_msg(st: &mut EndpointInner, dst: &mut UserIter<'_>, max: usize, peek: bool) -> Copied {
+        let Some((copied, want, len)) = st.rxq.copy_msg_to(dst, max) else {
+            return Copied::Empty;
         };
-        drop(st);
-        conns.loopback_drain();
-        Ok(msg)
+        if copied < want {
+            dst.revert(copied);
+            return Copied::Fault(want);
+        }
+        if !peek {
+            st.rxq.drop_msg();
+        }
+        Copied::Done(copied, len)
     }
 
     /// Gives `n` consumed bytes back to the peer as credit (after a read).
@@ -299,54 +331,86 @@ impl Endpoint {
         }
     }
 
-    /// AF_VMCS `SOCK_SEQPACKET` `recvmsg`: one message, its first `max` bytes and its full
-    /// length; `peek` leaves it queued. End of file is an empty message of length 0.
-    pub(crate) fn recv_seq(
+    /// AF_VMCS `SOCK_SEQPACKET` `recvmsg`: one message, its first `dst.len()` bytes copied
+    /// straight to user memory, and its full length; `peek` leaves it queued. End of file
+    /// is `(0, 0)`. A buffer that cannot be written fails with `EFAULT`; the message stays.
+    pub(crate) fn recv_seq_user(
         &self,
         conns: &Conns<'_>,
-        max: usize,
+        dst: &mut UserIter<'_>,
         timeout: &mut Timeout,
         peek: bool,
-    ) -> Result<(KVec<u8>, usize)> {
+    ) -> Result<(usize, usize)> {
+        let max = dst.len();
         let mut st = self.inner.lock();
-        if !self.wait_readable(conns, &mut st, timeout)? {
-            return Ok((KVec::new(), 0));
+        loop {
+            if !self.wait_readable(conns, &mut st, timeout)? {
+                return Ok((0, 0));
+            }
+            match Self::copy_msg(&mut st, dst, max, peek) {
+                Copied::Done(n, len) => {
+                    if !peek {
+                        self.consumed(conns, &mut st, len)?;
+                    }
+                    drop(st);
+                    conns.loopback_drain();
+                    return Ok((n, len));
+                }
+                Copied::Fault(want) => {
+                    drop(st);
+                    if dst.fault_in(want) < want {
+                        return Err(EFAULT);
+                    }
+                    st = self.inner.lock();
+                }
+                Copied::Empty => return Ok((0, 0)),
+            }
         }
-        let got = if peek {
-            st.rxq.peek(max)?
-        } else {
-            st.rxq.pop(max)?
-        };
-        let Some((msg, len)) = got else {
-            return Ok((KVec::new(), 0));
-        };
-        if !peek {
-            self.consumed(conns, &mut st, len)?;
-        }
-        drop(st);
-        conns.loopback_drain();
-        Ok((msg, len))
     }
 
     /// AF_VMCS `SOCK_STREAM` `recvmsg`: up to `max` bytes of the byte stream (message
-    /// boundaries ignored, the rest of a message stays queued); empty at end of file.
-    pub(crate) fn recv_stream(
+    /// boundaries ignored, the rest of a message stays queued), copied straight to user
+    /// memory; 0 at end of file. Bytes that could not be copied stay queued: fewer than
+    /// were there when a user page is not writable, `EFAULT` when none was.
+    pub(crate) fn recv_stream_user(
         &self,
         conns: &Conns<'_>,
+        dst: &mut UserIter<'_>,
         max: usize,
         timeout: &mut Timeout,
         peek: bool,
-    ) -> Result<KVec<u8>> {
+    ) -> Result<usize> {
         let mut st = self.inner.lock();
-        if !self.wait_readable(conns, &mut st, timeout)? {
-            return Ok(KVec::new());
+        loop {
+            if !self.wait_readable(conns, &mut st, timeout)? {
+                return Ok(0);
+            }
+            let (copied, want) = st.rxq.copy_stream_to(dst, max);
+            if copied == 0 && want > 0 {
+                drop(st);
+                if dst.fault_in(want) == 0 {
+                    return Err(EFAULT);
+                }
+                st = self.inner.lock();
+                continue;
+            }
+            if !peek {
+                st.rxq.consume_bytes(copied);
+                self.consumed(conns, &mut st, copied)?;
+            }
+            drop(st);
+            conns.loopback_drain();
+            return Ok(copied);
         }
-        let data = st.rxq.take_bytes(max, peek)?;
-        if !peek {
-            self.consumed(conns, &mut st, data.len())?;
-        }
-        drop(st);
-        conns.loopback_drain();
-        Ok(data)
     }
+}
+
+/// What [`Endpoint::copy_msg`] did.
+enum Copied {
+    /// Copied this many bytes of a message of that length.
+    Done(usize, usize),
+    /// A user page was not present: fault in this many bytes and copy again.
+    Fault(usize),
+    /// No complete message is queued.
+    Empty,
 }

@@ -6,7 +6,9 @@
 
 use super::{ResetReason, Violation, MAX_EMPTY_MSGS};
 use crate::{
-    conn::{append_bytes, copy_bytes, RxMem},
+    conn::{append_payload, RxMem},
+    glue::UserIter,
+    transport::RxPayload,
     uapi,
 };
 use kernel::{prelude::*, sync::Arc};
@@ -90,7 +92,7 @@ impl RxQueue {
     pub(super) fn push(
         &mut self,
         mem: &Arc<RxMem>,
-        payload: &[u8],
+        payload: &dyn RxPayload,
         eom: bool,
     ) -> Result<(), ResetReason> {
         let partial = self.partial + payload.len();
@@ -120,11 +122,11 @@ impl RxQueue {
         res.map_err(|_| ResetReason::RxMemory)
     }
 
-    fn append(&mut self, payload: &[u8], partial: usize, eom: bool) -> Result {
+    fn append(&mut self, payload: &dyn RxPayload, partial: usize, eom: bool) -> Result {
         if eom {
             self.lens.reserve(1, rx_gfp())?;
         }
-        append_bytes(&mut self.data, payload, rx_gfp())?;
+        append_payload(&mut self.data, payload, rx_gfp())?;
         self.partial = partial;
         if eom {
             // `partial` is at most `MAX_MSG_SIZE`, so it fits in u32.
@@ -137,30 +139,35 @@ impl RxQueue {
         Ok(())
     }
 
-    /// Removes the oldest complete message; returns its first `max` bytes and its length.
-    pub(super) fn pop(&mut self, max: usize) -> Result<Option<(KVec<u8>, usize)>> {
-        let Some((out, len)) = self.peek(max)? else {
-            return Ok(None);
+    /// Copies the first `max` bytes of the oldest complete message to `dst` with page faults
+    /// disabled, leaving it queued (`drop_msg` removes it once the copy is whole). Returns
+    /// `(copied, wanted, len)`: `copied < wanted` when a user page was not present; `len`
+    /// is the message's length.
+    pub(super) fn copy_msg_to(
+        &self,
+        dst: &mut UserIter<'_>,
+        max: usize,
+    ) -> Option<(usize, usize, usize)> {
+        let len = *self.lens.get(self.lhead)? as usize;
+        let n = len.min(max);
+        let copied = self
+            .data
+            .get(self.dhead..self.dhead + n)
+            .map_or(0, |src| dst.write_nofault(src));
+        Some((copied, n, len))
+    }
+
+    /// Removes the oldest complete message (after it was copied to its reader).
+    pub(super) fn drop_msg(&mut self) {
+        let Some(&len) = self.lens.get(self.lhead) else {
+            return;
         };
-        self.dhead += len;
+        self.dhead += len as usize;
         self.lhead += 1;
         if len == 0 {
             self.empty = self.empty.saturating_sub(1);
         }
         self.compact();
-        Ok(Some((out, len)))
-    }
-
-    /// The oldest complete message left in place (`MSG_PEEK`): its first `max` bytes and
-    /// its length.
-    pub(super) fn peek(&self, max: usize) -> Result<Option<(KVec<u8>, usize)>> {
-        let Some(&len) = self.lens.get(self.lhead) else {
-            return Ok(None);
-        };
-        let len = len as usize;
-        let n = len.min(max);
-        let out = copy_bytes(self.data.get(self.dhead..self.dhead + n).ok_or(EINVAL)?)?;
-        Ok(Some((out, len)))
     }
 
     /// Bytes of complete messages not yet read.
@@ -168,15 +175,22 @@ impl RxQueue {
         self.data.len() - self.dhead - self.partial
     }
 
-    /// Byte-stream read: up to `max` bytes across message boundaries; a message read in
-    /// part keeps its rest at the front. With `peek` nothing is consumed.
-    pub(super) fn take_bytes(&mut self, max: usize, peek: bool) -> Result<KVec<u8>> {
+    /// Byte-stream read: copies up to `max` unread bytes, across message boundaries, to
+    /// `dst` with page faults disabled, leaving them queued (`consume_bytes` takes them).
+    /// Returns `(copied, wanted)`: `copied < wanted` when a user page was not present.
+    pub(super) fn copy_stream_to(&self, dst: &mut UserIter<'_>, max: usize) -> (usize, usize) {
         let n = self.unread().min(max);
-        let out = copy_bytes(self.data.get(self.dhead..self.dhead + n).ok_or(EINVAL)?)?;
-        if peek {
-            return Ok(out);
-        }
-        let mut left = n;
+        let copied = self
+            .data
+            .get(self.dhead..self.dhead + n)
+            .map_or(0, |src| dst.write_nofault(src));
+        (copied, n)
+    }
+
+    /// Takes the first `n` unread bytes of the byte stream (they were copied to their
+    /// reader); a message read in part keeps its rest at the front.
+    pub(super) fn consume_bytes(&mut self, n: usize) {
+        let mut left = n.min(self.unread());
         while let Some(len) = self.lens.get_mut(self.lhead) {
             let take = (*len as usize).min(left);
             // `take` is at most `*len`, a u32.
@@ -195,7 +209,6 @@ impl RxQueue {
             }
         }
         self.compact();
-        Ok(out)
     }
 
     /// Moves the unread bytes and lengths to the front once the read part dominates.

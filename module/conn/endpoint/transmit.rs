@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Transmit: queueing messages and control frames (`send`, `send_stream`) and pumping
-//! the transmit queue into the transport as credit and ring space allow.
+//! Transmit: user data copied once, straight into the ring (`send_user`), control frames
+//! and the data of callers that cannot wait queued, and the transmit queue pumped into the
+//! transport as credit and ring space allow.
 
 use super::{Endpoint, EndpointInner, Phase, Pumped, ResetReason, Timeout, TxItem};
 use crate::{
     conn::Conns,
-    glue::errno,
+    glue::{errno, UserIter},
     proto::frame::{flags, FrameHeader, Op, SockType},
     transport::SendError,
 };
@@ -17,16 +18,32 @@ impl Endpoint {
     /// other than `Full` the connection is reset and the error returned.
     /// While the peer's ring is backlogged (`ConnTable::backlogged`) it sends nothing: the frames
     /// wait for their turn in `ConnTable::tx_space`.
+    /// While a sender copies straight from user memory (`tx_busy`), it alone sends: its
+    /// frames and the queued ones stay in order.
     pub(super) fn pump(&self, conns: &Conns<'_>, st: &mut EndpointInner) -> Result {
-        if !st.txq.is_empty() && conns.backlogged(st.peer) {
+        if st.tx_busy || (!st.txq.is_empty() && conns.backlogged(st.peer)) {
             return Ok(());
         }
-        self.pump_frames(conns, st, usize::MAX).map(|_| ())
+        self.pump_queue(conns, st, usize::MAX).map(|_| ())
     }
 
     /// [`Self::pump`] of at most `budget` frames, also when backlogged: whether a frame went
-    /// out and whether the transport was full.
+    /// out and whether the transport was full. Nothing while a user copy is in progress.
     pub(super) fn pump_frames(
+        &self,
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        budget: usize,
+    ) -> Result<Pumped> {
+        if st.tx_busy {
+            return Ok(Pumped::default());
+        }
+        self.pump_queue(conns, st, budget)
+    }
+
+    /// Sends at most `budget` frames of the transmit queue (the body of [`Self::pump`]; the
+    /// direct sender calls it while it owns the order).
+    fn pump_queue(
         &self,
         conns: &Conns<'_>,
         st: &mut EndpointInner,
@@ -154,94 +171,325 @@ impl Endpoint {
         Ok(())
     }
 
-    /// `write()`: queues `data` as one message once the peer has credit for all of it.
-    pub(crate) fn send(&self, conns: &Conns<'_>, data: KVec<u8>, nonblock: bool) -> Result<usize> {
-        self.send_timeout(conns, data, &mut Timeout::blocking(nonblock))
-    }
-
-    /// `send` waiting at most `timeout` (`SO_SNDTIMEO`; `EAGAIN` when it runs out).
-    pub(crate) fn send_timeout(
+    /// `write()`/`sendmsg()` of `src`, copied once: straight from user memory into the ring
+    /// (`Transport::send_user`), in frames of at most the peer's max payload.
+    ///
+    /// SEQPACKET (`stream` false): one message of all of `src`, all or nothing: the buffer
+    /// is faulted in first (`EFAULT` before anything is sent), then it waits within
+    /// `timeout` for credit for all of it (`EMSGSIZE` beyond the peer's buffer). STREAM:
+    /// what the peer's credit takes now, waiting until at least one byte fits. Returns the
+    /// bytes sent (see [`Self::send_direct`] for a send cut short).
+    pub(crate) fn send_user(
         &self,
         conns: &Conns<'_>,
-        data: KVec<u8>,
+        src: &mut UserIter<'_>,
         timeout: &mut Timeout,
+        stream: bool,
     ) -> Result<usize> {
-        let len = data.len();
+        let len = src.len();
+        if !stream && len > 0 && src.fault_in(len) < len {
+            return Err(EFAULT);
+        }
         let mut st = self.inner.lock();
-        loop {
+        let total = loop {
             Self::sendable(&st)?;
-            if len > st.peer_buf_alloc as usize {
+            if !stream && len > st.peer_buf_alloc as usize {
                 return Err(errno::emsgsize());
             }
             if len == 0 {
                 return Ok(0);
             }
-            if st.tx.peer_free() as usize >= len
-                && (st.txq_bytes == 0 || st.txq_bytes + len <= st.sndbuf)
-            {
-                break;
-            }
-            if timeout.0 > 0 {
-                conns.kick(st.peer);
-            }
-            self.wait(&mut st, timeout)?;
-        }
-        self.queue_msg(conns, st, data)
-    }
-
-    /// AF_VMCS `SOCK_STREAM` `send`: queues the first bytes of `data` that the peer's credit
-    /// and the transmit queue (`SO_SNDBUF`) take now, waiting within `timeout` until at least
-    /// one byte fits; returns how many were queued.
-    pub(crate) fn send_stream(
-        &self,
-        conns: &Conns<'_>,
-        mut data: KVec<u8>,
-        timeout: &mut Timeout,
-    ) -> Result<usize> {
-        let mut st = self.inner.lock();
-        let n = loop {
-            Self::sendable(&st)?;
-            if data.is_empty() {
-                return Ok(0);
-            }
-            let room = st.sndbuf.saturating_sub(st.txq_bytes);
-            let n = data.len().min(st.tx.peer_free() as usize).min(room);
-            if n > 0 {
-                break n;
+            // One sender at a time: a message is never interleaved with another's frames.
+            if !st.tx_busy {
+                let free = st.tx.peer_free() as usize;
+                let room = if st.txq_bytes == 0 {
+                    usize::MAX
+                } else {
+                    st.sndbuf.saturating_sub(st.txq_bytes)
+                };
+                let n = if stream {
+                    len.min(free).min(room)
+                } else if free >= len && len <= room {
+                    len
+                } else {
+                    0
+                };
+                if n > 0 {
+                    break n;
+                }
             }
             if timeout.0 > 0 {
                 conns.kick(st.peer);
             }
             self.wait(&mut st, timeout)?;
         };
-        data.truncate(n);
-        self.queue_msg(conns, st, data)
-    }
-
-    /// Queues `data`, for which the peer has credit, as one message and sends what it can.
-    pub(super) fn queue_msg(
-        &self,
-        conns: &Conns<'_>,
-        mut st: MutexGuard<'_, EndpointInner>,
-        data: KVec<u8>,
-    ) -> Result<usize> {
-        let len = data.len();
-        // `len` is at most the peer's credit (`peer_free`), a u32.
-        st.tx.on_send(len as u32).map_err(|_| EAGAIN)?;
-        st.txq.push(TxItem::Msg { data, off: 0 }, GFP_KERNEL)?;
-        st.txq_bytes += len;
-        st.stats.tx_bytes += len as u64;
-        st.stats.tx_msgs += 1;
-        self.pump(conns, &mut st)?;
+        // The credit for all of it is taken now, as it was checked; what a fault leaves
+        // unsent is given back.
+        // `total` is at most the peer's credit (`peer_free`), a u32.
+        st.tx.on_send(total as u32).map_err(|_| EAGAIN)?;
+        st.tx_busy = true;
+        let (mut st, res) = self.send_direct(conns, st, src, total, timeout, stream);
+        st.tx_busy = false;
+        if let Ok(n) = res {
+            st.stats.tx_bytes += n as u64;
+            st.stats.tx_msgs += 1;
+        }
+        // Control frames queued meanwhile go now; the next sender may start.
+        let _ = self.pump(conns, &mut st);
+        self.wake();
         drop(st);
         conns.loopback_drain();
-        Ok(len)
+        res
+    }
+
+    /// The frames of one [`Self::send_user`]: `total` bytes of `src`, whose credit is
+    /// taken, while this thread owns the connection's transmit order (`tx_busy`).
+    ///
+    /// - Each frame is copied from user memory into the reserved ring space under the
+    ///   transport's spinlock with page faults disabled. A copy cut short commits what it
+    ///   copied; the rest of the buffer is then faulted in with no lock held, and the next
+    ///   frame starts where it stopped.
+    /// - Frames queued earlier (control frames, data a caller could not wait for) go
+    ///   first, and while the ring to the peer is backlogged the connections with queued
+    ///   frames take their turns first (`ConnTable::tx_space`); when the ring is full this
+    ///   sender waits for room (`tx_waiting`, woken by `on_tx_space`) and then copies
+    ///   directly.
+    /// - A caller that cannot wait (non-blocking, its timeout ran out, a signal) has the
+    ///   rest copied into a kernel buffer and queued: all of a SEQPACKET message, or a
+    ///   STREAM send that sent nothing yet (what poll's `POLLOUT` promised); a stream that
+    ///   sent something returns its count.
+    /// - A buffer that turns out unreadable midway (another thread unmapped it) ends the
+    ///   send: a short count (or `EFAULT` if nothing left); a SEQPACKET message is closed
+    ///   at what was sent, by an empty `EOM` frame. The unsent credit is given back.
+    fn send_direct<'a>(
+        &'a self,
+        conns: &Conns<'_>,
+        mut st: MutexGuard<'a, EndpointInner>,
+        src: &mut UserIter<'_>,
+        total: usize,
+        timeout: &mut Timeout,
+        stream: bool,
+    ) -> (MutexGuard<'a, EndpointInner>, Result<usize>) {
+        let mut sent = 0usize;
+        let local = st.peer == conns.local_id();
+        let mut drained = false;
+        let res = loop {
+            if sent == total {
+                break Ok(());
+            }
+            if let Err(e) = Self::sendable(&st) {
+                break Err(e);
+            }
+            // While the ring is backlogged the round robin goes first, for our own queued
+            // frames too; after it they go before the next direct frame.
+            let backlogged = conns.backlogged(st.peer);
+            if !backlogged && !st.txq.is_empty() {
+                if let Err(e) = self.pump_queue(conns, &mut st, usize::MAX) {
+                    break Err(e);
+                }
+            }
+            let mut wait = backlogged || !st.txq.is_empty();
+            let mut fault = 0;
+            if !wait {
+                match self.send_frame_user(conns, &mut st, src, total - sent, sent, total) {
+                    Ok(Some((k, n))) => {
+                        sent += k;
+                        if k > 0 {
+                            drained = false;
+                        }
+                        if k < n {
+                            fault = n - k;
+                        }
+                    }
+                    Ok(None) => {
+                        conns.set_backlogged(st.peer);
+                        wait = true;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+            if fault > 0 {
+                drop(st);
+                let present = src.fault_in(fault);
+                st = self.inner.lock();
+                if present == 0 {
+                    break Err(EFAULT);
+                }
+                continue;
+            }
+            if wait && local && !drained {
+                // The loopback FIFO is drained by the threads that send, after they drop
+                // their locks: drain it once, then go on.
+                drained = true;
+                drop(st);
+                conns.loopback_drain();
+                st = self.inner.lock();
+                continue;
+            }
+            if wait {
+                let w = if local {
+                    // Still full: nobody else may drain it soon; as a caller that cannot
+                    // wait (the queued rest goes with the next drain, as before).
+                    Err(EAGAIN)
+                } else {
+                    st.tx_waiting = true;
+                    if timeout.0 > 0 {
+                        conns.kick(st.peer);
+                    }
+                    let w = self.wait(&mut st, timeout);
+                    st.tx_waiting = false;
+                    w
+                };
+                if let Err(e) = w {
+                    if stream && sent > 0 {
+                        break Ok(());
+                    }
+                    let (g, queued) = self.queue_rest(conns, st, src, total - sent);
+                    st = g;
+                    match queued {
+                        Ok(q) => {
+                            sent += q;
+                            break if q == 0 { Err(e) } else { Ok(()) };
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+        };
+        if sent < total {
+            // `total - sent` is at most the credit taken, a u32.
+            st.tx.on_unsend((total - sent) as u32);
+            if !stream && sent > 0 && Self::sendable(&st).is_ok() {
+                // Close the message at what was sent: an empty `EOM` frame.
+                if st
+                    .txq
+                    .push(
+                        TxItem::Msg {
+                            data: KVec::new(),
+                            off: 0,
+                        },
+                        GFP_KERNEL,
+                    )
+                    .is_err()
+                {
+                    self.reset_local(conns, &mut st);
+                }
+            }
+        }
+        let res = match res {
+            Ok(()) => Ok(sent),
+            Err(_) if sent > 0 => Ok(sent),
+            Err(e) => Err(e),
+        };
+        (st, res)
+    }
+
+    /// One data frame of at most `left` bytes of `src`, straight into the ring: `Some((k,
+    /// n))` when `k` of the frame's `n` bytes went (fewer at a user page not present),
+    /// `None` when the ring is full. `sent` of `total` bytes went before (the last frame
+    /// of a SEQPACKET message carries `EOM`). On a transport error the connection is reset.
+    fn send_frame_user(
+        &self,
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        src: &mut UserIter<'_>,
+        left: usize,
+        sent: usize,
+        total: usize,
+    ) -> Result<Option<(usize, usize)>> {
+        let port = st.port.ok_or_else(errno::enotconn)?;
+        let mp = conns.max_payload(st.peer) as usize;
+        let res = if mp == 0 {
+            Err(SendError::Unreachable)
+        } else {
+            let n = left.min(mp);
+            let mut rx = st.rx;
+            let (buf_alloc, fwd_cnt) = rx.advertise();
+            let mut hdr = FrameHeader::new(Op::Rw, st.ty, port, st.peer_port);
+            hdr.buf_alloc = buf_alloc;
+            hdr.fwd_cnt = fwd_cnt;
+            // `n` is at most the frame payload limit, so it fits in u32.
+            hdr.len = n as u32;
+            hdr.flags = if sent + n == total && st.ty == SockType::SeqPacket {
+                flags::EOM
+            } else {
+                0
+            };
+            conns.xmit_user(st.peer, &hdr, src).map(|k| {
+                if k > 0 {
+                    // The stamp went out with the frame.
+                    st.rx = rx;
+                }
+                (k, n)
+            })
+        };
+        match res {
+            Ok(r) => Ok(Some(r)),
+            Err(SendError::Full) => Ok(None),
+            Err(e) => {
+                let (err, reason) = match e {
+                    SendError::Unreachable => (errno::ehostunreach(), ResetReason::Unreachable),
+                    other => (Error::from(other), ResetReason::Local),
+                };
+                self.abort(conns, st, errno::econnreset(), false, reason);
+                Err(err)
+            }
+        }
+    }
+
+    /// The caller cannot wait for ring space: copies the next `left` bytes of `src` into a
+    /// kernel buffer, with no lock held (it may fault and sleep), and queues them as the
+    /// rest of the message (their credit is taken). Returns the bytes queued (fewer where
+    /// the buffer was not readable).
+    fn queue_rest<'a>(
+        &'a self,
+        conns: &Conns<'_>,
+        st: MutexGuard<'a, EndpointInner>,
+        src: &mut UserIter<'_>,
+        left: usize,
+    ) -> (MutexGuard<'a, EndpointInner>, Result<usize>) {
+        drop(st);
+        let mut data = match KVec::<u8>::with_capacity(left, GFP_KERNEL) {
+            Ok(d) => d,
+            Err(e) => return (self.inner.lock(), Err(e.into())),
+        };
+        let got = match data.spare_capacity_mut().get_mut(..left) {
+            Some(dst) => src.read(dst),
+            None => 0,
+        };
+        // SAFETY: `read` initialised the first `got` spare elements.
+        unsafe { data.inc_len(got) };
+        let mut st = self.inner.lock();
+        if got == 0 {
+            return (st, Ok(0));
+        }
+        if let Err(e) = Self::sendable(&st) {
+            src.revert(got);
+            return (st, Err(e));
+        }
+        if let Err(e) = st.txq.push(TxItem::Msg { data, off: 0 }, GFP_KERNEL) {
+            src.revert(got);
+            return (st, Err(e.into()));
+        }
+        st.txq_bytes += got;
+        // As `pump` (its turn in the round robin while the ring is backlogged), for the
+        // owner of the transmit order.
+        let r = if conns.backlogged(st.peer) {
+            Ok(got)
+        } else {
+            self.pump_queue(conns, &mut st, usize::MAX).map(|_| got)
+        };
+        (st, r)
     }
 
     /// The ring to the peer has room again: sends at most `frames` queued frames, so that
     /// the core can take turns among the peer's connections (`ConnTable::tx_space`).
     pub(in crate::conn) fn on_tx_space(&self, conns: &Conns<'_>, frames: usize) -> Pumped {
         let mut st = self.inner.lock();
+        if st.tx_waiting {
+            // A sender waits to copy straight into the ring: its turn.
+            self.wake();
+        }
         // `pump_frames` wakes the waiters that its frames concern.
         self.pump_frames(conns, &mut st, frames).unwrap_or_default()
     }

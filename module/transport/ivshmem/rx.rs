@@ -1,25 +1,72 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The receive side: one pass of the domain's rx work drains every inbound ring into the
-//! bounce buffer and up to [`Upcalls::deliver`]; the doorbell IRQ and the plain poll's
+//! The receive side: one pass of the domain's rx work drains every inbound ring up to
+//! [`Upcalls::deliver`] (`RW` payloads straight out of the ring, [`RingPayload`]; the few
+//! bytes of other frames through the bounce buffer); the doorbell IRQ and the plain poll's
 //! re-arm delay.
 
 use super::{
     bump, selftest_ok, Link, LinkRx, POLL_HOT_MS, POLL_MAX_US, RX_BUDGET, SELFTEST_PORT, VEC_SPACE,
 };
 use crate::{
+    glue::SharedRegion,
     proto::{
         frame::{FrameHeader, Op},
         peer,
-        ring::{RingError, SleepCheck},
+        ring::{RingError, RxFrame, SleepCheck},
     },
-    transport::{PeerLoss, Upcalls},
+    transport::{PeerLoss, RxPayload, Upcalls},
 };
+use core::mem::MaybeUninit;
 use kernel::{
     prelude::*,
+    revocable::Revocable,
     sync::atomic::{Full, Relaxed},
     time::Delta,
 };
+
+/// The payload of an `RW` frame still in the ring, for [`Upcalls::deliver`]: the core copies
+/// it once, straight into its receive queue, before the rx pass releases the slot. The
+/// header was read once and validated (`Consumer::peek`); the payload bytes are read as
+/// they are, so a peer that changes them meanwhile changes only what its reader receives.
+struct RingPayload<'a> {
+    region: &'a Revocable<SharedRegion>,
+    frame: &'a RxFrame,
+}
+
+impl RxPayload for RingPayload<'_> {
+    fn len(&self) -> usize {
+        self.frame.hdr.len as usize
+    }
+
+    fn bytes(&self) -> Option<&[u8]> {
+        None
+    }
+
+    fn copy_to(&self, dst: &mut [MaybeUninit<u8>]) -> usize {
+        if dst.len() > self.len() {
+            return 0;
+        }
+        // The RCU guard is held for the copy only: the region cannot be unmapped under it.
+        let Some(shm) = self.region.try_access() else {
+            return 0;
+        };
+        let mut ok = true;
+        let n = self.frame.walk(0, dst.len(), |off, at, n| {
+            let copied = dst
+                .get_mut(at..at + n)
+                .map_or(0, |d| shm.read_uninit(off, d));
+            if copied != n {
+                ok = false;
+            }
+        });
+        if ok {
+            n
+        } else {
+            0
+        }
+    }
+}
 
 impl Link {
     /// Called from the MSI-X handler of `vector` (hard IRQ context): counts the doorbell.
@@ -103,6 +150,8 @@ impl Link {
             Idle,
             Again,
             Frame(FrameHeader, usize, bool),
+            /// An `RW` frame left in the ring for the core to copy straight out of.
+            InRing(RxFrame),
             Restarted,
             Corrupt(RingError),
         }
@@ -135,6 +184,9 @@ impl Link {
                     // Frames of a peer that is not up (joining, or declared dead) stay in
                     // the ring until it is up or re-opens it.
                     Ok(Some(_)) if !up_now => Step::Idle,
+                    Ok(Some(f)) if f.hdr.op == Op::Rw && f.hdr.dst_port != SELFTEST_PORT => {
+                        Step::InRing(f)
+                    }
                     Ok(Some(f)) => {
                         let len = f.hdr.len as usize;
                         match buf.get_mut(..len) {
@@ -171,7 +223,39 @@ impl Link {
                             continue;
                         }
                     }
-                    up.deliver(p, &hdr, payload);
+                    up.deliver(p, &hdr, &payload);
+                }
+                Step::InRing(f) => {
+                    activity = true;
+                    let len = f.hdr.len as usize;
+                    if let Some(s) = self.stats.get(i) {
+                        bump(&s.rx_frames, 1);
+                        bump(&s.rx_bytes, len as u64);
+                        bump(&s.rx_ring_bytes, len as u64);
+                    }
+                    // The core copies the payload once, from the ring into its receive
+                    // queue, during the upcall; the slot is released after it. The rx
+                    // mutex keeps the consumer where it is meanwhile.
+                    up.deliver(
+                        p,
+                        &f.hdr,
+                        &RingPayload {
+                            region: &self.region,
+                            frame: &f,
+                        },
+                    );
+                    let notify = match (
+                        rx.peers.get_mut(i).and_then(|t| t.rx.as_mut()),
+                        self.region.try_access(),
+                    ) {
+                        (Some(c), Some(shm)) => {
+                            c.consume_deferred(&f) && c.release_at_watermark(&*shm)
+                        }
+                        _ => false,
+                    };
+                    if notify {
+                        self.ring(p, VEC_SPACE);
+                    }
                 }
                 Step::Restarted => {
                     activity = true;

@@ -17,6 +17,12 @@ pub(super) struct PeerStats {
     pub(super) tx_bytes: Atomic<u64>,
     pub(super) rx_frames: Atomic<u64>,
     pub(super) rx_bytes: Atomic<u64>,
+    /// Payload bytes copied straight from user memory into the ring (`send_user`).
+    pub(super) tx_user_bytes: Atomic<u64>,
+    /// `send_user` copies cut short by a user page that was not present.
+    pub(super) tx_short: Atomic<u64>,
+    /// `RW` payload bytes handed up in the ring, for the core to copy straight out.
+    pub(super) rx_ring_bytes: Atomic<u64>,
     pub(super) doorbells_tx: Atomic<u64>,
     pub(super) resets: Atomic<u64>,
     pub(super) selftest_rx: Atomic<u64>,
@@ -47,6 +53,9 @@ impl PeerStats {
             tx_bytes: Atomic::new(0),
             rx_frames: Atomic::new(0),
             rx_bytes: Atomic::new(0),
+            tx_user_bytes: Atomic::new(0),
+            tx_short: Atomic::new(0),
+            rx_ring_bytes: Atomic::new(0),
             doorbells_tx: Atomic::new(0),
             resets: Atomic::new(0),
             selftest_rx: Atomic::new(0),
@@ -180,7 +189,8 @@ impl Link {
             writeln!(
                 f,
                 "peer {} live {} tx prod {} cons {} frames {} bytes {} doorbells {} \
-                 rx prod {} cons {} frames {} bytes {} drops {} resets {} selftest_rx {} selftest_bad {}",
+                 rx prod {} cons {} frames {} bytes {} drops {} resets {} selftest_rx {} selftest_bad {} \
+                 tx_user_bytes {} tx_short {} rx_ring_bytes {}",
                 p,
                 s.live.load(Relaxed),
                 txp,
@@ -195,7 +205,10 @@ impl Link {
                 s.drops.load(Relaxed),
                 s.resets.load(Relaxed),
                 s.selftest_rx.load(Relaxed),
-                s.selftest_bad.load(Relaxed)
+                s.selftest_bad.load(Relaxed),
+                s.tx_user_bytes.load(Relaxed),
+                s.tx_short.load(Relaxed),
+                s.rx_ring_bytes.load(Relaxed)
             )?;
         }
         Ok(())

@@ -5,10 +5,11 @@
 
 use super::{bump, Link, MAX_VECTORS, REG_DOORBELL, VEC_DATA, VEC_SPACE};
 use crate::{
+    glue::{SharedRegion, UserIter},
     proto::{
-        frame::FrameHeader,
+        frame::{flags, FrameHeader},
         peer::{self, PeerState},
-        ring::{Producer, RingError, SleepCheck},
+        ring::{Producer, Reservation, RingError, SleepCheck},
     },
     transport::{SendError, Upcalls},
 };
@@ -44,10 +45,70 @@ impl Link {
         hdr: &FrameHeader,
         payload: &[u8],
     ) -> Result<(), SendError> {
+        let len = u32::try_from(payload.len()).map_err(|_| SendError::Invalid)?;
+        self.send_frame(up, peer, hdr, len, |shm, r| {
+            r.walk(0, payload.len(), |off, i, n| {
+                if let Some(b) = payload.get(i..i + n) {
+                    let _ = shm.write(off, b);
+                }
+            }) as u32
+        })
+        .map(|_| ())
+    }
+
+    /// Queues one frame to `peer` whose payload, the next `hdr.len` bytes of `src`, is
+    /// copied from user memory straight into the reserved ring space, with page faults
+    /// disabled, under the tx spinlock (`Transport::send_user`). A copy cut short at a page
+    /// that is not present commits a frame of the bytes copied, without `EOM`, or nothing
+    /// for none: the reservation is only local until the commit, so the ring never holds a
+    /// half-written or unpublished record. Returns the bytes sent; errors as [`Link::send`].
+    pub(crate) fn send_user(
+        &self,
+        up: &impl Upcalls,
+        peer: u32,
+        hdr: &FrameHeader,
+        src: &mut UserIter<'_>,
+    ) -> Result<usize, SendError> {
+        let want = hdr.len;
+        let sent = self.send_frame(up, peer, hdr, want, |shm, r| {
+            let mut got = 0usize;
+            for seg in r.segments() {
+                if seg.len == 0 {
+                    continue;
+                }
+                let n = shm.fill_from_user(seg.off, seg.len, src);
+                got += n;
+                if n < seg.len {
+                    break;
+                }
+            }
+            // At most the reserved length, a u32.
+            got as u32
+        })?;
+        if let Some(s) = self.stats.get(peer as usize) {
+            bump(&s.tx_user_bytes, sent as u64);
+            if sent < want as usize {
+                bump(&s.tx_short, 1);
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Reserves room for a frame of `len` payload bytes to `peer`, lets `fill` copy the
+    /// payload into the reservation (it returns the bytes it copied, from the start), and
+    /// commits what it copied: the frame shrinks to that (without `EOM`), and a frame whose
+    /// payload got nothing is not sent. Returns the payload bytes sent.
+    fn send_frame(
+        &self,
+        up: &impl Upcalls,
+        peer: u32,
+        hdr: &FrameHeader,
+        len: u32,
+        fill: impl FnOnce(&SharedRegion, &Reservation) -> u32,
+    ) -> Result<usize, SendError> {
         if self.running.load(Relaxed) == 0 {
             return Err(SendError::Shutdown);
         }
-        let len = u32::try_from(payload.len()).map_err(|_| SendError::Invalid)?;
         let mut h = *hdr;
         h.len = len;
         if len > self.max_payload || h.validate().is_err() {
@@ -57,16 +118,16 @@ impl Link {
             return Err(SendError::Unreachable);
         }
         let mut corrupt = false;
-        let notify = {
+        let (notify, sent) = {
             let mut tx = self.tx.lock();
             let chan = tx.get_mut(peer as usize).ok_or(SendError::Unreachable)?;
             let shm = self.region.try_access().ok_or(SendError::Shutdown)?;
             let prod = chan.prod.as_mut().ok_or(SendError::Unreachable)?;
-            match prod.send(&*shm, &h, payload) {
-                Ok(n) => n,
+            let reserved = match prod.reserve(&*shm, &h) {
+                Ok(r) => Some(r),
                 Err(RingError::Full | RingError::NotReady) => match prod.prepare_wait(&*shm, len) {
-                    Ok(SleepCheck::Pending) => match prod.send(&*shm, &h, payload) {
-                        Ok(n) => n,
+                    Ok(SleepCheck::Pending) => match prod.reserve(&*shm, &h) {
+                        Ok(r) => Some(r),
                         Err(_) => {
                             chan.want = Some(len);
                             return Err(SendError::Full);
@@ -76,15 +137,29 @@ impl Link {
                         chan.want = Some(len);
                         return Err(SendError::Full);
                     }
-                    Err(_) => {
-                        corrupt = true;
-                        false
-                    }
+                    Err(_) => None,
                 },
                 Err(RingError::TooBig) => return Err(SendError::Invalid),
-                Err(_) => {
+                Err(_) => None,
+            };
+            match reserved {
+                Some(mut r) => {
+                    let got = fill(&shm, &r).min(len);
+                    if got < len {
+                        r.truncate(got);
+                        r.clear_flags(flags::EOM);
+                    }
+                    if got == 0 && len > 0 {
+                        // Nothing was copied: the reservation is dropped, nothing was
+                        // written where the consumer looks.
+                        (false, 0)
+                    } else {
+                        (prod.commit(&*shm, r), got)
+                    }
+                }
+                None => {
                     corrupt = true;
-                    false
+                    (false, 0)
                 }
             }
         };
@@ -116,14 +191,17 @@ impl Link {
             self.request_rx(up, false);
             return Err(SendError::Unreachable);
         }
+        if sent == 0 && len > 0 {
+            return Ok(0);
+        }
         if let Some(s) = self.stats.get(peer as usize) {
             bump(&s.tx_frames, 1);
-            bump(&s.tx_bytes, u64::from(len));
+            bump(&s.tx_bytes, u64::from(sent));
         }
         if notify {
             self.ring(peer, VEC_DATA);
         }
-        Ok(())
+        Ok(sent as usize)
     }
 
     /// Rings `peer`'s doorbell on `vector` (doorbell variant only): [`VEC_SPACE`] only if the

@@ -26,7 +26,7 @@ impl Drop for Fd {
 }
 
 /// `r` of a syscall that returns a count or -1.
-fn count(r: isize) -> Result<usize, i32> {
+pub fn count(r: isize) -> Result<usize, i32> {
     if r < 0 {
         Err(errno())
     } else {

@@ -3,6 +3,7 @@
 //! ioctls, whose structs and numbers come from `vmcs-sys` (userspace-tool/vmcs-sys, the
 //! one Rust copy of include/vmcs.h).
 
+pub mod badmem;
 pub mod dev;
 pub mod fd;
 

@@ -94,6 +94,8 @@ pub(crate) fn client(cid: Option<u32>, port: u32) -> Res {
         }
         count += 1;
     }
+    // Bad user buffers lose nothing, over the rings (the server echoes every message).
+    crate::badbuf::badbuf(&c, &c)?;
     ok("shutdown", c.shutdown(1))?;
     if ok("read EOF", c.read(&mut buf))? != 0 {
         return Err("no EOF after the server saw our shutdown".into());

@@ -26,6 +26,7 @@
 //! `serve`/`client` run the message tests between guests (`client auto PORT` tries every
 //! live peer of GET_INFO).
 
+mod badbuf;
 mod bulk;
 mod crash;
 mod cross;
@@ -117,6 +118,7 @@ const TESTS: &[Test] = &[
     ("close-unread", t_close_unread),
     ("eacces", t_eacces),
     ("bulk", bulk::t_bulk),
+    ("badbuf", badbuf::t_badbuf),
 ];
 
 fn main() -> ExitCode {

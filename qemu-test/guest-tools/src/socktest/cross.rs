@@ -107,6 +107,8 @@ pub(crate) fn client(port: u32) -> Res {
         ),
         n as usize == big.len() && got == big,
     )?;
+    // Bad user buffers lose nothing, over the rings (the echo sends back what arrived).
+    crate::badbuf::badbuf(&s, &s, libc::SOCK_STREAM)?;
     s.shutdown(libc::SHUT_WR)?;
     let mut b = [0u8; 16];
     check("EOF after SHUT_WR", s.recv(&mut b, 0) == 0)?;
@@ -121,5 +123,6 @@ pub(crate) fn client(port: u32) -> Res {
             n as usize == len && r[..len] == m[..] && f & libc::MSG_TRUNC == 0,
         )?;
     }
+    crate::badbuf::badbuf(&q, &q, libc::SOCK_SEQPACKET)?;
     Ok(())
 }

@@ -26,6 +26,7 @@
 //!
 //! The family number is read from /sys/module/vmcs/parameters/af.
 
+mod badbuf;
 mod basic;
 mod crash;
 mod cross;
@@ -36,6 +37,7 @@ mod scale;
 mod sock;
 mod vsock;
 
+use badbuf::t_badbuf;
 use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacket, t_stream};
 use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
@@ -62,6 +64,7 @@ const TESTS: &[Test] = &[
     ("rcvlowat", t_lowat),
     ("timeouts", t_timeo),
     ("fastclose", t_fastclose),
+    ("badbuf", t_badbuf),
 ];
 
 fn main() -> std::process::ExitCode {
