@@ -730,6 +730,11 @@ impl Endpoint {
         (st.rxq.unread(), st.txq_bytes)
     }
 
+    /// Whether the connection is established now.
+    pub(crate) fn connected(&self) -> bool {
+        self.inner.lock().phase == Phase::Connected
+    }
+
     /// Released with frames still queued ([`Phase::Closing`]).
     pub(crate) fn is_closing(&self) -> bool {
         self.inner.lock().phase == Phase::Closing

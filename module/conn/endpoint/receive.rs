@@ -349,4 +349,15 @@ impl Endpoint {
         conns.loopback_drain();
         Ok(data)
     }
+
+    /// Consumes the first `n` bytes of the byte stream, which a `recv_stream` with `peek`
+    /// returned and the caller copied out, and gives their credit back.
+    pub(crate) fn consume_stream(&self, conns: &Conns<'_>, n: usize) -> Result {
+        let mut st = self.inner.lock();
+        let n = st.rxq.skip_bytes(n);
+        self.consumed(conns, &mut st, n)?;
+        drop(st);
+        conns.loopback_drain();
+        Ok(())
+    }
 }

@@ -173,9 +173,16 @@ impl RxQueue {
     pub(super) fn take_bytes(&mut self, max: usize, peek: bool) -> Result<KVec<u8>> {
         let n = self.unread().min(max);
         let out = copy_bytes(self.data.get(self.dhead..self.dhead + n).ok_or(EINVAL)?)?;
-        if peek {
-            return Ok(out);
+        if !peek {
+            self.skip_bytes(n);
         }
+        Ok(out)
+    }
+
+    /// Drops up to `n` unread bytes of the byte stream (read in place before); returns how
+    /// many.
+    pub(super) fn skip_bytes(&mut self, n: usize) -> usize {
+        let n = self.unread().min(n);
         let mut left = n;
         while let Some(len) = self.lens.get_mut(self.lhead) {
             let take = (*len as usize).min(left);
@@ -195,7 +202,7 @@ impl RxQueue {
             }
         }
         self.compact();
-        Ok(out)
+        n
     }
 
     /// Moves the unread bytes and lengths to the front once the read part dominates.
