@@ -271,6 +271,16 @@ bool vmcs_glue_sk_errqueue_pending(struct sock *sk)
 	return !skb_queue_empty_lockless(&sk->sk_error_queue);
 }
 
+int vmcs_glue_sk_err(struct sock *sk)
+{
+	return READ_ONCE(sk->sk_err);
+}
+
+void vmcs_glue_sk_set_rcvlowat(struct sock *sk, int val)
+{
+	WRITE_ONCE(sk->sk_rcvlowat, val ? : 1);
+}
+
 /*
  * One table serves both socket types: every entry forwards to Rust, which looks at the
  * socket's type where stream and seqpacket differ. .family is set by
@@ -291,6 +301,7 @@ static struct proto_ops vmcs_sock_ops = {
 	.shutdown = vmcs_sock_shutdown,
 	.setsockopt = vmcs_glue_setsockopt,
 	.getsockopt_iter = vmcs_glue_getsockopt,
+	.set_rcvlowat = vmcs_sock_set_rcvlowat,
 	.sendmsg = vmcs_sock_sendmsg,
 	.recvmsg = vmcs_sock_recvmsg,
 	.mmap = sock_no_mmap,

@@ -64,6 +64,8 @@ void vmcs_glue_sk_set_zerocopy(struct sock *sk, bool on);
 int vmcs_glue_zerocopy_copied(struct sock *sk, size_t len);
 int vmcs_glue_recv_errqueue(struct sock *sk, struct msghdr *msg, int len);
 bool vmcs_glue_sk_errqueue_pending(struct sock *sk);
+int vmcs_glue_sk_err(struct sock *sk);
+void vmcs_glue_sk_set_rcvlowat(struct sock *sk, int val);
 
 /* Provided by Rust, module/socket/entry.rs: the AF_VMCS operations. */
 int vmcs_sock_create(struct net *net, struct socket *sock, int protocol, int kern);
@@ -83,6 +85,7 @@ void vmcs_sock_bufs_changed(struct socket *sock);
 int vmcs_sock_setsockopt(struct socket *sock, int level, int optname,
 			 const sockptr_t *optval, unsigned int optlen);
 int vmcs_sock_getsockopt(struct socket *sock, int level, int optname, u8 *v, int len);
+int vmcs_sock_set_rcvlowat(struct sock *sk, int val);
 int vmcs_sock_sendmsg(struct socket *sock, struct msghdr *msg, size_t len);
 int vmcs_sock_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		      int flags);

@@ -51,6 +51,8 @@ extern "C" {
     fn vmcs_glue_zerocopy_copied(sk: *mut c_void, len: usize) -> c_int;
     fn vmcs_glue_recv_errqueue(sk: *mut c_void, msg: *mut bindings::msghdr, len: c_int) -> c_int;
     fn vmcs_glue_sk_errqueue_pending(sk: *mut c_void) -> bool;
+    fn vmcs_glue_sk_err(sk: *mut c_void) -> c_int;
+    fn vmcs_glue_sk_set_rcvlowat(sk: *mut c_void, val: c_int);
 }
 
 /// The `struct sock` of `sock`.
@@ -352,6 +354,37 @@ pub(crate) unsafe fn recv_errqueue(
 pub(crate) unsafe fn errqueue_pending(sock: *mut bindings::socket) -> bool {
     // SAFETY: Guaranteed by the caller.
     unsafe { vmcs_glue_sk_errqueue_pending(sk(sock)) }
+}
+
+/// The pending socket error (`sk_err`, positive; 0 when none).
+///
+/// # Safety
+///
+/// `sock` must be a live AF_VMCS socket.
+pub(crate) unsafe fn error(sock: *mut bindings::socket) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_sk_err(sk(sock)) }
+}
+
+/// The Rust private pointer of a live AF_VMCS `struct sock` (for the ops that get the
+/// `struct sock` only).
+///
+/// # Safety
+///
+/// `sk` must be a live AF_VMCS `struct sock`.
+pub(crate) unsafe fn sk_private(sk: *mut c_void) -> *mut c_void {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_sk_priv(sk) }
+}
+
+/// Stores `SO_RCVLOWAT` (0 is 1, as the socket layer does).
+///
+/// # Safety
+///
+/// `sk` must be a live AF_VMCS `struct sock`.
+pub(crate) unsafe fn sk_set_rcvlowat(sk: *mut c_void, val: c_int) {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_sk_set_rcvlowat(sk, val) }
 }
 
 /// Whether the socket's file is `O_NONBLOCK` (kernel sockets have no file).

@@ -186,6 +186,23 @@ unsafe extern "C" fn vmcs_sock_getsockopt(
 
 /// # Safety
 ///
+/// `proto_ops->set_rcvlowat` of a live AF_VMCS socket's `struct sock` `sk`, called by
+/// `sock_setsockopt(SO_RCVLOWAT)`.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_set_rcvlowat(sk: *mut c_void, val: c_int) -> c_int {
+    // SAFETY: `sk` is live and ours (function safety requirement); its private pointer holds
+    // the `Arc<VmcsSocket>` while the socket is in use.
+    let s = unsafe { <Arc<VmcsSocket> as ForeignOwnable>::borrow(sk::sk_private(sk)) };
+    if let Err(e) = s.check_rcvlowat(val) {
+        return e.to_errno();
+    }
+    // SAFETY: `sk` is live.
+    unsafe { sk::sk_set_rcvlowat(sk, val) };
+    0
+}
+
+/// # Safety
+///
 /// `proto_ops->release` of an AF_VMCS socket.
 #[no_mangle]
 unsafe extern "C" fn vmcs_sock_release(sock: *mut bindings::socket) -> c_int {
@@ -241,9 +258,23 @@ unsafe extern "C" fn vmcs_sock_connect(
     };
     // The flags are the file's `f_flags`; `O_NONBLOCK` fits.
     let nonblock = (flags as u32) & oflags::NONBLOCK != 0;
-    let r = s.connect(a, nonblock, timeout);
+    let mut r = s.connect(a, nonblock, timeout);
+    if nonblock {
+        // As vsock, a non-blocking connect always reports `EINPROGRESS` (loopback answers
+        // before the call returns): the result shows in poll and `SO_ERROR`.
+        match r {
+            Ok(()) => r = Err(errno::einprogress()),
+            Err(e) if e == errno::econnreset() => {
+                // SAFETY: `sock` is live; `sk_err` is what `SO_ERROR` reports.
+                unsafe { sk::set_error(sock, -e.to_errno()) };
+                r = Err(errno::einprogress());
+            }
+            Err(_) => {}
+        }
+    }
     let state = match r {
         Ok(()) => SocketState::Connected,
+        Err(_) if s.connected() => SocketState::Connected,
         Err(e) if e == errno::einprogress() || e == errno::ealready() => SocketState::Connecting,
         Err(_) => SocketState::Unconnected,
     };
@@ -334,9 +365,9 @@ unsafe extern "C" fn vmcs_sock_poll(
         // SAFETY: `sock->sk` is live; `sk_err` is what `SO_ERROR` reports.
         unsafe { sk::set_error(sock, -e.to_errno()) };
     }
-    // SAFETY: `sock` is live. As vsock: an entry on the error queue (a MSG_ZEROCOPY
-    // completion) is POLLERR.
-    if unsafe { sk::errqueue_pending(sock) } {
+    // SAFETY: `sock` is live. As vsock: a pending socket error, or an entry on the error
+    // queue (a MSG_ZEROCOPY completion), is POLLERR.
+    if unsafe { sk::errqueue_pending(sock) || sk::error(sock) != 0 } {
         mask |= crate::glue::poll_mask::ERR;
     }
     mask

@@ -18,7 +18,7 @@ use crate::{
     conn::{Endpoint, Timeout, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
     domain::{self, Domain},
     glue::{self, errno, poll_mask},
-    proto::frame::SockType,
+    proto::frame::{flags, SockType},
     uapi::{self, SockaddrVmcs},
 };
 use kernel::{
@@ -154,8 +154,9 @@ impl VmcsSocket {
         let a = SockaddrVmcs::from_bytes_copy_prefix(raw)
             .map(|(a, _)| a)
             .ok_or(EINVAL)?;
+        // vsock: EINVAL for an address of another family too (`vsock_addr_cast`).
         if a.family != family() {
-            return Err(errno::eafnosupport());
+            return Err(EINVAL);
         }
         Ok(a)
     }
@@ -166,6 +167,14 @@ impl VmcsSocket {
         let a = Self::addr(raw)?;
         self.domain.bind_cid(a.cid)?;
         Endpoint::bind(&self.endpoint, &self.domain.conns(), a.port)?;
+        Ok(())
+    }
+
+    /// `SO_RCVLOWAT`: vsock refuses a mark above the receive buffer (`EINVAL`).
+    pub(crate) fn check_rcvlowat(&self, val: i32) -> Result {
+        if i64::from(val) > i64::from(self.endpoint.bufs().0) {
+            return Err(EINVAL);
+        }
         Ok(())
     }
 
@@ -273,7 +282,26 @@ impl VmcsSocket {
         if self.domain.alive().is_err() {
             return (poll_mask::ERR | poll_mask::HUP, None);
         }
-        let mask = self.endpoint.poll_lowat(file, table, lowat);
+        let mut mask = self.endpoint.poll_lowat(file, table, lowat);
+        // The shutdown bits as vsock (and TCP) report them (`vsock_poll_shutdown`): HUP once
+        // this side shut both ways, or sending while the peer shut sending too (or after a
+        // reset); RDHUP once nothing more can arrive. An unconnected socket is writable
+        // (vsock's `TCP_CLOSE`).
+        let sh = self.endpoint.shut_state();
+        let both = flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND;
+        mask &= !poll_mask::HUP;
+        if sh.local == both
+            || (sh.local & sh.peer & flags::SHUTDOWN_SEND != 0)
+            || (sh.over && sh.reset)
+        {
+            mask |= poll_mask::HUP;
+        }
+        if sh.local & flags::SHUTDOWN_RCV != 0 || sh.peer & flags::SHUTDOWN_SEND != 0 || sh.over {
+            mask |= poll_mask::RDHUP;
+        }
+        if sh.unconnected {
+            mask |= poll_mask::OUT;
+        }
         let err = if mask & poll_mask::ERR != 0 {
             self.endpoint.error().map(connect_errno)
         } else {
@@ -282,8 +310,12 @@ impl VmcsSocket {
         (mask, err)
     }
 
-    /// `ioctl()`: `SIOCINQ`, `SIOCOUTQ`.
+    /// `ioctl()`: `SIOCINQ`, `SIOCOUTQ`; `EOPNOTSUPP` before a connection (vsock: no
+    /// transport yet, listeners included).
     pub(crate) fn ioctl_queued(&self, cmd: u32) -> Result<usize> {
+        if matches!(cmd, SIOCINQ | SIOCOUTQ) && self.endpoint.names().1.is_none() {
+            return Err(errno::eopnotsupp());
+        }
         let (inq, outq) = self.endpoint.queued();
         match cmd {
             SIOCINQ => Ok(inq),
@@ -325,7 +357,10 @@ impl VmcsSocket {
                 return Err(errno::emsgsize());
             }
             let mut data = KVec::new();
-            src.copy_from_iter_vec(&mut data, GFP_KERNEL)?;
+            // A short copy is a bad user buffer: never a shorter message.
+            if src.copy_from_iter_vec(&mut data, GFP_KERNEL)? != len {
+                return Err(EFAULT);
+            }
             return self.endpoint.send_timeout(&conns, data, &mut timeout);
         }
         let mut sent = 0;
