@@ -415,17 +415,7 @@ impl S {
         unsafe { libc::recv(self.fd, b.as_mut_ptr().cast(), b.len(), flags) }
     }
     pub(crate) fn recvmsg(&self, b: &mut [u8], flags: c_int) -> (isize, c_int) {
-        let mut iov = libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        };
-        // SAFETY: zeroed msghdr is valid.
-        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
-        m.msg_iov = &mut iov;
-        m.msg_iovlen = 1;
-        // SAFETY: `m` points at valid buffers.
-        let n = unsafe { libc::recvmsg(self.fd, &mut m, flags) };
-        (n, m.msg_flags)
+        vmcs_guest_tools::fd::recvmsg(self.fd, b, flags)
     }
     pub(crate) fn shutdown(&self, how: c_int) -> isize {
         // SAFETY: plain syscall.
