@@ -288,8 +288,6 @@ fn c_accept(env: &Env, o: &mut Obs) -> Res {
     let (fd, _) = l.accept(0);
     o.r("accept not listening", fd as isize);
     o.r("listen", l.listen(4) as isize);
-    let (fd, _) = l.accept(libc::SOCK_NONBLOCK);
-    o.r("accept4 SOCK_NONBLOCK, nothing pending", fd as isize);
     l.nonblock(true);
     let (fd, _) = l.accept(0);
     o.r("accept O_NONBLOCK, nothing pending", fd as isize);
@@ -728,10 +726,6 @@ fn c_small_credit(env: &Env, o: &mut Obs) -> Res {
         q.send(&data[..600], 0),
     );
     o.r("seqpacket message within it", q.send(&data[..400], 0));
-    o.r(
-        "seqpacket second message, no credit",
-        q.send(&data[..400], libc::MSG_DONTWAIT),
-    );
     Ok(())
 }
 

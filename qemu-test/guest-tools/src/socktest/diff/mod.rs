@@ -588,10 +588,17 @@ const DOCUMENTED: &[(&str, &str)] = &[
 fn run_case(env: &Env, c: &Case) -> Vec<String> {
     // Progress, for a case that hangs (stderr is the guest's console in a dev run).
     eprintln!("diff: {} ({})", c.name, env.name());
+    let t0 = Instant::now();
     let mut o = Obs::new();
     if let Err(e) = (c.run)(env, &mut o) {
         o.put("case error", e);
     }
+    eprintln!(
+        "diff: {} ({}) took {} ms",
+        c.name,
+        env.name(),
+        t0.elapsed().as_millis()
+    );
     o.lines
 }
 
