@@ -244,20 +244,26 @@ void vmcs_glue_sk_set_zerocopy(struct sock *sk, bool on)
 }
 
 /*
- * One MSG_ZEROCOPY completion for @len bytes that were copied (not lent):
- * the notification msg_zerocopy_realloc() and its last put queue on the
- * error queue (SO_EE_ORIGIN_ZEROCOPY, SO_EE_CODE_ZEROCOPY_COPIED, the next id
- * of sk_zckey, ranges merged as for TCP and vsock).
+ * MSG_ZEROCOPY, as virtio-vsock does it: a completion for a send of up to
+ * @len bytes is taken before the send (NULL on ENOMEM: the send must fail),
+ * then ended by vmcs_glue_zerocopy_end(): with bytes sent, its notification
+ * goes to the error queue (SO_EE_ORIGIN_ZEROCOPY, SO_EE_CODE_ZEROCOPY_COPIED:
+ * the bytes were copied, the next id of sk_zckey, ranges merged as for TCP);
+ * with nothing sent it is dropped and its id given back.
  */
-int vmcs_glue_zerocopy_copied(struct sock *sk, size_t len)
+void *vmcs_glue_zerocopy_begin(struct sock *sk, size_t len)
 {
-	struct ubuf_info *uarg = msg_zerocopy_realloc(sk, len, NULL, false);
+	return msg_zerocopy_realloc(sk, len, NULL, false);
+}
 
-	if (!uarg)
-		return -ENOMEM;
-	uarg_to_msgzc(uarg)->zerocopy = 0;
+void vmcs_glue_zerocopy_end(void *uarg, bool sent)
+{
+	if (!sent) {
+		net_zcopy_put_abort(uarg, true);
+		return;
+	}
+	uarg_to_msgzc((struct ubuf_info *)uarg)->zerocopy = 0;
 	net_zcopy_put(uarg);
-	return 0;
 }
 
 /* recvmsg(MSG_ERRQUEUE), with vsock's control message level and type. */

@@ -48,7 +48,8 @@ extern "C" {
     fn vmcs_glue_sk_stream_error(sk: *mut c_void, flags: c_int, err: c_int) -> c_int;
     fn vmcs_glue_sk_zerocopy(sk: *mut c_void) -> bool;
     fn vmcs_glue_sk_set_zerocopy(sk: *mut c_void, on: bool);
-    fn vmcs_glue_zerocopy_copied(sk: *mut c_void, len: usize) -> c_int;
+    fn vmcs_glue_zerocopy_begin(sk: *mut c_void, len: usize) -> *mut c_void;
+    fn vmcs_glue_zerocopy_end(uarg: *mut c_void, sent: bool);
     fn vmcs_glue_recv_errqueue(sk: *mut c_void, msg: *mut bindings::msghdr, len: c_int) -> c_int;
     fn vmcs_glue_sk_errqueue_pending(sk: *mut c_void) -> bool;
     fn vmcs_glue_sk_err(sk: *mut c_void) -> c_int;
@@ -320,14 +321,49 @@ pub(crate) unsafe fn set_zerocopy(sock: *mut bindings::socket, on: bool) {
     unsafe { vmcs_glue_sk_set_zerocopy(sk(sock), on) }
 }
 
-/// Queues one `MSG_ZEROCOPY` completion (`SO_EE_CODE_ZEROCOPY_COPIED`) for `len` bytes sent.
+/// One `MSG_ZEROCOPY` completion (`SO_EE_CODE_ZEROCOPY_COPIED`), taken before a send and
+/// queued on the error queue by [`ZeroCopy::end`] when the send sent bytes.
 ///
-/// # Safety
+/// # Invariants
 ///
-/// `sock` must be a live AF_VMCS socket, in process context.
-pub(crate) unsafe fn zerocopy_copied(sock: *mut bindings::socket, len: usize) -> Result {
-    // SAFETY: Guaranteed by the caller.
-    to_result(unsafe { vmcs_glue_zerocopy_copied(sk(sock), len) })
+/// `uarg` is a `ubuf_info` from `msg_zerocopy_realloc`, ended exactly once (by `end` or on
+/// drop).
+pub(crate) struct ZeroCopy {
+    uarg: *mut c_void,
+}
+
+impl ZeroCopy {
+    /// Takes a completion for a send of up to `len` bytes; `ENOMEM` (the send must fail,
+    /// as vsock's).
+    ///
+    /// # Safety
+    ///
+    /// `sock` must be a live AF_VMCS socket, in its `sendmsg` (process context), and the
+    /// value must be ended before the call returns.
+    pub(crate) unsafe fn begin(sock: *mut bindings::socket, len: usize) -> Result<Self> {
+        // SAFETY: Guaranteed by the caller.
+        let uarg = unsafe { vmcs_glue_zerocopy_begin(sk(sock), len) };
+        if uarg.is_null() {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: just taken.
+        Ok(Self { uarg })
+    }
+
+    /// Queues the completion if `sent` (else gives its id back).
+    pub(crate) fn end(self, sent: bool) {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: By the type invariant `uarg` is live and not ended yet; `ManuallyDrop`
+        // keeps `drop` from ending it again.
+        unsafe { vmcs_glue_zerocopy_end(this.uarg, sent) };
+    }
+}
+
+impl Drop for ZeroCopy {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `uarg` is live and not ended yet.
+        unsafe { vmcs_glue_zerocopy_end(self.uarg, false) };
+    }
 }
 
 /// `recvmsg(MSG_ERRQUEUE)`: the next error queue entry (`sock_recv_errqueue`); bytes or a

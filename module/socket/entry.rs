@@ -419,7 +419,7 @@ unsafe extern "C" fn vmcs_sock_shutdown(sock: *mut bindings::socket, how: c_int)
 unsafe extern "C" fn vmcs_sock_sendmsg(
     sock: *mut bindings::socket,
     m: *mut bindings::msghdr,
-    _len: usize,
+    len: usize,
 ) -> c_int {
     // SAFETY: Guaranteed by the caller: `msg_iter` is a source iterator valid for the call.
     let (s, flags, opts, src) = unsafe {
@@ -440,20 +440,26 @@ unsafe extern "C" fn vmcs_sock_sendmsg(
         }
         .to_errno();
     }
-    let r = match s.sendmsg(src, flags, opts) {
-        Ok(n) => {
-            // MSG_ZEROCOPY with SO_ZEROCOPY: the bytes were copied into kernel memory
-            // already, so their completion (SO_EE_CODE_ZEROCOPY_COPIED) is queued at once;
-            // without SO_ZEROCOPY the flag is ignored, as vsock and TCP.
-            // SAFETY: `sock` is live; `sendmsg` runs in process context.
-            if n > 0 && flags & msg::ZEROCOPY != 0 && unsafe { sk::zerocopy(sock) } {
-                // SAFETY: As above.
-                if let Err(e) = unsafe { sk::zerocopy_copied(sock, n) } {
-                    return e.to_errno();
-                }
-            }
-            return c_int::try_from(n).unwrap_or(c_int::MAX);
+    // MSG_ZEROCOPY with SO_ZEROCOPY: the bytes are copied into kernel memory (the ring is
+    // shared with the peer: nothing is lent), and the completion that says so
+    // (SO_EE_CODE_ZEROCOPY_COPIED) is taken before the send and queued once it sent bytes,
+    // as vsock's; without SO_ZEROCOPY the flag is ignored, as vsock and TCP.
+    // SAFETY: `sock` is live.
+    let zc = if flags & msg::ZEROCOPY != 0 && unsafe { sk::zerocopy(sock) } {
+        // SAFETY: `sock` is live, in `sendmsg` (process context); ended below.
+        match unsafe { sk::ZeroCopy::begin(sock, len) } {
+            Ok(z) => Some(z),
+            Err(e) => return e.to_errno(),
         }
+    } else {
+        None
+    };
+    let res = s.sendmsg(src, flags, opts);
+    if let Some(z) = zc {
+        z.end(matches!(res, Ok(n) if n > 0));
+    }
+    let r = match res {
+        Ok(n) => return c_int::try_from(n).unwrap_or(c_int::MAX),
         Err(e) => e.to_errno(),
     };
     if s.is_stream() {
