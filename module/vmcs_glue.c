@@ -23,6 +23,8 @@
 #include <linux/uaccess.h>
 #include <linux/uio.h>
 #include <linux/module.h>
+#include <linux/errqueue.h>
+#include <linux/vm_sockets.h>
 #include <net/sock.h>
 
 #include "vmcs_glue.h"
@@ -193,20 +195,125 @@ static int vmcs_glue_accept(struct socket *sock, struct socket *newsock,
 /*
  * SOL_SOCKET options go to the socket layer as for any family (the socket has
  * SOCK_CUSTOM_SOCKOPT only to get here); Rust then applies the buffer sizes
- * it stored (module/socket/). Other levels: EOPNOTSUPP, as before.
+ * it stored (module/socket/). SO_ZEROCOPY (which sock_setsockopt refuses for
+ * families it does not know) and every other level go to Rust.
  */
 static int vmcs_glue_setsockopt(struct socket *sock, int level, int optname,
 				sockptr_t optval, unsigned int optlen)
 {
 	int err;
 
-	if (level != SOL_SOCKET)
-		return -EOPNOTSUPP;
+	if (level != SOL_SOCKET || optname == SO_ZEROCOPY)
+		return vmcs_sock_setsockopt(sock, level, optname, &optval, optlen);
 	err = sock_setsockopt(sock, level, optname, optval, optlen);
 	if (!err && (optname == SO_RCVBUF || optname == SO_RCVBUFFORCE ||
 		     optname == SO_SNDBUF || optname == SO_SNDBUFFORCE))
 		vmcs_sock_bufs_changed(sock);
 	return err;
+}
+
+/* Levels other than SOL_SOCKET: Rust fills @v (at most 16 bytes) and says how many. */
+static int vmcs_glue_getsockopt(struct socket *sock, int level, int optname,
+				sockopt_t *opt)
+{
+	u8 v[16] = {};
+	int len = vmcs_sock_getsockopt(sock, level, optname, v, opt->optlen);
+
+	if (len < 0)
+		return len;
+	if (copy_to_iter(v, len, &opt->iter_out) != len)
+		return -EFAULT;
+	opt->optlen = len;
+	return 0;
+}
+
+/* Copies @len bytes of a setsockopt value; -EFAULT when it cannot. */
+int vmcs_glue_sockptr_copy(void *dst, const sockptr_t *src, unsigned int len)
+{
+	return copy_from_sockptr(dst, *src, len) ? -EFAULT : 0;
+}
+
+/* A setsockopt timeval, old or new layout (compat tasks included). */
+int vmcs_glue_sockptr_timeval(const sockptr_t *src, unsigned int optlen, bool old,
+			      s64 *sec, s64 *usec)
+{
+	struct __kernel_sock_timeval tv;
+	int err = sock_copy_user_timeval(&tv, *src, optlen, old);
+
+	*sec = tv.tv_sec;
+	*usec = tv.tv_usec;
+	return err;
+}
+
+/* A timeout in jiffies as getsockopt reports it (old or new timeval); its size. */
+int vmcs_glue_put_timeout(long timeo, void *v, bool old)
+{
+	return sock_get_timeout(timeo, v, old);
+}
+
+unsigned long vmcs_glue_hz(void)
+{
+	return HZ;
+}
+
+/* SIGPIPE and a pending socket error on a failed stream send, as every stream family. */
+int vmcs_glue_sk_stream_error(struct sock *sk, int flags, int err)
+{
+	return sk_stream_error(sk, flags, err);
+}
+
+bool vmcs_glue_sk_zerocopy(struct sock *sk)
+{
+	return sock_flag(sk, SOCK_ZEROCOPY);
+}
+
+void vmcs_glue_sk_set_zerocopy(struct sock *sk, bool on)
+{
+	sock_valbool_flag(sk, SOCK_ZEROCOPY, on);
+}
+
+/*
+ * MSG_ZEROCOPY, as virtio-vsock does it: a completion for a send of up to
+ * @len bytes is taken before the send (NULL on ENOMEM: the send must fail),
+ * then ended by vmcs_glue_zerocopy_end(): with bytes sent, its notification
+ * goes to the error queue (SO_EE_ORIGIN_ZEROCOPY, SO_EE_CODE_ZEROCOPY_COPIED:
+ * the bytes were copied, the next id of sk_zckey, ranges merged as for TCP);
+ * with nothing sent it is dropped and its id given back.
+ */
+void *vmcs_glue_zerocopy_begin(struct sock *sk, size_t len)
+{
+	return msg_zerocopy_realloc(sk, len, NULL, false);
+}
+
+void vmcs_glue_zerocopy_end(void *uarg, bool sent)
+{
+	if (!sent) {
+		net_zcopy_put_abort(uarg, true);
+		return;
+	}
+	uarg_to_msgzc((struct ubuf_info *)uarg)->zerocopy = 0;
+	net_zcopy_put(uarg);
+}
+
+/* recvmsg(MSG_ERRQUEUE), with vsock's control message level and type. */
+int vmcs_glue_recv_errqueue(struct sock *sk, struct msghdr *msg, int len)
+{
+	return sock_recv_errqueue(sk, msg, len, SOL_VSOCK, VSOCK_RECVERR);
+}
+
+bool vmcs_glue_sk_errqueue_pending(struct sock *sk)
+{
+	return !skb_queue_empty_lockless(&sk->sk_error_queue);
+}
+
+int vmcs_glue_sk_err(struct sock *sk)
+{
+	return READ_ONCE(sk->sk_err);
+}
+
+void vmcs_glue_sk_set_rcvlowat(struct sock *sk, int val)
+{
+	WRITE_ONCE(sk->sk_rcvlowat, val ? : 1);
 }
 
 /*
@@ -228,6 +335,8 @@ static struct proto_ops vmcs_sock_ops = {
 	.listen = vmcs_sock_listen,
 	.shutdown = vmcs_sock_shutdown,
 	.setsockopt = vmcs_glue_setsockopt,
+	.getsockopt_iter = vmcs_glue_getsockopt,
+	.set_rcvlowat = vmcs_sock_set_rcvlowat,
 	.sendmsg = vmcs_sock_sendmsg,
 	.recvmsg = vmcs_sock_recvmsg,
 	.mmap = sock_no_mmap,
@@ -301,6 +410,8 @@ void vmcs_glue_sk_free(struct socket *sock)
 	struct sock *sk = sock->sk;
 
 	sock_orphan(sk);
+	/* Completions nobody read (MSG_ZEROCOPY), as vsock's release. */
+	skb_queue_purge(&sk->sk_error_queue);
 	sock->sk = NULL;
 	sock_put(sk);
 }

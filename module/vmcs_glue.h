@@ -11,6 +11,7 @@
 #include <linux/poll.h>
 #include <linux/socket.h>
 #include <linux/uio.h>
+#include <linux/sockptr.h>
 
 /* Provided by the C glue. */
 const struct file_operations *vmcs_glue_fops(void);
@@ -57,6 +58,20 @@ long vmcs_glue_sk_rcvtimeo(struct sock *sk);
 long vmcs_glue_sk_sndtimeo(struct sock *sk);
 void vmcs_glue_sk_set_err(struct sock *sk, int err);
 void vmcs_glue_sock_set_state(struct socket *sock, int state);
+int vmcs_glue_sockptr_copy(void *dst, const sockptr_t *src, unsigned int len);
+int vmcs_glue_sockptr_timeval(const sockptr_t *src, unsigned int optlen, bool old,
+			      s64 *sec, s64 *usec);
+int vmcs_glue_put_timeout(long timeo, void *v, bool old);
+unsigned long vmcs_glue_hz(void);
+int vmcs_glue_sk_stream_error(struct sock *sk, int flags, int err);
+bool vmcs_glue_sk_zerocopy(struct sock *sk);
+void vmcs_glue_sk_set_zerocopy(struct sock *sk, bool on);
+void *vmcs_glue_zerocopy_begin(struct sock *sk, size_t len);
+void vmcs_glue_zerocopy_end(void *uarg, bool sent);
+int vmcs_glue_recv_errqueue(struct sock *sk, struct msghdr *msg, int len);
+bool vmcs_glue_sk_errqueue_pending(struct sock *sk);
+int vmcs_glue_sk_err(struct sock *sk);
+void vmcs_glue_sk_set_rcvlowat(struct sock *sk, int val);
 
 /* Provided by Rust, module/socket/entry.rs: the AF_VMCS operations. */
 int vmcs_sock_create(struct net *net, struct socket *sock, int protocol, int kern);
@@ -73,6 +88,10 @@ int vmcs_sock_ioctl(struct socket *sock, unsigned int cmd, unsigned long arg);
 int vmcs_sock_listen(struct socket *sock, int backlog);
 int vmcs_sock_shutdown(struct socket *sock, int how);
 void vmcs_sock_bufs_changed(struct socket *sock);
+int vmcs_sock_setsockopt(struct socket *sock, int level, int optname,
+			 const sockptr_t *optval, unsigned int optlen);
+int vmcs_sock_getsockopt(struct socket *sock, int level, int optname, u8 *v, int len);
+int vmcs_sock_set_rcvlowat(struct sock *sk, int val);
 int vmcs_sock_sendmsg(struct socket *sock, struct msghdr *msg, size_t len);
 int vmcs_sock_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		      int flags);

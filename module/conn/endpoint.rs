@@ -117,6 +117,21 @@ pub(super) struct Pumped {
     pub(super) full: bool,
 }
 
+/// See [`Endpoint::shut_state`].
+pub(crate) struct ShutState {
+    /// Idle or bound: neither listening nor connecting nor connected (ever, or again after
+    /// a failed connect).
+    pub(crate) unconnected: bool,
+    /// `SHUTDOWN_*` bits this side sent.
+    pub(crate) local: u32,
+    /// `SHUTDOWN_*` bits the peer sent.
+    pub(crate) peer: u32,
+    /// The connection is over (closed in order or reset).
+    pub(crate) over: bool,
+    /// It ended with an error (reset).
+    pub(crate) reset: bool,
+}
+
 /// One queued outgoing item.
 enum TxItem {
     /// A control frame without payload.
@@ -729,6 +744,23 @@ impl Endpoint {
     pub(crate) fn queued(&self) -> (usize, usize) {
         let st = self.inner.lock();
         (st.rxq.unread(), st.txq_bytes)
+    }
+
+    /// The shutdown state AF_VMCS's `poll` reports as vsock does.
+    pub(crate) fn shut_state(&self) -> ShutState {
+        let st = self.inner.lock();
+        ShutState {
+            unconnected: matches!(st.phase, Phase::Idle | Phase::Bound),
+            local: st.local_shut,
+            peer: st.peer_shut,
+            over: st.was_connected && matches!(st.phase, Phase::Closed | Phase::Closing),
+            reset: st.err.is_some(),
+        }
+    }
+
+    /// Whether the connection is established now.
+    pub(crate) fn connected(&self) -> bool {
+        self.inner.lock().phase == Phase::Connected
     }
 
     /// Released with frames still queued ([`Phase::Closing`]).

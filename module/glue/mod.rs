@@ -57,4 +57,6 @@ pub(crate) mod poll_mask {
     pub(crate) const ERR: u32 = 0x0008;
     /// Hang-up (`EPOLLHUP`).
     pub(crate) const HUP: u32 = 0x0010;
+    /// The peer shut its sending side, or this side its receiving one (`EPOLLRDHUP`).
+    pub(crate) const RDHUP: u32 = 0x2000;
 }

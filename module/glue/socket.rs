@@ -8,7 +8,7 @@
 //! Every accessor takes the `struct socket` the socket layer handed to an entry point;
 //! the C side reaches its `struct sock` (`sock->sk`).
 
-use kernel::ffi::{c_int, c_long, c_uint, c_void};
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::{bindings, error::to_result, prelude::*};
 
 // The C glue's side of module/vmcs_glue.h (sockets). `struct sock` and `struct socket` are
@@ -35,6 +35,25 @@ extern "C" {
     fn vmcs_glue_sk_rcvbuf(sk: *mut c_void) -> c_int;
     fn vmcs_glue_sk_sndbuf(sk: *mut c_void) -> c_int;
     fn vmcs_glue_sk_set_bufs(sk: *mut c_void, rcvbuf: c_int, sndbuf: c_int);
+    fn vmcs_glue_sockptr_copy(dst: *mut c_void, src: *const c_void, len: c_uint) -> c_int;
+    fn vmcs_glue_sockptr_timeval(
+        src: *const c_void,
+        optlen: c_uint,
+        old: bool,
+        sec: *mut i64,
+        usec: *mut i64,
+    ) -> c_int;
+    fn vmcs_glue_put_timeout(timeo: c_long, v: *mut c_void, old: bool) -> c_int;
+    fn vmcs_glue_hz() -> c_ulong;
+    fn vmcs_glue_sk_stream_error(sk: *mut c_void, flags: c_int, err: c_int) -> c_int;
+    fn vmcs_glue_sk_zerocopy(sk: *mut c_void) -> bool;
+    fn vmcs_glue_sk_set_zerocopy(sk: *mut c_void, on: bool);
+    fn vmcs_glue_zerocopy_begin(sk: *mut c_void, len: usize) -> *mut c_void;
+    fn vmcs_glue_zerocopy_end(uarg: *mut c_void, sent: bool);
+    fn vmcs_glue_recv_errqueue(sk: *mut c_void, msg: *mut bindings::msghdr, len: c_int) -> c_int;
+    fn vmcs_glue_sk_errqueue_pending(sk: *mut c_void) -> bool;
+    fn vmcs_glue_sk_err(sk: *mut c_void) -> c_int;
+    fn vmcs_glue_sk_set_rcvlowat(sk: *mut c_void, val: c_int);
 }
 
 /// The `struct sock` of `sock`.
@@ -205,6 +224,203 @@ pub(crate) unsafe fn set_state(sock: *mut bindings::socket, state: SocketState) 
     };
     // SAFETY: Guaranteed by the caller; the state is informational.
     unsafe { vmcs_glue_sock_set_state(sock.cast(), s as c_int) };
+}
+
+/// A `setsockopt` value: the `sockptr_t` the socket layer handed over and its length.
+///
+/// # Invariants
+///
+/// `ptr` points at a `sockptr_t` valid for the `setsockopt` call this value lives in, whose
+/// buffer has `len` bytes (user memory is checked on each copy).
+pub(crate) struct OptVal {
+    ptr: *const c_void,
+    len: c_uint,
+}
+
+impl OptVal {
+    /// Wraps the `sockptr_t` of a `setsockopt` call.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point at a valid `sockptr_t` for the life of the value.
+    pub(crate) unsafe fn new(ptr: *const c_void, len: c_uint) -> Self {
+        // INVARIANT: Guaranteed by the caller.
+        Self { ptr, len }
+    }
+
+    /// The length the caller gave (`optlen`).
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Copies the first `N` bytes: `EFAULT` when they cannot be read. The caller checked the
+    /// length.
+    pub(crate) fn read<const N: usize>(&self) -> Result<[u8; N]> {
+        let mut v = [0u8; N];
+        // SAFETY: `v` has room for `N` bytes; `self.ptr` is valid (type invariant).
+        to_result(unsafe { vmcs_glue_sockptr_copy(v.as_mut_ptr().cast(), self.ptr, N as c_uint) })?;
+        Ok(v)
+    }
+
+    /// A `struct timeval` in the old (`__kernel_old_timeval`) or new
+    /// (`__kernel_sock_timeval`) layout, as `sock_copy_user_timeval`: `EINVAL` when too short,
+    /// `EFAULT`.
+    pub(crate) fn timeval(&self, old: bool) -> Result<(i64, i64)> {
+        let (mut sec, mut usec) = (0, 0);
+        // SAFETY: `self.ptr` is valid (type invariant); the outputs are valid for writes.
+        to_result(unsafe {
+            vmcs_glue_sockptr_timeval(self.ptr, self.len, old, &mut sec, &mut usec)
+        })?;
+        Ok((sec, usec))
+    }
+}
+
+/// A timeout in jiffies as `getsockopt` reports it (`sock_get_timeout`), an old or new
+/// timeval, in `out`; returns its size.
+pub(crate) fn put_timeout(jiffies: c_long, out: &mut [u8; 16], old: bool) -> usize {
+    // SAFETY: `out` has room for the largest timeval (16 bytes).
+    let n = unsafe { vmcs_glue_put_timeout(jiffies, out.as_mut_ptr().cast(), old) };
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// `HZ`, the kernel's jiffies per second.
+pub(crate) fn hz() -> u64 {
+    // SAFETY: Returns a constant.
+    u64::from(unsafe { vmcs_glue_hz() } as u32)
+}
+
+/// A failed stream send's error as every stream family reports it (`sk_stream_error`): a
+/// pending socket error replaces `EPIPE`, and `EPIPE` raises `SIGPIPE` unless
+/// `MSG_NOSIGNAL`. `err` and the result are negative errnos.
+///
+/// # Safety
+///
+/// `sock` must be a live AF_VMCS socket, in its `sendmsg`.
+pub(crate) unsafe fn stream_error(sock: *mut bindings::socket, flags: u32, err: c_int) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_sk_stream_error(sk(sock), flags as c_int, err) }
+}
+
+/// `SO_ZEROCOPY` (`SOCK_ZEROCOPY`).
+///
+/// # Safety
+///
+/// `sock` must be a live AF_VMCS socket.
+pub(crate) unsafe fn zerocopy(sock: *mut bindings::socket) -> bool {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_sk_zerocopy(sk(sock)) }
+}
+
+/// Sets `SO_ZEROCOPY`.
+///
+/// # Safety
+///
+/// `sock` must be a live AF_VMCS socket.
+pub(crate) unsafe fn set_zerocopy(sock: *mut bindings::socket, on: bool) {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_sk_set_zerocopy(sk(sock), on) }
+}
+
+/// One `MSG_ZEROCOPY` completion (`SO_EE_CODE_ZEROCOPY_COPIED`), taken before a send and
+/// queued on the error queue by [`ZeroCopy::end`] when the send sent bytes.
+///
+/// # Invariants
+///
+/// `uarg` is a `ubuf_info` from `msg_zerocopy_realloc`, ended exactly once (by `end` or on
+/// drop).
+pub(crate) struct ZeroCopy {
+    uarg: *mut c_void,
+}
+
+impl ZeroCopy {
+    /// Takes a completion for a send of up to `len` bytes; `ENOMEM` (the send must fail,
+    /// as vsock's).
+    ///
+    /// # Safety
+    ///
+    /// `sock` must be a live AF_VMCS socket, in its `sendmsg` (process context), and the
+    /// value must be ended before the call returns.
+    pub(crate) unsafe fn begin(sock: *mut bindings::socket, len: usize) -> Result<Self> {
+        // SAFETY: Guaranteed by the caller.
+        let uarg = unsafe { vmcs_glue_zerocopy_begin(sk(sock), len) };
+        if uarg.is_null() {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: just taken.
+        Ok(Self { uarg })
+    }
+
+    /// Queues the completion if `sent` (else gives its id back).
+    pub(crate) fn end(self, sent: bool) {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: By the type invariant `uarg` is live and not ended yet; `ManuallyDrop`
+        // keeps `drop` from ending it again.
+        unsafe { vmcs_glue_zerocopy_end(this.uarg, sent) };
+    }
+}
+
+impl Drop for ZeroCopy {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `uarg` is live and not ended yet.
+        unsafe { vmcs_glue_zerocopy_end(self.uarg, false) };
+    }
+}
+
+/// `recvmsg(MSG_ERRQUEUE)`: the next error queue entry (`sock_recv_errqueue`); bytes or a
+/// negative errno.
+///
+/// # Safety
+///
+/// `sock` must be a live AF_VMCS socket and `m` the `msghdr` of its `recvmsg`.
+pub(crate) unsafe fn recv_errqueue(
+    sock: *mut bindings::socket,
+    m: *mut bindings::msghdr,
+    len: usize,
+) -> c_int {
+    let len = c_int::try_from(len).unwrap_or(c_int::MAX);
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_recv_errqueue(sk(sock), m, len) }
+}
+
+/// Whether the error queue holds an entry (`POLLERR`).
+///
+/// # Safety
+///
+/// `sock` must be a live AF_VMCS socket.
+pub(crate) unsafe fn errqueue_pending(sock: *mut bindings::socket) -> bool {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_sk_errqueue_pending(sk(sock)) }
+}
+
+/// The pending socket error (`sk_err`, positive; 0 when none).
+///
+/// # Safety
+///
+/// `sock` must be a live AF_VMCS socket.
+pub(crate) unsafe fn error(sock: *mut bindings::socket) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_sk_err(sk(sock)) }
+}
+
+/// The Rust private pointer of a live AF_VMCS `struct sock` (for the ops that get the
+/// `struct sock` only).
+///
+/// # Safety
+///
+/// `sk` must be a live AF_VMCS `struct sock`.
+pub(crate) unsafe fn sk_private(sk: *mut c_void) -> *mut c_void {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_sk_priv(sk) }
+}
+
+/// Stores `SO_RCVLOWAT` (0 is 1, as the socket layer does).
+///
+/// # Safety
+///
+/// `sk` must be a live AF_VMCS `struct sock`.
+pub(crate) unsafe fn sk_set_rcvlowat(sk: *mut c_void, val: c_int) {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { vmcs_glue_sk_set_rcvlowat(sk, val) }
 }
 
 /// Whether the socket's file is `O_NONBLOCK` (kernel sockets have no file).

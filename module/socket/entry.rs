@@ -4,16 +4,16 @@
 //! vmcs_glue.c forward to these functions, which forward to [`VmcsSocket`]. Nothing in
 //! Rust imports this file.
 
-use super::{SocketOptions, VmcsSocket, DEFAULT_SOCKET_BUFFERS};
+use super::{msg, SocketOptions, VmcsSocket, DEFAULT_SOCKET_BUFFERS};
 use crate::{
     conn::Timeout,
     glue::{
         errno, oflags,
-        socket::{self as sk, SocketState},
+        socket::{self as sk, OptVal, SocketState},
     },
     uapi::SockaddrVmcs,
 };
-use kernel::ffi::{c_int, c_uint, c_ulong};
+use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
 use kernel::{
     bindings,
     fs::File,
@@ -134,6 +134,75 @@ unsafe extern "C" fn vmcs_sock_bufs_changed(sock: *mut bindings::socket) {
 
 /// # Safety
 ///
+/// Called by the C glue's `setsockopt` for levels other than `SOL_SOCKET` and for
+/// `SO_ZEROCOPY`, on the live AF_VMCS socket `sock`; `optval` points at the call's
+/// `sockptr_t` of `optlen` bytes.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_setsockopt(
+    sock: *mut bindings::socket,
+    level: c_int,
+    optname: c_int,
+    optval: *const c_void,
+    optlen: c_uint,
+) -> c_int {
+    // SAFETY: Guaranteed by the caller.
+    let (s, v) = unsafe { (vmcs_socket(sock), OptVal::new(optval, optlen)) };
+    match s.setsockopt(level, optname, &v) {
+        Ok(Some(on)) => {
+            // SAFETY: `sock` is live.
+            unsafe { sk::set_zerocopy(sock, on) };
+            0
+        }
+        Ok(None) => {
+            // A buffer size option may have changed the receive buffer.
+            let bufs = s.sk_bufs();
+            // SAFETY: `sock` is live.
+            unsafe { sk::set_buffers(sock, bufs) };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// Called by the C glue's `getsockopt` for levels other than `SOL_SOCKET`, on the live
+/// AF_VMCS socket `sock`; `v` valid for 16 bytes.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_getsockopt(
+    sock: *mut bindings::socket,
+    level: c_int,
+    optname: c_int,
+    v: *mut u8,
+    len: c_int,
+) -> c_int {
+    // SAFETY: Guaranteed by the caller: `v` is 16 writable bytes, not aliased.
+    let (s, out) = unsafe { (vmcs_socket(sock), &mut *v.cast::<[u8; 16]>()) };
+    match s.getsockopt(level, optname, out, len) {
+        Ok(n) => n as c_int,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// `proto_ops->set_rcvlowat` of a live AF_VMCS socket's `struct sock` `sk`, called by
+/// `sock_setsockopt(SO_RCVLOWAT)`.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_set_rcvlowat(sk: *mut c_void, val: c_int) -> c_int {
+    // SAFETY: `sk` is live and ours (function safety requirement); its private pointer holds
+    // the `Arc<VmcsSocket>` while the socket is in use.
+    let s = unsafe { <Arc<VmcsSocket> as ForeignOwnable>::borrow(sk::sk_private(sk)) };
+    if let Err(e) = s.check_rcvlowat(val) {
+        return e.to_errno();
+    }
+    // SAFETY: `sk` is live.
+    unsafe { sk::sk_set_rcvlowat(sk, val) };
+    0
+}
+
+/// # Safety
+///
 /// `proto_ops->release` of an AF_VMCS socket.
 #[no_mangle]
 unsafe extern "C" fn vmcs_sock_release(sock: *mut bindings::socket) -> c_int {
@@ -189,9 +258,23 @@ unsafe extern "C" fn vmcs_sock_connect(
     };
     // The flags are the file's `f_flags`; `O_NONBLOCK` fits.
     let nonblock = (flags as u32) & oflags::NONBLOCK != 0;
-    let r = s.connect(a, nonblock, timeout);
+    let mut r = s.connect(a, nonblock, timeout);
+    if nonblock {
+        // As vsock, a non-blocking connect always reports `EINPROGRESS` (loopback answers
+        // before the call returns): the result shows in poll and `SO_ERROR`.
+        match r {
+            Ok(()) => r = Err(errno::einprogress()),
+            Err(e) if e == errno::econnreset() => {
+                // SAFETY: `sock` is live; `sk_err` is what `SO_ERROR` reports.
+                unsafe { sk::set_error(sock, -e.to_errno()) };
+                r = Err(errno::einprogress());
+            }
+            Err(_) => {}
+        }
+    }
     let state = match r {
         Ok(()) => SocketState::Connected,
+        Err(_) if s.connected() => SocketState::Connected,
         Err(e) if e == errno::einprogress() || e == errno::ealready() => SocketState::Connecting,
         Err(_) => SocketState::Unconnected,
     };
@@ -277,10 +360,15 @@ unsafe extern "C" fn vmcs_sock_poll(
     };
     // SAFETY: `sock` is live.
     let lowat = unsafe { socket_options(sock, true, true) }.lowat;
-    let (mask, err) = s.poll(f, &table, lowat);
+    let (mut mask, err) = s.poll(f, &table, lowat);
     if let Some(e) = err {
         // SAFETY: `sock->sk` is live; `sk_err` is what `SO_ERROR` reports.
         unsafe { sk::set_error(sock, -e.to_errno()) };
+    }
+    // SAFETY: `sock` is live. As vsock: a pending socket error, or an entry on the error
+    // queue (a MSG_ZEROCOPY completion), is POLLERR.
+    if unsafe { sk::errqueue_pending(sock) || sk::error(sock) != 0 } {
+        mask |= crate::glue::poll_mask::ERR;
     }
     mask
 }
@@ -331,7 +419,7 @@ unsafe extern "C" fn vmcs_sock_shutdown(sock: *mut bindings::socket, how: c_int)
 unsafe extern "C" fn vmcs_sock_sendmsg(
     sock: *mut bindings::socket,
     m: *mut bindings::msghdr,
-    _len: usize,
+    len: usize,
 ) -> c_int {
     // SAFETY: Guaranteed by the caller: `msg_iter` is a source iterator valid for the call.
     let (s, flags, opts, src) = unsafe {
@@ -343,13 +431,42 @@ unsafe extern "C" fn vmcs_sock_sendmsg(
         )
     };
     // SAFETY: `m` is valid.
-    if !unsafe { (*m).msg_name }.is_null() {
-        // vsock: the destination of a connected socket cannot be given.
-        return errno::eisconn().to_errno();
+    if unsafe { (*m).msg_namelen } != 0 {
+        // vsock: a connection-oriented socket takes no destination.
+        return if s.connected() {
+            errno::eisconn()
+        } else {
+            errno::eopnotsupp()
+        }
+        .to_errno();
     }
-    match s.sendmsg(src, flags, opts) {
-        Ok(n) => c_int::try_from(n).unwrap_or(c_int::MAX),
+    // MSG_ZEROCOPY with SO_ZEROCOPY: the bytes are copied into kernel memory (the ring is
+    // shared with the peer: nothing is lent), and the completion that says so
+    // (SO_EE_CODE_ZEROCOPY_COPIED) is taken before the send and queued once it sent bytes,
+    // as vsock's; without SO_ZEROCOPY the flag is ignored, as vsock and TCP.
+    // SAFETY: `sock` is live.
+    let zc = if flags & msg::ZEROCOPY != 0 && unsafe { sk::zerocopy(sock) } {
+        // SAFETY: `sock` is live, in `sendmsg` (process context); ended below.
+        match unsafe { sk::ZeroCopy::begin(sock, len) } {
+            Ok(z) => Some(z),
+            Err(e) => return e.to_errno(),
+        }
+    } else {
+        None
+    };
+    let res = s.sendmsg(src, flags, opts);
+    if let Some(z) = zc {
+        z.end(matches!(res, Ok(n) if n > 0));
+    }
+    let r = match res {
+        Ok(n) => return c_int::try_from(n).unwrap_or(c_int::MAX),
         Err(e) => e.to_errno(),
+    };
+    if s.is_stream() {
+        // SAFETY: `sock` is live, in its `sendmsg`. SIGPIPE on EPIPE, as vsock.
+        unsafe { sk::stream_error(sock, flags, r) }
+    } else {
+        r
     }
 }
 
@@ -361,9 +478,13 @@ unsafe extern "C" fn vmcs_sock_sendmsg(
 unsafe extern "C" fn vmcs_sock_recvmsg(
     sock: *mut bindings::socket,
     m: *mut bindings::msghdr,
-    _len: usize,
+    len: usize,
     flags: c_int,
 ) -> c_int {
+    if flags as u32 & msg::ERRQUEUE != 0 {
+        // SAFETY: `sock` is live and `m` its `msghdr`.
+        return unsafe { sk::recv_errqueue(sock, m, len) };
+    }
     // SAFETY: Guaranteed by the caller: `msg_iter` is a destination iterator.
     let (s, opts, dst) = unsafe {
         (

@@ -10,18 +10,23 @@
 
 mod entry;
 
+mod vsockopt;
+
+pub(crate) use vsockopt::VsockOpts;
+
 use crate::{
     conn::{Endpoint, Timeout, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
     domain::{self, Domain},
     glue::{self, errno, poll_mask},
-    proto::frame::SockType,
+    proto::frame::{flags, SockType},
     uapi::{self, SockaddrVmcs},
 };
 use kernel::{
     fs::File,
     iov::{IovIterDest, IovIterSource},
+    new_mutex,
     prelude::*,
-    sync::{poll::PollTable, Arc},
+    sync::{poll::PollTable, Arc, Mutex},
     transmute::FromBytes,
 };
 
@@ -38,6 +43,8 @@ pub(crate) mod msg {
     pub(crate) const EOR: u32 = kernel::bindings::MSG_EOR;
     pub(crate) const WAITALL: u32 = kernel::bindings::MSG_WAITALL;
     pub(crate) const OOB: u32 = kernel::bindings::MSG_OOB;
+    pub(crate) const ZEROCOPY: u32 = kernel::bindings::MSG_ZEROCOPY;
+    pub(crate) const ERRQUEUE: u32 = kernel::bindings::MSG_ERRQUEUE;
 }
 
 /// `SIOCINQ` (`FIONREAD`) and `SIOCOUTQ` (`TIOCOUTQ`), generic ioctl numbers.
@@ -68,11 +75,31 @@ pub(crate) struct SocketOptions {
 /// the receive buffer and transmit queue limit in use (docs/sockets.md).
 pub(crate) const DEFAULT_SOCKET_BUFFERS: (u32, u32) = (2 * DEFAULT_RCVBUF, 2 * TXQ_MAX as u32);
 
+/// vsock's errno for a connect the peer answered with `RST` (nothing listens, the backlog
+/// is full, the type differs): af_vsock.c reports `ECONNRESET` where the core (and
+/// `/dev/vmcs`, docs/uapi.md) says `ECONNREFUSED`.
+fn connect_errno(e: Error) -> Error {
+    if e == errno::econnrefused() {
+        errno::econnreset()
+    } else {
+        e
+    }
+}
+
 /// The state of one AF_VMCS socket, owned by its `struct sock`.
+#[pin_data]
 pub(crate) struct VmcsSocket {
     domain: Arc<Domain>,
     endpoint: Arc<Endpoint>,
     stream: bool,
+    /// The `SOL_VSOCK` options (`SO_VM_SOCKETS_*`).
+    vsock: VsockOpts,
+    /// Held by a stream `recvmsg` from the first look at the queue until the bytes it
+    /// copied to the user are consumed (vsock's `lock_sock`), so that a failed copy
+    /// (`EFAULT`) leaves them queued and two readers never take the same bytes. Only
+    /// readers take it: nothing else waits for it.
+    #[pin]
+    reader: Mutex<()>,
 }
 
 impl VmcsSocket {
@@ -96,14 +123,25 @@ impl VmcsSocket {
         } else {
             SockType::SeqPacket
         })?;
-        Ok(Arc::new(
-            Self {
+        Self::new(domain, endpoint, stream, VsockOpts::default())
+    }
+
+    fn new(
+        domain: Arc<Domain>,
+        endpoint: Arc<Endpoint>,
+        stream: bool,
+        vsock: VsockOpts,
+    ) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            try_pin_init!(Self {
                 domain,
                 endpoint,
                 stream,
-            },
+                vsock,
+                reader <- new_mutex!((), "vmcs_sock_reader"),
+            }? Error),
             GFP_KERNEL,
-        )?)
+        )
     }
 
     /// `close()`: once, from `proto_ops->release`.
@@ -116,8 +154,9 @@ impl VmcsSocket {
         let a = SockaddrVmcs::from_bytes_copy_prefix(raw)
             .map(|(a, _)| a)
             .ok_or(EINVAL)?;
+        // vsock: EINVAL for an address of another family too (`vsock_addr_cast`).
         if a.family != family() {
-            return Err(errno::eafnosupport());
+            return Err(EINVAL);
         }
         Ok(a)
     }
@@ -131,8 +170,17 @@ impl VmcsSocket {
         Ok(())
     }
 
-    /// `connect()`; `timeout_ms` 0 is the default (2 s).
-    pub(crate) fn connect(&self, raw: &[u8], nonblock: bool, timeout_ms: u32) -> Result {
+    /// `SO_RCVLOWAT`: vsock refuses a mark above the receive buffer (`EINVAL`).
+    pub(crate) fn check_rcvlowat(&self, val: i32) -> Result {
+        if i64::from(val) > i64::from(self.endpoint.bufs().0) {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+
+    /// `connect()`, waiting `SO_VM_SOCKETS_CONNECT_TIMEOUT` if set, else `sndtimeo_ms`
+    /// (`SO_SNDTIMEO`; 0 is the default, 2 s).
+    pub(crate) fn connect(&self, raw: &[u8], nonblock: bool, sndtimeo_ms: u32) -> Result {
         self.domain.alive()?;
         let a = Self::addr(raw)?;
         Endpoint::connect(
@@ -140,9 +188,20 @@ impl VmcsSocket {
             &self.domain.conns(),
             a.cid,
             a.port,
-            timeout_ms,
+            self.vsock.connect_timeout_ms().unwrap_or(sndtimeo_ms),
             nonblock,
         )
+        .map_err(connect_errno)
+    }
+
+    /// Whether it is a `SOCK_STREAM` socket.
+    pub(crate) fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    /// Whether the socket is connected now (vsock's `TCP_ESTABLISHED`).
+    pub(crate) fn connected(&self) -> bool {
+        self.endpoint.connected()
     }
 
     /// `listen()`.
@@ -157,18 +216,14 @@ impl VmcsSocket {
     pub(crate) fn accept(&self, mut timeout: Timeout) -> Result<Arc<Self>> {
         self.domain.alive()?;
         let (child, _peer, _port) = self.endpoint.accept_timeout(&mut timeout)?;
-        match Arc::new(
-            Self {
-                domain: self.domain.clone(),
-                endpoint: child.clone(),
-                stream: self.stream,
-            },
-            GFP_KERNEL,
-        ) {
+        // As vsock, the connection inherits the listener's SOL_VSOCK options (its credit
+        // came from the listener's endpoint already).
+        let vsock = self.vsock.clone_for_child();
+        match Self::new(self.domain.clone(), child.clone(), self.stream, vsock) {
             Ok(s) => Ok(s),
             Err(e) => {
                 child.release(&self.domain.conns());
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -227,17 +282,40 @@ impl VmcsSocket {
         if self.domain.alive().is_err() {
             return (poll_mask::ERR | poll_mask::HUP, None);
         }
-        let mask = self.endpoint.poll_lowat(file, table, lowat);
+        let mut mask = self.endpoint.poll_lowat(file, table, lowat);
+        // The shutdown bits as vsock (and TCP) report them (`vsock_poll_shutdown`): HUP once
+        // this side shut both ways, or sending while the peer shut sending too (or after a
+        // reset); RDHUP once nothing more can arrive. An unconnected socket is writable
+        // (vsock's `TCP_CLOSE`).
+        let sh = self.endpoint.shut_state();
+        let both = flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND;
+        mask &= !poll_mask::HUP;
+        if sh.local == both
+            || (sh.local & sh.peer & flags::SHUTDOWN_SEND != 0)
+            || (sh.over && sh.reset)
+        {
+            mask |= poll_mask::HUP;
+        }
+        if sh.local & flags::SHUTDOWN_RCV != 0 || sh.peer & flags::SHUTDOWN_SEND != 0 || sh.over {
+            mask |= poll_mask::RDHUP;
+        }
+        if sh.unconnected {
+            mask |= poll_mask::OUT;
+        }
         let err = if mask & poll_mask::ERR != 0 {
-            self.endpoint.error()
+            self.endpoint.error().map(connect_errno)
         } else {
             None
         };
         (mask, err)
     }
 
-    /// `ioctl()`: `SIOCINQ`, `SIOCOUTQ`.
+    /// `ioctl()`: `SIOCINQ`, `SIOCOUTQ`; `EOPNOTSUPP` before a connection (vsock: no
+    /// transport yet, listeners included).
     pub(crate) fn ioctl_queued(&self, cmd: u32) -> Result<usize> {
+        if matches!(cmd, SIOCINQ | SIOCOUTQ) && self.endpoint.names().1.is_none() {
+            return Err(errno::eopnotsupp());
+        }
         let (inq, outq) = self.endpoint.queued();
         match cmd {
             SIOCINQ => Ok(inq),
@@ -338,6 +416,7 @@ impl VmcsSocket {
                 .min(self.endpoint.bufs().0 as usize)
                 .max(1)
         };
+        let _reader = self.reader.lock();
         let mut copied = 0;
         while copied < max {
             // Once `target` bytes are read, only what is there already is added.

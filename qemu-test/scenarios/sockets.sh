@@ -31,7 +31,13 @@ RPORT=6500
 FAST_CONNS=200
 FAST_BYTES=4096
 FPORT=6600
-plan $((NT + 9 + CROSS + 7 * SCALE))
+DPORT=6700
+# The differential suite (vmcs-socktest diff, docs/sockets.md "Differences from AF_VSOCK"):
+# every guest compares AF_VMCS loopback with AF_VSOCK loopback; guest 1 also compares
+# AF_VMCS to guest 0 (its diff-serve) with AF_VSOCK loopback.
+DIFFX=0
+if [ "$CROSS" != 0 ] && [ "$VMCS_GUEST" = 1 ]; then DIFFX=1; fi
+plan $((NT + 10 + CROSS + 7 * SCALE + DIFFX))
 
 check "insmod vmcs.ko af=0 registers no family" sh -c \
 	'insmod /lib/modules/vmcs.ko af=0 && [ "$(cat /sys/module/vmcs/parameters/af)" = 0 ]'
@@ -44,11 +50,15 @@ check "/dev/vmcs appears" wait_for /dev/vmcs 5
 for t in $TESTS; do
 	check "loopback: $t" vmcs-socktest "$t"
 done
+check "differential: AF_VMCS loopback against AF_VSOCK loopback, every difference documented" \
+	vmcs-socktest diff
 
 PORT=6000
 VPORT=6100
 if [ "$CROSS" != 0 ]; then
 	if [ "$VMCS_GUEST" = 0 ]; then
+		vmcs-socktest diff-serve $DPORT >/tmp/diffserve.log 2>&1 &
+		dsrv=$!
 		vmcs-socktest scale-serve $SPORT $SCALE_CONNS $SCALE_BYTES >/tmp/scale.log 2>&1 &
 		ssrv=$!
 		vmcs-socktest fastclose-serve $FPORT $FAST_CONNS $FAST_BYTES >/tmp/fast.log 2>&1 &
@@ -66,10 +76,16 @@ if [ "$CROSS" != 0 ]; then
 		sed 's/^/# /' /tmp/scale.log >&3
 		check "$SCALE_CONNS connections at once from guest 1 served, fair progress (status $rc)" \
 			test "$rc" = 0
+		kill "$dsrv" 2>/dev/null
+		wait "$dsrv" 2>/dev/null
 	else
 		sleep 1
 		check "cross-guest stream and seqpacket against guest 0" vmcs-socktest client $PORT
 		check "AF_VSOCK echo client, family changed only" vmcs-socktest vsock-echo-client $VPORT
+		if [ "$DIFFX" = 1 ]; then
+			check "differential: AF_VMCS to guest 0 against AF_VSOCK loopback, every difference documented" \
+				vmcs-socktest diff-cross auto $DPORT
+		fi
 		if [ "$SCALE" = 1 ]; then
 			check "$FAST_CONNS connects to a server that writes and closes at once: all succeed, data then EOF" \
 				vmcs-socktest fastclose-client $FPORT $FAST_CONNS $FAST_BYTES

@@ -296,48 +296,59 @@ impl Fd {
                 ioctl(self.raw(), sys::VMCS_IOC_CONNECT, &mut c)?;
                 Ok(())
             }
-            Backend::Socket { family } => {
-                let sa = sockaddr(family, addr);
-                let Some(timeout) = timeout else {
-                    // SAFETY: valid sockaddr of the given length.
-                    cvt(|| unsafe {
-                        libc::connect(
-                            self.raw(),
-                            (&sa as *const sys::sockaddr_vmcs).cast(),
-                            SOCKADDR_LEN,
-                        )
-                    })?;
-                    return Ok(());
-                };
-                // Non-blocking connect, then poll for completion.
-                self.set_nonblocking(true)?;
-                // SAFETY: as above.
-                let r = unsafe {
-                    libc::connect(
-                        self.raw(),
-                        (&sa as *const sys::sockaddr_vmcs).cast(),
-                        SOCKADDR_LEN,
-                    )
-                };
-                let res = if r == 0 {
-                    Ok(())
-                } else {
-                    let e = io::Error::last_os_error();
-                    if e.raw_os_error() != Some(libc::EINPROGRESS) {
-                        Err(e.into())
-                    } else {
-                        wait_fd(self.raw(), libc::POLLOUT, Some(timeout))
-                            .map_err(Error::from)
-                            .and_then(|_| match self.take_so_error()? {
-                                0 => Ok(()),
-                                e => Err(Error::from_errno(e)),
-                            })
-                    }
-                };
-                self.set_nonblocking(false)?;
-                res
-            }
+            Backend::Socket { family } => self
+                .connect_socket(family, addr, timeout)
+                // AF_VMCS reports a connect that nothing accepted as vsock does
+                // (`ECONNRESET`, docs/sockets.md): for a connect that is a refusal.
+                .map_err(|e| match e {
+                    Error::Reset => Error::Refused,
+                    e => e,
+                }),
         }
+    }
+
+    /// The AF_VMCS side of [`Self::connect`]: blocking, or non-blocking plus a poll within
+    /// `timeout`.
+    fn connect_socket(&self, family: i32, addr: VmcsAddr, timeout: Option<Duration>) -> Result<()> {
+        let sa = sockaddr(family, addr);
+        let Some(timeout) = timeout else {
+            // SAFETY: valid sockaddr of the given length.
+            cvt(|| unsafe {
+                libc::connect(
+                    self.raw(),
+                    (&sa as *const sys::sockaddr_vmcs).cast(),
+                    SOCKADDR_LEN,
+                )
+            })?;
+            return Ok(());
+        };
+        // Non-blocking connect, then poll for completion.
+        self.set_nonblocking(true)?;
+        // SAFETY: as above.
+        let r = unsafe {
+            libc::connect(
+                self.raw(),
+                (&sa as *const sys::sockaddr_vmcs).cast(),
+                SOCKADDR_LEN,
+            )
+        };
+        let res = if r == 0 {
+            Ok(())
+        } else {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                Err(e.into())
+            } else {
+                wait_fd(self.raw(), libc::POLLOUT, Some(timeout))
+                    .map_err(Error::from)
+                    .and_then(|_| match self.take_so_error()? {
+                        0 => Ok(()),
+                        e => Err(Error::from_errno(e)),
+                    })
+            }
+        };
+        self.set_nonblocking(false)?;
+        res
     }
 
     fn take_so_error(&self) -> Result<i32> {

@@ -13,6 +13,21 @@ pub fn sys(what: &str, r: c_int) -> Res<c_int> {
     }
 }
 
+/// recvmsg(2) of one buffer: the result and the `msg_flags` it reported.
+pub fn recvmsg(fd: c_int, b: &mut [u8], flags: c_int) -> (isize, c_int) {
+    let mut iov = libc::iovec {
+        iov_base: b.as_mut_ptr().cast(),
+        iov_len: b.len(),
+    };
+    // SAFETY: zeroed msghdr is valid.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    // SAFETY: `m` points at valid buffers.
+    let n = unsafe { libc::recvmsg(fd, &mut m, flags) };
+    (n, m.msg_flags)
+}
+
 /// Closes a descriptor we own.
 pub fn close(fd: c_int) {
     // SAFETY: the caller owns `fd` and does not use it again.

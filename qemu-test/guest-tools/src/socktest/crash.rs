@@ -39,10 +39,11 @@ pub(crate) fn crash_serve(port: u32) -> Res {
     let (s, a) = ls.accept()?;
     let (q, _) = lq.accept()?;
     let (r, _) = lr.accept()?;
-    // Guest 1's data and SHUTDOWN are all here (POLLHUP: shut both ways); the byte on the
-    // stream connection lets it go on to its crash.
-    let ev = r.poll(libc::POLLHUP, 60000)?;
-    if ev & libc::POLLHUP == 0 {
+    // Guest 1's data and SHUTDOWN are all here (POLLRDHUP: it shut both ways; POLLHUP only
+    // once this side shut too, as vsock); the byte on the stream connection lets it go on
+    // to its crash.
+    let ev = r.poll(libc::POLLRDHUP, 60000)?;
+    if ev & libc::POLLRDHUP == 0 {
         return Err(format!("the shut connection never hung up ({ev:#x})"));
     }
     s.send_all(b"k")?;

@@ -20,6 +20,12 @@
 //!   vmcs-socktest fastclose-serve PORT N BYTES / fastclose-client PORT N BYTES
 //!                                      N connections, each written and closed at once by
 //!                                      the server: every connect succeeds, data then EOF
+//!   vmcs-socktest diff                 the differential suite: every case against AF_VSOCK
+//!                                      (loopback transport) and AF_VMCS over loopback
+//!   vmcs-socktest diff-serve BASE      guest 0: the servers of diff-cross (ports BASE..+32)
+//!   vmcs-socktest diff-cross PEER|auto BASE
+//!                                      the cases with a server: AF_VSOCK loopback against
+//!                                      AF_VMCS to guest PEER's diff-serve
 //!   vmcs-socktest crash-serve PORT / crash-connect PORT / crash-rejoin PORT
 //!                                      peer death (crash scenario): ECONNRESET, connect
 //!                                      timeout, surviving listener
@@ -30,6 +36,7 @@ mod badbuf;
 mod basic;
 mod crash;
 mod cross;
+mod diff;
 mod fastclose;
 mod options;
 mod rxcap;
@@ -116,6 +123,13 @@ fn main() -> std::process::ExitCode {
         Some("fastclose-client") => match (arg(1), arg(2), arg(3)) {
             (Some(p), Some(n), Some(b)) => fastclose_client(p, n as usize, b as usize),
             _ => Err("usage: fastclose-client PORT N BYTES".into()),
+        },
+        Some("diff") => diff::diff(),
+        Some("diff-serve") => arg(1).map_or(Err("usage: diff-serve BASE".into()), diff::diff_serve),
+        Some("diff-cross") => match (arg(1), arg(2)) {
+            (_, Some(b)) if args.get(1).is_some_and(|a| a == "auto") => diff::diff_cross(None, b),
+            (Some(p), Some(b)) => diff::diff_cross(Some(p), b),
+            _ => Err("usage: diff-cross PEER|auto BASE".into()),
         },
         Some("crash-serve") => arg(1).map_or(Err("usage: crash-serve PORT".into()), crash_serve),
         Some("crash-connect") => {

@@ -150,17 +150,7 @@ impl Sock {
     }
     /// recvmsg returning (n, msg_flags).
     pub fn recvmsg(&self, b: &mut [u8], flags: c_int) -> (isize, c_int) {
-        let mut iov = libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        };
-        // SAFETY: zeroed msghdr is valid.
-        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
-        m.msg_iov = &mut iov;
-        m.msg_iovlen = 1;
-        // SAFETY: `m` points at valid buffers.
-        let n = unsafe { libc::recvmsg(self.0, &mut m, flags) };
-        (n, m.msg_flags)
+        vmcs_guest_tools::fd::recvmsg(self.0, b, flags)
     }
     pub fn shutdown(&self, how: c_int) -> Res {
         // SAFETY: plain syscall.
