@@ -117,6 +117,7 @@ const TESTS: &[Test] = &[
     ("close-unread", t_close_unread),
     ("eacces", t_eacces),
     ("bulk", bulk::t_bulk),
+    ("bulk-batch", bulk::t_bulk_batch),
 ];
 
 fn main() -> ExitCode {
