@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use vmcs_guest_tools::dev::Fd;
 use vmcs_guest_tools::sys::{
-    vmcs_bulk_desc, vmcs_bulk_vec, VMCS_IOC_BULK_RECVV, VMCS_IOC_BULK_SENDV,
+    vmcs_bulk_desc, vmcs_bulk_setup, vmcs_bulk_vec, VMCS_IOC_BULK_RECVV, VMCS_IOC_BULK_SENDV,
 };
 use vmcs_guest_tools::{ename, errno, Res};
 
@@ -297,12 +297,13 @@ fn bd(off: u32, len: u32) -> vmcs_bulk_desc {
 pub(crate) fn t_bulk_batch() -> Res {
     let (c, s) = pair()?;
     c.set_nonblock(true);
-    let _ = c.bulk_setup(16 * 4096, 0);
+    // 8 pages and 1: both fit in the smallest slice (64 KiB: 4 MiB region, 16 peers).
+    let _ = c.bulk_setup(8 * 4096, 0);
     c.set_nonblock(false);
     let ss = ok("SETUP (server)", s.bulk_setup(4096, 5000))?;
     let cs = ok("SETUP (client)", c.bulk_setup(0, 5000))?;
     let tx = cs.tx_size;
-    if tx != 16 * 4096 || ss.rx_size != tx {
+    if tx != 8 * 4096 || ss.rx_size != tx {
         return Err(format!("sizes: client {cs:?}, server {ss:?}"));
     }
     let mut zero = [bd(0, 1)];
@@ -413,7 +414,7 @@ pub(crate) fn t_bulk_batch() -> Res {
     ok("RELEASEV the rest", s.bulk_releasev(&want[3..]))?;
     ok("WAIT for everything", c.bulk_wait(0, tx))?;
     // 64 ranges in one call, then no 65th.
-    let all: Vec<_> = (0..64).map(|i| bd(i * 1024, 1024)).collect();
+    let all: Vec<_> = (0..64).map(|i| bd(i * 512, 512)).collect();
     let n = ok("SENDV 64", c.bulk_sendv(&all))?;
     c.set_nonblock(true);
     expect_err(
@@ -451,11 +452,30 @@ pub(crate) fn t_bulk_batch() -> Res {
 
 /// Bytes moved each way in the cross-guest test.
 const BULK_TOTAL: usize = 16 << 20;
-/// Descriptor size.
+/// Message size of the write()/read() phase.
 const CHUNK: usize = 16 << 10;
+/// Largest extent the sender asks for; it halves the request until this guest's slice
+/// holds it (docs/protocol.md §8.1).
+const BULK_MAX_EXTENT: u32 = 8 << 20;
+/// Descriptor size of the bulk phase: the extent in 8 ranges, at most this.
+const BULK_MAX_RANGE: usize = 1 << 20;
 
-/// Guest 0: accepts one connection, receives `BULK_TOTAL` bytes by descriptor (checked in
-/// place, released), then the same through read(); answers each phase with a message.
+/// `BULK_SETUP` with the largest extent (a power of two from `max` down) that this guest's
+/// slice holds.
+pub(crate) fn setup_largest(f: &Fd, max: u32, timeout_ms: u32) -> Result<vmcs_bulk_setup, String> {
+    let mut want = max;
+    loop {
+        match f.bulk_setup(want, timeout_ms) {
+            Err(e) if e == libc::EINVAL && want > PAGE as u32 => want /= 2,
+            Err(e) => return Err(format!("SETUP {want}: {}", ename(e))),
+            Ok(st) => return Ok(st),
+        }
+    }
+}
+
+/// Guest 0: accepts one connection, receives `BULK_TOTAL` bytes by descriptor (batched:
+/// `BULK_RECVV`, checked in place, `BULK_RELEASEV`), then the same through read(); answers
+/// each phase with a message.
 pub(crate) fn bulk_recv(port: u32) -> Res {
     let l = listen_on(port)?;
     let (s, peer) = ok("accept", l.accept(0))?;
@@ -470,19 +490,35 @@ pub(crate) fn bulk_recv(port: u32) -> Res {
     )?;
     let mut got = 0usize;
     let mut i = 0u32;
+    let mut range = 0usize;
+    let (mut calls, mut most) = (0u32, 0usize);
     let t0 = Instant::now();
     while got < BULK_TOTAL {
-        let d = ok("RECV", s.bulk_recv())?;
-        if d.len as usize != CHUNK || !(d.off as usize).is_multiple_of(CHUNK) {
-            return Err(format!("descriptor {i}: {d:?}"));
+        let ds = ok("RECVV", s.bulk_recvv(64))?;
+        if ds.is_empty() {
+            return Err(format!("end of file after {got} bytes"));
         }
-        let w = &rx.words()[d.off as usize / 8..(d.off as usize + CHUNK) / 8];
-        if let Some(j) = (0..w.len()).find(|&j| w[j] != word(i, j)) {
-            return Err(format!("chunk {i} word {j} differs"));
+        calls += 1;
+        most = most.max(ds.len());
+        for d in &ds {
+            let len = d.len as usize;
+            if range == 0 {
+                range = len;
+            }
+            if len != range || !(d.off as usize).is_multiple_of(range) || len % 8 != 0 {
+                return Err(format!("descriptor {i}: {d:?} (ranges of {range})"));
+            }
+            let w = &rx.words()[d.off as usize / 8..(d.off as usize + len) / 8];
+            if let Some(j) = (0..w.len()).find(|&j| w[j] != word(i, j)) {
+                return Err(format!("range {i} word {j} differs"));
+            }
+            got += len;
+            i += 1;
         }
-        ok("RELEASE", s.bulk_release(1))?;
-        got += CHUNK;
-        i += 1;
+        let n = ok("RELEASEV", s.bulk_releasev(&ds))?;
+        if n != ds.len() {
+            return Err(format!("RELEASEV released {n} of {}", ds.len()));
+        }
     }
     let bulk_t = t0.elapsed();
     ok("ack", s.write(format!("bulk {got}").as_bytes()))?;
@@ -507,9 +543,11 @@ pub(crate) fn bulk_recv(port: u32) -> Res {
     ok("ack", s.write(format!("read {got}").as_bytes()))?;
     let mib = BULK_TOTAL as f64 / (1 << 20) as f64;
     println!(
-        "zero-copy bulk: {mib} MiB in {:.2} s ({:.1} MiB/s); write/read: {mib} MiB in {:.2} s ({:.1} MiB/s); same boot, checked in both",
+        "zero-copy bulk: {mib} MiB in {:.2} s ({:.1} MiB/s), extent {} KiB, ranges of {} KiB, {calls} RECVV calls (up to {most} ranges each); write/read: {mib} MiB in {:.2} s ({:.1} MiB/s); same boot, checked in both",
         bulk_t.as_secs_f64(),
         mib / bulk_t.as_secs_f64(),
+        st.rx_size >> 10,
+        range >> 10,
         rw_t.as_secs_f64(),
         mib / rw_t.as_secs_f64()
     );
@@ -522,33 +560,55 @@ pub(crate) fn bulk_recv(port: u32) -> Res {
     }
 }
 
-/// Guest 1..: connects, lends `BULK_TOTAL` bytes in `CHUNK`s through a 4-chunk extent, then
-/// writes the same bytes.
+/// Guest 1..: connects, sets up the largest extent its slice holds, cuts it into 8 ranges
+/// and lends `BULK_TOTAL` bytes through it, half the extent per `BULK_SENDV` (the other
+/// half is being read meanwhile), then writes the same bytes.
 pub(crate) fn bulk_send(cid: Option<u32>, port: u32) -> Res {
     let (c, cid) = connect_server(cid, port)?;
-    let st = ok("SETUP", c.bulk_setup(4 * CHUNK as u32, 60_000))?;
-    let slots = st.tx_size as usize / CHUNK;
-    if slots == 0 {
-        return Err(format!("extent of {} bytes", st.tx_size));
+    let st = setup_largest(&c, BULK_MAX_EXTENT, 60_000)?;
+    let ext = st.tx_size as usize;
+    let range = (ext / 8).min(BULK_MAX_RANGE) / PAGE * PAGE;
+    if range == 0 {
+        return Err(format!("extent of {ext} bytes"));
     }
-    let mut tx = ok("mmap own extent", c.mmap(0, st.tx_size as usize, RW, SH))?;
+    let slots = ext / range;
+    let half = (slots / 2).max(1);
+    let mut tx = ok("mmap own extent", c.mmap(0, ext, RW, SH))?;
+    let total = (BULK_TOTAL / range) as u32;
     let t0 = Instant::now();
-    for i in 0..(BULK_TOTAL / CHUNK) as u32 {
-        let off = (i as usize % slots) * CHUNK;
-        // The range is ours again once the receiver released it.
-        ok("WAIT", c.bulk_wait(off as u32, CHUNK as u32))?;
-        for (j, x) in tx.words_mut()[off / 8..(off + CHUNK) / 8]
-            .iter_mut()
-            .enumerate()
-        {
-            *x = word(i, j);
+    let mut i = 0u32;
+    let mut calls = 0u32;
+    while i < total {
+        let first = (i as usize % slots) / half * half;
+        let k = half.min(slots - first).min((total - i) as usize);
+        let (off, len) = (first * range, k * range);
+        // The ranges are ours again once the receiver released them.
+        ok("WAIT", c.bulk_wait(off as u32, len as u32))?;
+        let mut descs = Vec::with_capacity(k);
+        for s in 0..k {
+            let o = off + s * range;
+            for (j, x) in tx.words_mut()[o / 8..(o + range) / 8]
+                .iter_mut()
+                .enumerate()
+            {
+                *x = word(i + s as u32, j);
+            }
+            descs.push(vmcs_bulk_desc {
+                off: o as u32,
+                len: range as u32,
+            });
         }
-        ok("SEND", c.bulk_send(off as u32, CHUNK as u32))?;
+        let mut sent = 0;
+        while sent < k {
+            sent += ok("SENDV", c.bulk_sendv(&descs[sent..]))?;
+            calls += 1;
+        }
+        i += k as u32;
     }
     let mut b = [0u8; 64];
     let n = ok("read ack", c.read(&mut b))?;
     let bulk_t = t0.elapsed();
-    if &b[..n] != format!("bulk {BULK_TOTAL}").as_bytes() {
+    if &b[..n] != format!("bulk {}", total as usize * range).as_bytes() {
         return Err(format!("ack: {:?}", String::from_utf8_lossy(&b[..n])));
     }
     let t0 = Instant::now();
@@ -565,9 +625,11 @@ pub(crate) fn bulk_send(cid: Option<u32>, port: u32) -> Res {
         return Err(format!("ack 2: {:?}", String::from_utf8_lossy(&b[..n])));
     }
     println!(
-        "to {cid}:{port}: {} MiB by descriptor in {:.2} s, by write() in {:.2} s",
+        "to {cid}:{port}: {} MiB by descriptor in {:.2} s (extent {} KiB, {slots} ranges of {} KiB, {calls} SENDV calls), by write() in {:.2} s",
         BULK_TOTAL >> 20,
         bulk_t.as_secs_f64(),
+        ext >> 10,
+        range >> 10,
         rw_t.as_secs_f64()
     );
     Ok(())
