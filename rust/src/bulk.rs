@@ -175,7 +175,11 @@ mod tests {
             (256 << 20, 16, 8 << 20, 512 << 10),
         ] {
             let g = Geometry::compute(region, peers, initial_size(region, peers, 50)).unwrap();
-            assert_eq!((slice_size(&g), g.ring_size), (slice, ring), "{region} {peers}");
+            assert_eq!(
+                (slice_size(&g), g.ring_size),
+                (slice, ring),
+                "{region} {peers}"
+            );
         }
         // Percent is capped at 50.
         assert!(initial_size(16 << 20, 2, 99) <= 8 << 20);
