@@ -817,3 +817,84 @@ pub(crate) fn bulk_evil_conn(s: &Fd) -> String {
         }
     }
 }
+
+/// Extent of the crash scenario's bulk connections.
+const CRASH_EXTENT: u32 = 64 << 10;
+
+/// `crash-bulk-send CID|auto PORT BYTE`: connects, sets up a 64 KiB extent, fills it with
+/// BYTE and lends all of it, prints "bulk-lent", then waits for the peer's message (an
+/// incarnation that is killed never gets it) and exits.
+pub(crate) fn crash_bulk_send(cid: Option<u32>, port: u32, byte: u8) -> Res {
+    let (c, cid) = connect_server(cid, port)?;
+    let st = ok("SETUP", c.bulk_setup(CRASH_EXTENT, 60_000))?;
+    let mut tx = ok("mmap own extent", c.mmap(0, st.tx_size as usize, RW, SH))?;
+    tx.slice_mut().fill(byte);
+    ok("SEND", c.bulk_send(0, st.tx_size))?;
+    println!("bulk-lent {:#x} to {cid}:{port}", byte);
+    let mut b = [0u8; 16];
+    let n = ok("read", c.read(&mut b))?;
+    println!("peer said {:?}", String::from_utf8_lossy(&b[..n]));
+    Ok(())
+}
+
+/// `crash-bulk-recv PORT`: guest 0 of the crash scenario. Accepts the first incarnation's
+/// bulk connection, maps its extent and checks the 0xA1 fill in place, holding the range;
+/// waits for the reset its crash causes; then the stale mapping must read zeros. Accepts
+/// the restarted incarnation's connection (plain: the same peer id, so its new extent is in
+/// the same slice, likely the same bytes), checks its 0xB2 fill through the new mapping, and
+/// the old mapping must still read zeros: never the old data, never the new owner's.
+/// Prints CRASH-BULK-ZEROS on success.
+pub(crate) fn crash_bulk_recv(port: u32) -> Res {
+    let l = listen_on(port)?;
+    let (s, peer) = ok("accept", l.accept(0))?;
+    let st = ok("SETUP", s.bulk_setup(4096, 60_000))?;
+    let old = ok(
+        "mmap peer extent",
+        s.mmap(st.tx_size as usize, st.rx_size as usize, RO, SH),
+    )?;
+    let d = ok("RECV", s.bulk_recv())?;
+    if d.len != st.rx_size || old.slice().iter().any(|&b| b != 0xA1) {
+        return Err(format!(
+            "first incarnation's range {d:?} does not hold 0xA1"
+        ));
+    }
+    println!(
+        "holding {} B of 0xA1 from {}:{}",
+        d.len, peer.cid, peer.port
+    );
+    // Blocked until the crash is detected.
+    match s.bulk_recv() {
+        Err(e) if e == libc::ECONNRESET => {}
+        other => return Err(format!("RECV after the crash: {other:?}, want ECONNRESET")),
+    }
+    let how = zeros_in_child(old.ptr, old.len);
+    if how != "zeros" {
+        return Err(format!("stale mapping after the crash: {how}"));
+    }
+    let (s2, peer2) = ok("accept (restarted peer)", l.accept(0))?;
+    let st2 = ok("SETUP (restarted peer)", s2.bulk_setup(4096, 60_000))?;
+    let new = ok(
+        "mmap new extent",
+        s2.mmap(st2.tx_size as usize, st2.rx_size as usize, RO, SH),
+    )?;
+    let d2 = ok("RECV (restarted peer)", s2.bulk_recv())?;
+    if d2.len != st2.rx_size || new.slice().iter().any(|&b| b != 0xB2) {
+        return Err(format!(
+            "restarted incarnation's range {d2:?} does not hold 0xB2"
+        ));
+    }
+    let how = zeros_in_child(old.ptr, old.len);
+    if how != "zeros" {
+        return Err(format!(
+            "stale mapping while the restarted peer's extent holds 0xB2: {how}"
+        ));
+    }
+    ok("RELEASE", s2.bulk_release(1))?;
+    ok("tell", s2.write(b"done"))?;
+    println!(
+        "CRASH-BULK-ZEROS: the stale mapping of {}'s extent reads zeros after its crash and \
+         while {}:{} fills its new one",
+        peer.cid, peer2.cid, peer2.port
+    );
+    Ok(())
+}
