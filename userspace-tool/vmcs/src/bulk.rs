@@ -187,14 +187,7 @@ impl<'a> Bulk<'a> {
     /// most [`MAX_BATCH`]): waits for the first, then lends the others in order while they
     /// can be without waiting. Returns how many were lent (at least 1).
     pub fn send_many(&self, ranges: &[Range]) -> io::Result<usize> {
-        let mut d: Vec<sys::vmcs_bulk_desc> = ranges
-            .iter()
-            .map(|r| sys::vmcs_bulk_desc {
-                off: r.off,
-                len: r.len,
-            })
-            .collect();
-        self.vec(sys::VMCS_IOC_BULK_SENDV, &mut d)
+        self.vec(sys::VMCS_IOC_BULK_SENDV, &mut descs(ranges))
     }
 
     /// Up to `max` (at most [`MAX_BATCH`]) of the oldest ranges the peer lent us, in one
@@ -214,15 +207,19 @@ impl<'a> Bulk<'a> {
     /// Hands `ranges` back to the peer in one call (`VMCS_IOC_BULK_RELEASEV`): each must
     /// be the oldest range still held. Returns how many were released.
     pub fn release_many(&self, ranges: &[Range]) -> io::Result<usize> {
-        let mut d: Vec<sys::vmcs_bulk_desc> = ranges
-            .iter()
-            .map(|r| sys::vmcs_bulk_desc {
-                off: r.off,
-                len: r.len,
-            })
-            .collect();
-        self.vec(sys::VMCS_IOC_BULK_RELEASEV, &mut d)
+        self.vec(sys::VMCS_IOC_BULK_RELEASEV, &mut descs(ranges))
     }
+}
+
+/// `ranges` as the kernel's descriptors.
+fn descs(ranges: &[Range]) -> Vec<sys::vmcs_bulk_desc> {
+    ranges
+        .iter()
+        .map(|r| sys::vmcs_bulk_desc {
+            off: r.off,
+            len: r.len,
+        })
+        .collect()
 }
 
 /// The most ranges one batched call ([`Bulk::send_many`], [`Bulk::recv_many`],

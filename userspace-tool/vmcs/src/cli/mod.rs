@@ -196,15 +196,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             zero_copy: true,
             ..
         } => {
-            let mut rows = Vec::new();
-            for &size in sizes {
-                let row = bench_zero_copy(*peer, size, *time)
-                    .ctx(format!("zero-copy bench of {size}-byte ranges with {peer}"))?;
-                if !json {
-                    eprintln!("vmcs: {} done", bytes(size as u64));
-                }
-                rows.push(row);
-            }
+            let rows = sweep(sizes, json, |size| {
+                bench_zero_copy(*peer, size, *time)
+                    .ctx(format!("zero-copy bench of {size}-byte ranges with {peer}"))
+            })?;
             if json {
                 print!(
                     "{}",
@@ -229,15 +224,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let s = connect(*peer, Some(Duration::from_secs(5)))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))
                 .ctx("setting a timeout")?;
-            let mut rows = Vec::new();
-            for &size in sizes {
-                let row = bench_size(&s, size, *rounds, *time)
-                    .ctx(format!("benchmarking {size}-byte messages"))?;
-                if !json {
-                    eprintln!("vmcs: {} done", bytes(size as u64));
-                }
-                rows.push(row);
-            }
+            let rows = sweep(sizes, json, |size| {
+                bench_size(&s, size, *rounds, *time)
+                    .ctx(format!("benchmarking {size}-byte messages"))
+            })?;
             if json {
                 print!(
                     "{}",
@@ -250,6 +240,22 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Cmd::Ss { debugfs } => ss(debugfs, json),
     }
+}
+
+/// One row per size of a `vmcs bench` sweep, saying on stderr when each is done.
+fn sweep<R>(
+    sizes: &[usize],
+    json: bool,
+    mut one: impl FnMut(usize) -> Result<R, Failure>,
+) -> Result<Vec<R>, Failure> {
+    let mut rows = Vec::new();
+    for &size in sizes {
+        rows.push(one(size)?);
+        if !json {
+            eprintln!("vmcs: {} done", bytes(size as u64));
+        }
+    }
+    Ok(rows)
 }
 
 fn bind(port: u32) -> Result<VmcsListener, Failure> {
