@@ -339,7 +339,7 @@ else
 	show /tmp/zbench.json
 	check "vmcs bench --zero-copy --json: zero_copy, sizes 4096/65536, extent and bytes_per_s > 0 (status $rc)" sh -c "
 		test $rc = 0 && grep -q '\"zero_copy\": true' /tmp/zbench.json &&
-		test \"\$(sed -n 's/^ *\"size\": \\([0-9]*\\),\$/\\1/p' /tmp/zbench.json | tr '\\n' ' ')\" = '4096 65536 ' &&
+		test \"\$(grep -oE '\"size\": [0-9]+' /tmp/zbench.json | cut -d' ' -f2 | tr '\\n' ' ')\" = '4096 65536 ' &&
 		test \$(grep -cE '\"bytes_per_s\": [0-9.e+]*[1-9]' /tmp/zbench.json) = 2 &&
 		test \$(grep -cE '\"extent\": [1-9]' /tmp/zbench.json) = 2"
 	file=$(sha256sum /tmp/big.bin | cut -d' ' -f1)
