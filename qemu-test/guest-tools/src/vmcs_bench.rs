@@ -173,7 +173,7 @@ impl<'a> Bulk<'a> {
         let txm = map(f, 0, tx, libc::PROT_READ | libc::PROT_WRITE)?;
         let rxm = map(f, tx, rx, libc::PROT_READ)?;
         // At least four ranges fit the extent; at most 64 are lent at once.
-        let chunk = size.min(tx / 4).min(BULK_MAX_RANGE).max(1);
+        let chunk = size.min(tx / 4).clamp(1, BULK_MAX_RANGE);
         Ok(Bulk {
             f,
             tx: txm,
