@@ -505,7 +505,7 @@ pub(crate) fn bulk_recv(port: u32) -> Res {
             if range == 0 {
                 range = len;
             }
-            if len != range || !(d.off as usize).is_multiple_of(range) || len % 8 != 0 {
+            if len != range || !(d.off as usize).is_multiple_of(range) || !len.is_multiple_of(8) {
                 return Err(format!("descriptor {i}: {d:?} (ranges of {range})"));
             }
             let w = &rx.words()[d.off as usize / 8..(d.off as usize + len) / 8];
