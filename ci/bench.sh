@@ -77,7 +77,10 @@ eval "$(qemu-test/prepare.sh --bench)"
 bench_args="vmcstest.bench_sizes=$sizes vmcstest.bench_paths=$paths vmcstest.bench_rounds=$rounds vmcstest.bench_secs=$secs"
 for v in $variants; do
 	log "two guests, ivshmem-$v, every path (TAP in $out/$v.tap)"
+	# The region: 64 MiB (BENCH_SHM_SIZE), so that the bulk path moves multi-MiB extents
+	# (docs/protocol.md §8.1: 2 MiB per peer with 16 slots).
 	if ! qemu-test/run.sh --scenario bench --variant "$v" --guests 2 --vsock --clock fine --timeout 2400 \
+		--shm-size "${BENCH_SHM_SIZE:-64M}" \
 		--results "$out/$v" --append "$bench_args" >"$out/$v.tap"; then
 		fail=1
 		log "bench scenario failed for $v:"

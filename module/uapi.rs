@@ -152,6 +152,19 @@ pub(crate) struct VmcsBulkDesc {
     pub(crate) len: u32,
 }
 
+/// `struct vmcs_bulk_vec` (`VMCS_IOC_BULK_SENDV`, `_RECVV`, `_RELEASEV`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsBulkVec {
+    /// User pointer to `count` `struct vmcs_bulk_desc`.
+    pub(crate) descs: u64,
+    pub(crate) count: u32,
+    pub(crate) flags: u32,
+}
+
+/// `VMCS_BULK_MAX_BATCH`: the most descriptors one batched bulk ioctl takes.
+pub(crate) const BULK_MAX_BATCH: u32 = 64;
+
 /// `VMCS_IOC_BULK_SETUP`.
 pub(crate) const IOC_BULK_SETUP: u32 = _IOWR::<VmcsBulkSetup>(MAGIC, 0x10);
 /// `VMCS_IOC_BULK_SEND`.
@@ -162,6 +175,12 @@ pub(crate) const IOC_BULK_RECV: u32 = _IOR::<VmcsBulkDesc>(MAGIC, 0x12);
 pub(crate) const IOC_BULK_WAIT: u32 = _IOW::<VmcsBulkDesc>(MAGIC, 0x14);
 /// `VMCS_IOC_BULK_RELEASE`.
 pub(crate) const IOC_BULK_RELEASE: u32 = _IOW::<u32>(MAGIC, 0x13);
+/// `VMCS_IOC_BULK_SENDV`.
+pub(crate) const IOC_BULK_SENDV: u32 = _IOW::<VmcsBulkVec>(MAGIC, 0x15);
+/// `VMCS_IOC_BULK_RECVV`.
+pub(crate) const IOC_BULK_RECVV: u32 = _IOW::<VmcsBulkVec>(MAGIC, 0x16);
+/// `VMCS_IOC_BULK_RELEASEV`.
+pub(crate) const IOC_BULK_RELEASEV: u32 = _IOW::<VmcsBulkVec>(MAGIC, 0x17);
 
 /// `VMCS_AF_DEFAULT`: the default AF_VMCS family number (`AF_SNA`, registered by no
 /// in-tree family; docs/sockets.md).
@@ -211,6 +230,8 @@ unsafe impl FromBytes for VmcsBulkDesc {}
 // SAFETY: As above.
 unsafe impl AsBytes for VmcsBulkDesc {}
 // SAFETY: As above.
+unsafe impl FromBytes for VmcsBulkVec {}
+// SAFETY: As above.
 unsafe impl FromBytes for VmcsOpenDomain {}
 // SAFETY: `#[repr(C)]` of integers and a byte array, without padding (size asserted below).
 unsafe impl FromBytes for SockaddrVmcs {}
@@ -230,6 +251,7 @@ const _: () = {
     assert!(size_of::<SockaddrVmcs>() == 16);
     assert!(size_of::<VmcsBulkSetup>() == 16);
     assert!(size_of::<VmcsBulkDesc>() == 8);
+    assert!(size_of::<VmcsBulkVec>() == 16);
 };
 
 // Field offsets, as the C compiler lays out the structs of vmcs.h (every field naturally
@@ -264,5 +286,6 @@ offsets! {
     VmcsOpenDomain { domain: 0, flags: 4 }
     VmcsBulkSetup { size: 0, timeout_ms: 4, tx_size: 8, rx_size: 12 }
     VmcsBulkDesc { off: 0, len: 4 }
+    VmcsBulkVec { descs: 0, count: 8, flags: 12 }
     SockaddrVmcs { family: 0, reserved1: 2, port: 4, cid: 8, flags: 12, zero: 13 }
 }

@@ -34,7 +34,8 @@
  * by Rust (vmcs_chr_bulk_fault), which checks under the connection's lock that
  * the bulk set-up is still alive and inserts the page with vmcs_glue_insert_pfn.
  * Teardown zaps the file's own address_space (vmcs_glue_mapping_zap), so a
- * later touch faults again and gets SIGBUS.
+ * later touch faults again and gets the file's private zero page
+ * (vmcs_glue_insert_page).
  */
 static vm_fault_t vmcs_glue_fault(struct vm_fault *vmf)
 {
@@ -67,6 +68,11 @@ static int vmcs_glue_mmap(struct file *file, struct vm_area_struct *vma)
 vm_fault_t vmcs_glue_insert_pfn(struct vm_fault *vmf, unsigned long pfn)
 {
 	return vmf_insert_pfn(vmf->vma, vmf->address, pfn);
+}
+
+vm_fault_t vmcs_glue_insert_page(struct vm_fault *vmf, struct page *page)
+{
+	return vmf_insert_pfn(vmf->vma, vmf->address, page_to_pfn(page));
 }
 
 /* A private address_space for one /dev/vmcs file, so teardown can zap exactly its maps. */

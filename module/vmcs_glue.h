@@ -30,6 +30,7 @@ vm_fault_t vmcs_chr_bulk_fault(struct file *file, unsigned long pgoff, struct vm
 
 /* Bulk area mappings (C glue). */
 vm_fault_t vmcs_glue_insert_pfn(struct vm_fault *vmf, unsigned long pfn);
+vm_fault_t vmcs_glue_insert_page(struct vm_fault *vmf, struct page *page);
 void *vmcs_glue_mapping_new(void);
 void vmcs_glue_mapping_free(void *m);
 void vmcs_glue_file_set_mapping(struct file *file, void *m);

@@ -15,9 +15,10 @@ use crate::{
     conn::{Endpoint, Timeout, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
     domain::{self, Domain},
     glue::{self, errno, oflags, poll_mask},
+    proto::bulk::Desc,
     uapi::{
-        self, VmcsAccept, VmcsAddr, VmcsBulkDesc, VmcsBulkSetup, VmcsConnect, VmcsInfo, VmcsNames,
-        VmcsOpenDomain, VmcsOpts,
+        self, VmcsAccept, VmcsAddr, VmcsBulkDesc, VmcsBulkSetup, VmcsBulkVec, VmcsConnect,
+        VmcsInfo, VmcsNames, VmcsOpenDomain, VmcsOpts,
     },
 };
 use kernel::{
@@ -137,10 +138,13 @@ impl VmcsFile {
             uapi::IOC_GET_NAMES => self.get_names(arg),
             uapi::IOC_SHUTDOWN => self.shutdown(arg),
             uapi::IOC_BULK_SETUP => self.bulk_setup(arg, nonblock),
-            uapi::IOC_BULK_SEND => self.bulk_send(arg, nonblock, true),
-            uapi::IOC_BULK_WAIT => self.bulk_send(arg, nonblock, false),
+            uapi::IOC_BULK_SEND => self.bulk_send(arg, nonblock),
+            uapi::IOC_BULK_WAIT => self.bulk_wait(arg, nonblock),
             uapi::IOC_BULK_RECV => self.bulk_recv(arg, nonblock),
             uapi::IOC_BULK_RELEASE => self.bulk_release(arg),
+            uapi::IOC_BULK_SENDV => self.bulk_sendv(arg, nonblock),
+            uapi::IOC_BULK_RECVV => self.bulk_recvv(arg, nonblock),
+            uapi::IOC_BULK_RELEASEV => self.bulk_releasev(arg),
             uapi::IOC_OPEN_DOMAIN => Self::open_domain(arg),
             _ => Err(ENOTTY),
         }
@@ -294,26 +298,43 @@ impl VmcsFile {
         Ok(0)
     }
 
-    /// `VMCS_IOC_BULK_SEND` (`publish`) and `VMCS_IOC_BULK_WAIT`.
-    fn bulk_send(&self, arg: IoctlArg, nonblock: bool, publish: bool) -> Result<isize> {
+    /// `VMCS_IOC_BULK_SEND`.
+    fn bulk_send(&self, arg: IoctlArg, nonblock: bool) -> Result<isize> {
+        self.domain.alive()?;
+        let d: VmcsBulkDesc = arg.read()?;
+        let d = Desc {
+            off: d.off,
+            len: d.len,
+        };
+        self.endpoint
+            .bulk_send(&self.domain.conns(), &[d], nonblock)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_BULK_WAIT`.
+    fn bulk_wait(&self, arg: IoctlArg, nonblock: bool) -> Result<isize> {
         self.domain.alive()?;
         let d: VmcsBulkDesc = arg.read()?;
         self.endpoint
-            .bulk_send(&self.domain.conns(), d.off, d.len, nonblock, publish)?;
+            .bulk_wait(&self.domain.conns(), d.off, d.len, nonblock)?;
         Ok(0)
     }
 
     /// `VMCS_IOC_BULK_RECV`.
     fn bulk_recv(&self, arg: IoctlArg, nonblock: bool) -> Result<isize> {
         self.domain.alive()?;
-        let d = self.endpoint.bulk_recv(&self.domain.conns(), nonblock)?;
-        let out = d
+        let got = self.endpoint.bulk_recv(&self.domain.conns(), 1, nonblock)?;
+        let out = got
+            .first()
             .map(|d| VmcsBulkDesc {
                 off: d.off,
                 len: d.len,
             })
             .unwrap_or_default();
-        arg.write(&out)?;
+        if let Err(e) = arg.write(&out) {
+            self.endpoint.bulk_unrecv(&got);
+            return Err(e);
+        }
         Ok(0)
     }
 
@@ -321,8 +342,84 @@ impl VmcsFile {
     fn bulk_release(&self, arg: IoctlArg) -> Result<isize> {
         self.domain.alive()?;
         let count: u32 = arg.read()?;
-        self.endpoint.bulk_release(&self.domain.conns(), count)?;
+        self.endpoint
+            .bulk_release(&self.domain.conns(), None, count as usize)?;
         Ok(0)
+    }
+
+    /// The argument of a batched bulk ioctl: the vector and a slice of its descriptors.
+    fn bulk_vec(arg: IoctlArg) -> Result<(usize, UserSlice)> {
+        let v: VmcsBulkVec = arg.read()?;
+        if v.flags != 0 || v.count == 0 || v.count > uapi::BULK_MAX_BATCH {
+            return Err(EINVAL);
+        }
+        let n = v.count as usize;
+        let addr = usize::try_from(v.descs).map_err(|_| EFAULT)?;
+        Ok((
+            n,
+            UserSlice::new(UserPtr::from_addr(addr), n * size_of::<VmcsBulkDesc>()),
+        ))
+    }
+
+    /// Reads the `n` descriptors of a batched bulk ioctl.
+    fn bulk_read_descs(n: usize, user: UserSlice) -> Result<KVec<Desc>> {
+        let mut r = user.reader();
+        let mut descs = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            let d: VmcsBulkDesc = r.read()?;
+            descs.push(
+                Desc {
+                    off: d.off,
+                    len: d.len,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        Ok(descs)
+    }
+
+    /// `VMCS_IOC_BULK_SENDV`: returns how many ranges were lent.
+    fn bulk_sendv(&self, arg: IoctlArg, nonblock: bool) -> Result<isize> {
+        self.domain.alive()?;
+        let (n, user) = Self::bulk_vec(arg)?;
+        let descs = Self::bulk_read_descs(n, user)?;
+        let done = self
+            .endpoint
+            .bulk_send(&self.domain.conns(), &descs, nonblock)?;
+        // At most `BULK_MAX_BATCH`.
+        Ok(done as isize)
+    }
+
+    /// `VMCS_IOC_BULK_RECVV`: returns how many ranges were received (0: end of file).
+    fn bulk_recvv(&self, arg: IoctlArg, nonblock: bool) -> Result<isize> {
+        self.domain.alive()?;
+        let (n, user) = Self::bulk_vec(arg)?;
+        let got = self.endpoint.bulk_recv(&self.domain.conns(), n, nonblock)?;
+        let mut w = user.writer();
+        for d in got.iter() {
+            let out = VmcsBulkDesc {
+                off: d.off,
+                len: d.len,
+            };
+            if let Err(e) = w.write(&out) {
+                self.endpoint.bulk_unrecv(&got);
+                return Err(e);
+            }
+        }
+        // At most `BULK_MAX_BATCH`.
+        Ok(got.len() as isize)
+    }
+
+    /// `VMCS_IOC_BULK_RELEASEV`: returns how many ranges were released.
+    fn bulk_releasev(&self, arg: IoctlArg) -> Result<isize> {
+        self.domain.alive()?;
+        let (n, user) = Self::bulk_vec(arg)?;
+        let descs = Self::bulk_read_descs(n, user)?;
+        let done = self
+            .endpoint
+            .bulk_release(&self.domain.conns(), Some(&descs), n)?;
+        // At most `BULK_MAX_BATCH`.
+        Ok(done as isize)
     }
 
     /// `VMCS_IOC_OPEN_DOMAIN`: a new file on another domain.
@@ -340,12 +437,16 @@ impl VmcsFile {
     /// `mmap` of the bulk area (docs/uapi.md): returns whether the range is read-only.
     pub(crate) fn bulk_mmap(&self, pgoff: usize, len: usize, write: bool) -> Result<bool> {
         self.domain.alive()?;
-        self.endpoint.bulk_mmap(pgoff, len, write)
+        let ro = self.endpoint.bulk_mmap(pgoff, len, write)?;
+        // What the mapping shows once the bulk set-up is over.
+        self.mapping.prepare_zero_page()?;
+        Ok(ro)
     }
 
     /// A page fault in a bulk area mapping; returns the `vm_fault_t`.
     pub(crate) fn bulk_fault(&self, pgoff: usize, fault: &glue::Fault) -> u32 {
-        self.endpoint.bulk_fault(&self.domain.conns(), pgoff, fault)
+        self.endpoint
+            .bulk_fault(&self.domain.conns(), pgoff, fault, &self.mapping)
     }
 
     /// `poll()`: see docs/uapi.md for the mask.

@@ -10,8 +10,9 @@ use kernel::{
     bindings,
     error::from_err_ptr,
     fs::{file::FileDescriptorReservation, File},
+    page::Page,
     prelude::*,
-    sync::{aref::ARef, Arc},
+    sync::{aref::ARef, Arc, SetOnce},
     types::ForeignOwnable,
 };
 
@@ -19,6 +20,9 @@ use kernel::{
 extern "C" {
     /// `vmf_insert_pfn(vmf->vma, vmf->address, pfn)`.
     fn vmcs_glue_insert_pfn(vmf: *mut c_void, pfn: c_ulong) -> c_uint;
+    /// `vmf_insert_pfn(vmf->vma, vmf->address, page_to_pfn(page))`. `page` is a `struct
+    /// page *` (typed `void *`: bindgen's `page` is not FFI-safe by lint).
+    fn vmcs_glue_insert_page(vmf: *mut c_void, page: *mut c_void) -> c_uint;
     /// A new zeroed, `address_space_init_once`d `struct address_space`, or null.
     fn vmcs_glue_mapping_new() -> *mut c_void;
     /// `kfree` of a mapping from `vmcs_glue_mapping_new`.
@@ -37,12 +41,21 @@ extern "C" {
 /// The private `address_space` of one /dev/vmcs file: its bulk area mappings are linked
 /// there, so [`FileMapping::zap`] removes exactly this file's user mappings.
 ///
+/// It also holds the file's private zero page: once the file's bulk set-up is over, its
+/// stale mappings fault this page in instead of the region's (docs/uapi.md "Bulk
+/// transfer"), so they read zeros and never another connection's data.
+///
 /// # Invariants
 ///
 /// `ptr` is a live mapping from `vmcs_glue_mapping_new`, freed only in `drop`. Files that
-/// use it hold their private data, which holds an `Arc` of this value, so it outlives them.
+/// use it hold their private data, which holds an `Arc` of this value, so it outlives them,
+/// and so does `zero`: every user page table entry of it is in a VMA of such a file, and a
+/// VMA holds its file.
 pub(crate) struct FileMapping {
     ptr: NonNull<c_void>,
+    /// The private zeroed page of the file's stale bulk mappings, allocated by the first
+    /// bulk `mmap` ([`FileMapping::prepare_zero_page`]), freed with the file.
+    zero: SetOnce<Page>,
 }
 
 // SAFETY: The mapping is only used through `unmap_mapping_range`, which locks it, and freed
@@ -57,7 +70,24 @@ impl FileMapping {
         // SAFETY: No preconditions.
         let ptr = NonNull::new(unsafe { vmcs_glue_mapping_new() }).ok_or(ENOMEM)?;
         // INVARIANT: `ptr` is a new mapping.
-        Ok(Arc::new(Self { ptr }, GFP_KERNEL)?)
+        Ok(Arc::new(
+            Self {
+                ptr,
+                zero: SetOnce::new(),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Allocates the file's private zero page if it has none yet (called by every bulk
+    /// `mmap`, so that a fault never needs to allocate it).
+    pub(crate) fn prepare_zero_page(&self) -> Result {
+        if self.zero.as_ref().is_none() {
+            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+            // A concurrent mmap may have populated it first: then ours is dropped.
+            let _ = self.zero.populate(page);
+        }
+        Ok(())
     }
 
     /// Makes this mapping the `f_mapping` of `file`.
@@ -72,7 +102,7 @@ impl FileMapping {
     }
 
     /// Removes every user page of every bulk mapping of the file; a later access faults
-    /// again (and gets `SIGBUS` once the bulk set-up is over). May sleep.
+    /// again (and gets the private zero page once the bulk set-up is over). May sleep.
     pub(crate) fn zap(&self) {
         // SAFETY: By the type invariant the mapping is live.
         unsafe { vmcs_glue_mapping_zap(self.ptr.as_ptr()) };
@@ -95,7 +125,7 @@ impl Drop for FileMapping {
 pub(crate) struct Fault(*mut c_void);
 
 /// `VM_FAULT_SIGBUS`.
-pub(crate) const VM_FAULT_SIGBUS: u32 = bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+const VM_FAULT_SIGBUS: u32 = bindings::vm_fault_reason_VM_FAULT_SIGBUS;
 
 impl Fault {
     /// Wraps the fault `vmf`.
@@ -114,6 +144,19 @@ impl Fault {
         // SAFETY: By the type invariant `self.0` is the `struct vm_fault` of the fault being
         // handled, whose VMA is `VM_PFNMAP` and shared.
         unsafe { vmcs_glue_insert_pfn(self.0, pfn as c_ulong) }
+    }
+
+    /// Inserts the private zero page of `m`, the mapping of the faulting file, at the
+    /// faulting address (with the VMA's protection: read-only on a read-only mapping);
+    /// `SIGBUS` if the file has none (no bulk `mmap` succeeded, so no such fault happens).
+    pub(crate) fn insert_zero_page(&self, m: &FileMapping) -> u32 {
+        let Some(page) = m.zero.as_ref() else {
+            return VM_FAULT_SIGBUS;
+        };
+        // SAFETY: By the type invariant `self.0` is the `struct vm_fault` of the fault being
+        // handled, whose VMA is `VM_PFNMAP` and shared; `m` is the mapping of its file, so
+        // by `FileMapping`'s invariant the page outlives every page table entry of it.
+        unsafe { vmcs_glue_insert_page(self.0, page.as_ptr().cast()) }
     }
 }
 

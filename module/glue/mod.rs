@@ -22,7 +22,7 @@ pub(crate) mod socket;
 pub(crate) mod uiter;
 pub(crate) mod work;
 
-pub(crate) use file::{DevFilePrivate, Fault, FileMapping, VM_FAULT_SIGBUS};
+pub(crate) use file::{DevFilePrivate, Fault, FileMapping};
 pub(crate) use misc::MiscRegistration;
 pub(crate) use region::SharedRegion;
 pub(crate) use socket::{af_param, SocketFamilyRegistration};

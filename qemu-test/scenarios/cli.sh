@@ -5,7 +5,7 @@
 . /scenarios/lib.sh
 # Written for 2 guests (run.sh --guests 2); any further guest only idles.
 [ "$VMCS_GUEST" -le 1 ] || { plan 0; exit 0; }
-if [ "$VMCS_GUEST" = 0 ]; then plan 28; else plan 30; fi
+if [ "$VMCS_GUEST" = 0 ]; then plan 29; else plan 32; fi
 
 BIG=67108864 # vmcs send: 64 MiB
 # barrier N [FILE]: guests 0 and 1 both get here (guest 0 listens on TCP 9100+N, guest 1
@@ -275,6 +275,10 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	vmcs ping --serve >/tmp/pserve.out 2>/tmp/pserve.err &
 	ppid=$!
 	wait_grep /tmp/pserve.err 'listening on' 30
+	# The bulk sink of `vmcs bench --zero-copy`: the echo service on /dev/vmcs.
+	VMCS_BACKEND=device vmcs ping --serve --port 7008 >/tmp/zserve.out 2>/tmp/zserve.err &
+	zpid=$!
+	wait_grep /tmp/zserve.err 'listening on' 30
 	barrier 4
 	got=$(sha256sum /tmp/recv.bin | cut -d' ' -f1)
 	check "received file: $BIG bytes, its sha256sum is what vmcs send printed for the file it sent" \
@@ -286,6 +290,12 @@ if [ "$VMCS_GUEST" = 0 ]; then
 		kill -0 $ppid && test \$(grep -c 'echo: connection from $OTHER:' /tmp/pserve.err) -ge 3"
 	kill $ppid
 	wait $ppid 2>/dev/null
+	show /tmp/zserve.err
+	check "VMCS_BACKEND=device vmcs ping --serve: sank both zero-copy benches, no error, still running" sh -c "
+		kill -0 $zpid && test \$(grep -c 'echo: $OTHER:[0-9]* done after [1-9][0-9]* messages' /tmp/zserve.err) -ge 4 &&
+		! grep -q 'echo: $OTHER:[0-9]*: ' /tmp/zserve.err"
+	kill $zpid
+	wait $zpid 2>/dev/null
 else
 	barrier 4
 	vmcs ping "$OTHER" -c 5 -i 100ms >/tmp/ping.out 2>&1
@@ -315,6 +325,23 @@ else
 	show /tmp/bench.json
 	check "vmcs bench --json: peer, sizes 64/4096/65536, msgs_per_s and bytes_per_s > 0 (status $rc)" \
 		bench_json_ok "$rc" /tmp/bench.json
+	vmcs bench "$OTHER:7008" --zero-copy --sizes 4k,64k --time 300ms >/tmp/zbench.out 2>/tmp/zbench.err
+	rc=$?
+	show /tmp/zbench.out
+	show /tmp/zbench.err
+	check "vmcs bench --zero-copy (table): exit 0 (the sink's byte count and sum matched), rows 4.0 KiB / 64.0 KiB, throughput > 0 (status $rc)" sh -c "
+		test $rc = 0 && head -n1 /tmp/zbench.out | grep -qE '^SIZE +EXTENT +RANGES/S +THROUGHPUT' &&
+		test \$(wc -l </tmp/zbench.out) = 3 &&
+		awk 'NR > 1 { s = \$1 \" \" \$2; if (\$5 + 0 > 0 && \$6 + 0 > 0) ok[s] = 1 }
+			END { exit !(ok[\"4.0 KiB\"] && ok[\"64.0 KiB\"]) }' /tmp/zbench.out"
+	vmcs bench "$OTHER:7008" --zero-copy --sizes 4k,64k --time 300ms --json >/tmp/zbench.json 2>/tmp/zbench.err
+	rc=$?
+	show /tmp/zbench.json
+	check "vmcs bench --zero-copy --json: zero_copy, sizes 4096/65536, extent and bytes_per_s > 0 (status $rc)" sh -c "
+		test $rc = 0 && grep -q '\"zero_copy\": true' /tmp/zbench.json &&
+		test \"\$(grep -oE '\"size\": [0-9]+' /tmp/zbench.json | cut -d' ' -f2 | tr '\\n' ' ')\" = '4096 65536 ' &&
+		test \$(grep -cE '\"bytes_per_s\": [0-9.e+]*[1-9]' /tmp/zbench.json) = 2 &&
+		test \$(grep -cE '\"extent\": [1-9]' /tmp/zbench.json) = 2"
 	file=$(sha256sum /tmp/big.bin | cut -d' ' -f1)
 	check "vmcs send's sha256 is the file's (sha256sum $file)" test "$said" = "$file"
 	rm -f /tmp/big.bin

@@ -12,10 +12,15 @@
 # socket listener and exchanges data. A third stream, with data, guest 1 shut both ways
 # before its crash: guest 0 reads it only after the crash and must get all of it and end of
 # file (the peer closed in order before it died), not ECONNRESET.
+# Bulk teardown: guest 1 also lends guest 0 a 64 KiB bulk extent filled with 0xA1 (vmcs-test
+# crash-bulk-*, port BPORT), which guest 0 maps and holds; after the crash the stale mapping
+# must read zeros, and still zeros once the restarted guest 1 has lent a new extent filled
+# with 0xB2 (plain: the same peer id and slice), which guest 0 sees in its new mapping.
 . /scenarios/lib.sh
 D=/sys/kernel/debug/vmcs/vmcs0
 PORT=6000
 SPORT=6200
+BPORT=6300
 # Live peers other than this guest.
 others_live() { [ "$(awk '/ live / && !/ down/ && !/ self/' $D/peers | wc -l)" -ge 1 ]; }
 wait_others() {
@@ -26,8 +31,10 @@ wait_others() {
 wait_line() { i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt $(($3 * 10)) ]; do sleep 0.1; i=$((i + 1)); done; grep -q "$2" "$1"; }
 
 if [ "$VMCS_GUEST" = 0 ]; then
-	plan 9
+	plan 10
 	check "insmod vmcs.ko" load_vmcs
+	vmcs-test crash-bulk-recv $BPORT >/tmp/cbulk.log 2>&1 &
+	bsrv=$!
 	vmcs-socktest crash-serve $SPORT >/tmp/sock.log 2>&1 &
 	ssrv=$!
 	vmcs-test crash-recv $PORT >/tmp/crash.log 2>&1 &
@@ -51,12 +58,18 @@ if [ "$VMCS_GUEST" = 0 ]; then
 		grep -qE 'SOCK-REJOIN-ECHOED [1-9]' /tmp/sock.log
 	check "AF_VMCS: data of a connection shut both ways before the crash read in full, then EOF" \
 		grep -q SOCK-SHUT-KEPT /tmp/sock.log
+	wait_pid "$bsrv" 120
+	sed 's/^/# /' /tmp/cbulk.log >&3
+	check "bulk: the crashed peer's stale mapping reads zeros, never its old data nor the restarted peer's new extent (status $rc)" \
+		sh -c "[ '$rc' = 0 ] && grep -q CRASH-BULK-ZEROS /tmp/cbulk.log"
 	sed 's/^/# /' $D/rings $D/peers >&3
 	dmesg | grep vmcs | sed 's/^/# /' >&3
 elif [ "$VMCS_INCARNATION" = 1 ]; then
-	plan 4
+	plan 5
 	check "insmod vmcs.ko" load_vmcs
 	check "guest 0 live" wait_others
+	vmcs-test crash-bulk-send auto $BPORT a1 >/tmp/cbulk.log 2>&1 &
+	check "bulk: a 64 KiB extent of 0xA1 lent to guest 0" wait_line /tmp/cbulk.log bulk-lent 60
 	vmcs-socktest crash-connect $SPORT >/tmp/sock.log 2>&1 &
 	check "AF_VMCS stream and seqpacket sockets connected to guest 0" \
 		wait_line /tmp/sock.log connected 60
@@ -67,7 +80,7 @@ elif [ "$VMCS_INCARNATION" = 1 ]; then
 	diag "CRASH-POINT"
 	sleep 600
 else
-	plan 7
+	plan 8
 	check "insmod vmcs.ko (restarted incarnation $VMCS_INCARNATION)" load_vmcs
 	check "guest 0 live" wait_others
 	sed 's/^/# /' $D/peers >&3
@@ -93,4 +106,8 @@ else
 	check "orderly close after the exchange (status $rc)" test "$rc" = 0
 	check "AF_VMCS: reconnected to guest 0's surviving socket listener, data exchanged" \
 		vmcs-socktest crash-rejoin $SPORT
+	vmcs-test crash-bulk-send auto $BPORT b2 >/tmp/cbulk.log 2>&1
+	rc=$?
+	sed 's/^/# /' /tmp/cbulk.log >&3
+	check "bulk: lent a new extent of 0xB2 to guest 0, which checked it (status $rc)" test "$rc" = 0
 fi

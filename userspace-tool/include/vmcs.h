@@ -115,6 +115,17 @@ struct vmcs_bulk_desc {
 	__u32 len; /* bytes, > 0; BULK_RECV: 0 at end of file */
 };
 
+/*
+ * VMCS_IOC_BULK_SENDV, _RECVV, _RELEASEV: many ranges in one call. The ioctl returns how
+ * many it did (>= 1; RECVV: 0 at end of file), or fails with nothing done.
+ */
+#define VMCS_BULK_MAX_BATCH 64
+struct vmcs_bulk_vec {
+	__u64 descs; /* in: user pointer to struct vmcs_bulk_desc[count] (RECVV writes them) */
+	__u32 count; /* in: 1 .. VMCS_BULK_MAX_BATCH */
+	__u32 flags; /* in: 0 */
+};
+
 /* VMCS_IOC_OPEN_DOMAIN argument: a new, unbound endpoint on another domain. */
 struct vmcs_open_domain {
 	__u32 domain; /* in: domain index (VMCS_IOC_GET_INFO's domain; /sys/kernel/debug/vmcs/vmcsN) */
@@ -135,6 +146,9 @@ struct vmcs_open_domain {
 #define VMCS_IOC_BULK_RECV _IOR(VMCS_IOC_MAGIC, 0x12, struct vmcs_bulk_desc)
 #define VMCS_IOC_BULK_RELEASE _IOW(VMCS_IOC_MAGIC, 0x13, __u32) /* count, oldest first */
 #define VMCS_IOC_BULK_WAIT _IOW(VMCS_IOC_MAGIC, 0x14, struct vmcs_bulk_desc)
+#define VMCS_IOC_BULK_SENDV _IOW(VMCS_IOC_MAGIC, 0x15, struct vmcs_bulk_vec)
+#define VMCS_IOC_BULK_RECVV _IOW(VMCS_IOC_MAGIC, 0x16, struct vmcs_bulk_vec)
+#define VMCS_IOC_BULK_RELEASEV _IOW(VMCS_IOC_MAGIC, 0x17, struct vmcs_bulk_vec)
 /* Returns a new fd: an endpoint on domain `domain` (ENODEV if there is none). */
 #define VMCS_IOC_OPEN_DOMAIN _IOW(VMCS_IOC_MAGIC, 0x09, struct vmcs_open_domain)
 

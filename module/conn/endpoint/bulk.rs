@@ -10,7 +10,8 @@
 //! oldest first). Everything a peer sends is validated here; a violation resets the
 //! connection. When the connection ends, the extent goes back to the allocator and every
 //! user mapping of the file is zapped first, so a process never keeps access to an extent
-//! that later serves another connection.
+//! that later serves another connection: a stale mapping faults in the file's private
+//! zero page instead.
 
 use super::{Endpoint, EndpointInner, Phase, TxItem};
 use crate::{
@@ -46,11 +47,17 @@ pub(crate) struct BulkState {
     held: KVec<Desc>,
     /// The file whose mappings to zap when the bulk set-up ends.
     mapping: Option<Arc<FileMapping>>,
-    /// The set-up is over (connection ended): mappings fault with `SIGBUS` from now on.
+    /// The set-up is over (connection ended): mappings fault in the file's private zero
+    /// page from now on.
     ended: bool,
 }
 
 impl BulkState {
+    /// Whether `d` can be lent now: fewer than `MAX_DESCS` lent, and no overlap with one.
+    fn can_lend(&self, d: &Desc) -> bool {
+        self.out.len() < MAX_DESCS && !self.out.iter().any(|o| o.overlaps(d))
+    }
+
     /// Whether a descriptor waits for `BULK_RECV` (poll's `EPOLLIN`).
     pub(super) fn readable(&self) -> bool {
         !self.inq.is_empty()
@@ -201,34 +208,66 @@ impl Endpoint {
         }
     }
 
-    /// `VMCS_IOC_BULK_SEND` (`publish`): lends `[off, off + len)` of our extent to the peer.
-    /// Waits while it overlaps a range the peer still owns or `MAX_DESCS` are outstanding.
-    /// `VMCS_IOC_BULK_WAIT` (`!publish`): only waits until the range is ours again.
-    pub(crate) fn bulk_send(
+    /// Waits until the connection can lend ranges of our extent; returns our extent's
+    /// length.
+    fn bulk_lendable(st: &EndpointInner) -> Result<u32> {
+        Self::bulk_conn_err(st)?;
+        if st.local_shut & flags::SHUTDOWN_SEND != 0 || st.peer_shut & flags::SHUTDOWN_RCV != 0 {
+            return Err(EPIPE);
+        }
+        match (st.bulk.tx, st.bulk.rx) {
+            (Some(tx), Some(_)) => Ok(tx.len),
+            _ => Err(errno::enotconn()),
+        }
+    }
+
+    /// `VMCS_IOC_BULK_WAIT`: waits until no lent range overlaps `[off, off + len)` of our
+    /// extent (it is ours to write again).
+    pub(crate) fn bulk_wait(
         &self,
         conns: &Conns<'_>,
         off: u32,
         len: u32,
         nonblock: bool,
-        publish: bool,
     ) -> Result {
         let d = Desc { off, len };
         let mut st = self.inner.lock();
         loop {
-            Self::bulk_conn_err(&st)?;
-            if st.local_shut & flags::SHUTDOWN_SEND != 0 || st.peer_shut & flags::SHUTDOWN_RCV != 0
-            {
-                return Err(EPIPE);
-            }
-            let (Some(tx), Some(_)) = (st.bulk.tx, st.bulk.rx) else {
-                return Err(errno::enotconn());
-            };
-            if !d.valid_in(tx.len) {
+            if !d.valid_in(Self::bulk_lendable(&st)?) {
                 return Err(EINVAL);
             }
-            if (!publish || st.bulk.out.len() < MAX_DESCS)
-                && !st.bulk.out.iter().any(|o| o.overlaps(&d))
-            {
+            if !st.bulk.out.iter().any(|o| o.overlaps(&d)) {
+                return Ok(());
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            conns.kick(st.peer);
+            if self.wq.wait_interruptible(&mut st) {
+                return Err(ERESTARTSYS);
+            }
+        }
+    }
+
+    /// `VMCS_IOC_BULK_SEND` and `_SENDV`: lends the ranges `descs` of our extent to the
+    /// peer, in order. Waits (unless `nonblock`) while the first overlaps a range the peer
+    /// still owns or `MAX_DESCS` are lent; the others are lent while they can be without
+    /// waiting. Returns how many were lent (at least 1), or an error with none lent.
+    pub(crate) fn bulk_send(
+        &self,
+        conns: &Conns<'_>,
+        descs: &[Desc],
+        nonblock: bool,
+    ) -> Result<usize> {
+        let Some(&first) = descs.first() else {
+            return Err(EINVAL);
+        };
+        let mut st = self.inner.lock();
+        loop {
+            if !first.valid_in(Self::bulk_lendable(&st)?) {
+                return Err(EINVAL);
+            }
+            if st.bulk.can_lend(&first) {
                 break;
             }
             if nonblock {
@@ -239,9 +278,29 @@ impl Endpoint {
                 return Err(ERESTARTSYS);
             }
         }
-        if !publish {
-            return Ok(());
+        let ext = Self::bulk_lendable(&st)?;
+        let mut done = 0;
+        for &d in descs {
+            // `first` passed these checks above; a later one that fails ends the batch.
+            if !d.valid_in(ext) || !st.bulk.can_lend(&d) {
+                break;
+            }
+            if let Err(e) = Self::bulk_lend(&mut st, d) {
+                if done == 0 {
+                    return Err(e);
+                }
+                break;
+            }
+            done += 1;
         }
+        self.pump(conns, &mut st)?;
+        drop(st);
+        conns.loopback_drain();
+        Ok(done)
+    }
+
+    /// Records `d` as lent and queues its `BULK_DATA` frame.
+    fn bulk_lend(st: &mut EndpointInner, d: Desc) -> Result {
         st.bulk.out.push(d, GFP_KERNEL)?;
         if let Err(e) = st.txq.push(
             TxItem::Bulk {
@@ -253,15 +312,19 @@ impl Endpoint {
             st.bulk.out.pop();
             return Err(e.into());
         }
-        self.pump(conns, &mut st)?;
-        drop(st);
-        conns.loopback_drain();
         Ok(())
     }
 
-    /// `VMCS_IOC_BULK_RECV`: the oldest range the peer lent us (offset in its extent),
-    /// `None` at end of file.
-    pub(crate) fn bulk_recv(&self, conns: &Conns<'_>, nonblock: bool) -> Result<Option<Desc>> {
+    /// `VMCS_IOC_BULK_RECV` and `_RECVV`: up to `max` of the oldest ranges the peer lent
+    /// us (offsets in its extent), at least one; empty at end of file. The ranges are ours
+    /// (held) until released; [`Endpoint::bulk_unrecv`] puts them back if they cannot be
+    /// handed to the caller.
+    pub(crate) fn bulk_recv(
+        &self,
+        conns: &Conns<'_>,
+        max: usize,
+        nonblock: bool,
+    ) -> Result<KVec<Desc>> {
         let mut st: MutexGuard<'_, EndpointInner> = self.inner.lock();
         loop {
             if !st.was_connected {
@@ -270,10 +333,16 @@ impl Endpoint {
             if st.bulk.tx.is_none() && !st.bulk.ended {
                 return Err(errno::enotconn());
             }
-            if let Some(&d) = st.bulk.inq.first() {
-                st.bulk.held.push(d, GFP_KERNEL)?;
-                let _ = st.bulk.inq.remove(0);
-                return Ok(Some(d));
+            if !st.bulk.inq.is_empty() {
+                let b = &mut st.bulk;
+                let n = b.inq.len().min(max);
+                let mut got = KVec::with_capacity(n, GFP_KERNEL)?;
+                got.extend_from_slice(&b.inq[..n], GFP_KERNEL)?;
+                b.held.extend_from_slice(&got, GFP_KERNEL)?;
+                let rest = b.inq.len() - n;
+                b.inq.copy_within(n.., 0);
+                b.inq.truncate(rest);
+                return Ok(got);
             }
             if let Some(e) = st.err {
                 return Err(e);
@@ -282,7 +351,7 @@ impl Endpoint {
                 || st.local_shut & flags::SHUTDOWN_RCV != 0
                 || st.phase != Phase::Connected
             {
-                return Ok(None);
+                return Ok(KVec::new());
             }
             if nonblock {
                 return Err(EAGAIN);
@@ -294,8 +363,39 @@ impl Endpoint {
         }
     }
 
-    /// `VMCS_IOC_BULK_RELEASE`: hands the `count` oldest received ranges back.
-    pub(crate) fn bulk_release(&self, conns: &Conns<'_>, count: u32) -> Result {
+    /// Undoes a [`Endpoint::bulk_recv`] whose result could not be copied to the user: the
+    /// ranges still held go back to the front of the receive queue, in order, so nothing
+    /// is lost to a bad buffer.
+    pub(crate) fn bulk_unrecv(&self, got: &[Desc]) {
+        let mut st = self.inner.lock();
+        let b = &mut st.bulk;
+        if b.ended {
+            return;
+        }
+        let mut back = KVec::new();
+        for d in got {
+            if let Some(i) = b.held.iter().position(|h| h == d) {
+                let _ = b.held.remove(i);
+                if back.push(*d, GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+        }
+        if back.extend_from_slice(&b.inq, GFP_KERNEL).is_ok() {
+            b.inq = back;
+        }
+    }
+
+    /// `VMCS_IOC_BULK_RELEASE` (`descs` `None`: the `count` oldest held ranges) and
+    /// `_RELEASEV` (`descs`: each must be the oldest range still held, in order): hands
+    /// ranges back to the peer. Returns how many (at least 1), or an error with none
+    /// released.
+    pub(crate) fn bulk_release(
+        &self,
+        conns: &Conns<'_>,
+        descs: Option<&[Desc]>,
+        count: usize,
+    ) -> Result<usize> {
         let mut st = self.inner.lock();
         if !st.was_connected {
             return Err(errno::enotconn());
@@ -303,29 +403,45 @@ impl Endpoint {
         if st.bulk.ended {
             // The connection is over: everything went back with it.
             Self::bulk_conn_err(&st)?;
-            return Ok(());
+            return Ok(count);
         }
-        if count == 0 || count as usize > st.bulk.held.len() {
+        if count == 0 || (descs.is_none() && count > st.bulk.held.len()) {
             return Err(EINVAL);
         }
-        for _ in 0..count {
-            let d = st.bulk.held.remove(0).map_err(|_| EINVAL)?;
+        let mut done = 0;
+        for i in 0..count {
+            let Some(&d) = st.bulk.held.first() else {
+                break;
+            };
+            if descs.is_some_and(|v| v.get(i) != Some(&d)) {
+                break;
+            }
             if st.phase == Phase::Connected {
-                st.txq.push(
+                if let Err(e) = st.txq.push(
                     TxItem::Bulk {
                         op: Op::BulkRelease,
                         desc: d,
                     },
                     GFP_KERNEL,
-                )?;
+                ) {
+                    if done == 0 {
+                        return Err(e.into());
+                    }
+                    break;
+                }
             }
+            let _ = st.bulk.held.remove(0);
+            done += 1;
+        }
+        if done == 0 {
+            return Err(EINVAL);
         }
         if st.phase == Phase::Connected {
             self.pump(conns, &mut st)?;
         }
         drop(st);
         conns.loopback_drain();
-        Ok(())
+        Ok(done)
     }
 
     /// `mmap` of `len` bytes at page `pgoff`: our extent is at 0, the peer's right after it
@@ -357,21 +473,28 @@ impl Endpoint {
         Err(EINVAL)
     }
 
-    /// A fault at page `pgoff` of a bulk mapping: inserts the page while the set-up is alive
-    /// (under the lock, so that teardown's zap comes after), else `SIGBUS`.
-    pub(crate) fn bulk_fault(&self, conns: &Conns<'_>, pgoff: usize, fault: &glue::Fault) -> u32 {
+    /// A fault at page `pgoff` of a bulk mapping of the file whose mapping is `mapping`:
+    /// inserts the region's page while the set-up is alive (under the lock, so that
+    /// teardown's zap comes after), else the file's private zero page (a stale mapping
+    /// reads zeros, never the data of the connection the extent serves next).
+    pub(crate) fn bulk_fault(
+        &self,
+        conns: &Conns<'_>,
+        pgoff: usize,
+        fault: &glue::Fault,
+        mapping: &FileMapping,
+    ) -> u32 {
         let st = self.inner.lock();
         if st.bulk.ended || st.phase != Phase::Connected {
-            return glue::VM_FAULT_SIGBUS;
+            return fault.insert_zero_page(mapping);
         }
         let local = conns.local_id();
         let Some((off, _)) = st.bulk.page(conns, st.peer, local, pgoff) else {
-            return glue::VM_FAULT_SIGBUS;
+            return fault.insert_zero_page(mapping);
         };
-        let pfn = conns.transport().pfn(off);
-        match pfn {
+        match conns.transport().pfn(off) {
             Some(pfn) => fault.insert_pfn(pfn),
-            None => glue::VM_FAULT_SIGBUS,
+            None => fault.insert_zero_page(mapping),
         }
     }
 

@@ -48,6 +48,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 use vmcs_guest_tools::dev::{Fd, Map};
+use vmcs_guest_tools::sys::vmcs_bulk_desc;
 use vmcs_guest_tools::{ename, exit_with, Res};
 
 const MAGIC: u32 = 0x766d_6362; // "vmcb"
@@ -56,6 +57,9 @@ const MODE_STREAM: u32 = 2;
 const MODE_QUIT: u32 = 3;
 const MODE_BULK_PING: u32 = 4;
 const MODE_BULK_STREAM: u32 = 5;
+/// As [`MODE_BULK_STREAM`], but the server reads every range in place (one pass over its
+/// words, no copy out) before releasing it.
+const MODE_BULK_STREAM_ZC: u32 = 6;
 const HEADER: usize = 16;
 /// Acknowledgement of a stream: bytes, messages, bad messages, the server's busy CPU
 /// ticks and its elapsed nanoseconds, as little-endian u64s.
@@ -141,12 +145,23 @@ struct Bulk<'a> {
     chunk: usize,
     slots: usize,
     next: usize,
+    /// Ranges received by `BULK_RECVV` and not yet handed out by [`Bulk::recv`].
+    inq: std::collections::VecDeque<vmcs_bulk_desc>,
+    /// Ranges handed out and not yet released, oldest first.
+    held: Vec<vmcs_bulk_desc>,
 }
+
+/// Largest extent a bench connection asks for (it halves the request until this guest's
+/// slice holds it).
+const BULK_MAX_EXTENT: u32 = 16 << 20;
+/// Largest range: messages larger than this are lent as several ranges, in one
+/// `BULK_SENDV`.
+const BULK_MAX_RANGE: usize = 1 << 20;
 
 impl<'a> Bulk<'a> {
     /// `BULK_SETUP` with the largest extent this guest's slice gives, then both mappings.
     fn setup(f: &'a Fd, size: usize) -> Res<Bulk<'a>> {
-        let mut want = 16u32 << 20;
+        let mut want = BULK_MAX_EXTENT;
         let (tx, rx) = loop {
             match f.bulk_setup(want, 10_000) {
                 Ok(s) => break (s.tx_size, s.rx_size),
@@ -158,7 +173,7 @@ impl<'a> Bulk<'a> {
         let txm = map(f, 0, tx, libc::PROT_READ | libc::PROT_WRITE)?;
         let rxm = map(f, tx, rx, libc::PROT_READ)?;
         // At least four ranges fit the extent; at most 64 are lent at once.
-        let chunk = size.min(tx / 4).max(1);
+        let chunk = size.min(tx / 4).clamp(1, BULK_MAX_RANGE);
         Ok(Bulk {
             f,
             tx: txm,
@@ -166,47 +181,92 @@ impl<'a> Bulk<'a> {
             chunk,
             slots: (tx / chunk).clamp(1, 64),
             next: 0,
+            inq: Default::default(),
+            held: Vec::new(),
         })
     }
 
-    /// Copies `msg` into our extent and lends it, range by range.
+    /// Copies `msg` into our extent and lends it: its ranges go out in one `BULK_SENDV`
+    /// per contiguous run of slots (two when the message wraps around the extent).
     fn send(&mut self, msg: &[u8]) -> Res {
-        for part in msg.chunks(self.chunk) {
-            let off = self.next * self.chunk;
-            self.next = (self.next + 1) % self.slots;
-            let (o, n) = (off as u32, part.len() as u32);
+        let parts: Vec<&[u8]> = msg.chunks(self.chunk).collect();
+        let mut i = 0;
+        while i < parts.len() {
+            // A run of slots from `next` up to the end of the extent, at most 64.
+            let run = (parts.len() - i).min(self.slots - self.next);
+            let first = self.next * self.chunk;
+            let len: usize = parts[i..i + run].iter().map(|p| p.len()).sum();
             self.f
-                .bulk_wait(o, n)
+                .bulk_wait(first as u32, len as u32)
                 .map_err(|e| format!("BULK_WAIT: {}", ename(e)))?;
-            range_mut(&mut self.tx, off, part.len())?.copy_from_slice(part);
-            self.f
-                .bulk_send(o, n)
-                .map_err(|e| format!("BULK_SEND: {}", ename(e)))?;
+            let mut descs = Vec::with_capacity(run);
+            let mut off = first;
+            for part in &parts[i..i + run] {
+                range_mut(&mut self.tx, off, part.len())?.copy_from_slice(part);
+                descs.push(vmcs_bulk_desc {
+                    off: off as u32,
+                    len: part.len() as u32,
+                });
+                off += self.chunk;
+            }
+            let mut sent = 0;
+            while sent < run {
+                sent += self
+                    .f
+                    .bulk_sendv(&descs[sent..])
+                    .map_err(|e| format!("BULK_SENDV: {}", ename(e)))?;
+            }
+            self.next = (self.next + run) % self.slots;
+            i += run;
         }
         Ok(())
     }
 
-    /// The next range lent to us, `None` at end of file.
-    fn recv(&self) -> Res<Option<&[u8]>> {
-        let d = self
-            .f
-            .bulk_recv()
-            .map_err(|e| format!("BULK_RECV: {}", ename(e)))?;
-        if d.len == 0 {
-            return Ok(None);
+    /// The next range lent to us, `None` at end of file; ranges come in batches
+    /// (`BULK_RECVV`), and those handed out are released in batches too
+    /// ([`Bulk::release_all`]).
+    fn recv(&mut self) -> Res<Option<&[u8]>> {
+        if self.inq.is_empty() {
+            let ds = self
+                .f
+                .bulk_recvv(64)
+                .map_err(|e| format!("BULK_RECVV: {}", ename(e)))?;
+            if ds.is_empty() {
+                return Ok(None);
+            }
+            self.inq.extend(ds);
         }
+        let Some(d) = self.inq.pop_front() else {
+            return Ok(None);
+        };
+        self.held.push(d);
         range(&self.rx, d.off as usize, d.len as usize).map(Some)
     }
 
-    fn release(&self) -> Res {
-        self.f
-            .bulk_release(1)
-            .map_err(|e| format!("BULK_RELEASE: {}", ename(e)))
+    /// Releases every range handed out (one `BULK_RELEASEV`).
+    fn release_all(&mut self) -> Res {
+        let mut done = 0;
+        while done < self.held.len() {
+            done += self
+                .f
+                .bulk_releasev(&self.held[done..])
+                .map_err(|e| format!("BULK_RELEASEV: {}", ename(e)))?;
+        }
+        self.held.clear();
+        Ok(())
+    }
+
+    /// Releases what was handed out once the batch it came in is used up.
+    fn release_batch(&mut self) -> Res {
+        if self.inq.is_empty() || self.held.len() >= 64 {
+            self.release_all()?;
+        }
+        Ok(())
     }
 
     /// Receives one message of `buf.len()` bytes into `buf` (copying every range out and
     /// releasing it); `Ok(false)` at end of file before its first byte.
-    fn recv_msg(&self, buf: &mut [u8]) -> Res<bool> {
+    fn recv_msg(&mut self, buf: &mut [u8]) -> Res<bool> {
         let mut got = 0;
         while got < buf.len() {
             let Some(r) = self.recv()? else {
@@ -223,11 +283,27 @@ impl<'a> Bulk<'a> {
                 return Err(format!("bulk: range of {n} bytes overruns the message"));
             };
             dst.copy_from_slice(r);
-            self.release()?;
             got += n;
         }
+        self.release_all()?;
         Ok(true)
     }
+}
+
+/// One pass over the words of `r` (reading in place, as a zero-copy consumer does).
+fn read_in_place(r: &[u8]) -> u64 {
+    let (head, words, tail) = {
+        // SAFETY: any bytes are valid u64s; the middle part is aligned.
+        unsafe { r.align_to::<u64>() }
+    };
+    let mut x = 0u64;
+    for &w in words {
+        x = x.wrapping_add(w);
+    }
+    for &b in head.iter().chain(tail) {
+        x = x.wrapping_add(u64::from(b));
+    }
+    x
 }
 
 /// Serves one connection; `Ok(true)` when it was a QUIT.
@@ -267,7 +343,7 @@ fn serve_one(c: Conn, buf: &mut [u8]) -> Res<bool> {
             }
             ack(&c, bytes, msgs, bad, busy0, t0)?;
         }
-        MODE_BULK_PING | MODE_BULK_STREAM if c.dev().is_some() => {
+        MODE_BULK_PING | MODE_BULK_STREAM | MODE_BULK_STREAM_ZC if c.dev().is_some() => {
             let mut b = Bulk::setup(c.dev().unwrap(), size)?;
             if mode == MODE_BULK_PING {
                 while b.recv_msg(msg)? {
@@ -275,16 +351,23 @@ fn serve_one(c: Conn, buf: &mut [u8]) -> Res<bool> {
                 }
             } else {
                 let (busy0, t0) = (cpu_busy(), Instant::now());
-                let (mut bytes, mut ranges) = (0u64, 0u64);
+                let (mut bytes, mut ranges, mut sum) = (0u64, 0u64, 0u64);
                 while let Some(r) = b.recv()? {
-                    // Copied out, as a reader that does not trust its peer does.
                     let n = r.len();
-                    buf[..n].copy_from_slice(r);
-                    black_box(&buf[..n]);
-                    b.release()?;
+                    if mode == MODE_BULK_STREAM_ZC {
+                        // Read in place: no copy out of the mapping.
+                        sum = sum.wrapping_add(read_in_place(r));
+                    } else {
+                        // Copied out, as a reader that does not trust its peer does.
+                        buf[..n].copy_from_slice(r);
+                        black_box(&buf[..n]);
+                    }
+                    b.release_batch()?;
                     bytes += n as u64;
                     ranges += 1;
                 }
+                black_box(sum);
+                b.release_all()?;
                 drop(b);
                 ack(&c, bytes, ranges, 0, busy0, t0)?;
             }
@@ -440,10 +523,9 @@ fn bulk_ping(server: &str, base: u32, size: usize, secs: f64) -> Res<Rtt> {
             if (got == 0 && r[..8.min(n)] != want[..8.min(n)]) || (full && r != want) {
                 return Err(format!("round {i}: the echo does not match"));
             }
-            b.release()?;
             got += n;
         }
-        Ok(())
+        b.release_all()
     })?;
     drop(b);
     c.shutdown_write()?;
@@ -510,9 +592,16 @@ fn stream(path: Path, server: &str, base: u32, size: usize, secs: f64) -> Res<Tp
     read_ack(&c, bytes, msgs, busy0, t0)
 }
 
-fn bulk_stream(server: &str, base: u32, size: usize, secs: f64) -> Res<Tput> {
+/// Bulk throughput; `in_place`: the server reads the ranges in place instead of copying
+/// them out.
+fn bulk_stream(server: &str, base: u32, size: usize, secs: f64, in_place: bool) -> Res<Tput> {
     let c = connect(Path::Bulk, server, base)?;
-    c.send_app(&header(MODE_BULK_STREAM, size))?;
+    let mode = if in_place {
+        MODE_BULK_STREAM_ZC
+    } else {
+        MODE_BULK_STREAM
+    };
+    c.send_app(&header(mode, size))?;
     let mut b = Bulk::setup(c.dev().unwrap(), size)?;
     let mut out = vec![0u8; size];
     fill(&mut out, !(size as u64));
@@ -579,10 +668,12 @@ fn client(args: &[String]) -> Res {
     }
     let wall = Instant::now();
     let (r, t) = if path == Path::Bulk {
-        (
-            bulk_ping(server, base, size, rtt_secs)?,
-            bulk_stream(server, base, size, tput_secs)?,
-        )
+        let r = bulk_ping(server, base, size, rtt_secs)?;
+        let t = bulk_stream(server, base, size, tput_secs, false)?;
+        // Also with the receiver reading in place (no copy out): path `bulk-zc`.
+        let zc = bulk_stream(server, base, size, tput_secs, true)?;
+        print_rtt_tput("bulk-zc", size, None, &zc, wall);
+        (r, t)
     } else {
         (
             ping_pong(path, server, base, size, rtt_secs)?,

@@ -164,6 +164,22 @@ pub struct vmcs_bulk_desc {
     pub len: u32,
 }
 
+/// `VMCS_BULK_MAX_BATCH`: the most descriptors one batched bulk ioctl takes.
+pub const VMCS_BULK_MAX_BATCH: u32 = 64;
+
+/// `struct vmcs_bulk_vec` (`VMCS_IOC_BULK_SENDV`, `_RECVV`, `_RELEASEV`): many ranges in
+/// one call; the ioctl returns how many it did, or fails with nothing done.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_bulk_vec {
+    /// User pointer to `count` [`vmcs_bulk_desc`]s (`VMCS_IOC_BULK_RECVV` writes them).
+    pub descs: u64,
+    /// 1 ..= [`VMCS_BULK_MAX_BATCH`].
+    pub count: u32,
+    /// 0.
+    pub flags: u32,
+}
+
 /// `struct vmcs_open_domain` (`VMCS_IOC_OPEN_DOMAIN`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -251,6 +267,14 @@ pub const VMCS_IOC_BULK_RECV: u32 = ior::<vmcs_bulk_desc>(VMCS_IOC_MAGIC, 0x12);
 pub const VMCS_IOC_BULK_RELEASE: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x13);
 /// `VMCS_IOC_BULK_WAIT`: `_IOW(0xB7, 0x14, struct vmcs_bulk_desc)`.
 pub const VMCS_IOC_BULK_WAIT: u32 = iow::<vmcs_bulk_desc>(VMCS_IOC_MAGIC, 0x14);
+/// `VMCS_IOC_BULK_SENDV`: `_IOW(0xB7, 0x15, struct vmcs_bulk_vec)`; returns ranges lent.
+pub const VMCS_IOC_BULK_SENDV: u32 = iow::<vmcs_bulk_vec>(VMCS_IOC_MAGIC, 0x15);
+/// `VMCS_IOC_BULK_RECVV`: `_IOW(0xB7, 0x16, struct vmcs_bulk_vec)`; returns ranges
+/// received (written to `descs`), 0 at end of file.
+pub const VMCS_IOC_BULK_RECVV: u32 = iow::<vmcs_bulk_vec>(VMCS_IOC_MAGIC, 0x16);
+/// `VMCS_IOC_BULK_RELEASEV`: `_IOW(0xB7, 0x17, struct vmcs_bulk_vec)`; returns ranges
+/// released (each must be the oldest one held).
+pub const VMCS_IOC_BULK_RELEASEV: u32 = iow::<vmcs_bulk_vec>(VMCS_IOC_MAGIC, 0x17);
 /// `VMCS_IOC_OPEN_DOMAIN`: `_IOW(0xB7, 0x09, struct vmcs_open_domain)`; returns a new fd.
 pub const VMCS_IOC_OPEN_DOMAIN: u32 = iow::<vmcs_open_domain>(VMCS_IOC_MAGIC, 0x09);
 
@@ -266,6 +290,7 @@ const _: () = {
     assert!(size_of::<vmcs_names>() == 16);
     assert!(size_of::<vmcs_bulk_setup>() == 16);
     assert!(size_of::<vmcs_bulk_desc>() == 8);
+    assert!(size_of::<vmcs_bulk_vec>() == 16);
     assert!(size_of::<sockaddr_vmcs>() == 16);
 };
 
@@ -302,5 +327,8 @@ mod tests {
         assert_eq!(VMCS_IOC_BULK_RECV, 0x8008_B712);
         assert_eq!(VMCS_IOC_BULK_RELEASE, 0x4004_B713);
         assert_eq!(VMCS_IOC_BULK_WAIT, 0x4008_B714);
+        assert_eq!(VMCS_IOC_BULK_SENDV, 0x4010_B715);
+        assert_eq!(VMCS_IOC_BULK_RECVV, 0x4010_B716);
+        assert_eq!(VMCS_IOC_BULK_RELEASEV, 0x4010_B717);
     }
 }

@@ -79,6 +79,7 @@ fn rust_layouts() -> Layout {
         "vmcs_names" => vmcs_names { local, remote }
         "vmcs_bulk_setup" => vmcs_bulk_setup { size, timeout_ms, tx_size, rx_size }
         "vmcs_bulk_desc" => vmcs_bulk_desc { off, len }
+        "vmcs_bulk_vec" => vmcs_bulk_vec { descs, count, flags }
         "vmcs_open_domain" => vmcs_open_domain { domain, flags }
         "sockaddr_vmcs" => sockaddr_vmcs { svm_family, svm_reserved1, svm_port, svm_cid, svm_flags, svm_zero }
         // AF_VMCS's address is AF_VSOCK's, field for field.
@@ -119,6 +120,10 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         VMCS_IOC_BULK_RECV,
         VMCS_IOC_BULK_RELEASE,
         VMCS_IOC_BULK_WAIT,
+        VMCS_IOC_BULK_SENDV,
+        VMCS_IOC_BULK_RECVV,
+        VMCS_IOC_BULK_RELEASEV,
+        VMCS_BULK_MAX_BATCH,
         VMCS_IOC_OPEN_DOMAIN,
     ]
 }

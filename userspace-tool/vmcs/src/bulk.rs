@@ -64,11 +64,16 @@ fn map(fd: RawFd, off: usize, len: usize, prot: i32) -> io::Result<Map> {
 }
 
 fn ioctl<T>(fd: RawFd, cmd: u32, arg: &mut T) -> io::Result<()> {
+    ioctl_n(fd, cmd, arg).map(|_| ())
+}
+
+/// An ioctl whose non-negative result is a count.
+fn ioctl_n<T>(fd: RawFd, cmd: u32, arg: &mut T) -> io::Result<usize> {
     loop {
         // SAFETY: `arg` is the struct `cmd` expects, valid for reads and writes.
         let r = unsafe { libc::ioctl(fd, cmd as _, arg as *mut T as *mut libc::c_void) };
         if r >= 0 {
-            return Ok(());
+            return Ok(r as usize);
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINTR) {
@@ -79,8 +84,9 @@ fn ioctl<T>(fd: RawFd, cmd: u32, arg: &mut T) -> io::Result<()> {
 
 /// The bulk area of one connection: our extent mapped read/write, the peer's read-only.
 ///
-/// It borrows the connection. When the connection ends (peer closed or reset), every access
-/// to the mappings faults (`SIGBUS`): stop using them once `recv` reports the end.
+/// It borrows the connection. When the connection ends (peer closed or reset), the mappings
+/// stop showing the region: they read zeros (a private page of the file) from then on,
+/// never the data of a later connection. Stop using them once `recv` reports the end.
 #[derive(Debug)]
 pub struct Bulk<'a> {
     fd: BorrowedFd<'a>,
@@ -162,7 +168,63 @@ impl<'a> Bulk<'a> {
         let mut c = count;
         ioctl(self.fd.as_raw_fd(), sys::VMCS_IOC_BULK_RELEASE, &mut c)
     }
+
+    /// One batched ioctl over `ranges` (at most [`MAX_BATCH`]).
+    fn vec(&self, cmd: u32, ranges: &mut [sys::vmcs_bulk_desc]) -> io::Result<usize> {
+        if ranges.is_empty() || ranges.len() > MAX_BATCH {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut v = sys::vmcs_bulk_vec {
+            descs: ranges.as_mut_ptr() as u64,
+            // At most MAX_BATCH.
+            count: ranges.len() as u32,
+            flags: 0,
+        };
+        ioctl_n(self.fd.as_raw_fd(), cmd, &mut v)
+    }
+
+    /// Lends `ranges` of our extent to the peer in one call (`VMCS_IOC_BULK_SENDV`, at
+    /// most [`MAX_BATCH`]): waits for the first, then lends the others in order while they
+    /// can be without waiting. Returns how many were lent (at least 1).
+    pub fn send_many(&self, ranges: &[Range]) -> io::Result<usize> {
+        self.vec(sys::VMCS_IOC_BULK_SENDV, &mut descs(ranges))
+    }
+
+    /// Up to `max` (at most [`MAX_BATCH`]) of the oldest ranges the peer lent us, in one
+    /// call (`VMCS_IOC_BULK_RECVV`); waits for at least one. Empty at end of file.
+    pub fn recv_many(&self, max: usize) -> io::Result<Vec<Range>> {
+        let mut d = vec![sys::vmcs_bulk_desc::default(); max.clamp(1, MAX_BATCH)];
+        let n = self.vec(sys::VMCS_IOC_BULK_RECVV, &mut d)?;
+        Ok(d[..n.min(d.len())]
+            .iter()
+            .map(|d| Range {
+                off: d.off,
+                len: d.len,
+            })
+            .collect())
+    }
+
+    /// Hands `ranges` back to the peer in one call (`VMCS_IOC_BULK_RELEASEV`): each must
+    /// be the oldest range still held. Returns how many were released.
+    pub fn release_many(&self, ranges: &[Range]) -> io::Result<usize> {
+        self.vec(sys::VMCS_IOC_BULK_RELEASEV, &mut descs(ranges))
+    }
 }
+
+/// `ranges` as the kernel's descriptors.
+fn descs(ranges: &[Range]) -> Vec<sys::vmcs_bulk_desc> {
+    ranges
+        .iter()
+        .map(|r| sys::vmcs_bulk_desc {
+            off: r.off,
+            len: r.len,
+        })
+        .collect()
+}
+
+/// The most ranges one batched call ([`Bulk::send_many`], [`Bulk::recv_many`],
+/// [`Bulk::release_many`]) takes.
+pub const MAX_BATCH: usize = sys::VMCS_BULK_MAX_BATCH as usize;
 
 #[cfg(test)]
 mod tests {

@@ -4,11 +4,12 @@ use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 
 use vmcs_sys::{
-    vmcs_accept, vmcs_addr, vmcs_bulk_desc, vmcs_bulk_setup, vmcs_connect, vmcs_info, vmcs_names,
-    vmcs_open_domain, vmcs_opts, VMCS_CID_ANY, VMCS_IOC_ACCEPT, VMCS_IOC_BIND, VMCS_IOC_BULK_RECV,
-    VMCS_IOC_BULK_RELEASE, VMCS_IOC_BULK_SEND, VMCS_IOC_BULK_SETUP, VMCS_IOC_BULK_WAIT,
-    VMCS_IOC_CONNECT, VMCS_IOC_GET_INFO, VMCS_IOC_GET_NAMES, VMCS_IOC_LISTEN, VMCS_IOC_OPEN_DOMAIN,
-    VMCS_IOC_SET_OPTS, VMCS_IOC_SHUTDOWN, VMCS_MAX_PEERS, VMCS_PEER_LIVE,
+    vmcs_accept, vmcs_addr, vmcs_bulk_desc, vmcs_bulk_setup, vmcs_bulk_vec, vmcs_connect,
+    vmcs_info, vmcs_names, vmcs_open_domain, vmcs_opts, VMCS_CID_ANY, VMCS_IOC_ACCEPT,
+    VMCS_IOC_BIND, VMCS_IOC_BULK_RECV, VMCS_IOC_BULK_RECVV, VMCS_IOC_BULK_RELEASE,
+    VMCS_IOC_BULK_RELEASEV, VMCS_IOC_BULK_SEND, VMCS_IOC_BULK_SENDV, VMCS_IOC_BULK_SETUP,
+    VMCS_IOC_BULK_WAIT, VMCS_IOC_CONNECT, VMCS_IOC_GET_INFO, VMCS_IOC_GET_NAMES, VMCS_IOC_LISTEN,
+    VMCS_IOC_OPEN_DOMAIN, VMCS_IOC_SET_OPTS, VMCS_IOC_SHUTDOWN, VMCS_MAX_PEERS, VMCS_PEER_LIVE,
 };
 
 use crate::{ename, errno, fd, Res};
@@ -182,6 +183,35 @@ impl Fd {
         let mut n = n;
         self.ioctl(VMCS_IOC_BULK_RELEASE, &mut n).map(|_| ())
     }
+    /// A batched bulk ioctl (`VMCS_IOC_BULK_SENDV`, `_RECVV`, `_RELEASEV`) over `d`, with
+    /// `count` given separately so that a test can pass a bad one; returns its result.
+    pub fn bulk_vec(&self, cmd: u32, d: &mut [vmcs_bulk_desc], count: u32) -> Result<usize, i32> {
+        let mut v = vmcs_bulk_vec {
+            descs: d.as_mut_ptr() as u64,
+            count,
+            flags: 0,
+        };
+        self.ioctl(cmd, &mut v).map(|n| n as usize)
+    }
+    /// `VMCS_IOC_BULK_SENDV` of `d`.
+    pub fn bulk_sendv(&self, d: &[vmcs_bulk_desc]) -> Result<usize, i32> {
+        let mut d = d.to_vec();
+        let n = d.len() as u32;
+        self.bulk_vec(VMCS_IOC_BULK_SENDV, &mut d, n)
+    }
+    /// `VMCS_IOC_BULK_RECVV` of up to `max` ranges.
+    pub fn bulk_recvv(&self, max: usize) -> Result<Vec<vmcs_bulk_desc>, i32> {
+        let mut d = vec![vmcs_bulk_desc::default(); max];
+        let n = self.bulk_vec(VMCS_IOC_BULK_RECVV, &mut d, max as u32)?;
+        d.truncate(n);
+        Ok(d)
+    }
+    /// `VMCS_IOC_BULK_RELEASEV` of `d`.
+    pub fn bulk_releasev(&self, d: &[vmcs_bulk_desc]) -> Result<usize, i32> {
+        let mut d = d.to_vec();
+        let n = d.len() as u32;
+        self.bulk_vec(VMCS_IOC_BULK_RELEASEV, &mut d, n)
+    }
     /// mmap of `len` bytes at `off` of the bulk area.
     pub fn mmap(&self, off: usize, len: usize, prot: i32, flags: i32) -> Result<Map, i32> {
         // SAFETY: a new mapping chosen by the kernel.
@@ -212,6 +242,10 @@ impl Map {
         // SAFETY: mapped, readable, `len` bytes; the peer may change bytes at any time, which
         // for plain bytes is only a wrong value.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    pub fn slice_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, writable.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
     pub fn words_mut(&mut self) -> &mut [u64] {
         // SAFETY: as above, writable, page-aligned.

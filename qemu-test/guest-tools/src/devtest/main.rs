@@ -12,6 +12,9 @@
 //! vmcs-test crash-recv PORT read until the (killed) peer's connection resets; then echo for
 //!                           the restarted peer
 //! vmcs-test crash-stream CID PORT   stream messages until killed
+//! vmcs-test crash-bulk-recv PORT    hold a crashing peer's bulk range; its stale mapping
+//!                                   must read zeros, also once the restarted peer lends anew
+//! vmcs-test crash-bulk-send CID PORT HEXBYTE   lend a 64 KiB extent filled with HEXBYTE
 //! vmcs-test rejoin CID PORT GOFILE  echo 100 messages, wait for GOFILE, close
 //! vmcs-test domains N      VMCS_IOC_OPEN_DOMAIN: domains 0..N-1 exist with their own
 //!                           peer tables, domain N is ENODEV, bad flags EINVAL
@@ -119,6 +122,7 @@ const TESTS: &[Test] = &[
     ("eacces", t_eacces),
     ("bulk", bulk::t_bulk),
     ("badbuf", badbuf::t_badbuf),
+    ("bulk-batch", bulk::t_bulk_batch),
 ];
 
 fn main() -> ExitCode {
@@ -176,6 +180,19 @@ fn main() -> ExitCode {
         "bulk-send" => match (args.get(2), args.get(3).and_then(|s| s.parse().ok())) {
             (Some(c), Some(p)) => bulk::bulk_send(cid_arg(c), p),
             _ => Err("usage: bulk-send CID|auto PORT".into()),
+        },
+        "crash-bulk-recv" => match args.get(2).and_then(|s| s.parse().ok()) {
+            Some(p) => bulk::crash_bulk_recv(p),
+            None => Err("usage: crash-bulk-recv PORT".into()),
+        },
+        "crash-bulk-send" => match (
+            args.get(2),
+            args.get(3).and_then(|s| s.parse().ok()),
+            args.get(4)
+                .and_then(|s| u8::from_str_radix(s.trim_start_matches("0x"), 16).ok()),
+        ) {
+            (Some(c), Some(p), Some(b)) => bulk::crash_bulk_send(cid_arg(c), p, b),
+            _ => Err("usage: crash-bulk-send CID|auto PORT HEXBYTE".into()),
         },
         "crash-recv" => match args.get(2).and_then(|s| s.parse().ok()) {
             Some(p) => crash_recv(p),

@@ -214,6 +214,12 @@ pub enum Cmd {
         /// Time per size for the throughput figure.
         #[arg(long, value_parser = parse_duration, default_value = "1s")]
         time: Duration,
+        /// Throughput through the bulk area instead (/dev/vmcs on both sides: the peer
+        /// serves with `VMCS_BACKEND=device vmcs ping --serve`): ranges of SIZE bytes are
+        /// lent from the largest extent this guest's slice holds, many per call, and the
+        /// peer reads them in place (no copy out) and checks their sum. No round trips.
+        #[arg(long)]
+        zero_copy: bool,
     },
 
     /// List connections from the module's debugfs (/sys/kernel/debug/vmcs/*/connections).
@@ -370,6 +376,11 @@ mod tests {
         };
         assert_eq!(sizes.len(), 6);
         assert!(parse(&["bench", "4", "--sizes", "65537"]).is_err());
+        let Cmd::Bench { zero_copy, .. } = parse(&["bench", "4", "--zero-copy"]).unwrap().cmd
+        else {
+            panic!()
+        };
+        assert!(zero_copy);
         assert!(parse(&["bench", "4", "--sizes", "0"]).is_err());
     }
 

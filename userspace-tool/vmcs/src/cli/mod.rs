@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::json;
+use vmcs::bulk::{self, Bulk};
 use vmcs::xfer::{self, XferError};
 use vmcs::{Backend, Error, VmcsAddr, VmcsListener, VmcsStream, MAX_MSG_SIZE};
 
@@ -191,21 +192,42 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Cmd::Bench {
             peer,
             sizes,
+            time,
+            zero_copy: true,
+            ..
+        } => {
+            let rows = sweep(sizes, json, |size| {
+                bench_zero_copy(*peer, size, *time)
+                    .ctx(format!("zero-copy bench of {size}-byte ranges with {peer}"))
+            })?;
+            if json {
+                print!(
+                    "{}",
+                    pretty_json(&json!({
+                        "peer": peer.to_string(),
+                        "zero_copy": true,
+                        "results": rows
+                    }))
+                );
+            } else {
+                print!("{}", zero_copy_table(&rows));
+            }
+            Ok(())
+        }
+        Cmd::Bench {
+            peer,
+            sizes,
             rounds,
             time,
+            ..
         } => {
             let s = connect(*peer, Some(Duration::from_secs(5)))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))
                 .ctx("setting a timeout")?;
-            let mut rows = Vec::new();
-            for &size in sizes {
-                let row = bench_size(&s, size, *rounds, *time)
-                    .ctx(format!("benchmarking {size}-byte messages"))?;
-                if !json {
-                    eprintln!("vmcs: {} done", bytes(size as u64));
-                }
-                rows.push(row);
-            }
+            let rows = sweep(sizes, json, |size| {
+                bench_size(&s, size, *rounds, *time)
+                    .ctx(format!("benchmarking {size}-byte messages"))
+            })?;
             if json {
                 print!(
                     "{}",
@@ -218,6 +240,22 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Cmd::Ss { debugfs } => ss(debugfs, json),
     }
+}
+
+/// One row per size of a `vmcs bench` sweep, saying on stderr when each is done.
+fn sweep<R>(
+    sizes: &[usize],
+    json: bool,
+    mut one: impl FnMut(usize) -> Result<R, Failure>,
+) -> Result<Vec<R>, Failure> {
+    let mut rows = Vec::new();
+    for &size in sizes {
+        rows.push(one(size)?);
+        if !json {
+            eprintln!("vmcs: {} done", bytes(size as u64));
+        }
+    }
+    Ok(rows)
 }
 
 fn bind(port: u32) -> Result<VmcsListener, Failure> {
@@ -316,9 +354,138 @@ pub fn echo_conn(s: &VmcsStream) -> io::Result<u64> {
         if n == 0 {
             return Ok(msgs);
         }
+        if msgs == 0 && buf[..n] == ZERO_COPY_MAGIC[..] {
+            return bulk_sink(s);
+        }
         s.send(&buf[..n])?;
         msgs += 1;
     }
+}
+
+/// The first message of a `vmcs bench --zero-copy` connection: the echo service then
+/// becomes a bulk sink for it ([`bulk_sink`]).
+pub const ZERO_COPY_MAGIC: &[u8; 16] = b"vmcs-bulk-sink-1";
+
+/// Sum of the little-endian u64 words of `b` (a tail shorter than a word is added byte by
+/// byte): what the sink computes while reading a range in place.
+fn word_sum(b: &[u8]) -> u64 {
+    let mut chunks = b.chunks_exact(8);
+    let mut x = 0u64;
+    for c in &mut chunks {
+        x = x.wrapping_add(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+    }
+    for &t in chunks.remainder() {
+        x = x.wrapping_add(u64::from(t));
+    }
+    x
+}
+
+/// A bulk sink: sets up a one-page extent, receives ranges in batches, reads each in place
+/// (its [`word_sum`], no copy out), hands them back in batches, and at end of file
+/// answers `BYTES RANGES SUM` (decimal, decimal, hex). Returns the ranges received.
+fn bulk_sink(s: &VmcsStream) -> io::Result<u64> {
+    let b = Bulk::setup(s, 4096, Duration::from_secs(10))?;
+    let (mut bytes, mut ranges, mut sum) = (0u64, 0u64, 0u64);
+    loop {
+        let rs = b.recv_many(bulk::MAX_BATCH)?;
+        if rs.is_empty() {
+            break;
+        }
+        for r in &rs {
+            let (o, n) = (r.off as usize, r.len as usize);
+            let data = b.rx().get(o..o + n).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "range outside the extent")
+            })?;
+            sum = sum.wrapping_add(word_sum(data));
+            bytes += n as u64;
+        }
+        ranges += rs.len() as u64;
+        let mut done = 0;
+        while done < rs.len() {
+            done += b.release_many(&rs[done..])?;
+        }
+    }
+    drop(b);
+    s.send(format!("{bytes} {ranges} {sum:x}").as_bytes())?;
+    Ok(ranges)
+}
+
+/// Zero-copy throughput of `size`-byte ranges to a bulk sink at `peer` for `time`: the
+/// largest extent this guest's slice holds, cut into slots of `size` bytes (at most 64),
+/// lent half the extent per `BULK_SENDV` while the sink reads the other half; the sink's
+/// byte count and sum must match what was lent.
+pub fn bench_zero_copy(peer: VmcsAddr, size: usize, time: Duration) -> io::Result<ZeroCopyRow> {
+    let s = VmcsStream::connect_with(Backend::Device, peer, Some(Duration::from_secs(5)))
+        .map_err(io::Error::other)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io::Error::other)?;
+    s.send(ZERO_COPY_MAGIC)?;
+    let mut want = 16u32 << 20;
+    let mut b = loop {
+        match Bulk::setup(&s, want, Duration::from_secs(10)) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && want > 4096 => want /= 2,
+            r => break r?,
+        }
+    };
+    let ext = b.tx_mut().len();
+    let slots = (ext / size).clamp(1, bulk::MAX_BATCH);
+    if ext < size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("ranges of {size} bytes do not fit this guest's {ext}-byte extent"),
+        ));
+    }
+    let half = (slots / 2).max(1);
+    let msg: Vec<u8> = (0..size)
+        .map(|i| (i as u8).wrapping_mul(31) ^ 0x5a)
+        .collect();
+    let per_range = word_sum(&msg);
+    let start = Instant::now();
+    let mut lent = 0u64;
+    while start.elapsed() < time {
+        let first = (lent as usize % slots) / half * half;
+        let k = half.min(slots - first);
+        let (off, len) = (first * size, k * size);
+        b.wait(off as u32, len as u32)?;
+        let mut ranges = Vec::with_capacity(k);
+        for i in 0..k {
+            let o = off + i * size;
+            b.tx_mut()[o..o + size].copy_from_slice(&msg);
+            ranges.push(bulk::Range {
+                off: o as u32,
+                len: size as u32,
+            });
+        }
+        let mut sent = 0;
+        while sent < k {
+            sent += b.send_many(&ranges[sent..])?;
+        }
+        lent += k as u64;
+    }
+    drop(b);
+    s.shutdown(Shutdown::Write).map_err(io::Error::other)?;
+    let mut reply = [0u8; 128];
+    let n = s.recv(&mut reply)?;
+    let secs = start.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&reply[..n]).into_owned();
+    let expect = format!(
+        "{} {lent} {:x}",
+        lent * size as u64,
+        per_range.wrapping_mul(lent)
+    );
+    if text != expect {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the sink answered {text:?}, expected {expect:?}"),
+        ));
+    }
+    Ok(ZeroCopyRow {
+        size,
+        extent: ext,
+        ranges: lent,
+        ranges_per_s: lent as f64 / secs,
+        bytes_per_s: (lent * size as u64) as f64 / secs,
+    })
 }
 
 /// The echo service: a thread per connection, forever.

@@ -228,6 +228,33 @@ pub struct BenchRow {
     pub window: usize,
 }
 
+/// One size of `vmcs bench --zero-copy`.
+#[derive(Debug, serde::Serialize)]
+pub struct ZeroCopyRow {
+    /// Bytes per range.
+    pub size: usize,
+    /// Bytes of our extent.
+    pub extent: usize,
+    /// Ranges lent (and read in place by the sink).
+    pub ranges: u64,
+    pub ranges_per_s: f64,
+    /// Payload bytes per second, one direction.
+    pub bytes_per_s: f64,
+}
+
+pub fn zero_copy_table(rows: &[ZeroCopyRow]) -> String {
+    let mut t = Table::new(&["SIZE", "EXTENT", "RANGES/S", "THROUGHPUT"]);
+    for r in rows {
+        t.row(vec![
+            bytes(r.size as u64),
+            bytes(r.extent as u64),
+            format!("{:.0}", r.ranges_per_s),
+            rate(r.bytes_per_s),
+        ]);
+    }
+    t.render()
+}
+
 pub fn bench_table(rows: &[BenchRow]) -> String {
     let mut t = Table::new(&[
         "SIZE",
