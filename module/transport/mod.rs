@@ -78,7 +78,8 @@ pub(crate) enum PeerLoss {
 pub(crate) trait Transport {
     /// This guest's peer id in the domain.
     fn local_id(&self) -> u32;
-    /// Queues one frame to `peer` without blocking (callable in atomic context);
+    /// Queues one frame to `peer` without blocking (callable in atomic context, also in
+    /// softirq context: the net device's transmit path);
     /// `hdr.len` is taken from `payload.len()`. See [`SendError`].
     fn send(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError>;
     /// Whether `peer` is live now (never true for this guest itself).
@@ -93,6 +94,11 @@ pub(crate) trait Transport {
     fn pfn(&self, offset: usize) -> Option<usize>;
     /// Whether every live peer has read every frame sent to it so far.
     fn tx_drained(&self) -> bool;
+    /// Peer ids of the domain are below this.
+    fn peer_limit(&self) -> u32;
+    /// An identity of the domain, the same for every member and while the domain exists
+    /// (ivshmem: the region's `region_id`); names the net device's MACs.
+    fn domain_identity(&self) -> u64;
 }
 
 /// Events a transport reports to its owner (up).

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: GPL-2.0
+//! vmcs-nettest: TCP over the vmcsN net device, for the QEMU guests
+//! (qemu-test/scenarios/netdev.sh). Plain std::net sockets: the point is that unmodified
+//! TCP/IP programs run over vmcs0.
+//!
+//!   vmcs-nettest serve PORT BYTES        accept one connection, read BYTES (checked against
+//!                                        the pattern of seed 1), answer BYTES (seed 2)
+//!   vmcs-nettest client ADDR PORT BYTES  connect (retrying up to 60 s), send BYTES (seed
+//!                                        1), read BYTES (seed 2, checked)
+//!   vmcs-nettest sink PORT               accept connections one after the other, check
+//!                                        each against seed 3 until EOF, print the bytes;
+//!                                        exits after a connection that sent "STOP" first
+//!   vmcs-nettest flood ADDR PORT SECS    send the seed-3 pattern for SECS seconds
+//!   vmcs-nettest stop ADDR PORT          tell a sink to exit
+//!
+//! The data is a xorshift64 stream; the receiver compares every byte with the stream it
+//! expects and prints an FNV-1a checksum of what it got (`sum`), the sender the checksum of
+//! what it sent, so the scenario compares them end to end. Exit 0 only if everything
+//! matched.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// The pattern generator: xorshift64, one byte per step (the low byte).
+struct Pattern(u64);
+
+impl Pattern {
+    fn new(seed: u64) -> Self {
+        Pattern(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            *b = x as u8;
+        }
+    }
+}
+
+/// FNV-1a 64 over a stream of chunks.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn add(&mut self, buf: &[u8]) {
+        for &b in buf {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
+fn fail(msg: String) -> ! {
+    eprintln!("vmcs-nettest: {msg}");
+    std::process::exit(1);
+}
+
+/// Sends `bytes` of the pattern of `seed`; returns the checksum of what was sent.
+fn send_pattern(s: &mut TcpStream, seed: u64, bytes: u64) -> std::io::Result<u64> {
+    let mut p = Pattern::new(seed);
+    let mut sum = Fnv::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        p.fill(&mut buf[..n]);
+        sum.add(&buf[..n]);
+        s.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(sum.0)
+}
+
+/// Reads until `bytes` (or EOF if `None`), comparing with the pattern of `seed`. Returns
+/// (bytes read, checksum), or an error naming the first difference.
+fn recv_pattern(s: &mut TcpStream, seed: u64, bytes: Option<u64>) -> Result<(u64, u64), String> {
+    let mut p = Pattern::new(seed);
+    let mut sum = Fnv::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut want = vec![0u8; 64 * 1024];
+    let mut got = 0u64;
+    loop {
+        let cap = match bytes {
+            Some(b) if got >= b => break,
+            Some(b) => (b - got).min(buf.len() as u64) as usize,
+            None => buf.len(),
+        };
+        let n = match s.read(&mut buf[..cap]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read after {got} bytes: {e}")),
+        };
+        p.fill(&mut want[..n]);
+        if let Some(i) = (0..n).find(|&i| buf[i] != want[i]) {
+            return Err(format!("byte {} differs from the pattern", got + i as u64));
+        }
+        sum.add(&buf[..n]);
+        got += n as u64;
+    }
+    Ok((got, sum.0))
+}
+
+fn connect(addr: &str, port: u16, patience: Duration) -> TcpStream {
+    let start = Instant::now();
+    loop {
+        match TcpStream::connect((addr, port)) {
+            Ok(s) => return s,
+            Err(e) if start.elapsed() < patience => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => fail(format!("connect {addr}:{port}: {e}")),
+        }
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| fail(format!("argument {i} missing or invalid (see the source)")))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let cmd = args.get(1).map(String::as_str).unwrap_or("");
+    match cmd {
+        "serve" => {
+            let port: u16 = arg(&args, 2);
+            let bytes: u64 = arg(&args, 3);
+            let l = TcpListener::bind(("::", port))
+                .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+                .unwrap_or_else(|e| fail(format!("bind {port}: {e}")));
+            println!("listening");
+            let (mut s, peer) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
+            let (got, sum) = recv_pattern(&mut s, 1, Some(bytes)).unwrap_or_else(|e| fail(e));
+            if got != bytes {
+                fail(format!("got {got} of {bytes} bytes from {peer}"));
+            }
+            println!("TCP-RX-OK {got} sum {sum:016x} from {peer}");
+            let sent = send_pattern(&mut s, 2, bytes).unwrap_or_else(|e| fail(format!("{e}")));
+            let _ = s.shutdown(Shutdown::Write);
+            // Wait for the client's close, so that it has read everything.
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b);
+            println!("TCP-TX-DONE {bytes} sum {sent:016x}");
+        }
+        "client" => {
+            let addr: String = arg(&args, 2);
+            let port: u16 = arg(&args, 3);
+            let bytes: u64 = arg(&args, 4);
+            let mut s = connect(&addr, port, Duration::from_secs(60));
+            let sent = send_pattern(&mut s, 1, bytes).unwrap_or_else(|e| fail(format!("{e}")));
+            println!("TCP-TX-DONE {bytes} sum {sent:016x}");
+            let (got, sum) = recv_pattern(&mut s, 2, Some(bytes)).unwrap_or_else(|e| fail(e));
+            if got != bytes {
+                fail(format!("got {got} of {bytes} bytes back"));
+            }
+            println!("TCP-RX-OK {got} sum {sum:016x}");
+        }
+        "sink" => {
+            let port: u16 = arg(&args, 2);
+            let l = TcpListener::bind(("0.0.0.0", port))
+                .unwrap_or_else(|e| fail(format!("bind {port}: {e}")));
+            println!("listening");
+            let mut total = 0u64;
+            loop {
+                let (mut s, _) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
+                let mut first = [0u8; 4];
+                if s.peek(&mut first).ok() == Some(4) && &first == b"STOP" {
+                    break;
+                }
+                match recv_pattern(&mut s, 3, None) {
+                    Ok((n, sum)) => {
+                        total += n;
+                        println!("SINK-OK {n} sum {sum:016x}");
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            println!("SINK-TOTAL {total}");
+        }
+        "flood" => {
+            let addr: String = arg(&args, 2);
+            let port: u16 = arg(&args, 3);
+            let secs: u64 = arg(&args, 4);
+            let mut s = connect(&addr, port, Duration::from_secs(60));
+            let mut p = Pattern::new(3);
+            let mut sum = Fnv::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            let start = Instant::now();
+            let mut sent = 0u64;
+            println!("flooding");
+            while start.elapsed() < Duration::from_secs(secs) {
+                p.fill(&mut buf);
+                sum.add(&buf);
+                if let Err(e) = s.write_all(&buf) {
+                    fail(format!("write after {sent} bytes: {e}"));
+                }
+                sent += buf.len() as u64;
+            }
+            let _ = s.shutdown(Shutdown::Write);
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b);
+            println!("FLOOD-DONE {sent} sum {:016x}", sum.0);
+        }
+        "stop" => {
+            let addr: String = arg(&args, 2);
+            let port: u16 = arg(&args, 3);
+            let mut s = connect(&addr, port, Duration::from_secs(10));
+            let _ = s.write_all(b"STOP");
+        }
+        _ => fail("usage: vmcs-nettest serve|client|sink|flood|stop ... (see the source)".into()),
+    }
+}
