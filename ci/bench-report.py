@@ -22,7 +22,7 @@ import re
 import subprocess
 import sys
 
-VMCS_PATHS = ["stream", "seqpacket", "dev", "bulk"]
+VMCS_PATHS = ["stream", "seqpacket", "dev", "bulk", "vmcs0"]
 BASELINES = ["tcp", "vsock"]
 ALL_PATHS = VMCS_PATHS + BASELINES + ["memcpy"]
 LABEL = {
@@ -30,6 +30,7 @@ LABEL = {
     "seqpacket": "AF_VMCS seqpacket",
     "dev": "/dev/vmcs",
     "bulk": "bulk area",
+    "vmcs0": "TCP over vmcs0",
     "tcp": "TCP (virtio-net)",
     "vsock": "AF_VSOCK (vhost-user)",
     "memcpy": "memcpy (in guest)",
@@ -240,7 +241,7 @@ def plots(out, summary, variants, sizes, scale_rows, meta):
     dd = os.path.join(out, "plot-data")
     os.makedirs(dd, exist_ok=True)
     sub = f"{meta.get('date', '')}, commit {meta.get('commit', '?')}, TCG guests on a shared host"
-    styles = {"stream": 1, "seqpacket": 2, "dev": 3, "bulk": 4, "tcp": 6, "vsock": 7, "memcpy": 8}
+    styles = {"stream": 1, "seqpacket": 2, "dev": 3, "bulk": 4, "vmcs0": 5, "tcp": 6, "vsock": 7, "memcpy": 8}
     for v in variants:
         lines = []
         for p in ALL_PATHS:

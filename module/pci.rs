@@ -261,7 +261,7 @@ impl pci::Driver for IvshmemDriver {
             teardown(pdev.as_ref(), &domain, &irqs);
             return Err(e);
         }
-        domain.net_up();
+        domain.net_up(pdev.as_ref());
         let debugfs = create_debugfs(&domain).ok();
 
         match ivposition {

@@ -82,8 +82,8 @@ int vmcs_glue_spin_trylock_bh(spinlock_t *lock);
 /* The vmcsN net device (module/glue/net.rs; C side in vmcs_net_glue.c). */
 struct net_device;
 struct sk_buff;
-struct net_device *vmcs_net_alloc(const char *name, unsigned int txqs, const u8 *mac,
-				  unsigned int max_mtu);
+struct net_device *vmcs_net_alloc(struct device *parent, const char *name, unsigned int txqs,
+				  const u8 *mac, unsigned int max_mtu);
 void vmcs_net_set_rust(struct net_device *dev, void *rust);
 int vmcs_net_register(struct net_device *dev);
 void vmcs_net_unregister(struct net_device *dev);

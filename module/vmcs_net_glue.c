@@ -125,12 +125,12 @@ static int vmcs_net_napi_poll(struct napi_struct *napi, int budget)
 }
 
 /*
- * A new (unregistered) Ethernet device named @name with @txqs transmit queues, the
+ * A new (unregistered) Ethernet device of the ivshmem device @parent, named @name with @txqs transmit queues, the
  * address @mac and MTUs up to @max_mtu, carrier off; NULL on ENOMEM. The pointer that
  * every forwarder hands to Rust is set with vmcs_net_set_rust() before registration.
  */
-struct net_device *vmcs_net_alloc(const char *name, unsigned int txqs, const u8 *mac,
-				  unsigned int max_mtu)
+struct net_device *vmcs_net_alloc(struct device *parent, const char *name, unsigned int txqs,
+				  const u8 *mac, unsigned int max_mtu)
 {
 	struct net_device *dev = alloc_netdev_mqs(sizeof(struct vmcs_net_priv), name,
 						  NET_NAME_USER, ether_setup, txqs, 1);
@@ -141,6 +141,7 @@ struct net_device *vmcs_net_alloc(const char *name, unsigned int txqs, const u8 
 	p = netdev_priv(dev);
 	p->rust = NULL;
 	skb_queue_head_init(&p->rxq);
+	SET_NETDEV_DEV(dev, parent);
 	dev->netdev_ops = &vmcs_net_ops;
 	dev->ethtool_ops = &vmcs_net_ethtool_ops;
 	/* The data never leaves memory: no checksum is computed on either side. */

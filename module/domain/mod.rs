@@ -231,13 +231,13 @@ impl Domain {
 
     /// Creates and registers the net device `vmcs<index>` (after [`Domain::start`]). A
     /// failure leaves the domain without one (logged); sockets and files work as before.
-    pub(crate) fn net_up(self: &Arc<Self>) {
+    pub(crate) fn net_up(self: &Arc<Self>, parent: &kernel::device::Device) {
         let transport: KBox<dyn Transport + Send + Sync> = match KBox::new(self.clone(), GFP_KERNEL)
         {
             Ok(t) => t,
             Err(_) => return,
         };
-        match NetRegistration::new(self.index, transport) {
+        match NetRegistration::new(parent, self.index, transport) {
             Ok(r) => *self.net.lock() = Some(r),
             Err(e) => pr_warn!(
                 "vmcs{}: no net device: {:?}

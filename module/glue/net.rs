@@ -13,6 +13,7 @@ use kernel::{error::to_result, prelude::*};
 
 extern "C" {
     fn vmcs_net_alloc(
+        parent: *mut c_void,
         name: *const c_char,
         txqs: c_uint,
         mac: *const u8,
@@ -70,11 +71,23 @@ unsafe impl Send for NetDevice {}
 unsafe impl Sync for NetDevice {}
 
 impl NetDevice {
-    /// A new Ethernet device named `name` with `txqs` transmit queues, address `mac` and
-    /// MTUs up to `max_mtu`, not registered, carrier off.
-    pub(crate) fn new(name: &CStr, txqs: u32, mac: &[u8; 6], max_mtu: u32) -> Result<Self> {
-        // SAFETY: `name` is NUL-terminated and `mac` is 6 bytes; both are copied.
-        let dev = unsafe { vmcs_net_alloc(name.as_char_ptr(), txqs, mac.as_ptr(), max_mtu) };
+    /// A new Ethernet device of `parent` (its sysfs `device`, what udev's `DRIVERS` sees)
+    /// named `name` with `txqs` transmit queues, address `mac` and MTUs up to `max_mtu`,
+    /// not registered, carrier off. The owner unregisters it before `parent` unbinds.
+    pub(crate) fn new(
+        parent: &kernel::device::Device,
+        name: &CStr,
+        txqs: u32,
+        mac: &[u8; 6],
+        max_mtu: u32,
+    ) -> Result<Self> {
+        // `Device` is `#[repr(transparent)]` over `Opaque<bindings::device>`: its address is
+        // that of the C `struct device` (the kernel crate keeps `as_raw` to itself).
+        let parent = core::ptr::from_ref(parent).cast::<c_void>().cast_mut();
+        // SAFETY: `parent` is a valid device (the net device takes a reference on it when
+        // registered); `name` is NUL-terminated and `mac` is 6 bytes; both are copied.
+        let dev =
+            unsafe { vmcs_net_alloc(parent, name.as_char_ptr(), txqs, mac.as_ptr(), max_mtu) };
         if dev.is_null() {
             return Err(ENOMEM);
         }

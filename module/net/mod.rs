@@ -172,8 +172,12 @@ pub(crate) struct NetRegistration {
 
 impl NetRegistration {
     /// Creates and registers `vmcs<index>` over `transport` (the domain), whose region
-    /// identity names the MACs.
-    pub(crate) fn new(index: u32, transport: KBox<dyn Transport + Send + Sync>) -> Result<Self> {
+    /// identity names the MACs, as a child of the ivshmem device `parent`.
+    pub(crate) fn new(
+        parent: &kernel::device::Device,
+        index: u32,
+        transport: KBox<dyn Transport + Send + Sync>,
+    ) -> Result<Self> {
         let local = transport.local_id();
         let peers = transport.peer_limit().clamp(1, 64);
         let region_id = transport.domain_identity();
@@ -188,7 +192,7 @@ impl NetRegistration {
         }
         let name = CString::try_from_fmt(fmt!("vmcs{}", index))?;
         let mac = mac_of(region_id, local);
-        let dev = NetDevice::new(&name, peers, &mac, max_mtu)?;
+        let dev = NetDevice::new(parent, &name, peers, &mac, max_mtu)?;
         let mut parked = KVec::with_capacity(peers as usize, GFP_KERNEL)?;
         let mut per_peer = KVec::with_capacity(peers as usize, GFP_KERNEL)?;
         for _ in 0..peers {
@@ -327,7 +331,7 @@ impl VmcsNet {
     fn header(csum: Option<(u16, u16)>) -> FrameHeader {
         let mut hdr = FrameHeader::new(Op::Eth, SockType::Stream, 0, 0);
         if let Some((start, off)) = csum {
-            hdr.flags = flags::CSUM_PARTIAL;
+            hdr.flags = flags::ETH_CSUM_PARTIAL;
             hdr.src_port = u32::from(start);
             hdr.dst_port = u32::from(off);
         }
@@ -484,7 +488,7 @@ impl VmcsNet {
         }
         if hdr.buf_alloc != 0
             || hdr.fwd_cnt != 0
-            || (hdr.flags & flags::CSUM_PARTIAL == 0 && (hdr.src_port | hdr.dst_port) != 0)
+            || (hdr.flags & flags::ETH_CSUM_PARTIAL == 0 && (hdr.src_port | hdr.dst_port) != 0)
         {
             bump(&self.counters.rx_bad_header);
             return Err(());
@@ -494,7 +498,7 @@ impl VmcsNet {
             bump(&self.counters.rx_bad_src);
             return Err(());
         }
-        if hdr.flags & flags::CSUM_PARTIAL == 0 {
+        if hdr.flags & flags::ETH_CSUM_PARTIAL == 0 {
             return Ok(None);
         }
         // The checksum field (2 bytes at start + offset) lies after the Ethernet header and
@@ -522,16 +526,16 @@ impl VmcsNet {
     /// queued for the NAPI poll. A bad frame is dropped and counted.
     pub(crate) fn receive(&self, peer: u32, hdr: &FrameHeader, frame: &[u8]) {
         let Some(c) = self.peer(peer) else { return };
-        if !self.up.load(Relaxed) {
-            bump(&self.counters.rx_down);
-            bump(&c.rx_dropped);
-            return;
-        }
         let Ok(csum) = self.check_rx(hdr, frame) else {
             bump(&c.rx_bad);
             bump(&c.rx_dropped);
             return;
         };
+        if !self.up.load(Relaxed) {
+            bump(&self.counters.rx_down);
+            bump(&c.rx_dropped);
+            return;
+        }
         if self.dev.rx_queued() >= RXQ_MAX {
             bump(&self.counters.rx_queue_full);
             bump(&c.rx_dropped);

@@ -40,7 +40,7 @@ pub enum Op {
     BulkRelease = 10,
     /// An Ethernet frame for the domain's net device (docs/protocol.md §10): the payload
     /// is the whole frame from the destination MAC on; `flags` may carry
-    /// [`flags::CSUM_PARTIAL`], with the checksum's start and offset in the port fields.
+    /// [`flags::ETH_CSUM_PARTIAL`], with the checksum's start and offset in the port fields.
     Eth = 11,
 }
 
@@ -97,7 +97,7 @@ pub mod flags {
     pub const EOR: u32 = 1 << 1;
     /// `ETH`: the frame's transport checksum is not computed yet; `src_port` is the
     /// checksum's start (from the frame's first byte), `dst_port` its offset from there.
-    pub const CSUM_PARTIAL: u32 = 1 << 0;
+    pub const ETH_CSUM_PARTIAL: u32 = 1 << 0;
 }
 
 /// Why a header was rejected.
@@ -182,7 +182,7 @@ fn check(op: Op, ty: SockType, fl: u32, len: u32) -> Result<(), FrameError> {
             if ty != SockType::Stream {
                 return Err(FrameError::BadType);
             }
-            if fl & !flags::CSUM_PARTIAL != 0 {
+            if fl & !flags::ETH_CSUM_PARTIAL != 0 {
                 return Err(FrameError::BadFlags);
             }
             if len == 0 {
@@ -333,7 +333,7 @@ mod tests {
         let mut h = FrameHeader::new(Op::Eth, SockType::Stream, 0, 0);
         h.len = 60;
         assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));
-        h.flags = flags::CSUM_PARTIAL;
+        h.flags = flags::ETH_CSUM_PARTIAL;
         h.src_port = 34;
         h.dst_port = 16;
         assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));

@@ -7,11 +7,14 @@
 //!                                        the pattern of seed 1), answer BYTES (seed 2)
 //!   vmcs-nettest client ADDR PORT BYTES  connect (retrying up to 60 s), send BYTES (seed
 //!                                        1), read BYTES (seed 2, checked)
-//!   vmcs-nettest sink PORT               accept connections one after the other, check
-//!                                        each against seed 3 until EOF, print the bytes;
-//!                                        exits after a connection that sent "STOP" first
-//!   vmcs-nettest flood ADDR PORT SECS    send the seed-3 pattern for SECS seconds
-//!   vmcs-nettest stop ADDR PORT          tell a sink to exit
+//!   vmcs-nettest sink PORT N             accept N connections one after the other, check
+//!                                        each against seed 3 until EOF (SINK-OK) or until
+//!                                        10 s without data (SINK-CUT: its sender vanished)
+//!   vmcs-nettest flood ADDR PORT SECS STOPFILE
+//!                                        send the seed-3 pattern for SECS seconds or until
+//!                                        STOPFILE exists, then close
+//!   vmcs-nettest wait PORT               accept one connection, then exit (a signal)
+//!   vmcs-nettest poke ADDR PORT          connect to a waiting peer (retrying up to 60 s)
 //!
 //! The data is a xorshift64 stream; the receiver compares every byte with the stream it
 //! expects and prints an FNV-1a checksum of what it got (`sum`), the sender the checksum of
@@ -168,30 +171,39 @@ fn main() {
         }
         "sink" => {
             let port: u16 = arg(&args, 2);
+            let count: u32 = arg(&args, 3);
             let l = TcpListener::bind(("0.0.0.0", port))
                 .unwrap_or_else(|e| fail(format!("bind {port}: {e}")));
             println!("listening");
-            let mut total = 0u64;
-            loop {
-                let (mut s, _) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
-                let mut first = [0u8; 4];
-                if s.peek(&mut first).ok() == Some(4) && &first == b"STOP" {
-                    break;
-                }
+            for _ in 0..count {
+                let (mut s, peer) = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 match recv_pattern(&mut s, 3, None) {
-                    Ok((n, sum)) => {
-                        total += n;
-                        println!("SINK-OK {n} sum {sum:016x}");
+                    Ok((n, sum)) => println!("SINK-OK {n} sum {sum:016x} from {peer}"),
+                    Err(e) if e.contains("timed out") || e.contains("temporarily") => {
+                        println!("SINK-CUT {e}")
                     }
                     Err(e) => fail(e),
                 }
             }
-            println!("SINK-TOTAL {total}");
+        }
+        "wait" => {
+            let port: u16 = arg(&args, 2);
+            let l = TcpListener::bind(("0.0.0.0", port))
+                .unwrap_or_else(|e| fail(format!("bind {port}: {e}")));
+            let _ = l.accept().unwrap_or_else(|e| fail(format!("accept: {e}")));
+            println!("poked");
+        }
+        "poke" => {
+            let addr: String = arg(&args, 2);
+            let port: u16 = arg(&args, 3);
+            drop(connect(&addr, port, Duration::from_secs(60)));
         }
         "flood" => {
             let addr: String = arg(&args, 2);
             let port: u16 = arg(&args, 3);
             let secs: u64 = arg(&args, 4);
+            let stop: String = arg(&args, 5);
             let mut s = connect(&addr, port, Duration::from_secs(60));
             let mut p = Pattern::new(3);
             let mut sum = Fnv::new();
@@ -199,7 +211,9 @@ fn main() {
             let start = Instant::now();
             let mut sent = 0u64;
             println!("flooding");
-            while start.elapsed() < Duration::from_secs(secs) {
+            while start.elapsed() < Duration::from_secs(secs)
+                && !std::path::Path::new(&stop).exists()
+            {
                 p.fill(&mut buf);
                 sum.add(&buf);
                 if let Err(e) = s.write_all(&buf) {
@@ -212,12 +226,8 @@ fn main() {
             let _ = s.read(&mut b);
             println!("FLOOD-DONE {sent} sum {:016x}", sum.0);
         }
-        "stop" => {
-            let addr: String = arg(&args, 2);
-            let port: u16 = arg(&args, 3);
-            let mut s = connect(&addr, port, Duration::from_secs(10));
-            let _ = s.write_all(b"STOP");
-        }
-        _ => fail("usage: vmcs-nettest serve|client|sink|flood|stop ... (see the source)".into()),
+        _ => fail(
+            "usage: vmcs-nettest serve|client|sink|flood|wait|poke ... (see the source)".into(),
+        ),
     }
 }
