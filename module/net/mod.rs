@@ -37,7 +37,12 @@ use crate::{
     transport::{SendError, Transport},
 };
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use kernel::{prelude::*, str::CString, sync::Arc};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    str::CString,
+    sync::{Arc, Mutex},
+};
 
 /// Ethernet header length (destination, source, EtherType).
 pub(crate) const ETH_HLEN: usize = 14;
@@ -153,8 +158,10 @@ pub(crate) struct VmcsNet {
     up: AtomicBool,
     /// Frames were queued for the NAPI poll since the last [`VmcsNet::rx_flush`].
     rx_pending: AtomicBool,
-    /// The carrier as last set.
-    carrier: AtomicBool,
+    /// The carrier as last set. A mutex, so that the works and `ndo_open` deciding at once
+    /// cannot leave it set the other way round (process context only).
+    #[pin]
+    carrier: Mutex<bool>,
     per_peer: KVec<PeerCounters>,
     counters: Counters,
 }
@@ -210,7 +217,7 @@ impl NetRegistration {
                 parked <- SpinLockBh::new(parked, c"vmcs_net_parked", kernel::static_lock_class!()),
                 up: AtomicBool::new(false),
                 rx_pending: AtomicBool::new(false),
-                carrier: AtomicBool::new(false),
+                carrier <- new_mutex!(false, "vmcs_net_carrier"),
                 per_peer,
                 counters: Counters::default(),
             }),
@@ -272,7 +279,6 @@ impl VmcsNet {
         self.dev.napi_enable();
         self.up.store(true, Relaxed);
         self.dev.start_queues();
-        self.carrier.store(false, Relaxed);
         self.update_carrier();
         Ok(())
     }
@@ -308,9 +314,11 @@ impl VmcsNet {
 
     /// Carrier up while at least one peer is live (and the device is up).
     pub(crate) fn update_carrier(&self) {
+        let mut carrier = self.carrier.lock();
         let live = self.up.load(Relaxed)
             && (0..self.peers).any(|p| p != self.local && self.transport.is_live(p));
-        if self.carrier.swap(live, Relaxed) != live {
+        if *carrier != live {
+            *carrier = live;
             self.dev.set_carrier(live);
         }
     }
@@ -703,7 +711,7 @@ impl VmcsNet {
             f,
             "mtu {} carrier {} up {}",
             self.dev.mtu(),
-            u8::from(self.carrier.load(Relaxed)),
+            u8::from(*self.carrier.lock()),
             u8::from(self.up.load(Relaxed))
         )?;
         for (i, v) in vals.iter().enumerate() {

@@ -6,8 +6,10 @@
 //! the wire protocol (`proto`) and the glue. Its whole contract is:
 //!
 //! - down: the [`Transport`] trait, what the core asks of the transport it is handed
-//!   (`local_id`, `send`, `is_live`, `max_payload`, `kick`, the bulk slice geometry). The
-//!   domain implements it over its [`ivshmem::Link`] (module/domain/mod.rs);
+//!   (`local_id`, `send`, `is_live`, `max_payload`, `kick`, the bulk slice geometry, and
+//!   for the net device `peer_limit` and `domain_identity`). The domain implements it over
+//!   its [`ivshmem::Link`] (module/domain/mod.rs), and hands itself to the core and to the
+//!   net device (module/net/) as their transport;
 //! - up: the [`Upcalls`] trait, which the domain implements (forwarding frames, resets and
 //!   ring space to its core, and queueing its own works when the transport asks for a
 //!   receive pass) and which the transport calls. It is the only way up: the transport

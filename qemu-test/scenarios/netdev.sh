@@ -55,7 +55,7 @@ peer_gone() { dmesg | grep -qE "vmcs0: peer $1 (heartbeat timeout|left)"; }
 BYTES=4000000
 
 if [ "$VMCS_GUEST" = 0 ]; then
-	plan 13
+	plan 14
 	check "insmod, vmcs0 up with addresses" net_up
 	check "MAC 02:rr:rr:rr:rr:<peer id>" mac_ok
 	check "carrier up with a live peer" wait_carrier
@@ -68,6 +68,7 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check "neighbour discovery reaches guests 1 and 2 (IPv6 ping)" \
 		sh -c 'ping6 -c 1 -W 5 fd77::2 >/dev/null && ping6 -c 1 -W 5 fd77::3 >/dev/null'
 	mac2=$(lladdr 10.77.0.3)
+	id1=$(peer_of 10.77.0.2)
 	id2=$(peer_of 10.77.0.3)
 	diag "guest 2 is peer $id2 at $mac2"
 	check_done "TCP from guest 1: $BYTES bytes checked, answered" $srv 120
@@ -89,6 +90,13 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check "statistics count traffic (rx $(cat $S/rx_packets) packets, tx $(cat $S/tx_packets))" \
 		sh -c "[ $(cat $S/rx_packets) -gt 1000 ] && [ $(cat $S/tx_bytes) -gt $BYTES ]"
 	sed 's/^/# /' $D/net >&3
+	vmcs-nettest ethtool vmcs0 >/tmp/ethtool.txt 2>&1
+	grep -v ' 0$' /tmp/ethtool.txt | sed 's/^/# ethtool: /' >&3
+	ev() { awk -v k="$1" '$1 == "stat" && $2 == k { print $3 }' /tmp/ethtool.txt; }
+	check "ethtool: driver vmcs, bus vmcs0:peer<id>, per-peer counters (peer$id1 rx $(ev peer${id1}_rx_packets) tx $(ev peer${id1}_tx_packets), peer$id2 rx $(ev peer${id2}_rx_packets))" \
+		sh -c "grep -qx 'driver vmcs' /tmp/ethtool.txt && grep -q '^bus vmcs0:peer' /tmp/ethtool.txt &&
+			[ '$(ev peer${id1}_rx_packets)' -gt 1000 ] && [ '$(ev peer${id1}_tx_packets)' -gt 100 ] &&
+			[ '$(ev peer${id2}_rx_packets)' -gt 0 ] && [ '$(ev rx_runt)' = 0 ]"
 	check "rmmod with vmcs0 up" rmmod vmcs
 elif [ "$VMCS_GUEST" = 1 ]; then
 	plan 12

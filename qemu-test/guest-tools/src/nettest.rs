@@ -15,6 +15,9 @@
 //!                                        STOPFILE exists, then close
 //!   vmcs-nettest wait PORT               accept one connection, then exit (a signal)
 //!   vmcs-nettest poke ADDR PORT          connect to a waiting peer (retrying up to 60 s)
+//!   vmcs-nettest ethtool IFACE           what `ethtool -i` and `ethtool -S` show (busybox
+//!                                        has no ethtool): `driver`, `bus`, then one
+//!                                        `stat NAME VALUE` line per counter
 //!
 //! The data is a xorshift64 stream; the receiver compares every byte with the stream it
 //! expects and prints an FNV-1a checksum of what it got (`sum`), the sender the checksum of
@@ -126,6 +129,72 @@ fn connect(addr: &str, port: u16, patience: Duration) -> TcpStream {
     }
 }
 
+/// `SIOCETHTOOL` on `iface` with `data` as the command buffer.
+fn ethtool_ioctl(iface: &str, data: &mut [u8]) -> std::io::Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    // SAFETY: a plain datagram socket for the ioctl, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // struct ifreq: the name (16 bytes), then ifr_data (a pointer) in the union.
+    let mut ifr = [0u8; 40];
+    let name = iface.as_bytes();
+    ifr[..name.len().min(15)].copy_from_slice(&name[..name.len().min(15)]);
+    ifr[16..24].copy_from_slice(&(data.as_mut_ptr() as usize).to_ne_bytes());
+    // SAFETY: `ifr` is a valid ifreq whose ifr_data points to `data`, which is as large as
+    // the command it holds says.
+    let r = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, ifr.as_mut_ptr()) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        Err(err)
+    } else {
+        Ok(())
+    }
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(b[off..off + 4].try_into().unwrap_or([0; 4]))
+}
+
+fn cstr(b: &[u8]) -> String {
+    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..n]).into_owned()
+}
+
+/// `ethtool -i` and `ethtool -S`: ETHTOOL_GDRVINFO, ETHTOOL_GSTRINGS, ETHTOOL_GSTATS.
+fn ethtool(iface: &str) -> std::io::Result<()> {
+    // struct ethtool_drvinfo: cmd, driver[32], version[32], fw_version[32], bus_info[32],
+    // erom_version[32], reserved2[12], n_priv_flags, n_stats, testinfo_len, eedump_len,
+    // regdump_len.
+    let mut info = [0u8; 196];
+    info[..4].copy_from_slice(&0x3u32.to_ne_bytes());
+    ethtool_ioctl(iface, &mut info)?;
+    println!("driver {}", cstr(&info[4..36]));
+    println!("version {}", cstr(&info[36..68]));
+    println!("bus {}", cstr(&info[100..132]));
+    let n = u32_at(&info, 180) as usize;
+    // struct ethtool_gstrings: cmd, string_set (ETH_SS_STATS = 1), len, data[len * 32].
+    let mut names = vec![0u8; 12 + n * 32];
+    names[..4].copy_from_slice(&0x1bu32.to_ne_bytes());
+    names[4..8].copy_from_slice(&1u32.to_ne_bytes());
+    names[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
+    ethtool_ioctl(iface, &mut names)?;
+    // struct ethtool_stats: cmd, n_stats, data[n_stats] (u64, 8-aligned after 8 bytes).
+    let mut vals = vec![0u8; 8 + n * 8];
+    vals[..4].copy_from_slice(&0x1du32.to_ne_bytes());
+    vals[4..8].copy_from_slice(&(n as u32).to_ne_bytes());
+    ethtool_ioctl(iface, &mut vals)?;
+    for i in 0..n {
+        let name = cstr(&names[12 + i * 32..12 + (i + 1) * 32]);
+        let v = u64::from_ne_bytes(vals[8 + i * 8..16 + i * 8].try_into().unwrap_or([0; 8]));
+        println!("stat {name} {v}");
+    }
+    Ok(())
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
     args.get(i)
         .and_then(|a| a.parse().ok())
@@ -226,8 +295,13 @@ fn main() {
             let _ = s.read(&mut b);
             println!("FLOOD-DONE {sent} sum {:016x}", sum.0);
         }
+        "ethtool" => {
+            let iface: String = arg(&args, 2);
+            ethtool(&iface).unwrap_or_else(|e| fail(format!("SIOCETHTOOL {iface}: {e}")));
+        }
         _ => fail(
-            "usage: vmcs-nettest serve|client|sink|flood|wait|poke ... (see the source)".into(),
+            "usage: vmcs-nettest serve|client|sink|flood|wait|poke|ethtool ... (see the source)"
+                .into(),
         ),
     }
 }
