@@ -22,7 +22,7 @@ import re
 import subprocess
 import sys
 
-VMCS_PATHS = ["stream", "seqpacket", "dev", "bulk", "bulk-zc"]
+VMCS_PATHS = ["stream", "seqpacket", "dev", "bulk", "bulk-zc", "vmcs0"]
 BASELINES = ["tcp", "vsock"]
 ALL_PATHS = VMCS_PATHS + BASELINES + ["memcpy"]
 LABEL = {
@@ -31,6 +31,7 @@ LABEL = {
     "dev": "/dev/vmcs",
     "bulk": "bulk area (receiver copies out)",
     "bulk-zc": "bulk area (read in place)",
+    "vmcs0": "TCP over vmcs0",
     "tcp": "TCP (virtio-net)",
     "vsock": "AF_VSOCK (vhost-user)",
     "memcpy": "memcpy (in guest)",
@@ -241,7 +242,7 @@ def plots(out, summary, variants, sizes, scale_rows, meta):
     dd = os.path.join(out, "plot-data")
     os.makedirs(dd, exist_ok=True)
     sub = f"{meta.get('date', '')}, commit {meta.get('commit', '?')}, TCG guests on a shared host"
-    styles = {"stream": 1, "seqpacket": 2, "dev": 3, "bulk": 4, "bulk-zc": 5, "tcp": 6, "vsock": 7, "memcpy": 8}
+    styles = {"stream": 1, "seqpacket": 2, "dev": 3, "bulk": 4, "bulk-zc": 5, "vmcs0": 9, "tcp": 6, "vsock": 7, "memcpy": 8}
     for v in variants:
         lines = []
         for p in ALL_PATHS:

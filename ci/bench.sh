@@ -20,6 +20,8 @@
 #   BENCH_ROUNDS=2  BENCH_SECS=1      rounds; seconds of ping-pong and of streaming each
 #   BENCH_SCALE="4 8"                 guest counts of the scaling phase ("" skips it)
 #   BENCH_SKIP_PROTO=1                skip the host protocol bench
+#   BENCH_PATHS=tcp,vmcs0             the paths measured (default: all; vmcs0 is TCP over the
+#                                     vmcs0 net device, docs/netdev.md)
 #
 # The guests run under TCG (no KVM) on a shared machine: absolute figures are emulation
 # speed; compare paths within one run (that is why they are interleaved). Exit status
@@ -45,7 +47,7 @@ else
 	scale_secs=2
 	skip_proto=${BENCH_SKIP_PROTO:-0}
 fi
-paths=dev,stream,seqpacket,bulk,tcp,vsock,memcpy
+paths=${BENCH_PATHS:-dev,stream,seqpacket,bulk,tcp,vmcs0,vsock,memcpy}
 fail=0
 t0=$(date +%s)
 

@@ -33,6 +33,10 @@ ALLOWED = {
     "transport::ivshmem": {"transport", "proto", "glue"},
     # The core: the transport's contract (never the ivshmem type), protocol, glue, uapi.
     "conn": {"transport", "proto", "glue", "uapi"},
+    # The net device: the transport's contract, the protocol and the glue, nothing above.
+    "net": {"transport", "proto", "glue", "uapi"},
+    # Its C entry points: the net layer and the glue.
+    "net::entry": {"net", "glue"},
 }
 # Arrows forbidden for parts not in ALLOWED (they may import anything else below them).
 FORBIDDEN = {

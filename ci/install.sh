@@ -24,6 +24,7 @@ fi
 
 install -D -m 0644 "$module" "$DESTDIR/lib/modules/$release/extra/vmcs.ko"
 install -D -m 0644 packaging/99-vmcs.rules "$DESTDIR/etc/udev/rules.d/99-vmcs.rules"
+install -D -m 0644 packaging/80-vmcs-net.rules "$DESTDIR/etc/udev/rules.d/80-vmcs-net.rules"
 install -D -m 0755 "$cli" "$DESTDIR$PREFIX/bin/vmcs"
 install -D -m 0644 userspace-tool/include/vmcs.h "$DESTDIR$PREFIX/include/linux/vmcs.h"
 if [ -z "$DESTDIR" ]; then

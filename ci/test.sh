@@ -122,7 +122,8 @@ install_check() {
 		test -f "$d"/lib/modules/*/extra/vmcs.ko &&
 		test -x "$d/usr/bin/vmcs" && "$d/usr/bin/vmcs" --version &&
 		test -f "$d/usr/include/linux/vmcs.h" &&
-		grep -q 'KERNEL=="vmcs"' "$d/etc/udev/rules.d/99-vmcs.rules"
+		grep -q 'KERNEL=="vmcs"' "$d/etc/udev/rules.d/99-vmcs.rules" &&
+		grep -q 'NM_UNMANAGED}="1"' "$d/etc/udev/rules.d/80-vmcs-net.rules"
 }
 step "make install into a DESTDIR puts the module, udev rule, CLI and header in place" install_check
 step "dkms add/build/install of dkms.conf against the test kernel, in temporary trees" \
@@ -147,6 +148,8 @@ tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain 
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
+tap_step "qemu netdev plain 3" qemu-test/run.sh --scenario netdev --variant plain --guests 3 \
+	--timeout 300 --crash-guest 2 --crash-on CRASH-POINT --restart
 tap_step "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
 tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
 tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2

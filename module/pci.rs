@@ -47,12 +47,13 @@ impl irq::Handler for DoorbellIrq {
     }
 }
 
-/// debugfs files of one domain, `vmcs/vmcs<N>/{peers,rings,connections,resets,selftest}`.
+/// debugfs files of one domain, `vmcs/vmcs<N>/{peers,rings,connections,resets,net,selftest}`.
 struct Debugfs {
     _peers: Pin<KBox<File<Arc<Domain>>>>,
     _connections: Pin<KBox<File<Arc<Domain>>>>,
     _resets: Pin<KBox<File<Arc<Domain>>>>,
     _rings: Pin<KBox<File<Arc<Domain>>>>,
+    _net: Pin<KBox<File<Arc<Domain>>>>,
     _selftest: Pin<KBox<File<Arc<Domain>>>>,
     _dir: Dir,
 }
@@ -123,6 +124,10 @@ fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
         }),
         GFP_KERNEL,
     )?;
+    let net = KBox::pin_init(
+        dir.read_callback_file(c"net", domain.clone(), &|d: &Arc<Domain>, f| d.show_net(f)),
+        GFP_KERNEL,
+    )?;
     let selftest = KBox::pin_init(
         dir.write_callback_file(c"selftest", domain.clone(), &selftest_write),
         GFP_KERNEL,
@@ -132,6 +137,7 @@ fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
         _connections: connections,
         _resets: resets,
         _rings: rings,
+        _net: net,
         _selftest: selftest,
         _dir: dir,
     })
@@ -144,6 +150,9 @@ fn teardown(
     domain: &Arc<Domain>,
     irqs: &[Pin<KBox<irq::Registration<DoorbellIrq>>>],
 ) {
+    // The net device goes first, while the transport still runs: `unregister_netdev` waits
+    // for its operations, so none sends afterwards.
+    domain.net_down();
     // Closed connections still sending their last frames finish first (the works run).
     domain.linger();
     domain.stop();
@@ -252,6 +261,7 @@ impl pci::Driver for IvshmemDriver {
             teardown(pdev.as_ref(), &domain, &irqs);
             return Err(e);
         }
+        domain.net_up(pdev.as_ref());
         let debugfs = create_debugfs(&domain).ok();
 
         match ivposition {

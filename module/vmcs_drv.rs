@@ -15,6 +15,7 @@ mod chardev;
 mod conn;
 mod domain;
 mod glue;
+mod net;
 mod params;
 mod pci;
 mod proto;

@@ -12,6 +12,8 @@
 #include <linux/socket.h>
 #include <linux/uio.h>
 #include <linux/sockptr.h>
+#include <linux/spinlock.h>
+#include <linux/types.h>
 
 /* Provided by the C glue. */
 const struct file_operations *vmcs_glue_fops(void);
@@ -96,5 +98,56 @@ int vmcs_sock_set_rcvlowat(struct sock *sk, int val);
 int vmcs_sock_sendmsg(struct socket *sock, struct msghdr *msg, size_t len);
 int vmcs_sock_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		      int flags);
+
+/* spinlocks with bottom halves off (module/glue/sync.rs; C side in vmcs_net_glue.c). */
+void vmcs_glue_spin_lock_bh(spinlock_t *lock);
+void vmcs_glue_spin_unlock_bh(spinlock_t *lock);
+int vmcs_glue_spin_trylock_bh(spinlock_t *lock);
+
+/* The vmcsN net device (module/glue/net.rs; C side in vmcs_net_glue.c). */
+struct net_device;
+struct sk_buff;
+struct net_device *vmcs_net_alloc(struct device *parent, const char *name, unsigned int txqs,
+				  const u8 *mac, unsigned int max_mtu);
+void vmcs_net_set_rust(struct net_device *dev, void *rust);
+int vmcs_net_register(struct net_device *dev);
+void vmcs_net_unregister(struct net_device *dev);
+void vmcs_net_free(struct net_device *dev);
+const char *vmcs_net_name(struct net_device *dev);
+void vmcs_net_set_carrier(struct net_device *dev, bool on);
+unsigned int vmcs_net_mtu(struct net_device *dev);
+void vmcs_net_napi_enable(struct net_device *dev);
+void vmcs_net_napi_disable(struct net_device *dev);
+void vmcs_net_napi_schedule(struct net_device *dev);
+bool vmcs_net_napi_complete(struct net_device *dev, int done);
+void vmcs_net_napi_reschedule(struct net_device *dev);
+void vmcs_net_rx_enqueue(struct net_device *dev, struct sk_buff *skb);
+struct sk_buff *vmcs_net_rx_dequeue(struct net_device *dev);
+unsigned int vmcs_net_rx_queued(struct net_device *dev);
+void vmcs_net_rx_purge(struct net_device *dev);
+void vmcs_net_gro_receive(struct net_device *dev, struct sk_buff *skb);
+struct sk_buff *vmcs_net_rx_alloc(struct net_device *dev, unsigned int len, u8 **data);
+int vmcs_net_rx_finish(struct net_device *dev, struct sk_buff *skb, bool partial,
+		       u16 csum_start, u16 csum_offset);
+void vmcs_net_stop_queue(struct net_device *dev, u16 q);
+void vmcs_net_wake_queue(struct net_device *dev, u16 q);
+void vmcs_net_start_queues(struct net_device *dev);
+void vmcs_net_stop_queues(struct net_device *dev);
+bool vmcs_net_skb_data(struct sk_buff *skb, const u8 **data, unsigned int *len);
+bool vmcs_net_skb_csum(struct sk_buff *skb, u16 *start, u16 *offset);
+void vmcs_net_skb_consume(struct sk_buff *skb);
+void vmcs_net_skb_drop(struct sk_buff *skb);
+
+/* Provided by Rust, module/net/entry.rs: the net device's operations. */
+int vmcs_net_open(void *net);
+int vmcs_net_stop(void *net);
+void vmcs_net_xmit(void *net, struct sk_buff *skb, u16 queue, bool more);
+u16 vmcs_net_select_queue(void *net, const u8 *data, unsigned int len);
+void vmcs_net_get_stats64(void *net, u64 *vals, unsigned int n);
+int vmcs_net_poll(void *net, int budget);
+void vmcs_net_bus_info(void *net, char *buf, unsigned int len);
+int vmcs_net_stats_count(void *net);
+void vmcs_net_stats_strings(void *net, u8 *data);
+void vmcs_net_stats_values(void *net, u64 *data, u32 n);
 
 #endif /* VMCS_GLUE_H */

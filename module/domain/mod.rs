@@ -23,8 +23,9 @@ pub(crate) use registry::{
 
 use crate::{
     conn::{ConnTable, Conns},
-    glue::{self, errno, SharedRegion, UserIter},
-    proto::frame::FrameHeader,
+    glue::{self, errno, sync::SpinLockBh, SharedRegion, UserIter},
+    net::{NetRegistration, VmcsNet},
+    proto::frame::{FrameHeader, Op},
     transport::{
         ivshmem::{Link, REGS_SIZE},
         PeerInfo, PeerLoss, RxPayload, SendError, Transport, Upcalls,
@@ -33,10 +34,10 @@ use crate::{
 };
 use kernel::{
     devres::Devres,
-    impl_has_delayed_work, impl_has_hr_timer, new_delayed_work, new_mutex, new_spinlock, pci,
+    impl_has_delayed_work, impl_has_hr_timer, new_delayed_work, new_mutex, pci,
     prelude::*,
     revocable::Revocable,
-    sync::{Arc, ArcBorrow, Mutex, SpinLock},
+    sync::{Arc, ArcBorrow, Mutex},
     time::{
         hrtimer::{
             ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer,
@@ -107,9 +108,17 @@ pub(crate) struct Domain {
     /// Whether the works may be queued (between [`Domain::start`] and [`Domain::stop`]).
     /// Every queueing from process context happens under this lock, so after `stop` took it
     /// nothing queues a work again. (The MSI-X handler does not take it: `Link::stop` makes
-    /// it a no-op, and teardown synchronises the IRQ.)
+    /// it a no-op, and teardown synchronises the IRQ.) Bottom halves off while held: the
+    /// net device's transmit path may ask for a pass from softirq context.
     #[pin]
-    works_enabled: SpinLock<bool>,
+    works_enabled: SpinLockBh<bool>,
+    /// The net device `vmcs<index>` (module/net/), from [`Domain::net_up`] until
+    /// [`Domain::net_down`] (teardown's first step). Its device holds an `Arc` of this
+    /// domain as its transport: `net_down` breaks that cycle.
+    #[pin]
+    net: Mutex<Option<NetRegistration>>,
+    /// Which of the core and the net device goes first on the next `tx_space`.
+    tx_space_net_first: core::sync::atomic::AtomicBool,
 }
 
 impl_has_delayed_work! {
@@ -128,6 +137,9 @@ impl WorkItem<RX_WORK> for Domain {
 
     fn run(this: Arc<Domain>) {
         let (more, activity) = this.link.poll_rx(&this);
+        if let Some(net) = this.net() {
+            net.rx_flush();
+        }
         match this.link.rx_rearm_delay(more, activity) {
             Some(d) if d.is_zero() => this.queue_rx(0),
             Some(d) => this.arm_poll(d),
@@ -152,6 +164,10 @@ impl WorkItem<TICK_WORK> for Domain {
 
     fn run(this: Arc<Domain>) {
         this.link.tick(&this);
+        if let Some(net) = this.net() {
+            net.rx_flush();
+            net.update_carrier();
+        }
         this.queue_tick(this.link.tick_period());
     }
 }
@@ -191,7 +207,9 @@ impl Domain {
                 tick_work <- new_delayed_work!("vmcs_tick"),
                 poll_timer <- HrTimer::new(),
                 poll_handle <- new_mutex!(None, "vmcs_poll_timer"),
-                works_enabled <- new_spinlock!(false, "vmcs_works"),
+                works_enabled <- SpinLockBh::new(false, c"vmcs_works", kernel::static_lock_class!()),
+                net <- new_mutex!(None, "vmcs_net"),
+                tx_space_net_first: core::sync::atomic::AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )
@@ -209,6 +227,44 @@ impl Domain {
         self.queue_rx(0);
         self.queue_tick(0);
         Ok(())
+    }
+
+    /// Creates and registers the net device `vmcs<index>` (after [`Domain::start`]). A
+    /// failure leaves the domain without one (logged); sockets and files work as before.
+    pub(crate) fn net_up(self: &Arc<Self>, parent: &kernel::device::Device) {
+        let transport: KBox<dyn Transport + Send + Sync> = match KBox::new(self.clone(), GFP_KERNEL)
+        {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        match NetRegistration::new(parent, self.index, transport) {
+            Ok(r) => *self.net.lock() = Some(r),
+            Err(e) => pr_warn!(
+                "vmcs{}: no net device: {:?}
+",
+                self.index,
+                e
+            ),
+        }
+    }
+
+    /// Unregisters the net device (teardown's first step, while the transport still runs).
+    pub(crate) fn net_down(&self) {
+        let reg = self.net.lock().take();
+        drop(reg);
+    }
+
+    /// The net device, if registered.
+    fn net(&self) -> Option<Arc<VmcsNet>> {
+        self.net.lock().as_ref().map(|r| r.net().clone())
+    }
+
+    /// debugfs `net`: the net device's counters.
+    pub(crate) fn show_net(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.net() {
+            Some(n) => n.show(f),
+            None => writeln!(f, "no net device"),
+        }
     }
 
     /// Teardown's first step, while the works still run: closed connections finish sending
@@ -424,20 +480,55 @@ impl Transport for Arc<Domain> {
     fn tx_drained(&self) -> bool {
         self.link.tx_drained()
     }
+
+    fn peer_limit(&self) -> u32 {
+        self.link.max_peers()
+    }
+
+    fn domain_identity(&self) -> u64 {
+        self.link.region_id()
+    }
 }
 
 /// What the transport reports, forwarded to the core; `wake_rx` queues the receive work.
 impl Upcalls for Arc<Domain> {
     fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &dyn RxPayload) {
+        if hdr.op == Op::Eth {
+            // Ethernet frames are the net device's (dropped if there is none). They come
+            // through the transport's bounce buffer (only `RW` payloads stay in the ring
+            // for the core to copy), so their bytes are in kernel memory.
+            if let (Some(net), Some(bytes)) = (self.net(), payload.bytes()) {
+                net.receive(peer, hdr, bytes);
+            }
+            return;
+        }
         self.conns().deliver(peer, hdr, payload);
     }
 
     fn peer_reset(&self, peer: u32, cause: PeerLoss) {
         self.conns().peer_reset(peer, cause);
+        if let Some(net) = self.net() {
+            net.peer_reset(peer);
+        }
     }
 
+    /// The core's connections and the net device share the ring: they take turns going
+    /// first, so that neither a connection flood nor a net flood takes all the room.
     fn tx_space(&self, peer: u32) {
+        use core::sync::atomic::Ordering::Relaxed;
+        let net = self.net();
+        let net_first = self.tx_space_net_first.fetch_xor(true, Relaxed);
+        if net_first {
+            if let Some(n) = net.as_ref() {
+                n.tx_space(peer);
+            }
+        }
         self.conns().tx_space(peer);
+        if !net_first {
+            if let Some(n) = net.as_ref() {
+                n.tx_space(peer);
+            }
+        }
     }
 
     fn wake_rx(&self, now: bool) {

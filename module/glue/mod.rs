@@ -6,8 +6,9 @@
 //! safe type or a narrow `unsafe fn`: the shared region mapping ([`region`]), the files of
 //! /dev/vmcs with their mappings and faults ([`file`]), the misc device ([`misc`]) and
 //! socket family ([`socket`]) registrations, user memory for the one-copy data path
-//! ([`uiter`]), workqueue helpers ([`work`]), errnos
-//! ([`errno`]) and poll masks the kernel crate lacks.
+//! ([`uiter`]), the vmcsN net device and its socket buffers ([`net`]), a spinlock with
+//! bottom halves off ([`sync`]), workqueue helpers ([`work`]), errnos ([`errno`]) and poll
+//! masks the kernel crate lacks.
 //!
 //! It imports nothing of vmcs but the wire protocol (`proto`, for [`region`]'s `Shm`) and
 //! `uapi`: no layer above reaches back through here (ci/import-graph.py checks it). The C
@@ -17,8 +18,10 @@
 pub(crate) mod errno;
 pub(crate) mod file;
 pub(crate) mod misc;
+pub(crate) mod net;
 pub(crate) mod region;
 pub(crate) mod socket;
+pub(crate) mod sync;
 pub(crate) mod uiter;
 pub(crate) mod work;
 
@@ -36,6 +39,13 @@ use kernel::ffi::c_int;
 pub(crate) fn capable_net_bind_service() -> bool {
     // SAFETY: `capable` only inspects the current task's credentials.
     unsafe { bindings::capable(bindings::CAP_NET_BIND_SERVICE as c_int) }
+}
+
+/// A random u64 (`get_random_u64`): the identity of a region this guest initialises.
+pub(crate) fn random_u64() -> u64 {
+    // SAFETY: `get_random_u64` has no preconditions (it may block only before the crng is
+    // ready, which it never does after early boot).
+    unsafe { bindings::get_random_u64() }
 }
 
 /// `O_NONBLOCK` and `O_CLOEXEC`, the flags `VMCS_IOC_ACCEPT` takes.

@@ -7,7 +7,9 @@
 //!
 //! - down: the [`Transport`] trait, what the core asks of the transport it is handed
 //!   (`local_id`, `send`, `send_user`, `is_live`, `max_payload`, `kick`, the bulk slice
-//!   geometry). The domain implements it over its [`ivshmem::Link`] (module/domain/mod.rs);
+//!   geometry, and for the net device `peer_limit` and `domain_identity`). The domain
+//!   implements it over its [`ivshmem::Link`] (module/domain/mod.rs), and hands itself to
+//!   the core and to the net device (module/net/) as their transport;
 //! - up: the [`Upcalls`] trait, which the domain implements (forwarding frames, resets and
 //!   ring space to its core, and queueing its own works when the transport asks for a
 //!   receive pass) and which the transport calls. It is the only way up: the transport
@@ -81,7 +83,8 @@ pub(crate) enum PeerLoss {
 pub(crate) trait Transport {
     /// This guest's peer id in the domain.
     fn local_id(&self) -> u32;
-    /// Queues one frame to `peer` without blocking (callable in atomic context);
+    /// Queues one frame to `peer` without blocking (callable in atomic context, also in
+    /// softirq context: the net device's transmit path);
     /// `hdr.len` is taken from `payload.len()`. See [`SendError`]. For control frames and
     /// for data a caller could not wait to copy straight from user memory (queued in a
     /// kernel buffer), see [`Transport::send_user`].
@@ -113,6 +116,11 @@ pub(crate) trait Transport {
     fn pfn(&self, offset: usize) -> Option<usize>;
     /// Whether every live peer has read every frame sent to it so far.
     fn tx_drained(&self) -> bool;
+    /// Peer ids of the domain are below this.
+    fn peer_limit(&self) -> u32;
+    /// An identity of the domain, the same for every member and while the domain exists
+    /// (ivshmem: the region's `region_id`); names the net device's MACs.
+    fn domain_identity(&self) -> u64;
 }
 
 /// The payload of a received frame, as [`Upcalls::deliver`] hands it up: kernel bytes, or

@@ -9,7 +9,8 @@
 #
 # Settings (kernel command line, run.sh --append; defaults give a short smoke run):
 #   vmcstest.bench_sizes=64,4096,...   message sizes in bytes
-#   vmcstest.bench_paths=dev,stream,seqpacket,bulk,tcp,vsock,memcpy
+#   vmcstest.bench_paths=dev,stream,seqpacket,bulk,tcp,vmcs0,vsock,memcpy
+#                                      (vmcs0: TCP over the vmcs0 net device, 10.78.0.G+1)
 #   vmcstest.bench_rounds=N            rounds
 #   vmcstest.bench_secs=S              seconds of ping-pong and of streaming per measurement
 . /scenarios/lib.sh
@@ -17,7 +18,11 @@ setting() { sed -n "s/.*vmcstest\.$1=\([^ ]*\).*/\1/p" /proc/cmdline | tr , ' ';
 SIZES=$(setting bench_sizes)
 SIZES=${SIZES:-64 4096 65536}
 PATHS=$(setting bench_paths)
-PATHS=${PATHS:-dev stream seqpacket bulk tcp memcpy}
+PATHS=${PATHS:-dev stream seqpacket bulk tcp vmcs0 memcpy}
+# The vmcs0 path: TCP over the net device (docs/netdev.md), guest G at 10.78.0.G+1.
+vmcs0_up() {
+	ip addr add 10.78.0.$((VMCS_GUEST + 1))/24 dev vmcs0 && ip link set vmcs0 up
+}
 ROUNDS=$(setting bench_rounds)
 ROUNDS=${ROUNDS:-1}
 SECS=$(setting bench_secs)
@@ -36,6 +41,7 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	plan 3
 	check "insmod vmcs.ko" load_vmcs
 	check "/dev/vmcs appears" wait_for /dev/vmcs 5
+	vmcs0_up
 	vmcs-bench serve $BASE >/tmp/serve.log 2>&1 &
 	srv=$!
 	# run.sh's --timeout bounds the whole run; this only has to be longer.
@@ -45,6 +51,10 @@ elif [ "$VMCS_GUEST" = 1 ]; then
 	plan $((2 + ROUNDS * NSIZES * NPATHS + 1))
 	check "insmod vmcs.ko" load_vmcs
 	check "/dev/vmcs appears" wait_for /dev/vmcs 5
+	vmcs0_up
+	# ARP before the first measurement.
+	i=0
+	while ! ping -c 1 -W 1 10.78.0.1 >/dev/null 2>&1 && [ $i -lt 60 ]; do i=$((i + 1)); done
 	diag "bench: sizes $SIZES; paths $PATHS; $ROUNDS round(s) of $SECS s + $SECS s"
 	k=0
 	for round in $(seq "$ROUNDS"); do
@@ -63,6 +73,7 @@ elif [ "$VMCS_GUEST" = 1 ]; then
 				case $p in
 				memcpy) cmd="vmcs-bench memcpy $size $SECS" ;;
 				tcp) cmd="vmcs-bench client tcp 169.254.1.1 $BASE $size $SECS $SECS" ;;
+				vmcs0) cmd="vmcs-bench client vmcs0 10.78.0.1 $BASE $size $SECS $SECS" ;;
 				vsock) cmd="vmcs-bench client vsock 3 $BASE $size $SECS $SECS" ;;
 				*) cmd="vmcs-bench client $p auto $BASE $size $SECS $SECS" ;;
 				esac

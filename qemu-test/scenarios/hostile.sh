@@ -18,9 +18,12 @@ n=15
 [ "$ndev" -ge 2 ] && n=20
 [ "$VMCS_GUEST" = 0 ] && n=$((n + 1))
 n=$((n + 1)) # the reset reasons
+n=$((n + 1)) # the net device's counters
 plan $n
 
 check "insmod vmcs.ko" load_vmcs
+# vmcs0 up: the hostile peer's malformed Ethernet frames are checked (docs/netdev.md).
+ip link set vmcs0 up
 up() { [ "$(grep -c ' live ' $D/peers)" -ge 2 ] && ! grep -q ' down' $D/peers; }
 i=0
 while ! up && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
@@ -101,6 +104,13 @@ field() { # field PEER NAME: a counter of debugfs rings
 grep "^peer" $D/rings | sed 's/^/# /' >&3
 check "resets counted for the hostile peer ($(field $evil resets))" test "$(field $evil resets)" -ge 1
 check "corrupt rings counted for the hostile peer ($(field $evil drops) drops)" test "$(field $evil drops)" -ge 1
+# The net device dropped and counted each malformed ETH frame (vmcs-evil sends 8 to each
+# guest: 2 runts, 3 bad checksum places, a group source, 2 non-zero reserved fields).
+nstat() { awk -v k="$1" '$1 == k { v = $2 } END { print v + 0 }' $D/net; }
+sed 's/^/# net: /' $D/net >&3
+check "vmcs0 dropped the hostile peer's malformed frames: runt $(nstat rx_runt), csum $(nstat rx_bad_csum), src $(nstat rx_bad_src), header $(nstat rx_bad_header), peer$evil bad $(nstat peer${evil}_rx_bad); other guest bad $(nstat peer${good}_rx_bad)" \
+	test "$(nstat rx_runt)" -ge 2 -a "$(nstat rx_bad_csum)" -ge 3 -a "$(nstat rx_bad_src)" -ge 1 \
+	-a "$(nstat rx_bad_header)" -ge 2 -a "$(nstat peer${evil}_rx_bad)" -ge 8 -a "$(nstat peer${good}_rx_bad)" = 0
 check "no reset or drop for the other guest (resets $(field $good resets), drops $(field $good drops))" \
 	test "$(field $good resets)" = 0 -a "$(field $good drops)" = 0
 check "the log has no event for the other guest and no eviction of this one" \

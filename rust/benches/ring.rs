@@ -49,6 +49,7 @@ fn setup() -> Setup {
             max_peers: 2,
             bulk_size: 0,
             my_id: 0,
+            region_id: 0,
         };
         layout::attach(&shm, &cfg, 1, 1, || {}).unwrap().geometry()
     };

@@ -38,6 +38,10 @@ pub enum Op {
     /// Bulk area: the oldest range received is handed back (payload: the same
     /// off, len as its `BULK_DATA`).
     BulkRelease = 10,
+    /// An Ethernet frame for the domain's net device (docs/protocol.md §10): the payload
+    /// is the whole frame from the destination MAC on; `flags` may carry
+    /// [`flags::ETH_CSUM_PARTIAL`], with the checksum's start and offset in the port fields.
+    Eth = 11,
 }
 
 impl Op {
@@ -54,6 +58,7 @@ impl Op {
             8 => Op::BulkOffer,
             9 => Op::BulkData,
             10 => Op::BulkRelease,
+            11 => Op::Eth,
             _ => return None,
         })
     }
@@ -90,6 +95,9 @@ pub mod flags {
     pub const EOM: u32 = 1 << 0;
     /// `RW` on SEQPACKET: message sent with `MSG_EOR` (only together with EOM).
     pub const EOR: u32 = 1 << 1;
+    /// `ETH`: the frame's transport checksum is not computed yet; `src_port` is the
+    /// checksum's start (from the frame's first byte), `dst_port` its offset from there.
+    pub const ETH_CSUM_PARTIAL: u32 = 1 << 0;
 }
 
 /// Why a header was rejected.
@@ -169,6 +177,18 @@ fn check(op: Op, ty: SockType, fl: u32, len: u32) -> Result<(), FrameError> {
                 return Err(FrameError::BadLen);
             }
         }
+        Op::Eth => {
+            // The socket type is not meaningful for Ethernet frames: always STREAM.
+            if ty != SockType::Stream {
+                return Err(FrameError::BadType);
+            }
+            if fl & !flags::ETH_CSUM_PARTIAL != 0 {
+                return Err(FrameError::BadFlags);
+            }
+            if len == 0 {
+                return Err(FrameError::BadLen);
+            }
+        }
         Op::Shutdown => {
             let all = flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND;
             if fl & !all != 0 || fl == 0 {
@@ -182,7 +202,7 @@ fn check(op: Op, ty: SockType, fl: u32, len: u32) -> Result<(), FrameError> {
         }
     }
     match op {
-        Op::Rw => {}
+        Op::Rw | Op::Eth => {}
         Op::BulkOffer | Op::BulkData | Op::BulkRelease => {
             if len != BULK_PAYLOAD {
                 return Err(FrameError::BadLen);
@@ -304,6 +324,30 @@ mod tests {
             h.flags = 1;
             assert_eq!(h.validate(), Err(FrameError::BadFlags));
         }
-        assert_eq!(Op::from_u16(11), None);
+        assert_eq!(Op::from_u16(12), None);
+    }
+
+    #[test]
+    fn eth_op() {
+        assert_eq!(Op::from_u16(11), Some(Op::Eth));
+        let mut h = FrameHeader::new(Op::Eth, SockType::Stream, 0, 0);
+        h.len = 60;
+        assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));
+        h.flags = flags::ETH_CSUM_PARTIAL;
+        h.src_port = 34;
+        h.dst_port = 16;
+        assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));
+        h.len = MAX_PAYLOAD;
+        assert_eq!(h.validate(), Ok(()));
+        h.len = MAX_PAYLOAD + 1;
+        assert_eq!(h.validate(), Err(FrameError::BadLen));
+        h.len = 0;
+        assert_eq!(h.validate(), Err(FrameError::BadLen));
+        h.len = 60;
+        h.flags = 2;
+        assert_eq!(h.validate(), Err(FrameError::BadFlags));
+        h.flags = 0;
+        h.ty = SockType::SeqPacket;
+        assert_eq!(h.validate(), Err(FrameError::BadType));
     }
 }

@@ -58,6 +58,9 @@ pub mod hdr {
     pub const PEER_SLOT_SIZE: usize = 0x48;
     /// u32 channel control size.
     pub const CHAN_CTRL_SIZE: usize = 0x4C;
+    /// u64 region identity, chosen by the initializer (random; 0 = none): names the
+    /// domain, for example in the net device's MAC addresses (docs/netdev.md).
+    pub const REGION_ID: usize = 0x50;
     /// u32 init word (own cache line).
     pub const INIT_WORD: usize = 0x80;
     /// u32 initializer id.
@@ -355,6 +358,12 @@ pub fn validate<S: Shm + ?Sized>(shm: &S) -> Result<Geometry, LayoutError> {
     RawHeader::read(shm).validate(shm.size())
 }
 
+/// The region identity the initializer published (`hdr::REGION_ID`; any value is valid,
+/// 0 = none). Read once, after READY was observed with acquire (as the header).
+pub fn region_id<S: Shm + ?Sized>(shm: &S) -> u64 {
+    shm.load_u64_relaxed(hdr::REGION_ID)
+}
+
 /// Parameters chosen by the initializer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InitConfig {
@@ -364,6 +373,8 @@ pub struct InitConfig {
     pub bulk_size: usize,
     /// Our id for the `initializer` field (`u32::MAX` if unknown yet).
     pub my_id: u32,
+    /// The region identity to publish (`hdr::REGION_ID`), random in the kernel.
+    pub region_id: u64,
 }
 
 /// Right to initialise, obtained by winning the init-word CAS.
@@ -481,6 +492,7 @@ pub fn initialize<S: Shm + ?Sized>(
         off += 4;
     }
     RawHeader::from_geometry(&g).write(shm);
+    shm.store_u64_relaxed(hdr::REGION_ID, cfg.region_id);
     shm.store_u32_relaxed(hdr::INITIALIZER, cfg.my_id);
     let (epoch, _) = init_word_parts(ticket.word);
     // Fully ordered: publishes everything above to acquirers of READY.

@@ -18,6 +18,7 @@ fn cfg(id: u32) -> InitConfig {
         max_peers: 4,
         bulk_size: 0,
         my_id: id,
+        region_id: 0x5eed_0000 + u64::from(id),
     }
 }
 
@@ -29,6 +30,8 @@ fn first_initializes_second_validates() {
     assert!(matches!(a, Attached::Initialized(_)));
     let b = layout::attach(&shm, &cfg(1), 10, 3, || {}).unwrap();
     assert_eq!(b, Attached::Joined(a.geometry()));
+    // The joiner reads the initializer's identity, not its own.
+    assert_eq!(layout::region_id(&shm), 0x5eed_0000);
 }
 
 #[test]
@@ -103,6 +106,7 @@ fn bulk_cfg(id: u32) -> InitConfig {
         max_peers: 4,
         bulk_size: vmcs_proto::bulk::initial_size(4 * MIB, 4, 25),
         my_id: id,
+        region_id: 0x5eed_0000 + u64::from(id),
     }
 }
 

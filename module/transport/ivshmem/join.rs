@@ -38,6 +38,7 @@ pub(crate) fn attach_and_join(
             params.bulk_percent,
         ),
         my_id: ivposition.unwrap_or(u32::MAX),
+        region_id: glue::random_u64(),
     };
     let attached = layout::attach(shm, &cfg, ATTACH_POLLS, ATTACH_STALE_POLLS, || {
         fsleep(Delta::from_millis(1))
@@ -60,6 +61,8 @@ pub(crate) fn attach_and_join(
         }
     })?;
     let geo = attached.geometry();
+    // Read once, after READY (as the header): the initializer's identity, or ours.
+    let region_id = layout::region_id(shm);
     if let layout::Attached::Initialized(_) = attached {
         dev_info!(
             dev,
@@ -86,7 +89,7 @@ pub(crate) fn attach_and_join(
             _ => EBUSY,
         }
     })?;
-    Ok(Joined { geo, me })
+    Ok(Joined { geo, me, region_id })
 }
 
 /// Gives a slot taken by [`attach_and_join`] back when probe fails before [`Link::start`].

@@ -20,7 +20,8 @@
 //!
 //! # Locks
 //!
-//! `rx` (mutex, worker only) → `tx` (spinlock, also taken by [`Link::send`]) → RCU (the region
+//! `rx` (mutex, worker only) → `tx` (spinlock with bottom halves off, also taken by
+//! [`Link::send`], which the net device calls in softirq context) → RCU (the region
 //! guard, held only around shared-memory accesses, never across an upcall). Upcalls run with
 //! `rx` held and nothing else, except `wake_rx`, which may also come from [`Link::send`].
 //!
@@ -40,7 +41,7 @@ use stats::{bump, PeerStats};
 
 use super::{PeerLoss, Upcalls};
 use crate::{
-    glue::SharedRegion,
+    glue::{sync::SpinLockBh, SharedRegion},
     proto::{
         layout::Geometry,
         peer::{self, Membership, PeerState},
@@ -49,12 +50,12 @@ use crate::{
 };
 use kernel::{
     devres::Devres,
-    new_mutex, new_spinlock, pci,
+    new_mutex, pci,
     prelude::*,
     revocable::Revocable,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, Mutex, SpinLock,
+        Arc, Mutex,
     },
     time::{msecs_to_jiffies, Instant, Jiffies, Monotonic},
 };
@@ -116,6 +117,8 @@ pub(crate) struct Params {
 pub(crate) struct Joined {
     geo: Geometry,
     me: Membership,
+    /// The region identity (`layout::region_id`), read once at attach.
+    region_id: u64,
 }
 
 /// Our side of the channel towards one peer.
@@ -167,6 +170,8 @@ pub(crate) struct Link {
     regs: Option<Devres<pci::Bar<'static, REGS_SIZE>>>,
     geo: Geometry,
     local_id: u32,
+    /// The region identity published by its initializer (docs/protocol.md §2).
+    region_id: u64,
     max_payload: u32,
     params: Params,
     t0: Instant<Monotonic>,
@@ -187,8 +192,9 @@ pub(crate) struct Link {
     poll_delay: Atomic<u32>,
     /// Plain: [`Link::now_ms`] of the last frame received or send kick.
     active_ms: Atomic<u64>,
+    /// Bottom halves off while held: the net device sends from softirq context.
     #[pin]
-    tx: SpinLock<KVec<TxChannel>>,
+    tx: SpinLockBh<KVec<TxChannel>>,
     #[pin]
     rx: Mutex<LinkRx>,
 }
@@ -250,6 +256,7 @@ impl Link {
             regs,
             geo,
             local_id: me.id,
+            region_id: joined.region_id,
             max_payload,
             params,
             t0,
@@ -262,7 +269,7 @@ impl Link {
             running: Atomic::new(0),
             poll_delay: Atomic::new(params.poll_us),
             active_ms: Atomic::new(0),
-            tx <- new_spinlock!(tx, "vmcs_link_tx"),
+            tx <- SpinLockBh::new(tx, c"vmcs_link_tx", kernel::static_lock_class!()),
             rx <- new_mutex!(
                 LinkRx {
                     me,
@@ -318,6 +325,7 @@ impl Link {
                     &Joined {
                         geo: self.geo,
                         me: rx.me,
+                        region_id: self.region_id,
                     },
                 );
             }
@@ -353,6 +361,11 @@ impl Link {
     /// Bytes per channel ring.
     pub(crate) fn ring_size(&self) -> u32 {
         u32::try_from(self.geo.ring_size).unwrap_or(0)
+    }
+
+    /// The region identity (0 if its initializer published none).
+    pub(crate) fn region_id(&self) -> u64 {
+        self.region_id
     }
 
     /// Peers the region's layout holds.

@@ -34,16 +34,20 @@ pub enum Path {
     Bulk,
     Tcp,
     Vsock,
+    /// TCP over the vmcs0 net device (docs/netdev.md): the same program as `Tcp`, another
+    /// link.
+    Vmcs0,
 }
 
 impl Path {
-    pub const ALL: [Path; 6] = [
+    pub const ALL: [Path; 7] = [
         Path::Dev,
         Path::Stream,
         Path::Seqpacket,
         Path::Bulk,
         Path::Tcp,
         Path::Vsock,
+        Path::Vmcs0,
     ];
 
     pub fn parse(s: &str) -> Option<Path> {
@@ -58,6 +62,7 @@ impl Path {
             Path::Bulk => "bulk",
             Path::Tcp => "tcp",
             Path::Vsock => "vsock",
+            Path::Vmcs0 => "vmcs0",
         }
     }
 
@@ -69,6 +74,7 @@ impl Path {
             Path::Stream => 2,
             Path::Seqpacket => 3,
             Path::Vsock => 4,
+            Path::Vmcs0 => 5,
         }
     }
 
@@ -264,7 +270,7 @@ fn family_type(path: Path) -> Res<(i32, i32)> {
 pub enum Listener {
     Dev(Fd),
     Vm(OwnedFd, Path),
-    Tcp(TcpListener),
+    Tcp(TcpListener, Path),
 }
 
 pub fn listen(path: Path, port: u32) -> Res<Listener> {
@@ -277,8 +283,8 @@ pub fn listen(path: Path, port: u32) -> Res<Listener> {
                 .map_err(|e| format!("vmcs listen: {}", ename(e)))?;
             Ok(Listener::Dev(l))
         }
-        Path::Tcp => TcpListener::bind(("0.0.0.0", port as u16))
-            .map(Listener::Tcp)
+        Path::Tcp | Path::Vmcs0 => TcpListener::bind(("0.0.0.0", port as u16))
+            .map(|l| Listener::Tcp(l, path))
             .map_err(|e| format!("tcp bind {port}: {e}")),
         p => {
             let (family, ty) = family_type(p)?;
@@ -314,12 +320,12 @@ impl Listener {
                     h: Handle::Dev(f),
                 })
                 .map_err(|e| format!("vmcs accept: {}", ename(e))),
-            Listener::Tcp(l) => {
+            Listener::Tcp(l, path) => {
                 let (s, _) = l.accept().map_err(|e| format!("tcp accept: {e}"))?;
                 s.set_nodelay(true)
                     .map_err(|e| format!("TCP_NODELAY: {e}"))?;
                 Ok(Conn {
-                    path: Path::Tcp,
+                    path: *path,
                     h: Handle::Sock(s.into()),
                 })
             }
@@ -378,7 +384,7 @@ fn connect_once(path: Path, server: &str, port: u32) -> Res<Conn> {
             }
             Err(last)
         }
-        Path::Tcp => {
+        Path::Tcp | Path::Vmcs0 => {
             let a: SocketAddr = format!("{server}:{port}")
                 .parse()
                 .map_err(|_| format!("bad address {server}:{port}"))?;

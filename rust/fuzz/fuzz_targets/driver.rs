@@ -46,6 +46,7 @@ pub fn setup(shm: &SliceShm<'_>) -> (Geometry, Producer, Consumer) {
         max_peers: 2,
         bulk_size: 0,
         my_id: 0,
+        region_id: 0,
     };
     let g = layout::attach(shm, &cfg, 4, 2, || {})
         .expect("init")

@@ -7,9 +7,57 @@ use vmcs_proto::frame::{flags, FrameHeader, Op, SockType};
 
 use crate::peer::Peer;
 
+/// Malformed Ethernet frames for the net device (docs/netdev.md "Hostile input"): each
+/// decodes as a frame (so the ring stays in sync) and must be dropped and counted by the
+/// guest's vmcs0 (`rx_runt`, `rx_bad_csum`, `rx_bad_src`, `rx_bad_header`), never parsed
+/// past its length. Returns how many were sent.
+pub fn eth(p: &mut Peer, t: u32) -> u32 {
+    let eth = |flags: u32, src: u32, dst: u32| {
+        let mut h = FrameHeader::new(Op::Eth, SockType::Stream, src, dst);
+        h.flags = flags;
+        h
+    };
+    // A frame to the broadcast address from a locally administered unicast source.
+    let mut good = [0u8; 60];
+    good[..6].copy_from_slice(&[0xff; 6]);
+    good[6..12].copy_from_slice(&[0x02, 0xee, 0xee, 0xee, 0xee, 0xee]);
+    good[12..14].copy_from_slice(&[0x88, 0xb5]); // local experimental EtherType
+    let mut mcast_src = good;
+    mcast_src[6] = 0x01;
+    let partial = flags::ETH_CSUM_PARTIAL;
+    let mut bad_hdr = eth(0, 0, 0);
+    bad_hdr.buf_alloc = 1;
+    let cases: [(FrameHeader, &[u8]); 8] = [
+        // Runts: shorter than an Ethernet header.
+        (eth(0, 0, 0), &good[..6]),
+        (eth(0, 0, 0), &good[..13]),
+        // Checksum places: inside the Ethernet header, past the end, far out.
+        (eth(partial, 4, 0), &good),
+        (eth(partial, 50, 20), &good),
+        (eth(partial, u32::MAX, 2), &good),
+        // A group address as the source.
+        (eth(0, 0, 0), &mcast_src),
+        // Fields that must be zero.
+        (bad_hdr, &good),
+        (eth(0, 14, 6), &good),
+    ];
+    let mut n = 0;
+    for (h, payload) in cases {
+        if p.send(t, h, payload) {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Phase a: frames that decode, with hostile meaning.
 pub fn run(p: &mut Peer, port: u32, ms: u64) {
     let t0 = Instant::now();
+    for i in 0..p.targets.len() {
+        let t = p.targets[i];
+        let n = eth(p, t);
+        println!("# {n} malformed ETH frames sent to peer {t}");
+    }
     let mp = p.max_payload() as usize;
     let big = vec![0xa5u8; mp];
     let mut k = 0u32;

@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vmcs C glue for the vmcsN net device (module/net/, docs/netdev.md).
+ *
+ * Rust-for-Linux 7.2 has no net_device abstraction, so, as for the socket
+ * family in vmcs_glue.c, this file holds the tables (net_device_ops,
+ * ethtool_ops), forwarders into Rust (module/net/entry.rs) and one-line
+ * helpers over inline functions the bindings lack. Every decision (which peer,
+ * what to drop, when to stop a queue, what to count) is made in Rust.
+ */
+#include <linux/etherdevice.h>
+#include <linux/ethtool.h>
+#include <linux/netdevice.h>
+#include <linux/skbuff.h>
+#include <linux/spinlock.h>
+
+#include "vmcs_glue.h"
+
+/* The private area of a vmcsN net_device: the Rust `net::VmcsNet` and the NAPI context. */
+struct vmcs_net_priv {
+	void *rust;
+	struct napi_struct napi;
+	/* Frames the rx work copied out of the rings, waiting for the NAPI poll. */
+	struct sk_buff_head rxq;
+};
+
+static struct vmcs_net_priv *vmcs_net_priv(struct net_device *dev)
+{
+	return netdev_priv(dev);
+}
+
+static int vmcs_net_ndo_open(struct net_device *dev)
+{
+	return vmcs_net_open(vmcs_net_priv(dev)->rust);
+}
+
+static int vmcs_net_ndo_stop(struct net_device *dev)
+{
+	return vmcs_net_stop(vmcs_net_priv(dev)->rust);
+}
+
+static netdev_tx_t vmcs_net_ndo_xmit(struct sk_buff *skb, struct net_device *dev)
+{
+	vmcs_net_xmit(vmcs_net_priv(dev)->rust, skb, skb_get_queue_mapping(skb),
+		      netdev_xmit_more());
+	return NETDEV_TX_OK;
+}
+
+static u16 vmcs_net_ndo_select_queue(struct net_device *dev, struct sk_buff *skb,
+				     struct net_device *sb_dev)
+{
+	return vmcs_net_select_queue(vmcs_net_priv(dev)->rust, skb->data, skb_headlen(skb));
+}
+
+/* Rust fills the counters in the order of enum vmcs_net_stat64 (module/net/mod.rs). */
+static void vmcs_net_ndo_get_stats64(struct net_device *dev, struct rtnl_link_stats64 *s)
+{
+	u64 v[9] = {};
+
+	vmcs_net_get_stats64(vmcs_net_priv(dev)->rust, v, ARRAY_SIZE(v));
+	s->rx_packets = v[0];
+	s->tx_packets = v[1];
+	s->rx_bytes = v[2];
+	s->tx_bytes = v[3];
+	s->rx_errors = v[4];
+	s->tx_errors = v[5];
+	s->rx_dropped = v[6];
+	s->tx_dropped = v[7];
+	s->rx_length_errors = v[8];
+}
+
+static int vmcs_net_ndo_change_mtu(struct net_device *dev, int new_mtu)
+{
+	WRITE_ONCE(dev->mtu, new_mtu);
+	return 0;
+}
+
+static const struct net_device_ops vmcs_net_ops = {
+	.ndo_open = vmcs_net_ndo_open,
+	.ndo_stop = vmcs_net_ndo_stop,
+	.ndo_start_xmit = vmcs_net_ndo_xmit,
+	.ndo_select_queue = vmcs_net_ndo_select_queue,
+	.ndo_get_stats64 = vmcs_net_ndo_get_stats64,
+	.ndo_change_mtu = vmcs_net_ndo_change_mtu,
+	.ndo_set_mac_address = eth_mac_addr,
+	.ndo_validate_addr = eth_validate_addr,
+};
+
+static void vmcs_net_get_drvinfo(struct net_device *dev, struct ethtool_drvinfo *info)
+{
+	strscpy(info->driver, "vmcs", sizeof(info->driver));
+	strscpy(info->version, "0.1.0", sizeof(info->version));
+	vmcs_net_bus_info(vmcs_net_priv(dev)->rust, info->bus_info, sizeof(info->bus_info));
+}
+
+static int vmcs_net_get_sset_count(struct net_device *dev, int sset)
+{
+	return sset == ETH_SS_STATS ? vmcs_net_stats_count(vmcs_net_priv(dev)->rust) : -EOPNOTSUPP;
+}
+
+static void vmcs_net_get_strings(struct net_device *dev, u32 sset, u8 *data)
+{
+	if (sset == ETH_SS_STATS)
+		vmcs_net_stats_strings(vmcs_net_priv(dev)->rust, data);
+}
+
+static void vmcs_net_get_ethtool_stats(struct net_device *dev, struct ethtool_stats *st, u64 *data)
+{
+	vmcs_net_stats_values(vmcs_net_priv(dev)->rust, data, st->n_stats);
+}
+
+static const struct ethtool_ops vmcs_net_ethtool_ops = {
+	.get_drvinfo = vmcs_net_get_drvinfo,
+	.get_link = ethtool_op_get_link,
+	.get_sset_count = vmcs_net_get_sset_count,
+	.get_strings = vmcs_net_get_strings,
+	.get_ethtool_stats = vmcs_net_get_ethtool_stats,
+};
+
+static int vmcs_net_napi_poll(struct napi_struct *napi, int budget)
+{
+	struct vmcs_net_priv *p = container_of(napi, struct vmcs_net_priv, napi);
+
+	return vmcs_net_poll(p->rust, budget);
+}
+
+/*
+ * A new (unregistered) Ethernet device of the ivshmem device @parent, named @name with @txqs transmit queues, the
+ * address @mac and MTUs up to @max_mtu, carrier off; NULL on ENOMEM. The pointer that
+ * every forwarder hands to Rust is set with vmcs_net_set_rust() before registration.
+ */
+struct net_device *vmcs_net_alloc(struct device *parent, const char *name, unsigned int txqs,
+				  const u8 *mac, unsigned int max_mtu)
+{
+	struct net_device *dev = alloc_netdev_mqs(sizeof(struct vmcs_net_priv), name,
+						  NET_NAME_USER, ether_setup, txqs, 1);
+	struct vmcs_net_priv *p;
+
+	if (!dev)
+		return NULL;
+	p = netdev_priv(dev);
+	p->rust = NULL;
+	skb_queue_head_init(&p->rxq);
+	SET_NETDEV_DEV(dev, parent);
+	dev->netdev_ops = &vmcs_net_ops;
+	dev->ethtool_ops = &vmcs_net_ethtool_ops;
+	/* The data never leaves memory: no checksum is computed on either side. */
+	dev->features = NETIF_F_HW_CSUM | NETIF_F_RXCSUM;
+	dev->hw_features = dev->features;
+	dev->min_mtu = ETH_MIN_MTU;
+	dev->max_mtu = max_mtu;
+	dev->mtu = max_mtu;
+	eth_hw_addr_set(dev, mac);
+	netif_napi_add(dev, &p->napi, vmcs_net_napi_poll);
+	netif_carrier_off(dev);
+	return dev;
+}
+
+void vmcs_net_set_rust(struct net_device *dev, void *rust)
+{
+	vmcs_net_priv(dev)->rust = rust;
+}
+
+int vmcs_net_register(struct net_device *dev)
+{
+	return register_netdev(dev);
+}
+
+void vmcs_net_unregister(struct net_device *dev)
+{
+	unregister_netdev(dev);
+}
+
+/* Frees a device that is not (or no longer) registered, with the frames still queued. */
+void vmcs_net_free(struct net_device *dev)
+{
+	struct vmcs_net_priv *p = netdev_priv(dev);
+
+	netif_napi_del(&p->napi);
+	skb_queue_purge(&p->rxq);
+	free_netdev(dev);
+}
+
+const char *vmcs_net_name(struct net_device *dev)
+{
+	return dev->name;
+}
+
+void vmcs_net_set_carrier(struct net_device *dev, bool on)
+{
+	if (on)
+		netif_carrier_on(dev);
+	else
+		netif_carrier_off(dev);
+}
+
+unsigned int vmcs_net_mtu(struct net_device *dev)
+{
+	return READ_ONCE(dev->mtu);
+}
+
+void vmcs_net_napi_enable(struct net_device *dev)
+{
+	napi_enable(&vmcs_net_priv(dev)->napi);
+}
+
+void vmcs_net_napi_disable(struct net_device *dev)
+{
+	napi_disable(&vmcs_net_priv(dev)->napi);
+}
+
+/* Schedules the NAPI poll from process context: with bottom halves off, as it must be. */
+void vmcs_net_napi_schedule(struct net_device *dev)
+{
+	local_bh_disable();
+	napi_schedule(&vmcs_net_priv(dev)->napi);
+	local_bh_enable();
+}
+
+bool vmcs_net_napi_complete(struct net_device *dev, int done)
+{
+	return napi_complete_done(&vmcs_net_priv(dev)->napi, done);
+}
+
+void vmcs_net_napi_reschedule(struct net_device *dev)
+{
+	napi_schedule(&vmcs_net_priv(dev)->napi);
+}
+
+void vmcs_net_rx_enqueue(struct net_device *dev, struct sk_buff *skb)
+{
+	skb_queue_tail(&vmcs_net_priv(dev)->rxq, skb);
+}
+
+struct sk_buff *vmcs_net_rx_dequeue(struct net_device *dev)
+{
+	return skb_dequeue(&vmcs_net_priv(dev)->rxq);
+}
+
+unsigned int vmcs_net_rx_queued(struct net_device *dev)
+{
+	return skb_queue_len_lockless(&vmcs_net_priv(dev)->rxq);
+}
+
+void vmcs_net_rx_purge(struct net_device *dev)
+{
+	skb_queue_purge(&vmcs_net_priv(dev)->rxq);
+}
+
+void vmcs_net_gro_receive(struct net_device *dev, struct sk_buff *skb)
+{
+	napi_gro_receive(&vmcs_net_priv(dev)->napi, skb);
+}
+
+/* A new receive skb of @len bytes for @dev (headroom aligned), its data at *@data; NULL on ENOMEM. */
+struct sk_buff *vmcs_net_rx_alloc(struct net_device *dev, unsigned int len, u8 **data)
+{
+	struct sk_buff *skb = netdev_alloc_skb_ip_align(dev, len);
+
+	if (!skb)
+		return NULL;
+	*data = skb_put(skb, len);
+	return skb;
+}
+
+/*
+ * Finishes a received frame: protocol (eth_type_trans) and checksum state, partial
+ * (@csum_start, @csum_offset from the frame's start) or already verified. -EINVAL when
+ * the partial checksum's place is outside the frame (skb_partial_csum_set checks it).
+ */
+int vmcs_net_rx_finish(struct net_device *dev, struct sk_buff *skb, bool partial,
+		       u16 csum_start, u16 csum_offset)
+{
+	if (partial) {
+		if (!skb_partial_csum_set(skb, csum_start, csum_offset))
+			return -EINVAL;
+	} else {
+		skb->ip_summed = CHECKSUM_UNNECESSARY;
+	}
+	skb->protocol = eth_type_trans(skb, dev);
+	return 0;
+}
+
+void vmcs_net_stop_queue(struct net_device *dev, u16 q)
+{
+	netif_stop_subqueue(dev, q);
+}
+
+void vmcs_net_wake_queue(struct net_device *dev, u16 q)
+{
+	netif_wake_subqueue(dev, q);
+}
+
+void vmcs_net_start_queues(struct net_device *dev)
+{
+	netif_tx_start_all_queues(dev);
+}
+
+void vmcs_net_stop_queues(struct net_device *dev)
+{
+	netif_tx_stop_all_queues(dev);
+}
+
+/* The linear data of a transmitted skb (linearised first; false on ENOMEM). */
+bool vmcs_net_skb_data(struct sk_buff *skb, const u8 **data, unsigned int *len)
+{
+	if (skb_linearize(skb))
+		return false;
+	*data = skb->data;
+	*len = skb->len;
+	return true;
+}
+
+/* Whether @skb's checksum is left to the device, and where it goes. */
+bool vmcs_net_skb_csum(struct sk_buff *skb, u16 *start, u16 *offset)
+{
+	if (skb->ip_summed != CHECKSUM_PARTIAL)
+		return false;
+	*start = skb_checksum_start_offset(skb);
+	*offset = skb->csum_offset;
+	return true;
+}
+
+void vmcs_net_skb_consume(struct sk_buff *skb)
+{
+	dev_consume_skb_any(skb);
+}
+
+void vmcs_net_skb_drop(struct sk_buff *skb)
+{
+	dev_kfree_skb_any(skb);
+}
+
+/* spinlock_t with bottom halves off (module/glue/sync.rs). */
+void vmcs_glue_spin_lock_bh(spinlock_t *lock)
+{
+	spin_lock_bh(lock);
+}
+
+void vmcs_glue_spin_unlock_bh(spinlock_t *lock)
+{
+	spin_unlock_bh(lock);
+}
+
+int vmcs_glue_spin_trylock_bh(spinlock_t *lock)
+{
+	return spin_trylock_bh(lock);
+}
