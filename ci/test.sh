@@ -143,10 +143,23 @@ hostile() {
 		--host-hook "$evil --shm \$VMCS_SHM --port 7000" --hook-on EVIL-GO
 }
 tap_step "qemu hostile plain 2 (2 devices)" hostile
+# The same on ivshmem-doorbell: the hostile peer joins through the doorbell server and rings
+# both guests' doorbells as fast as it can (the starvation check).
+hostile_doorbell() {
+	local evil
+	evil=$(qemu-test/build-host-tools.sh vmcs-evil) || return 1
+	qemu-test/run.sh --scenario hostile --variant doorbell --guests 2 --devices 2 --timeout 300 \
+		--host-hook "$evil --server \$VMCS_SERVER --port 7000" --hook-on EVIL-GO
+}
+tap_step "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile_doorbell
 tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
+# Chaos, short: 4 guests, mesh traffic, 2 random kills and restarts, 2 reloads and an
+# unbind in the last guest (make stress: 50, 100, 10).
+tap_step "qemu chaos doorbell 4 (2 kills, 2 reloads, 1 unbind)" qemu-test/run.sh --scenario chaos \
+	--variant doorbell --guests 4 --timeout 900 --chaos 2 --append "vmcstest.reloads=2 vmcstest.unbinds=1"
 tap_step "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
 tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
 tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2

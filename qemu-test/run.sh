@@ -19,8 +19,9 @@
 #
 # Host hook: with --host-hook, the launcher runs CMD (with bash -c) on the host once any
 # guest's TAP file has a line containing MARKER. CMD sees VMCS_SHM (the backing file of the
-# first region; plain variant), VMCS_SHM_ALL (all of them, space-separated), VMCS_RESULTS
-# and VMCS_VARIANT. Its stdout is read as TAP lines (`ok - ...`, `not ok - ...`, `# ...`,
+# first region; plain variant), VMCS_SHM_ALL (all of them, space-separated), VMCS_SERVER
+# (the first region's doorbell server socket; doorbell variant), VMCS_RESULTS and
+# VMCS_VARIANT. Its stdout is read as TAP lines (`ok - ...`, `not ok - ...`, `# ...`,
 # no plan needed) and reported like the guests' points, plus one point for its exit status
 # 0; stderr goes to hook.log. It must end within 60 s of the last guest.
 #
@@ -375,7 +376,7 @@ while :; do
 	if [ -n "$hook" ] && [ -z "$hook_pid" ] &&
 		cat "$results"/guest*.tap 2>/dev/null | tr -d '\r' | grep -qF -- "$hook_on"; then
 		shm_all=$(for d in $(seq 0 $((devices - 1))); do shm_of "$d"; done | tr '\n' ' ')
-		VMCS_SHM=$(shm_of 0) VMCS_SHM_ALL=$shm_all VMCS_RESULTS=$results VMCS_VARIANT=$variant \
+		VMCS_SHM=$(shm_of 0) VMCS_SHM_ALL=$shm_all VMCS_SERVER=$(sock_of 0) VMCS_RESULTS=$results VMCS_VARIANT=$variant \
 			bash -c "$hook" >"$results/hook.tap" 2>"$results/hook.log" &
 		hook_pid=$!
 		echo "# host hook: started on \"$hook_on\" at $(date +%T.%N | cut -c1-12)"
