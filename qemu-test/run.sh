@@ -274,8 +274,8 @@ deadline=$(($(date +%s) + timeout))
 # The TAP file of guest G's running incarnation.
 tap_of() { if [ "${ginc[$1]}" = 1 ]; then echo "$results/guest$1.tap"; else echo "$results/guest$1.${ginc[$1]}.tap"; fi; }
 # tap_has G LINE: guest G's running incarnation printed exactly LINE (CRs dropped).
-tap_has() { tr -d '\r' <"$(tap_of "$1")" 2>/dev/null | grep -qx -- "$2"; }
-tap_grep() { tr -d '\r' <"$(tap_of "$1")" 2>/dev/null | grep -qE -- "$2"; }
+tap_has() { { tr -d '\r' <"$(tap_of "$1")"; } 2>/dev/null | grep -qx -- "$2"; }
+tap_grep() { { tr -d '\r' <"$(tap_of "$1")"; } 2>/dev/null | grep -qE -- "$2"; }
 # ctl_send G WORD: one line on guest G's control line (never blocks on a dead guest).
 ctl_send() { timeout 10 bash -c 'echo "$1" >"$2"' _ "$2" "$results/guest$1.ctl.in" || true; }
 # wait_until SECS COMMAND...: poll COMMAND every 0.5 s; fails after SECS or the deadline.
