@@ -203,19 +203,9 @@ impl Mesh {
     }
 
     /// Classifies and reports a connection's end.
-    #[allow(clippy::too_many_arguments)]
-    fn ended(
-        &self,
-        kind: Kind,
-        side: &str,
-        cid: u32,
-        gen: Option<u32>,
-        peer: &str,
-        f: Fail,
-        last: Instant,
-        units: u64,
-    ) {
-        let after = last.elapsed().as_millis();
+    fn ended(&self, kind: Kind, side: &str, cid: u32, tr: &Track, f: Fail) {
+        let (gen, peer, units) = (tr.gen, &tr.peer, tr.units);
+        let after = tr.last.elapsed().as_millis();
         let verdict = match f {
             Fail::Corrupt(_) => {
                 self.corrupt.fetch_add(1, Relaxed);
@@ -244,6 +234,32 @@ impl Mesh {
     fn counted(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Relaxed);
         self.units.fetch_add(1, Relaxed);
+    }
+}
+
+/// What one connection's end knows of it: the peer's generation when it began, the peer
+/// incarnation's tag, the units verified and when the last one was.
+struct Track {
+    gen: Option<u32>,
+    peer: String,
+    units: u64,
+    last: Instant,
+}
+
+impl Track {
+    fn new(m: &Mesh, cid: u32) -> Self {
+        Self {
+            gen: m.peer_gen(cid),
+            peer: "?".into(),
+            units: 0,
+            last: Instant::now(),
+        }
+    }
+    /// Exchanges the tags; the connection's pattern seed (the same on both ends).
+    fn greet(&mut self, m: &Mesh, kind: Kind, conn: &Conn) -> Result<u64, Fail> {
+        let t = conn.hello(kind, &m.tag)?;
+        self.peer = tag_text(&t);
+        Ok(fnv(&m.tag) ^ fnv(&t) ^ kind as u64)
     }
 }
 
@@ -375,14 +391,10 @@ fn client(m: &Mesh, kind: Kind, cid: u32) {
             return;
         }
     };
-    let gen = m.peer_gen(cid);
-    let mut last = Instant::now();
-    let mut units = 0u64;
-    let mut peer = String::from("?");
+    let mut tr = Track::new(m, cid);
     let r = (|| -> Result<(), Fail> {
-        let t = conn.hello(kind, &m.tag)?;
-        peer = tag_text(&t);
-        let seed = fnv(&m.tag) ^ fnv(&t) ^ kind as u64;
+        let seed = tr.greet(m, kind, &conn)?;
+        let peer = tr.peer.clone();
         let mut off = 0u64;
         let mut buf = vec![0u8; 65536];
         let mut tx: Option<Map> = None;
@@ -404,7 +416,7 @@ fn client(m: &Mesh, kind: Kind, cid: u32) {
         while !m.stop.load(Relaxed) {
             let n = match kind {
                 Kind::Stream => {
-                    let len = stream_len(seed, units);
+                    let len = stream_len(seed, tr.units);
                     let data: Vec<u8> = (0..len as u64)
                         .map(|k| stream_byte(seed, off + k))
                         .collect();
@@ -418,12 +430,13 @@ fn client(m: &Mesh, kind: Kind, cid: u32) {
                     len
                 }
                 Kind::Seq => {
-                    let msg = seq_msg(seed, units);
+                    let msg = seq_msg(seed, tr.units);
                     conn.send(&msg)?;
                     let n = conn.recv(&mut buf, false)?;
                     if buf[..n] != msg[..] {
                         return Err(Fail::Corrupt(format!(
-                            "message {units}: {n} bytes, want {}",
+                            "message {}: {n} bytes, want {}",
+                            tr.units,
                             msg.len()
                         )));
                     }
@@ -432,19 +445,20 @@ fn client(m: &Mesh, kind: Kind, cid: u32) {
                 Kind::Bulk => {
                     let Conn::Dev(f) = &conn else { unreachable!() };
                     let map = tx.as_mut().expect("mapped");
-                    let slot = (units as usize % SLOTS) * CHUNK;
+                    let slot = (tr.units as usize % SLOTS) * CHUNK;
                     f.bulk_wait(slot as u32, CHUNK as u32).map_err(dev_err)?;
                     for (j, w) in map.words_mut()[slot / 8..(slot + CHUNK) / 8]
                         .iter_mut()
                         .enumerate()
                     {
-                        *w = bulk_word(seed, units, j);
+                        *w = bulk_word(seed, tr.units, j);
                     }
                     f.bulk_send(slot as u32, CHUNK as u32).map_err(dev_err)?;
                     let n = conn.recv(&mut buf, false)?;
-                    if buf[..n] != units.to_le_bytes() {
+                    if buf[..n] != tr.units.to_le_bytes() {
                         return Err(Fail::Corrupt(format!(
-                            "bulk unit {units}: the server answered {:?}",
+                            "bulk unit {}: the server answered {:?}",
+                            tr.units,
                             &buf[..n.min(16)]
                         )));
                     }
@@ -452,9 +466,9 @@ fn client(m: &Mesh, kind: Kind, cid: u32) {
                 }
             };
             m.counted(n);
-            units += 1;
-            last = Instant::now();
-            if units == 1 {
+            tr.units += 1;
+            tr.last = Instant::now();
+            if tr.units == 1 {
                 m.up.lock().unwrap().insert((cid, kind));
                 m.say(format!("MESH-UP {} peer={peer} cid={cid}", kind.name()));
                 m.joined
@@ -471,21 +485,16 @@ fn client(m: &Mesh, kind: Kind, cid: u32) {
     m.up.lock().unwrap().remove(&(cid, kind));
     match r {
         Ok(()) => conn.close(),
-        Err(f) => m.ended(kind, "client", cid, gen, &peer, f, last, units),
+        Err(f) => m.ended(kind, "client", cid, &tr, f),
     }
 }
 
 /// The server side of one accepted connection: echo (stream, seqpacket) or check bulk
 /// units (bulk), until the client closes.
 fn serve_conn(m: &Mesh, kind: Kind, conn: Conn, cid: u32) {
-    let gen = m.peer_gen(cid);
-    let mut last = Instant::now();
-    let mut units = 0u64;
-    let mut peer = String::from("?");
+    let mut tr = Track::new(m, cid);
     let r = (|| -> Result<(), Fail> {
-        let t = conn.hello(kind, &m.tag)?;
-        peer = tag_text(&t);
-        let seed = fnv(&t) ^ fnv(&m.tag) ^ kind as u64;
+        let seed = tr.greet(m, kind, &conn)?;
         let mut buf = vec![0u8; 65536];
         let mut rx: Option<Map> = None;
         loop {
@@ -524,20 +533,20 @@ fn serve_conn(m: &Mesh, kind: Kind, conn: Conn, cid: u32) {
                         return Err(Fail::Corrupt(format!("bulk descriptor {o}+{l}")));
                     }
                     let w = &map.words()[o / 8..(o + l) / 8];
-                    if let Some(j) = (0..w.len()).find(|&j| w[j] != bulk_word(seed, units, j)) {
-                        return Err(Fail::Corrupt(format!("bulk unit {units} word {j}")));
+                    if let Some(j) = (0..w.len()).find(|&j| w[j] != bulk_word(seed, tr.units, j)) {
+                        return Err(Fail::Corrupt(format!("bulk unit {} word {j}", tr.units)));
                     }
                     f.bulk_release(1).map_err(dev_err)?;
-                    conn.send(&units.to_le_bytes())?;
+                    conn.send(&tr.units.to_le_bytes())?;
                 }
             }
-            units += 1;
-            last = Instant::now();
+            tr.units += 1;
+            tr.last = Instant::now();
         }
     })();
     drop(conn);
     if let Err(f) = r {
-        m.ended(kind, "server", cid, gen, &peer, f, last, units);
+        m.ended(kind, "server", cid, &tr, f);
     }
 }
 
