@@ -155,7 +155,7 @@ tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doo
 # Chaos, short: 4 guests, mesh traffic, 2 random kills and restarts, 2 reloads and an
 # unbind in the last guest (make stress: 50, 100, 10).
 tap_step "qemu chaos doorbell 4 (2 kills, 2 reloads, 1 unbind)" qemu-test/run.sh --scenario chaos \
-	--variant doorbell --guests 4 --timeout 900 --chaos 2 --append "vmcstest.reloads=2 vmcstest.unbinds=1"
+	--variant doorbell --guests 4 --timeout 1200 --chaos 2 --append "vmcstest.reloads=2 vmcstest.unbinds=1"
 tap_step "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
 tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
 tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
