@@ -31,7 +31,7 @@
 //! `MESH-PROGRESS bytes=B units=N`, and at the end `MESH-TOTAL ...`.
 //!
 //! It runs until STOPFILE exists, then closes its clients in order and waits (up to 60 s)
-//! for the other guests' clients to close theirs (not if STOPFILE says `quick`: the others
+//! until no other guest's client has been connected for 3 s (not if STOPFILE says `quick`: the others
 //! go on). `once`: stop as soon as it is ready
 //! (the reload cycles) without waiting for the others. `lenient`: this guest's own device
 //! goes away under it (unbind), so ends whose peer is still live are `local`, not failures;
@@ -692,8 +692,14 @@ pub(crate) fn mesh(base: u32, expect: usize, stop: &str, mode: &str) -> Res {
     }
     let quick = std::fs::read_to_string(stop).is_ok_and(|s| s.trim() == "quick");
     if !once && !quick {
+        // Until no other guest's client has been connected for 3 s (one that connected
+        // just before its own stop still gets served), at most 60 s.
         let t = Instant::now();
-        while m.server_conns.load(Relaxed) > 0 && t.elapsed() < Duration::from_secs(60) {
+        let mut idle = Instant::now();
+        while idle.elapsed() < Duration::from_secs(3) && t.elapsed() < Duration::from_secs(60) {
+            if m.server_conns.load(Relaxed) > 0 {
+                idle = Instant::now();
+            }
             thread::sleep(Duration::from_millis(100));
         }
     }
