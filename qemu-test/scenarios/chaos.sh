@@ -120,7 +120,7 @@ reloads() {
 		echo quick >/tmp/ustop
 		wait_pid $um 90
 		urc=$rc
-		grep -E 'MESH-(READY|TOTAL)|CORRUPT' /tmp/u.log >&3
+		grep -E 'MESH-(READY|TOTAL)|CORRUPT|verdict=local' /tmp/u.log >&3
 		echo "$dev" >/sys/bus/pci/drivers/vmcs/bind
 		if [ "$urc" = 0 ] && wait_others 60 && mesh_once "b$u"; then
 			ugood=$((ugood + 1))
