@@ -10,7 +10,7 @@
 # - peer is a killed incarnation, verdict expected: ECONNRESET is "reset as expected"
 #   (its after_ms, time since the last verified data, is the reset latency); any other
 #   errno is lost;
-# - peer is a reload or unbind tag (G.K-rN, G.K-uN) or any incarnation of the reload
+# - peer is a reload or unbind tag (G.K-rN, G.K-uN, G.K-bN) or any incarnation of the reload
 #   guest, verdict expected: ended by a reload;
 # - peer unknown ("?": ended before the hello), verdict expected: counted apart;
 # - verdict expected with a peer that was never killed nor reloaded: a survivor vanished
@@ -45,7 +45,7 @@ cat "$res"/guest*.tap 2>/dev/null | tr -d '\r' | awk -v killed="$killed" -v rg="
 			} else { wrong++; lostl = lostl " " $0 }
 			next
 		}
-		if (p ~ /-[ru][0-9]+$/ || (rg != "" && base ~ "^" rg "\\.")) { reload_ends++; next }
+		if (p ~ /-[rub][0-9]+$/ || (rg != "" && base ~ "^" rg "\\.")) { reload_ends++; next }
 		if (p == "?") { early++; next }
 		vanished++; lostl = lostl " " $0
 	}
