@@ -7,6 +7,10 @@
 #                   in a cached chroot with Debian's toolchain: build/debian/vmcs.ko
 #   make demo       set up everything, boot two guests, show them talking
 #   make test       set up everything, run every test (TAP, ends in "N passed, N failed")
+#   make stress     the long chaos campaigns: 50 guest kills, 100 module reloads and 10
+#                   unbinds under a mesh of checked traffic, the hostile doorbell storm;
+#                   prints the table (hours on a loaded machine; STRESS_* knobs in
+#                   ci/stress.sh); results in build/stress/<stamp>/
 #   make bench      benchmarks: every path (vmcs, TCP, vsock, memcpy) between the same guests
 #                   on the production-configured bench kernel, with plots (~12 min;
 #                   BENCH_QUICK=1 1-2 min); results in build/bench/<stamp>/
@@ -19,7 +23,7 @@
 SHELL := /bin/bash
 FUZZ_SECONDS ?= 600
 
-.PHONY: all module setup kernel test demo bench bench-proto fuzz clippy-module fmt clean install
+.PHONY: all module setup kernel test stress demo bench bench-proto fuzz clippy-module fmt clean install
 
 all: module
 
@@ -38,6 +42,9 @@ clippy-module:
 
 test:
 	@ci/test.sh
+
+stress:
+	@ci/stress.sh
 
 install:
 	@KDIR="$(KDIR)" VMCS_DEBIAN_KERNEL="$(DEBIAN_KERNEL)" PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" ci/install.sh

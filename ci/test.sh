@@ -136,20 +136,29 @@ tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --varian
 tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3
 tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
 # A hostile host-side peer (userspace-tool/vmcs-evil) attacks two guests on the first of their
-# two ivshmem devices while they talk over both.
+# two ivshmem devices while they talk over both. On ivshmem-doorbell it joins through the
+# doorbell server and also rings both guests' doorbells as fast as it can (the starvation
+# check). hostile VARIANT REGION-ARGUMENT TIMEOUT
 hostile() {
 	local evil
 	evil=$(qemu-test/build-host-tools.sh vmcs-evil) || return 1
-	qemu-test/run.sh --scenario hostile --variant plain --guests 2 --devices 2 --timeout 240 \
-		--host-hook "$evil --shm \$VMCS_SHM --port 7000" --hook-on EVIL-GO
+	qemu-test/run.sh --scenario hostile --variant "$1" --guests 2 --devices 2 --timeout "$3" \
+		--host-hook "$evil $2 --port 7000" --hook-on EVIL-GO
 }
-tap_step "qemu hostile plain 2 (2 devices)" hostile
+# shellcheck disable=SC2016 # the hook's $VMCS_SHM/$VMCS_SERVER expand when run.sh runs it
+tap_step "qemu hostile plain 2 (2 devices)" hostile plain '--shm $VMCS_SHM' 240
+# shellcheck disable=SC2016
+tap_step "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile doorbell '--server $VMCS_SERVER' 300
 tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu netdev plain 3" qemu-test/run.sh --scenario netdev --variant plain --guests 3 \
 	--timeout 300 --crash-guest 2 --crash-on CRASH-POINT --restart
+# Chaos, short: 4 guests, mesh traffic, 2 random kills and restarts, 2 reloads and an
+# unbind in the last guest (make stress: 50, 100, 10).
+tap_step "qemu chaos doorbell 4 (2 kills, 2 reloads, 1 unbind)" qemu-test/run.sh --scenario chaos \
+	--variant doorbell --guests 4 --timeout 1200 --chaos 2 --append "vmcstest.reloads=2 vmcstest.unbinds=1"
 tap_step "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
 tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
 tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2

@@ -7,6 +7,7 @@
 #          [--crash-guest G --crash-on MARKER [--restart]]
 #          [--host-hook CMD --hook-on MARKER] [--devices N] [--kernel test|debian]
 #          [--vsock] [--append WORDS] [--clock coarse|fine]
+#          [--control] [--chaos KILLS [--chaos-seed S] [--reload-guest G]]
 #
 # Fault hook: with --crash-guest, the launcher watches guest G's TAP file for a line
 # containing MARKER and then kills that guest's QEMU with SIGKILL (no shutdown, no leave).
@@ -18,8 +19,9 @@
 #
 # Host hook: with --host-hook, the launcher runs CMD (with bash -c) on the host once any
 # guest's TAP file has a line containing MARKER. CMD sees VMCS_SHM (the backing file of the
-# first region; plain variant), VMCS_SHM_ALL (all of them, space-separated), VMCS_RESULTS
-# and VMCS_VARIANT. Its stdout is read as TAP lines (`ok - ...`, `not ok - ...`, `# ...`,
+# first region; plain variant), VMCS_SHM_ALL (all of them, space-separated), VMCS_SERVER
+# (the first region's doorbell server socket; doorbell variant), VMCS_RESULTS and
+# VMCS_VARIANT. Its stdout is read as TAP lines (`ok - ...`, `not ok - ...`, `# ...`,
 # no plan needed) and reported like the guests' points, plus one point for its exit status
 # 0; stderr goes to hook.log. It must end within 60 s of the last guest.
 #
@@ -31,6 +33,23 @@
 # vhost-device-vsock backend ($VMCS_CACHE/bin, ci/bench-setup.sh installs it) whose sibling
 # group links all the guests: guest G is AF_VSOCK cid 3+G. Guest RAM is then a shared memfd
 # (vhost-user needs it). Not with --restart.
+#
+# --control: every guest also gets a control line, its ttyS2, fed from the FIFO
+# $results/guestG.ctl.in (QEMU's pipe chardev; guestG.ctl.out takes what the guest
+# writes). ctl_send G WORD writes one line to it; a restarted guest gets the same FIFO.
+#
+# --chaos KILLS (implies --control; the chaos scenario, docs/testing.md "make stress"):
+# restart in place. Once every guest's TAP says MESH-READY, the launcher KILLS times waits
+# 1-4 s (traffic flowing), SIGKILLs the QEMU of a random guest (seeded by --chaos-seed,
+# printed), boots it again at once with the same index, region and doorbell server
+# (vmcstest.incarnation=K+1; plain: it reclaims a slot, doorbell: a new IVPosition) and
+# waits until the new incarnation says MESH-READY and every other guest says
+# MESH-JOINED G.K+1 (its connections resumed), up to 240 s; then the next kill. After the
+# kills it sends RELOAD to --reload-guest (default the last guest) and waits for its
+# RELOADS-DONE, then sends STOP to every guest. Each kill and rejoin is a test point; the
+# list of killed incarnations is $results/chaos.log, which qemu-test/chaos-table.sh reads
+# with the TAP files to print the table and its points. A killed incarnation need not
+# have printed its TAP plan (the chaos scenario prints it at the end).
 #
 # --append WORDS: more kernel command-line words for every guest (e.g. the bench scenario's
 # vmcstest.bench_* settings).
@@ -68,6 +87,10 @@ vsock=0
 append=""
 clock=coarse
 kernel=test
+control=0
+chaos=""
+chaos_seed=""
+reload_guest=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--guests) guests=$2; shift 2 ;;
@@ -87,6 +110,10 @@ while [ $# -gt 0 ]; do
 	--append) append=$2; shift 2 ;;
 	--clock) clock=$2; shift 2 ;;
 	--kernel) kernel=$2; shift 2 ;;
+	--control) control=1; shift ;;
+	--chaos) chaos=$2; control=1; shift 2 ;;
+	--chaos-seed) chaos_seed=$2; shift 2 ;;
+	--reload-guest) reload_guest=$2; shift 2 ;;
 	*) die "unknown argument $1 (see the header of $0)" ;;
 	esac
 done
@@ -96,6 +123,9 @@ case "$variant" in plain | doorbell) ;; *) die "--variant must be plain or doorb
 case "$devices" in 1 | 2) ;; *) die "--devices must be 1 or 2" ;; esac
 [ -z "$hook" ] || [ -n "$hook_on" ] || die "--host-hook needs --hook-on MARKER"
 [ "$vsock" = 0 ] || [ "$restart" = 0 ] || die "--vsock does not go with --restart"
+[ "$vsock" = 0 ] || [ -z "$chaos" ] || die "--vsock does not go with --chaos"
+[ -z "$chaos" ] || [ -z "$crash_guest" ] || die "--chaos does not go with --crash-guest"
+reload_guest=${reload_guest:-$((guests - 1))}
 if [ -n "$crash_guest" ]; then
 	[ "$crash_guest" -ge 0 ] && [ "$crash_guest" -lt "$guests" ] || die "--crash-guest must be 0..$((guests - 1))"
 	[ -n "$crash_on" ] || die "--crash-guest needs --crash-on MARKER"
@@ -130,6 +160,7 @@ cleanup() {
 	done
 	for d in $(seq 0 $((devices - 1))); do rm -f "$(shm_of "$d")" "$(sock_of "$d")"; done
 	[ "$vsock" = 0 ] || rm -f "$results"/vsock*.sock "$results"/vsock*.uds*
+	[ "$control" = 0 ] || rm -f "$results"/guest*.ctl.in "$results"/guest*.ctl.out
 }
 trap cleanup EXIT
 
@@ -204,11 +235,16 @@ boot_guest() {
 	[ "$inc" = 1 ] || name=guest$g.$inc
 	# A restarted guest gets no test-control link (guest 0's end is gone with the old one).
 	[ "$inc" = 1 ] && net=$(net_args "$g")
+	local ctl=()
+	if [ "$control" = 1 ]; then
+		[ -p "$results/guest$g.ctl.in" ] || mkfifo "$results/guest$g.ctl.in" "$results/guest$g.ctl.out"
+		ctl=(-serial "pipe:$results/guest$g.ctl")
+	fi
 	# shellcheck disable=SC2086
 	qemu-system-x86_64 -accel tcg -M pc -m 256M -smp 1 -nographic -nodefaults -no-reboot \
 		-kernel "$VMCS_KERNEL" -initrd "$VMCS_INITRD" \
 		-append "console=ttyS0 panic=-1 oops=panic $guest_clock vmcstest.guest=$g vmcstest.nguests=$guests vmcstest.variant=$variant vmcstest.scenario=$scenario vmcstest.incarnation=$inc $append" \
-		-serial "file:$results/$name.log" -serial "file:$results/$name.tap" \
+		-serial "file:$results/$name.log" -serial "file:$results/$name.tap" "${ctl[@]}" \
 		"${shm_args[@]}" $net $(vsock_args "$g") \
 		>"$results/$name.qemu.log" 2>&1 &
 	boot_pid=$!
@@ -217,9 +253,16 @@ boot_guest() {
 log "booting $guests guest(s), $variant, scenario $scenario; logs in $results"
 # Report units: "guest index, file stem, must finish".
 units=()
+# Per guest: the QEMU pid and incarnation now running, and its entry in units.
+gpid=()
+ginc=()
+gunit=()
 for g in $(seq 0 $((guests - 1))); do
 	boot_guest "$g" 1
 	pids+=("$boot_pid")
+	gpid[g]=$boot_pid
+	ginc[g]=1
+	gunit[g]=${#units[@]}
 	units+=("$g guest$g 1")
 	# The listening side of the links must be up before the others connect.
 	[ "$g" = 0 ] && sleep 1
@@ -227,6 +270,85 @@ done
 [ -n "$crash_guest" ] && units[crash_guest]="$crash_guest guest$crash_guest 0"
 
 deadline=$(($(date +%s) + timeout))
+
+# The TAP file of guest G's running incarnation.
+tap_of() { if [ "${ginc[$1]}" = 1 ]; then echo "$results/guest$1.tap"; else echo "$results/guest$1.${ginc[$1]}.tap"; fi; }
+# tap_has G LINE: guest G's running incarnation printed exactly LINE (CRs dropped).
+tap_has() { { tr -d '\r' <"$(tap_of "$1")"; } 2>/dev/null | grep -qx -- "$2"; }
+tap_grep() { { tr -d '\r' <"$(tap_of "$1")"; } 2>/dev/null | grep -qE -- "$2"; }
+# ctl_send G WORD: one line on guest G's control line (never blocks on a dead guest).
+ctl_send() { timeout 10 bash -c 'echo "$1" >"$2"' _ "$2" "$results/guest$1.ctl.in" || true; }
+# wait_until SECS COMMAND...: poll COMMAND every 0.5 s; fails after SECS or the deadline.
+wait_until() {
+	local end=$(($(date +%s) + $1))
+	shift
+	until "$@"; do
+		[ "$(date +%s)" -lt "$end" ] && [ "$(date +%s)" -lt "$deadline" ] || return 1
+		sleep 0.5
+	done
+}
+chaos_points=()
+cpoint() { chaos_points+=("$1|$2"); echo "# chaos: $1 - $2"; }
+all_ready() { local g; for g in $(seq 0 $((guests - 1))); do tap_grep "$g" '^# MESH-READY' || return 1; done; }
+# rejoined G: guest G's new incarnation is ready and every other guest reconnected to it.
+rejoined() {
+	local g=$1 o
+	tap_grep "$g" '^# MESH-READY' || return 1
+	for o in $(seq 0 $((guests - 1))); do
+		[ "$o" = "$g" ] || tap_has "$o" "# MESH-JOINED $g.${ginc[g]}" || return 1
+	done
+}
+chaos_run() {
+	local k g t0 fails=0
+	[ -n "$chaos_seed" ] || chaos_seed=$((RANDOM * 32768 + RANDOM))
+	RANDOM=$chaos_seed
+	: >"$results/chaos.log"
+	echo "# chaos: $chaos kills, seed $chaos_seed, reload guest $reload_guest"
+	t0=$(date +%s)
+	if wait_until 300 all_ready; then
+		cpoint ok "every guest's mesh is up ($(($(date +%s) - t0)) s)"
+	else
+		cpoint "not ok" "every guest's mesh is up (not after $(($(date +%s) - t0)) s)"
+		return
+	fi
+	for k in $(seq 1 "$chaos"); do
+		sleep "$((1 + RANDOM % 3)).$((RANDOM % 10))"
+		g=$((RANDOM % guests))
+		kill -9 "${gpid[g]}" 2>/dev/null || true
+		wait "${gpid[g]}" 2>/dev/null || true
+		echo "kill $k guest$g.${ginc[g]} $(date +%s.%N)" >>"$results/chaos.log"
+		echo "# chaos: kill $k: guest$g incarnation ${ginc[g]} (QEMU ${gpid[g]}) at $(date +%T.%N | cut -c1-12)"
+		read -r _ stem _ <<<"${units[gunit[g]]}"
+		units[gunit[g]]="$g $stem 0"
+		sleep 1
+		ginc[g]=$((ginc[g] + 1))
+		boot_guest "$g" "${ginc[g]}"
+		pids+=("$boot_pid")
+		gpid[g]=$boot_pid
+		gunit[g]=${#units[@]}
+		units+=("$g guest$g.${ginc[g]} 1")
+		t0=$(date +%s)
+		if wait_until 240 rejoined "$g"; then
+			cpoint ok "kill $k: guest$g.${ginc[g]} rejoined, every other guest reconnected to it ($(($(date +%s) - t0)) s)"
+		else
+			cpoint "not ok" "kill $k: guest$g.${ginc[g]} rejoined, every other guest reconnected to it (not after $(($(date +%s) - t0)) s)"
+			fails=1
+			break
+		fi
+	done
+	if [ "$fails" = 0 ] && [ "$reload_guest" -ge 0 ]; then
+		ctl_send "$reload_guest" RELOAD
+		t0=$(date +%s)
+		if wait_until 100000 tap_grep "$reload_guest" '^# RELOADS-DONE'; then
+			cpoint ok "guest$reload_guest ran its reloads ($(($(date +%s) - t0)) s)"
+		else
+			cpoint "not ok" "guest$reload_guest ran its reloads (not after $(($(date +%s) - t0)) s)"
+		fi
+	fi
+	for g in $(seq 0 $((guests - 1))); do ctl_send "$g" STOP; done
+	echo "# chaos: STOP sent at $(date +%T.%N | cut -c1-12)"
+}
+[ -z "$chaos" ] || chaos_run
 timed_out=0
 crashed=0
 while :; do
@@ -254,7 +376,7 @@ while :; do
 	if [ -n "$hook" ] && [ -z "$hook_pid" ] &&
 		cat "$results"/guest*.tap 2>/dev/null | tr -d '\r' | grep -qF -- "$hook_on"; then
 		shm_all=$(for d in $(seq 0 $((devices - 1))); do shm_of "$d"; done | tr '\n' ' ')
-		VMCS_SHM=$(shm_of 0) VMCS_SHM_ALL=$shm_all VMCS_RESULTS=$results VMCS_VARIANT=$variant \
+		VMCS_SHM=$(shm_of 0) VMCS_SHM_ALL=$shm_all VMCS_SERVER=$(sock_of 0) VMCS_RESULTS=$results VMCS_VARIANT=$variant \
 			bash -c "$hook" >"$results/hook.tap" 2>"$results/hook.log" &
 		hook_pid=$!
 		echo "# host hook: started on \"$hook_on\" at $(date +%T.%N | cut -c1-12)"
@@ -303,6 +425,16 @@ if [ -n "$hook" ]; then
 		fi
 	fi
 fi
+if [ -n "$chaos" ]; then
+	for p in "${chaos_points[@]}"; do emit "${p%%|*}" "chaos: ${p#*|}"; done
+	while IFS= read -r line; do
+		case "$line" in
+		"ok "*) emit ok "${line#ok - }" ;;
+		"not ok "*) emit "not ok" "${line#not ok - }" ;;
+		*) echo "$line" ;;
+		esac
+	done < <("$VMCS_TOP/qemu-test/chaos-table.sh" "$results" "$reload_guest")
+fi
 for u in "${units[@]}"; do
 	read -r g stem must_finish <<<"$u"
 	tap="$results/$stem.tap"
@@ -318,7 +450,9 @@ for u in "${units[@]}"; do
 		"DEMO "*) [ "$demo" = 1 ] && echo "${line#DEMO }" >&2 ;;
 		esac
 	done < <(tr -d '\r' <"$tap")
-	if [ -z "$planned" ]; then
+	if [ -z "$planned" ] && [ "$must_finish" = 0 ] && [ -n "$chaos" ]; then
+		: # killed by the chaos controller before its plan (printed at the end)
+	elif [ -z "$planned" ]; then
 		emit "not ok" "$stem: TAP plan present"
 	elif [ "$ran" != "$planned" ]; then
 		emit "not ok" "$stem: ran $ran of $planned planned tests"

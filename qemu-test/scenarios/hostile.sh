@@ -7,6 +7,15 @@
 # With two ivshmem devices per guest (run.sh --devices 2; the hook attacks the first region)
 # the guests also run the exchange over the second domain (vmcs1, VMCS_IOC_OPEN_DOMAIN),
 # which must never see the evil peer.
+# On ivshmem-doorbell (make test runs it there too) the hostile peer is a client of the
+# doorbell server (vmcs-evil --server) and also rings both guests' doorbells, every vector,
+# as fast as it can for the whole attack. Starvation check: guest 1 measures its echo rate
+# with guest 0 before the attack (SOAK-RATE, 300 messages) and again during it; the rate
+# under the storm must be at least 1/20 of the one before (a loose bound: the storm takes a
+# host core and the attack phases run too; a guest whose receive path looped on doorbells
+# would fall to ~0), and the doorbell counters must show the storm came during it. The
+# guests load vmcs with hb_timeout_ms=4000 there, so that the storm's load on the host
+# does not make them time each other out (1.5 s; the evil peer is reaped all the same).
 . /scenarios/lib.sh
 D=/sys/kernel/debug/vmcs/vmcs0
 D1=/sys/kernel/debug/vmcs/vmcs1
@@ -19,11 +28,19 @@ n=15
 [ "$VMCS_GUEST" = 0 ] && n=$((n + 1))
 n=$((n + 1)) # the reset reasons
 n=$((n + 1)) # the net device's counters
+[ "$VMCS_VARIANT" = doorbell ] && [ "$VMCS_GUEST" = 1 ] && n=$((n + 1))
 plan $n
 
-check "insmod vmcs.ko" load_vmcs
+if [ "$VMCS_VARIANT" = doorbell ]; then
+	check "insmod vmcs.ko hb_timeout_ms=4000" load_vmcs hb_timeout_ms=4000
+else
+	check "insmod vmcs.ko" load_vmcs
+fi
 # vmcs0 up: the hostile peer's malformed Ethernet frames are checked (docs/netdev.md).
 ip link set vmcs0 up
+# The domain's doorbell interrupts so far (debugfs rings, header line).
+doorbells() { awk '$1 == "local" { for (i = 2; i < NF; i++) if ($i == "doorbells_rx") n = $(i + 1) } END { print n + 0 }' $D/rings; }
+rate() { sed -n 's/^SOAK-RATE \([0-9]*\)/\1/p' "$1"; }
 up() { [ "$(grep -c ' live ' $D/peers)" -ge 2 ] && ! grep -q ' down' $D/peers; }
 i=0
 while ! up && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
@@ -53,8 +70,17 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	# The bulk-enabled server the hostile peer's bulk phase attacks (vmcs-evil --bulk-port).
 	vmcs-test bulk-evil 63000 /tmp/bstop >/tmp/bulk.log 2>&1 &
 	bsrv=$!
+	if [ "$VMCS_VARIANT" = doorbell ]; then
+		vmcs-test serve 7002 1 >/dev/null 2>&1 &
+		vmcs-test serve 7003 1 >/dev/null 2>&1 &
+	fi
 else
 	sleep 1
+	if [ "$VMCS_VARIANT" = doorbell ]; then
+		db0=$(doorbells)
+		vmcs-test soak auto 7002 300 >/tmp/rate0.log 2>&1
+		db1=$(doorbells)
+	fi
 	vmcs-test soak auto 7000 /tmp/stop >/tmp/soak.log 2>&1 &
 	soak=$!
 	i=0
@@ -77,6 +103,19 @@ while [ -z "$evil" ] && [ $i -lt 600 ]; do
 done
 check "the hostile peer joined (peer ${evil:-none})" test -n "$evil"
 evil=${evil:-999}
+if [ "$VMCS_VARIANT" = doorbell ] && [ "$VMCS_GUEST" = 1 ]; then
+	# The storm starts once both guests acknowledged its rings (a second or so).
+	sleep 2
+	db2=$(doorbells)
+	vmcs-test soak auto 7003 300 >/tmp/rate1.log 2>&1
+	db3=$(doorbells)
+	sed 's/^/# before the attack: /' /tmp/rate0.log >&3
+	sed 's/^/# under the doorbell storm: /' /tmp/rate1.log >&3
+	r0=$(rate /tmp/rate0.log)
+	r1=$(rate /tmp/rate1.log)
+	check "under the doorbell storm the echo keeps >= 1/20 of its rate: ${r1:-?} B/s vs ${r0:-?} B/s before; doorbells taken $((db1 - db0)) before, $((db3 - db2)) during" \
+		test -n "$r0" -a -n "$r1" -a "$((${r1:-0} * 20))" -ge "${r0:-1}" -a "$((db3 - db2))" -gt "$((db1 - db0))"
+fi
 
 # ... and is gone for good once its slot stays absent for 3 s (its garbage flips the slot
 # through every state, never for that long).

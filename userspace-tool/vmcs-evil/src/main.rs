@@ -3,7 +3,14 @@
 //! ```text
 //! vmcs-evil --shm FILE [--port P] [--phase-ms MS] [--seed S] [--expect N] [--reap-secs S]
 //!           [--bulk-port P]
+//! vmcs-evil --server SOCK [--vectors V] [...]
 //! ```
+//!
+//! With `--server SOCK` (ivshmem-doorbell) it is a client of the doorbell server instead:
+//! the server's id is its slot, the shared memory comes from the server, and from the
+//! moment the guests acknowledge its rings until phase e it also runs the **doorbell
+//! storm** (`doorbell.rs`): one thread writing every other peer's eventfds, all `V`
+//! vectors (default 2), as fast as it can, so that the guests take an interrupt per write.
 //!
 //! It maps the backing file of an `ivshmem-plain` region (the same file the guests' QEMUs
 //! map), joins the peer table through the protocol (`claim_id`, `join_complete`,
@@ -41,6 +48,7 @@
 //! qemu-test/run.sh reports as test points. Exit status 0 when every point passed.
 
 mod attacks;
+mod doorbell;
 mod peer;
 mod tap;
 
@@ -49,7 +57,8 @@ use std::time::Instant;
 
 use vmcs_proto::frame::Op;
 
-use peer::{map, Peer};
+use doorbell::{Doorbell, Storm};
+use peer::{map, map_file, Peer};
 use tap::ok;
 
 struct Args {
@@ -60,6 +69,8 @@ struct Args {
     expect: usize,
     reap_secs: u64,
     bulk_port: u32,
+    server: String,
+    vectors: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -71,6 +82,8 @@ fn parse_args() -> Result<Args, String> {
         expect: 2,
         reap_secs: 30,
         bulk_port: 63000,
+        server: String::new(),
+        vectors: 2,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -87,13 +100,15 @@ fn parse_args() -> Result<Args, String> {
             "--expect" => a.expect = num(&v)? as usize,
             "--reap-secs" => a.reap_secs = num(&v)?,
             "--bulk-port" => a.bulk_port = num(&v)? as u32,
+            "--server" => a.server = v,
+            "--vectors" => a.vectors = num(&v)?.clamp(1, 64) as usize,
             _ => return Err(format!("unknown argument {k}")),
         }
     }
-    if a.shm.is_empty() {
+    if a.shm.is_empty() && a.server.is_empty() {
         return Err(
-            "usage: vmcs-evil --shm FILE [--port P] [--phase-ms MS] [--seed S] \
-                    [--expect N] [--reap-secs S] [--bulk-port P]"
+            "usage: vmcs-evil --shm FILE|--server SOCK [--vectors V] [--port P] \
+                    [--phase-ms MS] [--seed S] [--expect N] [--reap-secs S] [--bulk-port P]"
                 .into(),
         );
     }
@@ -101,8 +116,21 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn run(a: &Args) -> Result<bool, String> {
-    let words = map(&a.shm)?;
-    let mut e = Peer::join(words, a.seed, attacks::bulk::SRC_PORTS)?;
+    let db = if a.server.is_empty() {
+        None
+    } else {
+        Some(Doorbell::connect(&a.server, a.vectors)?)
+    };
+    let words = match &db {
+        Some(d) => map_file(&d.shm, &a.server)?,
+        None => map(&a.shm)?,
+    };
+    let mut e = Peer::join(
+        words,
+        a.seed,
+        attacks::bulk::SRC_PORTS,
+        db.as_ref().map(|d| d.id),
+    )?;
     let mut all = ok(
         e.targets.len() >= a.expect,
         format_args!(
@@ -122,6 +150,18 @@ fn run(a: &Args) -> Result<bool, String> {
             t0.elapsed()
         ),
     );
+
+    // The storm keeps `d` (its server connection: closing it would announce we left).
+    let mut storm = db.map(|mut d| {
+        let fds = std::mem::take(&mut d.peers);
+        println!(
+            "# doorbell storm on {} eventfds of peers {:?}",
+            fds.len(),
+            fds.iter().map(|p| p.0).collect::<Vec<_>>()
+        );
+        let s = Storm::start(fds.into_iter().map(|p| p.1).collect());
+        (Instant::now(), s, d)
+    });
 
     let ms = a.phase_ms;
     let t = Instant::now();
@@ -171,6 +211,17 @@ fn run(a: &Args) -> Result<bool, String> {
     );
 
     all &= attacks::bulk::run(&mut e, a.bulk_port);
+    if let Some((t0, s, _)) = storm.as_mut() {
+        let n = s.stop();
+        let secs = t0.elapsed().as_secs_f64();
+        all &= ok(
+            n > 0,
+            format_args!(
+                "doorbell storm: {n} doorbells rung in {secs:.1} s ({:.0}/s)",
+                n as f64 / secs
+            ),
+        );
+    }
     all &= attacks::death::run(&mut e, a.reap_secs);
     println!(
         "# totals: {} frames sent, {} refused, received {:?} by op, {} corrupt and {} \

@@ -2,7 +2,7 @@
 //! claims a peer id, joins, beats, keeps its rings open, and sends and receives frames. The
 //! attacks (`crate::attacks`) use it to say what they break.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
@@ -52,6 +52,11 @@ pub fn map(path: &str) -> Result<&'static [AtomicU64], String> {
         .write(true)
         .open(path)
         .map_err(|e| format!("open {path}: {e}"))?;
+    map_file(&f, path)
+}
+
+/// Maps all of `f` (named `path` in errors), shared, for the life of the process.
+pub fn map_file(f: &File, path: &str) -> Result<&'static [AtomicU64], String> {
     let len = f.metadata().map_err(|e| format!("{path}: {e}"))?.len() as usize;
     if len < layout::MIN_REGION_SIZE || !len.is_multiple_of(8) {
         return Err(format!("{path}: {len} bytes is not a vmcs region"));
@@ -115,7 +120,13 @@ pub struct Peer<'a> {
 impl<'a> Peer<'a> {
     /// Joins the region the guests initialised over `words` (we never initialise it: we
     /// wait up to 30 s for it to be READY): claims an id, opens our rings, completes the join.
-    pub fn join(words: &'a [AtomicU64], seed: u64, watch: Range<u32>) -> Result<Self, String> {
+    /// `assigned`: the id the doorbell server gave us (ivshmem-doorbell), else we claim one.
+    pub fn join(
+        words: &'a [AtomicU64],
+        seed: u64,
+        watch: Range<u32>,
+        assigned: Option<u32>,
+    ) -> Result<Self, String> {
         let shm = SliceShm::new(words);
         let t0 = Instant::now();
         let g = loop {
@@ -129,7 +140,11 @@ impl<'a> Peer<'a> {
             thread::sleep(Duration::from_millis(50));
         };
         let n = g.max_peers as usize;
-        let mut me = peer::claim_id(&shm, &g).map_err(|e| format!("claim_id: {e:?}"))?;
+        let mut me = match assigned {
+            Some(id) => peer::join_begin(&shm, &g, id, peer::JoinMode::Assigned)
+                .map_err(|e| format!("join_begin({id}): {e:?}"))?,
+            None => peer::claim_id(&shm, &g).map_err(|e| format!("claim_id: {e:?}"))?,
+        };
         let targets: Vec<u32> = (0..g.max_peers)
             .filter(|&p| p != me.id)
             .filter(|&p| peer::snapshot(&shm, &g, p).is_ok_and(|s| s.state == PeerState::Live))

@@ -80,5 +80,10 @@ pub(crate) fn soak(cid: Option<u32>, port: u32, stop: &str) -> Res {
          for an echo {gap:?}",
         t0.elapsed()
     );
+    // For the scenario's starvation check (hostile on doorbell): bytes echoed per second.
+    println!(
+        "SOAK-RATE {}",
+        (bytes as f64 / t0.elapsed().as_secs_f64().max(1e-3)) as u64
+    );
     Ok(())
 }

@@ -29,6 +29,9 @@
 //!   vmcs-socktest crash-serve PORT / crash-connect PORT / crash-rejoin PORT
 //!                                      peer death (crash scenario): ECONNRESET, connect
 //!                                      timeout, surviving listener
+//!   vmcs-socktest mesh PORT EXPECT STOPFILE [once|lenient]
+//!                                      the chaos mesh: checksummed stream, seqpacket and
+//!                                      bulk traffic with every live peer (mesh.rs)
 //!
 //! The family number is read from /sys/module/vmcs/parameters/af.
 
@@ -38,6 +41,7 @@ mod crash;
 mod cross;
 mod diff;
 mod fastclose;
+mod mesh;
 mod options;
 mod rxcap;
 mod scale;
@@ -49,6 +53,7 @@ use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacke
 use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
 use fastclose::{fastclose_client, fastclose_serve, t_fastclose};
+use mesh::mesh;
 use options::{t_bufs, t_lowat, t_sockopt, t_timeo};
 use rxcap::{rxcap_client, rxcap_serve};
 use scale::{burst_client, burst_serve, scale_client, scale_serve};
@@ -135,6 +140,12 @@ fn main() -> std::process::ExitCode {
         Some("crash-connect") => {
             arg(1).map_or(Err("usage: crash-connect PORT".into()), crash_connect)
         }
+        Some("mesh") => match (arg(1), arg(2), args.get(3)) {
+            (Some(p), Some(n), Some(stop)) => {
+                mesh(p, n as usize, stop, args.get(4).map_or("", String::as_str))
+            }
+            _ => Err("usage: mesh PORT EXPECT STOPFILE [once|lenient]".into()),
+        },
         Some("crash-rejoin") => arg(1).map_or(Err("usage: crash-rejoin PORT".into()), crash_rejoin),
         Some(t) => match TESTS.iter().find(|(n, _)| *n == t) {
             Some((_, f)) => f(),
