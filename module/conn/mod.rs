@@ -395,8 +395,35 @@ impl Conns<'_> {
 
     /// Hands one frame to the transport, or to the loopback FIFO. Never blocks.
     fn xmit(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+        self.xmit_frame(peer, hdr, payload, false)
+    }
+
+    /// [`Self::xmit`] as part of a batch that ends with [`Self::flush`] (one publish and at
+    /// most one doorbell for the batch, `Transport::send_batched`).
+    fn xmit_batched(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+        self.xmit_frame(peer, hdr, payload, true)
+    }
+
+    /// Ends a batch of [`Self::xmit_batched`] frames to `peer`.
+    fn flush(&self, peer: u32) {
         if peer != self.local_id() {
-            return self.transport.send(peer, hdr, payload);
+            self.transport.flush(peer);
+        }
+    }
+
+    fn xmit_frame(
+        &self,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &[u8],
+        batched: bool,
+    ) -> Result<(), SendError> {
+        if peer != self.local_id() {
+            return if batched {
+                self.transport.send_batched(peer, hdr, payload)
+            } else {
+                self.transport.send(peer, hdr, payload)
+            };
         }
         if payload.len() > LOOPBACK_MAX_PAYLOAD as usize {
             return Err(SendError::Invalid);

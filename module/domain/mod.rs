@@ -392,6 +392,14 @@ impl Transport for Arc<Domain> {
         self.link.send(self, peer, hdr, payload)
     }
 
+    fn send_batched(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+        self.link.send_batched(self, peer, hdr, payload)
+    }
+
+    fn flush(&self, peer: u32) {
+        self.link.flush(peer);
+    }
+
     fn is_live(&self, peer: u32) -> bool {
         self.link.is_live(peer)
     }

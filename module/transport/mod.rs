@@ -81,6 +81,13 @@ pub(crate) trait Transport {
     /// Queues one frame to `peer` without blocking (callable in atomic context);
     /// `hdr.len` is taken from `payload.len()`. See [`SendError`].
     fn send(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError>;
+    /// As [`Transport::send`], but the frame may stay invisible to the peer until
+    /// [`Transport::flush`] for it (or any `send` to it): one publish and at most one
+    /// doorbell per batch. The caller flushes before it lets go of its batch.
+    fn send_batched(&self, peer: u32, hdr: &FrameHeader, payload: &[u8])
+        -> Result<(), SendError>;
+    /// Makes every frame queued to `peer` with `send_batched` visible to it.
+    fn flush(&self, peer: u32);
     /// Whether `peer` is live now (never true for this guest itself).
     fn is_live(&self, peer: u32) -> bool;
     /// Largest payload of one frame.

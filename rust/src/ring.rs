@@ -216,12 +216,15 @@ fn walk_segments<F: FnMut(usize, usize, usize)>(
 /// caller last rang for (`rung`, updated): only a non-zero token not rung for yet.
 /// A flag seen at 0 forgets `rung`, so a token equal to an old one after the other
 /// side cleared its flag in between still rings.
-fn ring_for(token: u32, rung: &mut u32) -> bool {
+/// `suppressed` counts the doorbells a flag-only protocol would have rung (a
+/// non-zero flag) that the token saved.
+fn ring_for(token: u32, rung: &mut u32, suppressed: &mut u32) -> bool {
     if token == 0 {
         *rung = 0;
         return false;
     }
     if token == *rung {
+        *suppressed = suppressed.wrapping_add(1);
         return false;
     }
     *rung = token;
@@ -282,6 +285,8 @@ pub struct Producer {
     wait_token: u32,
     /// Producer index as last published.
     published: u32,
+    /// Doorbells saved by the token since the last [`Self::take_suppressed`].
+    suppressed: u32,
 }
 
 impl Producer {
@@ -316,8 +321,9 @@ impl Producer {
             rung: 0,
             wait_token: 0,
             published: p0,
+            suppressed: 0,
         };
-        let notify = ring_for(token, &mut me.rung);
+        let notify = ring_for(token, &mut me.rung, &mut me.suppressed);
         (me, notify)
     }
 
@@ -430,7 +436,13 @@ impl Producer {
             self.ch
                 .publish_and_check(shm, ctrl::PROD_IDX, self.prod, ctrl::CONS_NEED_WAKEUP);
         self.published = self.prod;
-        ring_for(token, &mut self.rung)
+        ring_for(token, &mut self.rung, &mut self.suppressed)
+    }
+
+    /// Doorbells to the consumer that the sleep token saved (a non-zero flag we had
+    /// rung for already) since the last call; resets the count.
+    pub fn take_suppressed(&mut self) -> u32 {
+        core::mem::take(&mut self.suppressed)
     }
 
     /// Whether frames were committed (`commit_deferred`) but not yet published.
@@ -456,6 +468,22 @@ impl Producer {
         let r = self.reserve(shm, &h)?;
         self.write(shm, &r, 0, payload);
         Ok(self.commit(shm, r))
+    }
+
+    /// Reserve, copy `payload` (its length overrides `hdr.len`) and commit
+    /// without publishing: a batch of these is published by one [`Self::publish`].
+    pub fn send_deferred<S: Shm + ?Sized>(
+        &mut self,
+        shm: &S,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), RingError> {
+        let mut h = *hdr;
+        h.len = u32::try_from(payload.len()).map_err(|_| RingError::TooBig)?;
+        let r = self.reserve(shm, &h)?;
+        self.write(shm, &r, 0, payload);
+        self.commit_deferred(shm, r);
+        Ok(())
     }
 
     /// Before sleeping because `reserve` returned `Full`/`NotReady`: set the
@@ -519,6 +547,8 @@ pub struct Consumer {
     sleep_token: u32,
     /// The producer's wait token we last rang for (0: none).
     rung: u32,
+    /// Doorbells saved by the token since the last [`Self::take_suppressed`].
+    suppressed: u32,
 }
 
 impl Consumer {
@@ -533,6 +563,7 @@ impl Consumer {
             epoch: 0,
             sleep_token: 0,
             rung: 0,
+            suppressed: 0,
         };
         let n = c.resync(shm);
         (c, n)
@@ -658,7 +689,13 @@ impl Consumer {
         if token != 0 && self.known_free() < min_free {
             return false;
         }
-        ring_for(token, &mut self.rung)
+        ring_for(token, &mut self.rung, &mut self.suppressed)
+    }
+
+    /// Doorbells to the producer that its wait token saved since the last call;
+    /// resets the count.
+    pub fn take_suppressed(&mut self) -> u32 {
+        core::mem::take(&mut self.suppressed)
     }
 
     /// Ring bytes free as far as this consumer knows: the ring size less the bytes

@@ -257,6 +257,8 @@ fn data_doorbell_once_per_sleep() {
         .map(|_| p.send(&shm, &rw(8), &[1; 8]).unwrap())
         .collect();
     assert_eq!(rings, [true, false, false, false, false]);
+    assert_eq!(p.take_suppressed(), 4);
+    assert_eq!(p.take_suppressed(), 0);
     // The consumer woke (the doorbell): drains with the flag clear, then sleeps again.
     c.cancel_sleep(&shm);
     assert!(!p.send(&shm, &rw(8), &[1; 8]).unwrap());

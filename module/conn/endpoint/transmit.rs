@@ -25,8 +25,22 @@ impl Endpoint {
     }
 
     /// [`Self::pump`] of at most `budget` frames, also when backlogged: whether a frame went
-    /// out and whether the transport was full.
+    /// out and whether the transport was full. The frames go out as one batch (one publish,
+    /// at most one doorbell: `Conns::flush`).
     pub(super) fn pump_frames(
+        &self,
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        budget: usize,
+    ) -> Result<Pumped> {
+        let peer = st.peer;
+        let r = self.pump_batch(conns, st, budget);
+        conns.flush(peer);
+        r
+    }
+
+    /// [`Self::pump_frames`] before the flush.
+    fn pump_batch(
         &self,
         conns: &Conns<'_>,
         st: &mut EndpointInner,
@@ -53,7 +67,7 @@ impl Endpoint {
                 TxItem::Ctrl { op, flags: fl } => {
                     hdr.op = *op;
                     hdr.flags = *fl;
-                    (conns.xmit(st.peer, &hdr, &[]), 0, true)
+                    (conns.xmit_batched(st.peer, &hdr, &[]), 0, true)
                 }
                 TxItem::Bulk { op, desc } => {
                     hdr.op = *op;
@@ -61,7 +75,7 @@ impl Endpoint {
                     let p = desc.encode();
                     // The descriptor is 8 bytes.
                     hdr.len = p.len() as u32;
-                    (conns.xmit(st.peer, &hdr, &p), 0, true)
+                    (conns.xmit_batched(st.peer, &hdr, &p), 0, true)
                 }
                 TxItem::Msg { data, off } => {
                     let mp = conns.max_payload(st.peer) as usize;
@@ -80,7 +94,7 @@ impl Endpoint {
                         } else {
                             0
                         };
-                        let r = conns.xmit(st.peer, &hdr, &data[*off..*off + n]);
+                        let r = conns.xmit_batched(st.peer, &hdr, &data[*off..*off + n]);
                         if r.is_ok() {
                             *off += n;
                         }

@@ -88,8 +88,37 @@ impl Link {
         (more, activity)
     }
 
-    /// Takes up to [`RX_BUDGET`] frames from peer `p`'s ring.
+    /// Takes up to [`RX_BUDGET`] frames from peer `p`'s ring, then releases what it took
+    /// that is not released yet: one consumer-index release per pass, or per quarter ring
+    /// consumed within it (`Consumer::release_batched`).
     pub(super) fn drain_peer(&self, rx: &mut LinkRx, p: u32, up: &impl Upcalls) -> (bool, bool) {
+        let r = self.drain_peer_frames(rx, p, up);
+        self.flush_release(rx, p);
+        r
+    }
+
+    /// Releases what the consumer of peer `p`'s ring consumed and has not released yet,
+    /// ringing the producer if it waits (at the watermark); counts the doorbells the wait
+    /// token saved.
+    fn flush_release(&self, rx: &mut LinkRx, p: u32) {
+        let Some(c) = rx.peers.get_mut(p as usize).and_then(|t| t.rx.as_mut()) else {
+            return;
+        };
+        let notify = match self.region.try_access() {
+            Some(shm) if c.unreleased() != 0 => c.release_at_watermark(&*shm),
+            _ => false,
+        };
+        let saved = c.take_suppressed();
+        if let Some(s) = self.stats.get(p as usize) {
+            bump(&s.doorbells_suppressed, u64::from(saved));
+        }
+        if notify {
+            self.ring(p, VEC_SPACE);
+        }
+    }
+
+    /// [`Self::drain_peer`] without the final release.
+    fn drain_peer_frames(&self, rx: &mut LinkRx, p: u32, up: &impl Upcalls) -> (bool, bool) {
         let i = p as usize;
         let present = rx.peers.get(i).is_some_and(|t| t.rx.is_some());
         if !present {
@@ -141,7 +170,7 @@ impl Link {
                             Some(dst) => {
                                 c.read(&*shm, &f, 0, dst);
                                 c.consume_deferred(&f);
-                                let n = c.release_at_watermark(&*shm);
+                                let n = c.release_batched(&*shm);
                                 Step::Frame(f.hdr, len, n)
                             }
                             None => Step::Corrupt(RingError::TooBig),

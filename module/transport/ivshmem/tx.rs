@@ -5,6 +5,7 @@
 
 use super::{bump, Link, MAX_VECTORS, REG_DOORBELL, VEC_DATA, VEC_SPACE};
 use crate::{
+    glue::SharedRegion,
     proto::{
         frame::FrameHeader,
         peer::{self, PeerState},
@@ -44,6 +45,63 @@ impl Link {
         hdr: &FrameHeader,
         payload: &[u8],
     ) -> Result<(), SendError> {
+        self.send_frame(up, peer, hdr, payload, true)
+    }
+
+    /// [`Link::send`] without publishing the producer index: the frame is in the ring but
+    /// the consumer sees it only with the next publish ([`Link::flush`], or any
+    /// [`Link::send`] to the peer), so that a batch costs one index store, one fence and at
+    /// most one doorbell. A full ring publishes what is committed before the sender waits.
+    pub(crate) fn send_batched(
+        &self,
+        up: &impl Upcalls,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.send_frame(up, peer, hdr, payload, false)
+    }
+
+    /// Publishes the frames [`Link::send_batched`] committed to `peer`, ringing its doorbell
+    /// if it sleeps.
+    pub(crate) fn flush(&self, peer: u32) {
+        let notify = {
+            let mut tx = self.tx.lock();
+            let Some(shm) = self.region.try_access() else {
+                return;
+            };
+            match tx.get_mut(peer as usize).and_then(|c| c.prod.as_mut()) {
+                Some(prod) if prod.unpublished() => {
+                    let n = prod.publish(&*shm);
+                    self.count_suppressed(peer, prod);
+                    n
+                }
+                _ => false,
+            }
+        };
+        if notify {
+            self.ring(peer, VEC_DATA);
+        }
+    }
+
+    /// Adds the doorbells `prod`'s token check saved to `peer`'s counters.
+    fn count_suppressed(&self, peer: u32, prod: &mut Producer) {
+        let saved = prod.take_suppressed();
+        if saved != 0 {
+            if let Some(s) = self.stats.get(peer as usize) {
+                bump(&s.doorbells_suppressed, u64::from(saved));
+            }
+        }
+    }
+
+    fn send_frame(
+        &self,
+        up: &impl Upcalls,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &[u8],
+        publish: bool,
+    ) -> Result<(), SendError> {
         if self.running.load(Relaxed) == 0 {
             return Err(SendError::Shutdown);
         }
@@ -56,38 +114,62 @@ impl Link {
         if !self.is_live(peer) {
             return Err(SendError::Unreachable);
         }
+        let put = |prod: &mut Producer, shm: &SharedRegion| -> Result<bool, RingError> {
+            if publish {
+                prod.send(shm, &h, payload)
+            } else {
+                prod.send_deferred(shm, &h, payload).map(|()| false)
+            }
+        };
         let mut corrupt = false;
+        let mut full = false;
         let notify = {
             let mut tx = self.tx.lock();
             let chan = tx.get_mut(peer as usize).ok_or(SendError::Unreachable)?;
             let shm = self.region.try_access().ok_or(SendError::Shutdown)?;
             let prod = chan.prod.as_mut().ok_or(SendError::Unreachable)?;
-            match prod.send(&*shm, &h, payload) {
+            let n = match put(prod, &*shm) {
                 Ok(n) => n,
-                Err(RingError::Full | RingError::NotReady) => match prod.prepare_wait(&*shm, len) {
-                    Ok(SleepCheck::Pending) => match prod.send(&*shm, &h, payload) {
-                        Ok(n) => n,
-                        Err(_) => {
-                            chan.want = Some(len);
-                            return Err(SendError::Full);
+                Err(RingError::Full | RingError::NotReady) => {
+                    // The consumer cannot free space it has not seen: publish the batch
+                    // before waiting.
+                    let flushed = prod.unpublished() && prod.publish(&*shm);
+                    match prod.prepare_wait(&*shm, len) {
+                        Ok(SleepCheck::Pending) => match put(prod, &*shm) {
+                            Ok(n) => n || flushed,
+                            Err(_) => {
+                                full = true;
+                                flushed
+                            }
+                        },
+                        Ok(SleepCheck::MaySleep) => {
+                            full = true;
+                            flushed
                         }
-                    },
-                    Ok(SleepCheck::MaySleep) => {
-                        chan.want = Some(len);
-                        return Err(SendError::Full);
+                        Err(_) => {
+                            corrupt = true;
+                            false
+                        }
                     }
-                    Err(_) => {
-                        corrupt = true;
-                        false
-                    }
-                },
+                }
                 Err(RingError::TooBig) => return Err(SendError::Invalid),
                 Err(_) => {
                     corrupt = true;
                     false
                 }
+            };
+            if full {
+                chan.want = Some(len);
             }
+            self.count_suppressed(peer, prod);
+            n
         };
+        if notify {
+            self.ring(peer, VEC_DATA);
+        }
+        if full {
+            return Err(SendError::Full);
+        }
         if corrupt {
             // The consumer's index on this channel is invalid: re-open it with a new epoch
             // and have the worker reset the peer's connections.
@@ -119,9 +201,6 @@ impl Link {
         if let Some(s) = self.stats.get(peer as usize) {
             bump(&s.tx_frames, 1);
             bump(&s.tx_bytes, u64::from(len));
-        }
-        if notify {
-            self.ring(peer, VEC_DATA);
         }
         Ok(())
     }
