@@ -68,6 +68,7 @@ int vmcs_sock_ioctl(struct socket *sock, unsigned int cmd, unsigned long arg);
 int vmcs_sock_listen(struct socket *sock, int backlog);
 int vmcs_sock_shutdown(struct socket *sock, int how);
 void vmcs_sock_bufs_changed(struct socket *sock);
+void vmcs_sock_busy_poll_changed(struct socket *sock);
 int vmcs_sock_sendmsg(struct socket *sock, struct msghdr *msg, size_t len);
 int vmcs_sock_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		      int flags);

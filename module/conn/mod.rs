@@ -162,6 +162,9 @@ pub(crate) struct ConnTable {
     resets: ResetCounts,
     /// Bytes held by the receive queues of this domain's endpoints, and their cap.
     rx_mem: Arc<RxMem>,
+    /// Busy-poll window of endpoints that did not set their own, in microseconds (module
+    /// parameter `busy_poll_us`; conn/endpoint/busy_poll.rs).
+    busy_poll_us: u32,
 }
 
 impl ConnTable {
@@ -170,8 +173,9 @@ impl ConnTable {
         self.resets.show(out)
     }
 
-    /// Creates an empty table whose receive queues hold at most `rx_mem_max` bytes.
-    pub(crate) fn new(rx_mem_max: usize) -> impl PinInit<Self, Error> {
+    /// Creates an empty table whose receive queues hold at most `rx_mem_max` bytes and
+    /// whose endpoints busy-poll for `busy_poll_us` unless they set their own window.
+    pub(crate) fn new(rx_mem_max: usize, busy_poll_us: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             table <- new_mutex!(
                 Table { entries: KVec::new(), next_port: EPHEMERAL_START, backlog: 0 },
@@ -185,7 +189,13 @@ impl ConnTable {
             tx_next: AtomicUsize::new(0),
             resets: ResetCounts::new(),
             rx_mem: Arc::new(RxMem::new(rx_mem_max), GFP_KERNEL)?,
+            busy_poll_us: busy_poll_us.min(uapi::MAX_BUSY_POLL_US),
         })
+    }
+
+    /// The busy-poll window of endpoints that did not set their own (`busy_poll_us`).
+    pub(crate) fn busy_poll_default(&self) -> u32 {
+        self.busy_poll_us
     }
 
     /// The account of this domain's receive memory (conn/rx_mem.rs).
@@ -515,6 +525,14 @@ impl Conns<'_> {
                 self.tx_space(local);
             }
         }
+    }
+
+    /// One receive pass of the transport in the caller's context, if none runs now (busy
+    /// polling; never waits for the pass that runs); whether it ran. Loopback frames are
+    /// delivered by their senders and need none.
+    /// With `last`, the pass arms the doorbells again, or the receive work is asked to.
+    fn busy_poll_rx(&self, last: bool) -> bool {
+        self.transport.busy_poll(last)
     }
 
     /// Tells the transport that traffic is expected (a waiter sleeps on a remote peer).

@@ -186,7 +186,7 @@ impl Domain {
                 size,
                 region,
                 link <- link,
-                connections <- ConnTable::new(crate::params::rx_mem_max()),
+                connections <- ConnTable::new(crate::params::rx_mem_max(), crate::params::busy_poll_us()),
                 rx_work <- new_delayed_work!("vmcs_rx"),
                 tick_work <- new_delayed_work!("vmcs_tick"),
                 poll_timer <- HrTimer::new(),
@@ -410,6 +410,10 @@ impl Transport for Arc<Domain> {
 
     fn kick(&self) {
         self.link.kick(self);
+    }
+
+    fn busy_poll(&self, last: bool) -> bool {
+        self.link.busy_poll(self, last)
     }
 
     fn bulk_slice(&self, peer: u32) -> Option<(usize, usize)> {

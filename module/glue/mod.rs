@@ -17,6 +17,7 @@ pub(crate) mod errno;
 pub(crate) mod file;
 pub(crate) mod misc;
 pub(crate) mod region;
+pub(crate) mod sched;
 pub(crate) mod socket;
 pub(crate) mod work;
 

@@ -19,8 +19,9 @@ impl Endpoint {
             let st = self.inner.lock();
             (st.port, (st.rcvbuf, st.sndbuf))
         };
+        let busy = self.busy_us.load(core::sync::atomic::Ordering::Relaxed);
         let child = match port {
-            Some(port) => Endpoint::new_child(port, peer, hdr, bufs).ok(),
+            Some(port) => Endpoint::new_child(port, peer, hdr, bufs, busy).ok(),
             None => None,
         };
         let Some(child) = child else {
@@ -216,6 +217,11 @@ impl Endpoint {
 
     /// `read()`: one message, truncated to `max` bytes; `Ok(None)` is end of file.
     pub(crate) fn recv(&self, conns: &Conns<'_>, max: usize, nonblock: bool) -> Result<KVec<u8>> {
+        self.busy_poll(
+            conns,
+            &mut Timeout::blocking(nonblock),
+            EndpointInner::recv_ready,
+        );
         let mut st = self.inner.lock();
         let msg = loop {
             if !st.was_connected {
@@ -308,6 +314,7 @@ impl Endpoint {
         timeout: &mut Timeout,
         peek: bool,
     ) -> Result<(KVec<u8>, usize)> {
+        self.busy_poll(conns, timeout, EndpointInner::recv_ready);
         let mut st = self.inner.lock();
         if !self.wait_readable(conns, &mut st, timeout)? {
             return Ok((KVec::new(), 0));
@@ -337,6 +344,7 @@ impl Endpoint {
         timeout: &mut Timeout,
         peek: bool,
     ) -> Result<KVec<u8>> {
+        self.busy_poll(conns, timeout, EndpointInner::recv_ready);
         let mut st = self.inner.lock();
         if !self.wait_readable(conns, &mut st, timeout)? {
             return Ok(KVec::new());

@@ -128,14 +128,14 @@ impl Link {
             let chan = tx.get_mut(peer as usize).ok_or(SendError::Unreachable)?;
             let shm = self.region.try_access().ok_or(SendError::Shutdown)?;
             let prod = chan.prod.as_mut().ok_or(SendError::Unreachable)?;
-            let n = match put(prod, &*shm) {
+            let n = match put(prod, &shm) {
                 Ok(n) => n,
                 Err(RingError::Full | RingError::NotReady) => {
                     // The consumer cannot free space it has not seen: publish the batch
                     // before waiting.
                     let flushed = prod.unpublished() && prod.publish(&*shm);
                     match prod.prepare_wait(&*shm, len) {
-                        Ok(SleepCheck::Pending) => match put(prod, &*shm) {
+                        Ok(SleepCheck::Pending) => match put(prod, &shm) {
                             Ok(n) => n || flushed,
                             Err(_) => {
                                 full = true;
