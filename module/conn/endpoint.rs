@@ -42,12 +42,15 @@ use kernel::{
     time::{msecs_to_jiffies, Jiffies},
 };
 
-/// Default receive buffer (credit) of a connection: vsock's default (256 KiB). It is a
-/// promise, not an allocation (the receive queue grows with the bytes that arrive), but
-/// a peer may fill every connection's promise with unread data: the domain's receive
-/// queues together are capped (`rx_mem_max_kb`, conn/rx_mem.rs); a larger default is a
-/// separate, measured change (docs/performance.md).
-pub(crate) const DEFAULT_RCVBUF: u32 = 256 * 1024;
+/// Default receive buffer (credit) of a connection: 4 MiB, sized for bandwidth × delay
+/// (a sender streams a whole ring's worth many times over while the credit update of the
+/// first quarter travels back, and a seqpacket sender keeps 64 messages of 64 KiB in
+/// flight). It is a promise, not an allocation (the receive queue grows with the bytes
+/// that arrive); a peer that fills many connections' promises with data nobody reads
+/// meets the domain's cap on receive memory (`rx_mem_max_kb`, conn/rx_mem.rs): with the
+/// default cap, eight such connections at full credit, after which its frames reset
+/// their own connections.
+pub(crate) const DEFAULT_RCVBUF: u32 = 4 << 20;
 /// Default bytes of queued, not yet transmitted messages above which writers wait for ring
 /// space (AF_VMCS `SO_SNDBUF` sets it per socket).
 pub(crate) const TXQ_MAX: usize = 256 * 1024;

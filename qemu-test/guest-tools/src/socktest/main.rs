@@ -27,6 +27,7 @@
 //! The family number is read from /sys/module/vmcs/parameters/af.
 
 mod basic;
+mod busypoll;
 mod crash;
 mod cross;
 mod fastclose;
@@ -37,6 +38,7 @@ mod sock;
 mod vsock;
 
 use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacket, t_stream};
+use busypoll::t_busypoll;
 use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
 use fastclose::{fastclose_client, fastclose_serve, t_fastclose};
@@ -61,6 +63,7 @@ const TESTS: &[Test] = &[
     ("bufs", t_bufs),
     ("rcvlowat", t_lowat),
     ("timeouts", t_timeo),
+    ("busypoll", t_busypoll),
     ("fastclose", t_fastclose),
 ];
 
