@@ -45,7 +45,7 @@ else
 	scale_secs=2
 	skip_proto=${BENCH_SKIP_PROTO:-0}
 fi
-paths=dev,stream,seqpacket,bulk,tcp,vsock,memcpy
+paths=dev,stream,stream-bp,seqpacket,bulk,tcp,vsock,memcpy
 fail=0
 t0=$(date +%s)
 
