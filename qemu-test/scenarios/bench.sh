@@ -24,11 +24,16 @@ SIZES=${SIZES:-64 4096 65536}
 PATHS=$(setting bench_paths)
 PATHS=${PATHS:-dev stream stream-bp seqpacket bulk tcp memcpy}
 RINGS=/sys/kernel/debug/vmcs/vmcs0/rings
-# This guest's doorbells sent, received, saved by the tokens, and ring bytes sent + received.
+# This guest's doorbells sent, received, saved by the tokens, and ring bytes sent + received
+# (the per-peer lines: `... tx ... bytes B doorbells D rx ... bytes B ...`; a module without
+# the token counters reads 0 saved).
 dbsnap() {
-	head -n1 $RINGS 2>/dev/null | awk '{ for (i = 1; i < NF; i++) v[$i] = $(i + 1)
-		print v["doorbells_tx"] + 0, v["doorbells_rx"] + 0, v["doorbells_suppressed"] + 0,
-			v["tx_bytes"] + v["rx_bytes"] }'
+	awk 'NR == 1 { for (i = 1; i < NF; i++) if ($i == "doorbells_rx") rx = $(i + 1)
+			else if ($i == "doorbells_suppressed") sup = $(i + 1) }
+		$1 == "peer" { nb = 0; for (i = 3; i < NF; i++) {
+			if ($i == "doorbells") tx += $(i + 1)
+			if ($i == "bytes" && nb++ < 2) bytes += $(i + 1) } }
+		END { print tx + 0, rx + 0, sup + 0, bytes + 0 }' $RINGS 2>/dev/null || echo 0 0 0 0
 }
 ROUNDS=$(setting bench_rounds)
 ROUNDS=${ROUNDS:-1}
