@@ -331,6 +331,12 @@ bool vmcs_glue_need_resched(void)
 	return need_resched();
 }
 
+/* Whether no other task waits for this CPU (as KVM's halt polling checks). */
+bool vmcs_glue_single_task_running(void)
+{
+	return single_task_running();
+}
+
 unsigned int vmcs_glue_jiffies_to_usecs(unsigned long j)
 {
 	return jiffies_to_usecs(j);

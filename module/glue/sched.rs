@@ -5,6 +5,7 @@
 
 extern "C" {
     fn vmcs_glue_need_resched() -> bool;
+    fn vmcs_glue_single_task_running() -> bool;
     fn vmcs_glue_jiffies_to_usecs(j: kernel::ffi::c_ulong) -> kernel::ffi::c_uint;
 }
 
@@ -12,6 +13,14 @@ extern "C" {
 pub(crate) fn need_resched() -> bool {
     // SAFETY: `need_resched()` reads a flag of the current task; always safe.
     unsafe { vmcs_glue_need_resched() }
+}
+
+/// Whether the current task is the only one runnable on this CPU
+/// (`single_task_running()`, which KVM's halt polling checks too).
+pub(crate) fn single_task_running() -> bool {
+    // SAFETY: reads this CPU's run-queue length; always safe (a stale answer only ends a
+    // busy poll early or late).
+    unsafe { vmcs_glue_single_task_running() }
 }
 
 /// Whether a signal is pending for the current task.

@@ -12,8 +12,12 @@
 //! leaves the data doorbells unarmed while it spins (the consumer is awake, so producers
 //! do not ring), and ends with one pass that arms them again (or hands that to the
 //! receive work). It stops as soon as the caller would not wait, on a signal, when the
-//! scheduler wants the CPU, at the end of the window, or when the caller's timeout runs
-//! out; the time spent is taken from that timeout. A window of 0 costs one atomic load.
+//! scheduler wants the CPU or another task is runnable on it (a sender in this guest, the
+//! receive work after a doorbell: spinning would only delay them), at the end of the
+//! window, or when the caller's timeout runs out; the time spent is taken from that
+//! timeout. A window of 0 costs one atomic load. The window is measured with the
+//! monotonic clock, so on a guest whose clocksource is jiffies (the test guests) it ends
+//! at the next tick at the earliest.
 
 use super::{Endpoint, EndpointInner, Phase, Timeout};
 use crate::{conn::Conns, glue::sched, proto::frame::flags, uapi};
@@ -66,6 +70,7 @@ impl Endpoint {
             if ready(&self.inner.lock())
                 || sched::signal_pending()
                 || sched::need_resched()
+                || !sched::single_task_running()
                 || start.elapsed() >= limit
             {
                 break;
