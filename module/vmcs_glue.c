@@ -21,6 +21,7 @@
 #include <linux/mm.h>
 #include <linux/slab.h>
 #include <linux/module.h>
+#include <linux/sched/stat.h>
 #include <net/sock.h>
 
 #include "vmcs_glue.h"
