@@ -155,6 +155,18 @@ fn hdr(len: u32) -> FrameHeader {
     h
 }
 
+/// The producer found no room: arm its wait (fresh token, fence, re-check) and
+/// sleep until the consumer's space doorbell.
+fn wait_space(w: &World, p: &mut Producer) {
+    match p.prepare_wait(&w.shm, 4).unwrap() {
+        SleepCheck::Pending => {}
+        SleepCheck::MaySleep => {
+            w.prod_bell.wait();
+            p.cancel_wait(&w.shm);
+        }
+    }
+}
+
 fn produce(w: &World, p: &mut Producer, msgs: u32) {
     for k in 0..msgs {
         let payload = [k as u8 + 1; 4];
@@ -166,15 +178,7 @@ fn produce(w: &World, p: &mut Producer, msgs: u32) {
                     }
                     break;
                 }
-                Err(RingError::Full) | Err(RingError::NotReady) => {
-                    match p.prepare_wait(&w.shm, 4).unwrap() {
-                        SleepCheck::Pending => {}
-                        SleepCheck::MaySleep => {
-                            w.prod_bell.wait();
-                            p.cancel_wait(&w.shm);
-                        }
-                    }
-                }
+                Err(RingError::Full) | Err(RingError::NotReady) => wait_space(w, p),
                 Err(e) => panic!("producer error {e:?}"),
             }
         }
@@ -246,13 +250,7 @@ fn produce_batched(w: &World, p: &mut Producer, msgs: u32, batch: u32) {
                     if p.unpublished() && p.publish(&w.shm) {
                         w.cons_bell.ring();
                     }
-                    match p.prepare_wait(&w.shm, 4).unwrap() {
-                        SleepCheck::Pending => {}
-                        SleepCheck::MaySleep => {
-                            w.prod_bell.wait();
-                            p.cancel_wait(&w.shm);
-                        }
-                    }
+                    wait_space(w, p);
                 }
                 Err(e) => panic!("producer error {e:?}"),
             }
