@@ -65,8 +65,14 @@ impl Endpoint {
         let limit = Delta::from_micros(i64::from(limit));
         let start = Instant::<Monotonic>::now();
         let j0 = sched::jiffies();
+        if ready(&self.inner.lock()) {
+            return;
+        }
         let mut ran = false;
         loop {
+            // A pass before every stop check: a doorbell that woke the receive work (which
+            // makes another task runnable) is served here rather than after a sleep.
+            ran |= conns.busy_poll_rx(false);
             if ready(&self.inner.lock())
                 || sched::signal_pending()
                 || sched::need_resched()
@@ -75,7 +81,6 @@ impl Endpoint {
             {
                 break;
             }
-            ran |= conns.busy_poll_rx(false);
             kernel::processor::cpu_relax();
         }
         if ran {
