@@ -18,6 +18,12 @@ pub(crate) fn transport() -> Params {
     }
 }
 
+/// The default busy-poll window in microseconds (`busy_poll_us`, at most
+/// [`crate::uapi::MAX_BUSY_POLL_US`]; conn/endpoint/busy_poll.rs).
+pub(crate) fn busy_poll_us() -> u32 {
+    (*crate::module_parameters::busy_poll_us.value()).min(crate::uapi::MAX_BUSY_POLL_US)
+}
+
 /// The per-domain cap on receive memory in bytes (`rx_mem_max_kb`, clamped to
 /// 256 KiB .. 4 GiB; conn/rx_mem.rs).
 pub(crate) fn rx_mem_max() -> usize {

@@ -133,6 +133,13 @@ pub(crate) const IOC_GET_NAMES: u32 = _IOR::<VmcsNames>(MAGIC, 0x07);
 pub(crate) const IOC_SHUTDOWN: u32 = _IOW::<u32>(MAGIC, 0x08);
 /// `VMCS_IOC_OPEN_DOMAIN`.
 pub(crate) const IOC_OPEN_DOMAIN: u32 = _IOW::<VmcsOpenDomain>(MAGIC, 0x09);
+/// `VMCS_MAX_BUSY_POLL_US`: the largest busy-poll window (module parameter `busy_poll_us`,
+/// `SO_BUSY_POLL`, `VMCS_IOC_SET_BUSY_POLL`).
+pub(crate) const MAX_BUSY_POLL_US: u32 = 100_000;
+/// `VMCS_IOC_SET_BUSY_POLL`.
+pub(crate) const IOC_SET_BUSY_POLL: u32 = _IOW::<u32>(MAGIC, 0x20);
+/// `VMCS_IOC_GET_BUSY_POLL`.
+pub(crate) const IOC_GET_BUSY_POLL: u32 = _IOR::<u32>(MAGIC, 0x21);
 
 /// `struct vmcs_bulk_setup` (`VMCS_IOC_BULK_SETUP`).
 #[repr(C)]

@@ -58,6 +58,10 @@ module! {
             default: 100,
             description: "ivshmem-plain: receive poll interval while traffic moves, 20..10000 us (default 100)",
         },
+        busy_poll_us: u32 {
+            default: 50,
+            description: "Busy-poll window of blocking receive, accept and connect before sleeping, 0..100000 us (default 50; SO_BUSY_POLL, VMCS_IOC_SET_BUSY_POLL per socket and file)",
+        },
     },
 }
 

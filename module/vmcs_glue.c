@@ -25,6 +25,7 @@
 #include <linux/module.h>
 #include <linux/errqueue.h>
 #include <linux/vm_sockets.h>
+#include <linux/sched/stat.h>
 #include <net/sock.h>
 
 #include "vmcs_glue.h"
@@ -215,6 +216,8 @@ static int vmcs_glue_setsockopt(struct socket *sock, int level, int optname,
 	if (!err && (optname == SO_RCVBUF || optname == SO_RCVBUFFORCE ||
 		     optname == SO_SNDBUF || optname == SO_SNDBUFFORCE))
 		vmcs_sock_bufs_changed(sock);
+	if (!err && optname == SO_BUSY_POLL)
+		vmcs_sock_busy_poll_changed(sock);
 	return err;
 }
 
@@ -450,6 +453,40 @@ void vmcs_glue_sk_set_bufs(struct sock *sk, int rcvbuf, int sndbuf)
 {
 	WRITE_ONCE(sk->sk_rcvbuf, rcvbuf);
 	WRITE_ONCE(sk->sk_sndbuf, sndbuf);
+}
+
+/* SO_BUSY_POLL (sk_ll_usec), in microseconds. */
+unsigned int vmcs_glue_sk_busy_poll(struct sock *sk)
+{
+#ifdef CONFIG_NET_RX_BUSY_POLL
+	return READ_ONCE(sk->sk_ll_usec);
+#else
+	return 0;
+#endif
+}
+
+void vmcs_glue_sk_set_busy_poll(struct sock *sk, unsigned int usec)
+{
+#ifdef CONFIG_NET_RX_BUSY_POLL
+	WRITE_ONCE(sk->sk_ll_usec, usec);
+#endif
+}
+
+/* need_resched() and jiffies_to_usecs() for the busy-poll loops (inline functions). */
+bool vmcs_glue_need_resched(void)
+{
+	return need_resched();
+}
+
+/* Whether no other task waits for this CPU (as KVM's halt polling checks). */
+bool vmcs_glue_single_task_running(void)
+{
+	return single_task_running();
+}
+
+unsigned int vmcs_glue_jiffies_to_usecs(unsigned long j)
+{
+	return jiffies_to_usecs(j);
 }
 
 /* SO_RCVTIMEO, SO_SNDTIMEO in jiffies (MAX_SCHEDULE_TIMEOUT when unset). */

@@ -57,6 +57,11 @@ int vmcs_glue_sk_rcvlowat(struct sock *sk);
 int vmcs_glue_sk_rcvbuf(struct sock *sk);
 int vmcs_glue_sk_sndbuf(struct sock *sk);
 void vmcs_glue_sk_set_bufs(struct sock *sk, int rcvbuf, int sndbuf);
+unsigned int vmcs_glue_sk_busy_poll(struct sock *sk);
+void vmcs_glue_sk_set_busy_poll(struct sock *sk, unsigned int usec);
+bool vmcs_glue_need_resched(void);
+bool vmcs_glue_single_task_running(void);
+unsigned int vmcs_glue_jiffies_to_usecs(unsigned long j);
 long vmcs_glue_sk_rcvtimeo(struct sock *sk);
 long vmcs_glue_sk_sndtimeo(struct sock *sk);
 void vmcs_glue_sk_set_err(struct sock *sk, int err);
@@ -95,6 +100,7 @@ int vmcs_sock_setsockopt(struct socket *sock, int level, int optname,
 			 const sockptr_t *optval, unsigned int optlen);
 int vmcs_sock_getsockopt(struct socket *sock, int level, int optname, u8 *v, int len);
 int vmcs_sock_set_rcvlowat(struct sock *sk, int val);
+void vmcs_sock_busy_poll_changed(struct socket *sock);
 int vmcs_sock_sendmsg(struct socket *sock, struct msghdr *msg, size_t len);
 int vmcs_sock_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		      int flags);

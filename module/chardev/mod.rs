@@ -146,6 +146,8 @@ impl VmcsFile {
             uapi::IOC_BULK_RECVV => self.bulk_recvv(arg, nonblock),
             uapi::IOC_BULK_RELEASEV => self.bulk_releasev(arg),
             uapi::IOC_OPEN_DOMAIN => Self::open_domain(arg),
+            uapi::IOC_SET_BUSY_POLL => self.set_busy_poll(arg),
+            uapi::IOC_GET_BUSY_POLL => self.get_busy_poll(arg),
             _ => Err(ENOTTY),
         }
     }
@@ -204,7 +206,7 @@ impl VmcsFile {
             return Err(EINVAL);
         }
         let conns = self.domain.conns();
-        let (child, peer, port) = self.endpoint.accept(nonblock)?;
+        let (child, peer, port) = self.endpoint.accept(&conns, nonblock)?;
         let ep = glue::FileMapping::new().and_then(|mapping| {
             Ok(Arc::new(
                 Self {
@@ -226,6 +228,19 @@ impl VmcsFile {
         let fd = glue::file::install_dev_file(ep, a.flags, |_fd| w.write(&a))?;
         // Descriptors are small non-negative ints.
         Ok(fd as isize)
+    }
+
+    /// `VMCS_IOC_SET_BUSY_POLL`: the busy-poll window in microseconds (clamped).
+    fn set_busy_poll(&self, arg: IoctlArg) -> Result<isize> {
+        let us: u32 = arg.read()?;
+        self.endpoint.set_busy_poll_us(us);
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_GET_BUSY_POLL`: the busy-poll window in use.
+    fn get_busy_poll(&self, arg: IoctlArg) -> Result<isize> {
+        arg.write(&self.endpoint.busy_poll_us(&self.domain.conns()))?;
+        Ok(0)
     }
 
     /// `VMCS_IOC_SET_OPTS`.

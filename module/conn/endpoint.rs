@@ -15,6 +15,7 @@
 //! pages are faulted in, and copies that may fault are made, with no lock held.
 
 mod bulk;
+mod busy_poll;
 mod receive;
 mod rx_queue;
 mod transmit;
@@ -32,6 +33,7 @@ use crate::{
     },
     uapi,
 };
+use core::sync::atomic::AtomicU32;
 use kernel::{
     fs::File,
     new_poll_condvar,
@@ -42,12 +44,15 @@ use kernel::{
     time::{msecs_to_jiffies, Jiffies},
 };
 
-/// Default receive buffer (credit) of a connection: vsock's default (256 KiB). It is a
-/// promise, not an allocation (the receive queue grows with the bytes that arrive), but
-/// a peer may fill every connection's promise with unread data: the domain's receive
-/// queues together are capped (`rx_mem_max_kb`, conn/rx_mem.rs); a larger default is a
-/// separate, measured change (docs/performance.md).
-pub(crate) const DEFAULT_RCVBUF: u32 = 256 * 1024;
+/// Default receive buffer (credit) of a connection: 4 MiB, sized for bandwidth × delay
+/// (a sender streams a whole ring's worth many times over while the credit update of the
+/// first quarter travels back, and a seqpacket sender keeps 64 messages of 64 KiB in
+/// flight). It is a promise, not an allocation (the receive queue grows with the bytes
+/// that arrive); a peer that fills many connections' promises with data nobody reads
+/// meets the domain's cap on receive memory (`rx_mem_max_kb`, conn/rx_mem.rs): with the
+/// default cap, eight such connections at full credit, after which its frames reset
+/// their own connections.
+pub(crate) const DEFAULT_RCVBUF: u32 = 4 << 20;
 /// Default bytes of queued, not yet transmitted messages above which writers wait for ring
 /// space (AF_VMCS `SO_SNDBUF` sets it per socket).
 pub(crate) const TXQ_MAX: usize = 256 * 1024;
@@ -281,6 +286,8 @@ pub(crate) struct Endpoint {
     pub(crate) inner: Mutex<EndpointInner>,
     #[pin]
     wq: PollCondVar,
+    /// Busy-poll window in microseconds, or `busy_poll::BUSY_POLL_DEFAULT` (the domain's).
+    busy_us: AtomicU32,
 }
 
 impl Endpoint {
@@ -290,18 +297,21 @@ impl Endpoint {
             try_pin_init!(Self {
                 inner <- new_mutex!(EndpointInner::new(ty), "vmcs_sock"),
                 wq <- new_poll_condvar!("vmcs_sock_wq"),
+                busy_us: AtomicU32::new(busy_poll::BUSY_POLL_DEFAULT),
             }? Error),
             GFP_KERNEL,
         )
     }
 
     /// Creates the accepted side of a connection requested by `hdr` from `peer`; its first
-    /// queued frame is the `RESPONSE`.
+    /// queued frame is the `RESPONSE`. It inherits the listener's buffers and busy-poll
+    /// window (`busy_us`).
     fn new_child(
         port: u32,
         peer: u32,
         hdr: &FrameHeader,
         (rcvbuf, sndbuf): (u32, usize),
+        busy_us: u32,
     ) -> Result<Arc<Self>> {
         let mut st = EndpointInner::new(hdr.ty);
         st.rcvbuf = rcvbuf;
@@ -316,6 +326,7 @@ impl Endpoint {
             try_pin_init!(Self {
                 inner <- new_mutex!(st, "vmcs_sock"),
                 wq <- new_poll_condvar!("vmcs_sock_wq"),
+                busy_us: AtomicU32::new(busy_us),
             }? Error),
             GFP_KERNEL,
         )
@@ -469,14 +480,19 @@ impl Endpoint {
         }
         conns.loopback_drain();
 
-        let mut st = s.inner.lock();
-        conns.kick(st.peer);
         let timeout = if timeout_ms == 0 {
             DEFAULT_CONNECT_TIMEOUT_MS
         } else {
             timeout_ms
         };
         let mut left = msecs_to_jiffies(timeout);
+        if !nonblock {
+            let mut t = Timeout(kernel::ffi::c_long::try_from(left).unwrap_or(1));
+            s.busy_poll(conns, &mut t, EndpointInner::connect_ready);
+            left = Jiffies::try_from(t.0).unwrap_or(1);
+        }
+        let mut st = s.inner.lock();
+        conns.kick(st.peer);
         loop {
             match st.phase {
                 Phase::Connected => return Ok(()),
@@ -511,15 +527,21 @@ impl Endpoint {
     }
 
     /// `VMCS_IOC_ACCEPT`: the next established connection and its peer address.
-    pub(crate) fn accept(&self, nonblock: bool) -> Result<(Arc<Endpoint>, u32, u32)> {
-        self.accept_timeout(&mut Timeout::blocking(nonblock))
+    pub(crate) fn accept(
+        &self,
+        conns: &Conns<'_>,
+        nonblock: bool,
+    ) -> Result<(Arc<Endpoint>, u32, u32)> {
+        self.accept_timeout(conns, &mut Timeout::blocking(nonblock))
     }
 
     /// `accept` waiting at most `timeout` (`SO_RCVTIMEO`; `EAGAIN` when it runs out).
     pub(crate) fn accept_timeout(
         &self,
+        conns: &Conns<'_>,
         timeout: &mut Timeout,
     ) -> Result<(Arc<Endpoint>, u32, u32)> {
+        self.busy_poll(conns, timeout, EndpointInner::accept_ready);
         let mut st = self.inner.lock();
         loop {
             if st.phase != Phase::Listening {

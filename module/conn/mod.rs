@@ -182,6 +182,9 @@ pub(crate) struct ConnTable {
     resets: ResetCounts,
     /// Bytes held by the receive queues of this domain's endpoints, and their cap.
     rx_mem: Arc<RxMem>,
+    /// Busy-poll window of endpoints that did not set their own, in microseconds (module
+    /// parameter `busy_poll_us`; conn/endpoint/busy_poll.rs).
+    busy_poll_us: u32,
 }
 
 impl ConnTable {
@@ -190,8 +193,9 @@ impl ConnTable {
         self.resets.show(out)
     }
 
-    /// Creates an empty table whose receive queues hold at most `rx_mem_max` bytes.
-    pub(crate) fn new(rx_mem_max: usize) -> impl PinInit<Self, Error> {
+    /// Creates an empty table whose receive queues hold at most `rx_mem_max` bytes and
+    /// whose endpoints busy-poll for `busy_poll_us` unless they set their own window.
+    pub(crate) fn new(rx_mem_max: usize, busy_poll_us: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             table <- new_mutex!(
                 Table { entries: KVec::new(), next_port: EPHEMERAL_START, backlog: 0 },
@@ -205,7 +209,13 @@ impl ConnTable {
             tx_next: AtomicUsize::new(0),
             resets: ResetCounts::new(),
             rx_mem: Arc::new(RxMem::new(rx_mem_max), GFP_KERNEL)?,
+            busy_poll_us: busy_poll_us.min(uapi::MAX_BUSY_POLL_US),
         })
+    }
+
+    /// The busy-poll window of endpoints that did not set their own (`busy_poll_us`).
+    pub(crate) fn busy_poll_default(&self) -> u32 {
+        self.busy_poll_us
     }
 
     /// The account of this domain's receive memory (conn/rx_mem.rs).
@@ -415,8 +425,35 @@ impl Conns<'_> {
 
     /// Hands one frame to the transport, or to the loopback FIFO. Never blocks.
     fn xmit(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+        self.xmit_frame(peer, hdr, payload, false)
+    }
+
+    /// [`Self::xmit`] as part of a batch that ends with [`Self::flush`] (one publish and at
+    /// most one doorbell for the batch, `Transport::send_batched`).
+    fn xmit_batched(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+        self.xmit_frame(peer, hdr, payload, true)
+    }
+
+    /// Ends a batch of [`Self::xmit_batched`] frames to `peer`.
+    fn flush(&self, peer: u32) {
         if peer != self.local_id() {
-            return self.transport.send(peer, hdr, payload);
+            self.transport.flush(peer);
+        }
+    }
+
+    fn xmit_frame(
+        &self,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &[u8],
+        batched: bool,
+    ) -> Result<(), SendError> {
+        if peer != self.local_id() {
+            return if batched {
+                self.transport.send_batched(peer, hdr, payload)
+            } else {
+                self.transport.send(peer, hdr, payload)
+            };
         }
         if payload.len() > LOOPBACK_MAX_PAYLOAD as usize {
             return Err(SendError::Invalid);
@@ -570,6 +607,14 @@ impl Conns<'_> {
                 self.tx_space(local);
             }
         }
+    }
+
+    /// One receive pass of the transport in the caller's context, if none runs now (busy
+    /// polling; never waits for the pass that runs); whether it ran. Loopback frames are
+    /// delivered by their senders and need none.
+    /// With `last`, the pass arms the doorbells again, or the receive work is asked to.
+    fn busy_poll_rx(&self, last: bool) -> bool {
+        self.transport.busy_poll(last)
     }
 
     /// Tells the transport that traffic is expected (a waiter sleeps on a remote peer).

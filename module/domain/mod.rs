@@ -202,7 +202,7 @@ impl Domain {
                 size,
                 region,
                 link <- link,
-                connections <- ConnTable::new(crate::params::rx_mem_max()),
+                connections <- ConnTable::new(crate::params::rx_mem_max(), crate::params::busy_poll_us()),
                 rx_work <- new_delayed_work!("vmcs_rx"),
                 tick_work <- new_delayed_work!("vmcs_tick"),
                 poll_timer <- HrTimer::new(),
@@ -457,6 +457,14 @@ impl Transport for Arc<Domain> {
         self.link.send_user(self, peer, hdr, src)
     }
 
+    fn send_batched(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+        self.link.send_batched(self, peer, hdr, payload)
+    }
+
+    fn flush(&self, peer: u32) {
+        self.link.flush(peer);
+    }
+
     fn is_live(&self, peer: u32) -> bool {
         self.link.is_live(peer)
     }
@@ -467,6 +475,10 @@ impl Transport for Arc<Domain> {
 
     fn kick(&self) {
         self.link.kick(self);
+    }
+
+    fn busy_poll(&self, last: bool) -> bool {
+        self.link.busy_poll(self, last)
     }
 
     fn bulk_slice(&self, peer: u32) -> Option<(usize, usize)> {

@@ -20,6 +20,7 @@ pub(crate) mod file;
 pub(crate) mod misc;
 pub(crate) mod net;
 pub(crate) mod region;
+pub(crate) mod sched;
 pub(crate) mod socket;
 pub(crate) mod sync;
 pub(crate) mod uiter;

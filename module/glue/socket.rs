@@ -54,6 +54,29 @@ extern "C" {
     fn vmcs_glue_sk_errqueue_pending(sk: *mut c_void) -> bool;
     fn vmcs_glue_sk_err(sk: *mut c_void) -> c_int;
     fn vmcs_glue_sk_set_rcvlowat(sk: *mut c_void, val: c_int);
+    fn vmcs_glue_sk_busy_poll(sk: *mut c_void) -> c_uint;
+    fn vmcs_glue_sk_set_busy_poll(sk: *mut c_void, usec: c_uint);
+}
+
+/// `SO_BUSY_POLL` (`sk_ll_usec`) of `sock`, in microseconds (0 without
+/// `CONFIG_NET_RX_BUSY_POLL`).
+///
+/// # Safety
+///
+/// `sock` must be a live AF_VMCS socket.
+pub(crate) unsafe fn busy_poll_us(sock: *mut bindings::socket) -> u32 {
+    // SAFETY: `sock->sk` is live (function safety requirement).
+    unsafe { vmcs_glue_sk_busy_poll(sk(sock)) }
+}
+
+/// Sets what `getsockopt(SO_BUSY_POLL)` reports.
+///
+/// # Safety
+///
+/// `sock` must be a live AF_VMCS socket.
+pub(crate) unsafe fn set_busy_poll_us(sock: *mut bindings::socket, usec: u32) {
+    // SAFETY: `sock->sk` is live (function safety requirement).
+    unsafe { vmcs_glue_sk_set_busy_poll(sk(sock), usec) };
 }
 
 /// The `struct sock` of `sock`.

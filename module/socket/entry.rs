@@ -111,12 +111,27 @@ unsafe extern "C" fn vmcs_sock_create(
         socket.release();
         return ENOMEM.to_errno();
     }
+    let busy = socket.busy_poll();
     // SAFETY: `sock->sk` is fresh and now ours.
     unsafe {
         attach(sock, socket);
         sk::set_buffers(sock, DEFAULT_SOCKET_BUFFERS);
+        sk::set_busy_poll_us(sock, busy);
     }
     0
+}
+
+/// # Safety
+///
+/// Called by the C glue's `setsockopt` after the socket layer stored `SO_BUSY_POLL` of the
+/// live AF_VMCS socket `sock`.
+#[no_mangle]
+unsafe extern "C" fn vmcs_sock_busy_poll_changed(sock: *mut bindings::socket) {
+    // SAFETY: `sock` is live (function safety requirement).
+    let (s, us) = unsafe { (vmcs_socket(sock), sk::busy_poll_us(sock)) };
+    let us = s.set_busy_poll(us);
+    // SAFETY: `sock` is live.
+    unsafe { sk::set_busy_poll_us(sock, us) };
 }
 
 /// # Safety
@@ -310,10 +325,12 @@ unsafe extern "C" fn vmcs_sock_accept(
     }
     // The connection inherited the listener's buffers; so do the options that show them.
     let bufs = child.sk_bufs();
+    let busy = child.busy_poll();
     // SAFETY: `newsock->sk` is fresh; `newsock` is valid.
     unsafe {
         attach(newsock, child);
         sk::set_buffers(newsock, bufs);
+        sk::set_busy_poll_us(newsock, busy);
         sk::set_state(newsock, SocketState::Connected);
     }
     0

@@ -215,7 +215,9 @@ impl VmcsSocket {
     /// `accept()`: the next connection as a new `VmcsSocket`, waiting at most `timeout`.
     pub(crate) fn accept(&self, mut timeout: Timeout) -> Result<Arc<Self>> {
         self.domain.alive()?;
-        let (child, _peer, _port) = self.endpoint.accept_timeout(&mut timeout)?;
+        let (child, _peer, _port) = self
+            .endpoint
+            .accept_timeout(&self.domain.conns(), &mut timeout)?;
         // As vsock, the connection inherits the listener's SOL_VSOCK options (its credit
         // came from the listener's endpoint already).
         let vsock = self.vsock.clone_for_child();
@@ -263,6 +265,18 @@ impl VmcsSocket {
         let sb = self.endpoint.set_sndbuf(half(sk_sndbuf) as usize);
         // Both are at most 4 MiB.
         (2 * rb, 2 * sb as u32)
+    }
+
+    /// `SO_BUSY_POLL` was set to `us`; returns the window in use (clamped), which
+    /// `getsockopt` then reports.
+    pub(crate) fn set_busy_poll(&self, us: u32) -> u32 {
+        self.endpoint.set_busy_poll_us(us)
+    }
+
+    /// The busy-poll window in use (what `getsockopt(SO_BUSY_POLL)` reports): the domain's
+    /// default (`busy_poll_us`) for a new socket, the listener's for an accepted one.
+    pub(crate) fn busy_poll(&self) -> u32 {
+        self.endpoint.busy_poll_us(&self.domain.conns())
     }
 
     /// The values `getsockopt(SO_RCVBUF/SO_SNDBUF)` reports (twice the ones in use).

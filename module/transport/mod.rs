@@ -104,12 +104,24 @@ pub(crate) trait Transport {
         hdr: &FrameHeader,
         src: &mut UserIter<'_>,
     ) -> Result<usize, SendError>;
+    /// As [`Transport::send`], but the frame may stay invisible to the peer until
+    /// [`Transport::flush`] for it (or any `send` to it): one publish and at most one
+    /// doorbell per batch. The caller flushes before it lets go of its batch.
+    fn send_batched(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError>;
+    /// Makes every frame queued to `peer` with `send_batched` visible to it.
+    fn flush(&self, peer: u32);
     /// Whether `peer` is live now (never true for this guest itself).
     fn is_live(&self, peer: u32) -> bool;
     /// Largest payload of one frame.
     fn max_payload(&self) -> u32;
     /// Traffic is expected soon (a waiter sleeps on a remote peer): poll fast.
     fn kick(&self);
+    /// Busy polling: runs one receive pass in the caller's context (process context, no
+    /// lock held that upcalls take) unless one is running, leaving the data doorbells
+    /// unarmed (the caller is awake and polls again). `last`: the caller stops polling; the
+    /// pass arms the doorbells (if another pass runs, the receive work is queued to do
+    /// it). Returns whether it ran a pass.
+    fn busy_poll(&self, last: bool) -> bool;
     /// Region offset and size of `peer`'s slice of the bulk area (docs/protocol.md §8).
     fn bulk_slice(&self, peer: u32) -> Option<(usize, usize)>;
     /// Page frame number of the region page at `offset`; `None` once the region is gone.

@@ -9,8 +9,13 @@
 #
 # Settings (kernel command line, run.sh --append; defaults give a short smoke run):
 #   vmcstest.bench_sizes=64,4096,...   message sizes in bytes
-#   vmcstest.bench_paths=dev,stream,seqpacket,bulk,tcp,vmcs0,vsock,memcpy
+#   vmcstest.bench_paths=dev,stream,stream-bp,seqpacket,bulk,tcp,vmcs0,vsock,memcpy
 #                                      (vmcs0: TCP over the vmcs0 net device, 10.78.0.G+1)
+#
+# Around every vmcs measurement guest 1 reads its debugfs `rings` counters: the doorbells it
+# sent and received, those the sleep tokens saved (docs/protocol.md §5.2) and the ring bytes
+# both ways; the differences go into the BENCH line (db_tx, db_rx, db_suppressed, db_bytes)
+# for the report's doorbells per MB.
 #   vmcstest.bench_rounds=N            rounds
 #   vmcstest.bench_secs=S              seconds of ping-pong and of streaming per measurement
 . /scenarios/lib.sh
@@ -18,10 +23,22 @@ setting() { sed -n "s/.*vmcstest\.$1=\([^ ]*\).*/\1/p" /proc/cmdline | tr , ' ';
 SIZES=$(setting bench_sizes)
 SIZES=${SIZES:-64 4096 65536}
 PATHS=$(setting bench_paths)
-PATHS=${PATHS:-dev stream seqpacket bulk tcp vmcs0 memcpy}
+PATHS=${PATHS:-dev stream stream-bp seqpacket bulk tcp vmcs0 memcpy}
 # The vmcs0 path: TCP over the net device (docs/netdev.md), guest G at 10.78.0.G+1.
 vmcs0_up() {
 	ip addr add 10.78.0.$((VMCS_GUEST + 1))/24 dev vmcs0 && ip link set vmcs0 up
+}
+RINGS=/sys/kernel/debug/vmcs/vmcs0/rings
+# This guest's doorbells sent, received, saved by the tokens, and ring bytes sent + received
+# (the per-peer lines: `... tx ... bytes B doorbells D rx ... bytes B ...`; a module without
+# the token counters reads 0 saved).
+dbsnap() {
+	awk 'NR == 1 { for (i = 1; i < NF; i++) if ($i == "doorbells_rx") rx = $(i + 1)
+			else if ($i == "doorbells_suppressed") sup = $(i + 1) }
+		$1 == "peer" { nb = 0; for (i = 3; i < NF; i++) {
+			if ($i == "doorbells") tx += $(i + 1)
+			if ($i == "bytes" && nb++ < 2) bytes += $(i + 1) } }
+		END { print tx + 0, rx + 0, sup + 0, bytes + 0 }' $RINGS 2>/dev/null || echo 0 0 0 0
 }
 ROUNDS=$(setting bench_rounds)
 ROUNDS=${ROUNDS:-1}
@@ -78,12 +95,18 @@ elif [ "$VMCS_GUEST" = 1 ]; then
 				*) cmd="vmcs-bench client $p auto $BASE $size $SECS $SECS" ;;
 				esac
 				what="round $round, $p, $size B: measured, every echo and byte count matched"
+				db0=$(dbsnap)
 				if out=$($cmd 2>&1) && echo "$out" | grep -q "^BENCH path=$p size=$size "; then
 					ok "$what"
 				else
 					not_ok "$what"
 				fi
-				echo "$out" | sed -e "s/^BENCH /BENCH variant=$VMCS_VARIANT round=$round /" \
+				db=""
+				case $p in
+				memcpy | tcp | vsock) ;;
+				*) db=$(echo "$db0 $(dbsnap)" | awk '{ printf " db_tx=%d db_rx=%d db_suppressed=%d db_bytes=%d", $5 - $1, $6 - $2, $7 - $3, $8 - $4 }') ;;
+				esac
+				echo "$out" | sed -e "s/^BENCH .*/&$db/" -e "s/^BENCH /BENCH variant=$VMCS_VARIANT round=$round /" \
 					-e "s/^CDF /CDF variant=$VMCS_VARIANT round=$round /" -e 's/^/# /' >&3
 			done
 		done

@@ -10,6 +10,14 @@
 //! consumer writes only the consumer line (`cons_idx`, `cons_ack`,
 //! `cons_need_wakeup`). Every value read from the other side is read once and
 //! validated; violations yield [`RingError::Corrupt`] for this channel.
+//!
+//! Notifications (docs/protocol.md §5.2): a side about to sleep stores a fresh
+//! non-zero *sleep token* into its flag (`cons_need_wakeup`, `prod_wants_space`),
+//! fences and re-checks; the other side rings at most once per token it sees
+//! (it remembers the last one it rang for) and never while the flag is 0. So a
+//! consumer that was rung and has not gone back to sleep gets no further data
+//! doorbells however many frames follow, and a waiting producer gets one space
+//! doorbell per wait.
 
 use super::frame::{FrameError, FrameHeader, FRAME_HDR_SIZE, MAX_PAYLOAD};
 use super::layout::Geometry;
@@ -21,13 +29,15 @@ pub mod ctrl {
     pub const PROD_IDX: usize = 0x00;
     /// Producer line: producer epoch.
     pub const PROD_EPOCH: usize = 0x04;
-    /// Producer line: producer waits for space.
+    /// Producer line: producer waits for space: 0, or the sleep token of its current
+    /// wait.
     pub const PROD_WANTS_SPACE: usize = 0x08;
     /// Consumer line: consumer index.
     pub const CONS_IDX: usize = 0x40;
     /// Consumer line: acknowledged producer epoch.
     pub const CONS_ACK: usize = 0x44;
-    /// Consumer line: consumer sleeps, wants a doorbell.
+    /// Consumer line: consumer sleeps, wants a doorbell: 0, or the sleep token of
+    /// its current sleep.
     pub const CONS_NEED_WAKEUP: usize = 0x48;
 }
 
@@ -152,17 +162,17 @@ impl Channel {
     /// One half of the store-buffering (Dekker) pattern that prevents lost
     /// wake-ups: store-release our index (the data/space it covers becomes
     /// visible), full fence (store→load order), then read the other side's
-    /// sleep flag. Returns whether its doorbell must be rung.
-    fn publish_and_check<S: Shm + ?Sized>(&self, shm: &S, idx: usize, v: u32, flag: usize) -> bool {
+    /// sleep flag. Returns the flag: 0, or the sleeper's token.
+    fn publish_and_check<S: Shm + ?Sized>(&self, shm: &S, idx: usize, v: u32, flag: usize) -> u32 {
         shm.store_u32_release(self.at(idx), v);
         self.fence_and_check(shm, flag)
     }
 
     /// Full fence, then read the other side's sleep flag (see
     /// `publish_and_check`).
-    fn fence_and_check<S: Shm + ?Sized>(&self, shm: &S, flag: usize) -> bool {
+    fn fence_and_check<S: Shm + ?Sized>(&self, shm: &S, flag: usize) -> u32 {
         shm.fence_full();
-        shm.load_u32_relaxed(self.at(flag)) != 0
+        shm.load_u32_relaxed(self.at(flag))
     }
 
     /// Validate the distance between our trusted index and the other side's.
@@ -200,6 +210,33 @@ fn walk_segments<F: FnMut(usize, usize, usize)>(
         skip = 0;
     }
     done
+}
+
+/// Whether a sleep flag read as `token` asks for a doorbell, given the token the
+/// caller last rang for (`rung`, updated): only a non-zero token not rung for yet.
+/// A flag seen at 0 forgets `rung`, so a token equal to an old one after the other
+/// side cleared its flag in between still rings.
+/// `suppressed` counts the doorbells a flag-only protocol would have rung (a
+/// non-zero flag) that the token saved.
+fn ring_for(token: u32, rung: &mut u32, suppressed: &mut u32) -> bool {
+    if token == 0 {
+        *rung = 0;
+        return false;
+    }
+    if token == *rung {
+        *suppressed = suppressed.wrapping_add(1);
+        return false;
+    }
+    *rung = token;
+    true
+}
+
+/// The next sleep token after `t`: never 0 (0 is "awake").
+fn next_token(t: u32) -> u32 {
+    match t.wrapping_add(1) {
+        0 => 1,
+        n => n,
+    }
 }
 
 /// Outcome of a pre-sleep re-check.
@@ -273,6 +310,14 @@ pub struct Producer {
     cons_cache: u32,
     epoch: u32,
     ready: bool,
+    /// The consumer's sleep token we last rang for (0: none).
+    rung: u32,
+    /// Our last wait token (`prod_wants_space`).
+    wait_token: u32,
+    /// Producer index as last published.
+    published: u32,
+    /// Doorbells saved by the token since the last [`Self::take_suppressed`].
+    suppressed: u32,
 }
 
 impl Producer {
@@ -297,14 +342,19 @@ impl Producer {
         // Release: a consumer that acquires the new epoch also sees P0. Same
         // Dekker pattern as publish(): the consumer must learn of the new
         // epoch even if it is asleep.
-        let notify = ch.publish_and_check(shm, ctrl::PROD_EPOCH, epoch, ctrl::CONS_NEED_WAKEUP);
-        let me = Self {
+        let token = ch.publish_and_check(shm, ctrl::PROD_EPOCH, epoch, ctrl::CONS_NEED_WAKEUP);
+        let mut me = Self {
             ch,
             prod: p0,
             cons_cache: p0,
             epoch,
             ready: false,
+            rung: 0,
+            wait_token: 0,
+            published: p0,
+            suppressed: 0,
         };
+        let notify = ring_for(token, &mut me.rung, &mut me.suppressed);
         (me, notify)
     }
 
@@ -406,13 +456,29 @@ impl Producer {
         true
     }
 
-    /// Publish everything committed so far. Returns whether the consumer's
-    /// doorbell must be rung.
+    /// Publish everything committed so far (one index store and one fence for
+    /// any number of [`Self::commit_deferred`] frames). Returns whether the
+    /// consumer's doorbell must be rung: it sleeps, with a token we have not rung
+    /// for yet.
     pub fn publish<S: Shm + ?Sized>(&mut self, shm: &S) -> bool {
         // Release: header and payload bytes are visible before the index;
         // fence + flag check pairs with Consumer::prepare_sleep().
-        self.ch
-            .publish_and_check(shm, ctrl::PROD_IDX, self.prod, ctrl::CONS_NEED_WAKEUP)
+        let token =
+            self.ch
+                .publish_and_check(shm, ctrl::PROD_IDX, self.prod, ctrl::CONS_NEED_WAKEUP);
+        self.published = self.prod;
+        ring_for(token, &mut self.rung, &mut self.suppressed)
+    }
+
+    /// Doorbells to the consumer that the sleep token saved (a non-zero flag we had
+    /// rung for already) since the last call; resets the count.
+    pub fn take_suppressed(&mut self) -> u32 {
+        core::mem::take(&mut self.suppressed)
+    }
+
+    /// Whether frames were committed (`commit_deferred`) but not yet published.
+    pub fn unpublished(&self) -> bool {
+        self.published != self.prod
     }
 
     /// `commit_deferred` + `publish`.
@@ -435,14 +501,33 @@ impl Producer {
         Ok(self.commit(shm, r))
     }
 
+    /// Reserve, copy `payload` (its length overrides `hdr.len`) and commit
+    /// without publishing: a batch of these is published by one [`Self::publish`].
+    pub fn send_deferred<S: Shm + ?Sized>(
+        &mut self,
+        shm: &S,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), RingError> {
+        let mut h = *hdr;
+        h.len = u32::try_from(payload.len()).map_err(|_| RingError::TooBig)?;
+        let r = self.reserve(shm, &h)?;
+        self.write(shm, &r, 0, payload);
+        self.commit_deferred(shm, r);
+        Ok(())
+    }
+
     /// Before sleeping because `reserve` returned `Full`/`NotReady`: set the
-    /// wants-space flag, fence, re-check. `len`: payload size wanted.
+    /// wants-space flag to a fresh token, fence, re-check. `len`: payload size
+    /// wanted. Publish frames committed with `commit_deferred` first: the
+    /// consumer cannot free space it has not seen.
     pub fn prepare_wait<S: Shm + ?Sized>(
         &mut self,
         shm: &S,
         len: u32,
     ) -> Result<SleepCheck, RingError> {
-        shm.store_u32_relaxed(self.ch.at(ctrl::PROD_WANTS_SPACE), 1);
+        self.wait_token = next_token(self.wait_token);
+        shm.store_u32_relaxed(self.ch.at(ctrl::PROD_WANTS_SPACE), self.wait_token);
         // Full fence: flag store before the cons_idx/cons_ack loads (Dekker
         // with the consumer's release()/resync()).
         shm.fence_full();
@@ -496,8 +581,16 @@ impl RxFrame {
 pub struct Consumer {
     ch: Channel,
     cons: u32,
+    /// Consumer index as last published (`release`).
+    released: u32,
     prod_cache: u32,
     epoch: u32,
+    /// Our last sleep token (`cons_need_wakeup`).
+    sleep_token: u32,
+    /// The producer's wait token we last rang for (0: none).
+    rung: u32,
+    /// Doorbells saved by the token since the last [`Self::take_suppressed`].
+    suppressed: u32,
 }
 
 impl Consumer {
@@ -507,8 +600,12 @@ impl Consumer {
         let mut c = Self {
             ch,
             cons: 0,
+            released: 0,
             prod_cache: 0,
             epoch: 0,
+            sleep_token: 0,
+            rung: 0,
+            suppressed: 0,
         };
         let n = c.resync(shm);
         (c, n)
@@ -536,10 +633,14 @@ impl Consumer {
         // Release: the cons_idx store is visible to whoever acquires the ack.
         shm.store_u32_release(self.ch.at(ctrl::CONS_ACK), e);
         self.cons = p;
+        self.released = p;
         self.prod_cache = p;
         self.epoch = e;
-        // Dekker with Producer::prepare_wait().
-        self.ch.fence_and_check(shm, ctrl::PROD_WANTS_SPACE)
+        // Dekker with Producer::prepare_wait(). An acknowledgement always rings a
+        // waiting producer (it may wait for exactly this).
+        let token = self.ch.fence_and_check(shm, ctrl::PROD_WANTS_SPACE);
+        self.rung = token;
+        token != 0
     }
 
     /// Reload and validate the producer index (and check the epoch).
@@ -606,12 +707,37 @@ impl Consumer {
     }
 
     /// Publish the consumer index. Returns whether to ring the producer's
-    /// doorbell (it waits for space).
+    /// doorbell (it waits for space, with a token we have not rung for).
     pub fn release<S: Shm + ?Sized>(&mut self, shm: &S) -> bool {
+        self.release_if(shm, 0)
+    }
+
+    /// Bytes consumed (`consume_deferred`) but not yet released.
+    pub fn unreleased(&self) -> u32 {
+        self.cons.wrapping_sub(self.released)
+    }
+
+    /// Publishes the consumer index; asks for the doorbell only if the producer
+    /// waits with a token not rung for yet and at least `min_free` bytes are free
+    /// as far as this consumer knows (`known_free`). A token is used up only by a
+    /// doorbell, so a release below `min_free` leaves it for a later one.
+    fn release_if<S: Shm + ?Sized>(&mut self, shm: &S, min_free: u32) -> bool {
         // Release: our payload reads happen before the producer reuses space;
         // fence + flag check pairs with Producer::prepare_wait().
-        self.ch
-            .publish_and_check(shm, ctrl::CONS_IDX, self.cons, ctrl::PROD_WANTS_SPACE)
+        let token =
+            self.ch
+                .publish_and_check(shm, ctrl::CONS_IDX, self.cons, ctrl::PROD_WANTS_SPACE);
+        self.released = self.cons;
+        if token != 0 && self.known_free() < min_free {
+            return false;
+        }
+        ring_for(token, &mut self.rung, &mut self.suppressed)
+    }
+
+    /// Doorbells to the producer that its wait token saved since the last call;
+    /// resets the count.
+    pub fn take_suppressed(&mut self) -> u32 {
+        core::mem::take(&mut self.suppressed)
     }
 
     /// Ring bytes free as far as this consumer knows: the ring size less the bytes
@@ -626,12 +752,25 @@ impl Consumer {
 
     /// [`Self::release`] with a space-doorbell watermark: publishes the consumer index
     /// as always, but asks for the doorbell only once at least a quarter of the ring is
-    /// free (`known_free`), so that a waiting producer is not rung for every frame.
-    /// No lost wake-up: a release that leaves less free than that leaves frames in the
-    /// ring, and the release that consumes the last one it saw sees the whole ring free
-    /// and rings (docs/protocol.md §5.2).
+    /// free (`known_free`), and once per wait of the producer (its token), so that a
+    /// waiting producer is not rung for every frame. No lost wake-up: a release that
+    /// leaves less free than that leaves frames in the ring, and the release that
+    /// consumes the last one it saw sees the whole ring free and rings, unless this
+    /// very wait was rung already (docs/protocol.md §5.2).
     pub fn release_at_watermark<S: Shm + ?Sized>(&mut self, shm: &S) -> bool {
-        self.release(shm) && self.known_free() >= self.ch.size() / 4
+        self.release_if(shm, self.ch.size() / 4)
+    }
+
+    /// Batched release: publishes the consumer index only once a quarter of the ring
+    /// was consumed since the last release (then as [`Self::release_at_watermark`]);
+    /// below that it does nothing. The caller releases the rest with
+    /// [`Self::release_at_watermark`] before it stops reading the ring (in every case
+    /// before it sleeps).
+    pub fn release_batched<S: Shm + ?Sized>(&mut self, shm: &S) -> bool {
+        if self.unreleased() < self.ch.size() / 4 {
+            return false;
+        }
+        self.release_at_watermark(shm)
     }
 
     /// `consume_deferred` + `release`.
@@ -639,9 +778,11 @@ impl Consumer {
         self.consume_deferred(f) && self.release(shm)
     }
 
-    /// Before sleeping on an empty ring: set need-wakeup, fence, re-check.
+    /// Before sleeping on an empty ring: set need-wakeup to a fresh token, fence,
+    /// re-check. A producer rings once per token, so every sleep takes a new one.
     pub fn prepare_sleep<S: Shm + ?Sized>(&mut self, shm: &S) -> SleepCheck {
-        shm.store_u32_relaxed(self.ch.at(ctrl::CONS_NEED_WAKEUP), 1);
+        self.sleep_token = next_token(self.sleep_token);
+        shm.store_u32_relaxed(self.ch.at(ctrl::CONS_NEED_WAKEUP), self.sleep_token);
         // Full fence: flag store before the prod_idx load (Dekker with
         // Producer::publish()).
         shm.fence_full();

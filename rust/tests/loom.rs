@@ -9,7 +9,10 @@
 //! one per 32-byte record chunk, so loom reports any payload/header access
 //! that is not ordered by the acquire/release protocol as a data race.
 //! Doorbells are a mutex+condvar: a lost wake-up leaves a thread blocked
-//! forever, which loom reports as a deadlock.
+//! forever, which loom reports as a deadlock. Sleep flags carry tokens
+//! (docs/protocol.md §5.2): each side rings once per token, so a model that
+//! got the token rule wrong (a sleeper re-using its token, a ringer not
+//! re-checking) deadlocks here too.
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
@@ -24,28 +27,32 @@ use vmcs_proto::shm::Shm;
 const CTRL: usize = 128;
 const CHUNK: usize = 32;
 const RING: u32 = 128;
+/// The ring of the batching model: a quarter (128) is two 64-byte records.
+const BIG_RING: u32 = 512;
 
 struct LoomShm {
     ctrl: Vec<AtomicU32>,
     data: Vec<UnsafeCell<[u8; CHUNK]>>,
+    ring: u32,
 }
 
 impl LoomShm {
-    fn new() -> Self {
+    fn new(ring: u32) -> Self {
         Self {
             ctrl: (0..CTRL / 4).map(|_| AtomicU32::new(0)).collect(),
-            data: (0..RING as usize / CHUNK)
+            data: (0..ring as usize / CHUNK)
                 .map(|_| UnsafeCell::new([0; CHUNK]))
                 .collect(),
+            ring,
         }
     }
     fn word(&self, off: usize) -> &AtomicU32 {
         assert!(off % 4 == 0 && off < CTRL);
         &self.ctrl[off / 4]
     }
-    fn chunks(off: usize, len: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    fn chunks(&self, off: usize, len: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
         assert!(
-            off >= CTRL && off + len <= CTRL + RING as usize,
+            off >= CTRL && off + len <= CTRL + self.ring as usize,
             "ring access out of bounds"
         );
         let mut done = 0;
@@ -61,7 +68,7 @@ impl LoomShm {
 
 impl Shm for LoomShm {
     fn size(&self) -> usize {
-        CTRL + RING as usize
+        CTRL + self.ring as usize
     }
     fn load_u32_acquire(&self, off: usize) -> u32 {
         self.word(off).load(Ordering::Acquire)
@@ -95,7 +102,7 @@ impl Shm for LoomShm {
         fence(Ordering::SeqCst);
     }
     fn read_bytes(&self, off: usize, dst: &mut [u8]) {
-        Self::chunks(off, dst.len(), |ci, co, d, n| {
+        self.chunks(off, dst.len(), |ci, co, d, n| {
             self.data[ci].with(|p| {
                 // SAFETY: loom tracks this access; the pointer is valid for
                 // the chunk and any unsynchronised concurrent write is
@@ -106,7 +113,7 @@ impl Shm for LoomShm {
         });
     }
     fn write_bytes(&self, off: usize, src: &[u8]) {
-        Self::chunks(off, src.len(), |ci, co, d, n| {
+        self.chunks(off, src.len(), |ci, co, d, n| {
             self.data[ci].with_mut(|p| {
                 // SAFETY: as in read_bytes; loom checks exclusivity.
                 let c = unsafe { &mut *p };
@@ -148,6 +155,18 @@ fn hdr(len: u32) -> FrameHeader {
     h
 }
 
+/// The producer found no room: arm its wait (fresh token, fence, re-check) and
+/// sleep until the consumer's space doorbell.
+fn wait_space(w: &World, p: &mut Producer) {
+    match p.prepare_wait(&w.shm, 4).unwrap() {
+        SleepCheck::Pending => {}
+        SleepCheck::MaySleep => {
+            w.prod_bell.wait();
+            p.cancel_wait(&w.shm);
+        }
+    }
+}
+
 fn produce(w: &World, p: &mut Producer, msgs: u32) {
     for k in 0..msgs {
         let payload = [k as u8 + 1; 4];
@@ -159,15 +178,7 @@ fn produce(w: &World, p: &mut Producer, msgs: u32) {
                     }
                     break;
                 }
-                Err(RingError::Full) | Err(RingError::NotReady) => {
-                    match p.prepare_wait(&w.shm, 4).unwrap() {
-                        SleepCheck::Pending => {}
-                        SleepCheck::MaySleep => {
-                            w.prod_bell.wait();
-                            p.cancel_wait(&w.shm);
-                        }
-                    }
-                }
+                Err(RingError::Full) | Err(RingError::NotReady) => wait_space(w, p),
                 Err(e) => panic!("producer error {e:?}"),
             }
         }
@@ -205,8 +216,12 @@ fn consume(w: &World, c: &mut Consumer, msgs: u32) {
 }
 
 fn world() -> Arc<World> {
+    world_of(RING)
+}
+
+fn world_of(ring: u32) -> Arc<World> {
     Arc::new(World {
-        shm: LoomShm::new(),
+        shm: LoomShm::new(ring),
         cons_bell: Bell::default(),
         prod_bell: Bell::default(),
     })
@@ -214,6 +229,88 @@ fn world() -> Arc<World> {
 
 fn chan() -> Channel {
     Channel::from_parts(0, CTRL, RING).unwrap()
+}
+
+/// The producer as the kernel's transmit pump runs it: frames of one batch are
+/// committed without publishing, then published once (one doorbell at most);
+/// a full ring publishes what is committed before the producer waits.
+fn produce_batched(w: &World, p: &mut Producer, msgs: u32, batch: u32) {
+    let mut k = 0;
+    while k < msgs {
+        let mut in_batch = 0;
+        while in_batch < batch && k < msgs {
+            match p.reserve(&w.shm, &hdr(4)) {
+                Ok(r) => {
+                    p.write(&w.shm, &r, 0, &[k as u8 + 1; 4]);
+                    assert!(p.commit_deferred(&w.shm, r));
+                    k += 1;
+                    in_batch += 1;
+                }
+                Err(RingError::Full) | Err(RingError::NotReady) => {
+                    if p.unpublished() && p.publish(&w.shm) {
+                        w.cons_bell.ring();
+                    }
+                    wait_space(w, p);
+                }
+                Err(e) => panic!("producer error {e:?}"),
+            }
+        }
+        if p.publish(&w.shm) {
+            w.cons_bell.ring();
+        }
+    }
+}
+
+/// The consumer as the kernel's rx work runs it: every pass clears the flag
+/// first (it is awake), takes up to `budget` frames releasing in batches
+/// (`release_batched`), releases the rest at the end of the pass, and only an
+/// empty ring arms the flag (fresh token, fence, re-check) before sleeping.
+fn consume_passes(w: &World, c: &mut Consumer, msgs: u32, budget: u32) {
+    let mut got = 0;
+    let mut asleep = false;
+    while got < msgs {
+        if asleep {
+            w.cons_bell.wait();
+            asleep = false;
+        }
+        c.cancel_sleep(&w.shm);
+        let mut n = 0;
+        loop {
+            if n == budget {
+                break;
+            }
+            match c.peek(&w.shm) {
+                Ok(Some(f)) => {
+                    let mut b = [0u8; 4];
+                    assert_eq!(c.read(&w.shm, &f, 0, &mut b), 4);
+                    assert_eq!(b, [got as u8 + 1; 4], "message out of order or torn");
+                    assert!(c.consume_deferred(&f));
+                    if c.release_batched(&w.shm) {
+                        w.prod_bell.ring();
+                    }
+                    got += 1;
+                    n += 1;
+                }
+                Ok(None) => {
+                    if c.release_at_watermark(&w.shm) {
+                        w.prod_bell.ring();
+                    }
+                    if got == msgs {
+                        break;
+                    }
+                    match c.prepare_sleep(&w.shm) {
+                        SleepCheck::Pending => continue,
+                        SleepCheck::MaySleep => asleep = true,
+                    }
+                    break;
+                }
+                Err(e) => panic!("consumer error {e:?}"),
+            }
+        }
+        if c.release_at_watermark(&w.shm) {
+            w.prod_bell.ring();
+        }
+    }
 }
 
 /// Steady state: 3 messages through a ring that holds 2 records, so the
@@ -250,6 +347,28 @@ fn ring_open_handshake() {
             produce(&w2, &mut p, 2);
         });
         consume(&w, &mut c, 2);
+        t.join().unwrap();
+    });
+}
+
+/// Batching and suppression together, as the module runs them: the producer
+/// publishes two frames per batch and waits for space when the ring is full;
+/// the consumer drains in passes of at most two frames, releasing every quarter
+/// ring and at the end of a pass, and re-arms only on an empty ring. Five
+/// messages through a ring of four records: both sides must wait, and a lost
+/// doorbell (data or space) deadlocks.
+#[test]
+fn ring_batched_no_lost_wakeup() {
+    loom::model(|| {
+        let w = world_of(BIG_RING);
+        let ch = Channel::from_parts(0, CTRL, BIG_RING).unwrap();
+        let (mut c, _) = Consumer::open(&w.shm, ch);
+        let (mut p, _) = Producer::open(&w.shm, ch);
+        assert!(matches!(c.peek(&w.shm), Err(RingError::Restarted { .. })));
+        c.resync(&w.shm);
+        let w2 = w.clone();
+        let t = thread::spawn(move || produce_batched(&w2, &mut p, 5, 2));
+        consume_passes(&w, &mut c, 5, 2);
         t.join().unwrap();
     });
 }

@@ -241,8 +241,8 @@ fn notification_suppression_flags() {
     assert!(c.consume(&shm, &f));
 }
 
-/// The space doorbell comes once a quarter of the ring is free, and always when the
-/// consumer has emptied what it saw, never for every freed frame.
+/// The space doorbell comes once a quarter of the ring is free, once per wait of the
+/// producer (its token), never for every freed frame; a new wait is rung again.
 #[test]
 fn space_doorbell_at_watermark() {
     let size = 2048u32;
@@ -262,19 +262,95 @@ fn space_doorbell_at_watermark() {
         rung.push((c.known_free(), c.release_at_watermark(&shm)));
     }
     assert_eq!(c.peek(&shm), Ok(None));
-    // No doorbell below a quarter (512 bytes) free, one at every release from there on
-    // while the producer still waits, and at the last one.
-    for &(free, ring) in &rung {
-        assert_eq!(ring, free >= size / 4, "free {free}");
+    // No doorbell below a quarter (512 bytes) free, exactly one at the first release
+    // from there on, none after it for the same wait.
+    let first = rung.iter().position(|r| r.1).expect("one doorbell");
+    assert!(rung[first].0 >= size / 4);
+    assert!(first == 0 || rung[first - 1].0 < size / 4);
+    assert_eq!(rung.iter().filter(|r| r.1).count(), 1, "{rung:?}");
+    // The producer waits again (new token): the next release rings again.
+    while p.send(&shm, &rw(64), &[7; 64]).is_ok() {}
+    assert_eq!(p.prepare_wait(&shm, 64).unwrap(), SleepCheck::MaySleep);
+    let mut n = 0;
+    while let Some(f) = c.peek(&shm).unwrap() {
+        assert!(c.consume_deferred(&f));
+        n += u32::from(c.release_at_watermark(&shm));
     }
-    assert!(rung.iter().filter(|r| !r.1).count() >= 4);
-    assert_eq!(rung.last(), Some(&(size, true)));
+    assert_eq!(n, 1);
     // A producer that does not wait gets none.
     p.cancel_wait(&shm);
     p.send(&shm, &rw(64), &[7; 64]).unwrap();
     let f = c.peek(&shm).unwrap().unwrap();
     assert!(c.consume_deferred(&f));
     assert!(!c.release_at_watermark(&shm));
+}
+
+/// Data doorbells: one per sleep of the consumer, however many frames follow before it
+/// goes back to sleep; none while it is awake; a new sleep is rung again.
+#[test]
+fn data_doorbell_once_per_sleep() {
+    let mem = region(128 + 4096);
+    let shm = SliceShm::new(&mem);
+    let (mut p, mut c) = channel_pair(&shm, 4096);
+    assert_eq!(c.prepare_sleep(&shm), SleepCheck::MaySleep);
+    let rings: Vec<bool> = (0..5)
+        .map(|_| p.send(&shm, &rw(8), &[1; 8]).unwrap())
+        .collect();
+    assert_eq!(rings, [true, false, false, false, false]);
+    assert_eq!(p.take_suppressed(), 4);
+    assert_eq!(p.take_suppressed(), 0);
+    // The consumer woke (the doorbell): drains with the flag clear, then sleeps again.
+    c.cancel_sleep(&shm);
+    assert!(!p.send(&shm, &rw(8), &[1; 8]).unwrap());
+    while let Some(f) = c.peek(&shm).unwrap() {
+        assert!(c.consume_deferred(&f));
+    }
+    c.release(&shm);
+    assert_eq!(c.prepare_sleep(&shm), SleepCheck::MaySleep);
+    assert!(p.send(&shm, &rw(8), &[1; 8]).unwrap());
+    assert!(!p.send(&shm, &rw(8), &[1; 8]).unwrap());
+    // Woken by something else (no cancel) and asleep again: a new token, rung again.
+    while let Some(f) = c.peek(&shm).unwrap() {
+        assert!(c.consume_deferred(&f));
+    }
+    c.release(&shm);
+    assert_eq!(c.prepare_sleep(&shm), SleepCheck::MaySleep);
+    assert!(p.send(&shm, &rw(8), &[1; 8]).unwrap());
+}
+
+/// Batches: frames committed with `commit_deferred` are invisible until one `publish`,
+/// which rings at most once; `release_batched` publishes only every quarter ring.
+#[test]
+fn batched_publish_and_release() {
+    let size = 2048u32;
+    let mem = region(128 + size as usize);
+    let shm = SliceShm::new(&mem);
+    let (mut p, mut c) = channel_pair(&shm, size);
+    assert_eq!(c.prepare_sleep(&shm), SleepCheck::MaySleep);
+    for k in 0..8u8 {
+        let r = p.reserve(&shm, &rw(64)).unwrap();
+        p.write(&shm, &r, 0, &[k; 64]);
+        assert!(p.commit_deferred(&shm, r));
+        assert!(p.unpublished());
+    }
+    assert_eq!(c.peek(&shm), Ok(None), "nothing published yet");
+    assert!(p.publish(&shm));
+    assert!(!p.unpublished());
+    let mut released = vec![];
+    for k in 0..8u8 {
+        let f = c.peek(&shm).unwrap().unwrap();
+        let mut b = [0u8; 64];
+        c.read(&shm, &f, 0, &mut b);
+        assert_eq!(b, [k; 64]);
+        assert!(c.consume_deferred(&f));
+        c.release_batched(&shm);
+        released.push(c.unreleased());
+    }
+    // 96-byte records: released at 6 records (576 >= 512), then 2 left unreleased.
+    assert_eq!(released, [96, 192, 288, 384, 480, 0, 96, 192]);
+    assert!(!p.drained(&shm));
+    c.release_at_watermark(&shm);
+    assert!(p.drained(&shm));
 }
 
 #[test]

@@ -151,6 +151,15 @@ struct vmcs_open_domain {
 #define VMCS_IOC_BULK_RELEASEV _IOW(VMCS_IOC_MAGIC, 0x17, struct vmcs_bulk_vec)
 /* Returns a new fd: an endpoint on domain `domain` (ENODEV if there is none). */
 #define VMCS_IOC_OPEN_DOMAIN _IOW(VMCS_IOC_MAGIC, 0x09, struct vmcs_open_domain)
+/*
+ * Busy polling (as SO_BUSY_POLL): blocking read, accept and connect poll the rings for up
+ * to this many microseconds before they sleep; 0 = never. Values above
+ * VMCS_MAX_BUSY_POLL_US are clamped. A new file starts with the module parameter
+ * busy_poll_us; an accepted one inherits the listener's.
+ */
+#define VMCS_MAX_BUSY_POLL_US 100000
+#define VMCS_IOC_SET_BUSY_POLL _IOW(VMCS_IOC_MAGIC, 0x20, __u32)
+#define VMCS_IOC_GET_BUSY_POLL _IOR(VMCS_IOC_MAGIC, 0x21, __u32)
 
 /*
  * AF_VMCS sockets (docs/sockets.md). Linux has no free address-family number for an

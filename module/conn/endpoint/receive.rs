@@ -19,8 +19,9 @@ impl Endpoint {
             let st = self.inner.lock();
             (st.port, (st.rcvbuf, st.sndbuf))
         };
+        let busy = self.busy_us.load(core::sync::atomic::Ordering::Relaxed);
         let child = match port {
-            Some(port) => Endpoint::new_child(port, peer, hdr, bufs).ok(),
+            Some(port) => Endpoint::new_child(port, peer, hdr, bufs, busy).ok(),
             None => None,
         };
         let Some(child) = child else {
@@ -227,6 +228,11 @@ impl Endpoint {
         nonblock: bool,
     ) -> Result<usize> {
         let max = dst.len();
+        self.busy_poll(
+            conns,
+            &mut Timeout::blocking(nonblock),
+            EndpointInner::recv_ready,
+        );
         let mut st = self.inner.lock();
         loop {
             if !st.was_connected {
@@ -342,6 +348,7 @@ impl Endpoint {
         peek: bool,
     ) -> Result<(usize, usize)> {
         let max = dst.len();
+        self.busy_poll(conns, timeout, EndpointInner::recv_ready);
         let mut st = self.inner.lock();
         loop {
             if !self.wait_readable(conns, &mut st, timeout)? {
@@ -380,6 +387,7 @@ impl Endpoint {
         timeout: &mut Timeout,
         peek: bool,
     ) -> Result<usize> {
+        self.busy_poll(conns, timeout, EndpointInner::recv_ready);
         let mut st = self.inner.lock();
         loop {
             if !self.wait_readable(conns, &mut st, timeout)? {

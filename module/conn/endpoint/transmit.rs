@@ -42,8 +42,22 @@ impl Endpoint {
     }
 
     /// Sends at most `budget` frames of the transmit queue (the body of [`Self::pump`]; the
-    /// direct sender calls it while it owns the order).
+    /// direct sender calls it while it owns the order). The frames go out as one batch (one
+    /// publish, at most one doorbell: `Conns::flush`).
     fn pump_queue(
+        &self,
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        budget: usize,
+    ) -> Result<Pumped> {
+        let peer = st.peer;
+        let r = self.pump_batch(conns, st, budget);
+        conns.flush(peer);
+        r
+    }
+
+    /// [`Self::pump_queue`] before the flush.
+    fn pump_batch(
         &self,
         conns: &Conns<'_>,
         st: &mut EndpointInner,
@@ -70,7 +84,7 @@ impl Endpoint {
                 TxItem::Ctrl { op, flags: fl } => {
                     hdr.op = *op;
                     hdr.flags = *fl;
-                    (conns.xmit(st.peer, &hdr, &[]), 0, true)
+                    (conns.xmit_batched(st.peer, &hdr, &[]), 0, true)
                 }
                 TxItem::Bulk { op, desc } => {
                     hdr.op = *op;
@@ -78,7 +92,7 @@ impl Endpoint {
                     let p = desc.encode();
                     // The descriptor is 8 bytes.
                     hdr.len = p.len() as u32;
-                    (conns.xmit(st.peer, &hdr, &p), 0, true)
+                    (conns.xmit_batched(st.peer, &hdr, &p), 0, true)
                 }
                 TxItem::Msg { data, off } => {
                     let mp = conns.max_payload(st.peer) as usize;
@@ -97,7 +111,7 @@ impl Endpoint {
                         } else {
                             0
                         };
-                        let r = conns.xmit(st.peer, &hdr, &data[*off..*off + n]);
+                        let r = conns.xmit_batched(st.peer, &hdr, &data[*off..*off + n]);
                         if r.is_ok() {
                             *off += n;
                         }

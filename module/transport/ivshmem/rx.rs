@@ -135,8 +135,85 @@ impl Link {
         (more, activity)
     }
 
-    /// Takes up to [`RX_BUDGET`] frames from peer `p`'s ring.
+    /// Takes up to [`RX_BUDGET`] frames from peer `p`'s ring, then releases what it took
+    /// that is not released yet: one consumer-index release per pass, or per quarter ring
+    /// consumed within it (`Consumer::release_batched`).
     pub(super) fn drain_peer(&self, rx: &mut LinkRx, p: u32, up: &impl Upcalls) -> (bool, bool) {
+        self.drain_peer_armed(rx, p, up, true)
+    }
+
+    /// [`Self::drain_peer`]; `arm`: on doorbell, set `cons_need_wakeup` (fresh token, fence,
+    /// re-check) when the ring is empty; without it the flag stays clear (a busy poller is
+    /// awake and looks again).
+    fn drain_peer_armed(
+        &self,
+        rx: &mut LinkRx,
+        p: u32,
+        up: &impl Upcalls,
+        arm: bool,
+    ) -> (bool, bool) {
+        let r = self.drain_peer_frames(rx, p, up, arm);
+        self.flush_release(rx, p);
+        r
+    }
+
+    /// Busy polling (`Transport::busy_poll`): one pass over every inbound ring in the
+    /// caller's context if no pass runs now (never waits for the receive lock). Without
+    /// `last` the data doorbells stay unarmed; with it they are armed as by the receive
+    /// work, which is queued instead if another pass holds the lock.
+    pub(crate) fn busy_poll(&self, up: &impl Upcalls, last: bool) -> bool {
+        if self.running.load(Relaxed) == 0 {
+            return false;
+        }
+        let Some(mut rx) = self.rx.try_lock() else {
+            if last {
+                self.request_rx(up, false);
+            }
+            return false;
+        };
+        if rx.broken {
+            return false;
+        }
+        for p in 0..self.geo.max_peers {
+            if p != self.local_id {
+                self.drain_peer_armed(&mut rx, p, up, last);
+            }
+        }
+        drop(rx);
+        if last {
+            self.check_tx_waiters(up);
+        }
+        true
+    }
+
+    /// Releases what the consumer of peer `p`'s ring consumed and has not released yet,
+    /// ringing the producer if it waits (at the watermark); counts the doorbells the wait
+    /// token saved.
+    fn flush_release(&self, rx: &mut LinkRx, p: u32) {
+        let Some(c) = rx.peers.get_mut(p as usize).and_then(|t| t.rx.as_mut()) else {
+            return;
+        };
+        let notify = match self.region.try_access() {
+            Some(shm) if c.unreleased() != 0 => c.release_at_watermark(&*shm),
+            _ => false,
+        };
+        let saved = c.take_suppressed();
+        if let Some(s) = self.stats.get(p as usize) {
+            bump(&s.doorbells_suppressed, u64::from(saved));
+        }
+        if notify {
+            self.ring(p, VEC_SPACE);
+        }
+    }
+
+    /// [`Self::drain_peer_armed`] without the final release.
+    fn drain_peer_frames(
+        &self,
+        rx: &mut LinkRx,
+        p: u32,
+        up: &impl Upcalls,
+        arm: bool,
+    ) -> (bool, bool) {
         let i = p as usize;
         let present = rx.peers.get(i).is_some_and(|t| t.rx.is_some());
         if !present {
@@ -175,7 +252,7 @@ impl Link {
                 }
                 match c.peek(&*shm) {
                     Ok(None) => {
-                        if self.doorbell && c.prepare_sleep(&*shm) == SleepCheck::Pending {
+                        if self.doorbell && arm && c.prepare_sleep(&*shm) == SleepCheck::Pending {
                             Step::Again
                         } else {
                             Step::Idle
@@ -193,7 +270,7 @@ impl Link {
                             Some(dst) => {
                                 c.read(&*shm, &f, 0, dst);
                                 c.consume_deferred(&f);
-                                let n = c.release_at_watermark(&*shm);
+                                let n = c.release_batched(&*shm);
                                 Step::Frame(f.hdr, len, n)
                             }
                             None => Step::Corrupt(RingError::TooBig),

@@ -24,6 +24,9 @@ pub(super) struct PeerStats {
     /// `RW` payload bytes handed up in the ring, for the core to copy straight out.
     pub(super) rx_ring_bytes: Atomic<u64>,
     pub(super) doorbells_tx: Atomic<u64>,
+    /// Doorbells to this peer that its sleep or wait token saved: the flag asked for one,
+    /// but we had rung for that very sleep already (docs/protocol.md §5.2).
+    pub(super) doorbells_suppressed: Atomic<u64>,
     pub(super) resets: Atomic<u64>,
     pub(super) selftest_rx: Atomic<u64>,
     pub(super) selftest_bad: Atomic<u64>,
@@ -57,6 +60,7 @@ impl PeerStats {
             tx_short: Atomic::new(0),
             rx_ring_bytes: Atomic::new(0),
             doorbells_tx: Atomic::new(0),
+            doorbells_suppressed: Atomic::new(0),
             resets: Atomic::new(0),
             selftest_rx: Atomic::new(0),
             selftest_bad: Atomic::new(0),
@@ -150,10 +154,17 @@ impl Link {
 
     /// debugfs `rings`.
     pub(crate) fn show_rings(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = |c: fn(&PeerStats) -> &Atomic<u64>| {
+            self.stats
+                .iter()
+                .map(|s| c(s).load(Relaxed))
+                .fold(0u64, u64::wrapping_add)
+        };
         writeln!(
             f,
             "local {} ring_size {} max_payload {} doorbells_rx {} vectors {} \
-             doorbells_rx_vec0 {} doorbells_rx_vec1 {} space_only_passes {}",
+             doorbells_rx_vec0 {} doorbells_rx_vec1 {} space_only_passes {} \
+             doorbells_tx {} doorbells_suppressed {} tx_bytes {} rx_bytes {}",
             self.local_id,
             self.geo.ring_size,
             self.max_payload,
@@ -161,7 +172,11 @@ impl Link {
             self.vectors.load(Relaxed),
             self.doorbells_rx_vec[0].load(Relaxed),
             self.doorbells_rx_vec[1].load(Relaxed),
-            self.space_only_passes.load(Relaxed)
+            self.space_only_passes.load(Relaxed),
+            total(|s| &s.doorbells_tx),
+            total(|s| &s.doorbells_suppressed),
+            total(|s| &s.tx_bytes),
+            total(|s| &s.rx_bytes)
         )?;
         for p in 0..self.geo.max_peers {
             let Some(s) = self.stats.get(p as usize) else {
@@ -190,7 +205,7 @@ impl Link {
                 f,
                 "peer {} live {} tx prod {} cons {} frames {} bytes {} doorbells {} \
                  rx prod {} cons {} frames {} bytes {} drops {} resets {} selftest_rx {} selftest_bad {} \
-                 tx_user_bytes {} tx_short {} rx_ring_bytes {}",
+                 tx_user_bytes {} tx_short {} rx_ring_bytes {} doorbells_suppressed {}",
                 p,
                 s.live.load(Relaxed),
                 txp,
@@ -208,7 +223,8 @@ impl Link {
                 s.selftest_bad.load(Relaxed),
                 s.tx_user_bytes.load(Relaxed),
                 s.tx_short.load(Relaxed),
-                s.rx_ring_bytes.load(Relaxed)
+                s.rx_ring_bytes.load(Relaxed),
+                s.doorbells_suppressed.load(Relaxed)
             )?;
         }
         Ok(())

@@ -45,15 +45,80 @@ impl Link {
         hdr: &FrameHeader,
         payload: &[u8],
     ) -> Result<(), SendError> {
+        self.send_bytes(up, peer, hdr, payload, true)
+    }
+
+    /// [`Link::send`] without publishing the producer index: the frame is in the ring but
+    /// the consumer sees it only with the next publish ([`Link::flush`], or any
+    /// [`Link::send`] to the peer), so that a batch costs one index store, one fence and at
+    /// most one doorbell. A full ring publishes what is committed before the sender waits.
+    pub(crate) fn send_batched(
+        &self,
+        up: &impl Upcalls,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.send_bytes(up, peer, hdr, payload, false)
+    }
+
+    /// [`Link::send`] or [`Link::send_batched`] (`publish`) of kernel bytes.
+    fn send_bytes(
+        &self,
+        up: &impl Upcalls,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &[u8],
+        publish: bool,
+    ) -> Result<(), SendError> {
         let len = u32::try_from(payload.len()).map_err(|_| SendError::Invalid)?;
-        self.send_frame(up, peer, hdr, len, |shm, r| {
-            r.walk(0, payload.len(), |off, i, n| {
-                if let Some(b) = payload.get(i..i + n) {
-                    let _ = shm.write(off, b);
-                }
-            }) as u32
-        })
+        self.send_frame(
+            up,
+            peer,
+            hdr,
+            len,
+            |shm, r| {
+                r.walk(0, payload.len(), |off, i, n| {
+                    if let Some(b) = payload.get(i..i + n) {
+                        let _ = shm.write(off, b);
+                    }
+                }) as u32
+            },
+            publish,
+        )
         .map(|_| ())
+    }
+
+    /// Publishes the frames [`Link::send_batched`] committed to `peer`, ringing its doorbell
+    /// if it sleeps.
+    pub(crate) fn flush(&self, peer: u32) {
+        let notify = {
+            let mut tx = self.tx.lock();
+            let Some(shm) = self.region.try_access() else {
+                return;
+            };
+            match tx.get_mut(peer as usize).and_then(|c| c.prod.as_mut()) {
+                Some(prod) if prod.unpublished() => {
+                    let n = prod.publish(&*shm);
+                    self.count_suppressed(peer, prod);
+                    n
+                }
+                _ => false,
+            }
+        };
+        if notify {
+            self.ring(peer, VEC_DATA);
+        }
+    }
+
+    /// Adds the doorbells `prod`'s token check saved to `peer`'s counters.
+    fn count_suppressed(&self, peer: u32, prod: &mut Producer) {
+        let saved = prod.take_suppressed();
+        if saved != 0 {
+            if let Some(s) = self.stats.get(peer as usize) {
+                bump(&s.doorbells_suppressed, u64::from(saved));
+            }
+        }
     }
 
     /// Queues one frame to `peer` whose payload, the next `hdr.len` bytes of `src`, is
@@ -70,21 +135,28 @@ impl Link {
         src: &mut UserIter<'_>,
     ) -> Result<usize, SendError> {
         let want = hdr.len;
-        let sent = self.send_frame(up, peer, hdr, want, |shm, r| {
-            let mut got = 0usize;
-            for seg in r.segments() {
-                if seg.len == 0 {
-                    continue;
+        let sent = self.send_frame(
+            up,
+            peer,
+            hdr,
+            want,
+            |shm, r| {
+                let mut got = 0usize;
+                for seg in r.segments() {
+                    if seg.len == 0 {
+                        continue;
+                    }
+                    let n = shm.fill_from_user(seg.off, seg.len, src);
+                    got += n;
+                    if n < seg.len {
+                        break;
+                    }
                 }
-                let n = shm.fill_from_user(seg.off, seg.len, src);
-                got += n;
-                if n < seg.len {
-                    break;
-                }
-            }
-            // At most the reserved length, a u32.
-            got as u32
-        })?;
+                // At most the reserved length, a u32.
+                got as u32
+            },
+            true,
+        )?;
         if let Some(s) = self.stats.get(peer as usize) {
             bump(&s.tx_user_bytes, sent as u64);
             if sent < want as usize {
@@ -97,7 +169,9 @@ impl Link {
     /// Reserves room for a frame of `len` payload bytes to `peer`, lets `fill` copy the
     /// payload into the reservation (it returns the bytes it copied, from the start), and
     /// commits what it copied: the frame shrinks to that (without `EOM`), and a frame whose
-    /// payload got nothing is not sent. Returns the payload bytes sent.
+    /// payload got nothing is not sent. With `publish` the producer index is published at
+    /// once (and the doorbell rung if the peer sleeps); without, the frame waits for the
+    /// next publish ([`Link::flush`]). Returns the payload bytes sent.
     fn send_frame(
         &self,
         up: &impl Upcalls,
@@ -105,6 +179,7 @@ impl Link {
         hdr: &FrameHeader,
         len: u32,
         fill: impl FnOnce(&SharedRegion, &Reservation) -> u32,
+        publish: bool,
     ) -> Result<usize, SendError> {
         if self.running.load(Relaxed) == 0 {
             return Err(SendError::Shutdown);
@@ -118,51 +193,74 @@ impl Link {
             return Err(SendError::Unreachable);
         }
         let mut corrupt = false;
-        let (notify, sent) = {
+        let mut full = false;
+        let (notify, sent, committed) = {
             let mut tx = self.tx.lock();
             let chan = tx.get_mut(peer as usize).ok_or(SendError::Unreachable)?;
             let shm = self.region.try_access().ok_or(SendError::Shutdown)?;
             let prod = chan.prod.as_mut().ok_or(SendError::Unreachable)?;
+            let mut flushed = false;
             let reserved = match prod.reserve(&*shm, &h) {
                 Ok(r) => Some(r),
-                Err(RingError::Full | RingError::NotReady) => match prod.prepare_wait(&*shm, len) {
-                    Ok(SleepCheck::Pending) => match prod.reserve(&*shm, &h) {
-                        Ok(r) => Some(r),
-                        Err(_) => {
-                            chan.want = Some(len);
-                            return Err(SendError::Full);
+                Err(RingError::Full | RingError::NotReady) => {
+                    // The consumer cannot free space it has not seen: publish the batch
+                    // before waiting.
+                    flushed = prod.unpublished() && prod.publish(&*shm);
+                    match prod.prepare_wait(&*shm, len) {
+                        Ok(SleepCheck::Pending) => match prod.reserve(&*shm, &h) {
+                            Ok(r) => Some(r),
+                            Err(_) => {
+                                full = true;
+                                None
+                            }
+                        },
+                        Ok(SleepCheck::MaySleep) => {
+                            full = true;
+                            None
                         }
-                    },
-                    Ok(SleepCheck::MaySleep) => {
-                        chan.want = Some(len);
-                        return Err(SendError::Full);
-                    }
-                    Err(_) => None,
-                },
-                Err(RingError::TooBig) => return Err(SendError::Invalid),
-                Err(_) => None,
-            };
-            match reserved {
-                Some(mut r) => {
-                    let got = fill(&shm, &r).min(len);
-                    if got < len {
-                        r.truncate(got);
-                        r.clear_flags(flags::EOM);
-                    }
-                    if got == 0 && len > 0 {
-                        // Nothing was copied: the reservation is dropped, nothing was
-                        // written where the consumer looks.
-                        (false, 0)
-                    } else {
-                        (prod.commit(&*shm, r), got)
+                        Err(_) => {
+                            corrupt = true;
+                            None
+                        }
                     }
                 }
-                None => {
+                Err(RingError::TooBig) => return Err(SendError::Invalid),
+                Err(_) => {
                     corrupt = true;
-                    (false, 0)
+                    None
+                }
+            };
+            let mut out = (flushed, 0, false);
+            if let Some(mut r) = reserved {
+                let got = fill(&shm, &r).min(len);
+                if got < len {
+                    r.truncate(got);
+                    r.clear_flags(flags::EOM);
+                }
+                // Nothing copied: the reservation is dropped, nothing was written where
+                // the consumer looks.
+                if got > 0 || len == 0 {
+                    let rung = if publish {
+                        prod.commit(&*shm, r)
+                    } else {
+                        prod.commit_deferred(&*shm, r);
+                        false
+                    };
+                    out = (flushed || rung, got, true);
                 }
             }
+            if full {
+                chan.want = Some(len);
+            }
+            self.count_suppressed(peer, prod);
+            out
         };
+        if notify {
+            self.ring(peer, VEC_DATA);
+        }
+        if full {
+            return Err(SendError::Full);
+        }
         if corrupt {
             // The consumer's index on this channel is invalid: re-open it with a new epoch
             // and have the worker reset the peer's connections.
@@ -191,15 +289,12 @@ impl Link {
             self.request_rx(up, false);
             return Err(SendError::Unreachable);
         }
-        if sent == 0 && len > 0 {
+        if !committed {
             return Ok(0);
         }
         if let Some(s) = self.stats.get(peer as usize) {
             bump(&s.tx_frames, 1);
             bump(&s.tx_bytes, u64::from(sent));
-        }
-        if notify {
-            self.ring(peer, VEC_DATA);
         }
         Ok(sent as usize)
     }

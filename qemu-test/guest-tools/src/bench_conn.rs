@@ -25,11 +25,18 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 /// backend's sibling mode, and the bench pays it as any program would.
 const VSOCK_MAX_WRITE: usize = 3584;
 
+/// `SO_BUSY_POLL` of both ends of [`Path::StreamBp`], in microseconds: longer than a
+/// round trip between TCG guests (0.4-1 ms), so that each side finds the other's message
+/// while it polls. [`Path::Stream`] sets 0 (no busy polling).
+pub const BUSY_POLL_US: i32 = 2000;
+
 /// One measured path. `Bulk` runs over a /dev/vmcs connection.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Path {
     Dev,
     Stream,
+    /// AF_VMCS stream with `SO_BUSY_POLL` ([`BUSY_POLL_US`]) on both ends.
+    StreamBp,
     Seqpacket,
     Bulk,
     Tcp,
@@ -40,9 +47,10 @@ pub enum Path {
 }
 
 impl Path {
-    pub const ALL: [Path; 7] = [
+    pub const ALL: [Path; 8] = [
         Path::Dev,
         Path::Stream,
+        Path::StreamBp,
         Path::Seqpacket,
         Path::Bulk,
         Path::Tcp,
@@ -58,6 +66,7 @@ impl Path {
         match self {
             Path::Dev => "dev",
             Path::Stream => "stream",
+            Path::StreamBp => "stream-bp",
             Path::Seqpacket => "seqpacket",
             Path::Bulk => "bulk",
             Path::Tcp => "tcp",
@@ -75,7 +84,16 @@ impl Path {
             Path::Seqpacket => 3,
             Path::Vsock => 4,
             Path::Vmcs0 => 5,
+            Path::StreamBp => 6,
         }
+    }
+
+    /// Whether the path is a byte stream (no message boundaries kept).
+    pub fn is_stream(self) -> bool {
+        matches!(
+            self,
+            Path::Tcp | Path::Stream | Path::StreamBp | Path::Vsock | Path::Vmcs0
+        )
     }
 
     /// Message boundaries, at most [`MAX_MSG`] bytes each.
@@ -257,9 +275,37 @@ fn vm_socket(family: i32, ty: i32) -> Res<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `SO_BUSY_POLL` of the AF_VMCS stream paths: [`BUSY_POLL_US`] on `stream-bp`, 0 on
+/// `stream` (the module's default window would otherwise apply).
+fn set_busy_poll(s: &OwnedFd, path: Path) -> Res {
+    let us: i32 = match path {
+        Path::StreamBp => BUSY_POLL_US,
+        Path::Stream => 0,
+        _ => return Ok(()),
+    };
+    // SAFETY: `us` is valid for its size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BUSY_POLL,
+            (&us as *const i32).cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(format!(
+            "{}: SO_BUSY_POLL {us}: {}",
+            path.name(),
+            ename(errno())
+        ));
+    }
+    Ok(())
+}
+
 fn family_type(path: Path) -> Res<(i32, i32)> {
     Ok(match path {
-        Path::Stream => (af_vmcs()?, libc::SOCK_STREAM),
+        Path::Stream | Path::StreamBp => (af_vmcs()?, libc::SOCK_STREAM),
         Path::Seqpacket => (af_vmcs()?, libc::SOCK_SEQPACKET),
         Path::Vsock => (AF_VSOCK, libc::SOCK_STREAM),
         p => return Err(format!("{} is not a socket path", p.name())),
@@ -289,6 +335,8 @@ pub fn listen(path: Path, port: u32) -> Res<Listener> {
         p => {
             let (family, ty) = family_type(p)?;
             let s = vm_socket(family, ty)?;
+            // Accepted sockets inherit the listener's window.
+            set_busy_poll(&s, p)?;
             let a = vm_addr(family, CID_ANY, port);
             // SAFETY: `a` is a valid sockaddr_vm of the size given.
             let r = unsafe {
@@ -409,6 +457,7 @@ fn connect_once(path: Path, server: &str, port: u32) -> Res<Conn> {
             let mut last = format!("no live peer for {server}");
             for cid in cids {
                 let s = vm_socket(family, ty)?;
+                set_busy_poll(&s, p)?;
                 let a = vm_addr(family, cid, port);
                 // SAFETY: `a` is a valid sockaddr_vm of the size given.
                 let r = unsafe {

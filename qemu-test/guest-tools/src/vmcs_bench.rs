@@ -6,12 +6,13 @@
 //! vmcs-bench serve BASE
 //!     serve every path, one connection at a time per path, until a QUIT:
 //!     /dev/vmcs and its bulk area on port BASE, TCP BASE+1, AF_VMCS stream BASE+2,
-//!     AF_VMCS seqpacket BASE+3, AF_VSOCK BASE+4, TCP for the vmcs0 path BASE+5 (a path
-//!     that cannot listen is skipped)
+//!     AF_VMCS seqpacket BASE+3, AF_VSOCK BASE+4, TCP for the vmcs0 path BASE+5, AF_VMCS
+//!     stream with SO_BUSY_POLL on both ends BASE+6 (a path that cannot listen is skipped)
 //! vmcs-bench client PATH SERVER BASE SIZE RTT_SECS TPUT_SECS
-//!     PATH: dev, stream, seqpacket, bulk, tcp, vsock or vmcs0 (TCP over the vmcs0 net
-//!     device); SERVER: a cid or `auto` (every live peer) for the vmcs paths, an IPv4
-//!     address for tcp and vmcs0, a cid for vsock; prints one
+//!     PATH: dev, stream (SO_BUSY_POLL 0), stream-bp (SO_BUSY_POLL 2000 us), seqpacket, bulk,
+//!     tcp, vsock or vmcs0 (TCP over the vmcs0 net device); SERVER: a cid or `auto` (every
+//!     live peer) for the vmcs paths, an IPv4 address for tcp and vmcs0, a cid for vsock;
+//!     prints one
 //!     `BENCH ...` line and one `CDF ...` line; exit status 0 only if every check held
 //! vmcs-bench memcpy SIZE SECS
 //!     in-guest memcpy of SIZE-byte blocks over an 8 MiB working set
@@ -396,6 +397,7 @@ fn serve(base: u32) -> Res {
         Path::Dev,
         Path::Tcp,
         Path::Stream,
+        Path::StreamBp,
         Path::Seqpacket,
         Path::Vsock,
         Path::Vmcs0,
@@ -556,12 +558,7 @@ fn read_ack(c: &Conn, bytes: u64, msgs: u64, busy0: u64, t0: Instant) -> Res<Tpu
             "stream: server received {got} bytes, we sent {bytes}"
         ));
     }
-    if (c.path != Path::Tcp
-        && c.path != Path::Vmcs0
-        && c.path != Path::Stream
-        && c.path != Path::Vsock)
-        && (got_msgs != msgs || bad != 0)
-    {
+    if !c.path.is_stream() && (got_msgs != msgs || bad != 0) {
         return Err(format!(
             "stream: server received {got_msgs} messages ({bad} of a wrong size), we sent {msgs}"
         ));

@@ -277,6 +277,13 @@ pub const VMCS_IOC_BULK_RECVV: u32 = iow::<vmcs_bulk_vec>(VMCS_IOC_MAGIC, 0x16);
 pub const VMCS_IOC_BULK_RELEASEV: u32 = iow::<vmcs_bulk_vec>(VMCS_IOC_MAGIC, 0x17);
 /// `VMCS_IOC_OPEN_DOMAIN`: `_IOW(0xB7, 0x09, struct vmcs_open_domain)`; returns a new fd.
 pub const VMCS_IOC_OPEN_DOMAIN: u32 = iow::<vmcs_open_domain>(VMCS_IOC_MAGIC, 0x09);
+/// `VMCS_MAX_BUSY_POLL_US`: the largest busy-poll window, in microseconds.
+pub const VMCS_MAX_BUSY_POLL_US: u32 = 100_000;
+/// `VMCS_IOC_SET_BUSY_POLL`: `_IOW(0xB7, 0x20, __u32)`: the busy-poll window of blocking
+/// read, accept and connect, in microseconds (0 = never; clamped).
+pub const VMCS_IOC_SET_BUSY_POLL: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x20);
+/// `VMCS_IOC_GET_BUSY_POLL`: `_IOR(0xB7, 0x21, __u32)`: the window in use.
+pub const VMCS_IOC_GET_BUSY_POLL: u32 = ior::<u32>(VMCS_IOC_MAGIC, 0x21);
 
 // Compile-time checks; tests/c_header.rs compares every size and offset with the C header
 // (and `sockaddr_vmcs` with `<linux/vm_sockets.h>`'s `sockaddr_vm`).

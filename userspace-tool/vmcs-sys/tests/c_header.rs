@@ -125,6 +125,9 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         VMCS_IOC_BULK_RELEASEV,
         VMCS_BULK_MAX_BATCH,
         VMCS_IOC_OPEN_DOMAIN,
+        VMCS_MAX_BUSY_POLL_US,
+        VMCS_IOC_SET_BUSY_POLL,
+        VMCS_IOC_GET_BUSY_POLL,
     ]
 }
 

@@ -37,6 +37,7 @@
 
 mod badbuf;
 mod basic;
+mod busypoll;
 mod crash;
 mod cross;
 mod diff;
@@ -50,6 +51,7 @@ mod vsock;
 
 use badbuf::t_badbuf;
 use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacket, t_stream};
+use busypoll::t_busypoll;
 use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
 use fastclose::{fastclose_client, fastclose_serve, t_fastclose};
@@ -75,6 +77,7 @@ const TESTS: &[Test] = &[
     ("bufs", t_bufs),
     ("rcvlowat", t_lowat),
     ("timeouts", t_timeo),
+    ("busypoll", t_busypoll),
     ("fastclose", t_fastclose),
     ("badbuf", t_badbuf),
 ];

@@ -54,15 +54,15 @@ pub(crate) fn drain(s: &Sock, n: usize) -> Res {
 }
 
 /// SO_RCVBUF / SO_SNDBUF: getsockopt reports twice the size in use (as Linux does for
-/// every family), clamped to 4 KiB..4 MiB (default 256 KiB); SO_RCVBUF is the credit the peer gets, at
+/// every family), clamped to 4 KiB..4 MiB (default 4 MiB; SO_SNDBUF 256 KiB); SO_RCVBUF is the credit the peer gets, at
 /// once on a connection, before connect, and inherited from a listener. Non-blocking
 /// stream sends queue what fits (partial count), seqpacket ones all or nothing.
 pub(crate) fn t_bufs() -> Res {
     let s = Sock::new(libc::SOCK_STREAM)?;
     let (r, w) = (s.getopt(libc::SO_RCVBUF)?, s.getopt(libc::SO_SNDBUF)?);
     check(
-        &format!("defaults: SO_RCVBUF {r}, SO_SNDBUF {w} (2 x 256 KiB)"),
-        r == 512 << 10 && w == 512 << 10,
+        &format!("defaults: SO_RCVBUF {r} (2 x 4 MiB), SO_SNDBUF {w} (2 x 256 KiB)"),
+        r == 8 << 20 && w == 512 << 10,
     )?;
     setint(&s, libc::SO_RCVBUF, 65536)?;
     check(

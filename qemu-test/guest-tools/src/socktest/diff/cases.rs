@@ -1055,7 +1055,9 @@ fn c_silent_server_credit(env: &Env, o: &mut Obs) -> Res {
     let c = client(env, STREAM, Serve::Silent, o)?;
     let data = pattern(65536);
     let mut total = 0usize;
-    for _ in 0..16 {
+    // Up to 32 MiB: past either family's default buffer (vsock 256 KiB, vmcs 4 MiB plus
+    // SO_SNDBUF), so both end at EAGAIN.
+    for _ in 0..512 {
         let n = c.send(&data, libc::MSG_DONTWAIT);
         if n <= 0 {
             o.r("send when the peer's buffer is full", n);

@@ -607,6 +607,11 @@ const DOCUMENTED: &[(&str, &[&str], &str)] = &[
         "a send from a bad buffer is EFAULT; a seqpacket recv into one keeps the message",
     ),
     (
+        "credit-peer-not-reading",
+        &["bytes queued before EAGAIN (the peer's buffer)"],
+        "the default receive buffer is 4 MiB",
+    ),
+    (
         "msg-zerocopy-error-queue",
         &["completions"],
         "MSG_ZEROCOPY copies (SO_EE_CODE_ZEROCOPY_COPIED)",
