@@ -396,8 +396,8 @@ impl Transport for Arc<Domain> {
         self.link.is_live(peer)
     }
 
-    fn max_payload(&self) -> u32 {
-        self.link.max_payload()
+    fn max_payload(&self, peer: u32) -> u32 {
+        self.link.max_payload(peer)
     }
 
     fn kick(&self) {

@@ -83,8 +83,8 @@ pub(crate) trait Transport {
     fn send(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError>;
     /// Whether `peer` is live now (never true for this guest itself).
     fn is_live(&self, peer: u32) -> bool;
-    /// Largest payload of one frame.
-    fn max_payload(&self) -> u32;
+    /// Largest payload of one frame to `peer` (its ring's limit; 0 while no ring is open).
+    fn max_payload(&self, peer: u32) -> u32;
     /// Traffic is expected soon (a waiter sleeps on a remote peer): poll fast.
     fn kick(&self);
     /// Region offset and size of `peer`'s slice of the bulk area (docs/protocol.md §8).

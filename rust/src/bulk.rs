@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(s, 1 << 20);
         let g = Geometry::compute(4 << 20, 16, s).unwrap();
         assert_eq!(slice_size(&g), 64 << 10);
-        assert_eq!(g.ring_size, 8 << 10);
+        assert_eq!(g.area_size, 188 << 10);
         assert_eq!(slice_off(&g, 0), Some(g.bulk_off));
         assert_eq!(slice_off(&g, 15), Some(g.bulk_off + 15 * (64 << 10)));
         assert_eq!(slice_off(&g, 16), None);

@@ -30,6 +30,12 @@ pub(super) struct PeerStats {
     pub(super) vectors: Atomic<u32>,
     /// Live (1) or not (0): what `is_live` reports.
     pub(super) live: Atomic<u32>,
+    /// Largest payload of one frame on our ring to this peer, 0 while none is open.
+    pub(super) max_payload: Atomic<u32>,
+    /// Size of our ring to this peer, 0 while none is open.
+    pub(super) tx_ring: Atomic<u32>,
+    /// Size of the peer's ring to us that we accepted, 0 while none.
+    pub(super) rx_ring: Atomic<u32>,
     /// `send` found the ring to this peer corrupt; the worker owes the core a reset.
     pub(super) tx_corrupt: Atomic<u32>,
     /// Log rate limit ([`LOG_BURST`]): start of the current window, lines logged in it, and
@@ -55,6 +61,9 @@ impl PeerStats {
             hb_seen_ms: Atomic::new(0),
             vectors: Atomic::new(0),
             live: Atomic::new(0),
+            max_payload: Atomic::new(0),
+            tx_ring: Atomic::new(0),
+            rx_ring: Atomic::new(0),
             tx_corrupt: Atomic::new(0),
             log_at_ms: Atomic::new(0),
             log_lines: Atomic::new(0),
@@ -143,11 +152,10 @@ impl Link {
     pub(crate) fn show_rings(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "local {} ring_size {} max_payload {} doorbells_rx {} vectors {} \
+            "local {} area_size {} doorbells_rx {} vectors {} \
              doorbells_rx_vec0 {} doorbells_rx_vec1 {} space_only_passes {}",
             self.local_id,
-            self.geo.ring_size,
-            self.max_payload,
+            self.geo.area_size,
             self.doorbells_rx.load(Relaxed),
             self.vectors.load(Relaxed),
             self.doorbells_rx_vec[0].load(Relaxed),
@@ -179,10 +187,14 @@ impl Link {
             let rxc = idx(p, self.local_id, ctrl::CONS_IDX).unwrap_or(0);
             writeln!(
                 f,
-                "peer {} live {} tx prod {} cons {} frames {} bytes {} doorbells {} \
+                "peer {} live {} tx_ring {} rx_ring {} max_payload {} \
+                 tx prod {} cons {} frames {} bytes {} doorbells {} \
                  rx prod {} cons {} frames {} bytes {} drops {} resets {} selftest_rx {} selftest_bad {}",
                 p,
                 s.live.load(Relaxed),
+                s.tx_ring.load(Relaxed),
+                s.rx_ring.load(Relaxed),
+                s.max_payload.load(Relaxed),
                 txp,
                 txc,
                 s.tx_frames.load(Relaxed),
