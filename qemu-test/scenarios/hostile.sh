@@ -1,8 +1,8 @@
 # Hostile peer scenario (plain, 2 guests, run with --host-hook vmcs-evil --hook-on EVIL-GO).
 # Guest 1 runs a pipelined, pattern-checked echo exchange with guest 0 (vmcs-test soak/serve)
 # and then prints the marker; the launcher starts vmcs-evil on the host, which joins the
-# region as a third peer, attacks both guests (bad frames, ring and slot corruption,
-# scribbling) and dies without leaving. The exchange must finish intact, the guests must
+# region as a third peer, attacks both guests (bad frames, ring corruption, lies about its
+# rings' offsets and sizes, slot corruption, scribbling) and dies without leaving. The exchange must finish intact, the guests must
 # count resets and drops for the evil peer only, reap it, and still connect to each other.
 # With two ivshmem devices per guest (run.sh --devices 2; the hook attacks the first region)
 # the guests also run the exchange over the second domain (vmcs1, VMCS_IOC_OPEN_DOMAIN),
@@ -18,6 +18,7 @@ n=15
 [ "$ndev" -ge 2 ] && n=20
 [ "$VMCS_GUEST" = 0 ] && n=$((n + 1))
 n=$((n + 1)) # the reset reasons
+n=$((n + 1)) # refused rings
 plan $n
 
 check "insmod vmcs.ko" load_vmcs
@@ -101,6 +102,10 @@ field() { # field PEER NAME: a counter of debugfs rings
 grep "^peer" $D/rings | sed 's/^/# /' >&3
 check "resets counted for the hostile peer ($(field $evil resets))" test "$(field $evil resets)" -ge 1
 check "corrupt rings counted for the hostile peer ($(field $evil drops) drops)" test "$(field $evil drops)" -ge 1
+# Phase g: rings published outside the peer's transmit area, of a bad size or alignment
+# are refused (never acknowledged; the peer is reset). Without the validation (ring::Site)
+# none is refused and this fails, as do the hostile peer's own "refused a ring" points.
+check "rings the hostile peer lied about were refused ($(field $evil refused))" test "$(field $evil refused)" -ge 1
 check "no reset or drop for the other guest (resets $(field $good resets), drops $(field $good drops))" \
 	test "$(field $good resets)" = 0 -a "$(field $good drops)" = 0
 check "the log has no event for the other guest and no eviction of this one" \
@@ -111,7 +116,7 @@ if [ "$ndev" -ge 2 ]; then
 	grep "^peer" $D1/rings | sed 's/^/# vmcs1: /' >&3
 	check "domain 1 never saw the hostile peer: 2 peers, no reset, drop or peer event" sh -c "
 		[ \$(grep -c ' live ' $D1/peers) = 2 ] &&
-		! grep '^peer' $D1/rings | grep -qvE ' drops 0 resets 0 ' &&
+		! grep '^peer' $D1/rings | grep -qvE ' drops 0 refused 0 resets 0 ' &&
 		! dmesg | grep -E 'vmcs1: (peer [0-9]+ (heartbeat|left|restart|re-opened)|ring|evicted)'"
 fi
 

@@ -248,6 +248,7 @@ impl Link {
             // peer's connections are reset, the next epoch is looked at afresh.
             if let Some(s) = self.stats.get(p as usize) {
                 bump(&s.drops, 1);
+                bump(&s.refused, 1);
             }
             if self.log_ok(p) {
                 pr_warn!(

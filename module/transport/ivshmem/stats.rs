@@ -24,6 +24,9 @@ pub(super) struct PeerStats {
     /// Times the ring from this peer was found corrupt and resynchronised; whatever it
     /// held unread was dropped.
     pub(super) drops: Atomic<u64>,
+    /// Rings this peer published that we refused (outside its transmit area, bad size or
+    /// alignment); each also counts as a drop.
+    pub(super) refused: Atomic<u64>,
     /// Milliseconds since the link started at which the heartbeat last moved.
     pub(super) hb_seen_ms: Atomic<u64>,
     /// Doorbell vectors the peer advertised when it came up.
@@ -58,6 +61,7 @@ impl PeerStats {
             selftest_rx: Atomic::new(0),
             selftest_bad: Atomic::new(0),
             drops: Atomic::new(0),
+            refused: Atomic::new(0),
             hb_seen_ms: Atomic::new(0),
             vectors: Atomic::new(0),
             live: Atomic::new(0),
@@ -189,7 +193,8 @@ impl Link {
                 f,
                 "peer {} live {} tx_ring {} rx_ring {} max_payload {} \
                  tx prod {} cons {} frames {} bytes {} doorbells {} \
-                 rx prod {} cons {} frames {} bytes {} drops {} resets {} selftest_rx {} selftest_bad {}",
+                 rx prod {} cons {} frames {} bytes {} drops {} refused {} resets {} selftest_rx {} \
+                 selftest_bad {}",
                 p,
                 s.live.load(Relaxed),
                 s.tx_ring.load(Relaxed),
@@ -205,6 +210,7 @@ impl Link {
                 s.rx_frames.load(Relaxed),
                 s.rx_bytes.load(Relaxed),
                 s.drops.load(Relaxed),
+                s.refused.load(Relaxed),
                 s.resets.load(Relaxed),
                 s.selftest_rx.load(Relaxed),
                 s.selftest_bad.load(Relaxed)
