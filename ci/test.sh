@@ -139,7 +139,7 @@ tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport
 hostile() {
 	local evil
 	evil=$(qemu-test/build-host-tools.sh vmcs-evil) || return 1
-	qemu-test/run.sh --scenario hostile --variant plain --guests 2 --devices 2 --timeout 240 \
+	qemu-test/run.sh --scenario hostile --variant plain --guests 2 --devices 2 --timeout 360 \
 		--host-hook "$evil --shm \$VMCS_SHM --port 7000" --hook-on EVIL-GO
 }
 tap_step "qemu hostile plain 2 (2 devices)" hostile

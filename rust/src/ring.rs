@@ -151,8 +151,9 @@ impl Site {
 ///
 /// Policy (docs/protocol.md §1): a ring for a new consumer is the largest power of two
 /// that is at most half the area and [`MAX_RING_SIZE`], fits in a free block aligned to
-/// its size (relative to the area), and leaves [`MIN_RING_SIZE`] free for every other slot
-/// that has no ring yet. Existing rings are never moved or resized; a freed ring's space
+/// its size (relative to the area), and leaves an eighth of an even split of the area
+/// (at least [`MIN_RING_SIZE`]) free for every other slot that has no ring yet; failing
+/// that, [`MIN_RING_SIZE`] each. Existing rings are never moved or resized; a freed ring's space
 /// serves later consumers.
 #[derive(Clone, Debug)]
 pub struct RingAlloc {
@@ -204,7 +205,27 @@ impl RingAlloc {
             .filter(|&p| self.rings.get(p as usize).is_some_and(|r| r.1 == 0))
             .count();
         let free = self.area_len.saturating_sub(self.used());
-        let reserve = unopened * MIN_RING_SIZE;
+        // First try to leave an eighth of an even split for every slot without a ring, then
+        // only the minimum (always possible: every ring is a power of two of at least
+        // MIN_RING_SIZE aligned to its size, so free space comes in minimum rings).
+        let others = (self.max_peers as usize).saturating_sub(1).max(1);
+        let floor = (prev_pow2(self.area_len / others) / 8).max(MIN_RING_SIZE);
+        for unit in [floor, MIN_RING_SIZE] {
+            if let Some(c) = self.alloc_keeping(g, to, free, unopened * unit) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// [`RingAlloc::alloc`] keeping `reserve` of the `free` bytes.
+    fn alloc_keeping(
+        &mut self,
+        g: &Geometry,
+        to: u32,
+        free: usize,
+        reserve: usize,
+    ) -> Option<Channel> {
         let mut size = prev_pow2((self.area_len / 2).min(MAX_RING_SIZE)).max(MIN_RING_SIZE);
         // Bounded: at most log2(MAX_RING_SIZE / MIN_RING_SIZE) + 1 sizes, each with at most
         // MAX_PEERS + 1 candidate offsets (the area's start and each ring's end, aligned up).

@@ -19,7 +19,7 @@ use crate::tap::ok;
 /// How long a guest has to acknowledge an epoch. A lie that is still unacknowledged after
 /// this is counted as refused (the guest's own `refused` counter, checked by the scenario,
 /// says whether it looked at it).
-const WAIT: Duration = Duration::from_millis(1500);
+const WAIT: Duration = Duration::from_millis(1000);
 
 /// Publishes ring (`off`, `size`) towards `t` under a new epoch, as `Producer::open` would.
 fn publish(p: &Peer, t: u32, off: u64, size: u32) {
