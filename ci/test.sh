@@ -131,6 +131,7 @@ step "dkms add/build/install of dkms.conf against the test kernel, in temporary 
 # Cross-guest scenarios in booted guests.
 tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
 tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doorbell --guests 2
+tap_step "qemu versions plain 1" qemu-test/run.sh --scenario versions --variant plain --guests 1
 tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2
 tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3
 tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
@@ -139,7 +140,9 @@ tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport
 hostile() {
 	local evil
 	evil=$(qemu-test/build-host-tools.sh vmcs-evil) || return 1
+	# 4 MiB regions: the bulk phase's 19 extents must come from a 16-page slice.
 	qemu-test/run.sh --scenario hostile --variant plain --guests 2 --devices 2 --timeout 360 \
+		--shm-size 4M \
 		--host-hook "$evil --shm \$VMCS_SHM --port 7000" --hook-on EVIL-GO
 }
 tap_step "qemu hostile plain 2 (2 devices)" hostile
