@@ -119,6 +119,16 @@ impl Site {
         })
     }
 
+    /// A site at explicit offsets (tests, model checking): control block `ctrl`, the
+    /// producer's area `[area_off, area_off + area_len)`.
+    pub fn from_parts(ctrl: usize, area_off: usize, area_len: usize) -> Self {
+        Self {
+            ctrl,
+            area_off,
+            area_len,
+        }
+    }
+
     /// The channel at region offset `data` with `size` bytes, if that is a ring the
     /// producer may publish: a power of two in `[MIN_RING_SIZE, MAX_RING_SIZE]`, aligned to
     /// `min(size, PAGE)`, wholly inside the producer's transmit area.

@@ -18,7 +18,7 @@ use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
 use vmcs_proto::frame::{FrameHeader, Op, SockType};
-use vmcs_proto::ring::{Channel, Consumer, Producer, RingError, SleepCheck};
+use vmcs_proto::ring::{Channel, Consumer, Producer, RingError, Site, SleepCheck};
 use vmcs_proto::shm::Shm;
 
 const CTRL: usize = 128;
@@ -32,9 +32,12 @@ struct LoomShm {
 
 impl LoomShm {
     fn new() -> Self {
+        Self::with_ring(RING as usize)
+    }
+    fn with_ring(ring: usize) -> Self {
         Self {
             ctrl: (0..CTRL / 4).map(|_| AtomicU32::new(0)).collect(),
-            data: (0..RING as usize / CHUNK)
+            data: (0..ring / CHUNK)
                 .map(|_| UnsafeCell::new([0; CHUNK]))
                 .collect(),
         }
@@ -250,6 +253,37 @@ fn ring_open_handshake() {
             produce(&w2, &mut p, 2);
         });
         consume(&w, &mut c, 2);
+        t.join().unwrap();
+    });
+}
+
+/// Protocol v2: the consumer attaches before the producer published a ring (it sees none
+/// and may sleep), the producer carves and opens one (offset and size, then the epoch with
+/// release); the consumer must wake, read the ring once after the epoch, accept it, and the
+/// message arrive intact.
+#[test]
+fn ring_published_open() {
+    loom::model(|| {
+        let w = Arc::new(World {
+            shm: LoomShm::with_ring(512),
+            cons_bell: Bell::default(),
+            prod_bell: Bell::default(),
+        });
+        let site = Site::from_parts(0, CTRL, 512);
+        let (mut c, _) = Consumer::attach(&w.shm, site);
+        assert!(!c.is_open());
+        let w2 = w.clone();
+        let t = thread::spawn(move || {
+            let ch = site.channel(CTRL as u64, 512).unwrap();
+            let (mut p, notify) = Producer::open(&w2.shm, ch);
+            if notify {
+                w2.cons_bell.ring();
+            }
+            produce(&w2, &mut p, 1);
+        });
+        consume(&w, &mut c, 1);
+        assert!(c.is_open());
+        assert_eq!(c.channel().size(), 512);
         t.join().unwrap();
     });
 }
