@@ -279,12 +279,7 @@ impl RingAlloc {
 /// Closes channel `ch` as its producer: publishes "no ring" (`RING_SIZE` 0) under a new
 /// epoch, so that a consumer still attached stops reading it. Call before freeing the ring.
 pub fn close_producer<S: Shm + ?Sized>(shm: &S, ch: &Channel) {
-    let mut epoch = shm
-        .load_u32_relaxed(ch.at(ctrl::PROD_EPOCH))
-        .wrapping_add(1);
-    if epoch == 0 {
-        epoch = 1;
-    }
+    let epoch = ch.next_epoch(shm);
     shm.store_u32_relaxed(ch.at(ctrl::RING_SIZE), 0);
     shm.store_u32_release(ch.at(ctrl::PROD_EPOCH), epoch);
 }
@@ -356,6 +351,17 @@ impl Channel {
 
     fn at(&self, field: usize) -> usize {
         self.ctrl + field
+    }
+
+    /// The producer epoch after ours (we are its only writer, so relaxed), never 0.
+    fn next_epoch<S: Shm + ?Sized>(&self, shm: &S) -> u32 {
+        match shm
+            .load_u32_relaxed(self.at(ctrl::PROD_EPOCH))
+            .wrapping_add(1)
+        {
+            0 => 1,
+            e => e,
+        }
     }
 
     /// Region offset of free-running index `idx`.
@@ -484,12 +490,7 @@ impl Producer {
         // down in case the memory was scribbled on.
         let raw = shm.load_u32_relaxed(ch.at(ctrl::PROD_IDX));
         let p0 = raw & !(FRAME_ALIGN - 1);
-        let mut epoch = shm
-            .load_u32_relaxed(ch.at(ctrl::PROD_EPOCH))
-            .wrapping_add(1);
-        if epoch == 0 {
-            epoch = 1;
-        }
+        let epoch = ch.next_epoch(shm);
         shm.store_u32_relaxed(ch.at(ctrl::PROD_WANTS_SPACE), 0);
         // The ring's place, published by the epoch's release below (read once per epoch by
         // the consumer). `data` is a region offset below MAX_REGION_SIZE.
