@@ -206,7 +206,7 @@ impl Link {
         }
         if self.log_ok(p) {
             pr_info!(
-                "vmcs{}: ring to peer {}: {} KiB at {:#x}, max payload {}\n",
+                "vmcs{}: peer {}: our ring to it is {} KiB at {:#x}, max payload {}\n",
                 self.index,
                 p,
                 ch.size() / 1024,
