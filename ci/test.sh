@@ -132,8 +132,11 @@ step "dkms add/build/install of dkms.conf against the test kernel, in temporary 
 tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
 tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doorbell --guests 2
 tap_step "qemu versions plain 1" qemu-test/run.sh --scenario versions --variant plain --guests 1
-tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2
-tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3
+# 4 MiB regions (64 KiB rings): the self-test frames must wrap the rings and fill them.
+tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2 \
+	--shm-size 4M
+tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3 \
+	--shm-size 4M
 tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
 # A hostile host-side peer (userspace-tool/vmcs-evil) attacks two guests on the first of their
 # two ivshmem devices while they talk over both.
