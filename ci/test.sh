@@ -132,8 +132,12 @@ step "dkms add/build/install of dkms.conf against the test kernel, in temporary 
 # Cross-guest scenarios in booted guests.
 tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
 tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doorbell --guests 2
-tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2
-tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3
+tap_step "qemu versions plain 1" qemu-test/run.sh --scenario versions --variant plain --guests 1
+# 4 MiB regions (64 KiB rings): the self-test frames must wrap the rings and fill them.
+tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2 \
+	--shm-size 4M
+tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3 \
+	--shm-size 4M
 tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
 # A hostile host-side peer (userspace-tool/vmcs-evil) attacks two guests on the first of their
 # two ivshmem devices while they talk over both. On ivshmem-doorbell it joins through the
@@ -142,13 +146,15 @@ tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport
 hostile() {
 	local evil
 	evil=$(qemu-test/build-host-tools.sh vmcs-evil) || return 1
+	# 4 MiB regions: the bulk phase's 19 extents must come from a 16-page slice.
 	qemu-test/run.sh --scenario hostile --variant "$1" --guests 2 --devices 2 --timeout "$3" \
+		--shm-size 4M \
 		--host-hook "$evil $2 --port 7000" --hook-on EVIL-GO
 }
 # shellcheck disable=SC2016 # the hook's $VMCS_SHM/$VMCS_SERVER expand when run.sh runs it
-tap_step "qemu hostile plain 2 (2 devices)" hostile plain '--shm $VMCS_SHM' 240
+tap_step "qemu hostile plain 2 (2 devices)" hostile plain '--shm $VMCS_SHM' 360
 # shellcheck disable=SC2016
-tap_step "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile doorbell '--server $VMCS_SERVER' 300
+tap_step "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile doorbell '--server $VMCS_SERVER' 420
 tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \

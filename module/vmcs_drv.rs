@@ -47,8 +47,8 @@ module! {
             description: "A peer whose heartbeat is stale this long is dead, ms (default 1500)",
         },
         bulk_percent: u32 {
-            default: 50,
-            description: "Percent of a region this guest initialises for the bulk area, 0..50 (default 50)",
+            default: 25,
+            description: "Percent of a region this guest initialises for the bulk area, 0..50 (default 25)",
         },
         rx_mem_max_kb: u32 {
             default: 32768,

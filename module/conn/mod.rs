@@ -419,7 +419,7 @@ impl Conns<'_> {
         if peer == self.local_id() {
             LOOPBACK_MAX_PAYLOAD
         } else {
-            self.transport.max_payload()
+            self.transport.max_payload(peer)
         }
     }
 

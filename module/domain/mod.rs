@@ -469,8 +469,12 @@ impl Transport for Arc<Domain> {
         self.link.is_live(peer)
     }
 
-    fn max_payload(&self) -> u32 {
-        self.link.max_payload()
+    fn max_payload(&self, peer: u32) -> u32 {
+        self.link.max_payload(peer)
+    }
+
+    fn frame_limit(&self) -> u32 {
+        self.link.frame_limit()
     }
 
     fn kick(&self) {

@@ -188,12 +188,12 @@ impl NetRegistration {
         let local = transport.local_id();
         let peers = transport.peer_limit().clamp(1, 64);
         let region_id = transport.domain_identity();
-        let max_mtu = max_mtu(transport.max_payload());
+        let max_mtu = max_mtu(transport.frame_limit());
         if (max_mtu as usize) < 68 {
             pr_warn!(
                 "vmcs{}: frames of {} bytes are too small for a net device\n",
                 index,
-                transport.max_payload()
+                transport.frame_limit()
             );
             return Err(EINVAL);
         }
@@ -354,7 +354,7 @@ impl VmcsNet {
             bump(&self.counters.tx_errors);
             return;
         };
-        if frame.len() < ETH_HLEN || frame.len() > self.transport.max_payload() as usize {
+        if frame.len() < ETH_HLEN || frame.len() > self.transport.frame_limit() as usize {
             bump(&self.counters.tx_errors);
             return;
         }

@@ -112,8 +112,11 @@ pub(crate) trait Transport {
     fn flush(&self, peer: u32);
     /// Whether `peer` is live now (never true for this guest itself).
     fn is_live(&self, peer: u32) -> bool;
-    /// Largest payload of one frame.
-    fn max_payload(&self) -> u32;
+    /// Largest payload of one frame to `peer` (its ring's limit; 0 while no ring is open).
+    fn max_payload(&self, peer: u32) -> u32;
+    /// Largest payload of one frame to any peer (the bound of every
+    /// [`Transport::max_payload`]; the net device's MTU is sized from it).
+    fn frame_limit(&self) -> u32;
     /// Traffic is expected soon (a waiter sleeps on a remote peer): poll fast.
     fn kick(&self);
     /// Busy polling: runs one receive pass in the caller's context (process context, no

@@ -1,8 +1,8 @@
 # Hostile peer scenario (plain, 2 guests, run with --host-hook vmcs-evil --hook-on EVIL-GO).
 # Guest 1 runs a pipelined, pattern-checked echo exchange with guest 0 (vmcs-test soak/serve)
 # and then prints the marker; the launcher starts vmcs-evil on the host, which joins the
-# region as a third peer, attacks both guests (bad frames, ring and slot corruption,
-# scribbling) and dies without leaving. The exchange must finish intact, the guests must
+# region as a third peer, attacks both guests (bad frames, ring corruption, lies about its
+# rings' offsets and sizes, slot corruption, scribbling) and dies without leaving. The exchange must finish intact, the guests must
 # count resets and drops for the evil peer only, reap it, and still connect to each other.
 # With two ivshmem devices per guest (run.sh --devices 2; the hook attacks the first region)
 # the guests also run the exchange over the second domain (vmcs1, VMCS_IOC_OPEN_DOMAIN),
@@ -29,6 +29,7 @@ n=15
 n=$((n + 1)) # the reset reasons
 n=$((n + 1)) # the net device's counters
 [ "$VMCS_VARIANT" = doorbell ] && [ "$VMCS_GUEST" = 1 ] && n=$((n + 1))
+n=$((n + 1)) # refused rings
 plan $n
 
 if [ "$VMCS_VARIANT" = doorbell ]; then
@@ -150,6 +151,10 @@ sed 's/^/# net: /' $D/net >&3
 check "vmcs0 dropped the hostile peer's malformed frames: runt $(nstat rx_runt), csum $(nstat rx_bad_csum), src $(nstat rx_bad_src), header $(nstat rx_bad_header), peer$evil bad $(nstat peer${evil}_rx_bad); other guest bad $(nstat peer${good}_rx_bad)" \
 	test "$(nstat rx_runt)" -ge 2 -a "$(nstat rx_bad_csum)" -ge 3 -a "$(nstat rx_bad_src)" -ge 1 \
 	-a "$(nstat rx_bad_header)" -ge 2 -a "$(nstat peer${evil}_rx_bad)" -ge 8 -a "$(nstat peer${good}_rx_bad)" = 0
+# Phase g: rings published outside the peer's transmit area, of a bad size or alignment
+# are refused (never acknowledged; the peer is reset). Without the validation (ring::Site)
+# none is refused and this fails, as do the hostile peer's own "refused a ring" points.
+check "rings the hostile peer lied about were refused ($(field $evil refused))" test "$(field $evil refused)" -ge 1
 check "no reset or drop for the other guest (resets $(field $good resets), drops $(field $good drops))" \
 	test "$(field $good resets)" = 0 -a "$(field $good drops)" = 0
 check "the log has no event for the other guest and no eviction of this one" \
@@ -160,7 +165,7 @@ if [ "$ndev" -ge 2 ]; then
 	grep "^peer" $D1/rings | sed 's/^/# vmcs1: /' >&3
 	check "domain 1 never saw the hostile peer: 2 peers, no reset, drop or peer event" sh -c "
 		[ \$(grep -c ' live ' $D1/peers) = 2 ] &&
-		! grep '^peer' $D1/rings | grep -qvE ' drops 0 resets 0 ' &&
+		! grep '^peer' $D1/rings | grep -qvE ' drops 0 refused 0 resets 0 ' &&
 		! dmesg | grep -E 'vmcs1: (peer [0-9]+ (heartbeat|left|restart|re-opened)|ring|evicted)'"
 fi
 

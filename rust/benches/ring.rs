@@ -57,7 +57,7 @@ fn setup() -> Setup {
 }
 
 fn open(shm: &SliceShm<'_>, g: &Geometry, from: u32, to: u32) -> (Producer, Consumer) {
-    let ch = Channel::new(g, from, to).unwrap();
+    let ch = Channel::static_split(g, from, to).unwrap();
     let (p, _) = Producer::open(shm, ch);
     let (c, _) = Consumer::open(shm, ch);
     (p, c)
@@ -303,8 +303,8 @@ fn main() {
     let s = setup();
     println!(
         "ring_size={} B, max_payload={} B, best of {} x {} s per measurement, {} CPUs",
-        s.g.ring_size,
-        Channel::new(&s.g, 0, 1).unwrap().max_payload(),
+        Channel::static_split(&s.g, 0, 1).unwrap().size(),
+        Channel::static_split(&s.g, 0, 1).unwrap().max_payload(),
         reps(),
         secs().as_secs_f64(),
         std::thread::available_parallelism()
@@ -331,7 +331,10 @@ fn main() {
         let (mut rl, mut xl) = (f64::MAX, f64::MAX);
         for _ in 0..reps() {
             r = r.max(ring_throughput(&s, size));
-            m = m.max(memcpy_bw(s.g.ring_size, size));
+            m = m.max(memcpy_bw(
+                Channel::static_split(&s.g, 0, 1).unwrap().size() as usize,
+                size,
+            ));
             x = x.max(xbeam_throughput(size));
             rl = rl.min(ring_latency(&s, size));
             xl = xl.min(xbeam_latency(size));

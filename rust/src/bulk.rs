@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(s, 1 << 20);
         let g = Geometry::compute(4 << 20, 16, s).unwrap();
         assert_eq!(slice_size(&g), 64 << 10);
-        assert_eq!(g.ring_size, 8 << 10);
+        assert_eq!(g.area_size, 188 << 10);
         assert_eq!(slice_off(&g, 0), Some(g.bulk_off));
         assert_eq!(slice_off(&g, 15), Some(g.bulk_off + 15 * (64 << 10)));
         assert_eq!(slice_off(&g, 16), None);
@@ -165,21 +165,17 @@ mod tests {
         // 16 peers in 256 KiB: 50 % leaves the rings too little; the area halves.
         assert_eq!(initial_size(256 << 10, 16, 50), 64 << 10);
         assert!(Geometry::compute(4 << 20, 64, initial_size(4 << 20, 64, 25)).is_ok());
-        // The module's default, 50 %: per-peer slices by region and slot count
-        // (docs/protocol.md §8.1); the rings keep the size they have at 25 %.
-        for (region, peers, slice, ring) in [
-            (4usize << 20, 16u32, 128usize << 10, 8usize << 10),
-            (64 << 20, 16, 2 << 20, 128 << 10),
-            (64 << 20, 8, 4 << 20, 512 << 10),
-            (64 << 20, 4, 8 << 20, 2 << 20),
-            (256 << 20, 16, 8 << 20, 512 << 10),
+        // The module's default, 25 %: per-peer slices by region and slot count
+        // (docs/protocol.md §8.1; rust/tests/rings.rs checks the rings of the same table).
+        for (region, peers, slice) in [
+            (4usize << 20, 16u32, 64usize << 10),
+            (64 << 20, 16, 1 << 20),
+            (64 << 20, 8, 2 << 20),
+            (64 << 20, 4, 4 << 20),
+            (256 << 20, 16, 4 << 20),
         ] {
-            let g = Geometry::compute(region, peers, initial_size(region, peers, 50)).unwrap();
-            assert_eq!(
-                (slice_size(&g), g.ring_size),
-                (slice, ring),
-                "{region} {peers}"
-            );
+            let g = Geometry::compute(region, peers, initial_size(region, peers, 25)).unwrap();
+            assert_eq!(slice_size(&g), slice, "{region} {peers}");
         }
         // Percent is capped at 50.
         assert!(initial_size(16 << 20, 2, 99) <= 8 << 20);

@@ -7,8 +7,10 @@ use super::shm::Shm;
 pub const CACHE_LINE: usize = 64;
 /// `b"VMCS-SHM"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VMCS-SHM");
-/// Protocol version; any other value is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version; any other value is refused (docs/protocol.md §2, "Versions").
+/// Version 2: rings live in per-slot transmit areas and are placed by their producer
+/// (§1, §4); version 1 had one fixed ring per ordered slot pair.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Size of the header page.
 pub const HEADER_SIZE: usize = 4096;
 /// Size of one peer-table slot.
@@ -21,7 +23,7 @@ pub const PAGE: usize = 4096;
 pub const MAX_PEERS: u32 = 64;
 /// Minimum number of peers.
 pub const MIN_PEERS: u32 = 2;
-/// Smallest ring.
+/// Smallest ring: every slot's transmit area holds one for each other slot.
 pub const MIN_RING_SIZE: usize = 512;
 /// Largest ring.
 pub const MAX_RING_SIZE: usize = 16 << 20;
@@ -42,8 +44,8 @@ pub mod hdr {
     pub const REGION_SIZE: usize = 0x10;
     /// u32 max peers.
     pub const MAX_PEERS: usize = 0x18;
-    /// u32 ring size.
-    pub const RING_SIZE: usize = 0x1C;
+    /// u32 size of one slot's transmit area (version 1: the ring size).
+    pub const AREA_SIZE: usize = 0x1C;
     /// u64 peer table offset.
     pub const PEER_TABLE_OFF: usize = 0x20;
     /// u64 channel table offset.
@@ -116,13 +118,14 @@ pub struct Geometry {
     pub region_size: usize,
     /// Number of peer slots.
     pub max_peers: u32,
-    /// Bytes per ring (power of two).
-    pub ring_size: usize,
+    /// Bytes of each slot's transmit area (a multiple of [`PAGE`]): slot `i` owns
+    /// `[ring_data_off + i * area_size, + area_size)` and carves its outbound rings from it.
+    pub area_size: usize,
     /// Peer table offset.
     pub peer_table_off: usize,
     /// Channel control table offset.
     pub chan_table_off: usize,
-    /// Ring data offset.
+    /// Ring data offset: the first slot's transmit area.
     pub ring_data_off: usize,
     /// Bulk area offset (0 if none).
     pub bulk_off: usize,
@@ -134,7 +137,8 @@ fn round_up(v: usize, a: usize) -> Option<usize> {
     v.checked_add(a - 1).map(|x| x & !(a - 1))
 }
 
-fn prev_pow2(v: usize) -> usize {
+/// The largest power of two `<= v` (0 for 0).
+pub fn prev_pow2(v: usize) -> usize {
     if v == 0 {
         0
     } else {
@@ -172,8 +176,9 @@ impl Geometry {
             .checked_sub(bulk_size)
             .and_then(|r| r.checked_sub(ring_data_off))
             .ok_or(LayoutError::RegionTooSmall)?;
-        let ring_size = prev_pow2((usable / nch).min(MAX_RING_SIZE));
-        if ring_size < MIN_RING_SIZE {
+        // Each slot's area holds a minimum ring for every other slot.
+        let area_size = usable / n / PAGE * PAGE;
+        if area_size < (n - 1) * MIN_RING_SIZE || area_size == 0 {
             return Err(LayoutError::RegionTooSmall);
         }
         let bulk_off = if bulk_size == 0 {
@@ -184,7 +189,7 @@ impl Geometry {
         Ok(Self {
             region_size,
             max_peers,
-            ring_size,
+            area_size,
             peer_table_off,
             chan_table_off,
             ring_data_off,
@@ -215,10 +220,15 @@ impl Geometry {
             .map(|c| self.chan_table_off + c * CHAN_CTRL_SIZE)
     }
 
-    /// Offset of the ring data of channel `from → to`.
-    pub fn ring_off(&self, from: u32, to: u32) -> Option<usize> {
-        self.channel_index(from, to)
-            .map(|c| self.ring_data_off + c * self.ring_size)
+    /// Region offset and length of slot `id`'s transmit area: the only place where the
+    /// rings it produces may lie.
+    pub fn tx_area(&self, id: u32) -> Option<(usize, usize)> {
+        (id < self.max_peers).then(|| {
+            (
+                self.ring_data_off + id as usize * self.area_size,
+                self.area_size,
+            )
+        })
     }
 
     /// Offset of peer `id`'s slot.
@@ -226,9 +236,9 @@ impl Geometry {
         (id < self.max_peers).then(|| self.peer_table_off + id as usize * PEER_SLOT_SIZE)
     }
 
-    /// End of the ring data area.
+    /// End of the ring data (the last slot's transmit area).
     pub fn ring_data_end(&self) -> usize {
-        self.ring_data_off + self.channels() * self.ring_size
+        self.ring_data_off + self.max_peers as usize * self.area_size
     }
 }
 
@@ -245,8 +255,8 @@ pub struct RawHeader {
     pub region_size: u64,
     /// Max peers.
     pub max_peers: u32,
-    /// Ring size.
-    pub ring_size: u32,
+    /// Transmit area size.
+    pub area_size: u32,
     /// Peer table offset.
     pub peer_table_off: u64,
     /// Channel table offset.
@@ -273,7 +283,7 @@ impl RawHeader {
             header_size: shm.load_u32_relaxed(hdr::HEADER_SIZE),
             region_size: shm.load_u64_relaxed(hdr::REGION_SIZE),
             max_peers: shm.load_u32_relaxed(hdr::MAX_PEERS),
-            ring_size: shm.load_u32_relaxed(hdr::RING_SIZE),
+            area_size: shm.load_u32_relaxed(hdr::AREA_SIZE),
             peer_table_off: shm.load_u64_relaxed(hdr::PEER_TABLE_OFF),
             chan_table_off: shm.load_u64_relaxed(hdr::CHAN_TABLE_OFF),
             ring_data_off: shm.load_u64_relaxed(hdr::RING_DATA_OFF),
@@ -292,7 +302,7 @@ impl RawHeader {
             header_size: HEADER_SIZE as u32,
             region_size: g.region_size as u64,
             max_peers: g.max_peers,
-            ring_size: g.ring_size as u32,
+            area_size: g.area_size as u32,
             peer_table_off: g.peer_table_off as u64,
             chan_table_off: g.chan_table_off as u64,
             ring_data_off: g.ring_data_off as u64,
@@ -310,7 +320,7 @@ impl RawHeader {
         shm.store_u32_relaxed(hdr::HEADER_SIZE, self.header_size);
         shm.store_u64_relaxed(hdr::REGION_SIZE, self.region_size);
         shm.store_u32_relaxed(hdr::MAX_PEERS, self.max_peers);
-        shm.store_u32_relaxed(hdr::RING_SIZE, self.ring_size);
+        shm.store_u32_relaxed(hdr::AREA_SIZE, self.area_size);
         shm.store_u64_relaxed(hdr::PEER_TABLE_OFF, self.peer_table_off);
         shm.store_u64_relaxed(hdr::CHAN_TABLE_OFF, self.chan_table_off);
         shm.store_u64_relaxed(hdr::RING_DATA_OFF, self.ring_data_off);
@@ -553,17 +563,25 @@ mod tests {
     #[test]
     fn geometry_table() {
         let mib = 1 << 20;
+        let kib = 1 << 10;
+        // (region, max_peers, bulk, area)
         let cases = [
-            (4 * mib, 64, 512),
-            (8 * mib, 64, 1024),
-            (32 * mib, 64, 8192),
-            (4 * mib, 16, 16384),
-            (4 * mib, 2, mib),
+            (4 * mib, 64, 0, 56 * kib),
+            (32 * mib, 64, 0, 504 * kib),
+            (4 * mib, 16, 0, 252 * kib),
+            (4 * mib, 16, mib, 188 * kib),
+            (64 * mib, 16, 16 * mib, 3 * mib - 4 * kib),
+            (4 * mib, 2, 0, 2 * mib - 8 * kib),
+            (64 * kib, 2, 0, 24 * kib),
         ];
-        for (r, n, ring) in cases {
-            let g = Geometry::compute(r, n, 0).unwrap();
-            assert_eq!(g.ring_size, ring, "{r} {n}");
-            assert!(g.ring_data_end() <= g.region_size);
+        for (r, n, b, area) in cases {
+            let g = Geometry::compute(r, n, b).unwrap();
+            assert_eq!(g.area_size, area, "{r} {n}");
+            assert!(g.ring_data_end() <= g.region_size - b);
+            assert!(g.area_size >= (n as usize - 1) * MIN_RING_SIZE);
+            let (o, l) = g.tx_area(n - 1).unwrap();
+            assert_eq!(o + l, g.ring_data_end());
+            assert_eq!(g.tx_area(n), None);
         }
         assert_eq!(
             Geometry::compute(mib, 64, 0),

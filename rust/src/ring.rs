@@ -20,7 +20,7 @@
 //! doorbell per wait.
 
 use super::frame::{FrameError, FrameHeader, FRAME_HDR_SIZE, MAX_PAYLOAD};
-use super::layout::Geometry;
+use super::layout::{prev_pow2, Geometry, MAX_PEERS, MAX_RING_SIZE, MIN_RING_SIZE, PAGE};
 use super::shm::Shm;
 
 /// Control block field offsets (relative to the channel control block).
@@ -32,6 +32,11 @@ pub mod ctrl {
     /// Producer line: producer waits for space: 0, or the sleep token of its current
     /// wait.
     pub const PROD_WANTS_SPACE: usize = 0x08;
+    /// Producer line: region offset of the ring's data, in the producer's transmit area.
+    /// Written before `PROD_EPOCH` is released; read once per epoch (docs/protocol.md §4).
+    pub const RING_OFF: usize = 0x0C;
+    /// Producer line: ring size in bytes (a power of two); 0 = no ring open.
+    pub const RING_SIZE: usize = 0x10;
     /// Consumer line: consumer index.
     pub const CONS_IDX: usize = 0x40;
     /// Consumer line: acknowledged producer epoch.
@@ -79,12 +84,214 @@ pub enum RingError {
     Corrupt(Corruption),
 }
 
+/// Why the ring a producer published (`RING_OFF`, `RING_SIZE`) was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadRing {
+    /// Size not a power of two.
+    NotPowerOfTwo,
+    /// Size below [`MIN_RING_SIZE`] or above [`MAX_RING_SIZE`].
+    Size,
+    /// Offset not aligned to `min(size, PAGE)`.
+    Misaligned,
+    /// Not inside the producer's own transmit area (out of the region, over the tables,
+    /// the bulk area or another slot's area).
+    OutsideArea,
+    /// The producer changed the published ring while we read it.
+    Unstable,
+}
+
 /// Locally validated location of one channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Channel {
     ctrl: usize,
     data: usize,
     size: u32,
+}
+
+/// Where channel `from → to` may live, computed locally from the geometry: its control
+/// block and the producer's transmit area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Site {
+    ctrl: usize,
+    area_off: usize,
+    area_len: usize,
+}
+
+impl Site {
+    /// The site of channel `from → to`; `None` for a bad pair.
+    pub fn new(g: &Geometry, from: u32, to: u32) -> Option<Self> {
+        let ctrl = g.chan_ctrl_off(from, to)?;
+        let (area_off, area_len) = g.tx_area(from)?;
+        Some(Self {
+            ctrl,
+            area_off,
+            area_len,
+        })
+    }
+
+    /// A site at explicit offsets (tests, model checking): control block `ctrl`, the
+    /// producer's area `[area_off, area_off + area_len)`.
+    pub fn from_parts(ctrl: usize, area_off: usize, area_len: usize) -> Self {
+        Self {
+            ctrl,
+            area_off,
+            area_len,
+        }
+    }
+
+    /// The channel at region offset `data` with `size` bytes, if that is a ring the
+    /// producer may publish: a power of two in `[MIN_RING_SIZE, MAX_RING_SIZE]`, aligned to
+    /// `min(size, PAGE)`, wholly inside the producer's transmit area.
+    pub fn channel(&self, data: u64, size: u32) -> Result<Channel, BadRing> {
+        if !size.is_power_of_two() {
+            return Err(BadRing::NotPowerOfTwo);
+        }
+        let sz = size as usize;
+        if !(MIN_RING_SIZE..=MAX_RING_SIZE).contains(&sz) {
+            return Err(BadRing::Size);
+        }
+        let data = usize::try_from(data).map_err(|_| BadRing::OutsideArea)?;
+        if data % sz.min(PAGE) != 0 {
+            return Err(BadRing::Misaligned);
+        }
+        let end = data.checked_add(sz).ok_or(BadRing::OutsideArea)?;
+        if data < self.area_off || end > self.area_off + self.area_len {
+            return Err(BadRing::OutsideArea);
+        }
+        Ok(Channel {
+            ctrl: self.ctrl,
+            data,
+            size,
+        })
+    }
+}
+
+/// A producer's allocator of rings in its own transmit area: private state, nothing of it
+/// is in shared memory. One ring per consumer slot.
+///
+/// Policy (docs/protocol.md §1): a ring for a new consumer is the largest power of two
+/// that is at most half the area and [`MAX_RING_SIZE`], fits in a free block aligned to
+/// its size (relative to the area), and leaves an eighth of an even split of the area
+/// (at least [`MIN_RING_SIZE`]) free for every other slot that has no ring yet; failing
+/// that, [`MIN_RING_SIZE`] each. Existing rings are never moved or resized; a freed ring's space
+/// serves later consumers.
+#[derive(Clone, Debug)]
+pub struct RingAlloc {
+    me: u32,
+    max_peers: u32,
+    area_off: usize,
+    area_len: usize,
+    /// Per consumer slot: (offset in the area, size); size 0 = none.
+    rings: [(u32, u32); MAX_PEERS as usize],
+}
+
+impl RingAlloc {
+    /// The allocator of slot `me`'s area, empty.
+    pub fn new(g: &Geometry, me: u32) -> Option<Self> {
+        let (area_off, area_len) = g.tx_area(me)?;
+        u32::try_from(area_len).ok()?;
+        Some(Self {
+            me,
+            max_peers: g.max_peers,
+            area_off,
+            area_len,
+            rings: [(0, 0); MAX_PEERS as usize],
+        })
+    }
+
+    fn used(&self) -> usize {
+        self.rings.iter().map(|r| r.1 as usize).sum()
+    }
+
+    fn fits(&self, off: usize, size: usize) -> bool {
+        off + size <= self.area_len
+            && self.rings.iter().all(|&(o, s)| {
+                let (o, s) = (o as usize, s as usize);
+                s == 0 || off + size <= o || o + s <= off
+            })
+    }
+
+    /// The ring for consumer `to`, allocating it if it has none. `None` for a bad id, or if
+    /// the area has no room (never, while the reservation rule holds).
+    pub fn alloc(&mut self, g: &Geometry, to: u32) -> Option<Channel> {
+        if to >= self.max_peers || to == self.me {
+            return None;
+        }
+        if let Some(c) = self.get(g, to) {
+            return Some(c);
+        }
+        let unopened = (0..self.max_peers)
+            .filter(|&p| p != self.me && p != to)
+            .filter(|&p| self.rings.get(p as usize).is_some_and(|r| r.1 == 0))
+            .count();
+        let free = self.area_len.saturating_sub(self.used());
+        // First try to leave an eighth of an even split for every slot without a ring, then
+        // only the minimum (always possible: every ring is a power of two of at least
+        // MIN_RING_SIZE aligned to its size, so free space comes in minimum rings).
+        let others = (self.max_peers as usize).saturating_sub(1).max(1);
+        let floor = (prev_pow2(self.area_len / others) / 8).max(MIN_RING_SIZE);
+        for unit in [floor, MIN_RING_SIZE] {
+            if let Some(c) = self.alloc_keeping(g, to, free, unopened * unit) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// [`RingAlloc::alloc`] keeping `reserve` of the `free` bytes.
+    fn alloc_keeping(
+        &mut self,
+        g: &Geometry,
+        to: u32,
+        free: usize,
+        reserve: usize,
+    ) -> Option<Channel> {
+        let mut size = prev_pow2((self.area_len / 2).min(MAX_RING_SIZE)).max(MIN_RING_SIZE);
+        // Bounded: at most log2(MAX_RING_SIZE / MIN_RING_SIZE) + 1 sizes, each with at most
+        // MAX_PEERS + 1 candidate offsets (the area's start and each ring's end, aligned up).
+        while size >= MIN_RING_SIZE {
+            if size + reserve <= free {
+                let cands = core::iter::once(0usize).chain(
+                    self.rings
+                        .iter()
+                        .filter(|r| r.1 != 0)
+                        .map(|&(o, s)| (o as usize + s as usize).next_multiple_of(size)),
+                );
+                if let Some(off) = cands.filter(|&c| self.fits(c, size)).min() {
+                    let slot = self.rings.get_mut(to as usize)?;
+                    *slot = (u32::try_from(off).ok()?, u32::try_from(size).ok()?);
+                    return self.get(g, to);
+                }
+            }
+            size /= 2;
+        }
+        None
+    }
+
+    /// The ring allocated for `to`, if any.
+    pub fn get(&self, g: &Geometry, to: u32) -> Option<Channel> {
+        let &(o, s) = self.rings.get(to as usize)?;
+        if s == 0 {
+            return None;
+        }
+        let data = self.area_off.checked_add(o as usize)?;
+        Site::new(g, self.me, to)?.channel(data as u64, s).ok()
+    }
+
+    /// Frees `to`'s ring (the caller has closed the channel first).
+    pub fn free(&mut self, to: u32) {
+        if let Some(r) = self.rings.get_mut(to as usize) {
+            *r = (0, 0);
+        }
+    }
+}
+
+/// Closes channel `ch` as its producer: publishes "no ring" (`RING_SIZE` 0) under a new
+/// epoch, so that a consumer still attached stops reading it. Call before freeing the ring.
+pub fn close_producer<S: Shm + ?Sized>(shm: &S, ch: &Channel) {
+    let epoch = ch.next_epoch(shm);
+    shm.store_u32_relaxed(ch.at(ctrl::RING_SIZE), 0);
+    shm.store_u32_release(ch.at(ctrl::PROD_EPOCH), epoch);
 }
 
 /// A contiguous piece of a payload in the region (absolute offset).
@@ -104,10 +311,19 @@ pub fn record_size(len: u32) -> Option<u32> {
 }
 
 impl Channel {
-    /// Channel `from → to` of a validated geometry.
-    pub fn new(g: &Geometry, from: u32, to: u32) -> Option<Self> {
-        let size = u32::try_from(g.ring_size).ok()?;
-        Self::from_parts(g.chan_ctrl_off(from, to)?, g.ring_off(from, to)?, size)
+    /// Channel `from → to` at a fixed placement: slot `from`'s area split evenly between
+    /// every other slot (ring `k` for the `k`-th other slot, the largest power of two that
+    /// fits). A valid ring any peer may publish; for tests, benches and host tools. The
+    /// module places its rings with [`RingAlloc`].
+    pub fn static_split(g: &Geometry, from: u32, to: u32) -> Option<Self> {
+        let n = g.max_peers.checked_sub(1)? as usize;
+        let size = prev_pow2((g.area_size / n.max(1)).min(MAX_RING_SIZE));
+        let k = if to < from { to } else { to.checked_sub(1)? } as usize;
+        let (off, _) = g.tx_area(from)?;
+        let data = off.checked_add(k.checked_mul(size)?)?;
+        Site::new(g, from, to)?
+            .channel(data as u64, u32::try_from(size).ok()?)
+            .ok()
     }
 
     /// Channel at explicit offsets (tests, model checking). `size` must be a
@@ -127,6 +343,16 @@ impl Channel {
         self.size
     }
 
+    /// Region offset of the ring data.
+    pub fn data_off(&self) -> usize {
+        self.data
+    }
+
+    /// Region offset of the control block.
+    pub fn ctrl_off(&self) -> usize {
+        self.ctrl
+    }
+
     /// Largest payload of one frame on this channel: a record may use at
     /// most half the ring so that two can be in flight.
     pub fn max_payload(&self) -> u32 {
@@ -135,6 +361,17 @@ impl Channel {
 
     fn at(&self, field: usize) -> usize {
         self.ctrl + field
+    }
+
+    /// The producer epoch after ours (we are its only writer, so relaxed), never 0.
+    fn next_epoch<S: Shm + ?Sized>(&self, shm: &S) -> u32 {
+        match shm
+            .load_u32_relaxed(self.at(ctrl::PROD_EPOCH))
+            .wrapping_add(1)
+        {
+            0 => 1,
+            e => e,
+        }
     }
 
     /// Region offset of free-running index `idx`.
@@ -329,13 +566,12 @@ impl Producer {
         // down in case the memory was scribbled on.
         let raw = shm.load_u32_relaxed(ch.at(ctrl::PROD_IDX));
         let p0 = raw & !(FRAME_ALIGN - 1);
-        let mut epoch = shm
-            .load_u32_relaxed(ch.at(ctrl::PROD_EPOCH))
-            .wrapping_add(1);
-        if epoch == 0 {
-            epoch = 1;
-        }
+        let epoch = ch.next_epoch(shm);
         shm.store_u32_relaxed(ch.at(ctrl::PROD_WANTS_SPACE), 0);
+        // The ring's place, published by the epoch's release below (read once per epoch by
+        // the consumer). `data` is a region offset below MAX_REGION_SIZE.
+        shm.store_u32_relaxed(ch.at(ctrl::RING_OFF), ch.data as u32);
+        shm.store_u32_relaxed(ch.at(ctrl::RING_SIZE), ch.size);
         if raw != p0 {
             shm.store_u32_relaxed(ch.at(ctrl::PROD_IDX), p0);
         }
@@ -591,6 +827,13 @@ pub struct Consumer {
     rung: u32,
     /// Doorbells saved by the token since the last [`Self::take_suppressed`].
     suppressed: u32,
+    /// Where the producer may place the ring: `Some` when the ring is read from its
+    /// control line at every resync ([`Consumer::attach`]), `None` for a fixed channel.
+    site: Option<Site>,
+    /// Whether `ch` is a ring the producer published under `epoch`.
+    open: bool,
+    /// Why the ring published under `epoch` was refused.
+    bad: Option<BadRing>,
 }
 
 impl Consumer {
@@ -606,9 +849,52 @@ impl Consumer {
             sleep_token: 0,
             rung: 0,
             suppressed: 0,
+            site: None,
+            open: true,
+            bad: None,
         };
         let n = c.resync(shm);
         (c, n)
+    }
+
+    /// Open channel `site` as consumer: the ring is the one its producer published
+    /// (`RING_OFF`, `RING_SIZE`), read once per producer epoch at [`Consumer::resync`] and
+    /// validated against the producer's transmit area. Until the producer publishes a valid
+    /// ring, [`Consumer::peek`] finds nothing and reports a new epoch as `Restarted`;
+    /// [`Consumer::ring_error`] says why a published ring was refused.
+    pub fn attach<S: Shm + ?Sized>(shm: &S, site: Site) -> (Self, bool) {
+        let mut c = Self {
+            // Not used while `open` is false; inside the producer's area (which holds at
+            // least one minimum ring) in any case.
+            ch: Channel {
+                ctrl: site.ctrl,
+                data: site.area_off,
+                size: MIN_RING_SIZE as u32,
+            },
+            cons: 0,
+            prod_cache: 0,
+            epoch: 0,
+            released: 0,
+            sleep_token: 0,
+            rung: 0,
+            suppressed: 0,
+            site: Some(site),
+            open: false,
+            bad: None,
+        };
+        let n = c.resync(shm);
+        (c, n)
+    }
+
+    /// Whether the producer has a valid ring open (acknowledged by us).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Why the ring published under the current epoch was refused (the caller resets
+    /// that peer), `None` if it was accepted or none is published.
+    pub fn ring_error(&self) -> Option<BadRing> {
+        self.bad
     }
 
     /// The channel.
@@ -627,6 +913,30 @@ impl Consumer {
         // Acquire on the epoch, then on the index: a freshly opened producer
         // does not move prod_idx until acked, so this is its P0.
         let e = shm.load_u32_acquire(self.ch.at(ctrl::PROD_EPOCH));
+        if let Some(site) = self.site {
+            // The ring published with epoch `e`: read once, after the epoch (acquire pairs
+            // with the producer's release in `Producer::open`); acquire loads so that the
+            // epoch re-read below cannot move before them. A different epoch then means
+            // the producer re-opened while we read: treated as nothing published, and the
+            // next peek reports the new epoch.
+            let off = shm.load_u32_acquire(site.ctrl + ctrl::RING_OFF);
+            let size = shm.load_u32_acquire(site.ctrl + ctrl::RING_SIZE);
+            let e2 = shm.load_u32_relaxed(site.ctrl + ctrl::PROD_EPOCH);
+            self.epoch = e;
+            self.open = false;
+            self.bad = None;
+            if e2 != e || size == 0 {
+                return false;
+            }
+            match site.channel(u64::from(off), size) {
+                Ok(ch) => self.ch = ch,
+                Err(b) => {
+                    self.bad = Some(b);
+                    return false;
+                }
+            }
+            self.open = true;
+        }
         let p = shm.load_u32_acquire(self.ch.at(ctrl::PROD_IDX));
         shm.store_u32_relaxed(self.ch.at(ctrl::CONS_NEED_WAKEUP), 0);
         shm.store_u32_relaxed(self.ch.at(ctrl::CONS_IDX), p);
@@ -660,6 +970,15 @@ impl Consumer {
 
     /// The next frame, validated, or `None` if the ring is empty.
     pub fn peek<S: Shm + ?Sized>(&mut self, shm: &S) -> Result<Option<RxFrame>, RingError> {
+        if !self.open {
+            // No ring (yet, or a refused one): only a new epoch matters.
+            let e = shm.load_u32_acquire(self.ch.at(ctrl::PROD_EPOCH));
+            return if e != self.epoch {
+                Err(RingError::Restarted { epoch: e })
+            } else {
+                Ok(None)
+            };
+        }
         if self.cons == self.prod_cache {
             self.refresh_prod(shm)?;
             if self.cons == self.prod_cache {
@@ -788,7 +1107,8 @@ impl Consumer {
         shm.fence_full();
         let p = shm.load_u32_acquire(self.ch.at(ctrl::PROD_IDX));
         let e = shm.load_u32_relaxed(self.ch.at(ctrl::PROD_EPOCH));
-        if p != self.cons || e != self.epoch {
+        // Without an open ring only a new epoch is work.
+        if (self.open && p != self.cons) || e != self.epoch {
             self.cancel_sleep(shm);
             SleepCheck::Pending
         } else {

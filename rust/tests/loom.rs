@@ -21,7 +21,7 @@ use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
 use vmcs_proto::frame::{FrameHeader, Op, SockType};
-use vmcs_proto::ring::{Channel, Consumer, Producer, RingError, SleepCheck};
+use vmcs_proto::ring::{Channel, Consumer, Producer, RingError, Site, SleepCheck};
 use vmcs_proto::shm::Shm;
 
 const CTRL: usize = 128;
@@ -59,6 +59,7 @@ impl LoomShm {
         while done < len {
             let o = off - CTRL + done;
             let (ci, co) = (o / CHUNK, o % CHUNK);
+            // Indexing `data` checks the end (the ring's own size is the caller's).
             let n = (CHUNK - co).min(len - done);
             f(ci, co, done, n);
             done += n;
@@ -369,6 +370,34 @@ fn ring_batched_no_lost_wakeup() {
         let w2 = w.clone();
         let t = thread::spawn(move || produce_batched(&w2, &mut p, 5, 2));
         consume_passes(&w, &mut c, 5, 2);
+        t.join().unwrap();
+    });
+}
+
+/// Protocol v2: the consumer attaches before the producer published a ring (it sees none
+/// and may sleep), the producer carves and opens one (offset and size, then the epoch with
+/// release); the consumer must wake, read the ring once after the epoch, accept it, and the
+/// message arrive intact.
+#[test]
+fn ring_published_open() {
+    loom::model(|| {
+        // The published ring is 512 B at offset 512 (aligned to its size).
+        let w = world_of((1024 - CTRL) as u32);
+        let site = Site::from_parts(0, 512, 512);
+        let (mut c, _) = Consumer::attach(&w.shm, site);
+        assert!(!c.is_open());
+        let w2 = w.clone();
+        let t = thread::spawn(move || {
+            let ch = site.channel(512, 512).unwrap();
+            let (mut p, notify) = Producer::open(&w2.shm, ch);
+            if notify {
+                w2.cons_bell.ring();
+            }
+            produce(&w2, &mut p, 1);
+        });
+        consume(&w, &mut c, 1);
+        assert!(c.is_open());
+        assert_eq!(c.channel().size(), 512);
         t.join().unwrap();
     });
 }

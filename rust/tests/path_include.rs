@@ -8,6 +8,6 @@ mod proto;
 #[test]
 fn protocol_files_compile_standalone() {
     let g = proto::layout::Geometry::compute(4 << 20, 64, 0).unwrap();
-    assert_eq!(g.ring_size, 512);
-    assert!(proto::ring::Channel::new(&g, 0, 63).is_some());
+    assert_eq!(g.area_size, 56 << 10);
+    assert!(proto::ring::Channel::static_split(&g, 0, 63).is_some());
 }

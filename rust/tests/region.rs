@@ -39,11 +39,14 @@ fn version_mismatch_refused() {
     let mem = region(4 * MIB);
     let shm = SliceShm::new(&mem);
     layout::attach(&shm, &cfg(0), 10, 3, || {}).unwrap();
-    shm.store_u32_relaxed(hdr::VERSION, 2);
-    assert_eq!(
-        layout::validate(&shm),
-        Err(LayoutError::VersionMismatch { found: 2 })
-    );
+    // A version-1 region (one fixed ring per slot pair) is refused, and so is any other.
+    for v in [1, 3, 0, u32::MAX] {
+        shm.store_u32_relaxed(hdr::VERSION, v);
+        assert_eq!(
+            layout::validate(&shm),
+            Err(LayoutError::VersionMismatch { found: v })
+        );
+    }
 }
 
 #[test]
@@ -248,8 +251,8 @@ fn two_peer_join_handshake() {
         .geometry();
     let join = |id: u32, other: u32| {
         let mut m = peer::join_begin(&shm, &g, id, JoinMode::Assigned).unwrap();
-        let (p, _) = Producer::open(&shm, Channel::new(&g, id, other).unwrap());
-        let (c, _) = Consumer::open(&shm, Channel::new(&g, other, id).unwrap());
+        let (p, _) = Producer::open(&shm, Channel::static_split(&g, id, other).unwrap());
+        let (c, _) = Consumer::open(&shm, Channel::static_split(&g, other, id).unwrap());
         peer::join_complete(&shm, &g, &mut m).unwrap();
         (p, c)
     };

@@ -62,7 +62,7 @@ struct vmcs_info {
 	__u32 transport;     /* out: VMCS_TRANSPORT_* */
 	__u64 region_size;   /* out: bytes */
 	__u32 max_peers;     /* out: peers the region's layout holds */
-	__u32 ring_size;     /* out: bytes per channel ring */
+	__u32 ring_size;     /* out: bytes of the first ring this guest opens (later peers may get smaller ones) */
 	__u32 max_msg_size;  /* out: VMCS_MAX_MSG_SIZE */
 	__u32 npeers;        /* out: valid entries in peers[] (every non-absent peer, self included) */
 	struct vmcs_peer_info peers[VMCS_MAX_PEERS];

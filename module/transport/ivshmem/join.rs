@@ -66,9 +66,11 @@ pub(crate) fn attach_and_join(
     if let layout::Attached::Initialized(_) = attached {
         dev_info!(
             dev,
-            "initialised the region: {} peers, {} KiB rings, {} KiB bulk area\n",
+            "initialised the region (protocol version {}): {} peers, {} KiB transmit area \
+             each, {} KiB bulk area\n",
+            layout::PROTOCOL_VERSION,
             geo.max_peers,
-            geo.ring_size / 1024,
+            geo.area_size / 1024,
             geo.bulk_size / 1024
         );
     }
@@ -154,7 +156,8 @@ impl Link {
                 t.acked_gen = u32::try_from(p)
                     .ok()
                     .and_then(|p| peer::snapshot(&*shm, &self.geo, p).ok())
-                    .and_then(opened_gen);
+                    .and_then(opened_gen)
+                    .filter(|_| c.is_open());
             }
         }
         let _ = peer::set_vectors(&*shm, &self.geo, &me, self.vectors.load(Relaxed));

@@ -8,9 +8,12 @@
 //! - [`attach_and_join`] (probe, before the domain exists) attaches to the region
 //!   (`proto::layout::attach`: the first peer initialises it, late joiners validate it) and
 //!   takes a peer slot (`JOINING`): IVPosition on doorbell, `claim_id` on plain.
-//! - [`Link::new`] opens our producer towards every other slot (new epoch) and resyncs our
-//!   consumer from every other slot; [`Link::start`] publishes `LIVE` and rings every live
-//!   peer; the domain then arms its works.
+//! - [`Link::new`] attaches our consumer to every other slot's channel to us (the ring is
+//!   the one its producer publishes, validated at every resync) and opens a producer, with a
+//!   ring carved from our transmit area, towards every peer already present;
+//!   [`Link::start`] publishes `LIVE` and rings every live peer; the domain then arms its
+//!   works. A peer that appears later gets its ring when the tick first sees it, and loses
+//!   it (the space is freed for later peers) when it leaves or times out (`peers.rs`).
 //! - The domain's *tick* (a delayed work, every `hb_period_ms`) beats our heartbeat, samples
 //!   every slot (generation, state, heartbeat) and drains the rings. The domain's *rx* work
 //!   drains the rings; on doorbell it is queued by the MSI-X handler, on plain it re-arms
@@ -43,9 +46,10 @@ use super::{PeerLoss, Upcalls};
 use crate::{
     glue::{sync::SpinLockBh, SharedRegion},
     proto::{
+        frame::MAX_PAYLOAD,
         layout::Geometry,
         peer::{self, Membership, PeerState},
-        ring::{Channel, Consumer, Producer},
+        ring::{Consumer, Producer, RingAlloc, Site},
     },
 };
 use kernel::{
@@ -137,6 +141,15 @@ fn opened_gen(s: peer::PeerSnapshot) -> Option<u32> {
     (s.state == PeerState::Live).then_some(s.gen)
 }
 
+/// The size of the ring `c` reads, 0 while the producer has none open (for debugfs).
+fn rx_ring_size(c: &Consumer) -> u32 {
+    if c.is_open() {
+        c.channel().size()
+    } else {
+        0
+    }
+}
+
 /// What the receive side knows about one peer.
 struct PeerTracking {
     rx: Option<Consumer>,
@@ -156,7 +169,9 @@ struct LinkRx {
     /// We were evicted and could not take our slot back: the link is dead.
     broken: bool,
     peers: KVec<PeerTracking>,
-    /// Payload bounce buffer, `max_payload` bytes: every payload is copied out of the region
+    /// Our rings' places in our transmit area (local state; the tx lock holds the producers).
+    alloc: RingAlloc,
+    /// Payload bounce buffer, `MAX_PAYLOAD` bytes: every payload is copied out of the region
     /// exactly once, here, before the core sees it.
     buf: KVec<u8>,
 }
@@ -172,7 +187,6 @@ pub(crate) struct Link {
     local_id: u32,
     /// The region identity published by its initializer (docs/protocol.md §2).
     region_id: u64,
-    max_payload: u32,
     params: Params,
     t0: Instant<Monotonic>,
     stats: KVec<PeerStats>,
@@ -212,7 +226,7 @@ impl Link {
         let geo = joined.geo;
         let me = joined.me;
         let n = geo.max_peers as usize;
-        let max_payload = Channel::new(&geo, 0, 1).ok_or(EINVAL)?.max_payload();
+        let mut alloc = RingAlloc::new(&geo, me.id).ok_or(EINVAL)?;
         let mut tx = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut peers = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut stats = KVec::with_capacity(n, GFP_KERNEL)?;
@@ -220,18 +234,27 @@ impl Link {
         {
             let shm = region.try_access().ok_or(ENODEV)?;
             for p in 0..geo.max_peers {
-                let (prod, rx, acked) =
-                    match (Channel::new(&geo, me.id, p), Channel::new(&geo, p, me.id)) {
-                        (Some(out), Some(inb)) => {
-                            let gen = peer::snapshot(&*shm, &geo, p).ok().and_then(opened_gen);
-                            (
-                                Some(Producer::open(&*shm, out).0),
-                                Some(Consumer::open(&*shm, inb).0),
-                                gen,
-                            )
-                        }
-                        _ => (None, None, None),
-                    };
+                let st = PeerStats::new();
+                let snap = peer::snapshot(&*shm, &geo, p).ok();
+                let (rx, acked) = match Site::new(&geo, p, me.id) {
+                    Some(site) => {
+                        let c = Consumer::attach(&*shm, site).0;
+                        st.rx_ring.store(rx_ring_size(&c), Relaxed);
+                        let gen = snap.and_then(opened_gen).filter(|_| c.is_open());
+                        (Some(c), gen)
+                    }
+                    None => (None, None),
+                };
+                // A ring towards every peer already there; later ones get theirs when the
+                // tick first sees them (`open_tx`).
+                let present =
+                    snap.is_some_and(|s| matches!(s.state, PeerState::Live | PeerState::Joining));
+                let out = if present { alloc.alloc(&geo, p) } else { None };
+                let prod = out.map(|ch| {
+                    st.tx_ring.store(ch.size(), Relaxed);
+                    st.max_payload.store(ch.max_payload(), Relaxed);
+                    Producer::open(&*shm, ch).0
+                });
                 tx.push(TxChannel { prod, want: None }, GFP_KERNEL)?;
                 peers.push(
                     PeerTracking {
@@ -244,10 +267,10 @@ impl Link {
                     },
                     GFP_KERNEL,
                 )?;
-                stats.push(PeerStats::new(), GFP_KERNEL)?;
+                stats.push(st, GFP_KERNEL)?;
             }
         }
-        let buf = KVec::from_elem(0u8, max_payload as usize, GFP_KERNEL)?;
+        let buf = KVec::from_elem(0u8, MAX_PAYLOAD as usize, GFP_KERNEL)?;
         let doorbell = regs.is_some();
         Ok(try_pin_init!(Self {
             index,
@@ -257,7 +280,6 @@ impl Link {
             geo,
             local_id: me.id,
             region_id: joined.region_id,
-            max_payload,
             params,
             t0,
             stats,
@@ -275,6 +297,7 @@ impl Link {
                     me,
                     broken: false,
                     peers,
+                    alloc,
                     buf,
                 },
                 "vmcs_link_rx"
@@ -291,13 +314,14 @@ impl Link {
             peer::join_complete(&*shm, &self.geo, &mut rx.me).map_err(|_| EBUSY)?;
         }
         pr_info!(
-            "vmcs{}: joined as peer {} (generation {}), {} slots, {} B rings, max payload {}\n",
+            "vmcs{}: joined as peer {} (generation {}), {} slots, {} KiB transmit area, \
+             first ring {} KiB\n",
             self.index,
             self.local_id,
             self.rx.lock().me.gen,
             self.geo.max_peers,
-            self.geo.ring_size,
-            self.max_payload
+            self.geo.area_size / 1024,
+            self.ring_size() / 1024
         );
         self.ring_live_peers();
         self.running.store(1, Relaxed);
@@ -353,14 +377,28 @@ impl Link {
         self.local_id
     }
 
-    /// Largest payload of one frame on this domain's rings.
-    pub(crate) fn max_payload(&self) -> u32 {
-        self.max_payload
+    /// Largest payload of one frame on our ring to `peer`; 0 while none is open.
+    pub(crate) fn max_payload(&self, peer: u32) -> u32 {
+        self.stats
+            .get(peer as usize)
+            .map_or(0, |s| s.max_payload.load(Relaxed))
     }
 
-    /// Bytes per channel ring.
+    /// The size of the first ring this guest opens (to a peer when no other has one): half
+    /// its transmit area, at most `MAX_RING_SIZE`; later peers may get smaller ones (debugfs
+    /// `rings` lists each).
     pub(crate) fn ring_size(&self) -> u32 {
-        u32::try_from(self.geo.ring_size).unwrap_or(0)
+        RingAlloc::new(&self.geo, self.local_id)
+            .and_then(|mut a| a.alloc(&self.geo, (self.local_id + 1) % self.geo.max_peers))
+            .map_or(0, |c| c.size())
+    }
+
+    /// Largest payload of one frame to any peer: that of the first ring this guest opens
+    /// (later peers may get smaller rings; [`Link::max_payload`] has each one's limit).
+    pub(crate) fn frame_limit(&self) -> u32 {
+        RingAlloc::new(&self.geo, self.local_id)
+            .and_then(|mut a| a.alloc(&self.geo, (self.local_id + 1) % self.geo.max_peers))
+            .map_or(0, |c| c.max_payload())
     }
 
     /// The region identity (0 if its initializer published none).

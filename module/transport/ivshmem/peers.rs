@@ -2,11 +2,15 @@
 
 //! Peers and liveness: the heartbeat tick samples every slot and applies the liveness
 //! rules (up, restarted, left, heartbeat timeout); a reset is reported up once per
-//! incarnation.
+//! incarnation. Our ring to a peer is carved from our transmit area when the peer is first
+//! seen present and freed when it leaves or times out (docs/protocol.md §1).
 
-use super::{bump, Link, LinkRx, PeerTracking};
+use super::{bump, Link, LinkRx, PeerTracking, VEC_DATA};
 use crate::{
-    proto::peer::{self, PeerState},
+    proto::{
+        peer::{self, PeerState},
+        ring::{self, Producer},
+    },
     transport::{PeerInfo, PeerLoss, Upcalls},
 };
 use kernel::{prelude::*, sync::atomic::Relaxed};
@@ -73,11 +77,14 @@ impl Link {
             return;
         };
         let idx = self.index;
+        // What to do with our ring to `p` once `t` is no longer borrowed.
+        let (mut opened, mut closed) = (false, false);
         match snap.state {
             PeerState::Live => {
                 if t.dead_gen == Some(snap.gen) {
                     return;
                 }
+                opened = true;
                 if t.incarnation == Some(snap.gen) {
                     if snap.heartbeat != t.last_hb {
                         t.last_hb = snap.heartbeat;
@@ -97,6 +104,7 @@ impl Link {
                         );
                         t.dead_gen = Some(snap.gen);
                         self.reset_peer(t, p, up, PeerLoss::HeartbeatTimeout);
+                        (opened, closed) = (false, true);
                         let reaped = self
                             .region
                             .try_access()
@@ -138,6 +146,7 @@ impl Link {
             }
             PeerState::Joining => {
                 t.dead_gen = None;
+                opened = true;
                 if let Some(old) = t.incarnation {
                     if old != snap.gen {
                         if self.log_ok(p) {
@@ -161,7 +170,72 @@ impl Link {
                     }
                     self.reset_peer(t, p, up, PeerLoss::Left);
                 }
+                closed = true;
             }
+        }
+        if opened {
+            self.open_tx(rx, p);
+        } else if closed {
+            self.close_tx(rx, p);
+        }
+    }
+
+    /// Gives `p` a ring carved from our transmit area, if it has none, and opens it (new
+    /// epoch; the doorbell tells the peer). Called with `rx` held.
+    pub(super) fn open_tx(&self, rx: &mut LinkRx, p: u32) {
+        let Some(shm) = self.region.try_access() else {
+            return;
+        };
+        let mut tx = self.tx.lock();
+        let Some(chan) = tx.get_mut(p as usize) else {
+            return;
+        };
+        if chan.prod.is_some() {
+            return;
+        }
+        let Some(ch) = rx.alloc.alloc(&self.geo, p) else {
+            return;
+        };
+        chan.prod = Some(Producer::open(&*shm, ch).0);
+        chan.want = None;
+        drop(tx);
+        drop(shm);
+        if let Some(s) = self.stats.get(p as usize) {
+            s.tx_ring.store(ch.size(), Relaxed);
+            s.max_payload.store(ch.max_payload(), Relaxed);
+        }
+        if self.log_ok(p) {
+            pr_info!(
+                "vmcs{}: peer {}: our ring to it is {} KiB at {:#x}, max payload {}\n",
+                self.index,
+                p,
+                ch.size() / 1024,
+                ch.data_off(),
+                ch.max_payload()
+            );
+        }
+        self.ring(p, VEC_DATA);
+    }
+
+    /// Closes our ring to `p` ("no ring" under a new epoch) and frees its space for later
+    /// peers. Called with `rx` held, after the peer's connections were reset.
+    pub(super) fn close_tx(&self, rx: &mut LinkRx, p: u32) {
+        let Some(shm) = self.region.try_access() else {
+            return;
+        };
+        let mut tx = self.tx.lock();
+        let Some(chan) = tx.get_mut(p as usize) else {
+            return;
+        };
+        if let Some(prod) = chan.prod.take() {
+            ring::close_producer(&*shm, &prod.channel());
+            rx.alloc.free(p);
+        }
+        chan.want = None;
+        drop(tx);
+        if let Some(s) = self.stats.get(p as usize) {
+            s.tx_ring.store(0, Relaxed);
+            s.max_payload.store(0, Relaxed);
         }
     }
 

@@ -395,8 +395,35 @@ impl Link {
             (Some(shm), Some(c)) => c.resync(&*shm),
             _ => false,
         };
-        t.acked_gen = gen;
-        if corrupt {
+        let (open, bad, size) = t.rx.as_ref().map_or((false, None, 0), |c| {
+            (c.is_open(), c.ring_error(), super::rx_ring_size(c))
+        });
+        // Only an epoch whose ring we accepted counts as opened in this generation.
+        t.acked_gen = gen.filter(|_| open);
+        if let Some(s) = self.stats.get(p as usize) {
+            s.rx_ring.store(size, Relaxed);
+        }
+        if let Some(why) = bad {
+            // The peer published a ring outside its transmit area, of a bad size or
+            // alignment: nothing is read from it and the epoch is not acknowledged; the
+            // peer's connections are reset, the next epoch is looked at afresh.
+            if let Some(s) = self.stats.get(p as usize) {
+                bump(&s.drops, 1);
+                bump(&s.refused, 1);
+            }
+            if self.log_ok(p) {
+                pr_warn!(
+                    "vmcs{}: ring from peer {} refused ({:?}), reset\n",
+                    self.index,
+                    p,
+                    why
+                );
+            }
+            if t.incarnation.is_some() {
+                self.reset_peer(t, p, up, PeerLoss::RingCorrupt);
+            }
+        }
+        if corrupt || bad.is_some() {
             // The next live sample brings the incarnation back up with fresh state.
             t.incarnation = None;
         }

@@ -33,12 +33,21 @@ pub(super) struct PeerStats {
     /// Times the ring from this peer was found corrupt and resynchronised; whatever it
     /// held unread was dropped.
     pub(super) drops: Atomic<u64>,
+    /// Rings this peer published that we refused (outside its transmit area, bad size or
+    /// alignment); each also counts as a drop.
+    pub(super) refused: Atomic<u64>,
     /// Milliseconds since the link started at which the heartbeat last moved.
     pub(super) hb_seen_ms: Atomic<u64>,
     /// Doorbell vectors the peer advertised when it came up.
     pub(super) vectors: Atomic<u32>,
     /// Live (1) or not (0): what `is_live` reports.
     pub(super) live: Atomic<u32>,
+    /// Largest payload of one frame on our ring to this peer, 0 while none is open.
+    pub(super) max_payload: Atomic<u32>,
+    /// Size of our ring to this peer, 0 while none is open.
+    pub(super) tx_ring: Atomic<u32>,
+    /// Size of the peer's ring to us that we accepted, 0 while none.
+    pub(super) rx_ring: Atomic<u32>,
     /// `send` found the ring to this peer corrupt; the worker owes the core a reset.
     pub(super) tx_corrupt: Atomic<u32>,
     /// Log rate limit ([`LOG_BURST`]): start of the current window, lines logged in it, and
@@ -65,9 +74,13 @@ impl PeerStats {
             selftest_rx: Atomic::new(0),
             selftest_bad: Atomic::new(0),
             drops: Atomic::new(0),
+            refused: Atomic::new(0),
             hb_seen_ms: Atomic::new(0),
             vectors: Atomic::new(0),
             live: Atomic::new(0),
+            max_payload: Atomic::new(0),
+            tx_ring: Atomic::new(0),
+            rx_ring: Atomic::new(0),
             tx_corrupt: Atomic::new(0),
             log_at_ms: Atomic::new(0),
             log_lines: Atomic::new(0),
@@ -162,12 +175,11 @@ impl Link {
         };
         writeln!(
             f,
-            "local {} ring_size {} max_payload {} doorbells_rx {} vectors {} \
+            "local {} area_size {} doorbells_rx {} vectors {} \
              doorbells_rx_vec0 {} doorbells_rx_vec1 {} space_only_passes {} \
              doorbells_tx {} doorbells_suppressed {} tx_bytes {} rx_bytes {}",
             self.local_id,
-            self.geo.ring_size,
-            self.max_payload,
+            self.geo.area_size,
             self.doorbells_rx.load(Relaxed),
             self.vectors.load(Relaxed),
             self.doorbells_rx_vec[0].load(Relaxed),
@@ -203,11 +215,16 @@ impl Link {
             let rxc = idx(p, self.local_id, ctrl::CONS_IDX).unwrap_or(0);
             writeln!(
                 f,
-                "peer {} live {} tx prod {} cons {} frames {} bytes {} doorbells {} \
-                 rx prod {} cons {} frames {} bytes {} drops {} resets {} selftest_rx {} selftest_bad {} \
-                 tx_user_bytes {} tx_short {} rx_ring_bytes {} doorbells_suppressed {}",
+                "peer {} live {} tx_ring {} rx_ring {} max_payload {} \
+                 tx prod {} cons {} frames {} bytes {} doorbells {} \
+                 rx prod {} cons {} frames {} bytes {} drops {} refused {} resets {} selftest_rx {} \
+                 selftest_bad {} tx_user_bytes {} tx_short {} rx_ring_bytes {} \
+                 doorbells_suppressed {}",
                 p,
                 s.live.load(Relaxed),
+                s.tx_ring.load(Relaxed),
+                s.rx_ring.load(Relaxed),
+                s.max_payload.load(Relaxed),
                 txp,
                 txc,
                 s.tx_frames.load(Relaxed),
@@ -218,6 +235,7 @@ impl Link {
                 s.rx_frames.load(Relaxed),
                 s.rx_bytes.load(Relaxed),
                 s.drops.load(Relaxed),
+                s.refused.load(Relaxed),
                 s.resets.load(Relaxed),
                 s.selftest_rx.load(Relaxed),
                 s.selftest_bad.load(Relaxed),

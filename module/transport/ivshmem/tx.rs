@@ -186,7 +186,7 @@ impl Link {
         }
         let mut h = *hdr;
         h.len = len;
-        if len > self.max_payload || h.validate().is_err() {
+        if len > self.max_payload(peer) || h.validate().is_err() {
             return Err(SendError::Invalid);
         }
         if !self.is_live(peer) {

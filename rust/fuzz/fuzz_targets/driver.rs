@@ -53,11 +53,11 @@ pub fn setup(shm: &SliceShm<'_>) -> (Geometry, Producer, Consumer) {
         .geometry();
     // The peer's producer starts near the end of the ring so frames wrap,
     // and leaves valid frames in flight for the scribbles to corrupt.
-    let inbound = Channel::new(&g, 1, 0).unwrap();
+    let inbound = Channel::static_split(&g, 1, 0).unwrap();
     let ctrl = g.chan_ctrl_off(1, 0).unwrap();
     shm.store_u32_relaxed(
         ctrl + vmcs_proto::ring::ctrl::PROD_IDX,
-        (g.ring_size as u32).wrapping_sub(96),
+        inbound.size().wrapping_sub(96),
     );
     let (mut peer_p, _) = Producer::open(shm, inbound);
     let (c, _) = Consumer::open(shm, inbound);
@@ -72,7 +72,7 @@ pub fn setup(shm: &SliceShm<'_>) -> (Geometry, Producer, Consumer) {
             .send(shm, &hh, &[0xA5; 300][..len as usize])
             .expect("seed send");
     }
-    let (p, _) = Producer::open(shm, Channel::new(&g, 0, 1).unwrap());
+    let (p, _) = Producer::open(shm, Channel::static_split(&g, 0, 1).unwrap());
     (g, p, c)
 }
 

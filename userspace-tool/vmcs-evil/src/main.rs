@@ -23,6 +23,11 @@
 //! - **b, ring corruption:** producer index far ahead, backwards and misaligned, epoch
 //!   flapping, garbage and over-long frame headers, bad ops/flags/reserved bits, garbage in
 //!   its consumer lines of the guests' rings (`cons_idx`, `cons_ack`);
+//! - **g, ring geometry lies:** the ring it publishes for each guest is out of the region,
+//!   over the header, peer table, channel table, bulk area or the guest's own transmit area,
+//!   straddles the end of its own area, is not a power of two, too small, too large or
+//!   misaligned (each under a new epoch: never acknowledged), then changes after the guest
+//!   accepted it (the guest keeps the ring it validated), then is valid again;
 //! - **c, slot garbage:** generation flapping, bogus states, heartbeat jumps in its own
 //!   peer slot;
 //! - **d, scribbling:** random bytes all over its rings and control lines, continuously;
@@ -134,8 +139,11 @@ fn run(a: &Args) -> Result<bool, String> {
     let mut all = ok(
         e.targets.len() >= a.expect,
         format_args!(
-            "joined as peer {} (generation {}) next to live guests {:?} ({} B rings)",
-            e.me.id, e.me.gen, e.targets, e.g.ring_size
+            "joined as peer {} (generation {}) next to live guests {:?} ({} KiB transmit area)",
+            e.me.id,
+            e.me.gen,
+            e.targets,
+            e.g.area_size / 1024
         ),
     );
     if e.targets.is_empty() {
@@ -188,6 +196,9 @@ fn run(a: &Args) -> Result<bool, String> {
         e.st.garbage,
         e.st.reopened
     );
+    let t = Instant::now();
+    all &= attacks::geometry::run(&mut e);
+    println!("# phase g (ring geometry lies) done in {:?}", t.elapsed());
     let t = Instant::now();
     attacks::slot::run(&mut e, ms);
     println!("# phase c (slot garbage) done in {:?}", t.elapsed());

@@ -13,7 +13,7 @@ use vmcs_proto::frame::{FrameHeader, Op, SockType};
 use vmcs_proto::host::SliceShm;
 use vmcs_proto::layout::{self, Geometry};
 use vmcs_proto::peer::{self, Membership, PeerState};
-use vmcs_proto::ring::{Channel, Consumer, Producer, RingError};
+use vmcs_proto::ring::{Channel, Consumer, Producer, RingAlloc, RingError, Site};
 use vmcs_proto::shm::Shm;
 
 /// Heartbeat period while the evil peer pretends to be healthy.
@@ -104,6 +104,8 @@ pub struct Peer<'a> {
     pub targets: Vec<u32>,
     pub prod: Vec<Option<Producer>>,
     pub cons: Vec<Option<Consumer>>,
+    /// Our rings' places in our transmit area, as a guest keeps them.
+    pub alloc: RingAlloc,
     pub rng: Rng,
     /// Whether [`Peer::beat`] advances our heartbeat.
     pub beating: bool,
@@ -156,6 +158,7 @@ impl<'a> Peer<'a> {
             targets,
             prod: vec![None; n],
             cons: vec![None; n],
+            alloc: RingAlloc::new(&g, me.id).ok_or("no transmit area")?,
             rng: Rng(seed),
             beating: true,
             last_beat: Instant::now(),
@@ -204,21 +207,26 @@ impl<'a> Peer<'a> {
         false
     }
 
-    pub fn chan_out(&self, t: u32) -> Option<Channel> {
-        Channel::new(&self.g, self.me.id, t)
-    }
-    pub fn chan_in(&self, t: u32) -> Option<Channel> {
-        Channel::new(&self.g, t, self.me.id)
+    /// Our ring to `t` (carved from our transmit area on first use).
+    pub fn chan_out(&mut self, t: u32) -> Option<Channel> {
+        self.alloc.alloc(&self.g, t)
     }
 
-    /// Opens every producer (new epochs) and resyncs every consumer.
+    /// Opens a producer (new epoch, our ring published) towards every live guest and
+    /// attaches a consumer to every guest's channel to us.
     pub fn open_rings(&mut self) {
         for t in 0..self.g.max_peers {
             if t == self.me.id {
                 continue;
             }
-            self.prod[t as usize] = self.chan_out(t).map(|c| Producer::open(&self.shm, c).0);
-            self.cons[t as usize] = self.chan_in(t).map(|c| Consumer::open(&self.shm, c).0);
+            let out = if self.targets.contains(&t) {
+                self.chan_out(t)
+            } else {
+                None
+            };
+            self.prod[t as usize] = out.map(|c| Producer::open(&self.shm, c).0);
+            self.cons[t as usize] =
+                Site::new(&self.g, t, self.me.id).map(|s| Consumer::attach(&self.shm, s).0);
         }
     }
 
@@ -299,6 +307,18 @@ impl<'a> Peer<'a> {
         self.prod[t as usize] = self.chan_out(t).map(|c| Producer::open(&self.shm, c).0);
     }
 
+    /// The epoch our producer line towards `t` shows now, and whether `t` acknowledged it.
+    pub fn acked(&self, t: u32) -> bool {
+        let e = self.shm.load_u32_acquire(self.ctrl_off(
+            self.me.id,
+            t,
+            vmcs_proto::ring::ctrl::PROD_EPOCH,
+        ));
+        self.shm
+            .load_u32_acquire(self.ctrl_off(self.me.id, t, vmcs_proto::ring::ctrl::CONS_ACK))
+            == e
+    }
+
     /// Sends one well-formed frame (as far as the ring is concerned).
     pub fn send(&mut self, t: u32, hdr: FrameHeader, payload: &[u8]) -> bool {
         let Some(p) = self.prod[t as usize].as_mut() else {
@@ -331,9 +351,9 @@ impl<'a> Peer<'a> {
         self.g.chan_ctrl_off(from, to).unwrap_or(0) + field
     }
 
-    pub fn max_payload(&self) -> u32 {
-        self.chan_out(self.targets[0])
-            .map_or(0, |c| c.max_payload())
+    pub fn max_payload(&mut self) -> u32 {
+        let t = self.targets[0];
+        self.chan_out(t).map_or(0, |c| c.max_payload())
     }
 
     /// Pumps until a frame with `op` (or, unless `op` is `RST`, an `RST`) arrives from `t`

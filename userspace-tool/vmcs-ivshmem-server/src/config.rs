@@ -32,7 +32,7 @@ pub struct Config {
 
     /// Shared memory size in bytes; suffixes K, M, G (powers of 1024).
     /// Must be a power of two (it becomes a PCI BAR) and at least 4K.
-    #[arg(short = 'l', long, value_name = "BYTES", default_value = "4M",
+    #[arg(short = 'l', long, value_name = "BYTES", default_value = "64M",
           value_parser = parse_size)]
     pub size: u64,
 
@@ -138,7 +138,7 @@ mod tests {
             Config {
                 socket: "/tmp/s".into(),
                 shm: None,
-                size: 4 << 20,
+                size: 64 << 20,
                 vectors: 1,
                 max_peers: 16,
                 pidfile: None,

@@ -18,6 +18,8 @@
 //! vmcs-test rejoin CID PORT GOFILE  echo 100 messages, wait for GOFILE, close
 //! vmcs-test domains N      VMCS_IOC_OPEN_DOMAIN: domains 0..N-1 exist with their own
 //!                           peer tables, domain N is ENODEV, bad flags EINVAL
+//! vmcs-test region CMD      the first ivshmem region's header through sysfs resource2
+//!                           (vmcs unbound): old-header, fresh, version, slot0 (region.rs)
 //! vmcs-test soak CID PORT STOP  pipelined, pattern-checked echo exchange with `serve` until
 //!                           the file STOP exists (or STOP is a number: that many messages)
 //! ```
@@ -36,6 +38,7 @@ mod cross;
 mod domains;
 mod errors;
 mod messages;
+mod region;
 mod soak;
 
 use std::process::ExitCode;
@@ -205,6 +208,10 @@ fn main() -> ExitCode {
         ) {
             (Some(c), Some(p), Some(go)) => rejoin(cid_arg(c), p, go),
             _ => Err("usage: rejoin CID|auto PORT GOFILE".into()),
+        },
+        "region" => match args.get(2) {
+            Some(c) => region::region(c),
+            None => Err("usage: region old-header|fresh|version|slot0".into()),
         },
         "domains" => match args.get(2).and_then(|s| s.parse().ok()) {
             Some(n) => domains(n),

@@ -67,12 +67,12 @@ fn bulk_connect(p: &mut Peer, t: u32, src: u32, port: u32) -> Result<(), String>
 /// `t` (the producer refuses to send it); the producer is stale afterwards (re-open it).
 fn bulk_bad_len(p: &mut Peer, t: u32, src: u32, port: u32) -> bool {
     let me = p.me.id;
-    let rs = p.g.ring_size as u32;
     let pi = p.ctrl_off(me, t, ctrl::PROD_IDX);
     let ci = p.ctrl_off(me, t, ctrl::CONS_IDX);
-    let Some(data) = p.g.ring_off(me, t) else {
+    let Some(ch) = p.chan_out(t) else {
         return false;
     };
+    let (data, rs) = (ch.data_off(), ch.size());
     let cur = p.shm.load_u32_relaxed(pi);
     if cur.wrapping_sub(p.shm.load_u32_acquire(ci)) > rs - 64 {
         return false;

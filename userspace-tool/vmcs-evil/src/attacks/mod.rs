@@ -3,6 +3,7 @@
 
 pub mod bulk;
 pub mod death;
+pub mod geometry;
 pub mod protocol;
 pub mod ring;
 pub mod scribble;

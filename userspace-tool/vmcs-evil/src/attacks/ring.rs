@@ -13,15 +13,16 @@ use crate::peer::Peer;
 pub fn run(p: &mut Peer, ms: u64) {
     let t0 = Instant::now();
     let mut k = 0u32;
-    let rs = p.g.ring_size as u32;
     while t0.elapsed() < Duration::from_millis(ms) {
         for i in 0..p.targets.len() {
             let t = p.targets[i];
             let me = p.me.id;
+            let Some(ch) = p.chan_out(t) else { continue };
+            let rs = ch.size();
             let pi = p.ctrl_off(me, t, ctrl::PROD_IDX);
             let pe = p.ctrl_off(me, t, ctrl::PROD_EPOCH);
             let cur = p.shm.load_u32_relaxed(pi) & !31;
-            let data = p.g.ring_off(me, t).unwrap_or(0);
+            let data = ch.data_off();
             let at = data + (cur & (rs - 1)) as usize;
             let kind = k % 10;
             match kind {

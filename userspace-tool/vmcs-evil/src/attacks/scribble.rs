@@ -11,13 +11,13 @@ use crate::peer::Peer;
 /// Phase d: random bytes into everything we own, continuously.
 pub fn run(p: &mut Peer, ms: u64) {
     let t0 = Instant::now();
-    let rs = p.g.ring_size;
     let mut junk = vec![0u8; 512];
     while t0.elapsed() < Duration::from_millis(ms) {
         for i in 0..p.targets.len() {
             let t = p.targets[i];
             let me = p.me.id;
-            let data = p.g.ring_off(me, t).unwrap_or(0);
+            let Some(ch) = p.chan_out(t) else { continue };
+            let (data, rs) = (ch.data_off(), ch.size() as usize);
             let n = 1 + p.rng.below(junk.len() as u64) as usize;
             let at = p.rng.below((rs - n) as u64) as usize;
             p.rng.fill(&mut junk[..n]);
@@ -26,6 +26,8 @@ pub fn run(p: &mut Peer, ms: u64) {
                 p.ctrl_off(me, t, ctrl::PROD_IDX),
                 p.ctrl_off(me, t, ctrl::PROD_EPOCH),
                 p.ctrl_off(me, t, ctrl::PROD_WANTS_SPACE),
+                p.ctrl_off(me, t, ctrl::RING_OFF),
+                p.ctrl_off(me, t, ctrl::RING_SIZE),
                 p.ctrl_off(t, me, ctrl::CONS_IDX),
                 p.ctrl_off(t, me, ctrl::CONS_ACK),
                 p.ctrl_off(t, me, ctrl::CONS_NEED_WAKEUP),
