@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The QEMU scenarios on the sanitizer kernel (qemu-test/kernel-sanitize.config: KASAN,
+# KFENCE, kmemleak, UBSAN, lockdep, DEBUG_LIST, debug objects, Rust debug assertions).
+#
+#   ci/sanitize.sh            every scenario of `make test` but demo and distro (`make sanitize`;
+#                             `make stress` runs it too)
+#   ci/sanitize.sh --quick    the subset `make test` runs (SANITIZE_QUICK below)
+#   ci/sanitize.sh NAME...    only these entries of the table below (e.g. "sockets doorbell 2")
+#
+# Each scenario runs with `qemu-test/run.sh --kernel sanitize`: after the scenario every guest
+# unloads vmcs and kmemleak scans twice (qemu-test/init); a guest that could not unload, a
+# kmemleak report, or any KASAN/KFENCE/UBSAN/lockdep/WARNING/BUG line in a serial log fails
+# it. Prints TAP lines (`ok - ...`, `not ok - ...`) and `# ...` timings; exits non-zero on any
+# failure. The first run builds the sanitizer kernel (cached, ~N min: docs/testing.md).
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$VMCS_TOP"
+vmcs_toolchain_env
+
+# Every entry: "NAME" as in `make test`'s step names. Timeouts are about twice make test's:
+# the sanitizer kernel's guests run 2-3x slower under TCG.
+SANITIZE_ALL=("basic plain 2" "basic doorbell 2" "transport plain 2" "transport doorbell 3"
+	"transport-crash doorbell 2" "hostile plain 2" "crash plain 2" "crash doorbell 2"
+	"messaging plain 2" "messaging doorbell 3" "sockets plain 2" "sockets doorbell 2"
+	"cli doorbell 2")
+SANITIZE_QUICK=("basic doorbell 2" "sockets doorbell 2" "hostile plain 2")
+
+# run_entry "SCENARIO VARIANT GUESTS": run.sh on the sanitizer kernel with that entry's options.
+run_entry() {
+	local scenario variant guests extra=()
+	read -r scenario variant guests <<<"$1"
+	case "$scenario" in
+	basic | transport | transport-crash | messaging | sockets) extra=(--timeout 420) ;;
+	crash) extra=(--timeout 600 --crash-guest 1 --crash-on CRASH-POINT --restart) ;;
+	cli) extra=(--timeout 900) ;;
+	hostile)
+		local evil
+		evil=$(qemu-test/build-host-tools.sh vmcs-evil) || return 1
+		# shellcheck disable=SC2016 # $VMCS_SHM is for the hook's shell
+		extra=(--devices 2 --timeout 480 --host-hook "$evil --shm \$VMCS_SHM --port 7000" --hook-on EVIL-GO)
+		;;
+	*) echo "not ok - sanitize: unknown entry '$1'"; return 1 ;;
+	esac
+	qemu-test/run.sh --kernel sanitize --scenario "$scenario" --variant "$variant" --guests "$guests" "${extra[@]}"
+}
+
+entries=()
+case "${1:-}" in
+"") entries=("${SANITIZE_ALL[@]}") ;;
+--quick) entries=("${SANITIZE_QUICK[@]}") ;;
+*) entries=("$@") ;;
+esac
+
+t0=$(date +%s)
+if ! env_out=$(qemu-test/prepare.sh --sanitize); then
+	echo "not ok - sanitize: sanitizer kernel, vmcs.ko and initramfs build (qemu-test/prepare.sh --sanitize)"
+	exit 1
+fi
+eval "$env_out"
+echo "ok - sanitize: sanitizer kernel, vmcs.ko and initramfs build ($(($(date +%s) - t0)) s)"
+fail=0
+for e in "${entries[@]}"; do
+	s=$(date +%s)
+	if run_entry "$e"; then rc=0; else rc=1; fail=1; fi
+	echo "# sanitize: $e: $(($(date +%s) - s)) s, exit $rc"
+done
+echo "# sanitize: ${#entries[@]} scenario(s) in $(($(date +%s) - t0)) s"
+[ "$fail" = 0 ]
