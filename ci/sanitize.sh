@@ -7,14 +7,16 @@
 #   ci/sanitize.sh --quick    the subset `make test` runs (SANITIZE_QUICK below)
 #   ci/sanitize.sh NAME...    only these entries of the table below (e.g. "sockets doorbell 2")
 #
-# Each scenario runs with `qemu-test/run.sh --kernel sanitize`: after the scenario every guest
+# First, a self-test of the harness: real kmemleak, KASAN and UBSAN reports, planted by a
+# test module (not vmcs), must each fail a run. Then each scenario runs with
+# `qemu-test/run.sh --kernel sanitize`: after the scenario every guest
 # unloads vmcs and kmemleak scans twice (qemu-test/init); a guest that could not unload, a
 # kmemleak report, or any KASAN/KFENCE/UBSAN/lockdep/WARNING/BUG line in a serial log fails
 # it. Prints TAP lines (`ok - ...`, `not ok - ...`) and `# ...` timings; exits non-zero on any
 # failure. The first run builds the sanitizer kernel (cached, ~N min: docs/testing.md).
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
-cd "$VMCS_TOP"
+cd "$VMCS_TOP" || exit 1
 vmcs_toolchain_env
 
 # Every entry: "NAME" as in `make test`'s step names. Timeouts are about twice make test's:
@@ -44,6 +46,29 @@ run_entry() {
 	qemu-test/run.sh --kernel sanitize --scenario "$scenario" --variant "$variant" --guests "$guests" "${extra[@]}"
 }
 
+# The harness's own check: on one guest, the self-test module plants a leak, a KASAN and a
+# UBSAN report (qemu-test/scenarios/sanitize-selftest.sh); run.sh must fail on each.
+selftest() {
+	local out log=$VMCS_TOP/build/sanitize-selftest.log rc=0
+	out=$(qemu-test/run.sh --kernel sanitize --scenario sanitize-selftest --variant plain --guests 1 2>&1) || rc=$?
+	printf '%s\n' "$out" >"$log"
+	expect() { # expect DESCRIPTION ERE: one point, ERE found in run.sh's report
+		if grep -qE -- "$2" <<<"$out"; then echo "ok - sanitize self-test: $1"; else
+			echo "not ok - sanitize self-test: $1 (see $log)"; return 1; fi
+	}
+	local bad=0
+	expect "the self-test module loaded and unloaded" '^ok - .*rmmod the self-test module' || bad=1
+	expect "a planted leak fails the kmemleak point" \
+		'^not ok - .*kmemleak scan after rmmod: no unreferenced object \([1-9][0-9]* reported\)' || bad=1
+	expect "the planted leak is in the serial log" '^# [0-9]+:unreferenced object 0x' || bad=1
+	expect "a planted KASAN report fails the serial-log point" '^# [0-9]+:.*BUG: KASAN: slab-out-of-bounds' || bad=1
+	expect "a planted UBSAN report fails the serial-log point" '^# [0-9]+:.*UBSAN: shift-out-of-bounds' || bad=1
+	expect "the serial-log point failed" '^not ok - .*guest0: serial log clean' || bad=1
+	if [ "$rc" != 0 ]; then echo "ok - sanitize self-test: run.sh exits non-zero"; else
+		echo "not ok - sanitize self-test: run.sh exits non-zero (it exited 0)"; bad=1; fi
+	[ "$bad" = 0 ]
+}
+
 entries=()
 case "${1:-}" in
 "") entries=("${SANITIZE_ALL[@]}") ;;
@@ -59,6 +84,9 @@ fi
 eval "$env_out"
 echo "ok - sanitize: sanitizer kernel, vmcs.ko and initramfs build ($(($(date +%s) - t0)) s)"
 fail=0
+s=$(date +%s)
+selftest || fail=1
+echo "# sanitize: self-test: $(($(date +%s) - s)) s"
 for e in "${entries[@]}"; do
 	s=$(date +%s)
 	if run_entry "$e"; then rc=0; else rc=1; fail=1; fi
