@@ -39,7 +39,8 @@ if [ -n "${MODULE_OUT:-}" ]; then
 	# A mirror of the sources (Kbuild, module/, the protocol files of rust/src): sources gone
 	# from the tree go from the copy too (a moved file would otherwise be found twice);
 	# unchanged files keep their times, so kbuild rebuilds only what changed.
-	sources() { find Kbuild module rust/src -type f \( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' \) 2>/dev/null | sort; }
+	# (A fresh mirror has none of these folders yet: find fails there, and that is no error.)
+	sources() { { find Kbuild module rust/src -type f \( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' \) 2>/dev/null || true; } | sort; }
 	(cd "$VMCS_TOP" && sources) >"$MODULE_OUT/.sources"
 	(cd "$MODULE_OUT" && sources | comm -23 - .sources | xargs -r rm -f)
 	(cd "$VMCS_TOP" && xargs -a "$MODULE_OUT/.sources" cp -p --parents -u -t "$MODULE_OUT/")
