@@ -14,6 +14,8 @@
 #   make bench      benchmarks: every path (vmcs, TCP, vsock, memcpy) between the same guests
 #                   on the production-configured bench kernel, with plots (~12 min;
 #                   BENCH_QUICK=1 1-2 min); results in build/bench/<stamp>/
+#   make sanitize   every test scenario on the sanitizer kernel (KASAN, KFENCE, kmemleak,
+#                   UBSAN, lockdep; ci/sanitize.sh; `make test` runs a subset)
 #   make bench-proto  the host protocol bench only
 #   make install    install vmcs.ko, the udev rule, the vmcs CLI and the header
 #                   (DESTDIR, PREFIX=/usr/local, KDIR as for make)
@@ -23,7 +25,7 @@
 SHELL := /bin/bash
 FUZZ_SECONDS ?= 600
 
-.PHONY: all module setup kernel test stress demo bench bench-proto fuzz clippy-module fmt clean install
+.PHONY: all module setup kernel test stress sanitize demo bench bench-proto fuzz clippy-module fmt clean install
 
 all: module
 
@@ -45,6 +47,9 @@ test:
 
 stress:
 	@ci/stress.sh
+
+sanitize: setup
+	@ci/sanitize.sh
 
 install:
 	@KDIR="$(KDIR)" VMCS_DEBIAN_KERNEL="$(DEBIAN_KERNEL)" PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" ci/install.sh

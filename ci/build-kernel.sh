@@ -5,6 +5,10 @@
 #   build-kernel.sh           the test kernel: qemu-test/kernel.config (debug checks on)
 #   build-kernel.sh --bench   the bench kernel: kernel.config with qemu-test/kernel-bench.config
 #                             on top (production configuration), cached under its own key
+#   build-kernel.sh --sanitize  the sanitizer kernel: kernel.config with
+#                             qemu-test/kernel-sanitize.config on top (KASAN, KFENCE, kmemleak,
+#                             UBSAN, ...), built with clang-$VMCS_SANITIZE_LLVM (KASAN with Rust
+#                             needs clang), cached under its own key
 #
 # Prints the build directory (usable as KDIR=) on stdout; bzImage is in
 # $dir/arch/x86/boot/bzImage.
@@ -16,24 +20,39 @@ flavour="test"
 case "${1:-}" in
 "") ;;
 --bench) flavour=bench ;;
-*) die "usage: $0 [--bench]" ;;
+--sanitize) flavour=sanitize ;;
+*) die "usage: $0 [--bench|--sanitize]" ;;
 esac
 
 src=$("$VMCS_TOP/ci/fetch-kernel.sh")
 version=$(awk '{print $2}' "$src/.vmcs-complete")
 frag="$VMCS_TOP/qemu-test/kernel.config"
 rustv=$(rustc --version | awk '{print $2}')
+# The C compiler: gcc (LLVM= empty) for the test and bench kernels, clang for the sanitizer
+# kernel. It is recorded in the tree (.vmcs-make-args), so that ci/build-module.sh builds
+# modules with the same one.
+llvm=""
 if [ "$flavour" = test ]; then
 	key="$version-$(cat "$frag" | sha256sum | cut -c1-12)-$rustv"
 else
-	# The bench fragment: kernel.config without the options kernel-bench.config names, then
-	# kernel-bench.config. Its text is the key.
-	over="$VMCS_TOP/qemu-test/kernel-bench.config"
+	# The composed fragment: kernel.config without the options the flavour's fragment names,
+	# then that fragment. Its text (and, for clang, the compiler's version) is the key.
+	over="$VMCS_TOP/qemu-test/kernel-$flavour.config"
 	opt_of='{ o = ""; if ($0 ~ /^CONFIG_[A-Za-z0-9_]*=/) { o = $0; sub(/=.*/, "", o) }
 		else if ($0 ~ /^# CONFIG_[A-Za-z0-9_]* is not set/) o = $2 }'
 	composed=$(awk "$opt_of"' FNR == NR { if (o != "") named[o] = 1; next }
 		o == "" || !(o in named)' "$over" "$frag"; grep -E '^(CONFIG_|# CONFIG_)' "$over")
-	key="$version-bench-$(printf '%s\n' "$composed" | sha256sum | cut -c1-12)-$rustv"
+	keytext=$composed
+	if [ "$flavour" = sanitize ]; then
+		llvm=-$VMCS_SANITIZE_LLVM
+		command -v "clang$llvm" >/dev/null && command -v "ld.lld$llvm" >/dev/null ||
+			die "the sanitizer kernel needs clang$llvm, lld$llvm and llvm$llvm (ci/setup-deps.sh installs them)"
+		# bindgen must parse the kernel's clang flags: use that clang's own libclang.
+		LIBCLANG_PATH=$("llvm-config$llvm" --libdir)
+		export LIBCLANG_PATH
+		keytext+=$'\n'$("clang$llvm" --version | head -n1)
+	fi
+	key="$version-$flavour-$(printf '%s\n' "$keytext" | sha256sum | cut -c1-12)-$rustv"
 fi
 out="$VMCS_CACHE/kbuild/$key"
 
@@ -59,11 +78,12 @@ if built; then
 fi
 log "building $flavour guest kernel $version (key $key) in $out; this takes a few minutes"
 start=$(date +%s)
-if [ "$flavour" = bench ]; then
+if [ "$flavour" != test ]; then
 	frag="$out/.vmcs-fragment.config"
 	printf '%s\n' "$composed" >"$frag"
 fi
-mk=(make -C "$src" O="$out" LLVM= -j"$(nproc)")
+echo "LLVM=$llvm" >"$out/.vmcs-make-args"
+mk=(make -C "$src" O="$out" LLVM="$llvm" -j"$(nproc)")
 "${mk[@]}" -s tinyconfig >&2
 cp "$out/.config" "$out/.config.tiny"
 "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config.tiny" "$frag" >"$out/.merge.log" 2>&1

@@ -28,7 +28,12 @@ have=$(${RUSTC:-rustc} --version 2>/dev/null || true)
 [ -z "$want" ] || [ "$want" = "$have" ] ||
 	die "rustc mismatch: KDIR=$kdir was built with '$want', this rustc is '${have:-missing}'. Install that exact rustc and rust-src (e.g. rustup toolchain install <version> --component rust-src, then RUSTC=<its rustc>), or, for Debian's stock kernel, use make KDIR=debian"
 
-# A kernel built with gcc (LLVM unset) needs the module built the same way.
+# The module is built with the kernel's own C compiler: gcc for the test and bench kernels,
+# clang for the sanitizer kernel (LLVM=-N, recorded by ci/build-kernel.sh in .vmcs-make-args).
+kargs=()
+if [ -f "$kdir/.vmcs-make-args" ]; then
+	read -r -a kargs <"$kdir/.vmcs-make-args"
+fi
 if [ -n "${MODULE_OUT:-}" ]; then
 	mkdir -p "$MODULE_OUT"
 	# A mirror of the sources (Kbuild, module/, the protocol files of rust/src): sources gone
@@ -40,9 +45,9 @@ if [ -n "${MODULE_OUT:-}" ]; then
 	(cd "$VMCS_TOP" && sources) >"$MODULE_OUT/.sources"
 	(cd "$MODULE_OUT" && sources | comm -23 - .sources | xargs -r rm -f)
 	(cd "$VMCS_TOP" && xargs -a "$MODULE_OUT/.sources" cp -p --parents -u -t "$MODULE_OUT/")
-	make -C "$kdir" M="$MODULE_OUT" "$@" modules >&2
+	make -C "$kdir" M="$MODULE_OUT" "${kargs[@]}" "$@" modules >&2
 	echo "$MODULE_OUT/vmcs.ko"
 else
-	make -C "$kdir" M="$VMCS_TOP" "$@" modules >&2
+	make -C "$kdir" M="$VMCS_TOP" "${kargs[@]}" "$@" modules >&2
 	echo "$VMCS_TOP/vmcs.ko"
 fi

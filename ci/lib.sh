@@ -18,11 +18,30 @@ VMCS_KVERSION_PINNED=${VMCS_KVERSION_PINNED:-7.2.13-1}
 VMCS_BINDGEN_VERSION=0.72.1
 # cargo-fuzz, for the protocol fuzzer (run on stable with RUSTC_BOOTSTRAP=1).
 VMCS_CARGO_FUZZ_VERSION=0.13.2
+# The LLVM major version that builds the sanitizer kernel (Debian bookworm's clang-22, lld-22,
+# llvm-22): the LLVM of the pinned rustc (1.95: LLVM 22), since KASAN with Rust needs clang.
+VMCS_SANITIZE_LLVM=22
 # PyPI libclang wheel that ships libclang.so (>= 17 is needed; Debian 12 has 14).
 VMCS_LIBCLANG_VERSION=18.1.1
 
 log() { printf '[vmcs] %s\n' "$*" >&2; }
 die() { printf '[vmcs] error: %s\n' "$*" >&2; exit 1; }
+
+# vmcs_log_scan FILE: print (numbered, at most 20) the lines of a guest's serial log that
+# report a kernel problem, and exit 0 when there is any: warnings (lockdep, DEBUG_ATOMIC_SLEEP
+# and refcount_t reports are WARNINGs), BUG()s, oopses, list corruption (DEBUG_LIST), debug
+# objects, Rust panics ("panicked at", then "kernel BUG at"), panics, stalls and hung tasks,
+# and the sanitizer kernel's reports: KASAN ("BUG: KASAN: ..."), KFENCE ("BUG: KFENCE: ..."),
+# UBSAN ("UBSAN: ..."), kmemleak ("unreferenced object 0x...", or kmemleak turning itself
+# off). The boot lines of those tools ("kasan: KernelAddressSanitizer initialized",
+# "kmemleak: Kernel memory leak detector initialized", "kfence: initialized") do not match.
+# Tested by ci/scan-test.sh.
+vmcs_log_scan() {
+	local found
+	found=$(tr -d '\r' <"$1" | grep -nE 'WARNING:|BUG:|BUG at|Oops|Call Trace|KASAN|UBSAN|KFENCE|ODEBUG:|list_(add|del) corruption|panicked at|Kernel panic|general protection fault|rcu_.*stall|hung_task|blocked for more than|unreferenced object|kmemleak: .*(disabled|[Ee]rror|Cannot|empty)' | head -n 20 || true)
+	[ -n "$found" ] || return 1
+	printf '%s\n' "$found"
+}
 
 # Run a command as root: directly when we are root, else through sudo.
 as_root() {

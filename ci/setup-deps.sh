@@ -3,7 +3,8 @@
 # checks each piece and repeats nothing that is already done.
 #
 #   Debian packages      C kernel build deps, busybox-static, QEMU, cpio, dkms, debootstrap
-#                        (the chroot of ci/debian-kernel.sh)
+#                        (the chroot of ci/debian-kernel.sh), clang/lld/llvm of
+#                        $VMCS_SANITIZE_LLVM (the sanitizer kernel: KASAN with Rust needs clang)
 #   rustup components    rust-src (kernel Rust build), x86_64 musl target (static guest binaries)
 #   bindgen-cli          pinned version, installed into $VMCS_CACHE/bin
 #   cargo-fuzz           pinned version, installed into $VMCS_CACHE/bin
@@ -14,7 +15,8 @@ set -euo pipefail
 mkdir -p "$VMCS_CACHE/bin"
 
 debs=(build-essential flex bison bc libelf-dev libssl-dev cpio kmod xz-utils
-	busybox-static qemu-system-x86 python3-venv python3-pip socat dkms debootstrap)
+	busybox-static qemu-system-x86 python3-venv python3-pip socat dkms debootstrap
+	"clang-$VMCS_SANITIZE_LLVM" "lld-$VMCS_SANITIZE_LLVM" "llvm-$VMCS_SANITIZE_LLVM")
 missing=()
 for p in "${debs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -104,6 +104,7 @@ step "fuzz smoke run, region and concurrent targets (rust/fuzz, 2 x 15 s)" rust/
 
 # The module: rustfmt with the kernel's settings, and a clippy build with no warnings.
 ksrc=$(readlink -f "$VMCS_KDIR/source")
+tap_step "serial-log scan against planted reports (ci/scan-test.sh)" ci/scan-test.sh
 step "module import graph: no cycle, no forbidden arrow (ci/import-graph.py)" python3 ci/import-graph.py
 step "rustfmt --check module/" rustfmt --check --edition 2021 --config-path "$ksrc/.rustfmt.toml" module/vmcs_drv.rs
 clippy_module() {
@@ -171,6 +172,10 @@ tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant pl
 tap_step "qemu sockets doorbell 2" qemu-test/run.sh --scenario sockets --variant doorbell --guests 2
 tap_step "qemu demo doorbell 2 (fine clock)" qemu-test/run.sh --scenario demo --variant doorbell --guests 2 --clock fine
 tap_step "qemu cli doorbell 2" qemu-test/run.sh --scenario cli --variant doorbell --guests 2 --timeout 400
+# The sanitizer kernel (KASAN, KFENCE, kmemleak, UBSAN, ...): a short subset of the scenarios
+# above; after each, every guest unloads vmcs and kmemleak must find nothing. The full set is
+# `make sanitize` (ci/sanitize.sh, also run by `make stress`).
+tap_step "sanitizer kernel: scenario subset (ci/sanitize.sh --quick)" ci/sanitize.sh --quick
 # Debian's stock Rust-enabled kernel: make KDIR=debian (cached chroot), two guests on Debian's
 # vmlinuz with that vmcs.ko (the distro scenario), DKMS against the packaged headers.
 tap_step "distro kernel (Debian)" ci/distro-test.sh

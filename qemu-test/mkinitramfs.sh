@@ -3,12 +3,15 @@
 # guest programs, the init and the scenarios. Uses the kernel's own gen_init_cpio, so no
 # root is needed for device nodes.
 #
-#   mkinitramfs.sh KDIR MODULE OUT
+#   mkinitramfs.sh KDIR MODULE OUT [EXTRA.ko...]
+#
+# EXTRA modules go to /lib/modules/ beside vmcs.ko (the sanitizer kernel's self-test module).
 set -euo pipefail
 . "$(dirname "$0")/../ci/lib.sh"
 kdir=$1
 module=$2
 out=$3
+shift 3
 
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || busybox=/bin/busybox
@@ -56,6 +59,9 @@ trap 'rm -f "$list"' EXIT
 	echo "slink /bin/sh busybox 777 0 0"
 	echo "file /init $VMCS_TOP/qemu-test/init 755 0 0"
 	echo "file /lib/modules/vmcs.ko $module 644 0 0"
+	for m in "$@"; do
+		echo "file /lib/modules/$(basename "$m") $m 644 0 0"
+	done
 	for s in "$VMCS_TOP"/qemu-test/scenarios/*.sh; do
 		echo "file /scenarios/$(basename "$s") $s 644 0 0"
 	done

@@ -5,7 +5,7 @@
 #   run.sh [--guests N] [--variant plain|doorbell] [--scenario NAME] [--timeout SECS]
 #          [--shm-size SIZE] [--results DIR] [--demo]
 #          [--crash-guest G --crash-on MARKER [--restart]]
-#          [--host-hook CMD --hook-on MARKER] [--devices N] [--kernel test|debian]
+#          [--host-hook CMD --hook-on MARKER] [--devices N] [--kernel test|sanitize|debian]
 #          [--vsock] [--append WORDS] [--clock coarse|fine]
 #          [--control] [--chaos KILLS [--chaos-seed S] [--reload-guest G]]
 #
@@ -63,10 +63,14 @@
 #
 # The guests' kernel and initramfs come from $VMCS_KERNEL and $VMCS_INITRD, or are built.
 # --kernel debian boots Debian's stock Rust-enabled vmlinuz instead, with the vmcs.ko built
-# for it (qemu-test/prepare-debian.sh; the distro scenario).
+# for it (qemu-test/prepare-debian.sh; the distro scenario). --kernel sanitize boots the
+# sanitizer kernel (qemu-test/prepare.sh --sanitize: KASAN, KFENCE, kmemleak, UBSAN), and
+# every guest that finishes gets two more points: its init unloaded vmcs after the scenario,
+# and kmemleak then found no unreferenced object.
 # Each guest's serial log (console) and TAP stream are kept in the results folder. Exit
 # status 0 means every guest finished, every test point passed and every serial log is
-# clean of WARNING/BUG/Oops/Call Trace/KASAN/UBSAN reports.
+# clean of WARNING/BUG/Oops/Call Trace/KASAN/KFENCE/UBSAN/kmemleak reports (vmcs_log_scan,
+# ci/lib.sh).
 set -euo pipefail
 . "$(dirname "$0")/../ci/lib.sh"
 
@@ -134,14 +138,21 @@ fi
 case "$kernel" in
 test) ;;
 debian) eval "$("$VMCS_TOP/qemu-test/prepare-debian.sh")" ;;
-*) die "--kernel must be test or debian" ;;
+sanitize)
+	# The sanitizer kernel, unless the caller has prepared it already (ci/sanitize.sh).
+	grep -q '^CONFIG_KASAN=y' "${VMCS_KDIR:-/nonexistent}/.config" 2>/dev/null ||
+		eval "$("$VMCS_TOP/qemu-test/prepare.sh" --sanitize)"
+	;;
+*) die "--kernel must be test, sanitize or debian" ;;
 esac
 if [ -z "${VMCS_KERNEL:-}" ] || [ -z "${VMCS_INITRD:-}" ]; then
 	eval "$("$VMCS_TOP/qemu-test/prepare.sh")"
 fi
 
 stamp=$(date +%Y%m%d-%H%M%S)
-results=${results:-$VMCS_TOP/qemu-test/results/$stamp-$scenario-$variant-$guests}
+tag=""
+[ "$kernel" = test ] || tag=-$kernel
+results=${results:-$VMCS_TOP/qemu-test/results/$stamp-$scenario-$variant-$guests$tag}
 mkdir -p "$results"
 run_id="vmcs-$$-$RANDOM"
 pids=()
@@ -464,7 +475,28 @@ for u in "${units[@]}"; do
 	else
 		emit "not ok" "$stem: scenario finished (timed out: $timed_out; see $con)"
 	fi
-	bad=$(tr -d '\r' <"$con" | grep -nE 'WARNING:|BUG:|Oops|Call Trace|KASAN|UBSAN|Kernel panic|general protection fault|rcu_.*stall|hung_task|blocked for more than' | head -n 20 || true)
+	# The sanitizer kernel: after the scenario the guest's init unloaded vmcs and had kmemleak
+	# scan (qemu-test/init); both must have happened and found nothing.
+	if [ "$kernel" = sanitize ] && [ "$must_finish" = 1 ]; then
+		skipped=$(tr -d '\r' <"$tap" | sed -n 's/^VMCS-SANITIZE skipped: //p')
+		leaks=$(tr -d '\r' <"$tap" | sed -n 's/^VMCS-SANITIZE kmemleak \([0-9]*\)$/\1/p')
+		if [ -n "$skipped" ]; then
+			emit ok "$stem: no rmmod and no kmemleak scan after the scenario, on purpose ($skipped)"
+		else
+			if grep -qx 'VMCS-SANITIZE rmmod ok' <(tr -d '\r' <"$tap"); then
+				emit ok "$stem: vmcs unloaded after the scenario"
+			else
+				emit "not ok" "$stem: vmcs unloaded after the scenario"
+				tr -d '\r' <"$tap" | grep '^VMCS-SANITIZE rmmod' | sed 's/^/# /' || true
+			fi
+			if [ "$leaks" = 0 ]; then
+				emit ok "$stem: kmemleak scan after rmmod: no unreferenced object"
+			else
+				emit "not ok" "$stem: kmemleak scan after rmmod: no unreferenced object (${leaks:-no scan} reported)"
+			fi
+		fi
+	fi
+	bad=$(vmcs_log_scan "$con" || true)
 	if [ -z "$bad" ]; then
 		emit ok "$stem: serial log clean"
 	else
