@@ -49,7 +49,7 @@ use crate::{
         frame::MAX_PAYLOAD,
         layout::Geometry,
         peer::{self, Membership, PeerState},
-        ring::{Consumer, Producer, RingAlloc, Site},
+        ring::{Channel, Consumer, Producer, RingAlloc, Site},
     },
 };
 use kernel::{
@@ -388,17 +388,23 @@ impl Link {
     /// its transmit area, at most `MAX_RING_SIZE`; later peers may get smaller ones (debugfs
     /// `rings` lists each).
     pub(crate) fn ring_size(&self) -> u32 {
-        RingAlloc::new(&self.geo, self.local_id)
-            .and_then(|mut a| a.alloc(&self.geo, (self.local_id + 1) % self.geo.max_peers))
-            .map_or(0, |c| c.size())
+        self.first_ring().map_or(0, |c| c.size())
+    }
+
+    /// The ring this guest would open first (to a peer when no other has one); no
+    /// arithmetic that can panic (objtool sees a panic call as a fall-through).
+    fn first_ring(&self) -> Option<Channel> {
+        let to = self
+            .local_id
+            .wrapping_add(1)
+            .checked_rem(self.geo.max_peers)?;
+        RingAlloc::new(&self.geo, self.local_id).and_then(|mut a| a.alloc(&self.geo, to))
     }
 
     /// Largest payload of one frame to any peer: that of the first ring this guest opens
     /// (later peers may get smaller rings; [`Link::max_payload`] has each one's limit).
     pub(crate) fn frame_limit(&self) -> u32 {
-        RingAlloc::new(&self.geo, self.local_id)
-            .and_then(|mut a| a.alloc(&self.geo, (self.local_id + 1) % self.geo.max_peers))
-            .map_or(0, |c| c.max_payload())
+        self.first_ring().map_or(0, |c| c.max_payload())
     }
 
     /// The region identity (0 if its initializer published none).
