@@ -162,7 +162,11 @@ fn client(cid: u32, port: u32, text: &str) -> Result<(), (u8, String)> {
     if let Err(e) = cvt(r) {
         return Err(match e.raw_os_error() {
             Some(libc::EHOSTUNREACH) => (4, format!("peer {cid} is absent")),
-            Some(libc::ECONNREFUSED) => (4, format!("nothing listens on {cid}:{port}")),
+            // AF_VMCS says ECONNRESET when nothing listens, as AF_VSOCK does
+            // (docs/sockets.md); ECONNREFUSED is /dev/vmcs's and TCP's.
+            Some(libc::ECONNRESET | libc::ECONNREFUSED) => {
+                (4, format!("nothing listens on {cid}:{port}"))
+            }
             _ => (1, format!("connect: {e}")),
         });
     }

@@ -128,14 +128,14 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 251) as u8).collect()
 }
 
-/// The silent server's listener (inherited by its connections) sets vsock's default
-/// receive buffer, 256 KiB, explicitly: AF_VMCS's default is 4 MiB (docs/sockets.md
-/// "Differences"), and the credit case compares what a sender queues against the same
-/// credit on both families.
+/// The silent server's listener (inherited by its connections) asks for vsock's default
+/// receive buffer, 256 KiB, with `SO_RCVBUF` (which vsock ignores, and which sets
+/// AF_VMCS's receive buffer, default 4 MiB: docs/sockets.md "Differences"), so that the
+/// credit case compares what a sender queues against the same credit on both families.
 fn vsock_buffer(l: &S, kind: Serve) {
     if kind == Serve::Silent {
-        let size: u64 = 256 << 10;
-        l.setopt(SOL_AF_VSOCK, 0, &size);
+        let size: c_int = 256 << 10;
+        l.setopt(libc::SOL_SOCKET, libc::SO_RCVBUF, &size);
     }
 }
 
