@@ -84,6 +84,8 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check "the restarted guest 2 answers (IPv4 ping)" ping_until 10.77.0.3 60
 	check "... with the same MAC ($mac2 then $(lladdr 10.77.0.3))" \
 		sh -c "[ -n '$mac2' ] && [ '$mac2' = '$(lladdr 10.77.0.3)' ]"
+	# The restarted guest 2 stays up until we have pinged it (it waits for this poke).
+	vmcs-nettest poke 10.77.0.3 7010
 	check_done "the floods from guest 1 were checked (through the kill, the MTU change, down/up; then its rmmod)" $sink 300
 	sed 's/^/# /' /tmp/sink.log >&3
 	check "the sink got the first flood in full, checked" grep -q "^SINK-OK [1-9]" /tmp/sink.log
@@ -168,4 +170,7 @@ else
 	check "insmod, vmcs0 up with addresses (restarted incarnation $VMCS_INCARNATION)" net_up
 	check "MAC 02:rr:rr:rr:rr:<peer id> again" mac_ok
 	check "guest 0 answers (IPv4 ping)" ping_until 10.77.0.1 90
+	# Stay up until guest 0 has pinged us and checked our MAC (it pokes port 7010); without
+	# this we could power off before its ping (a heartbeat timeout, then no answer).
+	timeout 180 vmcs-nettest wait 7010 >/dev/null 2>&1 || diag "guest 0 never poked us"
 fi
