@@ -133,7 +133,7 @@ step "dkms add/build/install of dkms.conf against the test kernel, in temporary 
 # Cross-guest scenarios in booted guests.
 tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
 tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doorbell --guests 2
-tap_step "qemu versions plain 1" qemu-test/run.sh --scenario versions --variant plain --guests 1
+tap_step "qemu versions plain 2 (protocol-1 module vs this one)" qemu-test/run.sh --scenario versions --variant plain --guests 2
 # 4 MiB regions (64 KiB rings): the self-test frames must wrap the rings and fill them.
 tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2 \
 	--shm-size 4M

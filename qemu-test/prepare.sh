@@ -2,7 +2,9 @@
 # Build (or reuse) the guest kernel, vmcs.ko and the initramfs; print shell assignments of
 # VMCS_KDIR, VMCS_KERNEL and VMCS_INITRD for `eval`.
 #
-#   prepare.sh           the test kernel (debug checks), vmcs.ko in the tree, build/initramfs.cpio.gz
+#   prepare.sh           the test kernel (debug checks), vmcs.ko in the tree, the protocol-1
+#                        module (build-compat-module.sh) as /lib/modules/vmcs-proto1.ko,
+#                        build/initramfs.cpio.gz
 #   prepare.sh --bench   the bench kernel (ci/build-kernel.sh --bench), vmcs.ko built into
 #                        build/bench-module/, build/bench-initramfs.cpio.gz
 #   prepare.sh --sanitize  the sanitizer kernel (ci/build-kernel.sh --sanitize: KASAN, KFENCE,
@@ -18,6 +20,7 @@ case "${1:-}" in
 	kdir=$("$VMCS_TOP/ci/build-kernel.sh")
 	module=$(KDIR=$kdir "$VMCS_TOP/ci/build-module.sh")
 	initrd="$VMCS_TOP/build/initramfs.cpio.gz"
+	extra=("$("$VMCS_TOP/qemu-test/build-compat-module.sh" "$kdir")")
 	;;
 --bench)
 	kdir=$("$VMCS_TOP/ci/build-kernel.sh" --bench)

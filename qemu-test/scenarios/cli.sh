@@ -1,28 +1,13 @@
 # The `vmcs` CLI and the echo examples between two guests (issue 6): every subcommand runs
 # and its output is asserted. Guest 0 serves (listen, recv, ping --serve, the Rust echo
 # server), guest 1 is the client; the examples run both ways. The two guests meet at
-# barriers over the test-control link (busybox nc), never over vmcs itself.
+# barriers over the test-control link (`barrier` in lib.sh), never over vmcs itself.
 . /scenarios/lib.sh
 # Written for 2 guests (run.sh --guests 2); any further guest only idles.
 [ "$VMCS_GUEST" -le 1 ] || { plan 0; exit 0; }
 if [ "$VMCS_GUEST" = 0 ]; then plan 29; else plan 32; fi
 
 BIG=67108864 # vmcs send: 64 MiB
-# barrier N [FILE]: guests 0 and 1 both get here (guest 0 listens on TCP 9100+N, guest 1
-# connects); guest 1 may hand guest 0 a FILE, which guest 0 gets as /tmp/barrier.N.
-barrier() {
-	diag "barrier $1 at uptime $(cut -d' ' -f1 /proc/uptime) s"
-	if [ "$VMCS_GUEST" = 0 ]; then
-		timeout 300 nc -l -p $((9100 + $1)) </dev/null >/tmp/barrier.$1 2>&1
-	else
-		i=0
-		until nc 169.254.1.1 $((9100 + $1)) <"${2:-/dev/null}" >/dev/null 2>&1; do
-			i=$((i + 1))
-			[ $i -lt 1500 ] || return 1
-			sleep 0.2
-		done
-	fi
-}
 # wait_grep FILE PATTERN SECS: until FILE has a line matching PATTERN.
 wait_grep() {
 	i=0

@@ -18,6 +18,22 @@ check() {
 	if out=$("$@" 2>&1); then ok "$desc"; else not_ok "$desc"; fi
 	[ -z "$out" ] || echo "$out" | sed 's/^/# /' >&3
 }
+# barrier N [FILE]: guests 0 and 1 both get here, over the test-control link (busybox nc),
+# never over vmcs itself: guest 0 listens on TCP 9100+N, guest 1 connects. Guest 1 may hand
+# guest 0 a FILE, which guest 0 gets as /tmp/barrier.N.
+barrier() {
+	diag "barrier $1 at uptime $(cut -d' ' -f1 /proc/uptime) s"
+	if [ "$VMCS_GUEST" = 0 ]; then
+		timeout 300 nc -l -p $((9100 + $1)) </dev/null >/tmp/barrier.$1 2>&1
+	else
+		i=0
+		until nc 169.254.1.1 $((9100 + $1)) <"${2:-/dev/null}" >/dev/null 2>&1; do
+			i=$((i + 1))
+			[ $i -lt 1500 ] || return 1
+			sleep 0.2
+		done
+	fi
+}
 load_vmcs() {
 	insmod /lib/modules/vmcs.ko "$@"
 }

@@ -19,7 +19,7 @@
 //! vmcs-test domains N      VMCS_IOC_OPEN_DOMAIN: domains 0..N-1 exist with their own
 //!                           peer tables, domain N is ENODEV, bad flags EINVAL
 //! vmcs-test region CMD      the first ivshmem region's header through sysfs resource2
-//!                           (vmcs unbound): old-header, fresh, version, slot0 (region.rs)
+//!                           (vmcs unbound): fresh, version, slot0 (region.rs)
 //! vmcs-test soak CID PORT STOP  pipelined, pattern-checked echo exchange with `serve` until
 //!                           the file STOP exists (or STOP is a number: that many messages)
 //! ```
@@ -211,7 +211,7 @@ fn main() -> ExitCode {
         },
         "region" => match args.get(2) {
             Some(c) => region::region(c),
-            None => Err("usage: region old-header|fresh|version|slot0".into()),
+            None => Err("usage: region fresh|version|slot0".into()),
         },
         "domains" => match args.get(2).and_then(|s| s.parse().ok()) {
             Some(n) => domains(n),

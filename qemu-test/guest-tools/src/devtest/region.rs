@@ -1,8 +1,7 @@
 //! `vmcs-test region CMD`: reads and writes the header of the first ivshmem device's region
 //! (PCI BAR2, mapped through sysfs `resource2` while vmcs is not bound to it), for the
-//! `versions` scenario: a region as a peer of protocol version 1 initialises it.
+//! `versions` scenario, where the protocol-1 module and this one take turns on one region.
 //!
-//! - `old-header`: a READY version-1 header (magic, version 1, header size, init word);
 //! - `fresh`: an uninitialised region (init word 0, header cleared);
 //! - `version`: prints the header's version;
 //! - `slot0`: prints peer slot 0's state word (the peer table starts at 0x1000).
@@ -13,13 +12,8 @@ use std::os::fd::AsRawFd;
 use vmcs_guest_tools::Res;
 
 /// Header offsets (docs/protocol.md §2; the same in versions 1 and 2).
-const MAGIC: usize = 0x00;
 const VERSION: usize = 0x08;
-const HEADER_SIZE: usize = 0x0C;
-const INIT_WORD: usize = 0x80;
 const SLOT0: usize = 0x1000;
-/// `init_word` of a READY region initialised once: epoch 1, state 2.
-const READY: u32 = (1 << 2) | 2;
 
 fn bar2() -> Result<String, String> {
     for e in fs::read_dir("/sys/bus/pci/devices").map_err(|e| format!("sysfs: {e}"))? {
@@ -87,15 +81,6 @@ impl Drop for Map {
 pub fn region(cmd: &str) -> Res {
     let m = Map::new()?;
     match cmd {
-        "old-header" => {
-            let magic = u64::from_le_bytes(*b"VMCS-SHM");
-            m.set(MAGIC, magic as u32);
-            m.set(MAGIC + 4, (magic >> 32) as u32);
-            m.set(VERSION, 1);
-            m.set(HEADER_SIZE, 4096);
-            m.set(SLOT0, 0);
-            m.set(INIT_WORD, READY);
-        }
         "fresh" => {
             for off in (0..m.len).step_by(4) {
                 m.set(off, 0);
