@@ -59,7 +59,7 @@ cat "$res"/guest*.tap 2>/dev/null | tr -d '\r' | awk -v killed="$killed" -v rg="
 		printf "# | %-46s | %12d |\n", "guest kills survived", nkills
 		printf "# | %-46s | %12d |\n", "module reloads (rmmod/insmod) that came back", rl["ok"] + 0
 		printf "# | %-46s | %12d |\n", "device unbind/rebind cycles that came back", rl["uok"] + 0
-		printf "# | %-46s | %12d |\n", "bytes checked (stream, seqpacket, bulk)", bytes
+		printf "# | %-46s | %12.0f |\n", "bytes checked (stream, seqpacket, bulk)", bytes
 		printf "# | %-46s | %12d |\n", "connections reset as expected (ECONNRESET)", resets
 		printf "# | %-46s | %12s |\n", "reset latency after last data, mean / max ms", (resets ? sprintf("%d / %d", sum / resets, max) : "-")
 		printf "# | %-46s | %12d |\n", "connections ended by a reload or unbind", reload_ends
@@ -75,5 +75,5 @@ cat "$res"/guest*.tap 2>/dev/null | tr -d '\r' | awk -v killed="$killed" -v rg="
 		st = (corrupt + unexp + vanished == 0) ? "ok" : "not ok"
 		printf "%s - connections between survivors: no error, loss, reordering or corruption (%d corrupt, %d unexpected, %d vanished)\n", st, corrupt, unexp, vanished
 		st = (bytes > 0) ? "ok" : "not ok"
-		printf "%s - bytes were checked (%d)\n", st, bytes
+		printf "%s - bytes were checked (%.0f)\n", st, bytes
 	}'
