@@ -106,15 +106,24 @@ fn vsock_level(level: i32) -> bool {
 
 impl VmcsSocket {
     /// `vsock_update_buffer_size`: `val` clamped to the minimum and maximum becomes the
-    /// buffer size and, when it changed, the connection's receive buffer (at most
-    /// `MAX_RCVBUF`, 4 MiB: the credit a peer may hold unread here).
-    fn update_buffer_size(&self, val: u64) {
+    /// buffer size and the connection's receive buffer (at most `MAX_RCVBUF`, 4 MiB: the
+    /// credit a peer may hold unread here). `set` is an explicit `SO_VM_SOCKETS_BUFFER_SIZE`:
+    /// it applies when the size differs from the buffer in use (4 MiB by default, or what
+    /// `SO_RCVBUF` set: the endpoint's), so a program that asks for vsock's 256 KiB default
+    /// gets it although the stored size already reads 256 KiB. Otherwise (the minimum or
+    /// maximum changed) it applies, as in vsock, only when the clamp changed the stored size.
+    fn update_buffer_size(&self, val: u64, set: bool) {
         let o = &self.vsock;
         let val = val
             .max(o.buffer_min.load(Relaxed))
             .min(o.buffer_max.load(Relaxed));
-        if val != o.buffer_size.load(Relaxed) {
-            let rb = u32::try_from(val.min(u64::from(MAX_RCVBUF))).unwrap_or(MAX_RCVBUF);
+        let rb = u32::try_from(val.min(u64::from(MAX_RCVBUF))).unwrap_or(MAX_RCVBUF);
+        let apply = if set {
+            rb != self.endpoint.bufs().0
+        } else {
+            val != o.buffer_size.load(Relaxed)
+        };
+        if apply {
             self.endpoint.set_opts(&self.domain.conns(), None, Some(rb));
         }
         o.buffer_size.store(val, Relaxed);
@@ -144,14 +153,14 @@ impl VmcsSocket {
         }
         let o = &self.vsock;
         match optname {
-            opt::BUFFER_SIZE => self.update_buffer_size(u64_val()?),
+            opt::BUFFER_SIZE => self.update_buffer_size(u64_val()?, true),
             opt::BUFFER_MAX_SIZE => {
                 o.buffer_max.store(u64_val()?, Relaxed);
-                self.update_buffer_size(o.buffer_size.load(Relaxed));
+                self.update_buffer_size(o.buffer_size.load(Relaxed), false);
             }
             opt::BUFFER_MIN_SIZE => {
                 o.buffer_min.store(u64_val()?, Relaxed);
-                self.update_buffer_size(o.buffer_size.load(Relaxed));
+                self.update_buffer_size(o.buffer_size.load(Relaxed), false);
             }
             opt::CONNECT_TIMEOUT_OLD | opt::CONNECT_TIMEOUT_NEW => {
                 let (sec, usec) = v.timeval(optname == opt::CONNECT_TIMEOUT_OLD)?;
