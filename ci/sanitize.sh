@@ -7,8 +7,8 @@
 #   ci/sanitize.sh --quick    the subset `make test` runs (SANITIZE_QUICK below)
 #   ci/sanitize.sh NAME...    only these entries of the table below (e.g. "sockets doorbell 2")
 #
-# First, a self-test of the harness: real KASAN and UBSAN reports, planted by a test module
-# (not vmcs), must each fail a run (its planted kmemleak leak is not reliably reported yet). Then each scenario runs with
+# First, a self-test of the harness: real kmemleak, KASAN and UBSAN reports, planted by a test module
+# (not vmcs), must each fail a run. Then each scenario runs with
 # `qemu-test/run.sh --kernel sanitize`: after the scenario every guest
 # unloads vmcs and kmemleak scans twice (qemu-test/init); a guest that could not unload, a
 # kmemleak report, or any KASAN/KFENCE/UBSAN/lockdep/WARNING/BUG line in a serial log fails
@@ -72,13 +72,8 @@ selftest() {
 	}
 	local bad=0
 	expect "the self-test module loaded and unloaded" '^ok - .*rmmod the self-test module' || bad=1
-	# Not asserted yet: kmemleak reported the planted blocks in 1 of 6 runs (the other 5: 0);
-	# why is open (docs/testing.md "The sanitizer kernel").
-	if grep -qE '^not ok - .*kmemleak scan after rmmod: no unreferenced object \([1-9]' <<<"$out"; then
-		echo "# sanitize self-test: the planted leak failed the kmemleak point"
-	else
-		echo "# sanitize self-test: kmemleak did not report the planted leak (known gap)"
-	fi
+	expect "the planted leak failed the kmemleak point" \
+		'^not ok - .*kmemleak scan after rmmod: no unreferenced object \([1-9]' || bad=1
 	expect "a planted KASAN report fails the serial-log point" '^# [0-9]+:.*BUG: KASAN: slab-out-of-bounds' || bad=1
 	expect "a planted UBSAN report fails the serial-log point" '^# [0-9]+:.*UBSAN: shift-out-of-bounds' || bad=1
 	expect "the serial-log point failed" '^not ok - .*guest0: serial log clean' || bad=1

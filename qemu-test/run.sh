@@ -142,6 +142,11 @@ sanitize)
 	# The sanitizer kernel, unless the caller has prepared it already (ci/sanitize.sh).
 	grep -q '^CONFIG_KASAN=y' "${VMCS_KDIR:-/nonexistent}/.config" 2>/dev/null ||
 		eval "$("$VMCS_TOP/qemu-test/prepare.sh" --sanitize)"
+	# slab_debug=F (SLUB's consistency checks on every cache) also turns off SLUB's per-CPU
+	# sheaves, whose popped slots keep stale pointers to the objects they handed out: kmemleak
+	# scans the sheaves (they are kmalloc'd), so a leaked object stayed "referenced" until
+	# its slot was reused, often for a minute (docs/testing.md "The sanitizer kernel").
+	append="slab_debug=F $append"
 	;;
 *) die "--kernel must be test, sanitize or debian" ;;
 esac

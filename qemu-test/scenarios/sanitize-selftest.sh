@@ -2,8 +2,7 @@
 # it to FAIL in named ways): the self-test module (qemu-test/sanitize-selftest/) plants
 # kmemleak leaks (8 blocks), a KASAN slab-out-of-bounds read and a UBSAN shift-out-of-bounds,
 # all real reports of this kernel; vmcs is not loaded. run.sh must then report the serial-log
-# point as failed, naming the KASAN and UBSAN lines (and should fail the kmemleak point: it
-# does not reliably yet).
+# point as failed, naming the KASAN and UBSAN lines, and fail the kmemleak point.
 . /scenarios/lib.sh
 plan 4
 check "insmod the self-test module (leak=1)" insmod /lib/modules/vmcs_sanitize_selftest.ko leak=1
