@@ -9,7 +9,7 @@
 #   make test       set up everything, run every test (TAP, ends in "N passed, N failed")
 #   make stress     the long chaos campaigns: 50 guest kills, 100 module reloads and 10
 #                   unbinds under a mesh of checked traffic, the hostile doorbell storm;
-#                   prints the table (hours on a loaded machine; STRESS_* knobs in
+#                   prints the table (~25 min on 2 cores; STRESS_* knobs in
 #                   ci/stress.sh); results in build/stress/<stamp>/
 #   make bench      benchmarks: every path (vmcs, TCP, vsock, memcpy) between the same guests
 #                   on the production-configured bench kernel, with plots (~12 min;
