@@ -87,6 +87,8 @@ impl JoinPlan {
 pub struct Registry {
     max_peers: u32,
     vectors: u16,
+    /// Next id to try (QEMU's `cur_id`), always `< max_peers`.
+    next_id: u32,
     /// Connected peers, in join order (QEMU keeps a tail queue).
     peers: Vec<PeerId>,
 }
@@ -98,6 +100,7 @@ impl Registry {
         Self {
             max_peers: max_peers.clamp(1, 1 << 16),
             vectors,
+            next_id: 0,
             peers: Vec::new(),
         }
     }
@@ -123,15 +126,11 @@ impl Registry {
         self.peers.len() as u64 >= u64::from(self.max_peers)
     }
 
-    /// The id the next joining peer would get: the lowest free id.
-    ///
-    /// QEMU's server hands out the id after the last one instead (wrapping),
-    /// so a VM that reconnects gets a new id. vmcs derives a guest's MAC and
-    /// bulk slice from its id and copes with an id coming back at once (a
-    /// new generation in the region, as on `ivshmem-plain`), so the lowest
-    /// free id is what lets a restarted VM keep its id (docs/ivshmem-server.md).
+    /// The id the next joining peer would get: the first free id starting at
+    /// the one after the last id handed out, wrapping within `max_peers`.
     pub fn peek_id(&self) -> Option<PeerId> {
         (0..self.max_peers)
+            .map(|i| (self.next_id + i) % self.max_peers)
             .filter_map(|id| PeerId::try_from(id).ok())
             .find(|id| !self.contains(*id))
     }
@@ -140,6 +139,7 @@ impl Registry {
     /// when every id is taken.
     pub fn join(&mut self) -> Option<JoinPlan> {
         let id = self.peek_id()?;
+        self.next_id = (u32::from(id) + 1) % self.max_peers;
         let value = i64::from(id);
 
         let initial = vec![
@@ -262,17 +262,13 @@ mod tests {
     }
 
     #[test]
-    fn a_rejoin_gets_the_lowest_free_id() {
+    fn ids_go_up_and_are_not_reused_immediately() {
         let mut r = Registry::new(16, 1);
         assert_eq!(r.join().map(|p| p.id), Some(0));
         assert_eq!(r.join().map(|p| p.id), Some(1));
-        assert_eq!(r.join().map(|p| p.id), Some(2));
         r.leave(1);
-        assert_eq!(r.join().map(|p| p.id), Some(1), "rejoin gets its id back");
-        r.leave(2);
+        assert_eq!(r.join().map(|p| p.id), Some(2), "rejoin gets a new id");
         r.leave(0);
-        assert_eq!(r.join().map(|p| p.id), Some(0), "the lowest free id first");
-        assert_eq!(r.join().map(|p| p.id), Some(2));
         assert_eq!(r.join().map(|p| p.id), Some(3));
     }
 
@@ -286,9 +282,10 @@ mod tests {
         assert_eq!(r.peek_id(), None);
         assert!(r.join().is_none());
         r.leave(1);
-        // 0 in use -> 1
+        // next_id wrapped to 0 (in use) -> 1
         assert_eq!(r.join().map(|p| p.id), Some(1));
         r.leave(0);
+        // next is 2 (in use) -> wraps to 0
         assert_eq!(r.join().map(|p| p.id), Some(0));
         assert_eq!(r.peers(), &[2, 1, 0]);
     }
@@ -300,8 +297,8 @@ mod tests {
         let plan = r.join().expect("room");
         r.abort_join(plan.id);
         assert_eq!(r.peers(), &[0]);
-        // nobody heard of the aborted id: it is free again
-        assert_eq!(r.join().map(|p| p.id), Some(1));
+        // the aborted id is still "used up" for allocation purposes
+        assert_eq!(r.join().map(|p| p.id), Some(2));
     }
 
     #[test]
