@@ -60,7 +60,7 @@ BYTES=4000000
 FAIR=2000000
 
 if [ "$VMCS_GUEST" = 0 ]; then
-	plan 15
+	plan 16
 	check "insmod, vmcs0 up with addresses" net_up
 	check "MAC 02:rr:rr:rr:rr:<peer id>" mac_ok
 	check "carrier up with a live peer" wait_carrier
@@ -103,6 +103,11 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check "statistics count traffic (rx $(cat $S/rx_packets) packets, tx $(cat $S/tx_packets))" \
 		sh -c "[ $(cat $S/rx_packets) -gt 1000 ] && [ $(cat $S/tx_bytes) -gt $BYTES ]"
 	sed 's/^/# /' $D/net >&3
+	# During guest 1's MTU 1400 window its TCP sends GSO packets of up to 64 KiB, which
+	# travel as one ring frame each and arrive unsegmented (TSO).
+	nv() { awk -v k="$1" '$1 == k { print $2 }' $D/net; }
+	check "TSO: GSO packets from guest 1 arrived unsegmented (rx_gso $(nv rx_gso), rx_bad_gso $(nv rx_bad_gso))" \
+		sh -c "[ '$(nv rx_gso)' -gt 0 ] && [ '$(nv rx_bad_gso)' = 0 ]"
 	vmcs-nettest ethtool vmcs0 >/tmp/ethtool.txt 2>&1
 	grep -v ' 0$' /tmp/ethtool.txt | sed 's/^/# ethtool: /' >&3
 	ev() { awk -v k="$1" '$1 == "stat" && $2 == k { print $3 }' /tmp/ethtool.txt; }
