@@ -1,7 +1,8 @@
 # The vmcsN net device (docs/netdev.md): every live peer of the domain is an L2 neighbour
-# on vmcs0. Three plain guests (ci/test.sh; plain, so that the restarted guest claims its
-# old slot again: the doorbell server would give it a new id, hence a new MAC); guest 2 is
-# killed and restarted (run.sh --crash-guest 2 --crash-on CRASH-POINT --restart).
+# on vmcs0. Three doorbell guests in make test (ci/test.sh; the restarted guest gets its old
+# id back from the doorbell server's --sticky-ids, hence the same MAC; on plain it claims its
+# old slot again); guest 2 is killed and restarted (run.sh --crash-guest 2 --crash-on
+# CRASH-POINT --restart).
 #
 # - every guest: vmcs0 appears with the MAC 02:rr:rr:rr:rr:<peer id>, carrier comes up
 #   with the first live peer; ARP and neighbour discovery reach every other guest (IPv4
