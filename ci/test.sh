@@ -162,7 +162,7 @@ tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain 
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
-tap_step "qemu netdev plain 3" qemu-test/run.sh --scenario netdev --variant plain --guests 3 \
+tap_step "qemu netdev doorbell 3" qemu-test/run.sh --scenario netdev --variant doorbell --guests 3 \
 	--timeout 300 --crash-guest 2 --crash-on CRASH-POINT --restart
 # Chaos, short: 4 guests, mesh traffic, a random kill and restart, a reload and an
 # unbind in the last guest (make stress: 50, 100, 10).

@@ -114,7 +114,7 @@ int vmcs_glue_spin_trylock_bh(spinlock_t *lock);
 struct net_device;
 struct sk_buff;
 struct net_device *vmcs_net_alloc(struct device *parent, const char *name, unsigned int txqs,
-				  const u8 *mac, unsigned int max_mtu);
+				  const u8 *mac, unsigned int max_mtu, unsigned int tso_max);
 void vmcs_net_set_rust(struct net_device *dev, void *rust);
 int vmcs_net_register(struct net_device *dev);
 void vmcs_net_unregister(struct net_device *dev);
@@ -133,14 +133,21 @@ unsigned int vmcs_net_rx_queued(struct net_device *dev);
 void vmcs_net_rx_purge(struct net_device *dev);
 void vmcs_net_gro_receive(struct net_device *dev, struct sk_buff *skb);
 struct sk_buff *vmcs_net_rx_alloc(struct net_device *dev, unsigned int len, u8 **data);
+const u8 *vmcs_net_rx_data(struct sk_buff *skb, unsigned int *len);
 int vmcs_net_rx_finish(struct net_device *dev, struct sk_buff *skb, bool partial,
-		       u16 csum_start, u16 csum_offset);
+		       u16 csum_start, u16 csum_offset, u16 gso_size, bool gso_tcpv6,
+		       bool gso_ecn);
 void vmcs_net_stop_queue(struct net_device *dev, u16 q);
 void vmcs_net_wake_queue(struct net_device *dev, u16 q);
 void vmcs_net_start_queues(struct net_device *dev);
 void vmcs_net_stop_queues(struct net_device *dev);
-bool vmcs_net_skb_data(struct sk_buff *skb, const u8 **data, unsigned int *len);
-bool vmcs_net_skb_csum(struct sk_buff *skb, u16 *start, u16 *offset);
+unsigned int vmcs_net_skb_len(struct sk_buff *skb, const u8 **head, unsigned int *headlen);
+int vmcs_net_skb_copy_bits(const struct sk_buff *skb, int offset, void *to, int len);
+bool vmcs_net_skb_offload(struct sk_buff *skb, u16 *start, u16 *offset, u32 *gso_size,
+			  u32 *gso_type);
+bool vmcs_net_tx_sent(struct net_device *dev, u16 q, unsigned int bytes, bool more);
+void vmcs_net_tx_completed(struct net_device *dev, u16 q, unsigned int bytes);
+void vmcs_net_tx_reset(struct net_device *dev);
 void vmcs_net_skb_consume(struct sk_buff *skb);
 void vmcs_net_skb_drop(struct sk_buff *skb);
 

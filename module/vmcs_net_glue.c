@@ -125,12 +125,13 @@ static int vmcs_net_napi_poll(struct napi_struct *napi, int budget)
 }
 
 /*
- * A new (unregistered) Ethernet device of the ivshmem device @parent, named @name with @txqs transmit queues, the
- * address @mac and MTUs up to @max_mtu, carrier off; NULL on ENOMEM. The pointer that
+ * A new (unregistered) Ethernet device of the ivshmem device @parent, named @name with
+ * @txqs transmit queues, the address @mac, MTUs up to @max_mtu and GSO packets up to
+ * @tso_max bytes (0: no TSO), carrier off; NULL on ENOMEM. The pointer that
  * every forwarder hands to Rust is set with vmcs_net_set_rust() before registration.
  */
 struct net_device *vmcs_net_alloc(struct device *parent, const char *name, unsigned int txqs,
-				  const u8 *mac, unsigned int max_mtu)
+				  const u8 *mac, unsigned int max_mtu, unsigned int tso_max)
 {
 	struct net_device *dev = alloc_netdev_mqs(sizeof(struct vmcs_net_priv), name,
 						  NET_NAME_USER, ether_setup, txqs, 1);
@@ -144,8 +145,16 @@ struct net_device *vmcs_net_alloc(struct device *parent, const char *name, unsig
 	SET_NETDEV_DEV(dev, parent);
 	dev->netdev_ops = &vmcs_net_ops;
 	dev->ethtool_ops = &vmcs_net_ethtool_ops;
-	/* The data never leaves memory: no checksum is computed on either side. */
-	dev->features = NETIF_F_HW_CSUM | NETIF_F_RXCSUM;
+	/*
+	 * The data never leaves memory: no checksum is computed on either side, and GSO
+	 * packets travel unsegmented (one ring frame each, the skb's fragments copied
+	 * straight into the ring).
+	 */
+	dev->features = NETIF_F_HW_CSUM | NETIF_F_RXCSUM | NETIF_F_SG;
+	if (tso_max) {
+		dev->features |= NETIF_F_TSO | NETIF_F_TSO6 | NETIF_F_TSO_ECN;
+		netif_set_tso_max_size(dev, tso_max);
+	}
 	dev->hw_features = dev->features;
 	dev->min_mtu = ETH_MIN_MTU;
 	dev->max_mtu = max_mtu;
@@ -263,19 +272,38 @@ struct sk_buff *vmcs_net_rx_alloc(struct net_device *dev, unsigned int len, u8 *
 	return skb;
 }
 
+/* The received frame's bytes (what Rust validates after its one copy). */
+const u8 *vmcs_net_rx_data(struct sk_buff *skb, unsigned int *len)
+{
+	*len = skb->len;
+	return skb->data;
+}
+
 /*
  * Finishes a received frame: protocol (eth_type_trans) and checksum state, partial
- * (@csum_start, @csum_offset from the frame's start) or already verified. -EINVAL when
+ * (@csum_start, @csum_offset from the frame's start) or already verified, and for a GSO
+ * packet (@gso_size != 0, checked by Rust) its segment size and type (@gso_tcpv6,
+ * @gso_ecn), marked SKB_GSO_DODGY: it came from another guest, so whoever segments it
+ * checks its headers again and recounts gso_segs (as for virtio-net or tun). -EINVAL when
  * the partial checksum's place is outside the frame (skb_partial_csum_set checks it).
  */
 int vmcs_net_rx_finish(struct net_device *dev, struct sk_buff *skb, bool partial,
-		       u16 csum_start, u16 csum_offset)
+		       u16 csum_start, u16 csum_offset, u16 gso_size, bool gso_tcpv6,
+		       bool gso_ecn)
 {
 	if (partial) {
 		if (!skb_partial_csum_set(skb, csum_start, csum_offset))
 			return -EINVAL;
 	} else {
 		skb->ip_summed = CHECKSUM_UNNECESSARY;
+	}
+	if (gso_size) {
+		struct skb_shared_info *sh = skb_shinfo(skb);
+
+		sh->gso_size = gso_size;
+		sh->gso_type = (gso_tcpv6 ? SKB_GSO_TCPV6 : SKB_GSO_TCPV4) | SKB_GSO_DODGY |
+			       (gso_ecn ? SKB_GSO_TCP_ECN : 0);
+		sh->gso_segs = 0;
 	}
 	skb->protocol = eth_type_trans(skb, dev);
 	return 0;
@@ -301,24 +329,75 @@ void vmcs_net_stop_queues(struct net_device *dev)
 	netif_tx_stop_all_queues(dev);
 }
 
-/* The linear data of a transmitted skb (linearised first; false on ENOMEM). */
-bool vmcs_net_skb_data(struct sk_buff *skb, const u8 **data, unsigned int *len)
+/* A transmitted skb's length (head and fragments) and its first bytes, the Ethernet header. */
+unsigned int vmcs_net_skb_len(struct sk_buff *skb, const u8 **head, unsigned int *headlen)
 {
-	if (skb_linearize(skb))
-		return false;
-	*data = skb->data;
-	*len = skb->len;
-	return true;
+	*head = skb->data;
+	*headlen = skb_headlen(skb);
+	return skb->len;
 }
 
-/* Whether @skb's checksum is left to the device, and where it goes. */
-bool vmcs_net_skb_csum(struct sk_buff *skb, u16 *start, u16 *offset)
+/* Copies @len bytes of @skb from @offset (head and fragments) to @to: the one copy into the ring. */
+int vmcs_net_skb_copy_bits(const struct sk_buff *skb, int offset, void *to, int len)
 {
+	return skb_copy_bits(skb, offset, to, len);
+}
+
+/*
+ * What @skb leaves to the device: whether its checksum is (returned, with its place in
+ * *@start, *@offset), and its GSO segment size and type in the wire's terms
+ * (docs/protocol.md §10: 1 TCPv4, 2 TCPv6, bit 8 ECN; bit 31 for a type the wire has
+ * not, which Rust drops). SKB_GSO_DODGY is the stack's business only.
+ */
+bool vmcs_net_skb_offload(struct sk_buff *skb, u16 *start, u16 *offset, u32 *gso_size,
+			  u32 *gso_type)
+{
+	*start = 0;
+	*offset = 0;
+	*gso_size = 0;
+	*gso_type = 0;
+	if (skb_is_gso(skb)) {
+		unsigned int t = skb_shinfo(skb)->gso_type & ~SKB_GSO_DODGY;
+
+		*gso_size = skb_shinfo(skb)->gso_size;
+		if (t & SKB_GSO_TCPV4)
+			*gso_type = 1;
+		else if (t & SKB_GSO_TCPV6)
+			*gso_type = 2;
+		if (t & SKB_GSO_TCP_ECN)
+			*gso_type |= 1 << 8;
+		if (t & ~(SKB_GSO_TCPV4 | SKB_GSO_TCPV6 | SKB_GSO_TCP_ECN))
+			*gso_type |= 1U << 31;
+	}
 	if (skb->ip_summed != CHECKSUM_PARTIAL)
 		return false;
 	*start = skb_checksum_start_offset(skb);
 	*offset = skb->csum_offset;
 	return true;
+}
+
+/*
+ * BQL: @bytes (ring bytes) queued on transmit queue @q; whether the frames batched so far
+ * must be published now (no more coming with @more, or the queue stopped).
+ */
+bool vmcs_net_tx_sent(struct net_device *dev, u16 q, unsigned int bytes, bool more)
+{
+	return __netdev_tx_sent_queue(netdev_get_tx_queue(dev, q), bytes, more);
+}
+
+/* BQL: @bytes of transmit queue @q completed (the peer released their ring space). */
+void vmcs_net_tx_completed(struct net_device *dev, u16 q, unsigned int bytes)
+{
+	netdev_tx_completed_queue(netdev_get_tx_queue(dev, q), 1, bytes);
+}
+
+/* BQL: every transmit queue starts from nothing in flight (ndo_open). */
+void vmcs_net_tx_reset(struct net_device *dev)
+{
+	unsigned int q;
+
+	for (q = 0; q < dev->num_tx_queues; q++)
+		netdev_tx_reset_subqueue(dev, q);
 }
 
 void vmcs_net_skb_consume(struct sk_buff *skb)

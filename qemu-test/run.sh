@@ -12,7 +12,7 @@
 # Fault hook: with --crash-guest, the launcher watches guest G's TAP file for a line
 # containing MARKER and then kills that guest's QEMU with SIGKILL (no shutdown, no leave).
 # With --restart it boots guest G again with the same index, the same shared region (and
-# doorbell server, which gives it a new id), vmcstest.incarnation=2 on the kernel command
+# doorbell server, which gives it its id back: --sticky-ids), vmcstest.incarnation=2 on the kernel command
 # line and no test-control link; its serial log and TAP go to guestG.2.log/.tap and are
 # checked like the others. The killed incarnation must have run its whole TAP plan before
 # MARKER; it is not expected to finish.
@@ -42,7 +42,7 @@
 # restart in place. Once every guest's TAP says MESH-READY, the launcher KILLS times waits
 # 1-4 s (traffic flowing), SIGKILLs the QEMU of a random guest (seeded by --chaos-seed,
 # printed), boots it again at once with the same index, region and doorbell server
-# (vmcstest.incarnation=K+1; plain: it reclaims a slot, doorbell: a new IVPosition) and
+# (vmcstest.incarnation=K+1; plain: it reclaims a slot, doorbell: its IVPosition back, --sticky-ids) and
 # waits until the new incarnation says MESH-READY and every other guest says
 # MESH-JOINED G.K+1 (its connections resumed), up to 240 s; then the next kill. After the
 # kills it sends RELOAD to --reload-guest (default the last guest) and waits for its
@@ -192,8 +192,11 @@ for d in $(seq 0 $((devices - 1))); do
 	else
 		slog=ivshmem-server.log
 		[ "$d" = 0 ] || slog=ivshmem-server.$d.log
+		# --sticky-ids: a restarted guest gets its id back (and its vmcs0 MAC); QEMU's
+		# ivshmem cannot take an id that left and came back otherwise
+		# (docs/ivshmem-server.md).
 		"$server" --socket "$sock" --shm "$shm" --size "$shm_size" --vectors 2 --max-peers 16 \
-			2>"$results/$slog" &
+			--sticky-ids 2>"$results/$slog" &
 		server_pids+=($!)
 		for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
 		[ -S "$sock" ] || die "ivshmem server did not start (see $results/$slog)"

@@ -28,7 +28,7 @@ use crate::{
     proto::frame::{FrameHeader, Op},
     transport::{
         ivshmem::{Link, REGS_SIZE},
-        PeerInfo, PeerLoss, RxPayload, SendError, Transport, Upcalls,
+        PeerInfo, PeerLoss, RxPayload, SendError, Transport, TxPayload, Upcalls,
     },
     uapi::{self, VmcsInfo, VmcsPeerInfo},
 };
@@ -465,6 +465,20 @@ impl Transport for Arc<Domain> {
         self.link.flush(peer);
     }
 
+    fn send_payload(
+        &self,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &dyn TxPayload,
+        publish: bool,
+    ) -> Result<(), SendError> {
+        self.link.send_payload(self, peer, hdr, payload, publish)
+    }
+
+    fn tx_backlog(&self, peer: u32) -> u32 {
+        self.link.tx_backlog(peer)
+    }
+
     fn is_live(&self, peer: u32) -> bool {
         self.link.is_live(peer)
     }
@@ -510,11 +524,11 @@ impl Transport for Arc<Domain> {
 impl Upcalls for Arc<Domain> {
     fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &dyn RxPayload) {
         if hdr.op == Op::Eth {
-            // Ethernet frames are the net device's (dropped if there is none). They come
-            // through the transport's bounce buffer (only `RW` payloads stay in the ring
-            // for the core to copy), so their bytes are in kernel memory.
-            if let (Some(net), Some(bytes)) = (self.net(), payload.bytes()) {
-                net.receive(peer, hdr, bytes);
+            // Ethernet frames are the net device's (dropped if there is none). Like `RW`
+            // payloads they stay in the ring until the net device has copied them once,
+            // into the skb.
+            if let Some(net) = self.net() {
+                net.receive(peer, hdr, payload);
             }
             return;
         }

@@ -8,6 +8,7 @@
 //! `struct net_device` and `struct sk_buff` are opaque here (`c_void`): the bindings of
 //! 7.2 do not include netdevice.h, and every field access goes through a C helper.
 
+use core::mem::MaybeUninit;
 use kernel::ffi::{c_char, c_int, c_uint, c_void};
 use kernel::{error::to_result, prelude::*};
 
@@ -18,6 +19,7 @@ extern "C" {
         txqs: c_uint,
         mac: *const u8,
         max_mtu: c_uint,
+        tso_max: c_uint,
     ) -> *mut c_void;
     fn vmcs_net_set_rust(dev: *mut c_void, rust: *mut c_void);
     fn vmcs_net_register(dev: *mut c_void) -> c_int;
@@ -37,21 +39,51 @@ extern "C" {
     fn vmcs_net_rx_purge(dev: *mut c_void);
     fn vmcs_net_gro_receive(dev: *mut c_void, skb: *mut c_void);
     fn vmcs_net_rx_alloc(dev: *mut c_void, len: c_uint, data: *mut *mut u8) -> *mut c_void;
+    fn vmcs_net_rx_data(skb: *mut c_void, len: *mut c_uint) -> *const u8;
     fn vmcs_net_rx_finish(
         dev: *mut c_void,
         skb: *mut c_void,
         partial: bool,
         csum_start: u16,
         csum_offset: u16,
+        gso_size: u16,
+        gso_tcpv6: bool,
+        gso_ecn: bool,
     ) -> c_int;
     fn vmcs_net_stop_queue(dev: *mut c_void, q: u16);
     fn vmcs_net_wake_queue(dev: *mut c_void, q: u16);
     fn vmcs_net_start_queues(dev: *mut c_void);
     fn vmcs_net_stop_queues(dev: *mut c_void);
-    fn vmcs_net_skb_data(skb: *mut c_void, data: *mut *const u8, len: *mut c_uint) -> bool;
-    fn vmcs_net_skb_csum(skb: *mut c_void, start: *mut u16, offset: *mut u16) -> bool;
+    fn vmcs_net_skb_len(skb: *mut c_void, head: *mut *const u8, headlen: *mut c_uint) -> c_uint;
+    fn vmcs_net_skb_copy_bits(
+        skb: *const c_void,
+        offset: c_int,
+        to: *mut c_void,
+        len: c_int,
+    ) -> c_int;
+    fn vmcs_net_skb_offload(
+        skb: *mut c_void,
+        start: *mut u16,
+        offset: *mut u16,
+        gso_size: *mut u32,
+        gso_type: *mut u32,
+    ) -> bool;
+    fn vmcs_net_tx_sent(dev: *mut c_void, q: u16, bytes: c_uint, more: bool) -> bool;
+    fn vmcs_net_tx_completed(dev: *mut c_void, q: u16, bytes: c_uint);
+    fn vmcs_net_tx_reset(dev: *mut c_void);
     fn vmcs_net_skb_consume(skb: *mut c_void);
     fn vmcs_net_skb_drop(skb: *mut c_void);
+}
+
+/// What a frame leaves to the receiver, in the wire's terms (docs/protocol.md §10): the
+/// checksum's place, and for a GSO packet its segment size and type
+/// (`proto::frame::eth_gso`).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(crate) struct Offload {
+    /// (start from the frame's first byte, offset from there) of a checksum not computed.
+    pub(crate) csum: Option<(u16, u16)>,
+    /// (`gso_size`, `eth_gso` type) of a packet larger than one segment.
+    pub(crate) gso: Option<(u32, u32)>,
 }
 
 /// One `struct net_device` of the C glue, allocated and freed by this value.
@@ -72,22 +104,32 @@ unsafe impl Sync for NetDevice {}
 
 impl NetDevice {
     /// A new Ethernet device of `parent` (its sysfs `device`, what udev's `DRIVERS` sees)
-    /// named `name` with `txqs` transmit queues, address `mac` and MTUs up to `max_mtu`,
-    /// not registered, carrier off. The owner unregisters it before `parent` unbinds.
+    /// named `name` with `txqs` transmit queues, address `mac`, MTUs up to `max_mtu` and
+    /// GSO packets up to `tso_max` bytes (0: no TSO), not registered, carrier off. The
+    /// owner unregisters it before `parent` unbinds.
     pub(crate) fn new(
         parent: &kernel::device::Device,
         name: &CStr,
         txqs: u32,
         mac: &[u8; 6],
         max_mtu: u32,
+        tso_max: u32,
     ) -> Result<Self> {
         // `Device` is `#[repr(transparent)]` over `Opaque<bindings::device>`: its address is
         // that of the C `struct device` (the kernel crate keeps `as_raw` to itself).
         let parent = core::ptr::from_ref(parent).cast::<c_void>().cast_mut();
         // SAFETY: `parent` is a valid device (the net device takes a reference on it when
         // registered); `name` is NUL-terminated and `mac` is 6 bytes; both are copied.
-        let dev =
-            unsafe { vmcs_net_alloc(parent, name.as_char_ptr(), txqs, mac.as_ptr(), max_mtu) };
+        let dev = unsafe {
+            vmcs_net_alloc(
+                parent,
+                name.as_char_ptr(),
+                txqs,
+                mac.as_ptr(),
+                max_mtu,
+                tso_max,
+            )
+        };
         if dev.is_null() {
             return Err(ENOMEM);
         }
@@ -200,32 +242,69 @@ impl NetDevice {
         true
     }
 
-    /// A receive buffer holding a copy of `frame`; `None` on `ENOMEM`.
-    pub(crate) fn rx_alloc(&self, frame: &[u8]) -> Option<RxSkb> {
-        let len = u32::try_from(frame.len()).ok()?;
+    /// A receive buffer of `len` bytes that `fill` copies the frame into (it returns the
+    /// bytes it copied); `None` on `ENOMEM` or when `fill` copied less than `len`.
+    pub(crate) fn rx_alloc(
+        &self,
+        len: usize,
+        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> usize,
+    ) -> Option<RxSkb> {
+        let n = u32::try_from(len).ok()?;
         let mut data: *mut u8 = core::ptr::null_mut();
         // SAFETY: `dev` is valid; `data` is a valid out-pointer.
-        let skb = unsafe { vmcs_net_rx_alloc(self.dev, len, &mut data) };
-        if skb.is_null() || data.is_null() {
+        let skb = unsafe { vmcs_net_rx_alloc(self.dev, n, &mut data) };
+        if skb.is_null() {
+            return None;
+        }
+        // INVARIANT: the new skb is ours; dropped (freed) on every early return below.
+        let skb = RxSkb { skb };
+        if data.is_null() {
             return None;
         }
         // SAFETY: `skb_put` made `data` point to `len` writable bytes of the new skb, which
-        // nothing else references yet; `frame` is `len` readable bytes elsewhere.
-        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), data, frame.len()) };
-        Some(RxSkb { skb })
+        // nothing else references yet; `MaybeUninit<u8>` has the layout of `u8`.
+        let dst = unsafe { core::slice::from_raw_parts_mut(data.cast::<MaybeUninit<u8>>(), len) };
+        (fill(dst) == len).then_some(skb)
     }
 
-    /// Sets the protocol and checksum state of a received frame: `csum` is the partial
-    /// checksum's (start, offset) from the frame's start, already checked against its
-    /// length; `None` means verified. Err if the C side disagrees with the bounds.
-    pub(crate) fn rx_finish(&self, skb: &mut RxSkb, csum: Option<(u16, u16)>) -> Result {
-        let (partial, start, off) = match csum {
+    /// Sets the protocol, checksum and GSO state of a received frame from `off`, whose
+    /// every field Rust has checked against the frame (docs/netdev.md "Hostile input"). Err
+    /// if the C side disagrees with the checksum's bounds.
+    pub(crate) fn rx_finish(&self, skb: &mut RxSkb, off: &Offload) -> Result {
+        let (partial, start, at) = match off.csum {
             Some((s, o)) => (true, s, o),
             None => (false, 0, 0),
         };
+        let (size, ty) = off.gso.unwrap_or((0, 0));
+        let size = u16::try_from(size).map_err(|_| EINVAL)?;
+        let v6 = ty & crate::proto::frame::eth_gso::TCPV6 != 0;
+        let ecn = ty & crate::proto::frame::eth_gso::ECN != 0;
         // SAFETY: `skb` is an owned receive skb of this device, at least `ETH_HLEN` long
         // (checked by the caller).
-        to_result(unsafe { vmcs_net_rx_finish(self.dev, skb.skb, partial, start, off) })
+        to_result(unsafe {
+            vmcs_net_rx_finish(self.dev, skb.skb, partial, start, at, size, v6, ecn)
+        })
+    }
+
+    /// BQL: `bytes` queued on transmit queue `q` (`__netdev_tx_sent_queue`); whether the
+    /// frames batched so far must be published now.
+    pub(crate) fn tx_sent(&self, q: u16, bytes: u32, more: bool) -> bool {
+        // SAFETY: `dev` is valid; `q` is below the queues allocated (a peer id, checked by
+        // the caller).
+        unsafe { vmcs_net_tx_sent(self.dev, q, bytes, more) }
+    }
+
+    /// BQL: `bytes` of queue `q` completed. The caller never completes more than it
+    /// reported sent since the last [`NetDevice::tx_reset`] (`dql_completed` BUG()s).
+    pub(crate) fn tx_completed(&self, q: u16, bytes: u32) {
+        // SAFETY: As for `tx_sent`.
+        unsafe { vmcs_net_tx_completed(self.dev, q, bytes) };
+    }
+
+    /// BQL: every queue starts again from nothing in flight.
+    pub(crate) fn tx_reset(&self) {
+        // SAFETY: `dev` is valid.
+        unsafe { vmcs_net_tx_reset(self.dev) };
     }
 
     /// Stops transmit queue `q` (`netif_stop_subqueue`).
@@ -271,6 +350,21 @@ pub(crate) struct RxSkb {
     skb: *mut c_void,
 }
 
+impl RxSkb {
+    /// The frame's bytes (the copy this guest made; nothing else writes them).
+    pub(crate) fn data(&self) -> &[u8] {
+        let mut len: c_uint = 0;
+        // SAFETY: Owned (type invariant); the out-pointer is valid.
+        let p = unsafe { vmcs_net_rx_data(self.skb, &mut len) };
+        if p.is_null() {
+            return &[];
+        }
+        // SAFETY: `p` points to the `len` bytes of the skb's linear data, which only this
+        // owner changes and which live as long as the borrow of `self`.
+        unsafe { core::slice::from_raw_parts(p, len as usize) }
+    }
+}
+
 impl Drop for RxSkb {
     fn drop(&mut self) {
         // SAFETY: Owned (type invariant).
@@ -302,24 +396,49 @@ impl TxSkb {
         Self { skb }
     }
 
-    /// The frame's bytes (linearised first; `None` on `ENOMEM`).
-    pub(crate) fn data(&mut self) -> Option<&[u8]> {
-        let mut data: *const u8 = core::ptr::null();
-        let mut len: c_uint = 0;
+    /// The frame's length (head and fragments) and its linear head, which holds at least
+    /// the Ethernet header of any frame the stack builds (shorter heads are dropped).
+    pub(crate) fn frame(&self) -> (usize, &[u8]) {
+        let mut head: *const u8 = core::ptr::null();
+        let mut headlen: c_uint = 0;
         // SAFETY: `skb` is owned; the out-pointers are valid.
-        if !unsafe { vmcs_net_skb_data(self.skb, &mut data, &mut len) } || data.is_null() {
-            return None;
+        let len = unsafe { vmcs_net_skb_len(self.skb, &mut head, &mut headlen) };
+        if head.is_null() {
+            return (len as usize, &[]);
         }
-        // SAFETY: After linearisation `data` points to `len` bytes of the skb's head, which
-        // stay valid and unchanged while we own the skb (the `&mut self` borrow).
-        Some(unsafe { core::slice::from_raw_parts(data, len as usize) })
+        // SAFETY: `head` points to the `headlen` bytes of the skb's linear part, which stay
+        // valid and unchanged while we own the skb (the borrow of `self`).
+        (len as usize, unsafe {
+            core::slice::from_raw_parts(head, headlen as usize)
+        })
     }
 
-    /// The checksum left to the device: (start from the frame's start, offset), or `None`.
-    pub(crate) fn csum_partial(&self) -> Option<(u16, u16)> {
-        let (mut start, mut off) = (0u16, 0u16);
+    /// Copies bytes `at..at + n` of the frame (head and fragments, `skb_copy_bits`) to
+    /// `dst`; false if that range is not in the frame.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of `n` bytes and not inside the skb.
+    pub(crate) unsafe fn copy_bits(&self, at: usize, dst: *mut u8, n: usize) -> bool {
+        let (Ok(at), Ok(n)) = (c_int::try_from(at), c_int::try_from(n)) else {
+            return false;
+        };
+        // SAFETY: `skb` is owned; `dst` is valid for `n` bytes (function safety
+        // requirement); `skb_copy_bits` checks the range against the skb.
+        unsafe { vmcs_net_skb_copy_bits(self.skb, at, dst.cast(), n) == 0 }
+    }
+
+    /// What the frame leaves to the receiver: its checksum and GSO state (a GSO type the
+    /// wire has not carries bit 31, which [`crate::net`] drops).
+    pub(crate) fn offload(&self) -> Offload {
+        let (mut start, mut off, mut size, mut ty) = (0u16, 0u16, 0u32, 0u32);
         // SAFETY: `skb` is owned; the out-pointers are valid.
-        unsafe { vmcs_net_skb_csum(self.skb, &mut start, &mut off) }.then_some((start, off))
+        let partial =
+            unsafe { vmcs_net_skb_offload(self.skb, &mut start, &mut off, &mut size, &mut ty) };
+        Offload {
+            csum: partial.then_some((start, off)),
+            gso: (size != 0).then_some((size, ty)),
+        }
     }
 
     /// Frees a transmitted frame (`dev_consume_skb_any`).

@@ -148,6 +148,24 @@ impl SharedRegion {
         unsafe { src.read_raw_nofault(p, n) }
     }
 
+    /// Copies bytes `at..at + n` of the transmitted frame `skb` (head and fragments) into
+    /// the region at `offset`: the net device's one copy. False if either range is out of
+    /// bounds (nothing outside `offset..offset + n` is touched).
+    pub(crate) fn fill_from_skb(
+        &self,
+        offset: usize,
+        n: usize,
+        skb: &super::net::TxSkb,
+        at: usize,
+    ) -> bool {
+        let Some(p) = self.range(offset, n) else {
+            return false;
+        };
+        // SAFETY: `p..p + n` lies in the mapping (checked by `range`, type invariant), which
+        // is not inside any skb.
+        unsafe { skb.copy_bits(at, p, n) }
+    }
+
     /// Copies `dst.len()` bytes starting at `offset` into `dst` (the spare capacity of a
     /// receive queue). Returns the bytes copied: all of them, or 0 when out of bounds.
     pub(crate) fn read_uninit(&self, offset: usize, dst: &mut [MaybeUninit<u8>]) -> usize {

@@ -52,11 +52,11 @@ unsafe extern "C" fn vmcs_net_stop(n: *mut c_void) -> c_int {
 ///
 /// `ndo_start_xmit` of a registered vmcsN device; `skb` now belongs to the driver.
 #[no_mangle]
-unsafe extern "C" fn vmcs_net_xmit(n: *mut c_void, skb: *mut c_void, queue: u16, _more: bool) {
+unsafe extern "C" fn vmcs_net_xmit(n: *mut c_void, skb: *mut c_void, queue: u16, more: bool) {
     // SAFETY: Guaranteed by the caller.
     let skb = unsafe { TxSkb::from_raw(skb) };
     // SAFETY: Guaranteed by the caller.
-    unsafe { net(n) }.xmit(skb, queue);
+    unsafe { net(n) }.xmit(skb, queue, more);
 }
 
 /// # Safety

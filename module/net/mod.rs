@@ -30,11 +30,15 @@ mod entry;
 
 use crate::{
     glue::{
-        net::{NetDevice, TxSkb},
+        net::{NetDevice, Offload, TxSkb},
         sync::SpinLockBh,
+        SharedRegion,
     },
-    proto::frame::{flags, FrameHeader, Op, SockType, MAX_PAYLOAD},
-    transport::{SendError, Transport},
+    proto::{
+        frame::{eth_gso, flags, FrameHeader, Op, SockType, MAX_PAYLOAD},
+        ring::record_size,
+    },
+    transport::{RxPayload, SendError, Transport, TxPayload},
 };
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use kernel::{
@@ -53,6 +57,15 @@ const VLAN_HLEN: u32 = 4;
 const RXQ_MAX: u32 = 1024;
 /// First byte of every vmcs MAC: locally administered (bit 1), unicast (bit 0 clear).
 const MAC_FIRST: u8 = 0x02;
+/// Frames limits below this get no TSO (a GSO packet would hardly be bigger than the MTU).
+const TSO_MIN: u32 = 8192;
+/// EtherTypes of the packets GSO frames may carry.
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// IP protocol number of TCP, the only GSO payload.
+const IPPROTO_TCP: u8 = 6;
+/// Offset of the checksum field in a TCP header.
+const TCP_CSUM_OFF: u16 = 16;
 
 /// The stable MAC of `peer` in the domain named `region_id`: `02:rr:rr:rr:rr:pp`, the four
 /// `r` bytes folded from the region identity, `pp` the peer id (< 64). The same on every
@@ -68,6 +81,18 @@ pub(crate) fn max_mtu(max_payload: u32) -> u32 {
     max_payload
         .min(MAX_PAYLOAD)
         .saturating_sub(ETH_HLEN as u32 + VLAN_HLEN)
+}
+
+/// A frame to transmit, copied into the ring in pieces: its head and fragments go straight
+/// from the skb into the reserved ring space (`skb_copy_bits`).
+impl TxPayload for TxSkb {
+    fn len(&self) -> usize {
+        self.frame().0
+    }
+
+    fn copy_into(&self, shm: &SharedRegion, offset: usize, at: usize, n: usize) -> bool {
+        shm.fill_from_skb(offset, n, self, at)
+    }
 }
 
 /// Counters of one peer (ethtool `peerN_*`).
@@ -101,10 +126,13 @@ struct Counters {
     tx_no_peer: AtomicU64,
     tx_errors: AtomicU64,
     multicast: AtomicU64,
+    rx_bad_gso: AtomicU64,
+    tx_gso: AtomicU64,
+    rx_gso: AtomicU64,
 }
 
 /// Names of the device-wide ethtool counters, in the order [`VmcsNet::stats_values`] writes.
-const GLOBAL_STATS: [&str; 10] = [
+const GLOBAL_STATS: [&str; 13] = [
     "rx_runt",
     "rx_bad_header",
     "rx_bad_csum",
@@ -115,6 +143,9 @@ const GLOBAL_STATS: [&str; 10] = [
     "tx_no_peer",
     "tx_errors",
     "multicast",
+    "rx_bad_gso",
+    "tx_gso",
+    "rx_gso",
 ];
 /// Names of the per-peer ethtool counters (`peer<N>_<name>`).
 const PEER_STATS: [&str; 8] = [
@@ -154,6 +185,13 @@ pub(crate) struct VmcsNet {
     /// stopped meanwhile). Taken with bottom halves off (the transmit path runs in softirq).
     #[pin]
     parked: SpinLockBh<KVec<Option<TxSkb>>>,
+    /// BQL, per peer queue: ring bytes reported sent (`netdev_tx_sent_queue`) and not yet
+    /// completed. Completed means: the peer's consumer released that ring space (its rx
+    /// pass copied the frames out), bounded from below by the transport's backlog
+    /// ([`VmcsNet::complete`]). Never more is completed than was sent (`dql_completed`
+    /// BUG()s otherwise). Taken inside `parked`, never the other way round.
+    #[pin]
+    bql: SpinLockBh<KVec<u32>>,
     /// Between `ndo_open` and `ndo_stop`.
     up: AtomicBool,
     /// Frames were queued for the NAPI poll since the last [`VmcsNet::rx_flush`].
@@ -199,12 +237,18 @@ impl NetRegistration {
         }
         let name = CString::try_from_fmt(fmt!("vmcs{}", index))?;
         let mac = mac_of(region_id, local);
-        let dev = NetDevice::new(parent, &name, peers, &mac, max_mtu)?;
+        // A GSO packet is one ring frame: at most the frame limit (the stack keeps
+        // `skb->len` below `tso_max`).
+        let limit = transport.frame_limit().min(MAX_PAYLOAD);
+        let tso_max = if limit >= TSO_MIN { limit } else { 0 };
+        let dev = NetDevice::new(parent, &name, peers, &mac, max_mtu, tso_max)?;
         let mut parked = KVec::with_capacity(peers as usize, GFP_KERNEL)?;
         let mut per_peer = KVec::with_capacity(peers as usize, GFP_KERNEL)?;
+        let mut bql = KVec::with_capacity(peers as usize, GFP_KERNEL)?;
         for _ in 0..peers {
             parked.push(None, GFP_KERNEL)?;
             per_peer.push(PeerCounters::default(), GFP_KERNEL)?;
+            bql.push(0u32, GFP_KERNEL)?;
         }
         let net = Arc::pin_init(
             pin_init!(VmcsNet {
@@ -215,6 +259,7 @@ impl NetRegistration {
                 peers,
                 region_id,
                 parked <- SpinLockBh::new(parked, c"vmcs_net_parked", kernel::static_lock_class!()),
+                bql <- SpinLockBh::new(bql, c"vmcs_net_bql", kernel::static_lock_class!()),
                 up: AtomicBool::new(false),
                 rx_pending: AtomicBool::new(false),
                 carrier <- new_mutex!(false, "vmcs_net_carrier"),
@@ -277,6 +322,12 @@ impl VmcsNet {
     /// `ndo_open`.
     fn open(&self) -> Result {
         self.dev.napi_enable();
+        {
+            // BQL starts from nothing in flight, on both sides at once.
+            let mut bql = self.bql.lock();
+            bql.iter_mut().for_each(|b| *b = 0);
+            self.dev.tx_reset();
+        }
         self.up.store(true, Relaxed);
         self.dev.start_queues();
         self.update_carrier();
@@ -335,31 +386,59 @@ impl VmcsNet {
         q as u16
     }
 
-    /// The `ETH` frame header for a frame with `csum` left to the device.
-    fn header(csum: Option<(u16, u16)>) -> FrameHeader {
+    /// The `ETH` frame header for a frame that leaves `off` to the receiver.
+    fn header(off: &Offload) -> FrameHeader {
         let mut hdr = FrameHeader::new(Op::Eth, SockType::Stream, 0, 0);
-        if let Some((start, off)) = csum {
+        if let Some((start, at)) = off.csum {
             hdr.flags = flags::ETH_CSUM_PARTIAL;
             hdr.src_port = u32::from(start);
-            hdr.dst_port = u32::from(off);
+            hdr.dst_port = u32::from(at);
+        }
+        if let Some((size, ty)) = off.gso {
+            hdr.buf_alloc = size;
+            hdr.fwd_cnt = ty;
         }
         hdr
     }
 
-    /// `ndo_start_xmit`: sends or parks `skb` (queue `queue`); never fails.
-    fn xmit(&self, mut skb: TxSkb, queue: u16) {
-        let csum = skb.csum_partial();
-        let hdr = Self::header(csum);
-        let Some(frame) = skb.data() else {
-            bump(&self.counters.tx_errors);
-            return;
-        };
-        if frame.len() < ETH_HLEN || frame.len() > self.transport.frame_limit() as usize {
+    /// Whether the wire can carry what `off` leaves to the receiver: a GSO packet is TCP
+    /// over IPv4 or IPv6 (ECN or not) with its checksum left partial and a 16-bit MSS.
+    fn offload_ok(off: &Offload) -> bool {
+        match off.gso {
+            None => true,
+            Some((size, ty)) => {
+                let kind = ty & !eth_gso::ECN;
+                (kind == eth_gso::TCPV4 || kind == eth_gso::TCPV6)
+                    && (1..=u32::from(u16::MAX)).contains(&size)
+                    && off.csum.is_some()
+            }
+        }
+    }
+
+    /// `ndo_start_xmit`: sends or parks `skb` (queue `queue`); never fails. With `more`
+    /// (`netdev_xmit_more`) the frame may stay unpublished until the batch's last one: one
+    /// index store and at most one doorbell per batch.
+    fn xmit(&self, skb: TxSkb, queue: u16, more: bool) {
+        self.xmit_one(skb, queue, more);
+        // Whatever became of this frame, a batch ends here: publish what it left queued.
+        if !more && u32::from(queue) != self.local && u32::from(queue) < self.peers {
+            self.transport.flush(u32::from(queue));
+        }
+    }
+
+    fn xmit_one(&self, skb: TxSkb, queue: u16, more: bool) {
+        let off = skb.offload();
+        let (len, head) = skb.frame();
+        if len < ETH_HLEN
+            || head.len() < ETH_HLEN
+            || len > self.transport.frame_limit() as usize
+            || !Self::offload_ok(&off)
+        {
             bump(&self.counters.tx_errors);
             return;
         }
-        let len = frame.len();
-        if frame[0] & 1 != 0 {
+        let hdr = Self::header(&off);
+        if head[0] & 1 != 0 {
             // Broadcast and multicast: one copy per live peer, best effort.
             bump(&self.counters.multicast);
             for p in 0..self.peers {
@@ -367,7 +446,7 @@ impl VmcsNet {
                     continue;
                 }
                 let Some(c) = self.peer(p) else { continue };
-                match self.transport.send(p, &hdr, frame) {
+                match self.transport.send_payload(p, &hdr, &skb, true) {
                     Ok(()) => {
                         bump(&c.tx_packets);
                         add(&c.tx_bytes, len);
@@ -382,24 +461,37 @@ impl VmcsNet {
             skb.consume();
             return;
         }
-        let Some(peer) = self.peer_of(frame) else {
+        let Some(peer) = self.peer_of(head) else {
             bump(&self.counters.tx_no_peer);
             return;
         };
         let Some(c) = self.peer(peer) else { return };
+        // Below `peers` <= 64.
+        let q = peer as u16;
         // Under the lock, so that a `tx_space` for the peer cannot run between our `Full`
         // and the parking (the transport reports space only after a `Full`).
+        // A batch is the frames of one queue; a frame that came through another queue than
+        // its peer's is published at once.
+        let batch = more && queue == q;
         let mut parked = self.parked.lock();
-        match self.transport.send(peer, &hdr, frame) {
+        self.complete(peer);
+        match self.transport.send_payload(peer, &hdr, &skb, false) {
             Ok(()) => {
+                let kick = self.bql_sent(peer, len, batch);
                 drop(parked);
+                if kick {
+                    self.transport.flush(peer);
+                }
                 bump(&c.tx_packets);
                 add(&c.tx_bytes, len);
+                if off.gso.is_some() {
+                    bump(&self.counters.tx_gso);
+                }
                 skb.consume();
             }
             Err(SendError::Full) => {
+                // The transport published the batch before it found the ring full.
                 bump(&c.tx_ring_full);
-                let q = u16::try_from(peer).unwrap_or(queue);
                 if let Some(slot) = parked.get_mut(peer as usize) {
                     self.dev.stop_queue(q);
                     if let Some(old) = slot.replace(skb) {
@@ -412,6 +504,58 @@ impl VmcsNet {
             Err(_) => {
                 drop(parked);
                 bump(&c.tx_dropped);
+                // Publish what the batch queued before this frame.
+                self.transport.flush(peer);
+            }
+        }
+    }
+
+    /// BQL: a frame of `len` bytes went into the ring to `peer` (its record's ring bytes
+    /// are counted); whether the batch must be published now. Called under `parked`.
+    fn bql_sent(&self, peer: u32, len: usize, more: bool) -> bool {
+        let rec = u32::try_from(len).ok().and_then(record_size).unwrap_or(0);
+        let mut bql = self.bql.lock();
+        // What is counted here and only that is ever completed (`complete`).
+        let rec = match bql.get_mut(peer as usize) {
+            Some(b) => match b.checked_add(rec) {
+                Some(n) => {
+                    *b = n;
+                    rec
+                }
+                None => 0,
+            },
+            None => 0,
+        };
+        self.dev.tx_sent(peer as u16, rec, more)
+    }
+
+    /// BQL completion for `peer`: of the ring bytes in flight, at most the transport's
+    /// backlog (what the consumer has not released, ours and the connections') can still
+    /// be unread, so the rest is completed. A consumer index that lies can only complete
+    /// our own frames early or late, never more than were sent.
+    fn complete(&self, peer: u32) {
+        let mut bql = self.bql.lock();
+        let Some(b) = bql.get_mut(peer as usize) else {
+            return;
+        };
+        if *b == 0 {
+            return;
+        }
+        let backlog = self.transport.tx_backlog(peer);
+        let done = *b - (*b).min(backlog);
+        if done > 0 {
+            *b -= done;
+            self.dev.tx_completed(peer as u16, done);
+        }
+    }
+
+    /// BQL completions for every peer with frames in flight (after each receive pass and
+    /// on the domain's tick, so a stopped queue is woken at the latest one tick after the
+    /// peer read its frames).
+    fn complete_all(&self) {
+        for p in 0..self.peers {
+            if p != self.local {
+                self.complete(p);
             }
         }
     }
@@ -422,33 +566,37 @@ impl VmcsNet {
         let Some(slot) = parked.get_mut(peer as usize) else {
             return;
         };
-        let Some(mut skb) = slot.take() else {
+        let Some(skb) = slot.take() else {
             drop(parked);
             if self.up.load(Relaxed) {
                 self.wake(peer);
             }
             return;
         };
-        let csum = skb.csum_partial();
-        let hdr = Self::header(csum);
-        let r = match skb.data() {
-            Some(frame) => self.transport.send(peer, &hdr, frame).map(|()| frame.len()),
-            None => Err(SendError::Invalid),
-        };
+        let off = skb.offload();
+        let hdr = Self::header(&off);
+        let (len, _) = skb.frame();
+        let r = self.transport.send_payload(peer, &hdr, &skb, true);
         let c = self.peer(peer);
         match r {
-            Ok(len) => {
+            Ok(()) => {
+                self.bql_sent(peer, len, false);
                 drop(parked);
                 if let Some(c) = c {
                     bump(&c.tx_packets);
                     add(&c.tx_bytes, len);
+                }
+                if off.gso.is_some() {
+                    bump(&self.counters.tx_gso);
                 }
                 skb.consume();
                 self.wake(peer);
             }
             Err(SendError::Full) => {
                 // Still full: the transport reports space again.
-                *slot = Some(skb);
+                if let Some(slot) = parked.get_mut(peer as usize) {
+                    *slot = Some(skb);
+                }
             }
             Err(_) => {
                 drop(parked);
@@ -487,27 +635,21 @@ impl VmcsNet {
         self.update_carrier();
     }
 
-    /// Checks a received `ETH` frame; returns its checksum's place if partial. Every bound
-    /// is checked against the payload's length before anything past the header is read.
-    fn check_rx(&self, hdr: &FrameHeader, frame: &[u8]) -> Result<Option<(u16, u16)>, ()> {
-        if frame.len() < ETH_HLEN {
-            bump(&self.counters.rx_runt);
-            return Err(());
-        }
-        if hdr.buf_alloc != 0
-            || hdr.fwd_cnt != 0
-            || (hdr.flags & flags::ETH_CSUM_PARTIAL == 0 && (hdr.src_port | hdr.dst_port) != 0)
-        {
-            bump(&self.counters.rx_bad_header);
-            return Err(());
-        }
-        // The source is a unicast address (a frame "from" a group address is malformed).
-        if frame[6] & 1 != 0 {
-            bump(&self.counters.rx_bad_src);
+    /// Checks a received `ETH` frame's header against its length `len`, before anything
+    /// is copied: returns what the frame leaves to us (checksum place, GSO). Every bound is
+    /// checked against `len`.
+    fn check_hdr(&self, hdr: &FrameHeader, len: usize) -> Result<Offload, ()> {
+        let k = &self.counters;
+        if len < ETH_HLEN {
+            bump(&k.rx_runt);
             return Err(());
         }
         if hdr.flags & flags::ETH_CSUM_PARTIAL == 0 {
-            return Ok(None);
+            if (hdr.src_port | hdr.dst_port | hdr.buf_alloc | hdr.fwd_cnt) != 0 {
+                bump(&k.rx_bad_header);
+                return Err(());
+            }
+            return Ok(Offload::default());
         }
         // The checksum field (2 bytes at start + offset) lies after the Ethernet header and
         // inside the frame.
@@ -515,28 +657,102 @@ impl VmcsNet {
         let end = start
             .checked_add(hdr.dst_port as usize)
             .and_then(|e| e.checked_add(2));
-        match (
+        let csum = match (
             u16::try_from(hdr.src_port),
             u16::try_from(hdr.dst_port),
             end,
         ) {
-            (Ok(s), Ok(o), Some(end)) if start >= ETH_HLEN && end <= frame.len() => {
-                Ok(Some((s, o)))
+            (Ok(s), Ok(o), Some(end)) if start >= ETH_HLEN && end <= len => (s, o),
+            _ => {
+                bump(&k.rx_bad_csum);
+                return Err(());
+            }
+        };
+        if (hdr.buf_alloc | hdr.fwd_cnt) == 0 {
+            return Ok(Offload {
+                csum: Some(csum),
+                gso: None,
+            });
+        }
+        // GSO: a known type, an MSS below the frame, the checksum in a TCP header after at
+        // least a minimal IP header.
+        let kind = hdr.fwd_cnt & !eth_gso::ECN;
+        let ip_min = match kind {
+            eth_gso::TCPV4 => 20,
+            eth_gso::TCPV6 => 40,
+            _ => usize::MAX,
+        };
+        let size = hdr.buf_alloc;
+        if ip_min == usize::MAX
+            || size == 0
+            || size > u32::from(u16::MAX)
+            || size as usize >= len
+            || csum.1 != TCP_CSUM_OFF
+            || (csum.0 as usize) < ETH_HLEN + ip_min
+        {
+            bump(&k.rx_bad_gso);
+            return Err(());
+        }
+        Ok(Offload {
+            csum: Some(csum),
+            gso: Some((size, hdr.fwd_cnt)),
+        })
+    }
+
+    /// Checks the received frame's bytes (this guest's own copy, read once): a unicast
+    /// source, and for GSO the EtherType, IP header and TCP header the header promised, with
+    /// more TCP payload than one segment.
+    fn check_frame(&self, off: &Offload, f: &[u8]) -> Result<(), ()> {
+        let k = &self.counters;
+        // The source is a unicast address (a frame "from" a group address is malformed).
+        if !matches!(f.get(6), Some(b) if b & 1 == 0) {
+            bump(&k.rx_bad_src);
+            return Err(());
+        }
+        let (Some((size, ty)), Some((start, _))) = (off.gso, off.csum) else {
+            return Ok(());
+        };
+        let start = start as usize;
+        let be16 = |i: usize| f.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let ip_ok = match ty & !eth_gso::ECN {
+            eth_gso::TCPV4 => {
+                let ihl = f.get(ETH_HLEN).map(|b| (b >> 4, usize::from(b & 0xf) * 4));
+                be16(12) == Some(ETH_P_IP)
+                    && ihl.is_some_and(|(v, l)| v == 4 && ETH_HLEN + l == start)
+                    && f.get(ETH_HLEN + 9) == Some(&IPPROTO_TCP)
             }
             _ => {
-                bump(&self.counters.rx_bad_csum);
-                Err(())
+                be16(12) == Some(ETH_P_IPV6)
+                    && f.get(ETH_HLEN).is_some_and(|b| b >> 4 == 6)
+                    && f.get(ETH_HLEN + 6) == Some(&IPPROTO_TCP)
+                    && ETH_HLEN + 40 == start
             }
+        };
+        // The TCP header (data offset in words) and then more than one segment's payload.
+        let tcp_ok = f
+            .get(start + 12)
+            .map(|b| usize::from(b >> 4) * 4)
+            .is_some_and(|thl| thl >= 20 && f.len().saturating_sub(start + thl) > size as usize);
+        if ip_ok && tcp_ok {
+            Ok(())
+        } else {
+            bump(&k.rx_bad_gso);
+            Err(())
         }
     }
 
-    /// An `ETH` frame from `peer` (the domain's rx work): checked, copied into an skb and
+    /// An `ETH` frame from `peer` (the domain's rx work), still in the ring: its header is
+    /// checked, it is copied once into an skb, its bytes are checked there, and it is
     /// queued for the NAPI poll. A bad frame is dropped and counted.
-    pub(crate) fn receive(&self, peer: u32, hdr: &FrameHeader, frame: &[u8]) {
+    pub(crate) fn receive(&self, peer: u32, hdr: &FrameHeader, payload: &dyn RxPayload) {
         let Some(c) = self.peer(peer) else { return };
-        let Ok(csum) = self.check_rx(hdr, frame) else {
+        let bad = || {
             bump(&c.rx_bad);
             bump(&c.rx_dropped);
+        };
+        let len = payload.len();
+        let Ok(off) = self.check_hdr(hdr, len) else {
+            bad();
             return;
         };
         if !self.up.load(Relaxed) {
@@ -550,25 +766,33 @@ impl VmcsNet {
             self.rx_pending.store(true, Relaxed);
             return;
         }
-        let Some(mut skb) = self.dev.rx_alloc(frame) else {
+        let Some(mut skb) = self.dev.rx_alloc(len, |dst| payload.copy_to(dst)) else {
             bump(&self.counters.rx_nomem);
             bump(&c.rx_dropped);
             return;
         };
-        if self.dev.rx_finish(&mut skb, csum).is_err() {
+        if self.check_frame(&off, skb.data()).is_err() {
+            bad();
+            return;
+        }
+        if self.dev.rx_finish(&mut skb, &off).is_err() {
             bump(&self.counters.rx_bad_csum);
-            bump(&c.rx_bad);
-            bump(&c.rx_dropped);
+            bad();
             return;
         }
         bump(&c.rx_packets);
-        add(&c.rx_bytes, frame.len());
+        add(&c.rx_bytes, len);
+        if off.gso.is_some() {
+            bump(&self.counters.rx_gso);
+        }
         self.dev.rx_enqueue(skb);
         self.rx_pending.store(true, Relaxed);
     }
 
-    /// After a receive pass: schedules the NAPI poll if frames were queued.
+    /// After a receive pass (and on the domain's tick): BQL completions, and the NAPI poll
+    /// scheduled if frames were queued.
     pub(crate) fn rx_flush(&self) {
+        self.complete_all();
         if self.rx_pending.swap(false, Relaxed) && self.up.load(Relaxed) {
             self.dev.napi_schedule();
         }
@@ -667,6 +891,9 @@ impl VmcsNet {
             &k.tx_no_peer,
             &k.tx_errors,
             &k.multicast,
+            &k.rx_bad_gso,
+            &k.tx_gso,
+            &k.rx_gso,
         ];
         out.fill(0);
         let mut slots = out.iter_mut();

@@ -23,7 +23,10 @@
 
 pub(crate) mod ivshmem;
 
-use crate::{glue::UserIter, proto::frame::FrameHeader};
+use crate::{
+    glue::{SharedRegion, UserIter},
+    proto::frame::FrameHeader,
+};
 use core::mem::MaybeUninit;
 
 /// Why a frame could not be queued to a peer.
@@ -110,6 +113,20 @@ pub(crate) trait Transport {
     fn send_batched(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError>;
     /// Makes every frame queued to `peer` with `send_batched` visible to it.
     fn flush(&self, peer: u32);
+    /// As [`Transport::send`] (`publish`) or [`Transport::send_batched`], for a payload
+    /// copied in pieces straight into the ring ([`TxPayload`]); `Invalid` if a piece could
+    /// not be copied (nothing is sent then).
+    fn send_payload(
+        &self,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &dyn TxPayload,
+        publish: bool,
+    ) -> Result<(), SendError>;
+    /// Ring bytes (records: headers, payloads, padding) queued to `peer`, published or not,
+    /// that its consumer has not released yet; 0 when there is no ring to it (the net
+    /// device's BQL completions, docs/netdev.md).
+    fn tx_backlog(&self, peer: u32) -> u32;
     /// Whether `peer` is live now (never true for this guest itself).
     fn is_live(&self, peer: u32) -> bool;
     /// Largest payload of one frame to `peer` (its ring's limit; 0 while no ring is open).
@@ -139,13 +156,13 @@ pub(crate) trait Transport {
 }
 
 /// The payload of a received frame, as [`Upcalls::deliver`] hands it up: kernel bytes, or
-/// (`RW` frames) the bytes still in the transport's buffer, which the core copies once,
+/// (`RW` and `ETH` frames) the bytes still in the transport's buffer, which the core copies once,
 /// straight to where it keeps them. Valid only during the upcall.
 pub(crate) trait RxPayload {
     /// Payload length in bytes (the header's `len`).
     fn len(&self) -> usize;
-    /// The payload, when it is in kernel memory. Frames other than `RW` always come so
-    /// (their payloads are a few bytes: bulk descriptors); for an `RW` frame it may be
+    /// The payload, when it is in kernel memory. Frames other than `RW` and `ETH` always come so
+    /// (their payloads are a few bytes: bulk descriptors); for those it may be
     /// `None`.
     fn bytes(&self) -> Option<&[u8]>;
     /// Copies the first `dst.len()` bytes (at most [`RxPayload::len`]) into `dst`. Returns
@@ -177,6 +194,16 @@ impl RxPayload for &[u8] {
     }
 }
 
+/// A frame payload in pieces (a socket buffer's head and fragments) that the transport
+/// copies straight into its buffer, the ring, with no copy in between.
+pub(crate) trait TxPayload {
+    /// Payload length in bytes.
+    fn len(&self) -> usize;
+    /// Copies payload bytes `at..at + n` into the region at `offset`; false if it could not
+    /// (then the frame is not sent).
+    fn copy_into(&self, shm: &SharedRegion, offset: usize, at: usize, n: usize) -> bool;
+}
+
 /// Events a transport reports to its owner (up).
 ///
 /// `deliver`, `peer_reset` and `tx_space` are called from the domain's receive worker
@@ -185,7 +212,7 @@ impl RxPayload for &[u8] {
 /// spinlocks held, and never sleeps.
 pub(crate) trait Upcalls {
     /// A frame from `peer`, validated; `payload.len() == hdr.len as usize`. The payload of
-    /// an `RW` frame may still be in the transport's buffer (the ring), valid only during
+    /// an `RW` or `ETH` frame may still be in the transport's buffer (the ring), valid only during
     /// the call: the core copies it once, straight into its receive queue.
     fn deliver(&self, peer: u32, hdr: &FrameHeader, payload: &dyn RxPayload);
     /// `peer` restarted, left, died or sent corrupt data (`cause`): every connection with it

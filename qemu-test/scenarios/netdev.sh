@@ -1,7 +1,8 @@
 # The vmcsN net device (docs/netdev.md): every live peer of the domain is an L2 neighbour
-# on vmcs0. Three plain guests (ci/test.sh; plain, so that the restarted guest claims its
-# old slot again: the doorbell server would give it a new id, hence a new MAC); guest 2 is
-# killed and restarted (run.sh --crash-guest 2 --crash-on CRASH-POINT --restart).
+# on vmcs0. Three doorbell guests in make test (ci/test.sh; the restarted guest gets its old
+# id back from the doorbell server's --sticky-ids, hence the same MAC; on plain it claims its
+# old slot again); guest 2 is killed and restarted (run.sh --crash-guest 2 --crash-on
+# CRASH-POINT --restart).
 #
 # - every guest: vmcs0 appears with the MAC 02:rr:rr:rr:rr:<peer id>, carrier comes up
 #   with the first live peer; ARP and neighbour discovery reach every other guest (IPv4
@@ -10,6 +11,9 @@
 #   compared end to end;
 # - a TCP flood from guest 1 to guest 0 keeps flowing while guest 2 is killed (SIGKILL),
 #   and through an MTU change and a link down/up on guest 1;
+# - fairness (progress only, no timing): an AF_VMCS stream from guest 1 to guest 0, on the
+#   same ring as the flood, moves FAIR bytes while the vmcs0 flood runs; then a TCP
+#   transfer of FAIR bytes over vmcs0 completes while an AF_VMCS stream floods that ring;
 # - the restarted guest 2 gets the same MAC (guest 0's neighbour entry for it is the same);
 # - guest 1 unloads the module while vmcs0 is up and carrying a flood;
 # - counters: /sys/class/net/vmcs0/statistics (ndo_get_stats64) and debugfs net (the
@@ -53,16 +57,20 @@ ping_both() { ping_until "$1" 90 && ping_until "$2" 90; }
 # peer_gone N: the kernel log says peer N was reset (heartbeat timeout or left).
 peer_gone() { dmesg | grep -qE "vmcs0: peer $1 (heartbeat timeout|left)"; }
 BYTES=4000000
+# Bytes each side of the fairness check must move while the other floods the same ring.
+FAIR=2000000
 
 if [ "$VMCS_GUEST" = 0 ]; then
-	plan 14
+	plan 16
 	check "insmod, vmcs0 up with addresses" net_up
 	check "MAC 02:rr:rr:rr:rr:<peer id>" mac_ok
 	check "carrier up with a live peer" wait_carrier
 	vmcs-nettest serve 7001 $BYTES >/tmp/tcp.log 2>&1 &
 	srv=$!
-	vmcs-nettest sink 7002 2 >/tmp/sink.log 2>&1 &
+	vmcs-nettest sink 7002 3 >/tmp/sink.log 2>&1 &
 	sink=$!
+	vmcs-socktest fair-sink 7100 2 >/tmp/fair.log 2>&1 &
+	fair=$!
 	check "ARP reaches guest 1 (IPv4 ping)" ping_until 10.77.0.2 90
 	check "ARP reaches guest 2 (IPv4 ping)" ping_until 10.77.0.3 90
 	check "neighbour discovery reaches guests 1 and 2 (IPv6 ping)" \
@@ -89,9 +97,18 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check_done "the floods from guest 1 were checked (through the kill, the MTU change, down/up; then its rmmod)" $sink 300
 	sed 's/^/# /' /tmp/sink.log >&3
 	check "the sink got the first flood in full, checked" grep -q "^SINK-OK [1-9]" /tmp/sink.log
+	wait_pid $fair 10
+	sed 's/^/# /' /tmp/fair.log >&3
+	check "fairness: both AF_VMCS streams of guest 1 arrived during its floods" \
+		sh -c "[ \$(grep -c '^FAIR-RX [1-9]' /tmp/fair.log) = 2 ]"
 	check "statistics count traffic (rx $(cat $S/rx_packets) packets, tx $(cat $S/tx_packets))" \
 		sh -c "[ $(cat $S/rx_packets) -gt 1000 ] && [ $(cat $S/tx_bytes) -gt $BYTES ]"
 	sed 's/^/# /' $D/net >&3
+	# During guest 1's MTU 1400 window its TCP sends GSO packets of up to 64 KiB, which
+	# travel as one ring frame each and arrive unsegmented (TSO).
+	nv() { awk -v k="$1" '$1 == k { print $2 }' $D/net; }
+	check "TSO: GSO packets from guest 1 arrived unsegmented (rx_gso $(nv rx_gso), rx_bad_gso $(nv rx_bad_gso))" \
+		sh -c "[ '$(nv rx_gso)' -gt 0 ] && [ '$(nv rx_bad_gso)' = 0 ]"
 	vmcs-nettest ethtool vmcs0 >/tmp/ethtool.txt 2>&1
 	grep -v ' 0$' /tmp/ethtool.txt | sed 's/^/# ethtool: /' >&3
 	ev() { awk -v k="$1" '$1 == "stat" && $2 == k { print $3 }' /tmp/ethtool.txt; }
@@ -101,7 +118,7 @@ if [ "$VMCS_GUEST" = 0 ]; then
 			[ '$(ev peer${id2}_rx_packets)' -gt 0 ] && [ '$(ev rx_runt)' = 0 ]"
 	check "rmmod with vmcs0 up" rmmod vmcs
 elif [ "$VMCS_GUEST" = 1 ]; then
-	plan 12
+	plan 14
 	check "insmod, vmcs0 up with addresses" net_up
 	check "MAC 02:rr:rr:rr:rr:<peer id>" mac_ok
 	check "ARP reaches guests 0 and 2 (IPv4 ping)" ping_both 10.77.0.1 10.77.0.3
@@ -118,6 +135,14 @@ elif [ "$VMCS_GUEST" = 1 ]; then
 	vmcs-nettest flood 10.77.0.1 7002 240 /tmp/stop >/tmp/flood.log 2>&1 &
 	fl=$!
 	check "flooding guest 0" wait_line /tmp/flood.log flooding 60
+	# Fairness: an AF_VMCS stream to guest 0 shares the ring with the flood; it must move
+	# FAIR bytes while the flood still runs (a starved stream times out).
+	cid0=$(peer_of 10.77.0.1)
+	timeout 120 vmcs-socktest fair-send "$cid0" 7100 $FAIR >/tmp/fair1.log 2>&1
+	rc=$?
+	sed 's/^/# /' /tmp/fair1.log >&3
+	check "fairness: AF_VMCS moved $FAIR bytes to guest 0 (cid $cid0) during the vmcs0 flood (status $rc)" \
+		sh -c "[ $rc = 0 ] && kill -0 $fl"
 	# Guest 2 (peer $id2) prints the launcher's kill marker once poked.
 	vmcs-nettest poke 10.77.0.3 7009
 	i=0
@@ -143,6 +168,21 @@ elif [ "$VMCS_GUEST" = 1 ]; then
 	wait_pid $fl 120
 	sed 's/^/# /' /tmp/flood.log >&3
 	check "the flood survived the kill, the MTU change and down/up, and ended cleanly (status $rc)" test "$rc" = 0
+	# Fairness the other way: TCP over vmcs0 moves FAIR bytes while an AF_VMCS stream floods
+	# the same ring.
+	rm -f /tmp/fstop
+	vmcs-socktest fair-send "$cid0" 7100 0 /tmp/fstop >/tmp/fair2.log 2>&1 &
+	ff=$!
+	wait_line /tmp/fair2.log sending 60
+	sleep 1
+	timeout 120 vmcs-nettest flood 10.77.0.1 7002 120 /tmp/never $FAIR >/tmp/fair3.log 2>&1
+	rc=$?
+	sed 's/^/# /' /tmp/fair3.log >&3
+	check "fairness: vmcs0 moved $FAIR bytes to guest 0 during an AF_VMCS flood (status $rc)" \
+		sh -c "[ $rc = 0 ] && kill -0 $ff"
+	touch /tmp/fstop
+	wait_pid $ff 60
+	sed 's/^/# /' /tmp/fair2.log >&3
 	# rmmod while vmcs0 is up and carrying traffic.
 	vmcs-nettest flood 10.77.0.1 7002 120 /tmp/never >/tmp/flood2.log 2>&1 &
 	fl2=$!

@@ -100,6 +100,19 @@ pub mod flags {
     pub const ETH_CSUM_PARTIAL: u32 = 1 << 0;
 }
 
+/// `ETH` frames carrying a GSO packet (docs/protocol.md §10): `buf_alloc` is the segment
+/// size (`gso_size`, the MSS), `fwd_cnt` the type below; both 0 for a plain frame. A GSO
+/// frame also has [`flags::ETH_CSUM_PARTIAL`] (its TCP checksum is left to whoever
+/// segments it).
+pub mod eth_gso {
+    /// A TCP over IPv4 packet larger than one segment.
+    pub const TCPV4: u32 = 1;
+    /// A TCP over IPv6 packet larger than one segment.
+    pub const TCPV6: u32 = 2;
+    /// With `TCPV4`/`TCPV6`: the packet has ECN's CWR set (`SKB_GSO_TCP_ECN`).
+    pub const ECN: u32 = 1 << 8;
+}
+
 /// Why a header was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameError {

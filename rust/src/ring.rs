@@ -640,6 +640,16 @@ impl Producer {
         self.prod == self.cons_cache
     }
 
+    /// Ring bytes written (published or not) that the consumer has not released: 0 on a
+    /// channel whose consumer never acknowledged our epoch or whose consumer index is
+    /// corrupt (nothing more will be read from it). At most the ring's size.
+    pub fn backlog<S: Shm + ?Sized>(&mut self, shm: &S) -> u32 {
+        if !self.ready || self.refresh_cons(shm).is_err() {
+            return 0;
+        }
+        self.prod.wrapping_sub(self.cons_cache)
+    }
+
     /// Reserve space for a frame with header `hdr` (`hdr.len` = payload size).
     pub fn reserve<S: Shm + ?Sized>(
         &mut self,

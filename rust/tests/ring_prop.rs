@@ -7,7 +7,7 @@ use common::{channel_pair, region, rw};
 use proptest::prelude::*;
 use vmcs_proto::frame::{FrameHeader, FRAME_HDR_SIZE};
 use vmcs_proto::host::SliceShm;
-use vmcs_proto::ring::{ctrl, Channel, Consumer, Producer, RingError, SleepCheck};
+use vmcs_proto::ring::{ctrl, record_size, Channel, Consumer, Producer, RingError, SleepCheck};
 use vmcs_proto::shm::Shm;
 
 #[derive(Debug, Clone)]
@@ -510,6 +510,42 @@ fn drained_follows_the_consumer() {
     assert!(!p.drained(&shm), "consumed but not yet released");
     c.release(&shm);
     assert!(p.drained(&shm));
+}
+
+/// `Producer::backlog` (the net device's BQL completions): the ring bytes of every record
+/// written, published or not, until the consumer releases them; 0 on a fresh channel and
+/// on a corrupt consumer index.
+#[test]
+fn backlog_counts_records_until_released() {
+    let mem = region(128 + 1024);
+    let shm = SliceShm::new(&mem);
+    let (mut p, mut c) = channel_pair(&shm, 1024);
+    assert_eq!(p.backlog(&shm), 0, "a fresh ring has no backlog");
+    let rec10 = record_size(10).unwrap();
+    let rec20 = record_size(20).unwrap();
+    p.send(&shm, &rw(10), &[7u8; 10]).unwrap();
+    p.send_deferred(&shm, &rw(20), &[8u8; 20]).unwrap();
+    assert_eq!(
+        p.backlog(&shm),
+        rec10 + rec20,
+        "unpublished records count too"
+    );
+    p.publish(&shm);
+    let f = c.peek(&shm).unwrap().unwrap();
+    assert!(c.consume_deferred(&f));
+    assert_eq!(
+        p.backlog(&shm),
+        rec10 + rec20,
+        "consumed but not yet released"
+    );
+    c.release(&shm);
+    assert_eq!(p.backlog(&shm), rec20);
+    let f = c.peek(&shm).unwrap().unwrap();
+    c.consume(&shm, &f);
+    assert_eq!(p.backlog(&shm), 0);
+    // A consumer index beyond the producer's is corrupt: no backlog (nothing is read).
+    shm.store_u32_relaxed(p.channel().ctrl_off() + ctrl::CONS_IDX, 0x1000_0000);
+    assert_eq!(p.backlog(&shm), 0);
 }
 
 #[test]

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The receive side: one pass of the domain's rx work drains every inbound ring up to
-//! [`Upcalls::deliver`] (`RW` payloads straight out of the ring, [`RingPayload`]; the few
-//! bytes of other frames through the bounce buffer); the doorbell IRQ and the plain poll's
+//! [`Upcalls::deliver`] (`RW` and `ETH` payloads straight out of the ring, [`RingPayload`];
+//! the few bytes of other frames through the bounce buffer); the doorbell IRQ and the plain poll's
 //! re-arm delay.
 
 use super::{
@@ -25,8 +25,9 @@ use kernel::{
     time::Delta,
 };
 
-/// The payload of an `RW` frame still in the ring, for [`Upcalls::deliver`]: the core copies
-/// it once, straight into its receive queue, before the rx pass releases the slot. The
+/// The payload of an `RW` or `ETH` frame still in the ring, for [`Upcalls::deliver`]: the
+/// core (the net device) copies it once, straight into its receive queue (the skb), before
+/// the rx pass releases the slot. The
 /// header was read once and validated (`Consumer::peek`); the payload bytes are read as
 /// they are, so a peer that changes them meanwhile changes only what its reader receives.
 struct RingPayload<'a> {
@@ -261,7 +262,10 @@ impl Link {
                     // Frames of a peer that is not up (joining, or declared dead) stay in
                     // the ring until it is up or re-opens it.
                     Ok(Some(_)) if !up_now => Step::Idle,
-                    Ok(Some(f)) if f.hdr.op == Op::Rw && f.hdr.dst_port != SELFTEST_PORT => {
+                    Ok(Some(f))
+                        if (f.hdr.op == Op::Rw && f.hdr.dst_port != SELFTEST_PORT)
+                            || f.hdr.op == Op::Eth =>
+                    {
                         Step::InRing(f)
                     }
                     Ok(Some(f)) => {

@@ -11,7 +11,7 @@ use crate::{
         peer::{self, PeerState},
         ring::{Producer, Reservation, RingError, SleepCheck},
     },
-    transport::{SendError, Upcalls},
+    transport::{SendError, TxPayload, Upcalls},
 };
 use kernel::{io::Io, prelude::*, sync::atomic::Relaxed};
 
@@ -87,6 +87,56 @@ impl Link {
             publish,
         )
         .map(|_| ())
+    }
+
+    /// [`Link::send`] (`publish`) or [`Link::send_batched`] of a payload in pieces, copied
+    /// straight into the reserved ring space (`Transport::send_payload`). A piece that
+    /// cannot be copied sends nothing (`Invalid`).
+    pub(crate) fn send_payload(
+        &self,
+        up: &impl Upcalls,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &dyn TxPayload,
+        publish: bool,
+    ) -> Result<(), SendError> {
+        let len = u32::try_from(payload.len()).map_err(|_| SendError::Invalid)?;
+        let sent = self.send_frame(
+            up,
+            peer,
+            hdr,
+            len,
+            |shm, r| {
+                let mut ok = true;
+                r.walk(0, len as usize, |off, at, n| {
+                    ok = ok && payload.copy_into(shm, off, at, n);
+                });
+                // All or nothing: a frame cut short would be a different frame.
+                if ok {
+                    len
+                } else {
+                    0
+                }
+            },
+            publish,
+        )?;
+        if sent == len as usize {
+            Ok(())
+        } else {
+            Err(SendError::Invalid)
+        }
+    }
+
+    /// Ring bytes queued to `peer` that its consumer has not released (`Transport::tx_backlog`).
+    pub(crate) fn tx_backlog(&self, peer: u32) -> u32 {
+        let mut tx = self.tx.lock();
+        let Some(shm) = self.region.try_access() else {
+            return 0;
+        };
+        match tx.get_mut(peer as usize).and_then(|c| c.prod.as_mut()) {
+            Some(prod) => prod.backlog(&*shm),
+            None => 0,
+        }
     }
 
     /// Publishes the frames [`Link::send_batched`] committed to `peer`, ringing its doorbell

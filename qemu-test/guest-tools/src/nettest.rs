@@ -10,9 +10,9 @@
 //!   vmcs-nettest sink PORT N             accept N connections one after the other, check
 //!                                        each against seed 3 until EOF (SINK-OK) or until
 //!                                        10 s without data (SINK-CUT: its sender vanished)
-//!   vmcs-nettest flood ADDR PORT SECS STOPFILE
+//!   vmcs-nettest flood ADDR PORT SECS STOPFILE [BYTES]
 //!                                        send the seed-3 pattern for SECS seconds or until
-//!                                        STOPFILE exists, then close
+//!                                        STOPFILE exists (or BYTES were sent), then close
 //!   vmcs-nettest wait PORT               accept one connection, then exit (a signal)
 //!   vmcs-nettest poke ADDR PORT          connect to a waiting peer (retrying up to 60 s)
 //!   vmcs-nettest ethtool IFACE           what `ethtool -i` and `ethtool -S` show (busybox
@@ -273,6 +273,11 @@ fn main() {
             let port: u16 = arg(&args, 3);
             let secs: u64 = arg(&args, 4);
             let stop: String = arg(&args, 5);
+            let limit: u64 = if args.len() > 6 {
+                arg(&args, 6)
+            } else {
+                u64::MAX
+            };
             let mut s = connect(&addr, port, Duration::from_secs(60));
             let mut p = Pattern::new(3);
             let mut sum = Fnv::new();
@@ -282,6 +287,7 @@ fn main() {
             println!("flooding");
             while start.elapsed() < Duration::from_secs(secs)
                 && !std::path::Path::new(&stop).exists()
+                && sent < limit
             {
                 p.fill(&mut buf);
                 sum.add(&buf);

@@ -54,6 +54,13 @@ pub struct Config {
     /// Log every protocol message and connection event.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+
+    /// Hand out the lowest free id and keep a departed id's eventfds for its
+    /// next holder, sending no leave notices (so a restarted VM gets its old
+    /// id back; QEMU's ivshmem cannot take an id that left and came back
+    /// otherwise). Default: QEMU's server's round-robin ids with notices.
+    #[arg(long)]
+    pub sticky_ids: bool,
 }
 
 /// Parse a byte count such as `4096`, `64K`, `1M`, `2G` (also `1MiB`, `1mb`).
@@ -143,6 +150,7 @@ mod tests {
                 max_peers: 16,
                 pidfile: None,
                 verbose: false,
+                sticky_ids: false,
             }
         );
     }

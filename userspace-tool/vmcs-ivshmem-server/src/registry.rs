@@ -83,14 +83,26 @@ impl JoinPlan {
 }
 
 /// Peer table and id allocator.
+///
+/// Two modes. QEMU's (the default): ids go round robin and a leaving peer is
+/// announced to the others, who close its eventfds. Sticky (`--sticky-ids`): a
+/// joining peer gets the lowest free id, a leave is announced to nobody, and
+/// an id that comes back keeps its eventfd objects (the server holds them), so
+/// the peers that already had them are told nothing. That is what lets a
+/// restarted VM get its old id back: QEMU's ivshmem device frees a departed
+/// peer's eventfd array on the leave notice and later writes the id's new
+/// eventfds through the freed pointer (docs/ivshmem-server.md).
 #[derive(Debug, Clone)]
 pub struct Registry {
     max_peers: u32,
     vectors: u16,
+    sticky: bool,
     /// Next id to try (QEMU's `cur_id`), always `< max_peers`.
     next_id: u32,
     /// Connected peers, in join order (QEMU keeps a tail queue).
     peers: Vec<PeerId>,
+    /// Sticky mode: for each connected peer, the ids whose eventfds it holds.
+    known: std::collections::BTreeMap<PeerId, std::collections::BTreeSet<PeerId>>,
 }
 
 impl Registry {
@@ -100,9 +112,24 @@ impl Registry {
         Self {
             max_peers: max_peers.clamp(1, 1 << 16),
             vectors,
+            sticky: false,
             next_id: 0,
             peers: Vec::new(),
+            known: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// A registry in sticky mode (see [`Registry`]).
+    pub fn new_sticky(max_peers: u32, vectors: u16) -> Self {
+        Self {
+            sticky: true,
+            ..Self::new(max_peers, vectors)
+        }
+    }
+
+    /// Whether ids are sticky (lowest free, no leave notices).
+    pub fn sticky(&self) -> bool {
+        self.sticky
     }
 
     pub fn vectors(&self) -> u16 {
@@ -129,8 +156,9 @@ impl Registry {
     /// The id the next joining peer would get: the first free id starting at
     /// the one after the last id handed out, wrapping within `max_peers`.
     pub fn peek_id(&self) -> Option<PeerId> {
+        let first = if self.sticky { 0 } else { self.next_id };
         (0..self.max_peers)
-            .map(|i| (self.next_id + i) % self.max_peers)
+            .map(|i| (first + i) % self.max_peers)
             .filter_map(|id| PeerId::try_from(id).ok())
             .find(|id| !self.contains(*id))
     }
@@ -149,8 +177,12 @@ impl Registry {
         ];
 
         let mut advertise = Vec::new();
-        // The new peer's eventfds to every existing peer.
+        // The new peer's eventfds to every existing peer (sticky: to those that
+        // do not hold them from an earlier incarnation of the id).
         for &other in &self.peers {
+            if self.known.get(&other).is_some_and(|k| k.contains(&id)) {
+                continue;
+            }
             advertise.extend(self.vector_msgs(other, id));
         }
         // Every existing peer's eventfds to the new peer.
@@ -160,6 +192,14 @@ impl Registry {
         // The new peer's own eventfds to itself (interrupt setup).
         advertise.extend(self.vector_msgs(id, id));
 
+        if self.sticky {
+            for &other in &self.peers {
+                self.known.entry(other).or_default().insert(id);
+            }
+            let mut mine: std::collections::BTreeSet<PeerId> = self.peers.iter().copied().collect();
+            mine.insert(id);
+            self.known.insert(id, mine);
+        }
         self.peers.push(id);
         Some(JoinPlan {
             id,
@@ -171,6 +211,7 @@ impl Registry {
     /// Forget a peer whose join failed before anyone else heard of it.
     pub fn abort_join(&mut self, id: PeerId) {
         self.peers.retain(|&p| p != id);
+        self.known.remove(&id);
     }
 
     /// Remove a peer and plan the disconnect notifications (its id, no
@@ -180,6 +221,11 @@ impl Registry {
             return Vec::new();
         }
         self.abort_join(id);
+        if self.sticky {
+            // The others keep the id's eventfds, which stay valid (the server
+            // holds them for the id's next incarnation).
+            return Vec::new();
+        }
         self.peers
             .iter()
             .map(|&other| Message::new(other, i64::from(id), FdRef::None))
@@ -299,6 +345,69 @@ mod tests {
         assert_eq!(r.peers(), &[0]);
         // the aborted id is still "used up" for allocation purposes
         assert_eq!(r.join().map(|p| p.id), Some(2));
+    }
+
+    #[test]
+    fn sticky_ids_come_back_without_notices() {
+        let mut r = Registry::new_sticky(16, 1);
+        for want in 0..3 {
+            assert_eq!(r.join().map(|p| p.id), Some(want));
+        }
+        assert!(r.leave(1).is_empty(), "no leave notice");
+        let plan = r.join().expect("room");
+        assert_eq!(plan.id, 1, "the lowest free id: its own");
+        // 0 and 2 hold id 1's eventfds already: only the new peer is told.
+        assert!(plan.advertise.iter().all(|m| m.to == 1));
+        assert_eq!(
+            plan.advertise.iter().map(|m| m.value).collect::<Vec<_>>(),
+            vec![0, 2, 1]
+        );
+        // A peer that joined while id 1 was away learns it when it comes back.
+        r.leave(1);
+        assert_eq!(r.join().map(|p| p.id), Some(1));
+        r.leave(1);
+        let late = r.join().expect("room");
+        assert_eq!(late.id, 1);
+        r.leave(2);
+        let p3 = r.join().expect("room");
+        assert_eq!(p3.id, 2);
+        // the new 2 knows 0 and 1; the others already knew 2
+        assert!(p3.advertise.iter().all(|m| m.to == 2));
+        r.leave(1);
+        let back = r.join().expect("room");
+        assert_eq!(back.id, 1);
+        assert!(
+            back.advertise.iter().all(|m| m.to == 1),
+            "the new 2 got 1's eventfds when it joined: {:?}",
+            back.advertise
+        );
+    }
+
+    #[test]
+    fn sticky_id_unknown_to_a_later_peer_is_advertised_to_it() {
+        let mut r = Registry::new_sticky(16, 1);
+        for want in 0..4 {
+            assert_eq!(r.join().map(|p| p.id), Some(want));
+        }
+        r.leave(1);
+        r.leave(2);
+        // Takes 1 while 2 is away: it hears of 0 and 3 only.
+        let x = r.join().expect("room");
+        assert_eq!(x.id, 1);
+        assert_eq!(
+            x.advertise.iter().map(|m| m.value).collect::<Vec<_>>(),
+            vec![0, 3, 1]
+        );
+        // 2 comes back: 0 and 3 hold its eventfds, the new 1 does not.
+        let y = r.join().expect("room");
+        assert_eq!(y.id, 2);
+        let told: Vec<_> = y
+            .advertise
+            .iter()
+            .filter(|m| m.to != 2)
+            .map(|m| (m.to, m.value))
+            .collect();
+        assert_eq!(told, vec![(1, 2)]);
     }
 
     #[test]

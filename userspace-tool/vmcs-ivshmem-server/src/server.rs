@@ -25,8 +25,6 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct Conn {
     stream: UnixStream,
-    /// One eventfd per vector; peers interrupt this peer through them.
-    vectors: Vec<OwnedFd>,
 }
 
 /// A peer to drop, with the reason for the log.
@@ -37,6 +35,10 @@ pub struct Server {
     log: Logger,
     registry: Registry,
     conns: BTreeMap<PeerId, Conn>,
+    /// One eventfd per vector for each id; peers interrupt that id's holder
+    /// through them. Dropped when the peer leaves, except with sticky ids,
+    /// where they wait for the id's next holder.
+    vectors: BTreeMap<PeerId, Vec<OwnedFd>>,
     listener: Listener,
     shm: Shm,
     _pidfile: Option<PidFile>,
@@ -63,8 +65,13 @@ impl Server {
         ));
         Ok(Self {
             log,
-            registry: Registry::new(u32::from(cfg.max_peers), cfg.vectors),
+            registry: if cfg.sticky_ids {
+                Registry::new_sticky(u32::from(cfg.max_peers), cfg.vectors)
+            } else {
+                Registry::new(u32::from(cfg.max_peers), cfg.vectors)
+            },
             conns: BTreeMap::new(),
+            vectors: BTreeMap::new(),
             listener,
             shm,
             _pidfile: pidfile,
@@ -180,22 +187,28 @@ impl Server {
                 .info(format_args!("refusing connection: socket setup: {e}"));
             return;
         }
-        let vectors = match make_eventfds(self.registry.vectors()) {
-            Ok(v) => v,
-            Err(e) => {
-                self.log.info(format_args!(
-                    "refusing connection: cannot create eventfd: {e}"
-                ));
-                return;
-            }
+        let Some(id) = self.registry.peek_id() else {
+            return;
         };
+        if !self.vectors.contains_key(&id) {
+            match make_eventfds(self.registry.vectors()) {
+                Ok(v) => {
+                    self.vectors.insert(id, v);
+                }
+                Err(e) => {
+                    self.log.info(format_args!(
+                        "refusing connection: cannot create eventfd: {e}"
+                    ));
+                    return;
+                }
+            }
+        }
         let Some(plan) = self.registry.join() else {
             return;
         };
-        let id = plan.id;
         self.log
             .debug(format_args!("accepted connection as peer {id}"));
-        self.conns.insert(id, Conn { stream, vectors });
+        self.conns.insert(id, Conn { stream });
 
         let mut failed = Vec::new();
         self.deliver(&plan.initial, &mut failed);
@@ -206,6 +219,9 @@ impl Server {
             ));
             self.registry.abort_join(id);
             self.conns.remove(&id);
+            if !self.registry.sticky() {
+                self.vectors.remove(&id);
+            }
             return;
         }
         self.deliver(&plan.advertise, &mut failed);
@@ -231,9 +247,9 @@ impl Server {
                 FdRef::Shm => Some(self.shm.as_fd()),
                 FdRef::Vector { peer, vector } => {
                     let fd = self
-                        .conns
+                        .vectors
                         .get(&peer)
-                        .and_then(|c| c.vectors.get(usize::from(vector)));
+                        .and_then(|v| v.get(usize::from(vector)));
                     match fd {
                         Some(fd) => Some(fd.as_fd()),
                         None => {
@@ -260,6 +276,9 @@ impl Server {
         while let Some((id, reason)) = failed.pop() {
             if self.conns.remove(&id).is_none() {
                 continue;
+            }
+            if !self.registry.sticky() {
+                self.vectors.remove(&id);
             }
             if reason.is_empty() {
                 self.log.info(format_args!("peer {id} left"));

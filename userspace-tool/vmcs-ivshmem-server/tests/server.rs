@@ -326,6 +326,42 @@ fn disconnect_is_announced_and_rejoin_gets_a_new_id() {
     expect_quiet(&a.sock);
 }
 
+/// `--sticky-ids`: a rejoining peer gets its id back (the lowest free one), no leave or
+/// join notice goes to the others, and the eventfds they kept for the id reach the new
+/// holder (the same eventfd objects). A peer that joined while an id was away is told
+/// about it when it comes back.
+#[test]
+fn sticky_ids_rejoin_with_the_same_id_and_eventfds() {
+    let server = TestServer::start("sticky", &["--vectors", "2", "--sticky-ids"]);
+    let mut a = Peer::join(&server, 2, &[]);
+    let b = Peer::join(&server, 2, &[0]);
+    a.expect_join(1);
+    let c = Peer::join(&server, 2, &[0, 1]);
+    a.expect_join(2);
+    drop(b);
+    server.wait_log("peer 1 left");
+    drop(c);
+    server.wait_log("peer 2 left");
+    expect_quiet(&a.sock);
+    // d takes id 1 while 2 is away: it hears of 0 only.
+    let d = Peer::join(&server, 2, &[0]);
+    assert_eq!(d.id, 1, "the lowest free id");
+    expect_quiet(&a.sock);
+    assert_connected(&a, &d);
+    assert_connected(&d, &a);
+    // e takes id 2: a already holds its eventfds, d does not.
+    let e = Peer::join(&server, 2, &[0, 1]);
+    assert_eq!(e.id, 2);
+    expect_quiet(&a.sock);
+    let mut d = d;
+    d.expect_join(2);
+    expect_quiet(&d.sock);
+    assert_connected(&a, &e);
+    assert_connected(&e, &a);
+    assert_connected(&d, &e);
+    assert_connected(&e, &d);
+}
+
 #[test]
 fn ids_wrap_within_max_peers_and_full_table_is_refused() {
     let server = TestServer::start("wrap", &["--max-peers", "3"]);

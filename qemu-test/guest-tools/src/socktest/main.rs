@@ -29,6 +29,9 @@
 //!   vmcs-socktest crash-serve PORT / crash-connect PORT / crash-rejoin PORT
 //!                                      peer death (crash scenario): ECONNRESET, connect
 //!                                      timeout, surviving listener
+//!   vmcs-socktest fair-sink PORT N / fair-send CID PORT BYTES [STOPFILE]
+//!                                      the netdev scenario's fairness check: N streams
+//!                                      read to EOF; BYTES sent (or until STOPFILE exists)
 //!   vmcs-socktest mesh PORT EXPECT STOPFILE [once|lenient]
 //!                                      the chaos mesh: checksummed stream, seqpacket and
 //!                                      bulk traffic with every live peer (mesh.rs)
@@ -41,6 +44,7 @@ mod busypoll;
 mod crash;
 mod cross;
 mod diff;
+mod fair;
 mod fastclose;
 mod mesh;
 mod options;
@@ -143,6 +147,16 @@ fn main() -> std::process::ExitCode {
         Some("crash-connect") => {
             arg(1).map_or(Err("usage: crash-connect PORT".into()), crash_connect)
         }
+        Some("fair-sink") => match (arg(1), arg(2)) {
+            (Some(p), Some(n)) => fair::fair_sink(p, n as usize),
+            _ => Err("usage: fair-sink PORT N".into()),
+        },
+        Some("fair-send") => match (arg(1), arg(2), arg(3)) {
+            (Some(c), Some(p), Some(b)) => {
+                fair::fair_send(c, p, u64::from(b), args.get(4).map(String::as_str))
+            }
+            _ => Err("usage: fair-send CID PORT BYTES [STOPFILE]".into()),
+        },
         Some("mesh") => match (arg(1), arg(2), args.get(3)) {
             (Some(p), Some(n), Some(stop)) => {
                 mesh(p, n as usize, stop, args.get(4).map_or("", String::as_str))

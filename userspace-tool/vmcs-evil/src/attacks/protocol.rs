@@ -3,14 +3,14 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vmcs_proto::frame::{flags, FrameHeader, Op, SockType};
+use vmcs_proto::frame::{eth_gso, flags, FrameHeader, Op, SockType};
 
 use crate::peer::Peer;
 
 /// Malformed Ethernet frames for the net device (docs/netdev.md "Hostile input"): each
 /// decodes as a frame (so the ring stays in sync) and must be dropped and counted by the
-/// guest's vmcs0 (`rx_runt`, `rx_bad_csum`, `rx_bad_src`, `rx_bad_header`), never parsed
-/// past its length. Returns how many were sent.
+/// guest's vmcs0 (`rx_runt`, `rx_bad_csum`, `rx_bad_src`, `rx_bad_header`, and for the GSO
+/// fields `rx_bad_gso`), never parsed past its length. Returns how many were sent.
 pub fn eth(p: &mut Peer, t: u32) -> u32 {
     let eth = |flags: u32, src: u32, dst: u32| {
         let mut h = FrameHeader::new(Op::Eth, SockType::Stream, src, dst);
@@ -43,6 +43,55 @@ pub fn eth(p: &mut Peer, t: u32) -> u32 {
     ];
     let mut n = 0;
     for (h, payload) in cases {
+        if p.send(t, h, payload) {
+            n += 1;
+        }
+    }
+    n + eth_gso_cases(p, t)
+}
+
+/// Malformed GSO fields (docs/protocol.md §10), each on an otherwise plausible TCP/IPv4
+/// frame (checksum partial at the TCP header): the guest must drop and count each
+/// (`rx_bad_gso`, one `rx_bad_header` for GSO without a partial checksum), never hand it
+/// to its stack as a GSO packet. Returns how many were sent.
+fn eth_gso_cases(p: &mut Peer, t: u32) -> u32 {
+    // 200 bytes: Ethernet, IPv4 (20 bytes, TCP), TCP (20 bytes), 146 bytes of payload.
+    let mut tcp4 = [0u8; 200];
+    tcp4[..6].copy_from_slice(&[0xff; 6]);
+    tcp4[6..12].copy_from_slice(&[0x02, 0xee, 0xee, 0xee, 0xee, 0xee]);
+    tcp4[12..14].copy_from_slice(&[0x08, 0x00]);
+    tcp4[14] = 0x45;
+    tcp4[14 + 9] = 6;
+    tcp4[34 + 12] = 0x50;
+    let mut udp4 = tcp4;
+    udp4[14 + 9] = 17;
+    let gso = |start: u32, off: u32, size: u32, ty: u32| {
+        let mut h = FrameHeader::new(Op::Eth, SockType::Stream, start, off);
+        h.flags = flags::ETH_CSUM_PARTIAL;
+        h.buf_alloc = size;
+        h.fwd_cnt = ty;
+        h
+    };
+    let v4 = eth_gso::TCPV4;
+    let mut no_csum = gso(0, 0, 100, v4);
+    no_csum.flags = 0;
+    let cases: [(FrameHeader, &[u8]); 9] = [
+        // Unknown type; an ECN bit alone.
+        (gso(34, 16, 100, 3), &tcp4),
+        (gso(34, 16, 100, eth_gso::ECN), &tcp4),
+        // No segment size; one as large as the frame; one beyond 16 bits.
+        (gso(34, 16, 0, v4), &tcp4),
+        (gso(34, 16, 200, v4), &tcp4),
+        (gso(34, 16, 1 << 16, v4), &tcp4),
+        // The checksum not in a TCP header's place.
+        (gso(34, 6, 100, v4), &tcp4),
+        // TCPv6 on an IPv4 frame; TCPv4 on a UDP packet; no more than one segment.
+        (gso(54, 16, 100, eth_gso::TCPV6), &tcp4),
+        (gso(34, 16, 100, v4), &udp4),
+        (gso(34, 16, 146, v4), &tcp4),
+    ];
+    let mut n = 0;
+    for (h, payload) in cases.into_iter().chain([(no_csum, &tcp4[..])]) {
         if p.send(t, h, payload) {
             n += 1;
         }
