@@ -325,9 +325,12 @@ impl<'a> Bulk<'a> {
         Ok(())
     }
 
-    /// Releases what was handed out once the batch it came in is used up.
+    /// Releases what was handed out once the batch it came in is used up, or a quarter of
+    /// the peer's extent is held (so that the sender refills it while we read the rest of
+    /// a large batch).
     fn release_batch(&mut self) -> Res {
-        if self.inq.is_empty() || self.held.len() >= 64 {
+        let held: usize = self.held.iter().map(|d| d.len as usize).sum();
+        if self.inq.is_empty() || self.held.len() >= 64 || held >= self.rx.len / 4 {
             self.release_all()?;
         }
         Ok(())
@@ -353,6 +356,9 @@ impl<'a> Bulk<'a> {
             };
             dst.copy_from_slice(r);
             got += n;
+            // Copied out: hand it back at once, so that a message larger than the peer's
+            // extent does not wait for ranges we hold.
+            self.release_batch()?;
         }
         self.release_all()?;
         Ok(true)
@@ -606,6 +612,9 @@ fn bulk_ping(server: &str, base: u32, size: usize, secs: f64) -> Res<Rtt> {
                 return Err(format!("round {i}: the echo does not match"));
             }
             got += n;
+            // Checked: hand it back, so that an echo larger than the server's extent can
+            // reuse its ranges.
+            b.release_batch()?;
         }
         b.release_all()
     })?;
