@@ -33,16 +33,18 @@ ring_sizes() {
 	done | tr ' ' '\n' | sort -u
 }
 fair() {
-	sizes=$(ring_sizes)
 	[ "$(echo "$sizes" | grep -c .)" = 1 ] || return 1
 	[ "$sizes" -ge 512 ] || return 1
 	if [ "$region_kib" = 65536 ] && [ "$VMCS_NGUESTS" -le 4 ]; then
 		[ "$sizes" -ge 1048576 ] || return 1
 	fi
 }
-# A ring from a guest that came up last may still be on its way (its open, our resync).
+# A ring from a guest that came up last may still be on its way (its open, our resync):
+# wait until none reads 0, then judge once.
+attached() { ! ring_sizes | grep -qx 0; }
 i=0
-while ! fair && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+while ! attached && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+sizes=$(ring_sizes)
 check "every ring to and from the $((VMCS_NGUESTS - 1)) others is the fair share (sizes: $(echo $sizes), region $region_kib KiB)" fair
 
 # Self-test frames to every other peer, of varying size (1..4064 bytes; ci/test.sh runs this
@@ -61,10 +63,15 @@ check "received $N intact self-test frames from every other peer" got
 cat $D/rings | sed 's/^/# /' >&3
 if [ "$VMCS_VARIANT" = doorbell ]; then
 	# Two MSI-X vectors: data doorbells on vector 0, "space for your waiting sender" on 1
-	# (full rings during the self-test make senders wait).
+	# (full rings during the self-test make senders wait; rings above 64 KiB, as on the
+	# default 64 MiB region, the self-test never fills, so vector 1 may stay silent there).
 	vec() { sed -n "s/.* $1 \([0-9]*\).*/\1/p" $D/rings | head -n1; }
-	check "doorbells on both MSI-X vectors (vectors $(vec vectors), vector 0: $(vec doorbells_rx_vec0), vector 1: $(vec doorbells_rx_vec1), passes without ring scan: $(vec space_only_passes))" \
-		test "$(vec vectors)" = 2 -a "$(vec doorbells_rx_vec0)" -gt 0 -a "$(vec doorbells_rx_vec1)" -gt 0
+	vec_ok() {
+		[ "$(vec vectors)" = 2 ] && [ "$(vec doorbells_rx_vec0)" -gt 0 ] &&
+			{ [ "$(vec doorbells_rx_vec1)" -gt 0 ] || [ "$sizes" -gt 65536 ]; }
+	}
+	check "doorbells on both MSI-X vectors (vectors $(vec vectors), vector 0: $(vec doorbells_rx_vec0), vector 1: $(vec doorbells_rx_vec1), passes without ring scan: $(vec space_only_passes); rings $(echo $sizes))" \
+		vec_ok
 fi
 # Let the others finish receiving from us before anyone leaves.
 sleep 3
