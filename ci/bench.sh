@@ -19,6 +19,7 @@
 #   BENCH_SIZES=64,1024,...           message sizes
 #   BENCH_ROUNDS=2  BENCH_SECS=1      rounds; seconds of ping-pong and of streaming each
 #   BENCH_SCALE="4 8"                 guest counts of the scaling phase ("" skips it)
+#   BENCH_VMCS=max_peers=4            vmcs.ko parameters of the two-guest phase (comma-separated)
 #   BENCH_SKIP_PROTO=1                skip the host protocol bench
 #   BENCH_PATHS=tcp,vmcs0             the paths measured (default: all; vmcs0 is TCP over the
 #                                     vmcs0 net device, docs/netdev.md)
@@ -73,10 +74,10 @@ eval "$(qemu-test/prepare.sh --bench)"
 	echo "clock=$(qemu-test/guest-clock.sh)"
 	echo "host=$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 	echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "settings=sizes $sizes; $rounds round(s) of ${secs} s ping-pong + ${secs} s stream per path and size; scaling ${scale:-none} guests, ${scale_secs} s"
+	echo "settings=${BENCH_VMCS:+vmcs.ko $BENCH_VMCS; }sizes $sizes; $rounds round(s) of ${secs} s ping-pong + ${secs} s stream per path and size; scaling ${scale:-none} guests, ${scale_secs} s"
 } >"$out/meta.env"
 
-bench_args="vmcstest.bench_sizes=$sizes vmcstest.bench_paths=$paths vmcstest.bench_rounds=$rounds vmcstest.bench_secs=$secs"
+bench_args="vmcstest.bench_sizes=$sizes vmcstest.bench_paths=$paths vmcstest.bench_rounds=$rounds vmcstest.bench_secs=$secs${BENCH_VMCS:+ vmcstest.bench_vmcs=$BENCH_VMCS}"
 for v in $variants; do
 	log "two guests, ivshmem-$v, every path (TAP in $out/$v.tap)"
 	# The region: 64 MiB (BENCH_SHM_SIZE), so that the bulk path moves multi-MiB extents

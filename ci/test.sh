@@ -149,7 +149,7 @@ tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport
 hostile() {
 	local evil
 	evil=$(qemu-test/build-host-tools.sh vmcs-evil) || return 1
-	# 4 MiB regions: the bulk phase's 19 extents must come from a 16-page slice.
+	# 4 MiB regions: the bulk phase's 19 extents must come from a 12-page slice.
 	qemu-test/run.sh --scenario hostile --variant "$1" --guests 2 --devices 2 --timeout "$3" \
 		--shm-size 4M \
 		--host-hook "$evil $2 --port 7000" --hook-on EVIL-GO

@@ -18,6 +18,7 @@
 # for the report's doorbells per MB.
 #   vmcstest.bench_rounds=N            rounds
 #   vmcstest.bench_secs=S              seconds of ping-pong and of streaming per measurement
+#   vmcstest.bench_vmcs=max_peers=4,...  vmcs.ko parameters for both guests (default none)
 . /scenarios/lib.sh
 setting() { sed -n "s/.*vmcstest\.$1=\([^ ]*\).*/\1/p" /proc/cmdline | tr , ' '; }
 SIZES=$(setting bench_sizes)
@@ -44,6 +45,7 @@ ROUNDS=$(setting bench_rounds)
 ROUNDS=${ROUNDS:-1}
 SECS=$(setting bench_secs)
 SECS=${SECS:-0.3}
+VMCS_PARAMS=$(setting bench_vmcs)
 BASE=5100
 NSIZES=$(echo $SIZES | wc -w)
 NPATHS=$(echo $PATHS | wc -w)
@@ -56,7 +58,8 @@ fi
 
 if [ "$VMCS_GUEST" = 0 ]; then
 	plan 3
-	check "insmod vmcs.ko" load_vmcs
+	# shellcheck disable=SC2086 # one word per parameter
+	check "insmod vmcs.ko $VMCS_PARAMS" load_vmcs $VMCS_PARAMS
 	check "/dev/vmcs appears" wait_for /dev/vmcs 5
 	vmcs0_up
 	vmcs-bench serve $BASE >/tmp/serve.log 2>&1 &
@@ -66,7 +69,8 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	sed 's/^/# /' /tmp/serve.log >&3
 elif [ "$VMCS_GUEST" = 1 ]; then
 	plan $((2 + ROUNDS * NSIZES * NPATHS + 1))
-	check "insmod vmcs.ko" load_vmcs
+	# shellcheck disable=SC2086 # one word per parameter
+	check "insmod vmcs.ko $VMCS_PARAMS" load_vmcs $VMCS_PARAMS
 	check "/dev/vmcs appears" wait_for /dev/vmcs 5
 	vmcs0_up
 	# ARP before the first measurement.

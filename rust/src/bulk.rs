@@ -11,7 +11,8 @@
 //! sender's slice (offers) or to the sender's extent (descriptors), so a
 //! receiver only ever adds a validated small number to a locally computed base.
 
-use super::layout::{Geometry, MAX_REGION_SIZE, PAGE};
+use super::layout::{Geometry, MAX_REGION_SIZE, MAX_RING_SIZE, PAGE};
+use super::ring::{area_for_share, fair_share};
 
 /// Payload length of every bulk frame: two little-endian u32 (`off`, `len`).
 pub const DESC_LEN: u32 = super::frame::BULK_PAYLOAD;
@@ -39,7 +40,32 @@ pub fn initial_size(region_size: usize, max_peers: u32, percent: u32) -> usize {
     while size > 0 && Geometry::compute(region, max_peers, size).is_err() {
         size = size / 2 / unit * unit;
     }
-    size
+    rings_first(region, max_peers, size, unit)
+}
+
+/// `size`, or a bulk area up to a quarter smaller whose transmit areas give the next larger
+/// fair ring share (docs/protocol.md §1, §8.1): on 64 MiB with 16 slots, 25 % leaves 3068 KiB
+/// areas (512 KiB shares); 13248 KiB of bulk leaves 3264 KiB, three 1 MiB rings each.
+fn rings_first(region: usize, max_peers: u32, size: usize, unit: usize) -> usize {
+    let Ok(g) = Geometry::compute(region, max_peers, size) else {
+        return size;
+    };
+    let next = fair_share(g.area_size, max_peers).saturating_mul(2);
+    if size == 0 || next > MAX_RING_SIZE {
+        return size;
+    }
+    let smaller = area_for_share(next, max_peers)
+        .and_then(|a| a.checked_next_multiple_of(PAGE))
+        .and_then(|a| a.checked_mul(max_peers as usize))
+        .and_then(|a| region.checked_sub(g.ring_data_off)?.checked_sub(a))
+        .map_or(0, |b| b / unit * unit);
+    let fits = Geometry::compute(region, max_peers, smaller)
+        .is_ok_and(|h| fair_share(h.area_size, max_peers) == next);
+    if fits && smaller < size && smaller >= size - size / 4 {
+        smaller
+    } else {
+        size
+    }
 }
 
 /// Bytes of one peer's slice: `floor(bulk_size / max_peers / PAGE) * PAGE`.
@@ -152,30 +178,57 @@ mod tests {
 
     #[test]
     fn default_sizes() {
-        // 4 MiB, 16 peers, 25 %: 1 MiB, 64 KiB per peer, rings still fit.
+        // 4 MiB, 16 peers, 25 %: 1 MiB would leave 188 KiB transmit areas (32 KiB fair
+        // rings); a quarter less, 768 KiB (48 KiB per peer), leaves 204 KiB: 64 KiB rings.
         let s = initial_size(4 << 20, 16, 25);
-        assert_eq!(s, 1 << 20);
+        assert_eq!(s, 768 << 10);
         let g = Geometry::compute(4 << 20, 16, s).unwrap();
-        assert_eq!(slice_size(&g), 64 << 10);
-        assert_eq!(g.area_size, 188 << 10);
+        assert_eq!(slice_size(&g), 48 << 10);
+        assert_eq!(g.area_size, 204 << 10);
         assert_eq!(slice_off(&g, 0), Some(g.bulk_off));
-        assert_eq!(slice_off(&g, 15), Some(g.bulk_off + 15 * (64 << 10)));
+        assert_eq!(slice_off(&g, 15), Some(g.bulk_off + 15 * (48 << 10)));
         assert_eq!(slice_off(&g, 16), None);
         assert_eq!(initial_size(4 << 20, 16, 0), 0);
         // 16 peers in 256 KiB: 50 % leaves the rings too little; the area halves.
         assert_eq!(initial_size(256 << 10, 16, 50), 64 << 10);
         assert!(Geometry::compute(4 << 20, 64, initial_size(4 << 20, 64, 25)).is_ok());
-        // The module's default, 25 %: per-peer slices by region and slot count
+        // The module's default, 25 %: bulk area and per-peer slices by region and slot count
         // (docs/protocol.md §8.1; rust/tests/rings.rs checks the rings of the same table).
-        for (region, peers, slice) in [
-            (4usize << 20, 16u32, 64usize << 10),
-            (64 << 20, 16, 1 << 20),
-            (64 << 20, 8, 2 << 20),
-            (64 << 20, 4, 4 << 20),
-            (256 << 20, 16, 4 << 20),
+        // 50 % (the bench's) is not cut: a quarter less would not reach the next ring size.
+        for (region, peers, pct, bulk, slice) in [
+            (4usize << 20, 16u32, 25u32, 768usize << 10, 48usize << 10),
+            (16 << 20, 16, 25, 3264 << 10, 204 << 10),
+            (64 << 20, 16, 25, 13248 << 10, 828 << 10),
+            (64 << 20, 8, 25, 15328 << 10, 1916 << 10),
+            (64 << 20, 4, 25, 16368 << 10, 4092 << 10),
+            (256 << 20, 16, 25, 53184 << 10, 3324 << 10),
+            (64 << 20, 16, 50, 32 << 20, 2 << 20),
         ] {
-            let g = Geometry::compute(region, peers, initial_size(region, peers, 25)).unwrap();
+            assert_eq!(
+                initial_size(region, peers, pct),
+                bulk,
+                "{region} {peers} {pct}"
+            );
+            let g = Geometry::compute(region, peers, bulk).unwrap();
             assert_eq!(slice_size(&g), slice, "{region} {peers}");
+        }
+        // The ring-first cut never takes more than a quarter, and never more than asked.
+        for region in [1usize << 20, 4 << 20, 16 << 20, 64 << 20, 1 << 30] {
+            for peers in [2u32, 3, 4, 8, 16, 64] {
+                let unit = PAGE * peers as usize;
+                for size in [0usize, 64 << 10, 1 << 20, region / 4, region / 2] {
+                    let size = size / unit * unit;
+                    if Geometry::compute(region, peers, size).is_err() {
+                        continue;
+                    }
+                    let s = rings_first(region, peers, size, unit);
+                    assert!(
+                        s <= size && s >= size - size / 4,
+                        "{region} {peers} {size} {s}"
+                    );
+                    assert!(Geometry::compute(region, peers, s).is_ok());
+                }
+            }
         }
         // Percent is capped at 50.
         assert!(initial_size(16 << 20, 2, 99) <= 8 << 20);

@@ -166,15 +166,48 @@ impl Site {
     }
 }
 
+/// Consumers a producer plans a full share for: three, so that every pair of up to four
+/// live peers gets the same ring each way (docs/protocol.md §1, "Ring placement").
+pub const FAIR_PEERS: usize = 3;
+
+/// The ring set aside for each consumer beyond the first [`FAIR_PEERS`] when the fair share is
+/// `share`: a 64th of it, at least [`MIN_RING_SIZE`].
+pub fn floor_ring(share: usize) -> usize {
+    (share / 64).max(MIN_RING_SIZE)
+}
+
+/// Bytes of a transmit area that give [`FAIR_PEERS`] consumers (or all of them, if the region
+/// has fewer other slots) a ring of `share` bytes and every other slot one of
+/// [`floor_ring`]`(share)`. `None` on overflow.
+pub fn area_for_share(share: usize, max_peers: u32) -> Option<usize> {
+    let others = (max_peers as usize).checked_sub(1)?;
+    let k = others.min(FAIR_PEERS);
+    share
+        .checked_mul(k)?
+        .checked_add((others - k).checked_mul(floor_ring(share))?)
+}
+
+/// The fair share of a transmit area of `area_len` bytes in a region of `max_peers` slots: the
+/// largest power of two, at most [`MAX_RING_SIZE`], for which [`area_for_share`] fits the area
+/// ([`MIN_RING_SIZE`] if none does; the geometry guarantees a minimum ring for every slot).
+pub fn fair_share(area_len: usize, max_peers: u32) -> usize {
+    let mut s = MAX_RING_SIZE;
+    // Bounded: log2(MAX_RING_SIZE / MIN_RING_SIZE) halvings.
+    while s > MIN_RING_SIZE && !matches!(area_for_share(s, max_peers), Some(n) if n <= area_len) {
+        s /= 2;
+    }
+    s
+}
+
 /// A producer's allocator of rings in its own transmit area: private state, nothing of it
 /// is in shared memory. One ring per consumer slot.
 ///
-/// Policy (docs/protocol.md §1): a ring for a new consumer is the largest power of two
-/// that is at most half the area and [`MAX_RING_SIZE`], fits in a free block aligned to
-/// its size (relative to the area), and leaves an eighth of an even split of the area
-/// (at least [`MIN_RING_SIZE`]) free for every other slot that has no ring yet; failing
-/// that, [`MIN_RING_SIZE`] each. Existing rings are never moved or resized; a freed ring's space
-/// serves later consumers.
+/// Policy (docs/protocol.md §1): every consumer gets the fair share of the area
+/// ([`fair_share`]: the same ring for the first [`FAIR_PEERS`] consumers, with a
+/// [`floor_ring`] kept for each other slot), or the largest power of two below it that fits a
+/// free block aligned to its size (relative to the area) and still leaves a floor ring for
+/// every slot that has no ring yet; failing that, [`MIN_RING_SIZE`] each. Existing rings are
+/// never moved or resized; a freed ring's space serves later consumers.
 #[derive(Clone, Debug)]
 pub struct RingAlloc {
     me: u32,
@@ -211,6 +244,12 @@ impl RingAlloc {
             })
     }
 
+    /// The fair share of this area ([`fair_share`]): the ring each consumer gets while
+    /// there is room.
+    pub fn share(&self) -> usize {
+        fair_share(self.area_len, self.max_peers)
+    }
+
     /// The ring for consumer `to`, allocating it if it has none. `None` for a bad id, or if
     /// the area has no room (never, while the reservation rule holds).
     pub fn alloc(&mut self, g: &Geometry, to: u32) -> Option<Channel> {
@@ -225,28 +264,28 @@ impl RingAlloc {
             .filter(|&p| self.rings.get(p as usize).is_some_and(|r| r.1 == 0))
             .count();
         let free = self.area_len.saturating_sub(self.used());
-        // First try to leave an eighth of an even split for every slot without a ring, then
-        // only the minimum (always possible: every ring is a power of two of at least
-        // MIN_RING_SIZE aligned to its size, so free space comes in minimum rings).
-        let others = (self.max_peers as usize).saturating_sub(1).max(1);
-        let floor = (prev_pow2(self.area_len / others) / 8).max(MIN_RING_SIZE);
-        for unit in [floor, MIN_RING_SIZE] {
-            if let Some(c) = self.alloc_keeping(g, to, free, unopened * unit) {
+        let share = self.share();
+        // First try to leave a floor ring for every slot without a ring, then only the
+        // minimum (always possible: every ring is a power of two of at least MIN_RING_SIZE
+        // aligned to its size, so free space comes in minimum rings).
+        for unit in [floor_ring(share), MIN_RING_SIZE] {
+            if let Some(c) = self.alloc_keeping(g, to, share, free, unopened * unit) {
                 return Some(c);
             }
         }
         None
     }
 
-    /// [`RingAlloc::alloc`] keeping `reserve` of the `free` bytes.
+    /// [`RingAlloc::alloc`] of at most `max` bytes keeping `reserve` of the `free` bytes.
     fn alloc_keeping(
         &mut self,
         g: &Geometry,
         to: u32,
+        max: usize,
         free: usize,
         reserve: usize,
     ) -> Option<Channel> {
-        let mut size = prev_pow2((self.area_len / 2).min(MAX_RING_SIZE)).max(MIN_RING_SIZE);
+        let mut size = prev_pow2(max.min(self.area_len).min(MAX_RING_SIZE)).max(MIN_RING_SIZE);
         // Bounded: at most log2(MAX_RING_SIZE / MIN_RING_SIZE) + 1 sizes, each with at most
         // MAX_PEERS + 1 candidate offsets (the area's start and each ring's end, aligned up).
         while size >= MIN_RING_SIZE {

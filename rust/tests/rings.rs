@@ -58,11 +58,43 @@ fn ring_size_table() {
     // Two and three guests: 1 MiB each way per pair; frames of 64 KiB.
     assert_eq!(rings_for(&g, 2), [1 << 20]);
     assert_eq!(rings_for(&g, 3), [1 << 20, 1 << 20]);
-    // Four: the area (64 MiB - 16 MiB bulk) / 16 is just under 3 MiB, so the third ring
-    // gets 512 KiB.
-    assert_eq!(rings_for(&g, 4), [1 << 20, 1 << 20, 512 << 10]);
+    // Four: the fair share, 1 MiB, for the fourth pair too (the initializer's bulk area,
+    // 13248 KiB, leaves 3264 KiB transmit areas: three 1 MiB rings and a 16 KiB floor for
+    // each other slot).
+    assert_eq!(g.bulk_size, 13248 * KIB);
+    assert_eq!(g.area_size, 3264 * KIB);
+    assert_eq!(rings_for(&g, 4), [1 << 20, 1 << 20, 1 << 20]);
+    // A fifth and later peers share what is left, never less than the floor.
+    assert_eq!(rings_for(&g, 6)[3..], [16 << 10, 16 << 10]);
     let mut a = RingAlloc::new(&g, 0).unwrap();
     assert_eq!(a.alloc(&g, 1).unwrap().max_payload(), 64 << 10);
+    // Every producer of the four gives each of the others 1 MiB, whatever its id and the
+    // order in which the others appear.
+    for me in 0..4u32 {
+        for order in [[0u32, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+            let mut a = RingAlloc::new(&g, me).unwrap();
+            for to in order.into_iter().filter(|&p| p != me) {
+                assert_eq!(a.alloc(&g, to).unwrap().size(), 1 << 20, "{me} {order:?}");
+            }
+        }
+    }
+    // A peer that leaves gives its ring back (closed, then freed); the next one to join
+    // gets the same share in that space, and the rings still open never move.
+    let mut a = RingAlloc::new(&g, 0).unwrap();
+    let (r1, r2, r3) = (
+        a.alloc(&g, 1).unwrap(),
+        a.alloc(&g, 2).unwrap(),
+        a.alloc(&g, 3).unwrap(),
+    );
+    a.free(2);
+    let r7 = a.alloc(&g, 7).unwrap();
+    assert_eq!((r7.size(), r7.data_off()), (r2.size(), r2.data_off()));
+    assert_eq!((a.get(&g, 1), a.get(&g, 3)), (Some(r1), Some(r3)));
+    // The other region sizes: the fourth pair gets the first pair's ring.
+    for (r, share) in [(4, 64 * KIB), (16, 256 * KIB), (256, 4 * MIB)] {
+        let g = default_geometry(r * MIB);
+        assert_eq!(rings_for(&g, 4), [share as u32; 3], "{r} MiB");
+    }
     // Sixteen: every slot still has a ring.
     assert_eq!(rings_for(&g, 16).len(), 15);
     assert!(rings_for(&g, 16)
@@ -268,11 +300,9 @@ fn ring_size_sequences() {
         let g = default_geometry(r * MIB);
         let v = rings_for(&g, 16);
         assert!(v.windows(2).all(|w| w[0] >= w[1]), "{v:?}");
-        let floor = (g.area_size / 15).next_power_of_two() / 16;
-        assert!(
-            v.iter().all(|&s| s as usize >= floor.max(MIN_RING_SIZE)),
-            "{v:?}"
-        );
+        let floor = vmcs_proto::ring::floor_ring(v[0] as usize);
+        assert!(v[..3].iter().all(|&s| s == v[0]), "{v:?}");
+        assert!(v.iter().all(|&s| s as usize >= floor), "{v:?}");
         let v: Vec<String> = v.into_iter().map(fmt).collect();
         println!("{r} MiB: {}", v.join(", "));
     }

@@ -13,7 +13,7 @@
 //! that later serves another connection: a stale mapping faults in the file's private
 //! zero page instead.
 
-use super::{Endpoint, EndpointInner, Phase, TxItem};
+use super::{Endpoint, EndpointInner, Phase, Timeout, TxItem};
 use crate::{
     conn::{BulkViolation, Conns},
     glue::{self, errno, FileMapping},
@@ -104,6 +104,20 @@ impl BulkState {
             return Some((base + rx.off as usize + roff, true));
         }
         None
+    }
+}
+
+impl EndpointInner {
+    /// A `BULK_RECV` would not wait: a range to take, an error or the end of the transfer
+    /// (the conditions of [`Endpoint::bulk_recv`]).
+    fn bulk_recv_ready(&self) -> bool {
+        !self.was_connected
+            || (self.bulk.tx.is_none() && !self.bulk.ended)
+            || !self.bulk.inq.is_empty()
+            || self.err.is_some()
+            || self.peer_shut & flags::SHUTDOWN_SEND != 0
+            || self.local_shut & flags::SHUTDOWN_RCV != 0
+            || self.phase != Phase::Connected
     }
 }
 
@@ -231,6 +245,14 @@ impl Endpoint {
         nonblock: bool,
     ) -> Result {
         let d = Desc { off, len };
+        if !nonblock {
+            // Busy polling (docs/architecture.md "Busy polling"): a release that comes
+            // within the window needs no doorbell and no wake-up.
+            let mut t = Timeout::FOREVER;
+            self.busy_poll(conns, &mut t, |st| {
+                Self::bulk_lendable(st).is_err() || !st.bulk.out.iter().any(|o| o.overlaps(&d))
+            });
+        }
         let mut st = self.inner.lock();
         loop {
             if !d.valid_in(Self::bulk_lendable(&st)?) {
@@ -325,6 +347,10 @@ impl Endpoint {
         max: usize,
         nonblock: bool,
     ) -> Result<KVec<Desc>> {
+        if !nonblock {
+            let mut t = Timeout::FOREVER;
+            self.busy_poll(conns, &mut t, EndpointInner::bulk_recv_ready);
+        }
         let mut st: MutexGuard<'_, EndpointInner> = self.inner.lock();
         loop {
             if !st.was_connected {

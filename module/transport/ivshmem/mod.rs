@@ -384,9 +384,9 @@ impl Link {
             .map_or(0, |s| s.max_payload.load(Relaxed))
     }
 
-    /// The size of the first ring this guest opens (to a peer when no other has one): half
-    /// its transmit area, at most `MAX_RING_SIZE`; later peers may get smaller ones (debugfs
-    /// `rings` lists each).
+    /// The size of the first ring this guest opens (to a peer when no other has one): the
+    /// fair share of its transmit area (`ring::fair_share`), which the first three peers
+    /// get; later peers may get smaller ones (debugfs `rings` lists each).
     pub(crate) fn ring_size(&self) -> u32 {
         self.first_ring().map_or(0, |c| c.size())
     }

@@ -152,10 +152,46 @@ struct Bulk<'a> {
     inq: std::collections::VecDeque<vmcs_bulk_desc>,
     /// Ranges handed out and not yet released, oldest first.
     held: Vec<vmcs_bulk_desc>,
+    /// Slots from `next` up to this one are ours (a `BULK_WAIT` of their group returned).
+    ready: usize,
+    stats: BulkStats,
 }
 
-/// Largest extent a bench connection asks for (it halves the request until this guest's
-/// slice holds it).
+/// What one side of a bulk connection did: the calls and the time it waited, printed as a
+/// `BULKSTAT` line (docs/performance.md "The bulk path").
+#[derive(Default)]
+struct BulkStats {
+    waits: u64,
+    wait_ns: u64,
+    sendv: u64,
+    recvv: u64,
+    recvv_ns: u64,
+    releasev: u64,
+    tx_bytes: u64,
+    rx_bytes: u64,
+}
+
+impl BulkStats {
+    /// `BULKSTAT` line: calls per MiB moved and the share of the time spent waiting.
+    fn line(&self, what: &str, size: usize, ext: usize, secs: f64) -> String {
+        let mib = ((self.tx_bytes + self.rx_bytes) as f64 / (1u64 << 20) as f64).max(1e-9);
+        let per = |n: u64| n as f64 / mib;
+        format!(
+            "BULKSTAT {what} size={size} extent={ext} mib={mib:.1} waits_per_mib={:.2} \
+             wait_pct={:.1} sendv_per_mib={:.2} recvv_per_mib={:.2} recvv_wait_pct={:.1} \
+             releasev_per_mib={:.2}",
+            per(self.waits),
+            self.wait_ns as f64 / 1e7 / secs.max(1e-9),
+            per(self.sendv),
+            per(self.recvv),
+            self.recvv_ns as f64 / 1e7 / secs.max(1e-9),
+            per(self.releasev)
+        )
+    }
+}
+
+/// Largest extent a bench connection asks for (it takes an eighth off the request until
+/// this guest's slice holds it: a failed `BULK_SETUP` allocates nothing).
 const BULK_MAX_EXTENT: u32 = 16 << 20;
 /// Largest range: messages larger than this are lent as several ranges, in one
 /// `BULK_SENDV`.
@@ -168,7 +204,9 @@ impl<'a> Bulk<'a> {
         let (tx, rx) = loop {
             match f.bulk_setup(want, 10_000) {
                 Ok(s) => break (s.tx_size, s.rx_size),
-                Err(e) if (e == libc::EINVAL || e == libc::ENOSPC) && want > 4096 => want /= 2,
+                Err(e) if (e == libc::EINVAL || e == libc::ENOSPC) && want > 4096 => {
+                    want = ((want - want / 8) & !4095).max(4096)
+                }
                 Err(e) => return Err(format!("BULK_SETUP {want}: {}", ename(e))),
             }
         };
@@ -186,6 +224,8 @@ impl<'a> Bulk<'a> {
             next: 0,
             inq: Default::default(),
             held: Vec::new(),
+            ready: 0,
+            stats: BulkStats::default(),
         })
     }
 
@@ -195,13 +235,25 @@ impl<'a> Bulk<'a> {
         let parts: Vec<&[u8]> = msg.chunks(self.chunk).collect();
         let mut i = 0;
         while i < parts.len() {
-            // A run of slots from `next` up to the end of the extent, at most 64.
-            let run = (parts.len() - i).min(self.slots - self.next);
+            if self.next >= self.ready {
+                // Our next group of slots (a quarter of the extent) back with one
+                // `BULK_WAIT`: the other three stay lent meanwhile.
+                let group = (self.slots / 4).max(1);
+                let end = (self.next + group).min(self.slots);
+                let t = Instant::now();
+                self.f
+                    .bulk_wait(
+                        (self.next * self.chunk) as u32,
+                        ((end - self.next) * self.chunk) as u32,
+                    )
+                    .map_err(|e| format!("BULK_WAIT: {}", ename(e)))?;
+                self.stats.waits += 1;
+                self.stats.wait_ns += t.elapsed().as_nanos() as u64;
+                self.ready = end;
+            }
+            // A run of the ready slots from `next`, at most 64.
+            let run = (parts.len() - i).min(self.ready - self.next);
             let first = self.next * self.chunk;
-            let len: usize = parts[i..i + run].iter().map(|p| p.len()).sum();
-            self.f
-                .bulk_wait(first as u32, len as u32)
-                .map_err(|e| format!("BULK_WAIT: {}", ename(e)))?;
             let mut descs = Vec::with_capacity(run);
             let mut off = first;
             for part in &parts[i..i + run] {
@@ -218,8 +270,17 @@ impl<'a> Bulk<'a> {
                     .f
                     .bulk_sendv(&descs[sent..])
                     .map_err(|e| format!("BULK_SENDV: {}", ename(e)))?;
+                self.stats.sendv += 1;
             }
-            self.next = (self.next + run) % self.slots;
+            self.stats.tx_bytes += parts[i..i + run]
+                .iter()
+                .map(|p| p.len() as u64)
+                .sum::<u64>();
+            self.next += run;
+            if self.next == self.slots {
+                self.next = 0;
+                self.ready = 0;
+            }
             i += run;
         }
         Ok(())
@@ -230,10 +291,14 @@ impl<'a> Bulk<'a> {
     /// ([`Bulk::release_all`]).
     fn recv(&mut self) -> Res<Option<&[u8]>> {
         if self.inq.is_empty() {
+            let t = Instant::now();
             let ds = self
                 .f
                 .bulk_recvv(64)
                 .map_err(|e| format!("BULK_RECVV: {}", ename(e)))?;
+            self.stats.recvv += 1;
+            self.stats.recvv_ns += t.elapsed().as_nanos() as u64;
+            self.stats.rx_bytes += ds.iter().map(|d| u64::from(d.len)).sum::<u64>();
             if ds.is_empty() {
                 return Ok(None);
             }
@@ -254,14 +319,18 @@ impl<'a> Bulk<'a> {
                 .f
                 .bulk_releasev(&self.held[done..])
                 .map_err(|e| format!("BULK_RELEASEV: {}", ename(e)))?;
+            self.stats.releasev += 1;
         }
         self.held.clear();
         Ok(())
     }
 
-    /// Releases what was handed out once the batch it came in is used up.
+    /// Releases what was handed out once the batch it came in is used up, or a quarter of
+    /// the peer's extent is held (so that the sender refills it while we read the rest of
+    /// a large batch).
     fn release_batch(&mut self) -> Res {
-        if self.inq.is_empty() || self.held.len() >= 64 {
+        let held: usize = self.held.iter().map(|d| d.len as usize).sum();
+        if self.inq.is_empty() || self.held.len() >= 64 || held >= self.rx.len / 4 {
             self.release_all()?;
         }
         Ok(())
@@ -287,6 +356,9 @@ impl<'a> Bulk<'a> {
             };
             dst.copy_from_slice(r);
             got += n;
+            // Copied out: hand it back at once, so that a message larger than the peer's
+            // extent does not wait for ranges we hold.
+            self.release_batch()?;
         }
         self.release_all()?;
         Ok(true)
@@ -371,6 +443,17 @@ fn serve_one(c: Conn, buf: &mut [u8]) -> Res<bool> {
                 }
                 black_box(sum);
                 b.release_all()?;
+                let what = if mode == MODE_BULK_STREAM_ZC {
+                    "bulk-zc"
+                } else {
+                    "bulk"
+                };
+                let secs = t0.elapsed().as_secs_f64();
+                println!(
+                    "{}",
+                    b.stats
+                        .line(&format!("path={what} side=server"), size, b.tx.len, secs)
+                );
                 drop(b);
                 ack(&c, bytes, ranges, 0, busy0, t0)?;
             }
@@ -529,6 +612,9 @@ fn bulk_ping(server: &str, base: u32, size: usize, secs: f64) -> Res<Rtt> {
                 return Err(format!("round {i}: the echo does not match"));
             }
             got += n;
+            // Checked: hand it back, so that an echo larger than the server's extent can
+            // reuse its ranges.
+            b.release_batch()?;
         }
         b.release_all()
     })?;
@@ -611,6 +697,13 @@ fn bulk_stream(server: &str, base: u32, size: usize, secs: f64, in_place: bool) 
     let per_msg = size.div_ceil(b.chunk) as u64;
     let (busy0, t0) = (cpu_busy(), Instant::now());
     let (bytes, msgs) = send_for(size, secs, || b.send(&out).map(|_| per_msg))?;
+    let what = if in_place { "bulk-zc" } else { "bulk" };
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        b.stats
+            .line(&format!("path={what} side=client"), size, b.tx.len, secs)
+    );
     drop(b);
     c.shutdown_write()?;
     read_ack(&c, bytes, msgs, busy0, t0)
