@@ -205,7 +205,6 @@ impl pci::Driver for IvshmemDriver {
             Domain::new(
                 index,
                 variant,
-                ivposition,
                 domain_region,
                 joined,
                 regs,
