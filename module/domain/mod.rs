@@ -15,7 +15,10 @@
 //! interfaces look domains up by index and ask the domain (never the transport) for the
 //! local id, peers, cid checks and liveness.
 
+mod debugfs;
 mod registry;
+
+pub(crate) use debugfs::{create_debugfs, Debugfs};
 
 pub(crate) use registry::{
     by_index, debugfs_root, default_domain, init_registry, register_new, unregister, DebugfsRoot,
@@ -691,8 +694,9 @@ impl Upcalls for Arc<Domain> {
     }
 }
 
-/// The vsock domain of module init (`vsock=1`), torn down at module exit.
-pub(crate) struct VsockDomain(Option<Arc<Domain>>);
+/// The vsock domain of module init (`vsock=1`) and its debugfs directory, torn down at
+/// module exit.
+pub(crate) struct VsockDomain(Option<(Arc<Domain>, Option<Debugfs>)>);
 
 impl VsockDomain {
     /// Creates, registers and starts the vsock domain; without `params` (off) or without a
@@ -719,7 +723,8 @@ impl VsockDomain {
             domain.local_id(),
             params.port
         );
-        Self(Some(domain))
+        let debugfs = create_debugfs(&domain).ok();
+        Self(Some((domain, debugfs)))
     }
 
     fn teardown(domain: &Arc<Domain>) {
@@ -733,7 +738,8 @@ impl VsockDomain {
 
 impl Drop for VsockDomain {
     fn drop(&mut self) {
-        if let Some(d) = self.0.take() {
+        if let Some((d, debugfs)) = self.0.take() {
+            drop(debugfs);
             Self::teardown(&d);
             pr_info!("vmcs{}: vsock unbound\n", d.index);
         }
