@@ -64,7 +64,6 @@ kernel::pci_device_table!(
     )]
 );
 
-
 /// Tears a started domain down: stop the works and doorbells, leave the peer table, reset
 /// every peer in the core, revoke the region. No transport code runs afterwards.
 fn teardown(
@@ -124,14 +123,7 @@ impl pci::Driver for IvshmemDriver {
 
         let domain_region = region.clone();
         let domain = domain::register_new(|index| {
-            Domain::new(
-                index,
-                variant,
-                domain_region,
-                joined,
-                regs,
-                params,
-            )
+            Domain::new(index, variant, domain_region, joined, regs, params)
         })
         .inspect_err(|_| Domain::abort_join(&region, &joined))?;
 

@@ -239,7 +239,10 @@ impl Domain {
 
     /// A domain over the guest's AF_VSOCK (module init, with `vsock=1`): `ENODEV` when the
     /// guest has no vsock device.
-    pub(crate) fn new_vsock(index: u32, params: crate::transport::vsock::Params) -> Result<Arc<Self>> {
+    pub(crate) fn new_vsock(
+        index: u32,
+        params: crate::transport::vsock::Params,
+    ) -> Result<Arc<Self>> {
         let link = KBox::pin_init(VsockLink::new(index, params)?, GFP_KERNEL)?;
         Self::with_carrier(index, Carrier::Vsock(link))
     }
@@ -636,7 +639,8 @@ impl Transport for Arc<Domain> {
     }
 
     fn peer_limit(&self) -> u32 {
-        self.link().map_or(uapi::MAX_PEERS as u32, |link| link.max_peers())
+        self.link()
+            .map_or(uapi::MAX_PEERS as u32, |link| link.max_peers())
     }
 
     fn domain_identity(&self) -> u64 {

@@ -147,7 +147,7 @@ impl<H: SockHook> VsockSocket<H> {
         if self.hook.is_some() {
             return Err(EINVAL);
         }
-        let ctx = (&*hook as *const H).cast_mut().cast::<c_void>();
+        let ctx = core::ptr::from_ref::<H>(&*hook).cast_mut().cast::<c_void>();
         // SAFETY: `self.sock` is live; `ctx` points to the boxed hook, which this value
         // keeps until `clear_hook` or drop cleared the callbacks (type invariant).
         to_result(unsafe { vmcs_vsock_set_callbacks(self.sock.as_ptr(), hook_event::<H>, ctx) })?;
@@ -166,7 +166,9 @@ impl<H: SockHook> VsockSocket<H> {
             return Io::Again;
         }
         // SAFETY: `self.sock` is live; `buf` is writable for its length.
-        io_result(unsafe { vmcs_vsock_recv(self.sock.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+        io_result(unsafe {
+            vmcs_vsock_recv(self.sock.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        })
     }
 
     /// Sends at most `buf.len()` bytes without blocking.

@@ -437,7 +437,12 @@ impl VsockLink {
     }
 
     /// A new stream over `sock` (connected or accepted), its preamble queued.
-    fn new_stream(&self, mut sock: VsockSocket<Hook>, cid: u32, outbound: bool) -> Result<Arc<Stream>> {
+    fn new_stream(
+        &self,
+        mut sock: VsockSocket<Hook>,
+        cid: u32,
+        outbound: bool,
+    ) -> Result<Arc<Stream>> {
         sock.set_hook(KBox::new(
             Hook {
                 pending: AtomicBool::new(true),
@@ -487,7 +492,10 @@ impl VsockLink {
     /// Makes `s` the stream `peer`'s frames go on, unless one is set.
     fn adopt_tx(&self, s: &Arc<Stream>) -> Result {
         let mut map = self.tx_map.lock();
-        if map.iter().any(|(c, t)| *c == s.cid && !t.dead.load(Relaxed)) {
+        if map
+            .iter()
+            .any(|(c, t)| *c == s.cid && !t.dead.load(Relaxed))
+        {
             return Ok(());
         }
         map.push((s.cid, s.clone()), GFP_ATOMIC)?;
@@ -505,7 +513,8 @@ impl VsockLink {
         if self.is_live(peer) {
             return true;
         }
-        if self.stopped.load(Relaxed) || peer == self.local_cid || peer == u32::MAX || peer == 0 {
+        // 0 and 1 are vsock's hypervisor and local cids: never a peer (loopback is `VMCS_CID_LOCAL`).
+        if self.stopped.load(Relaxed) || peer == self.local_cid || peer == u32::MAX || peer < 2 {
             return false;
         }
         let _one = self.connecting.lock();
@@ -524,12 +533,21 @@ impl VsockLink {
             return false;
         }
         self.waker.wake();
-        pr_info!("vmcs{}: vsock stream to cid {} connected\n", self.index, peer);
+        pr_info!(
+            "vmcs{}: vsock stream to cid {} connected\n",
+            self.index,
+            peer
+        );
         self.is_live(peer)
     }
 
     /// Queues one frame to `peer` (atomic context; never sleeps).
-    pub(crate) fn send(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn send(
+        &self,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
         if self.stopped.load(Relaxed) {
             return Err(SendError::Shutdown);
         }
@@ -613,7 +631,8 @@ impl VsockLink {
     /// Whether every transmit buffer is empty.
     pub(crate) fn tx_drained(&self) -> bool {
         let map = self.tx_map.lock();
-        map.iter().all(|(_, s)| s.dead.load(Relaxed) || s.tx.lock().len == 0)
+        map.iter()
+            .all(|(_, s)| s.dead.load(Relaxed) || s.tx.lock().len == 0)
     }
 
     /// The receive pass: accepts new streams, moves transmit buffers into their sockets,
@@ -876,7 +895,11 @@ impl VsockLink {
             out.push(
                 PeerInfo {
                     id: s.cid,
-                    state: if self.is_live(s.cid) { PEER_LIVE } else { PEER_JOINING },
+                    state: if self.is_live(s.cid) {
+                        PEER_LIVE
+                    } else {
+                        PEER_JOINING
+                    },
                     generation: 0,
                     heartbeat_age_ms: u32::try_from(age).unwrap_or(u32::MAX),
                 },
@@ -900,7 +923,9 @@ impl VsockLink {
         )?;
         writeln!(f, "cid dir up tx queued_bytes records")?;
         for s in self.snapshot().iter() {
-            let is_tx = self.with_tx(s.cid, |t| core::ptr::eq(t, &**s)).unwrap_or(false);
+            let is_tx = self
+                .with_tx(s.cid, |t| core::ptr::eq(t, &**s))
+                .unwrap_or(false);
             let (queued, records) = {
                 let tx = s.tx.lock();
                 (tx.len, tx.records)

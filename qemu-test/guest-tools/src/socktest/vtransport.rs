@@ -94,7 +94,10 @@ fn bad_preamble(cid: u32) -> Res {
             total += r;
         };
         libc::close(fd);
-        println!("bad preamble: {total} bytes, then recv {r} ({})", strerror(e));
+        println!(
+            "bad preamble: {total} bytes, then recv {r} ({})",
+            strerror(e)
+        );
         check(
             "a bad preamble: the peer closed that vsock stream (EOF or ECONNRESET)",
             total <= 16 && (r == 0 || e == libc::ECONNRESET),
@@ -183,7 +186,10 @@ pub(crate) fn vt_echo1(port: u32) -> Res {
         total += n as usize;
     }
     println!("echoed {total} bytes");
-    check(&format!("echoed {total} bytes to cid {}", a.svm_cid), total > 0)
+    check(
+        &format!("echoed {total} bytes to cid {}", a.svm_cid),
+        total > 0,
+    )
 }
 
 /// Connects to `cid:port` (the host's listener) and exchanges `len` bytes both ways.
@@ -208,7 +214,11 @@ fn raw_vsock(cid: u32, port: u32, listen: bool) -> Res<c_int> {
             }
             let c = libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut());
             libc::close(fd);
-            return if c < 0 { Err(format!("accept: {}", strerror(errno()))) } else { Ok(c) };
+            return if c < 0 {
+                Err(format!("accept: {}", strerror(errno())))
+            } else {
+                Ok(c)
+            };
         }
         let t0 = Instant::now();
         while libc::connect(fd, p, len) != 0 {
@@ -229,7 +239,10 @@ pub(crate) fn vt_raw_serve(port: u32, total: u32, big: u32) -> Res {
     let mut pieces = [16usize, 32, 32].into_iter();
     let mut b = vec![0u8; big as usize];
     while off < total as usize {
-        let want = pieces.next().unwrap_or(big as usize).min(total as usize - off);
+        let want = pieces
+            .next()
+            .unwrap_or(big as usize)
+            .min(total as usize - off);
         let mut have = 0;
         while have < want {
             // SAFETY: `b` has room for `want` bytes.
@@ -241,7 +254,11 @@ pub(crate) fn vt_raw_serve(port: u32, total: u32, big: u32) -> Res {
         }
         for (i, &x) in b[..want].iter().enumerate() {
             if x != ((off + i) % 251) as u8 {
-                return Err(format!("raw vsock: byte {} is {x:#x}, not {:#x}", off + i, (off + i) % 251));
+                return Err(format!(
+                    "raw vsock: byte {} is {x:#x}, not {:#x}",
+                    off + i,
+                    (off + i) % 251
+                ));
             }
         }
         off += want;
@@ -259,7 +276,10 @@ pub(crate) fn vt_raw_client(cid: u32, port: u32, total: u32, chunk: u32) -> Res 
     let mut off = 0usize;
     let mut pieces = [16usize, 32].into_iter();
     while off < data.len() {
-        let n = pieces.next().unwrap_or(chunk as usize).min(data.len() - off);
+        let n = pieces
+            .next()
+            .unwrap_or(chunk as usize)
+            .min(data.len() - off);
         // SAFETY: `data[off..off + n]` is valid.
         let r = unsafe { libc::send(fd, data[off..].as_ptr().cast(), n, libc::MSG_NOSIGNAL) };
         if r <= 0 {
