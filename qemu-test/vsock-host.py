@@ -2,7 +2,7 @@
 """The host end of the vsock transport (the vsock scenario's host hook, run.sh --host-hook).
 
 A host program needs no module: it speaks the vsock transport's stream format
-(docs/protocol.md "The vsock transport") over vhost-device-vsock's unix-socket side.
+(docs/architecture.md "The vsock transport") over vhost-device-vsock's unix-socket side.
 
   vsock-host.py UDS GUEST_PORT HOST_PORT [VSOCK_PORT]
 
