@@ -16,10 +16,10 @@
 #include "vmcs_glue.h"
 
 /* What vmcs_vsock_set_callbacks replaced; in sk_user_data while installed. */
+enum { VMCS_VSOCK_CB_DATA_READY, VMCS_VSOCK_CB_WRITE_SPACE, VMCS_VSOCK_CB_STATE_CHANGE };
+
 struct vmcs_vsock_cb {
-	void (*data_ready)(struct sock *sk);
-	void (*write_space)(struct sock *sk);
-	void (*state_change)(struct sock *sk);
+	void (*orig[3])(struct sock *sk);
 	void (*event)(void *ctx);
 	void *ctx;
 };
@@ -123,7 +123,8 @@ void vmcs_vsock_shutdown(struct socket *sock)
 	kernel_sock_shutdown(sock, SHUT_RDWR);
 }
 
-static void vmcs_vsock_data_ready(struct sock *sk)
+/* Hands the event to Rust, then to the replaced callback `which` (VMCS_VSOCK_CB_*). */
+static void vmcs_vsock_notify(struct sock *sk, int which)
 {
 	struct vmcs_vsock_cb *cb;
 
@@ -131,35 +132,24 @@ static void vmcs_vsock_data_ready(struct sock *sk)
 	cb = sk->sk_user_data;
 	if (cb) {
 		cb->event(cb->ctx);
-		cb->data_ready(sk);
+		cb->orig[which](sk);
 	}
 	read_unlock_bh(&sk->sk_callback_lock);
+}
+
+static void vmcs_vsock_data_ready(struct sock *sk)
+{
+	vmcs_vsock_notify(sk, VMCS_VSOCK_CB_DATA_READY);
 }
 
 static void vmcs_vsock_write_space(struct sock *sk)
 {
-	struct vmcs_vsock_cb *cb;
-
-	read_lock_bh(&sk->sk_callback_lock);
-	cb = sk->sk_user_data;
-	if (cb) {
-		cb->event(cb->ctx);
-		cb->write_space(sk);
-	}
-	read_unlock_bh(&sk->sk_callback_lock);
+	vmcs_vsock_notify(sk, VMCS_VSOCK_CB_WRITE_SPACE);
 }
 
 static void vmcs_vsock_state_change(struct sock *sk)
 {
-	struct vmcs_vsock_cb *cb;
-
-	read_lock_bh(&sk->sk_callback_lock);
-	cb = sk->sk_user_data;
-	if (cb) {
-		cb->event(cb->ctx);
-		cb->state_change(sk);
-	}
-	read_unlock_bh(&sk->sk_callback_lock);
+	vmcs_vsock_notify(sk, VMCS_VSOCK_CB_STATE_CHANGE);
 }
 
 int vmcs_vsock_set_callbacks(struct socket *sock, void (*event)(void *ctx), void *ctx)
@@ -172,9 +162,9 @@ int vmcs_vsock_set_callbacks(struct socket *sock, void (*event)(void *ctx), void
 	cb->event = event;
 	cb->ctx = ctx;
 	write_lock_bh(&sk->sk_callback_lock);
-	cb->data_ready = sk->sk_data_ready;
-	cb->write_space = sk->sk_write_space;
-	cb->state_change = sk->sk_state_change;
+	cb->orig[VMCS_VSOCK_CB_DATA_READY] = sk->sk_data_ready;
+	cb->orig[VMCS_VSOCK_CB_WRITE_SPACE] = sk->sk_write_space;
+	cb->orig[VMCS_VSOCK_CB_STATE_CHANGE] = sk->sk_state_change;
 	sk->sk_user_data = cb;
 	sk->sk_data_ready = vmcs_vsock_data_ready;
 	sk->sk_write_space = vmcs_vsock_write_space;
@@ -192,9 +182,9 @@ void vmcs_vsock_clear_callbacks(struct socket *sock)
 	write_lock_bh(&sk->sk_callback_lock);
 	cb = sk->sk_user_data;
 	if (cb) {
-		sk->sk_data_ready = cb->data_ready;
-		sk->sk_write_space = cb->write_space;
-		sk->sk_state_change = cb->state_change;
+		sk->sk_data_ready = cb->orig[VMCS_VSOCK_CB_DATA_READY];
+		sk->sk_write_space = cb->orig[VMCS_VSOCK_CB_WRITE_SPACE];
+		sk->sk_state_change = cb->orig[VMCS_VSOCK_CB_STATE_CHANGE];
 		sk->sk_user_data = NULL;
 	}
 	write_unlock_bh(&sk->sk_callback_lock);

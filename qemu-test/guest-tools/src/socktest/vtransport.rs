@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use libc::c_int;
 use vmcs_guest_tools::{errno, strerror, Res};
 
+use crate::cross::seqpacket_echoes;
 use crate::sock::{check, Sock, CID_ANY};
 
 /// The vsock transport's default port (`vsock_port`).
@@ -116,16 +117,7 @@ pub(crate) fn vt_client(cid: u32, port: u32) -> Res {
     )?;
     stream_echo(&s, 1 << 20, 7)?;
     let q = connect_retry(libc::SOCK_SEQPACKET, cid, port + 1)?;
-    for len in [1usize, 100, 4000, 9000, 65536] {
-        let m: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
-        q.send_all(&m)?;
-        let mut r = vec![0u8; 70000];
-        let (n, f) = q.recvmsg(&mut r, 0);
-        check(
-            &format!("seqpacket {len} bytes back as one message"),
-            n as usize == len && r[..len] == m[..] && f & libc::MSG_TRUNC == 0,
-        )?;
-    }
+    seqpacket_echoes(&q)?;
     bad_preamble(cid)?;
     stream_echo(&s, 64 << 10, 3)?;
     println!("VT-HOSTILE-OK");
