@@ -7,7 +7,8 @@
 # the AF_VMCS stream opened before still echoes. The host (qemu-test/vsock-host.py, through
 # the backend's unix socket) connects to guest 1's AF_VMCS listener and is echoed, and
 # guest 1 connects to the host (cid 2) and is echoed. Last, guest 1 blocks in recv on a
-# stream to guest 0, which the launcher then kills: the recv fails with ECONNRESET.
+# stream to guest 0, which the launcher then kills: the recv fails with ECONNRESET; then
+# guest 1 unloads vmcs (the vsock domain torn down and released).
 . /scenarios/lib.sh
 PORT=7100
 HPORT=7200
@@ -42,7 +43,7 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	diag "VSOCK-KILL-ME"
 	sleep 600
 else
-	plan 9
+	plan 11
 	common
 	vmcs-socktest vt-echo1 $HPORT >/tmp/echo1.log 2>&1 &
 	e1=$!
@@ -63,4 +64,8 @@ else
 	sed 's/^/# /' /tmp/reset.log >&3
 	check "the dead peer's stream was closed and the peer reset (logged)" \
 		sh -c "dmesg | grep -qE 'vsock stream (to|from) cid 3: (closed|silent), peer reset'"
+	# Unload: the vsock domain's streams and listener are closed, its callbacks put back.
+	check "rmmod vmcs with the vsock domain up" rmmod vmcs
+	check "the vsock domain was torn down and released" \
+		sh -c "dmesg | grep -q 'vmcs0: vsock unbound' && dmesg | grep -q 'vmcs0: domain released'"
 fi
