@@ -3,12 +3,10 @@
 # `make test` does not pay for it):
 #
 #   gnuplot-nox          Debian; draws the plots (PNG through its cairo terminal)
-#   vhost-device-vsock   crates.io (rust-vmm), pinned, into $VMCS_CACHE/bin; the vhost-user
-#                        vsock backend that links the guests' AF_VSOCK for the comparison
+#   vhost-device-vsock   ci/install-vhost-vsock.sh (make test's setup installs it too); the
+#                        vhost-user vsock backend that links the guests' AF_VSOCK
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-
-VMCS_VHOST_VSOCK_VERSION=0.3.0
 
 if ! command -v gnuplot >/dev/null; then
 	log "installing Debian package gnuplot-nox (bench plots)"
@@ -17,18 +15,4 @@ if ! command -v gnuplot >/dev/null; then
 fi
 log "gnuplot: $(gnuplot --version)"
 
-mkdir -p "$VMCS_CACHE/bin"
-bin="$VMCS_CACHE/bin/vhost-device-vsock"
-have() { "$bin" --version 2>/dev/null | grep -q " $VMCS_VHOST_VSOCK_VERSION\$"; }
-if ! have; then
-	exec 9>"$VMCS_CACHE/.lock-vhost-device-vsock"
-	flock 9
-	if ! have; then
-		log "installing vhost-device-vsock $VMCS_VHOST_VSOCK_VERSION (cargo install, about a minute)"
-		cargo install --quiet --locked --root "$VMCS_CACHE/cargo-root" vhost-device-vsock \
-			--version "$VMCS_VHOST_VSOCK_VERSION" >&2
-		ln -sf "$VMCS_CACHE/cargo-root/bin/vhost-device-vsock" "$bin"
-	fi
-	flock -u 9
-fi
-log "vhost-device-vsock: $("$bin" --version)"
+"$(dirname "$0")/install-vhost-vsock.sh"

@@ -4,7 +4,7 @@
 Every `use crate::...`, `use super::...` and inline `crate::a::b` path of every .rs file
 under module/ becomes an edge from the file's part to the part it names. A part is a
 top-level module (glue, transport, conn, domain, pci, chardev, socket, uapi, proto,
-params), except that transport::ivshmem and the C entry points (chardev::entry,
+params), except that transport::ivshmem, transport::vsock and the C entry points (chardev::entry,
 socket::entry) are parts of their own. The script fails when
 
   - the parts import each other in a circle (a cycle in the graph), or
@@ -31,6 +31,8 @@ ALLOWED = {
     "transport": {"proto", "glue"},
     # The ivshmem transport: its contract, the protocol and the glue, nothing above.
     "transport::ivshmem": {"transport", "proto", "glue"},
+    # The vsock transport: likewise.
+    "transport::vsock": {"transport", "proto", "glue"},
     # The core: the transport's contract (never the ivshmem type), protocol, glue, uapi.
     "conn": {"transport", "proto", "glue", "uapi"},
     # The net device: the transport's contract, the protocol and the glue, nothing above.
@@ -43,12 +45,12 @@ FORBIDDEN = {
     "domain": {"chardev", "socket", "pci", "root"},
     "params": {"domain", "conn", "chardev", "socket", "pci", "root"},
     "pci": {"chardev", "socket", "conn", "root"},
-    "chardev": {"socket", "pci", "transport", "transport::ivshmem", "root"},
-    "socket": {"chardev", "pci", "transport", "transport::ivshmem", "root"},
-    "chardev::entry": {"socket", "pci", "transport", "transport::ivshmem", "root"},
-    "socket::entry": {"chardev", "pci", "transport", "transport::ivshmem", "root"},
+    "chardev": {"socket", "pci", "transport", "transport::ivshmem", "transport::vsock", "root"},
+    "socket": {"chardev", "pci", "transport", "transport::ivshmem", "transport::vsock", "root"},
+    "chardev::entry": {"socket", "pci", "transport", "transport::ivshmem", "transport::vsock", "root"},
+    "socket::entry": {"chardev", "pci", "transport", "transport::ivshmem", "transport::vsock", "root"},
 }
-SPECIAL = {"ivshmem": "transport::ivshmem"}
+SPECIAL = {"ivshmem": "transport::ivshmem", "vsock": "transport::vsock"}
 ENTRY_FILES = {"entry"}
 
 

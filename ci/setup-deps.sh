@@ -64,3 +64,6 @@ if ! ls "$VMCS_CACHE"/venv/lib/python3*/site-packages/clang/native/libclang.so >
 fi
 vmcs_toolchain_env
 log "libclang: $LIBCLANG_PATH"
+
+# The vsock scenario's backend (vhost-user vsock with sibling groups).
+"$(dirname "$0")/install-vhost-vsock.sh"

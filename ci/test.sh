@@ -158,6 +158,12 @@ hostile() {
 tap_step "qemu hostile plain 2 (2 devices)" hostile plain '--shm $VMCS_SHM' 360
 # shellcheck disable=SC2016
 tap_step "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile doorbell '--server $VMCS_SERVER' 420
+# The vsock transport (about 90 s): two guests with no ivshmem device, vhost-device-vsock's
+# sibling group between them, the host end through its unix socket, guest 0 killed last.
+tap_step "qemu vsock 2 (no ivshmem, host end, peer death)" qemu-test/run.sh --scenario vsock \
+	--variant plain --guests 2 --devices 0 --vsock --timeout 400 \
+	--crash-guest 0 --crash-on VSOCK-KILL-ME --hook-on VT-ECHO-LISTENING \
+	--host-hook "python3 $VMCS_TOP/qemu-test/vsock-host.py \$VMCS_RESULTS/vsock1.uds 7200 7300"
 tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \

@@ -3,7 +3,7 @@
 //! The module parameters that tune the layers below the crate root, read once per probe.
 //! (`module!` in vmcs_drv.rs declares them; this file only reads and clamps them.)
 
-use crate::transport::ivshmem::Params;
+use crate::transport::{ivshmem::Params, vsock};
 
 /// The transport's tunables, from the module parameters, clamped to sane ranges.
 pub(crate) fn transport() -> Params {
@@ -29,4 +29,17 @@ pub(crate) fn busy_poll_us() -> u32 {
 pub(crate) fn rx_mem_max() -> usize {
     let kb = (*crate::module_parameters::rx_mem_max_kb.value()).clamp(256, 4 << 20);
     (kb as usize).saturating_mul(1024)
+}
+
+/// The vsock transport's tunables, or `None` when it is off (`vsock=0`).
+pub(crate) fn vsock() -> Option<vsock::Params> {
+    if *crate::module_parameters::vsock.value() == 0 {
+        return None;
+    }
+    let t = transport();
+    Some(vsock::Params {
+        port: *crate::module_parameters::vsock_port.value(),
+        hb_period_ms: t.hb_period_ms,
+        hb_timeout_ms: t.hb_timeout_ms,
+    })
 }

@@ -11,15 +11,12 @@ use crate::{
     transport::ivshmem::{self, REGS_SIZE},
 };
 use kernel::{
-    debugfs::{Dir, File},
     device::{self, Bound, Core},
     io::Io,
     irq, pci,
     prelude::*,
     revocable::Revocable,
-    str::CString,
     sync::Arc,
-    uaccess::UserSliceReader,
 };
 
 /// BAR0 register: this guest's peer id on `ivshmem-doorbell`.
@@ -48,22 +45,12 @@ impl irq::Handler for DoorbellIrq {
 }
 
 /// debugfs files of one domain, `vmcs/vmcs<N>/{peers,rings,connections,resets,net,selftest}`.
-struct Debugfs {
-    _peers: Pin<KBox<File<Arc<Domain>>>>,
-    _connections: Pin<KBox<File<Arc<Domain>>>>,
-    _resets: Pin<KBox<File<Arc<Domain>>>>,
-    _rings: Pin<KBox<File<Arc<Domain>>>>,
-    _net: Pin<KBox<File<Arc<Domain>>>>,
-    _selftest: Pin<KBox<File<Arc<Domain>>>>,
-    _dir: Dir,
-}
-
 /// State of one bound ivshmem device.
 pub(crate) struct IvshmemDevice<'bound> {
     pdev: &'bound pci::Device<Bound>,
     /// One registration per MSI-X vector used (none on plain).
     irqs: KVec<Pin<KBox<irq::Registration<DoorbellIrq>>>>,
-    _debugfs: Option<Debugfs>,
+    _debugfs: Option<domain::Debugfs>,
     domain: Arc<Domain>,
 }
 
@@ -76,72 +63,6 @@ kernel::pci_device_table!(
         ()
     )]
 );
-
-/// Parses `"<peer> <count>"` written to debugfs `selftest` and sends the frames.
-fn selftest_write(domain: &Arc<Domain>, input: &mut UserSliceReader) -> Result {
-    let mut buf = [0u8; 32];
-    let n = input.len().min(buf.len());
-    let text = buf.get_mut(..n).ok_or(EINVAL)?;
-    input.read_slice(text)?;
-    let text = core::str::from_utf8(text).map_err(|_| EINVAL)?;
-    let mut words = text.split_whitespace();
-    let peer: u32 = words.next().ok_or(EINVAL)?.parse().map_err(|_| EINVAL)?;
-    let count: u32 = words.next().ok_or(EINVAL)?.parse().map_err(|_| EINVAL)?;
-    let sent = domain.selftest(peer, count)?;
-    pr_info!(
-        "vmcs{}: selftest sent {} frames to peer {}\n",
-        domain.index,
-        sent,
-        peer
-    );
-    Ok(())
-}
-
-fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
-    let name = CString::try_from_fmt(fmt!("vmcs{}", domain.index))?;
-    let dir = domain::debugfs_root().subdir(&name);
-    let peers = KBox::pin_init(
-        dir.read_callback_file(c"peers", domain.clone(), &|d: &Arc<Domain>, f| {
-            d.show_peers(f)
-        }),
-        GFP_KERNEL,
-    )?;
-    let rings = KBox::pin_init(
-        dir.read_callback_file(c"rings", domain.clone(), &|d: &Arc<Domain>, f| {
-            d.show_rings(f)
-        }),
-        GFP_KERNEL,
-    )?;
-    let connections = KBox::pin_init(
-        dir.read_callback_file(c"connections", domain.clone(), &|d: &Arc<Domain>, f| {
-            d.show_connections(f)
-        }),
-        GFP_KERNEL,
-    )?;
-    let resets = KBox::pin_init(
-        dir.read_callback_file(c"resets", domain.clone(), &|d: &Arc<Domain>, f| {
-            d.show_resets(f)
-        }),
-        GFP_KERNEL,
-    )?;
-    let net = KBox::pin_init(
-        dir.read_callback_file(c"net", domain.clone(), &|d: &Arc<Domain>, f| d.show_net(f)),
-        GFP_KERNEL,
-    )?;
-    let selftest = KBox::pin_init(
-        dir.write_callback_file(c"selftest", domain.clone(), &selftest_write),
-        GFP_KERNEL,
-    )?;
-    Ok(Debugfs {
-        _peers: peers,
-        _connections: connections,
-        _resets: resets,
-        _rings: rings,
-        _net: net,
-        _selftest: selftest,
-        _dir: dir,
-    })
-}
 
 /// Tears a started domain down: stop the works and doorbells, leave the peer table, reset
 /// every peer in the core, revoke the region. No transport code runs afterwards.
@@ -202,15 +123,7 @@ impl pci::Driver for IvshmemDriver {
 
         let domain_region = region.clone();
         let domain = domain::register_new(|index| {
-            Domain::new(
-                index,
-                variant,
-                ivposition,
-                domain_region,
-                joined,
-                regs,
-                params,
-            )
+            Domain::new(index, variant, domain_region, joined, regs, params)
         })
         .inspect_err(|_| Domain::abort_join(&region, &joined))?;
 
@@ -262,7 +175,7 @@ impl pci::Driver for IvshmemDriver {
             return Err(e);
         }
         domain.net_up(pdev.as_ref());
-        let debugfs = create_debugfs(&domain).ok();
+        let debugfs = domain::create_debugfs(&domain).ok();
 
         match ivposition {
             Some(id) => dev_info!(

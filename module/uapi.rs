@@ -30,6 +30,8 @@ pub(crate) const MAX_PEERS: usize = 64;
 pub(crate) const TRANSPORT_IVSHMEM_PLAIN: u32 = 1;
 /// `VMCS_TRANSPORT_IVSHMEM_DOORBELL`.
 pub(crate) const TRANSPORT_IVSHMEM_DOORBELL: u32 = 2;
+/// `VMCS_TRANSPORT_VSOCK`.
+pub(crate) const TRANSPORT_VSOCK: u32 = 3;
 
 /// `struct vmcs_addr`.
 #[repr(C)]

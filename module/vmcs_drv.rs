@@ -58,6 +58,14 @@ module! {
             default: 100,
             description: "ivshmem-plain: receive poll interval while traffic moves, 20..10000 us (default 100)",
         },
+        vsock: u32 {
+            default: 0,
+            description: "1: a domain over the guest's AF_VSOCK (virtio-vsock), peers named by vsock cid (default 0: off)",
+        },
+        vsock_port: u32 {
+            default: 22093,
+            description: "The vsock port of the vsock transport's streams (default 22093)",
+        },
         busy_poll_us: u32 {
             default: 50,
             description: "Busy-poll window of blocking receive, accept and connect before sleeping, 0..100000 us (default 50; SO_BUSY_POLL, VMCS_IOC_SET_BUSY_POLL per socket and file)",
@@ -76,6 +84,9 @@ struct VmcsModule {
     _chrdev: glue::MiscRegistration,
     #[pin]
     _pci: kernel::driver::Registration<kernel::pci::Adapter<pci::IvshmemDriver>>,
+    // After the PCI driver: its domain is numbered after the ivshmem devices present at
+    // load, so their addressing is unchanged.
+    _vsock: domain::VsockDomain,
     _debugfs: domain::DebugfsRoot,
     // Last: dropped first, so no new socket reaches the core while the rest goes away (open
     // sockets pin the module, so there are none at unload).
@@ -90,6 +101,7 @@ impl kernel::InPlaceModule for VmcsModule {
         try_pin_init!(Self {
             _chrdev <- glue::MiscRegistration::register(c"vmcs", mode),
             _pci <- kernel::driver::Registration::new(c"vmcs", module),
+            _vsock: domain::VsockDomain::new(params::vsock()),
             _debugfs: domain::DebugfsRoot,
             _socket: glue::SocketFamilyRegistration::register(glue::af_param())?,
         })

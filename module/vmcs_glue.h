@@ -163,4 +163,19 @@ int vmcs_net_stats_count(void *net);
 void vmcs_net_stats_strings(void *net, u8 *data);
 void vmcs_net_stats_values(void *net, u64 *data, u32 n);
 
+/* The vsock transport's in-kernel sockets (vmcs_vsock_glue.c, module/glue/vsock.rs). */
+int vmcs_vsock_create(struct socket **res);
+void vmcs_vsock_release(struct socket *sock);
+int vmcs_vsock_local_cid(struct socket *sock, u32 *cid);
+int vmcs_vsock_listen(struct socket *sock, u32 port, int backlog);
+int vmcs_vsock_accept(struct socket *sock, struct socket **newsock);
+int vmcs_vsock_connect(struct socket *sock, u32 cid, u32 port);
+int vmcs_vsock_peer_cid(struct socket *sock, u32 *cid);
+int vmcs_vsock_send(struct socket *sock, const void *buf, size_t len);
+int vmcs_vsock_recv(struct socket *sock, void *buf, size_t len);
+bool vmcs_vsock_usable(struct socket *sock);
+void vmcs_vsock_shutdown(struct socket *sock);
+int vmcs_vsock_set_callbacks(struct socket *sock, void (*event)(void *ctx), void *ctx);
+void vmcs_vsock_clear_callbacks(struct socket *sock);
+
 #endif /* VMCS_GLUE_H */

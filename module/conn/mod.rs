@@ -408,7 +408,7 @@ impl Conns<'_> {
         if cid == uapi::CID_LOCAL || cid == local {
             return Ok(local);
         }
-        if cid == uapi::CID_ANY || !self.transport.is_live(cid) {
+        if cid == uapi::CID_ANY || !self.transport.reach(cid) {
             return Err(errno::ehostunreach());
         }
         Ok(cid)

@@ -15,7 +15,10 @@
 //! interfaces look domains up by index and ask the domain (never the transport) for the
 //! local id, peers, cid checks and liveness.
 
+mod debugfs;
 mod registry;
+
+pub(crate) use debugfs::{create_debugfs, Debugfs};
 
 pub(crate) use registry::{
     by_index, debugfs_root, default_domain, init_registry, register_new, unregister, DebugfsRoot,
@@ -28,6 +31,7 @@ use crate::{
     proto::frame::{FrameHeader, Op},
     transport::{
         ivshmem::{Link, REGS_SIZE},
+        vsock::VsockLink,
         PeerInfo, PeerLoss, RxPayload, SendError, Transport, TxPayload, Upcalls,
     },
     uapi::{self, VmcsInfo, VmcsPeerInfo},
@@ -71,22 +75,30 @@ impl IvshmemVariant {
     }
 }
 
-/// One bound ivshmem device and its shared region.
+/// What carries a domain's frames.
+enum Carrier {
+    /// One bound ivshmem device and its shared region.
+    Ivshmem {
+        variant: IvshmemVariant,
+        /// Size of the shared region in bytes.
+        size: usize,
+        /// The mapped region. Revoked when the device unbinds; users then get `ENODEV`.
+        /// Shared with the transport (`link`), which holds its own reference.
+        region: Arc<Revocable<SharedRegion>>,
+        /// The transport: membership, rings, doorbells.
+        link: Pin<KBox<Link>>,
+    },
+    /// The guest's own AF_VSOCK (transport/vsock/): peers are vsock cids.
+    Vsock(Pin<KBox<VsockLink>>),
+}
+
+/// One domain: a bound ivshmem device and its shared region, or the vsock transport.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Domain {
     /// Small integer naming the domain inside this guest, in probe order.
     pub(crate) index: u32,
-    pub(crate) variant: IvshmemVariant,
-    /// The peer id QEMU's server gave this guest (doorbell devices only).
-    pub(crate) ivposition: Option<u32>,
-    /// Size of the shared region in bytes.
-    pub(crate) size: usize,
-    /// The mapped region. Revoked when the device unbinds; users then get `ENODEV`. Shared
-    /// with the transport (`link`), which holds its own reference.
-    region: Arc<Revocable<SharedRegion>>,
-    /// The transport: membership, rings, doorbells.
-    #[pin]
-    link: Link,
+    /// The transport.
+    carrier: Carrier,
     /// Ports and connections.
     #[pin]
     connections: ConnTable,
@@ -136,11 +148,20 @@ impl WorkItem<RX_WORK> for Domain {
     type Pointer = Arc<Domain>;
 
     fn run(this: Arc<Domain>) {
-        let (more, activity) = this.link.poll_rx(&this);
+        let link = match &this.carrier {
+            Carrier::Ivshmem { link, .. } => link,
+            Carrier::Vsock(v) => {
+                if v.poll_rx(&this) {
+                    this.queue_rx(0);
+                }
+                return;
+            }
+        };
+        let (more, activity) = link.poll_rx(&this);
         if let Some(net) = this.net() {
             net.rx_flush();
         }
-        match this.link.rx_rearm_delay(more, activity) {
+        match link.rx_rearm_delay(more, activity) {
             Some(d) if d.is_zero() => this.queue_rx(0),
             Some(d) => this.arm_poll(d),
             None => {}
@@ -163,12 +184,21 @@ impl WorkItem<TICK_WORK> for Domain {
     type Pointer = Arc<Domain>;
 
     fn run(this: Arc<Domain>) {
-        this.link.tick(&this);
+        let period = match &this.carrier {
+            Carrier::Ivshmem { link, .. } => {
+                link.tick(&this);
+                link.tick_period()
+            }
+            Carrier::Vsock(v) => {
+                v.tick(&this);
+                v.tick_period()
+            }
+        };
         if let Some(net) = this.net() {
             net.rx_flush();
             net.update_carrier();
         }
-        this.queue_tick(this.link.tick_period());
+        this.queue_tick(period);
     }
 }
 
@@ -186,22 +216,42 @@ impl Domain {
     pub(crate) fn new(
         index: u32,
         variant: IvshmemVariant,
-        ivposition: Option<u32>,
         region: Arc<Revocable<SharedRegion>>,
         joined: crate::transport::ivshmem::Joined,
         regs: Option<Devres<pci::Bar<'static, REGS_SIZE>>>,
         params: crate::transport::ivshmem::Params,
     ) -> Result<Arc<Self>> {
         let size = region.try_access().map(|r| r.len()).ok_or(ENODEV)?;
-        let link = Link::new(index, joined, region.clone(), regs, params)?;
+        let link = KBox::pin_init(
+            Link::new(index, joined, region.clone(), regs, params)?,
+            GFP_KERNEL,
+        )?;
+        Self::with_carrier(
+            index,
+            Carrier::Ivshmem {
+                variant,
+                size,
+                region,
+                link,
+            },
+        )
+    }
+
+    /// A domain over the guest's AF_VSOCK (module init, with `vsock=1`): `ENODEV` when the
+    /// guest has no vsock device.
+    pub(crate) fn new_vsock(
+        index: u32,
+        params: crate::transport::vsock::Params,
+    ) -> Result<Arc<Self>> {
+        let link = KBox::pin_init(VsockLink::new(index, params)?, GFP_KERNEL)?;
+        Self::with_carrier(index, Carrier::Vsock(link))
+    }
+
+    fn with_carrier(index: u32, carrier: Carrier) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Domain {
                 index,
-                variant,
-                ivposition,
-                size,
-                region,
-                link <- link,
+                carrier,
                 connections <- ConnTable::new(crate::params::rx_mem_max(), crate::params::busy_poll_us()),
                 rx_work <- new_delayed_work!("vmcs_rx"),
                 tick_work <- new_delayed_work!("vmcs_tick"),
@@ -220,9 +270,20 @@ impl Domain {
         Conns::new(&self.connections, self)
     }
 
+    /// The ivshmem link, if this is an ivshmem domain.
+    fn link(&self) -> Option<&Link> {
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => Some(link),
+            Carrier::Vsock(_) => None,
+        }
+    }
+
     /// Joins the peer table (`LIVE`) and arms the works.
     pub(crate) fn start(self: &Arc<Self>) -> Result {
-        self.link.start()?;
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.start()?,
+            Carrier::Vsock(v) => v.start(KBox::new(self.clone(), GFP_KERNEL)?),
+        }
         *self.works_enabled.lock() = true;
         self.queue_rx(0);
         self.queue_tick(0);
@@ -277,7 +338,10 @@ impl Domain {
     /// a callback that runs); the caller then synchronises the IRQs and calls
     /// [`Domain::flush_works`], which also flushes an rx work a last timer expiry queued.
     pub(crate) fn stop(&self) {
-        self.link.stop();
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.stop(),
+            Carrier::Vsock(v) => v.stop(),
+        }
         *self.works_enabled.lock() = false;
         drop(self.poll_handle.lock().take());
     }
@@ -290,7 +354,17 @@ impl Domain {
 
     /// Leaves the peer table and resets every peer, so the core wakes all its waiters.
     pub(crate) fn leave(self: &Arc<Self>) {
-        self.link.leave(self);
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.leave(self),
+            Carrier::Vsock(v) => v.leave(self),
+        }
+    }
+
+    /// Revokes the region (unregister): files that still hold the domain get `ENODEV`.
+    fn revoke(&self) {
+        if let Carrier::Ivshmem { region, .. } = &self.carrier {
+            region.revoke();
+        }
     }
 
     /// Gives a slot taken by `attach_and_join` back when probe fails before `start`.
@@ -305,12 +379,14 @@ impl Domain {
 
     /// Sets the MSI-X vectors handled (probe, before `start`).
     pub(crate) fn set_vectors(&self, n: u32) {
-        self.link.set_vectors(n);
+        if let Some(link) = self.link() {
+            link.set_vectors(n);
+        }
     }
 
     /// The MSI-X handler of `vector` (hard IRQ): counts it and queues the receive work.
     pub(crate) fn doorbell(self: &Arc<Self>, vector: u32) {
-        if self.link.doorbell_irq(vector) {
+        if self.link().is_some_and(|l| l.doorbell_irq(vector)) {
             let _ = glue::wq().enqueue::<Arc<Domain>, RX_WORK>(self.clone());
         }
     }
@@ -353,12 +429,19 @@ impl Domain {
 
     /// `ENODEV` once the device is unbound (the region is revoked).
     pub(crate) fn alive(&self) -> Result {
-        self.region.try_access().map(|_| ()).ok_or(ENODEV)
+        match &self.carrier {
+            Carrier::Ivshmem { region, .. } => region.try_access().map(|_| ()).ok_or(ENODEV),
+            Carrier::Vsock(v) if v.alive() => Ok(()),
+            Carrier::Vsock(_) => Err(ENODEV),
+        }
     }
 
     /// This guest's id (cid) in the domain.
     pub(crate) fn local_id(&self) -> u32 {
-        self.link.local_id()
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.local_id(),
+            Carrier::Vsock(v) => v.local_id(),
+        }
     }
 
     /// Checks the cid of a `bind` address: `VMCS_CID_ANY`, `VMCS_CID_LOCAL` or our own id
@@ -374,21 +457,35 @@ impl Domain {
     /// `VMCS_IOC_GET_INFO`: the domain, this guest and its peers.
     pub(crate) fn info(&self) -> Result<KBox<VmcsInfo>> {
         self.alive()?;
-        let link = &self.link;
         let mut peers = KVec::<PeerInfo>::new();
-        link.peers(&mut peers)?;
+        let (transport, region_size, max_peers, ring_size) = match &self.carrier {
+            Carrier::Ivshmem {
+                variant,
+                size,
+                link,
+                ..
+            } => {
+                link.peers(&mut peers)?;
+                let t = match variant {
+                    IvshmemVariant::Plain => uapi::TRANSPORT_IVSHMEM_PLAIN,
+                    IvshmemVariant::Doorbell => uapi::TRANSPORT_IVSHMEM_DOORBELL,
+                };
+                (t, *size as u64, link.max_peers(), link.ring_size())
+            }
+            Carrier::Vsock(v) => {
+                v.peers(&mut peers)?;
+                (uapi::TRANSPORT_VSOCK, 0, 0, v.buffer_size())
+            }
+        };
         let mut info = KBox::new(
             VmcsInfo {
                 abi_version: uapi::ABI_VERSION,
                 domain: self.index,
-                local_cid: link.local_id(),
-                transport: match self.variant {
-                    IvshmemVariant::Plain => uapi::TRANSPORT_IVSHMEM_PLAIN,
-                    IvshmemVariant::Doorbell => uapi::TRANSPORT_IVSHMEM_DOORBELL,
-                },
-                region_size: self.size as u64,
-                max_peers: link.max_peers(),
-                ring_size: link.ring_size(),
+                local_cid: self.local_id(),
+                transport,
+                region_size,
+                max_peers,
+                ring_size,
                 max_msg_size: uapi::MAX_MSG_SIZE,
                 npeers: 0,
                 peers: [VmcsPeerInfo::default(); uapi::MAX_PEERS],
@@ -410,12 +507,18 @@ impl Domain {
 
     /// debugfs `peers`.
     pub(crate) fn show_peers(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        self.link.show_peers(f)
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.show_peers(f),
+            Carrier::Vsock(v) => v.show_peers(f),
+        }
     }
 
     /// debugfs `rings`.
     pub(crate) fn show_rings(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        self.link.show_rings(f)
+        match self.link() {
+            Some(link) => link.show_rings(f),
+            None => writeln!(f, "no rings (vsock)"),
+        }
     }
 
     /// debugfs `connections`.
@@ -433,7 +536,10 @@ impl Domain {
 
     /// debugfs `selftest`: `count` self-test frames to `peer`.
     pub(crate) fn selftest(self: &Arc<Self>, peer: u32, count: u32) -> Result<u32> {
-        self.link.selftest(self, peer, count)
+        match self.link() {
+            Some(link) => link.selftest(self, peer, count),
+            None => Err(ENODEV),
+        }
     }
 }
 
@@ -441,11 +547,14 @@ impl Domain {
 /// link asks for a receive pass. (On `Arc<Domain>` because queueing a work needs the `Arc`.)
 impl Transport for Arc<Domain> {
     fn local_id(&self) -> u32 {
-        self.link.local_id()
+        Domain::local_id(self)
     }
 
     fn send(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
-        self.link.send(self, peer, hdr, payload)
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.send(self, peer, hdr, payload),
+            Carrier::Vsock(v) => v.send(peer, hdr, payload),
+        }
     }
 
     fn send_user(
@@ -454,15 +563,23 @@ impl Transport for Arc<Domain> {
         hdr: &FrameHeader,
         src: &mut UserIter<'_>,
     ) -> Result<usize, SendError> {
-        self.link.send_user(self, peer, hdr, src)
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.send_user(self, peer, hdr, src),
+            Carrier::Vsock(v) => v.send_user(peer, hdr, src),
+        }
     }
 
     fn send_batched(&self, peer: u32, hdr: &FrameHeader, payload: &[u8]) -> Result<(), SendError> {
-        self.link.send_batched(self, peer, hdr, payload)
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.send_batched(self, peer, hdr, payload),
+            Carrier::Vsock(v) => v.send(peer, hdr, payload),
+        }
     }
 
     fn flush(&self, peer: u32) {
-        self.link.flush(peer);
+        if let Some(link) = self.link() {
+            link.flush(peer);
+        }
     }
 
     fn send_payload(
@@ -472,51 +589,79 @@ impl Transport for Arc<Domain> {
         payload: &dyn TxPayload,
         publish: bool,
     ) -> Result<(), SendError> {
-        self.link.send_payload(self, peer, hdr, payload, publish)
+        // The vsock domain has no net device, the one caller.
+        self.link().map_or(Err(SendError::Unreachable), |link| {
+            link.send_payload(self, peer, hdr, payload, publish)
+        })
     }
 
     fn tx_backlog(&self, peer: u32) -> u32 {
-        self.link.tx_backlog(peer)
+        self.link().map_or(0, |link| link.tx_backlog(peer))
     }
 
     fn is_live(&self, peer: u32) -> bool {
-        self.link.is_live(peer)
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.is_live(peer),
+            Carrier::Vsock(v) => v.is_live(peer),
+        }
+    }
+
+    fn reach(&self, peer: u32) -> bool {
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.is_live(peer),
+            Carrier::Vsock(v) => v.reach(peer),
+        }
     }
 
     fn max_payload(&self, peer: u32) -> u32 {
-        self.link.max_payload(peer)
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.max_payload(peer),
+            Carrier::Vsock(_) => crate::proto::frame::MAX_PAYLOAD,
+        }
     }
 
     fn frame_limit(&self) -> u32 {
-        self.link.frame_limit()
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.frame_limit(),
+            Carrier::Vsock(_) => crate::proto::frame::MAX_PAYLOAD,
+        }
     }
 
     fn kick(&self) {
-        self.link.kick(self);
+        if let Some(link) = self.link() {
+            link.kick(self);
+        }
     }
 
     fn busy_poll(&self, last: bool) -> bool {
-        self.link.busy_poll(self, last)
+        self.link().is_some_and(|link| link.busy_poll(self, last))
     }
 
     fn bulk_slice(&self, peer: u32) -> Option<(usize, usize)> {
-        self.link.bulk_slice(peer)
+        self.link().and_then(|link| link.bulk_slice(peer))
     }
 
     fn pfn(&self, offset: usize) -> Option<usize> {
-        self.region.try_access().and_then(|r| r.pfn(offset))
+        match &self.carrier {
+            Carrier::Ivshmem { region, .. } => region.try_access().and_then(|r| r.pfn(offset)),
+            Carrier::Vsock(_) => None,
+        }
     }
 
     fn tx_drained(&self) -> bool {
-        self.link.tx_drained()
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.tx_drained(),
+            Carrier::Vsock(v) => v.tx_drained(),
+        }
     }
 
     fn peer_limit(&self) -> u32 {
-        self.link.max_peers()
+        self.link()
+            .map_or(uapi::MAX_PEERS as u32, |link| link.max_peers())
     }
 
     fn domain_identity(&self) -> u64 {
-        self.link.region_id()
+        self.link().map_or(0, |link| link.region_id())
     }
 }
 
@@ -566,6 +711,58 @@ impl Upcalls for Arc<Domain> {
             self.rx_now();
         } else {
             self.queue_rx(0);
+        }
+    }
+}
+
+/// The vsock domain of module init (`vsock=1`) and its debugfs directory, torn down at
+/// module exit.
+pub(crate) struct VsockDomain(Option<(Arc<Domain>, Option<Debugfs>)>);
+
+impl VsockDomain {
+    /// Creates, registers and starts the vsock domain; without `params` (off) or without a
+    /// vsock device (logged) there is none.
+    pub(crate) fn new(params: Option<crate::transport::vsock::Params>) -> Self {
+        let Some(params) = params else {
+            return Self(None);
+        };
+        let domain = match register_new(|index| Domain::new_vsock(index, params)) {
+            Ok(d) => d,
+            Err(e) => {
+                pr_warn!("vmcs: no vsock domain: {:?} (no virtio-vsock device?)\n", e);
+                return Self(None);
+            }
+        };
+        if let Err(e) = Domain::start(&domain) {
+            pr_warn!("vmcs{}: vsock domain not started: {:?}\n", domain.index, e);
+            Self::teardown(&domain);
+            return Self(None);
+        }
+        pr_info!(
+            "vmcs{}: vsock bound, cid {}, port {}\n",
+            domain.index,
+            domain.local_id(),
+            params.port
+        );
+        let debugfs = create_debugfs(&domain).ok();
+        Self(Some((domain, debugfs)))
+    }
+
+    fn teardown(domain: &Arc<Domain>) {
+        domain.linger();
+        domain.stop();
+        domain.flush_works();
+        domain.leave();
+        unregister(domain);
+    }
+}
+
+impl Drop for VsockDomain {
+    fn drop(&mut self) {
+        if let Some((d, debugfs)) = self.0.take() {
+            drop(debugfs);
+            Self::teardown(&d);
+            pr_info!("vmcs{}: vsock unbound\n", d.index);
         }
     }
 }

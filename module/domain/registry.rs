@@ -69,7 +69,7 @@ pub(crate) fn unregister(domain: &Arc<Domain>) {
             *domains = KVec::new();
         }
     }
-    domain.region.revoke();
+    domain.revoke();
 }
 
 /// Returns the domain with index `index` (`VMCS_IOC_OPEN_DOMAIN`).

@@ -24,6 +24,7 @@ pub(crate) mod sched;
 pub(crate) mod socket;
 pub(crate) mod sync;
 pub(crate) mod uiter;
+pub(crate) mod vsock;
 pub(crate) mod work;
 
 pub(crate) use file::{DevFilePrivate, Fault, FileMapping};

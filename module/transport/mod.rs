@@ -22,6 +22,7 @@
 //! ([`Transport::send_user`]).
 
 pub(crate) mod ivshmem;
+pub(crate) mod vsock;
 
 use crate::{
     glue::{SharedRegion, UserIter},
@@ -129,6 +130,12 @@ pub(crate) trait Transport {
     fn tx_backlog(&self, peer: u32) -> u32;
     /// Whether `peer` is live now (never true for this guest itself).
     fn is_live(&self, peer: u32) -> bool;
+    /// Makes `peer` reachable if this transport can and says whether it is live then
+    /// (connect's address check; process context, no spinlock held: it may sleep). The
+    /// vsock transport connects its stream to the peer here; by default, [`Transport::is_live`].
+    fn reach(&self, peer: u32) -> bool {
+        self.is_live(peer)
+    }
     /// Largest payload of one frame to `peer` (its ring's limit; 0 while no ring is open).
     fn max_payload(&self, peer: u32) -> u32;
     /// Largest payload of one frame to any peer (the bound of every

@@ -54,6 +54,7 @@ struct vmcs_peer_info {
 /* Transports. */
 #define VMCS_TRANSPORT_IVSHMEM_PLAIN 1
 #define VMCS_TRANSPORT_IVSHMEM_DOORBELL 2
+#define VMCS_TRANSPORT_VSOCK 3 /* the guest's AF_VSOCK; cids are vsock cids */
 
 struct vmcs_info {
 	__u32 abi_version;   /* out: VMCS_ABI_VERSION */

@@ -103,6 +103,7 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         VMCS_PEER_LEAVING,
         VMCS_TRANSPORT_IVSHMEM_PLAIN,
         VMCS_TRANSPORT_IVSHMEM_DOORBELL,
+        VMCS_TRANSPORT_VSOCK,
         VMCS_OPT_NONBLOCK,
         VMCS_OPT_RCVBUF,
         VMCS_AF_DEFAULT,

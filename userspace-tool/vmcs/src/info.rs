@@ -51,6 +51,8 @@ impl Serialize for PeerState {
 pub enum Transport {
     IvshmemPlain,
     IvshmemDoorbell,
+    /// The guest's AF_VSOCK: peer ids are vsock cids (the host is 2).
+    Vsock,
     Unknown(u32),
 }
 
@@ -60,15 +62,17 @@ impl Transport {
         match v {
             sys::VMCS_TRANSPORT_IVSHMEM_PLAIN => Transport::IvshmemPlain,
             sys::VMCS_TRANSPORT_IVSHMEM_DOORBELL => Transport::IvshmemDoorbell,
+            sys::VMCS_TRANSPORT_VSOCK => Transport::Vsock,
             v => Transport::Unknown(v),
         }
     }
 
-    /// `ivshmem-plain`, `ivshmem-doorbell` or `unknown(N)`.
+    /// `ivshmem-plain`, `ivshmem-doorbell`, `vsock` or `unknown(N)`.
     pub fn name(&self) -> String {
         match self {
             Transport::IvshmemPlain => "ivshmem-plain".into(),
             Transport::IvshmemDoorbell => "ivshmem-doorbell".into(),
+            Transport::Vsock => "vsock".into(),
             Transport::Unknown(v) => format!("unknown({v})"),
         }
     }

@@ -78,6 +78,21 @@ pub(crate) fn find_server(ty: c_int, port: u32) -> Res<(Sock, u32)> {
     }
 }
 
+/// Messages of 1 B .. 64 KiB to a seqpacket echo: each must come back whole, byte-checked.
+pub(crate) fn seqpacket_echoes(q: &Sock) -> Res {
+    for len in [1usize, 100, 4000, 9000, 65536] {
+        let m: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        q.send_all(&m)?;
+        let mut r = vec![0u8; 70000];
+        let (n, f) = q.recvmsg(&mut r, 0);
+        check(
+            &format!("seqpacket {len} bytes back as one message"),
+            n as usize == len && r[..len] == m[..] && f & libc::MSG_TRUNC == 0,
+        )?;
+    }
+    Ok(())
+}
+
 pub(crate) fn client(port: u32) -> Res {
     let (s, cid) = find_server(libc::SOCK_STREAM, port)?;
     let p = s.name(true)?;
@@ -115,16 +130,7 @@ pub(crate) fn client(port: u32) -> Res {
     let (q, _) = find_server(libc::SOCK_SEQPACKET, port + 1)?;
     // The echoes come back to a busy-polling recv (the window outlasts a TCG round trip).
     q.setopt(libc::SO_BUSY_POLL, &20_000i32)?;
-    for len in [1usize, 100, 4000, 9000, 65536] {
-        let m: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
-        q.send_all(&m)?;
-        let mut r = vec![0u8; 70000];
-        let (n, f) = q.recvmsg(&mut r, 0);
-        check(
-            &format!("seqpacket {len} bytes back as one message"),
-            n as usize == len && r[..len] == m[..] && f & libc::MSG_TRUNC == 0,
-        )?;
-    }
+    seqpacket_echoes(&q)?;
     crate::badbuf::badbuf(&q, &q, libc::SOCK_SEQPACKET)?;
     Ok(())
 }

@@ -32,6 +32,9 @@
 //!   vmcs-socktest fair-sink PORT N / fair-send CID PORT BYTES [STOPFILE]
 //!                                      the netdev scenario's fairness check: N streams
 //!                                      read to EOF; BYTES sent (or until STOPFILE exists)
+//!   vmcs-socktest vt-client CID PORT / vt-hold PORT / vt-reset CID PORT / vt-echo1 PORT /
+//!                 vt-to CID PORT
+//!                                      the vsock transport (vsock scenario, vtransport.rs)
 //!   vmcs-socktest mesh PORT EXPECT STOPFILE [once|lenient]
 //!                                      the chaos mesh: checksummed stream, seqpacket and
 //!                                      bulk traffic with every live peer (mesh.rs)
@@ -52,6 +55,7 @@ mod rxcap;
 mod scale;
 mod sock;
 mod vsock;
+mod vtransport;
 
 use badbuf::t_badbuf;
 use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacket, t_stream};
@@ -65,6 +69,7 @@ use rxcap::{rxcap_client, rxcap_serve};
 use scale::{burst_client, burst_serve, scale_client, scale_serve};
 use vmcs_guest_tools::{exit_with, Res};
 use vsock::{vsock_client, vsock_echo_server};
+use vtransport::{vt_client, vt_echo1, vt_hold, vt_raw_client, vt_raw_serve, vt_reset, vt_to};
 
 /// A named loopback test.
 type Test = (&'static str, fn() -> Res);
@@ -104,6 +109,28 @@ fn main() -> std::process::ExitCode {
         Some("vsock-echo-server") => arg(1).map_or(Err("usage".into()), vsock_echo_server),
         Some("vsock-echo-client") => arg(1).map_or(Err("usage".into()), vsock_client),
         Some("hold") => t_hold(),
+        Some("vt-client") => match (arg(1), arg(2)) {
+            (Some(c), Some(p)) => vt_client(c, p),
+            _ => Err("usage: vt-client CID PORT".into()),
+        },
+        Some("vt-reset") => match (arg(1), arg(2)) {
+            (Some(c), Some(p)) => vt_reset(c, p),
+            _ => Err("usage: vt-reset CID PORT".into()),
+        },
+        Some("vt-to") => match (arg(1), arg(2)) {
+            (Some(c), Some(p)) => vt_to(c, p),
+            _ => Err("usage: vt-to CID PORT".into()),
+        },
+        Some("vt-raw-serve") => match (arg(1), arg(2), arg(3)) {
+            (Some(p), Some(t), Some(b)) => vt_raw_serve(p, t, b),
+            _ => Err("usage: vt-raw-serve PORT TOTAL PIECE".into()),
+        },
+        Some("vt-raw-client") => match (arg(1), arg(2), arg(3), arg(4)) {
+            (Some(c), Some(p), Some(t), Some(k)) => vt_raw_client(c, p, t, k),
+            _ => Err("usage: vt-raw-client CID PORT TOTAL CHUNK".into()),
+        },
+        Some("vt-hold") => arg(1).map_or(Err("usage: vt-hold PORT".into()), vt_hold),
+        Some("vt-echo1") => arg(1).map_or(Err("usage: vt-echo1 PORT".into()), vt_echo1),
         Some("scale-serve") => match (arg(1), arg(2), arg(3)) {
             (Some(p), Some(n), Some(b)) => scale_serve(p, n as usize, b as usize),
             _ => Err("usage: scale-serve PORT NCONN BYTES".into()),

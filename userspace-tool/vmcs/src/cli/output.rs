@@ -136,7 +136,9 @@ pub fn status_text(backend: &Backend, info: &Info, version: Option<&str>) -> Str
 }
 
 pub fn peers_table(info: &Info) -> String {
-    let mut t = Table::new(&["CID", "STATE", "GENERATION", "HEARTBEAT", ""]);
+    // TRANSPORT: what carries this peer's frames (the domain's transport: an ivshmem
+    // region, or vsock, whose cids are vsock cids).
+    let mut t = Table::new(&["CID", "STATE", "GENERATION", "HEARTBEAT", "TRANSPORT", ""]);
     for p in &info.peers {
         t.row(vec![
             p.id.to_string(),
@@ -144,6 +146,7 @@ pub fn peers_table(info: &Info) -> String {
             p.generation.to_string(),
             p.heartbeat_age_ms
                 .map_or("-".into(), |a| format!("{a} ms ago")),
+            info.transport.name(),
             if p.is_self {
                 "(this guest)".into()
             } else {
@@ -475,10 +478,10 @@ mod tests {
         assert!(s.contains("module version  unknown\n"), "{s}");
         assert_eq!(
             peers_table(&i),
-            "CID  STATE    GENERATION  HEARTBEAT\n\
-             1    live     4           12 ms ago\n\
-             2    live     1           0 ms ago   (this guest)\n\
-             3    joining  2           -\n"
+            "CID  STATE    GENERATION  HEARTBEAT  TRANSPORT\n\
+             1    live     4           12 ms ago  ivshmem-doorbell\n\
+             2    live     1           0 ms ago   ivshmem-doorbell  (this guest)\n\
+             3    joining  2           -          ivshmem-doorbell\n"
         );
     }
 
