@@ -46,58 +46,93 @@ fn await_ack(p: &mut Peer, t: u32, d: Duration) -> bool {
     false
 }
 
-/// Phase g; whether every check passed.
+/// A lie: what it is, and the ring offset and size published.
+type Lie = (&'static str, u64, u32);
+
+/// The lies told to guest `t` (its own transmit area starts at `theirs`).
+fn lies(p: &Peer, theirs: usize) -> Option<Vec<Lie>> {
+    let g = p.g;
+    let (mine, mine_len) = g.tx_area(p.me.id)?;
+    let mut lies: Vec<Lie> = vec![
+        ("out of the region", g.region_size as u64, 4096),
+        (
+            "straddling the region's end",
+            g.region_size as u64 - 4096,
+            8192,
+        ),
+        ("over the header", 0, 4096),
+        ("over the peer table", g.peer_table_off as u64, 4096),
+        ("over the channel table", g.chan_table_off as u64, 4096),
+        ("in the guest's own transmit area", theirs as u64, 4096),
+        (
+            "straddling the end of our area",
+            (mine + mine_len) as u64 - 4096,
+            8192,
+        ),
+        ("not a power of two", mine as u64, 3 * 4096),
+        ("below the minimum ring", mine as u64, 256),
+        ("above the maximum ring", mine as u64, 32 << 20),
+        ("misaligned", mine as u64 + 32, 4096),
+        ("at offset 2^32 - 4 KiB", u64::from(u32::MAX) - 4095, 4096),
+    ];
+    if g.bulk_size > 0 {
+        lies.push(("over the bulk area", g.bulk_off as u64, 4096));
+    }
+    Some(lies)
+}
+
+/// Phase g; whether every check passed. Each lie goes to every guest at once (each in its
+/// own ring fields), and every guest gets [`WAIT`] to (wrongly) acknowledge it.
 pub fn run(p: &mut Peer) -> bool {
     let mut all = true;
-    let g = p.g;
     let me = p.me.id;
-    let Some((mine, mine_len)) = g.tx_area(me) else {
+    if p.g.tx_area(me).is_none() {
         return false;
-    };
-    for i in 0..p.targets.len() {
-        let t = p.targets[i];
-        let Some((theirs, _)) = g.tx_area(t) else {
-            continue;
-        };
-        let mut lies: Vec<(&str, u64, u32)> = vec![
-            ("out of the region", g.region_size as u64, 4096),
-            (
-                "straddling the region's end",
-                g.region_size as u64 - 4096,
-                8192,
-            ),
-            ("over the header", 0, 4096),
-            ("over the peer table", g.peer_table_off as u64, 4096),
-            ("over the channel table", g.chan_table_off as u64, 4096),
-            ("in the guest's own transmit area", theirs as u64, 4096),
-            (
-                "straddling the end of our area",
-                (mine + mine_len) as u64 - 4096,
-                8192,
-            ),
-            ("not a power of two", mine as u64, 3 * 4096),
-            ("below the minimum ring", mine as u64, 256),
-            ("above the maximum ring", mine as u64, 32 << 20),
-            ("misaligned", mine as u64 + 32, 4096),
-            ("at offset 2^32 - 4 KiB", u64::from(u32::MAX) - 4095, 4096),
-        ];
-        if g.bulk_size > 0 {
-            lies.push(("over the bulk area", g.bulk_off as u64, 4096));
+    }
+    let mut told: Vec<(u32, Vec<Lie>)> = Vec::new();
+    for &t in &p.targets {
+        if let Some((theirs, _)) = p.g.tx_area(t) {
+            if let Some(l) = lies(p, theirs) {
+                told.push((t, l));
+            }
         }
-        let mut refused = 0;
-        for &(what, off, size) in &lies {
-            publish(p, t, off, size);
-            let acked = await_ack(p, t, WAIT);
-            refused += usize::from(!acked);
-            all &= ok(
-                !acked,
-                format_args!("guest {t} refused a ring {what} ({off:#x}, {size} B)"),
-            );
+    }
+    let n = told.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+    let mut refused = vec![0usize; told.len()];
+    for k in 0..n {
+        for (t, l) in &told {
+            if let Some(&(_, off, size)) = l.get(k) {
+                publish(p, *t, off, size);
+            }
         }
+        // Every guest's window, pumping for all of them.
+        let t0 = Instant::now();
+        let mut acked = vec![false; told.len()];
+        while t0.elapsed() < WAIT {
+            p.pump();
+            for (j, (t, _)) in told.iter().enumerate() {
+                acked[j] |= p.acked(*t);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for (j, (t, l)) in told.iter().enumerate() {
+            if let Some(&(what, off, size)) = l.get(k) {
+                refused[j] += usize::from(!acked[j]);
+                all &= ok(
+                    !acked[j],
+                    format_args!("guest {t} refused a ring {what} ({off:#x}, {size} B)"),
+                );
+            }
+        }
+    }
+    for (j, (t, l)) in told.iter().enumerate() {
         println!(
-            "# phase g: guest {t} refused {refused} of {} lies",
-            lies.len()
+            "# phase g: guest {t} refused {} of {} lies",
+            refused[j],
+            l.len()
         );
+    }
+    for t in told.iter().map(|(t, _)| *t).collect::<Vec<_>>() {
         // A valid ring, accepted; then the published one changes without a new epoch.
         p.reopen(t);
         let back = await_ack(p, t, Duration::from_secs(10));
