@@ -5,6 +5,7 @@
  * three socket callbacks, which only hand an event to the Rust function they were given
  * and chain to the callbacks they replaced. No logic lives here.
  */
+#include <linux/module.h>
 #include <linux/net.h>
 #include <linux/slab.h>
 #include <linux/socket.h>
@@ -42,20 +43,29 @@ void vmcs_vsock_release(struct socket *sock)
 	sock_release(sock);
 }
 
-/* This guest's cid: the transport vsock picks for the host (as IOCTL_VM_SOCKETS_GET_LOCAL_CID). */
+/*
+ * This guest's cid: the transport vsock picks for the host (as IOCTL_VM_SOCKETS_GET_LOCAL_CID).
+ * vsock_assign_transport is looked up at run time (symbol_get): where vsock is a module
+ * (distro kernels), vmcs.ko then loads without it; `sock` exists, so vsock.ko is loaded here.
+ */
 int vmcs_vsock_local_cid(struct socket *sock, u32 *cid)
 {
 	struct vsock_sock *vsk = vsock_sk(sock->sk);
+	int (*assign)(struct vsock_sock *vsk, struct vsock_sock *psk);
 	int err;
 
+	assign = symbol_get(vsock_assign_transport);
+	if (!assign)
+		return -ENODEV;
 	lock_sock(sock->sk);
 	vsk->remote_addr.svm_cid = VMADDR_CID_HOST;
-	err = vsock_assign_transport(vsk, NULL);
+	err = assign(vsk, NULL);
 	if (!err && !vsk->transport)
 		err = -ENODEV;
 	if (!err)
 		*cid = vsk->transport->get_local_cid();
 	release_sock(sock->sk);
+	symbol_put(vsock_assign_transport);
 	return err;
 }
 
