@@ -33,17 +33,27 @@ fn publish(p: &Peer, t: u32, off: u64, size: u32) {
     p.shm.store_u32_release(pe, e);
 }
 
-/// Pumps until `t` acknowledged our current epoch, for at most `d`.
-fn await_ack(p: &mut Peer, t: u32, d: Duration) -> bool {
+/// Pumps until every guest of `ts` acknowledged our current epoch, for at most `d`; which
+/// of them did.
+fn await_acks(p: &mut Peer, ts: &[u32], d: Duration) -> Vec<bool> {
     let t0 = Instant::now();
+    let mut acked = vec![false; ts.len()];
     while t0.elapsed() < d {
         p.pump();
-        if p.acked(t) {
-            return true;
+        for (a, &t) in acked.iter_mut().zip(ts) {
+            *a |= p.acked(t);
+        }
+        if acked.iter().all(|&a| a) {
+            break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    false
+    acked
+}
+
+/// Pumps until `t` acknowledged our current epoch, for at most `d`.
+fn await_ack(p: &mut Peer, t: u32, d: Duration) -> bool {
+    await_acks(p, &[t], d)[0]
 }
 
 /// A lie: what it is, and the ring offset and size published.
@@ -97,6 +107,7 @@ pub fn run(p: &mut Peer) -> bool {
             }
         }
     }
+    let targets: Vec<u32> = told.iter().map(|(t, _)| *t).collect();
     let n = told.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
     let mut refused = vec![0usize; told.len()];
     for k in 0..n {
@@ -105,16 +116,8 @@ pub fn run(p: &mut Peer) -> bool {
                 publish(p, *t, off, size);
             }
         }
-        // Every guest's window, pumping for all of them.
-        let t0 = Instant::now();
-        let mut acked = vec![false; told.len()];
-        while t0.elapsed() < WAIT {
-            p.pump();
-            for (j, (t, _)) in told.iter().enumerate() {
-                acked[j] |= p.acked(*t);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // Every guest's window at once.
+        let acked = await_acks(p, &targets, WAIT);
         for (j, (t, l)) in told.iter().enumerate() {
             if let Some(&(what, off, size)) = l.get(k) {
                 refused[j] += usize::from(!acked[j]);
@@ -132,7 +135,7 @@ pub fn run(p: &mut Peer) -> bool {
             l.len()
         );
     }
-    for t in told.iter().map(|(t, _)| *t).collect::<Vec<_>>() {
+    for &t in &targets {
         // A valid ring, accepted; then the published one changes without a new epoch.
         p.reopen(t);
         let back = await_ack(p, t, Duration::from_secs(10));
