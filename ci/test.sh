@@ -78,7 +78,9 @@ eval "$env_out"
 grep -E 'kernel source|guest kernel' "$logs/prepare.log" | sed 's/^/# /'
 point ok "guest kernel, vmcs.ko and initramfs build ($(($(date +%s) - s)) s)"
 
-# Host-side Rust: unit and property tests, formatting, lints.
+# Host-side Rust: unit and property tests, formatting, lints. The build folder starts from
+# the cache's copy (ci/lib.sh vmcs_cargo_seed: only the project's own crates rebuild).
+vmcs_cargo_seed build/host-target
 crates=()
 for m in rust/Cargo.toml userspace-tool/Cargo.toml qemu-test/guest-tools/Cargo.toml; do
 	[ -f "$m" ] && crates+=("$m")
@@ -101,6 +103,9 @@ step "vmcs library with --features tokio (test, clippy)" vmcs_features
 # it checks the build, and costs nothing more when prepare.sh has just made it.
 step "vmcs CLI static musl build" cargo build --quiet --release --target x86_64-unknown-linux-musl \
 	--manifest-path userspace-tool/Cargo.toml -p vmcs --target-dir build/guest-target
+# The next fresh clone starts from these build folders (saved when the Cargo.lock files changed).
+vmcs_cargo_save build/host-target
+vmcs_cargo_save build/guest-target
 step "loom model check of the ring protocol (rust/)" rust/scripts/loom.sh
 step "fuzz smoke run, region and concurrent targets (rust/fuzz, 2 x 5 s; make fuzz runs longer)" rust/fuzz/run.sh 5
 
