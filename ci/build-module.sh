@@ -30,10 +30,7 @@ have=$(${RUSTC:-rustc} --version 2>/dev/null || true)
 
 # The module is built with the kernel's own C compiler: gcc for the test and bench kernels,
 # clang for the sanitizer kernel (LLVM=-N, recorded by ci/build-kernel.sh in .vmcs-make-args).
-kargs=()
-if [ -f "$kdir/.vmcs-make-args" ]; then
-	read -r -a kargs <"$kdir/.vmcs-make-args"
-fi
+vmcs_kbuild_args "$kdir"
 if [ -n "${MODULE_OUT:-}" ]; then
 	mkdir -p "$MODULE_OUT"
 	# A mirror of the sources (Kbuild, module/, the protocol files of rust/src): sources gone

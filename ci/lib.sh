@@ -27,6 +27,16 @@ VMCS_LIBCLANG_VERSION=18.1.1
 log() { printf '[vmcs] %s\n' "$*" >&2; }
 die() { printf '[vmcs] error: %s\n' "$*" >&2; exit 1; }
 
+# vmcs_kbuild_args KDIR: sets the array `kargs` to the make arguments ci/build-kernel.sh
+# recorded for that kernel build (.vmcs-make-args: LLVM= for gcc, LLVM=-N for the sanitizer
+# kernel's clang), so that modules are built with the kernel's own compiler; empty if none.
+vmcs_kbuild_args() {
+	kargs=()
+	if [ -f "$1/.vmcs-make-args" ]; then
+		read -r -a kargs <"$1/.vmcs-make-args"
+	fi
+}
+
 # vmcs_log_scan FILE: print (numbered, at most 20) the lines of a guest's serial log that
 # report a kernel problem, and exit 0 when there is any: warnings (lockdep, DEBUG_ATOMIC_SLEEP
 # and refcount_t reports are WARNINGs), BUG()s, oopses, list corruption (DEBUG_LIST), debug

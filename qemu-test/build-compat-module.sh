@@ -26,10 +26,7 @@ if [ ! -f "$out/.vmcs-built" ]; then
 	rm -rf "$out"
 	mkdir -p "$out"
 	tar -xJf "$tarball" -C "$out"
-	kargs=()
-	if [ -f "$kdir/.vmcs-make-args" ]; then
-		read -r -a kargs <"$kdir/.vmcs-make-args"
-	fi
+	vmcs_kbuild_args "$kdir"
 	make -C "$kdir" M="$out" "${kargs[@]}" modules >"$out/build.log" 2>&1 ||
 		die "the protocol-1 module did not build (see $out/build.log)"
 	# Debug info is of no use in the guest; it only makes the initramfs larger.

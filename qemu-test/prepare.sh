@@ -36,7 +36,7 @@ case "${1:-}" in
 	st="$VMCS_TOP/build/sanitize-selftest"
 	mkdir -p "$st"
 	cp -pu "$VMCS_TOP"/qemu-test/sanitize-selftest/{Kbuild,vmcs_sanitize_selftest.c} "$st/"
-	read -r -a kargs <"$kdir/.vmcs-make-args"
+	vmcs_kbuild_args "$kdir"
 	make -C "$kdir" M="$st" "${kargs[@]}" modules >&2
 	extra=("$st/vmcs_sanitize_selftest.ko")
 	;;
