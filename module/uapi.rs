@@ -143,6 +143,51 @@ pub(crate) const IOC_SET_BUSY_POLL: u32 = _IOW::<u32>(MAGIC, 0x20);
 /// `VMCS_IOC_GET_BUSY_POLL`.
 pub(crate) const IOC_GET_BUSY_POLL: u32 = _IOR::<u32>(MAGIC, 0x21);
 
+/// `VMCS_POLICY_ALL`: every list (`VMCS_IOC_POLICY_CLEAR`, `_RESET`).
+pub(crate) const POLICY_ALL: u32 = 0;
+/// `VMCS_POLICY_CONNECT_IN`: (peer, local port) pairs that may connect to this guest.
+pub(crate) const POLICY_CONNECT_IN: u32 = 1;
+/// `VMCS_POLICY_CONNECT_OUT`: (peer, remote port) pairs this guest may connect to.
+pub(crate) const POLICY_CONNECT_OUT: u32 = 2;
+/// `VMCS_POLICY_BIND`: local ports that may be bound.
+pub(crate) const POLICY_BIND: u32 = 3;
+/// `VMCS_POLICY_MAX_RULES`: rules per domain, all lists together.
+pub(crate) const POLICY_MAX_RULES: u32 = 128;
+
+/// `struct vmcs_policy_rule`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsPolicyRule {
+    pub(crate) list: u32,
+    pub(crate) cid: u32,
+    pub(crate) port: u32,
+    pub(crate) flags: u32,
+}
+
+/// `struct vmcs_policy_get`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsPolicyGet {
+    /// User pointer to `count` `struct vmcs_policy_rule`.
+    pub(crate) rules: u64,
+    pub(crate) count: u32,
+    pub(crate) flags: u32,
+    pub(crate) denied_in: u64,
+    pub(crate) denied_out: u64,
+    pub(crate) denied_bind: u64,
+}
+
+/// `VMCS_IOC_POLICY_ADD`.
+pub(crate) const IOC_POLICY_ADD: u32 = _IOW::<VmcsPolicyRule>(MAGIC, 0x30);
+/// `VMCS_IOC_POLICY_DEL`.
+pub(crate) const IOC_POLICY_DEL: u32 = _IOW::<VmcsPolicyRule>(MAGIC, 0x31);
+/// `VMCS_IOC_POLICY_CLEAR`.
+pub(crate) const IOC_POLICY_CLEAR: u32 = _IOW::<u32>(MAGIC, 0x32);
+/// `VMCS_IOC_POLICY_RESET`.
+pub(crate) const IOC_POLICY_RESET: u32 = _IOW::<u32>(MAGIC, 0x33);
+/// `VMCS_IOC_POLICY_GET`.
+pub(crate) const IOC_POLICY_GET: u32 = _IOWR::<VmcsPolicyGet>(MAGIC, 0x34);
+
 /// `struct vmcs_bulk_setup` (`VMCS_IOC_BULK_SETUP`).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -242,6 +287,14 @@ unsafe impl AsBytes for VmcsBulkDesc {}
 unsafe impl FromBytes for VmcsBulkVec {}
 // SAFETY: As above.
 unsafe impl FromBytes for VmcsOpenDomain {}
+// SAFETY: As above.
+unsafe impl FromBytes for VmcsPolicyRule {}
+// SAFETY: As above.
+unsafe impl AsBytes for VmcsPolicyRule {}
+// SAFETY: As above.
+unsafe impl FromBytes for VmcsPolicyGet {}
+// SAFETY: As above.
+unsafe impl AsBytes for VmcsPolicyGet {}
 // SAFETY: `#[repr(C)]` of integers and a byte array, without padding (size asserted below).
 unsafe impl FromBytes for SockaddrVmcs {}
 // SAFETY: As above.
@@ -261,6 +314,8 @@ const _: () = {
     assert!(size_of::<VmcsBulkSetup>() == 16);
     assert!(size_of::<VmcsBulkDesc>() == 8);
     assert!(size_of::<VmcsBulkVec>() == 16);
+    assert!(size_of::<VmcsPolicyRule>() == 16);
+    assert!(size_of::<VmcsPolicyGet>() == 40);
 };
 
 // Field offsets, as the C compiler lays out the structs of vmcs.h (every field naturally
@@ -296,5 +351,7 @@ offsets! {
     VmcsBulkSetup { size: 0, timeout_ms: 4, tx_size: 8, rx_size: 12 }
     VmcsBulkDesc { off: 0, len: 4 }
     VmcsBulkVec { descs: 0, count: 8, flags: 12 }
+    VmcsPolicyRule { list: 0, cid: 4, port: 8, flags: 12 }
+    VmcsPolicyGet { rules: 0, count: 8, flags: 12, denied_in: 16, denied_out: 24, denied_bind: 32 }
     SockaddrVmcs { family: 0, reserved1: 2, port: 4, cid: 8, flags: 12, zero: 13 }
 }

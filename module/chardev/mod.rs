@@ -18,7 +18,7 @@ use crate::{
     proto::bulk::Desc,
     uapi::{
         self, VmcsAccept, VmcsAddr, VmcsBulkDesc, VmcsBulkSetup, VmcsBulkVec, VmcsConnect,
-        VmcsInfo, VmcsNames, VmcsOpenDomain, VmcsOpts,
+        VmcsInfo, VmcsNames, VmcsOpenDomain, VmcsOpts, VmcsPolicyGet, VmcsPolicyRule,
     },
 };
 use kernel::{
@@ -148,6 +148,11 @@ impl VmcsFile {
             uapi::IOC_OPEN_DOMAIN => Self::open_domain(arg),
             uapi::IOC_SET_BUSY_POLL => self.set_busy_poll(arg),
             uapi::IOC_GET_BUSY_POLL => self.get_busy_poll(arg),
+            uapi::IOC_POLICY_ADD
+            | uapi::IOC_POLICY_DEL
+            | uapi::IOC_POLICY_CLEAR
+            | uapi::IOC_POLICY_RESET => self.policy_set(cmd, arg),
+            uapi::IOC_POLICY_GET => self.policy_get(arg),
             _ => Err(ENOTTY),
         }
     }
@@ -228,6 +233,46 @@ impl VmcsFile {
         let fd = glue::file::install_dev_file(ep, a.flags, |_fd| w.write(&a))?;
         // Descriptors are small non-negative ints.
         Ok(fd as isize)
+    }
+
+    /// `VMCS_IOC_POLICY_ADD`, `_DEL`, `_CLEAR`, `_RESET` on this file's domain: root only
+    /// (`CAP_NET_ADMIN`, else `EPERM`, checked before the argument is read).
+    fn policy_set(&self, cmd: u32, arg: IoctlArg) -> Result<isize> {
+        if !glue::capable_net_admin() {
+            return Err(EPERM);
+        }
+        let policy = self.domain.policy();
+        match cmd {
+            uapi::IOC_POLICY_ADD => policy.add(&arg.read::<VmcsPolicyRule>()?)?,
+            uapi::IOC_POLICY_DEL => policy.del(&arg.read::<VmcsPolicyRule>()?)?,
+            uapi::IOC_POLICY_CLEAR => policy.clear(arg.read::<u32>()?, false)?,
+            _ => policy.clear(arg.read::<u32>()?, true)?,
+        }
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_POLICY_GET`: copies up to `count` rules to `rules`, sets `count` to the
+    /// number in the table and the denial counters; returns the number copied. Anybody may
+    /// read the policy.
+    fn policy_get(&self, arg: IoctlArg) -> Result<isize> {
+        let (mut r, mut w) = arg.slice(size_of::<VmcsPolicyGet>()).reader_writer();
+        let mut g: VmcsPolicyGet = r.read()?;
+        if g.flags != 0 {
+            return Err(EINVAL);
+        }
+        let s = self.domain.policy().snapshot()?;
+        let n = s.rules.len().min(g.count as usize);
+        let rules = s.rules.get(..n).ok_or(EINVAL)?;
+        let size = n.checked_mul(size_of::<VmcsPolicyRule>()).ok_or(EINVAL)?;
+        let mut out = UserSlice::new(UserPtr::from_addr(g.rules as usize), size).writer();
+        for rule in rules {
+            out.write(rule)?;
+        }
+        // At most `POLICY_MAX_RULES`.
+        g.count = s.rules.len() as u32;
+        [g.denied_in, g.denied_out, g.denied_bind] = s.denied;
+        w.write(&g)?;
+        Ok(n as isize)
     }
 
     /// `VMCS_IOC_SET_BUSY_POLL`: the busy-poll window in microseconds (clamped).

@@ -24,7 +24,7 @@ mod tx_queue;
 use rx_queue::RxQueue;
 use tx_queue::TxQueue;
 
-use super::{Conns, ResetReason, Violation, MAX_BACKLOG, MAX_RCVBUF};
+use super::{Conns, PolicyList, ResetReason, Violation, MAX_BACKLOG, MAX_RCVBUF};
 use crate::{
     glue::{errno, poll_mask},
     proto::{
@@ -420,6 +420,9 @@ impl Endpoint {
         if st.phase != Phase::Idle {
             return Err(EINVAL);
         }
+        if port != uapi::PORT_ANY {
+            conns.policy_check(PolicyList::Bind, uapi::CID_ANY, port)?;
+        }
         let port = conns.bind_port(this, port)?;
         st.port = Some(port);
         st.phase = Phase::Bound;
@@ -464,6 +467,7 @@ impl Endpoint {
                 Phase::Closing | Phase::Closed => return Err(errno::eisconn()),
             }
             let peer = conns.resolve(cid)?;
+            conns.policy_check(PolicyList::ConnectOut, peer, port)?;
             if st.port.is_none() {
                 st.port = Some(conns.bind_port(this, uapi::PORT_ANY)?);
                 st.phase = Phase::Bound;

@@ -13,10 +13,12 @@
 //! mutex may be held while taking either. Nothing is held while frames are delivered.
 
 mod endpoint;
+mod policy;
 mod reset;
 mod rx_mem;
 
 pub(crate) use endpoint::{Endpoint, Timeout, DEFAULT_RCVBUF, TXQ_MAX};
+pub(crate) use policy::{List as PolicyList, Policy};
 pub(crate) use reset::{BulkViolation, ResetReason, Violation};
 pub(crate) use rx_mem::RxMem;
 
@@ -185,6 +187,10 @@ pub(crate) struct ConnTable {
     /// Busy-poll window of endpoints that did not set their own, in microseconds (module
     /// parameter `busy_poll_us`; conn/endpoint/busy_poll.rs).
     busy_poll_us: u32,
+    /// The access-control allow-lists (conn/policy.rs), checked only through
+    /// [`Conns::policy_check`].
+    #[pin]
+    policy: Policy,
 }
 
 impl ConnTable {
@@ -210,7 +216,13 @@ impl ConnTable {
             resets: ResetCounts::new(),
             rx_mem: Arc::new(RxMem::new(rx_mem_max), GFP_KERNEL)?,
             busy_poll_us: busy_poll_us.min(uapi::MAX_BUSY_POLL_US),
+            policy <- Policy::new(),
         })
+    }
+
+    /// The access-control policy of this domain (`VMCS_IOC_POLICY_*`, debugfs `policy`).
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The busy-poll window of endpoints that did not set their own (`busy_poll_us`).
@@ -399,6 +411,14 @@ impl core::ops::Deref for Conns<'_> {
 impl Conns<'_> {
     fn local_id(&self) -> u32 {
         self.transport.local_id()
+    }
+
+    /// Access control, the one check on every path (conn/policy.rs): a `REQUEST` for a
+    /// listener (`List::ConnectIn`, [`Self::deliver`]), a connect (`List::ConnectOut`,
+    /// `Endpoint::connect`) and an explicit bind (`List::Bind`, `Endpoint::bind`).
+    /// `Err` is the denial's errno; it was counted and logged. Never sleeps.
+    pub(crate) fn policy_check(&self, list: policy::List, cid: u32, port: u32) -> Result {
+        self.policy.check(list, self.local_id(), cid, port)
     }
 
     /// Maps a user cid to a peer id: `VMCS_CID_LOCAL` and our own id are this guest;
@@ -676,6 +696,14 @@ impl Conns<'_> {
         if let Some(c) = conn {
             c.on_frame(self, peer, hdr, payload);
         } else if let Some(l) = listener {
+            if self
+                .policy_check(policy::List::ConnectIn, peer, hdr.dst_port)
+                .is_err()
+            {
+                // Refused as when nothing listens: the peer cannot tell the two apart.
+                self.reply_rst(peer, hdr);
+                return;
+            }
             l.on_request(self, peer, hdr);
         } else {
             if hdr.op != Op::Rst {

@@ -534,6 +534,16 @@ impl Domain {
         self.connections.show_resets(f)
     }
 
+    /// debugfs `policy`: the allow-lists and the denial counters (conn/policy.rs).
+    pub(crate) fn show_policy(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.connections.policy().show(f)
+    }
+
+    /// The access-control policy of this domain (`VMCS_IOC_POLICY_*`).
+    pub(crate) fn policy(&self) -> &crate::conn::Policy {
+        self.connections.policy()
+    }
+
     /// debugfs `selftest`: `count` self-test frames to `peer`.
     pub(crate) fn selftest(self: &Arc<Self>, peer: u32, count: u32) -> Result<u32> {
         match self.link() {

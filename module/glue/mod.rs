@@ -43,6 +43,12 @@ pub(crate) fn capable_net_bind_service() -> bool {
     unsafe { bindings::capable(bindings::CAP_NET_BIND_SERVICE as c_int) }
 }
 
+/// Whether the current task may change the access-control policy (`CAP_NET_ADMIN`).
+pub(crate) fn capable_net_admin() -> bool {
+    // SAFETY: `capable` only inspects the current task's credentials.
+    unsafe { bindings::capable(bindings::CAP_NET_ADMIN as c_int) }
+}
+
 /// A random u64 (`get_random_u64`): the identity of a region this guest initialises.
 pub(crate) fn random_u64() -> u64 {
     // SAFETY: `get_random_u64` has no preconditions (it may block only before the crng is
