@@ -215,6 +215,45 @@ struct vmcs_crypto_info {
 #define VMCS_SO_ENCRYPTED 2
 
 /*
+ * Access control (docs/security.md "Access control"), per domain (the file's). Three
+ * allow-lists; the default of each is one rule any:any (everything allowed). A rule's cid
+ * may be VMCS_CID_ANY and its port VMCS_PORT_ANY. Loopback is never filtered. Changing the
+ * policy needs CAP_NET_ADMIN (EPERM); anybody may read it. Denials: an inbound connect is
+ * answered as if nothing listened (the peer sees ECONNREFUSED on /dev/vmcs, ECONNRESET on
+ * AF_VMCS, as vsock); an outbound connect fails with EPERM, an explicit bind with EACCES.
+ */
+#define VMCS_POLICY_ALL 0         /* CLEAR, RESET: every list */
+#define VMCS_POLICY_CONNECT_IN 1  /* (peer, local port) that may connect to this guest */
+#define VMCS_POLICY_CONNECT_OUT 2 /* (peer, remote port) this guest may connect to */
+#define VMCS_POLICY_BIND 3        /* local ports that may be bound (cid: VMCS_CID_ANY) */
+#define VMCS_POLICY_MAX_RULES 128 /* per domain, all lists together (ENOSPC beyond) */
+
+struct vmcs_policy_rule {
+	__u32 list;  /* VMCS_POLICY_CONNECT_IN, _CONNECT_OUT or _BIND */
+	__u32 cid;   /* peer id or VMCS_CID_ANY (not VMCS_CID_LOCAL) */
+	__u32 port;  /* port or VMCS_PORT_ANY */
+	__u32 flags; /* must be 0 */
+};
+
+/* VMCS_IOC_POLICY_GET argument; the ioctl returns how many rules it copied. */
+struct vmcs_policy_get {
+	__u64 rules;       /* in: user pointer to struct vmcs_policy_rule[count] */
+	__u32 count;       /* in: room in rules; out: rules in the table */
+	__u32 flags;       /* in: must be 0 */
+	__u64 denied_in;   /* out: inbound connects refused by the policy */
+	__u64 denied_out;  /* out: outbound connects denied */
+	__u64 denied_bind; /* out: binds denied */
+};
+
+/* ADD: EEXIST if present, ENOSPC when full. DEL: the equal rule, ENOENT if none. */
+#define VMCS_IOC_POLICY_ADD _IOW(VMCS_IOC_MAGIC, 0x30, struct vmcs_policy_rule)
+#define VMCS_IOC_POLICY_DEL _IOW(VMCS_IOC_MAGIC, 0x31, struct vmcs_policy_rule)
+/* CLEAR empties the list(s) (deny all); RESET restores the default (allow all). */
+#define VMCS_IOC_POLICY_CLEAR _IOW(VMCS_IOC_MAGIC, 0x32, __u32)
+#define VMCS_IOC_POLICY_RESET _IOW(VMCS_IOC_MAGIC, 0x33, __u32)
+#define VMCS_IOC_POLICY_GET _IOWR(VMCS_IOC_MAGIC, 0x34, struct vmcs_policy_get)
+
+/*
  * AF_VMCS sockets (docs/sockets.md). Linux has no free address-family number for an
  * out-of-tree module: the family is the module parameter `af` (0 = no socket family),
  * VMCS_AF_DEFAULT unless changed; read the live value from /sys/module/vmcs/parameters/af.

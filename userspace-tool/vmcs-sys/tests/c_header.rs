@@ -86,6 +86,8 @@ fn rust_layouts() -> Layout {
             policy, key_installed, handshakes, auth_failed, peer_refused, policy_refused,
             bad_frames,
         }
+        "vmcs_policy_rule" => vmcs_policy_rule { list, cid, port, flags }
+        "vmcs_policy_get" => vmcs_policy_get { rules, count, flags, denied_in, denied_out, denied_bind }
         "sockaddr_vmcs" => sockaddr_vmcs { svm_family, svm_reserved1, svm_port, svm_cid, svm_flags, svm_zero }
         // AF_VMCS's address is AF_VSOCK's, field for field.
         "sockaddr_vm" => sockaddr_vmcs { svm_family, svm_reserved1, svm_port, svm_cid, svm_flags, svm_zero }
@@ -148,6 +150,16 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         VMCS_IOC_GET_CRYPTO,
         VMCS_IOC_SET_ENCRYPT,
         VMCS_IOC_GET_ENCRYPT,
+        VMCS_POLICY_ALL,
+        VMCS_POLICY_CONNECT_IN,
+        VMCS_POLICY_CONNECT_OUT,
+        VMCS_POLICY_BIND,
+        VMCS_POLICY_MAX_RULES,
+        VMCS_IOC_POLICY_ADD,
+        VMCS_IOC_POLICY_DEL,
+        VMCS_IOC_POLICY_CLEAR,
+        VMCS_IOC_POLICY_RESET,
+        VMCS_IOC_POLICY_GET,
     ]
 }
 

@@ -20,6 +20,7 @@ pub mod bulk;
 pub mod error;
 pub mod info;
 pub mod net;
+pub mod policy;
 /// The raw user API (`include/vmcs.h`): the `vmcs-sys` crate.
 pub use vmcs_sys as sys;
 #[cfg(feature = "tokio")]

@@ -222,12 +222,70 @@ pub enum Cmd {
         zero_copy: bool,
     },
 
+    /// Show or change the access-control policy (allow-lists) of a domain.
+    ///
+    /// Three lists: `in` (CID:PORT pairs that may connect to this guest's listeners),
+    /// `out` (CID:PORT pairs this guest may connect to) and `bind` (ports that may be bound).
+    /// Each starts as `any:any` (everything allowed). `deny` removes an allow rule; what no
+    /// rule allows is denied: a refused inbound connect looks to the peer as if nothing
+    /// listened, an outbound one fails with EPERM, a bind with EACCES. Loopback is never
+    /// filtered; established connections stay when their rule goes. Changing the policy
+    /// needs CAP_NET_ADMIN.
+    Policy {
+        /// The domain (default: the one /dev/vmcs opens on, which AF_VMCS uses).
+        #[arg(long, global = true)]
+        domain: Option<u32>,
+        #[command(subcommand)]
+        action: Option<PolicyCmd>,
+    },
+
     /// List connections from the module's debugfs (/sys/kernel/debug/vmcs/*/connections).
     Ss {
         /// Where the module's debugfs directory is.
         #[arg(long, hide = true, default_value = "/sys/kernel/debug/vmcs")]
         debugfs: PathBuf,
     },
+}
+
+/// `vmcs policy` actions.
+#[derive(Subcommand, Debug, PartialEq)]
+pub enum PolicyCmd {
+    /// Show the rules and the denial counters (the default).
+    Show,
+    /// Add an allow rule: `in CID:PORT`, `out CID:PORT`, `bind PORT` (`any` for either).
+    Allow {
+        list: ListArg,
+        /// CID:PORT (in, out) or PORT (bind).
+        target: String,
+    },
+    /// Remove an allow rule (exactly as `show` prints it); what nothing allows is denied.
+    Deny {
+        list: ListArg,
+        /// CID:PORT (in, out) or PORT (bind).
+        target: String,
+    },
+    /// Remove every rule of LIST (default: all lists): deny everything but loopback.
+    Clear { list: Option<ListArg> },
+    /// Back to the default of LIST (default: all lists): `any:any`, everything allowed.
+    Reset { list: Option<ListArg> },
+}
+
+/// A policy list on the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListArg {
+    In,
+    Out,
+    Bind,
+}
+
+impl From<ListArg> for vmcs::policy::List {
+    fn from(l: ListArg) -> Self {
+        match l {
+            ListArg::In => vmcs::policy::List::In,
+            ListArg::Out => vmcs::policy::List::Out,
+            ListArg::Bind => vmcs::policy::List::Bind,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +304,37 @@ mod tests {
         assert!(parse(&["--json", "peers"]).unwrap().json);
         assert!(parse(&["peers", "--json"]).unwrap().json);
         assert!(matches!(parse(&["ss"]).unwrap().cmd, Cmd::Ss { .. }));
+    }
+
+    #[test]
+    fn policy_commands() {
+        assert_eq!(
+            parse(&["policy"]).unwrap().cmd,
+            Cmd::Policy {
+                domain: None,
+                action: None
+            }
+        );
+        assert_eq!(
+            parse(&["policy", "allow", "in", "3:5000", "--domain", "1"])
+                .unwrap()
+                .cmd,
+            Cmd::Policy {
+                domain: Some(1),
+                action: Some(PolicyCmd::Allow {
+                    list: ListArg::In,
+                    target: "3:5000".into()
+                })
+            }
+        );
+        assert_eq!(
+            parse(&["policy", "clear"]).unwrap().cmd,
+            Cmd::Policy {
+                domain: None,
+                action: Some(PolicyCmd::Clear { list: None })
+            }
+        );
+        assert!(parse(&["policy", "allow", "sideways", "1:2"]).is_err());
     }
 
     #[test]

@@ -112,11 +112,19 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let backend = Backend::detect().ctx("finding vmcs")?;
             let info = vmcs::info().ctx("asking /dev/vmcs for the domain")?;
             let version = vmcs::module_version();
+            // A module without access control (ENOTTY) shows no policy line.
+            let pol = vmcs::policy::get(None).ok();
             if json {
-                let v = status_json(&backend, &info, version.as_deref());
+                let mut v = status_json(&backend, &info, version.as_deref());
+                if let Some(p) = &pol {
+                    v["policy"] = serde_json::json!({ "rules": p.rules.len(), "denied": p.denied });
+                }
                 print!("{}", pretty_json(&v));
             } else {
                 print!("{}", status_text(&backend, &info, version.as_deref()));
+                if let Some(p) = &pol {
+                    print!("{}", status_policy_line(p));
+                }
             }
             Ok(())
         }
@@ -239,7 +247,78 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Ss { debugfs } => ss(debugfs, json),
+        Cmd::Policy { domain, action } => policy(*domain, action.as_ref(), json),
     }
+}
+
+/// Sorts a policy call's error into a message and an exit status.
+fn policy_failure(what: &str, e: vmcs::policy::PolicyError) -> Failure {
+    use vmcs::policy::PolicyError;
+    let e = match e {
+        PolicyError::Open(e) => return Failure::new(exit_code(&e), format!("{what}: {e}")),
+        PolicyError::Ioctl(e) => e,
+    };
+    let (code, why) = match e.raw_os_error() {
+        Some(libc::EPERM) => (
+            EXIT_PERMISSION,
+            "permission denied: changing the policy needs CAP_NET_ADMIN (EPERM)".to_string(),
+        ),
+        Some(libc::EEXIST) => (EXIT_FAILURE, "that rule is already there (EEXIST)".into()),
+        Some(libc::ENOENT) => (
+            EXIT_FAILURE,
+            "no such rule (ENOENT): deny removes an allow rule exactly as `vmcs policy` shows it"
+                .into(),
+        ),
+        Some(libc::ENOSPC) => (
+            EXIT_FAILURE,
+            format!(
+                "the policy table is full ({} rules per domain, ENOSPC)",
+                vmcs::sys::VMCS_POLICY_MAX_RULES
+            ),
+        ),
+        Some(libc::ENOTTY) => (
+            EXIT_FAILURE,
+            "this vmcs module has no access control (ENOTTY)".into(),
+        ),
+        Some(libc::ENODEV) => (EXIT_NO_MODULE, "no such domain (ENODEV)".into()),
+        _ => (EXIT_FAILURE, e.to_string()),
+    };
+    Failure::new(code, format!("{what}: {why}"))
+}
+
+/// `vmcs policy`: show, or change and then show.
+fn policy(
+    domain: Option<u32>,
+    action: Option<&args::PolicyCmd>,
+    json: bool,
+) -> Result<(), Failure> {
+    use args::PolicyCmd;
+    use vmcs::policy::{self as p, Rule};
+    let parse = |l: &args::ListArg, t: &str| {
+        Rule::parse((*l).into(), t).map_err(|e| Failure::new(EXIT_USAGE, e))
+    };
+    match action {
+        None | Some(PolicyCmd::Show) => {}
+        Some(PolicyCmd::Allow { list, target }) => {
+            let r = parse(list, target)?;
+            p::allow(domain, &r).map_err(|e| policy_failure(&format!("allowing {r}"), e))?;
+        }
+        Some(PolicyCmd::Deny { list, target }) => {
+            let r = parse(list, target)?;
+            p::remove(domain, &r).map_err(|e| policy_failure(&format!("removing {r}"), e))?;
+        }
+        Some(PolicyCmd::Clear { list }) => p::clear(domain, list.map(Into::into))
+            .map_err(|e| policy_failure("clearing the policy", e))?,
+        Some(PolicyCmd::Reset { list }) => p::reset(domain, list.map(Into::into))
+            .map_err(|e| policy_failure("resetting the policy", e))?,
+    }
+    let pol = p::get(domain).map_err(|e| policy_failure("reading the policy", e))?;
+    if json {
+        print!("{}", pretty_json(&pol));
+    } else {
+        print!("{}", policy_text(&pol));
+    }
+    Ok(())
 }
 
 /// One row per size of a `vmcs bench` sweep, saying on stderr when each is done.

@@ -106,6 +106,35 @@ pub fn status_json(backend: &Backend, info: &Info, version: Option<&str>) -> Val
     v
 }
 
+/// `vmcs policy`: one `allow LIST TARGET` line per rule, then the denial counters (the
+/// format of debugfs `policy`).
+pub fn policy_text(p: &vmcs::policy::Policy) -> String {
+    let mut s = String::new();
+    for r in &p.rules {
+        s += &format!("allow {r}\n");
+    }
+    if p.rules.is_empty() {
+        s += "(no rules: everything but loopback is denied)\n";
+    }
+    s += &format!(
+        "denied_in {}\ndenied_out {}\ndenied_bind {}\n",
+        p.denied.connect_in, p.denied.connect_out, p.denied.bind
+    );
+    s
+}
+
+/// The `policy` row of `vmcs status`, aligned with the others.
+pub fn status_policy_line(p: &vmcs::policy::Policy) -> String {
+    format!(
+        "{:<16}{} rules; denied: in {}, out {}, bind {}\n",
+        "policy",
+        p.rules.len(),
+        p.denied.connect_in,
+        p.denied.connect_out,
+        p.denied.bind
+    )
+}
+
 pub fn status_text(backend: &Backend, info: &Info, version: Option<&str>) -> String {
     let live = info
         .peers
