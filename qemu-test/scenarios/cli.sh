@@ -5,7 +5,7 @@
 . /scenarios/lib.sh
 # Written for 2 guests (run.sh --guests 2); any further guest only idles.
 [ "$VMCS_GUEST" -le 1 ] || { plan 0; exit 0; }
-if [ "$VMCS_GUEST" = 0 ]; then plan 29; else plan 32; fi
+if [ "$VMCS_GUEST" = 0 ]; then plan 40; else plan 43; fi
 
 BIG=67108864 # vmcs send: 64 MiB
 # wait_grep FILE PATTERN SECS: until FILE has a line matching PATTERN.
@@ -331,6 +331,130 @@ else
 	check "vmcs send's sha256 is the file's (sha256sum $file)" test "$said" = "$file"
 	rm -f /tmp/big.bin
 	barrier 5
+fi
+
+# ---- policy: access control (#14, docs/security.md "Access control") ----
+# Guest 0 restricts its in list to guest 1 on port 5101 while it listens on 5100 and 5101;
+# guest 1 is refused on 5100, connects on 5101, and keeps that connection while guest 0
+# removes the rule; then guest 1 tries its own out and bind lists and fills its table.
+vmcs policy >/tmp/pol.out 2>&1
+show /tmp/pol.out
+check "vmcs policy: the default allows everything (in any:any, out any:any, bind any), no denials" sh -c "
+	grep -qx 'allow in any:any' /tmp/pol.out && grep -qx 'allow out any:any' /tmp/pol.out &&
+	grep -qx 'allow bind any' /tmp/pol.out && grep -qx 'denied_in 0' /tmp/pol.out &&
+	grep -qx 'denied_out 0' /tmp/pol.out && grep -qx 'denied_bind 0' /tmp/pol.out && test \$(wc -l </tmp/pol.out) = 6"
+# nobody may open /dev/vmcs for this one, so that the ioctl's own check answers.
+mode=$(stat -c %a /dev/vmcs)
+chmod 666 /dev/vmcs
+su -s /bin/sh nobody -c 'vmcs policy clear' </dev/null >/dev/null 2>/tmp/e.err
+rc=$?
+chmod "$mode" /dev/vmcs
+show /tmp/e.err
+check "vmcs policy clear as nobody (who may open /dev/vmcs): exit 5, CAP_NET_ADMIN (EPERM), nothing changed (status $rc)" \
+	sh -c "test $rc = 5 && grep -q '^vmcs: clearing the policy: permission denied: changing the policy needs CAP_NET_ADMIN (EPERM)' /tmp/e.err &&
+		vmcs policy | grep -qx 'allow in any:any'"
+if [ "$VMCS_GUEST" = 0 ]; then
+	vmcs policy deny in any:any >/dev/null && vmcs policy allow in "$OTHER:5101" >/tmp/pol.out 2>&1
+	show /tmp/pol.out
+	check "vmcs policy deny in any:any, allow in $OTHER:5101: the in list is that one rule" \
+		sh -c "test \$(grep -c '^allow in' /tmp/pol.out) = 1 && grep -qx 'allow in $OTHER:5101' /tmp/pol.out"
+	vmcs listen 5100 </dev/null >/dev/null 2>/tmp/l0.err &
+	l0=$!
+	vmcs listen 5101 </dev/null >/tmp/l1.out 2>/tmp/l1.err &
+	l1=$!
+	wait_grep /tmp/l0.err 'listening on' 30
+	wait_grep /tmp/l1.err 'listening on' 30
+	barrier 20 # guest 1: refused on 5100, connects on 5101 and sends "first"
+	barrier 21
+	check "an allowed peer and port: the connection on 5101 carries guest 1's first line" wait_grep /tmp/l1.out '^first$' 30
+	vmcs policy deny in "$OTHER:5101" >/tmp/pol.out 2>&1
+	show /tmp/pol.out
+	check "vmcs policy deny in $OTHER:5101: the in list is empty" sh -c "! grep -q '^allow in' /tmp/pol.out"
+	barrier 22 # guest 1: "second" on the established connection, a new connect, close
+	barrier 23
+	wait $l1
+	rc=$?
+	show /tmp/l1.err
+	check "the established connection outlived its rule: 'second' arrived too, listen exit 0 (status $rc)" \
+		sh -c "test $rc = 0 && printf 'first\nsecond\n' | cmp - /tmp/l1.out"
+	kill $l0
+	wait $l0 2>/dev/null
+	check "the listener on 5100 never saw a connection" sh -c "! grep -q 'connection from' /tmp/l0.err"
+	vmcs status >/tmp/st.out 2>&1
+	show /tmp/st.out
+	check "vmcs status: the policy row counts the 2 refused connects" \
+		grep -qE '^policy +[0-9]+ rules; denied: in 2, out 0, bind 0$' /tmp/st.out
+	check "debugfs policy: no in rule, denied_in 2" sh -c "
+		! grep -q '^allow in' /sys/kernel/debug/vmcs/vmcs0/policy && grep -qx 'denied_in 2' /sys/kernel/debug/vmcs/vmcs0/policy"
+	check "kernel log: the refused connects, once each (under the rate limit)" sh -c "
+		test \$(dmesg | grep -c 'policy: refused a connect from peer $OTHER to port 5101') = 1 &&
+		test \$(dmesg | grep -c 'policy: refused a connect from peer $OTHER to port 5100') = 1"
+	vmcs policy reset >/tmp/pol.out 2>&1
+	check "vmcs policy reset: the three any rules again" sh -c "test \$(grep -c '^allow' /tmp/pol.out) = 3 && grep -qx 'allow in any:any' /tmp/pol.out"
+	barrier 24
+else
+	barrier 20
+	vmcs connect "$OTHER:5100" </dev/null >/dev/null 2>/tmp/e.err
+	rc=$?
+	show /tmp/e.err
+	check "connect to a listening port the peer's policy denies: exit 4, refused as if nothing listened (status $rc)" \
+		sh -c "test $rc = 4 && grep -q '^vmcs: connecting to $OTHER:5100: connection refused' /tmp/e.err"
+	mkfifo /tmp/c1.in
+	vmcs connect "$OTHER:5101" </tmp/c1.in >/dev/null 2>/tmp/c1.err &
+	c1=$!
+	exec 7>/tmp/c1.in
+	echo first >&7
+	barrier 21
+	barrier 22
+	echo second >&7
+	# (timeout: if the rule's removal were ignored, this connect would sit in the backlog)
+	timeout 20 vmcs connect "$OTHER:5101" </dev/null >/dev/null 2>/tmp/e.err
+	rc=$?
+	show /tmp/e.err
+	check "after the rule's removal a new connect to 5101 is refused: exit 4 (status $rc)" \
+		sh -c "test $rc = 4 && grep -q 'connection refused' /tmp/e.err"
+	exec 7>&-
+	wait $c1
+	rc=$?
+	show /tmp/c1.err
+	check "the established connection to 5101 ended normally (status $rc)" test $rc = 0
+	barrier 23
+	vmcs policy clear out >/dev/null
+	vmcs connect "$OTHER:5100" </dev/null >/dev/null 2>/tmp/e.err
+	rc=$?
+	show /tmp/e.err
+	check "connect with the out list empty: EPERM, exit 5 'permission denied' (status $rc)" \
+		sh -c "test $rc = 5 && grep -q '^vmcs: connecting to $OTHER:5100: permission denied' /tmp/e.err"
+	vmcs policy reset out >/dev/null
+	vmcs policy deny bind any >/dev/null && vmcs policy allow bind 6100 >/dev/null
+	vmcs listen 6101 </dev/null >/dev/null 2>/tmp/e.err
+	rc=$?
+	show /tmp/e.err
+	check "bind of a port the bind list lacks: EACCES, exit 5 'permission denied' (status $rc)" \
+		sh -c "test $rc = 5 && grep -q '^vmcs: listening on port 6101: permission denied' /tmp/e.err"
+	vmcs listen 6100 </dev/null >/dev/null 2>/tmp/b.err &
+	b=$!
+	check "bind of an allowed port (6100) works" wait_grep /tmp/b.err 'listening on' 30
+	kill $b
+	wait $b 2>/dev/null
+	vmcs status >/tmp/st.out 2>&1
+	check "vmcs status: denied out 1, bind 1; kernel log names both" sh -c "
+		grep -qE '^policy +3 rules; denied: in 0, out 1, bind 1$' /tmp/st.out &&
+		dmesg | grep -q 'policy: denied a connect to $OTHER:5100 (not in the out allow-list, EPERM)' &&
+		dmesg | grep -q 'policy: denied a bind of port 6101 (not in the bind allow-list, EACCES)'"
+	# The table holds 128 rules: the 3 there (in, out, bind 6100) and 125 more.
+	i=0
+	while [ $i -lt 130 ]; do
+		vmcs policy allow bind $((7200 + i)) >/dev/null 2>/tmp/e.err || break
+		i=$((i + 1))
+	done
+	show /tmp/e.err
+	check "the 129th rule fails with ENOSPC ('table is full'), after 125 added ($i)" \
+		sh -c "test $i = 125 && grep -q 'the policy table is full (128 rules per domain, ENOSPC)' /tmp/e.err &&
+			test \$(vmcs policy | grep -c '^allow') = 128"
+	vmcs policy reset >/tmp/pol.out 2>&1
+	check "vmcs policy reset: the three any rules again" sh -c "test \$(grep -c '^allow' /tmp/pol.out) = 3 && grep -qx 'allow bind any' /tmp/pol.out"
+	barrier 24
 fi
 
 # ---- the echo examples: Rust server on guest 0, C server on guest 1, each client to each ----
