@@ -148,6 +148,9 @@ bool vmcs_net_skb_offload(struct sk_buff *skb, u16 *start, u16 *offset, u32 *gso
 bool vmcs_net_tx_sent(struct net_device *dev, u16 q, unsigned int bytes, bool more);
 void vmcs_net_tx_completed(struct net_device *dev, u16 q, unsigned int bytes);
 void vmcs_net_tx_reset(struct net_device *dev);
+bool vmcs_net_skb_gso_fits(const struct sk_buff *skb, unsigned int len);
+void vmcs_net_icmp_too_big(struct sk_buff *skb, unsigned int mtu);
+void vmcs_net_icmp6_too_big(struct sk_buff *skb, unsigned int mtu);
 void vmcs_net_skb_consume(struct sk_buff *skb);
 void vmcs_net_skb_drop(struct sk_buff *skb);
 
@@ -156,6 +159,7 @@ int vmcs_net_open(void *net);
 int vmcs_net_stop(void *net);
 void vmcs_net_xmit(void *net, struct sk_buff *skb, u16 queue, bool more);
 u16 vmcs_net_select_queue(void *net, const u8 *data, unsigned int len);
+bool vmcs_net_gso_split(void *net, struct sk_buff *skb, u16 queue);
 void vmcs_net_get_stats64(void *net, u64 *vals, unsigned int n);
 int vmcs_net_poll(void *net, int budget);
 void vmcs_net_bus_info(void *net, char *buf, unsigned int len);

@@ -10,9 +10,14 @@
  */
 #include <linux/etherdevice.h>
 #include <linux/ethtool.h>
+#include <linux/icmp.h>
+#include <linux/icmpv6.h>
+#include <linux/if_vlan.h>
 #include <linux/netdevice.h>
 #include <linux/skbuff.h>
 #include <linux/spinlock.h>
+#include <net/gso.h>
+#include <net/icmp.h>
 
 #include "vmcs_glue.h"
 
@@ -69,6 +74,20 @@ static void vmcs_net_ndo_get_stats64(struct net_device *dev, struct rtnl_link_st
 	s->rx_length_errors = v[8];
 }
 
+/*
+ * A GSO packet longer than the ring to its peer (the queue is the peer, ndo_select_queue)
+ * is segmented by the stack before ndo_start_xmit when Rust says its segments fit
+ * (validate_xmit_skb segments it in software, every segment then comes to ndo_start_xmit).
+ */
+static netdev_features_t vmcs_net_ndo_features_check(struct sk_buff *skb, struct net_device *dev,
+						     netdev_features_t features)
+{
+	if (skb_is_gso(skb) &&
+	    vmcs_net_gso_split(vmcs_net_priv(dev)->rust, skb, skb_get_queue_mapping(skb)))
+		features &= ~NETIF_F_GSO_MASK;
+	return vlan_features_check(skb, features);
+}
+
 static int vmcs_net_ndo_change_mtu(struct net_device *dev, int new_mtu)
 {
 	WRITE_ONCE(dev->mtu, new_mtu);
@@ -81,6 +100,7 @@ static const struct net_device_ops vmcs_net_ops = {
 	.ndo_start_xmit = vmcs_net_ndo_xmit,
 	.ndo_select_queue = vmcs_net_ndo_select_queue,
 	.ndo_get_stats64 = vmcs_net_ndo_get_stats64,
+	.ndo_features_check = vmcs_net_ndo_features_check,
 	.ndo_change_mtu = vmcs_net_ndo_change_mtu,
 	.ndo_set_mac_address = eth_mac_addr,
 	.ndo_validate_addr = eth_validate_addr,
@@ -160,6 +180,9 @@ struct net_device *vmcs_net_alloc(struct device *parent, const char *name, unsig
 	dev->max_mtu = max_mtu;
 	dev->mtu = max_mtu;
 	eth_hw_addr_set(dev, mac);
+	/* The route stays on transmitted skbs: a frame too big for its peer's ring is answered
+	 * with an ICMP "too big" (icmp_ndo_send needs it), as a tunnel does. */
+	netif_keep_dst(dev);
 	netif_napi_add(dev, &p->napi, vmcs_net_napi_poll);
 	netif_carrier_off(dev);
 	return dev;
@@ -398,6 +421,27 @@ void vmcs_net_tx_reset(struct net_device *dev)
 
 	for (q = 0; q < dev->num_tx_queues; q++)
 		netdev_tx_reset_subqueue(dev, q);
+}
+
+/* Whether every segment of the GSO packet @skb is at most @len bytes, Ethernet header included. */
+bool vmcs_net_skb_gso_fits(const struct sk_buff *skb, unsigned int len)
+{
+	return skb_gso_validate_mac_len(skb, len);
+}
+
+/*
+ * PMTU for a frame longer than its peer's ring allows: ICMP "fragmentation needed" (IPv4) or
+ * "packet too big" (IPv6) with @mtu to its sender, as a tunnel does (the sender's stack, TCP
+ * here, lowers its path MTU to that peer and resends).
+ */
+void vmcs_net_icmp_too_big(struct sk_buff *skb, unsigned int mtu)
+{
+	icmp_ndo_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, htonl(mtu));
+}
+
+void vmcs_net_icmp6_too_big(struct sk_buff *skb, unsigned int mtu)
+{
+	icmpv6_ndo_send(skb, ICMPV6_PKT_TOOBIG, 0, mtu);
 }
 
 void vmcs_net_skb_consume(struct sk_buff *skb)

@@ -71,6 +71,9 @@ extern "C" {
     fn vmcs_net_tx_sent(dev: *mut c_void, q: u16, bytes: c_uint, more: bool) -> bool;
     fn vmcs_net_tx_completed(dev: *mut c_void, q: u16, bytes: c_uint);
     fn vmcs_net_tx_reset(dev: *mut c_void);
+    fn vmcs_net_skb_gso_fits(skb: *const c_void, len: c_uint) -> bool;
+    fn vmcs_net_icmp_too_big(skb: *mut c_void, mtu: c_uint);
+    fn vmcs_net_icmp6_too_big(skb: *mut c_void, mtu: c_uint);
     fn vmcs_net_skb_consume(skb: *mut c_void);
     fn vmcs_net_skb_drop(skb: *mut c_void);
 }
@@ -396,6 +399,19 @@ impl TxSkb {
         Self { skb }
     }
 
+    /// Runs `f` on an skb the stack still owns (`ndo_features_check`): `f` sees it as a
+    /// `&TxSkb` and can neither free nor keep it.
+    ///
+    /// # Safety
+    ///
+    /// `skb` must be a valid skb that stays valid and unchanged during the call.
+    pub(crate) unsafe fn with_borrowed<R>(skb: *mut c_void, f: impl FnOnce(&TxSkb) -> R) -> R {
+        // INVARIANT: not owned, but never dropped or consumed: `ManuallyDrop` keeps it from
+        // being freed, and `f` only gets a shared reference (no `consume`, no move).
+        let skb = core::mem::ManuallyDrop::new(Self { skb });
+        f(&skb)
+    }
+
     /// The frame's length (head and fragments) and its linear head, which holds at least
     /// the Ethernet header of any frame the stack builds (shorter heads are dropped).
     pub(crate) fn frame(&self) -> (usize, &[u8]) {
@@ -438,6 +454,31 @@ impl TxSkb {
         Offload {
             csum: partial.then_some((start, off)),
             gso: (size != 0).then_some((size, ty)),
+        }
+    }
+
+    /// Whether every segment of this GSO packet, Ethernet header included, is at most `len`
+    /// bytes (`skb_gso_validate_mac_len`).
+    pub(crate) fn gso_fits(&self, len: u32) -> bool {
+        // SAFETY: `skb` is valid (owned, or borrowed for the call: `with_borrowed`); the
+        // helper only reads it.
+        unsafe { vmcs_net_skb_gso_fits(self.skb, len) }
+    }
+
+    /// Answers the frame's sender with ICMP "fragmentation needed" (IPv4, `v6` false) or
+    /// ICMPv6 "packet too big" naming `mtu`, as a tunnel does: the sender's stack lowers its
+    /// path MTU to this destination and sends again. The frame is not consumed (the caller
+    /// drops it). The ICMP helpers check the IP header's bounds and send nothing for a frame
+    /// that is not a unicast IP packet of this host's routes.
+    pub(crate) fn icmp_too_big(&self, mtu: u32, v6: bool) {
+        // SAFETY: `skb` is owned; `icmp_ndo_send`/`icmpv6_ndo_send` run in any context the
+        // transmit path runs in (tunnels call them from `ndo_start_xmit`).
+        unsafe {
+            if v6 {
+                vmcs_net_icmp6_too_big(self.skb, mtu)
+            } else {
+                vmcs_net_icmp_too_big(self.skb, mtu)
+            }
         }
     }
 

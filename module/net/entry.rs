@@ -77,6 +77,16 @@ unsafe extern "C" fn vmcs_net_select_queue(n: *mut c_void, data: *const u8, len:
 
 /// # Safety
 ///
+/// `ndo_features_check` of a registered vmcsN device for the GSO packet `skb`, which the
+/// stack still owns.
+#[no_mangle]
+unsafe extern "C" fn vmcs_net_gso_split(n: *mut c_void, skb: *mut c_void, queue: u16) -> bool {
+    // SAFETY: Guaranteed by the caller: `skb` is valid and unchanged during the call.
+    unsafe { TxSkb::with_borrowed(skb, |skb| net(n).gso_split(skb, queue)) }
+}
+
+/// # Safety
+///
 /// `ndo_get_stats64` of a registered vmcsN device; `vals` points to `count` writable u64.
 #[no_mangle]
 unsafe extern "C" fn vmcs_net_get_stats64(n: *mut c_void, vals: *mut u64, count: c_uint) {

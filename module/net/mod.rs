@@ -129,10 +129,16 @@ struct Counters {
     rx_bad_gso: AtomicU64,
     tx_gso: AtomicU64,
     rx_gso: AtomicU64,
+    /// GSO packets longer than their peer's ring that the stack segmented for us
+    /// ([`VmcsNet::gso_split`]).
+    tx_gso_split: AtomicU64,
+    /// Frames (or GSO packets whose segments are) longer than their peer's ring: answered
+    /// with ICMP "too big" and dropped ([`VmcsNet::too_big`]).
+    tx_too_big: AtomicU64,
 }
 
 /// Names of the device-wide ethtool counters, in the order [`VmcsNet::stats_values`] writes.
-const GLOBAL_STATS: [&str; 13] = [
+const GLOBAL_STATS: [&str; 15] = [
     "rx_runt",
     "rx_bad_header",
     "rx_bad_csum",
@@ -146,6 +152,8 @@ const GLOBAL_STATS: [&str; 13] = [
     "rx_bad_gso",
     "tx_gso",
     "rx_gso",
+    "tx_gso_split",
+    "tx_too_big",
 ];
 /// Names of the per-peer ethtool counters (`peer<N>_<name>`).
 const PEER_STATS: [&str; 8] = [
@@ -466,6 +474,14 @@ impl VmcsNet {
             return;
         };
         let Some(c) = self.peer(peer) else { return };
+        // The ring to this peer may be smaller than the frame limit (a later peer's ring,
+        // docs/protocol.md "Ring placement"): the sender learns the peer's MTU.
+        let max = self.transport.max_payload(peer) as usize;
+        if max != 0 && len > max {
+            self.too_big(&skb, head, max);
+            bump(&c.tx_dropped);
+            return;
+        }
         // Below `peers` <= 64.
         let q = peer as u16;
         // Under the lock, so that a `tx_space` for the peer cannot run between our `Full`
@@ -507,6 +523,38 @@ impl VmcsNet {
                 // Publish what the batch queued before this frame.
                 self.transport.flush(peer);
             }
+        }
+    }
+
+    /// `ndo_features_check` of a GSO packet on queue `queue` (its peer): whether the stack
+    /// must segment it first, because it is longer than the ring to that peer allows and
+    /// its segments are not. A packet whose segments are too long too is left whole: the
+    /// transmit path answers it with ICMP ([`VmcsNet::too_big`]).
+    fn gso_split(&self, skb: &TxSkb, queue: u16) -> bool {
+        let peer = u32::from(queue);
+        if peer == self.local || peer >= self.peers {
+            return false;
+        }
+        let max = self.transport.max_payload(peer);
+        let (len, _) = skb.frame();
+        if max == 0 || len <= max as usize || !skb.gso_fits(max) {
+            return false;
+        }
+        bump(&self.counters.tx_gso_split);
+        true
+    }
+
+    /// A frame longer than the ring to its peer allows (`max` bytes of Ethernet frame): its
+    /// sender gets ICMP "too big" with the MTU that peer takes (a tunnel's answer), so TCP
+    /// lowers its path MTU to that destination and resends; the frame is dropped by the
+    /// caller. Other EtherTypes (no path MTU to learn) are only dropped.
+    fn too_big(&self, skb: &TxSkb, head: &[u8], max: usize) {
+        bump(&self.counters.tx_too_big);
+        let mtu = max.saturating_sub(ETH_HLEN) as u32;
+        match head.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]])) {
+            Some(ETH_P_IP) => skb.icmp_too_big(mtu, false),
+            Some(ETH_P_IPV6) => skb.icmp_too_big(mtu, true),
+            _ => {}
         }
     }
 
@@ -894,6 +942,8 @@ impl VmcsNet {
             &k.rx_bad_gso,
             &k.tx_gso,
             &k.rx_gso,
+            &k.tx_gso_split,
+            &k.tx_too_big,
         ];
         out.fill(0);
         let mut slots = out.iter_mut();

@@ -4,7 +4,11 @@
 //! vmcs-evil --shm FILE [--port P] [--phase-ms MS] [--seed S] [--expect N] [--reap-secs S]
 //!           [--bulk-port P]
 //! vmcs-evil --server SOCK [--vectors V] [...]
+//! vmcs-evil --shm FILE --fill N [--fill-secs S]
 //! ```
+//!
+//! With `--fill N` it attacks nothing: it runs N idle, well-behaved peers that occupy
+//! slots until the guests are gone (`fill.rs`).
 //!
 //! With `--server SOCK` (ivshmem-doorbell) it is a client of the doorbell server instead:
 //! the server's id is its slot, the shared memory comes from the server, and from the
@@ -54,6 +58,7 @@
 
 mod attacks;
 mod doorbell;
+mod fill;
 mod peer;
 mod tap;
 
@@ -76,6 +81,8 @@ struct Args {
     bulk_port: u32,
     server: String,
     vectors: usize,
+    fill: usize,
+    fill_secs: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -89,6 +96,8 @@ fn parse_args() -> Result<Args, String> {
         bulk_port: 63000,
         server: String::new(),
         vectors: 2,
+        fill: 0,
+        fill_secs: 600,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -107,13 +116,16 @@ fn parse_args() -> Result<Args, String> {
             "--bulk-port" => a.bulk_port = num(&v)? as u32,
             "--server" => a.server = v,
             "--vectors" => a.vectors = num(&v)?.clamp(1, 64) as usize,
+            "--fill" => a.fill = num(&v)?.clamp(1, 63) as usize,
+            "--fill-secs" => a.fill_secs = num(&v)?,
             _ => return Err(format!("unknown argument {k}")),
         }
     }
     if a.shm.is_empty() && a.server.is_empty() {
         return Err(
             "usage: vmcs-evil --shm FILE|--server SOCK [--vectors V] [--port P] \
-                    [--phase-ms MS] [--seed S] [--expect N] [--reap-secs S] [--bulk-port P]"
+                    [--phase-ms MS] [--seed S] [--expect N] [--reap-secs S] [--bulk-port P] \
+                    [--fill N [--fill-secs S]]"
                 .into(),
         );
     }
@@ -121,6 +133,12 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn run(a: &Args) -> Result<bool, String> {
+    if a.fill > 0 {
+        if a.shm.is_empty() {
+            return Err("--fill needs --shm (ivshmem-plain)".into());
+        }
+        return fill::run(map(&a.shm)?, a.fill, a.fill_secs, a.seed);
+    }
     let db = if a.server.is_empty() {
         None
     } else {
