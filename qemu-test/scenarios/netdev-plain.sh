@@ -43,7 +43,7 @@ nv() { awk -v k="$1" '$1 == k { print $2 }' $D/net; }
 BYTES=4000000
 
 if [ "$VMCS_GUEST" = 0 ]; then
-	plan 9
+	plan 10
 	check "insmod, vmcs0 up (first guest: slot 0)" net_up
 	# The host hook starts the fillers on this marker; they take the next three slots.
 	diag "FILL-GO"
@@ -62,7 +62,7 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	cl=$!
 	check_done "TCP to guest 1 at MTU $mtu, $BYTES bytes both ways, every byte checked" $cl 150
 	sed 's/^/# /' /tmp/tcp.log >&3
-	diag "$(ip route get 10.77.0.2 2>&1 | head -n1)"
+	ip route get 10.77.0.2 2>&1 | sed "s/^/# route: /" >&3
 	sed 's/^/# /' $D/net >&3
 	check "a frame too big for guest 1's ring got ICMP (tx_too_big $(nv tx_too_big)), GSO packets to it were segmented (tx_gso_split $(nv tx_gso_split))" \
 		sh -c "[ '$(nv tx_too_big)' -gt 0 ] && [ '$(nv tx_gso_split)' -gt 0 ]"
