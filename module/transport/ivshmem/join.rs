@@ -170,7 +170,8 @@ impl Link {
             rx.broken = true;
             return;
         }
-        rx.me = me;
+        *self.me.lock() = me;
+        self.beat_ms.store(self.now_ms(), Relaxed);
         drop(shm);
         pr_info!(
             "vmcs{}: rejoined as peer {} (generation {})\n",

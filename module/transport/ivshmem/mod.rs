@@ -59,7 +59,7 @@ use kernel::{
     revocable::Revocable,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, Mutex,
+        new_spinlock, Arc, Mutex, SpinLock,
     },
     time::{msecs_to_jiffies, Instant, Jiffies, Monotonic},
 };
@@ -165,7 +165,6 @@ struct PeerTracking {
 
 /// State owned by the workers.
 struct LinkRx {
-    me: Membership,
     /// We were evicted and could not take our slot back: the link is dead.
     broken: bool,
     peers: KVec<PeerTracking>,
@@ -211,6 +210,13 @@ pub(crate) struct Link {
     tx: SpinLockBh<KVec<TxChannel>>,
     #[pin]
     rx: Mutex<LinkRx>,
+    /// Our membership (id, generation, heartbeat count). A lock of its own, not a field of
+    /// `rx`: the heartbeat must never wait for a receive pass (`Link::beat`), which may
+    /// hold `rx` for long (1000 connections' frames, resets). Order: `rx` → `me`.
+    #[pin]
+    me: SpinLock<Membership>,
+    /// [`Link::now_ms`] of our last heartbeat: a long receive pass beats when one is due.
+    beat_ms: Atomic<u64>,
 }
 
 impl Link {
@@ -292,9 +298,10 @@ impl Link {
             poll_delay: Atomic::new(params.poll_us),
             active_ms: Atomic::new(0),
             tx <- SpinLockBh::new(tx, c"vmcs_link_tx", kernel::static_lock_class!()),
+            beat_ms: Atomic::new(0),
+            me <- new_spinlock!(me, "vmcs_link_me"),
             rx <- new_mutex!(
                 LinkRx {
-                    me,
                     broken: false,
                     peers,
                     alloc,
@@ -308,18 +315,19 @@ impl Link {
     /// Publishes `LIVE` and rings every live peer. The domain arms its works afterwards.
     pub(crate) fn start(&self) -> Result {
         {
-            let mut rx = self.rx.lock();
+            let _rx = self.rx.lock();
+            let mut me = self.me.lock();
             let shm = self.region.try_access().ok_or(ENODEV)?;
-            let _ = peer::set_vectors(&*shm, &self.geo, &rx.me, self.vectors.load(Relaxed));
-            let _ = peer::set_features(&*shm, &self.geo, &rx.me, peer::FEATURES);
-            peer::join_complete(&*shm, &self.geo, &mut rx.me).map_err(|_| EBUSY)?;
+            let _ = peer::set_vectors(&*shm, &self.geo, &me, self.vectors.load(Relaxed));
+            let _ = peer::set_features(&*shm, &self.geo, &me, peer::FEATURES);
+            peer::join_complete(&*shm, &self.geo, &mut me).map_err(|_| EBUSY)?;
         }
         pr_info!(
             "vmcs{}: joined as peer {} (generation {}), {} slots, {} KiB transmit area, \
              first ring {} KiB\n",
             self.index,
             self.local_id,
-            self.rx.lock().me.gen,
+            self.me.lock().gen,
             self.geo.max_peers,
             self.geo.area_size / 1024,
             self.ring_size() / 1024
@@ -340,16 +348,17 @@ impl Link {
     /// Leaves the peer table and resets every peer, so that the core wakes all its waiters.
     pub(crate) fn leave(&self, up: &impl Upcalls) {
         let mut rx = self.rx.lock();
+        let me = *self.me.lock();
         if let Some(shm) = self.region.try_access() {
-            if peer::leave_begin(&*shm, &self.geo, &rx.me).is_ok() {
-                let _ = peer::leave_complete(&*shm, &self.geo, &rx.me);
+            if peer::leave_begin(&*shm, &self.geo, &me).is_ok() {
+                let _ = peer::leave_complete(&*shm, &self.geo, &me);
             } else {
                 // Never went LIVE (probe failed before `start` finished).
                 abort_join(
                     &shm,
                     &Joined {
                         geo: self.geo,
-                        me: rx.me,
+                        me,
                         region_id: self.region_id,
                     },
                 );

@@ -21,17 +21,15 @@ impl Link {
         if self.running.load(Relaxed) == 0 {
             return;
         }
+        // Beat first, without the `rx` mutex: a long receive pass holds it, and a heartbeat
+        // that waited for it stood still for longer than `hb_timeout_ms` on a quiet machine
+        // (the 1000-connection test of the sockets scenario on the sanitizer kernel).
+        let beat = self.beat();
         {
             let mut rx = self.rx.lock();
             if rx.broken {
                 return;
             }
-            let beat = {
-                let Some(shm) = self.region.try_access() else {
-                    return;
-                };
-                peer::heartbeat(&*shm, &self.geo, &mut rx.me)
-            };
             if beat.is_err() {
                 self.rejoin(&mut rx, up);
             }
@@ -45,6 +43,31 @@ impl Link {
         let (more, activity) = self.poll(up, true);
         if more || (activity && !self.doorbell) {
             self.kick_rx(up);
+        }
+    }
+
+    /// Beats our heartbeat (the `me` spinlock only, never `rx`). `Err` when our slot is no
+    /// longer ours (we were reaped): the tick then rejoins.
+    fn beat(&self) -> core::result::Result<(), ()> {
+        let mut me = self.me.lock();
+        let Some(shm) = self.region.try_access() else {
+            return Ok(());
+        };
+        let r = peer::heartbeat(&*shm, &self.geo, &mut me).map_err(|_| ());
+        drop(shm);
+        drop(me);
+        self.beat_ms.store(self.now_ms(), Relaxed);
+        r
+    }
+
+    /// Beats when a heartbeat is due (`hb_period_ms` since the last one): called by a
+    /// receive pass per frame, so a pass that runs long never lets our heartbeat stand
+    /// still, whatever the tick is waiting for. An eviction it finds is left to the tick.
+    pub(super) fn beat_if_due(&self) {
+        let due = self.now_ms().saturating_sub(self.beat_ms.load(Relaxed))
+            >= u64::from(self.params.hb_period_ms);
+        if due && self.running.load(Relaxed) != 0 {
+            let _ = self.beat();
         }
     }
 

@@ -235,6 +235,7 @@ impl Link {
         }
         let mut cancelled = false;
         for _ in 0..RX_BUDGET {
+            self.beat_if_due();
             let step = {
                 let LinkRx { peers, buf, .. } = &mut *rx;
                 let Some(t) = peers.get_mut(i) else {
