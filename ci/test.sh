@@ -168,6 +168,12 @@ tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain 
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
+# vmcs0 to a peer with a smaller ring (three idle filler peers from the host) and the
+# ivshmem-plain restart path (the restarted guest keeps its slot and MAC).
+# shellcheck disable=SC2016 # $VMCS_SHM expands when run.sh runs the hook
+tap_step "qemu netdev-plain 2 (+3 fillers, restart)" qemu-test/run.sh --scenario netdev-plain --variant plain \
+	--guests 2 --timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart \
+	--host-hook "$(qemu-test/build-host-tools.sh vmcs-evil) --shm \$VMCS_SHM --fill 3" --hook-on FILL-GO
 tap_step "qemu netdev doorbell 3" qemu-test/run.sh --scenario netdev --variant doorbell --guests 3 \
 	--timeout 300 --crash-guest 2 --crash-on CRASH-POINT --restart
 # Chaos, short: 4 guests, mesh traffic, a random kill and restart, a reload and an

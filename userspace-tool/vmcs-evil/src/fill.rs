@@ -23,7 +23,10 @@ use crate::peer::Peer;
 const QUIET: Duration = Duration::from_secs(3);
 
 fn ok(cond: bool, what: impl std::fmt::Display) -> bool {
-    println!("{} - filler peers: {what}", if cond { "ok" } else { "not ok" });
+    println!(
+        "{} - filler peers: {what}",
+        if cond { "ok" } else { "not ok" }
+    );
     cond
 }
 
