@@ -66,3 +66,27 @@ check_done() {
 		check "$1 (exit status $rc)" test "$rc" = 0
 	fi
 }
+
+# The vmcs0 net device (netdev, netdev-plain).
+# ping_until ADDR SECONDS [ping6]: one answered ping within SECONDS.
+ping_until() {
+	_i=0
+	while [ $_i -lt "$2" ]; do
+		${3:-ping} -c 1 -W 1 "$1" >/dev/null 2>&1 && return 0
+		_i=$((_i + 1))
+	done
+	return 1
+}
+# The MAC names this guest's peer id (last byte) and is locally administered unicast.
+mac_ok() {
+	id=$(dmesg | sed -n 's/.*vmcs0: joined as peer \([0-9]*\) .*/\1/p' | tail -n1)
+	mac=$(cat /sys/class/net/vmcs0/address)
+	diag "peer $id, MAC $mac"
+	case $mac in 02:*:$(printf %02x "$id")) return 0 ;; esac
+	return 1
+}
+lladdr() { ip neigh show "$1" dev vmcs0 | sed -n 's/.*lladdr \([0-9a-f:]*\).*/\1/p'; }
+# The peer id a neighbour's MAC names (its last byte).
+peer_of() { printf %d "0x$(lladdr "$1" | sed 's/.*://')"; }
+# peer_gone N: the kernel log says peer N was reset (heartbeat timeout or left).
+peer_gone() { dmesg | grep -qE "vmcs0: peer $1 (heartbeat timeout|left)"; }

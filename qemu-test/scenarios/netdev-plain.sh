@@ -14,29 +14,11 @@
 . /scenarios/lib.sh
 D=/sys/kernel/debug/vmcs/vmcs0
 ME=$((VMCS_GUEST + 1))
-ping_until() {
-	_i=0
-	while [ $_i -lt "$2" ]; do
-		ping -c 1 -W 1 "$1" >/dev/null 2>&1 && return 0
-		_i=$((_i + 1))
-	done
-	return 1
-}
 net_up() {
 	load_vmcs || return 1
 	wait_for /sys/class/net/vmcs0 5 || return 1
 	ip addr add 10.77.0.$ME/24 dev vmcs0 && ip link set vmcs0 up
 }
-mac_ok() {
-	id=$(dmesg | sed -n 's/.*vmcs0: joined as peer \([0-9]*\) .*/\1/p' | tail -n1)
-	mac=$(cat /sys/class/net/vmcs0/address)
-	diag "peer $id, MAC $mac"
-	case $mac in 02:*:$(printf %02x "$id")) return 0 ;; esac
-	return 1
-}
-lladdr() { ip neigh show "$1" dev vmcs0 | sed -n 's/.*lladdr \([0-9a-f:]*\).*/\1/p'; }
-peer_of() { printf %d "0x$(lladdr "$1" | sed 's/.*://')"; }
-peer_gone() { dmesg | grep -qE "vmcs0: peer $1 (heartbeat timeout|left)"; }
 # wait_until FUNCTION SECONDS
 wait_until() { _i=0; while ! "$1" && [ $_i -lt $(($2 * 10)) ]; do sleep 0.1; _i=$((_i + 1)); done; "$1"; }
 nv() { awk -v k="$1" '$1 == k { print $2 }' $D/net; }

@@ -23,15 +23,6 @@ D=/sys/kernel/debug/vmcs/vmcs0
 S=/sys/class/net/vmcs0/statistics
 ME=$((VMCS_GUEST + 1))
 wait_line() { i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt $(($3 * 10)) ]; do sleep 0.1; i=$((i + 1)); done; grep -q "$2" "$1"; }
-# ping_until ADDR SECONDS [ping6]: one answered ping within SECONDS.
-ping_until() {
-	_i=0
-	while [ $_i -lt "$2" ]; do
-		${3:-ping} -c 1 -W 1 "$1" >/dev/null 2>&1 && return 0
-		_i=$((_i + 1))
-	done
-	return 1
-}
 net_up() {
 	load_vmcs || return 1
 	wait_for /sys/class/net/vmcs0 5 || return 1
@@ -40,22 +31,9 @@ net_up() {
 		ip -6 addr add fd77::$ME/64 dev vmcs0 &&
 		ip link set vmcs0 up
 }
-# The MAC names this guest's peer id (last byte) and is locally administered unicast.
-mac_ok() {
-	id=$(dmesg | sed -n 's/.*vmcs0: joined as peer \([0-9]*\) .*/\1/p' | tail -n1)
-	mac=$(cat /sys/class/net/vmcs0/address)
-	diag "peer $id, MAC $mac"
-	case $mac in 02:*:$(printf %02x "$id")) return 0 ;; esac
-	return 1
-}
 carrier() { [ "$(cat /sys/class/net/vmcs0/carrier 2>/dev/null)" = 1 ]; }
 wait_carrier() { i=0; while ! carrier && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; carrier; }
-lladdr() { ip neigh show "$1" dev vmcs0 | sed -n 's/.*lladdr \([0-9a-f:]*\).*/\1/p'; }
-# The peer id a neighbour's MAC names (its last byte).
-peer_of() { printf %d "0x$(lladdr "$1" | sed 's/.*://')"; }
 ping_both() { ping_until "$1" 90 && ping_until "$2" 90; }
-# peer_gone N: the kernel log says peer N was reset (heartbeat timeout or left).
-peer_gone() { dmesg | grep -qE "vmcs0: peer $1 (heartbeat timeout|left)"; }
 BYTES=4000000
 # Bytes each side of the fairness check must move while the other floods the same ring.
 FAIR=2000000
