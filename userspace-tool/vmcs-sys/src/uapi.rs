@@ -390,58 +390,6 @@ pub const VMCS_IOC_POLICY_RESET: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x33);
 /// copied.
 pub const VMCS_IOC_POLICY_GET: u32 = iowr::<vmcs_policy_get>(VMCS_IOC_MAGIC, 0x34);
 
-/// `VMCS_POLICY_ALL`: every list (`VMCS_IOC_POLICY_CLEAR`, `_RESET`).
-pub const VMCS_POLICY_ALL: u32 = 0;
-/// `VMCS_POLICY_CONNECT_IN`: (peer, local port) pairs that may connect to this guest.
-pub const VMCS_POLICY_CONNECT_IN: u32 = 1;
-/// `VMCS_POLICY_CONNECT_OUT`: (peer, remote port) pairs this guest may connect to.
-pub const VMCS_POLICY_CONNECT_OUT: u32 = 2;
-/// `VMCS_POLICY_BIND`: local ports that may be bound.
-pub const VMCS_POLICY_BIND: u32 = 3;
-/// `VMCS_POLICY_MAX_RULES`: rules per domain, all lists together.
-pub const VMCS_POLICY_MAX_RULES: u32 = 128;
-
-/// `struct vmcs_policy_rule`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct vmcs_policy_rule {
-    /// `VMCS_POLICY_CONNECT_IN`, `_CONNECT_OUT` or `_BIND`.
-    pub list: u32,
-    /// Peer id or `VMCS_CID_ANY`.
-    pub cid: u32,
-    /// Port or `VMCS_PORT_ANY`.
-    pub port: u32,
-    /// 0.
-    pub flags: u32,
-}
-
-/// `struct vmcs_policy_get` (`VMCS_IOC_POLICY_GET`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct vmcs_policy_get {
-    /// User pointer to `count` [`vmcs_policy_rule`]s.
-    pub rules: u64,
-    /// In: room in `rules`; out: rules in the table.
-    pub count: u32,
-    /// 0.
-    pub flags: u32,
-    pub denied_in: u64,
-    pub denied_out: u64,
-    pub denied_bind: u64,
-}
-
-/// `VMCS_IOC_POLICY_ADD`: `_IOW(0xB7, 0x30, struct vmcs_policy_rule)`.
-pub const VMCS_IOC_POLICY_ADD: u32 = iow::<vmcs_policy_rule>(VMCS_IOC_MAGIC, 0x30);
-/// `VMCS_IOC_POLICY_DEL`: `_IOW(0xB7, 0x31, struct vmcs_policy_rule)`.
-pub const VMCS_IOC_POLICY_DEL: u32 = iow::<vmcs_policy_rule>(VMCS_IOC_MAGIC, 0x31);
-/// `VMCS_IOC_POLICY_CLEAR`: `_IOW(0xB7, 0x32, __u32)` (a list or `VMCS_POLICY_ALL`).
-pub const VMCS_IOC_POLICY_CLEAR: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x32);
-/// `VMCS_IOC_POLICY_RESET`: `_IOW(0xB7, 0x33, __u32)` (a list or `VMCS_POLICY_ALL`).
-pub const VMCS_IOC_POLICY_RESET: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x33);
-/// `VMCS_IOC_POLICY_GET`: `_IOWR(0xB7, 0x34, struct vmcs_policy_get)`; returns the rules
-/// copied.
-pub const VMCS_IOC_POLICY_GET: u32 = iowr::<vmcs_policy_get>(VMCS_IOC_MAGIC, 0x34);
-
 // Compile-time checks; tests/c_header.rs compares every size and offset with the C header
 // (and `sockaddr_vmcs` with `<linux/vm_sockets.h>`'s `sockaddr_vm`).
 const _: () = {
