@@ -15,7 +15,9 @@ pub const BULK_PAYLOAD: u32 = 8;
 /// allowed length is 0 (plaintext). Sent only to peers that advertise
 /// `peer::FEAT_CRYPTO`.
 pub const HANDSHAKE_PAYLOAD: u32 = 48;
-/// Bytes an encrypted `RW` frame carries beyond its plaintext (the Poly1305 tag).
+/// Bytes an encrypted `RW` frame carries beyond its plaintext (the Poly1305 tag); also the
+/// whole payload of an encrypted connection's `SHUTDOWN` (the tag of an empty plaintext
+/// under the sender's next nonce, which authenticates how many frames it sent before).
 pub const AEAD_TAG: u32 = 16;
 
 /// Frame operation (values as in virtio-vsock).
@@ -237,6 +239,12 @@ fn check(op: Op, ty: SockType, fl: u32, len: u32) -> Result<(), FrameError> {
                 return Err(FrameError::BadLen);
             }
         }
+        // An encrypted connection's `SHUTDOWN` carries a tag (docs/protocol.md §6.1).
+        Op::Shutdown => {
+            if len != 0 && len != AEAD_TAG {
+                return Err(FrameError::BadLen);
+            }
+        }
         Op::BulkOffer | Op::BulkData | Op::BulkRelease => {
             if len != BULK_PAYLOAD {
                 return Err(FrameError::BadLen);
@@ -344,6 +352,17 @@ mod tests {
             assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));
             h.len = HANDSHAKE_PAYLOAD - 1;
             assert_eq!(h.validate(), Err(FrameError::BadLen));
+        }
+        let mut sh = FrameHeader::new(Op::Shutdown, SockType::Stream, 1, 2);
+        sh.flags = flags::SHUTDOWN_SEND;
+        for (len, ok) in [
+            (0, true),
+            (AEAD_TAG, true),
+            (AEAD_TAG - 1, false),
+            (AEAD_TAG + 1, false),
+        ] {
+            sh.len = len;
+            assert_eq!(sh.validate().is_ok(), ok, "SHUTDOWN len {len}");
         }
         let mut rst = FrameHeader::new(Op::Rst, SockType::Stream, 1, 2);
         rst.flags = flags::RST_AUTH;

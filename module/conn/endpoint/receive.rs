@@ -10,7 +10,7 @@ use crate::{
         Conns,
     },
     glue::{errno, UserIter},
-    proto::frame::{flags, FrameHeader, Op, SockType, HANDSHAKE_PAYLOAD},
+    proto::frame::{flags, FrameHeader, Op, SockType, AEAD_TAG, HANDSHAKE_PAYLOAD},
     transport::{PeerLoss, RxPayload},
 };
 use core::sync::atomic::Ordering::Relaxed;
@@ -247,6 +247,7 @@ impl Endpoint {
                 st.was_connected = true;
             }
             Op::Shutdown if st.phase == Phase::Connected => {
+                Self::check_shutdown(conns, st, hdr, payload)?;
                 st.peer_shut |= hdr.flags & (flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND);
             }
             Op::Rw if st.phase == Phase::Connected => Self::on_rw(conns, st, hdr, payload)?,
@@ -270,6 +271,32 @@ impl Endpoint {
             _ => return Err(Violation::UnexpectedFrame.into()),
         }
         Ok(())
+    }
+
+    /// A `SHUTDOWN` of an encrypted connection must carry the tag of an empty plaintext
+    /// under the next receive nonce (conn/crypto.rs): it proves that the peer sent it after
+    /// exactly the frames received so far. A forged one, or one moved ahead of frames
+    /// dropped from the ring (a truncated stream), fails and resets the connection
+    /// (`decrypt`, counted in `bad_frames`) instead of ending it short. A plaintext
+    /// connection's `SHUTDOWN` carries nothing.
+    fn check_shutdown(
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        hdr: &FrameHeader,
+        payload: &dyn RxPayload,
+    ) -> Result<(), ResetReason> {
+        let Some(sess) = st.sess.as_deref_mut() else {
+            return if hdr.len == 0 {
+                Ok(())
+            } else {
+                Err(Violation::UnexpectedFrame.into())
+            };
+        };
+        if hdr.len == AEAD_TAG && sess.open(hdr, payload).is_some() {
+            return Ok(());
+        }
+        conns.crypto.counters.bad_frames.fetch_add(1, Relaxed);
+        Err(ResetReason::Decrypt)
     }
 
     /// Queues the payload of an `RW` frame; Err when the peer broke the credit or message

@@ -84,7 +84,24 @@ impl Endpoint {
                 TxItem::Ctrl { op, flags: fl } => {
                     hdr.op = *op;
                     hdr.flags = *fl;
-                    (conns.xmit_batched(st.peer, &hdr, &[]), 0, true)
+                    match st.sess.as_deref_mut() {
+                        // An encrypted connection's `SHUTDOWN` is the tag of an empty
+                        // plaintext under the next nonce: the receiver verifies it with the
+                        // count of frames it got, so a forged or early `SHUTDOWN` (frames
+                        // dropped before it) resets instead of ending the stream short.
+                        Some(sess) if *op == Op::Shutdown => {
+                            hdr.len = AEAD_TAG;
+                            let r = match sess.seal(&hdr, &[]) {
+                                Some(tag) => conns.xmit_batched(st.peer, &hdr, tag),
+                                None => Err(SendError::Invalid),
+                            };
+                            if r.is_ok() {
+                                sess.sent();
+                            }
+                            (r, 0, true)
+                        }
+                        _ => (conns.xmit_batched(st.peer, &hdr, &[]), 0, true),
+                    }
                 }
                 TxItem::Handshake { op, payload } => {
                     hdr.op = *op;
