@@ -99,7 +99,16 @@ pub fn crypto_serve(port: u32, mode: u32, bytes: usize, tag: &str) -> Res {
         }
         got += n;
     }
-    println!("ok: {bytes} bytes of the {tag} pattern received intact");
+    // Then the end of the stream: on an encrypted connection the peer's SHUTDOWN is
+    // authenticated (its tag verified), so this also shows a good one is accepted.
+    let n = c.recv(&mut buf, 0);
+    if n != 0 {
+        return Err(format!(
+            "after {bytes} bytes: recv {n} ({}), expected end of file",
+            strerror(errno())
+        ));
+    }
+    println!("ok: {bytes} bytes of the {tag} pattern received intact, then end of file");
     Ok(())
 }
 
@@ -153,25 +162,82 @@ pub fn crypto_refused(cid: u32, port: u32, mode: u32, want: &str) -> Res {
     Ok(())
 }
 
-/// `crypto-flip-serve PORT`: accept one encrypted stream; its first frame was altered in
-/// the ring, so the read must fail with `ECONNRESET` and deliver nothing.
-pub fn crypto_flip_serve(port: u32) -> Res {
+/// What the host does to an encrypted stream while the receiver is stopped
+/// (qemu-test/crypto-host.py): the sender's part of it, and how many bytes the receiver
+/// must still get intact before the reset.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tamper {
+    /// One 100-byte message; the host flips a ciphertext byte: nothing is delivered.
+    Flip,
+    /// Two 100-byte messages; the host copies the first frame over the second (a replay):
+    /// the first is delivered, the copy resets.
+    Replay,
+    /// A 100-byte message, a 1-byte one, then `SHUT_WR`; the host moves the `SHUTDOWN`
+    /// over the 1-byte frame (same ring record size), dropping it: the first message is
+    /// delivered, the early `SHUTDOWN` resets instead of ending the stream short.
+    Trunc,
+}
+
+impl Tamper {
+    fn parse(s: &str) -> Res<Self> {
+        Ok(match s {
+            "flip" => Tamper::Flip,
+            "replay" => Tamper::Replay,
+            "trunc" => Tamper::Trunc,
+            _ => return Err(format!("unknown tamper kind {s} (flip, replay, trunc)")),
+        })
+    }
+
+    /// Bytes the receiver gets intact before the reset.
+    fn good(self) -> usize {
+        match self {
+            Tamper::Flip => 0,
+            Tamper::Replay | Tamper::Trunc => 100,
+        }
+    }
+}
+
+/// `crypto-victim PORT KIND`: accept one encrypted stream (listener `require`), read; the
+/// host tampers with it in the ring (KIND: flip, replay, trunc), so at most KIND's good
+/// bytes may arrive (intact), then the read must fail with `ECONNRESET`: neither the
+/// altered bytes nor an end of file (a silently truncated stream) may be seen.
+pub fn crypto_victim(port: u32, kind: &str) -> Res {
+    let kind = Tamper::parse(kind)?;
     let c = listen_one(port, 2)?;
     if !encrypted(&c)? {
         return Err("connection not encrypted".into());
     }
+    let want = pattern("TAMPER", 256);
+    let mut got = 0usize;
     let mut buf = [0u8; 4096];
-    let n = c.recv(&mut buf, 0);
-    if n >= 0 {
-        return Err(format!(
-            "recv returned {n}: the altered frame was delivered"
-        ));
+    loop {
+        let n = c.recv(&mut buf, 0);
+        if n < 0 {
+            let e = errno();
+            if e != libc::ECONNRESET {
+                return Err(format!(
+                    "recv after {got} bytes: {}, expected ECONNRESET",
+                    strerror(e)
+                ));
+            }
+            break;
+        }
+        if n == 0 {
+            return Err(format!(
+                "end of file after {got} bytes: the stream ended short without a reset"
+            ));
+        }
+        let n = n as usize;
+        if got + n > kind.good() || buf[..n] != want[got..got + n] {
+            return Err(format!(
+                "recv {n} bytes after {got}: tampered data was delivered"
+            ));
+        }
+        got += n;
     }
-    let e = errno();
-    if e != libc::ECONNRESET {
-        return Err(format!("recv: {}, expected ECONNRESET", strerror(e)));
-    }
-    println!("ok: the altered frame reset the connection (recv -> ECONNRESET)");
+    // The reset may drop good bytes not yet read (as a TCP RST does): `got` is at most the
+    // good part, and what came was intact.
+    println!("ok: {got} good bytes, then the tampered frame reset the connection (ECONNRESET)");
     Ok(())
 }
 
@@ -181,23 +247,37 @@ fn wait_file(path: &str, what: &str, secs: u64) -> Res {
         if std::fs::read_to_string(path).is_ok_and(|s| s.contains(what)) {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     Err(format!("no {what} in {path} after {secs} s"))
 }
 
-/// `crypto-flip-send CID PORT CTL`: connect (require), touch /tmp/flip.ready, wait for
-/// `GO` in CTL (the host has stopped the receiver), send one 100-byte message, touch
-/// /tmp/flip.sent, then wait for the receiver's reset (`ECONNRESET`).
-pub fn crypto_flip_send(cid: u32, port: u32, ctl: &str) -> Res {
+/// `crypto-tamper CID PORT KIND CTL`: connect (`require`), write /tmp/KIND.ready, wait for
+/// `GO-KIND` in CTL (the host has stopped the receiver), send KIND's frames (see
+/// [`Tamper`]), write /tmp/KIND.sent, then wait for the receiver's reset (`ECONNRESET`).
+pub fn crypto_tamper(cid: u32, port: u32, kind_name: &str, ctl: &str) -> Res {
+    let kind = Tamper::parse(kind_name)?;
     let s = connect(cid, port, 2)?;
     if !encrypted(&s)? {
         return Err("connection not encrypted".into());
     }
-    std::fs::write("/tmp/flip.ready", "ready\n").map_err(|e| e.to_string())?;
-    wait_file(ctl, "GO", 60)?;
-    s.send_all(&pattern("FLIP", 100))?;
-    std::fs::write("/tmp/flip.sent", "sent\n").map_err(|e| e.to_string())?;
+    let ready = format!("/tmp/{kind_name}.ready");
+    std::fs::write(&ready, "ready\n").map_err(|e| e.to_string())?;
+    wait_file(ctl, &format!("GO-{}", kind_name.to_uppercase()), 120)?;
+    let data = pattern("TAMPER", 256);
+    match kind {
+        Tamper::Flip => s.send_all(&data[..100])?,
+        Tamper::Replay => {
+            s.send_all(&data[..100])?;
+            s.send_all(&data[100..200])?;
+        }
+        Tamper::Trunc => {
+            s.send_all(&data[..100])?;
+            s.send_all(&data[100..101])?;
+            s.shutdown(libc::SHUT_WR)?;
+        }
+    }
+    std::fs::write(format!("/tmp/{kind_name}.sent"), "sent\n").map_err(|e| e.to_string())?;
     let mut b = [0u8; 16];
     let n = s.recv(&mut b, 0);
     let e = errno();

@@ -36,8 +36,8 @@
 //!                 vt-to CID PORT
 //!                                      the vsock transport (vsock scenario, vtransport.rs)
 //!   vmcs-socktest crypto-serve PORT MODE BYTES TAG / crypto-send CID PORT MODE BYTES TAG /
-//!                 crypto-refused CID PORT MODE ERRNO / crypto-flip-serve PORT /
-//!                 crypto-flip-send CID PORT CTL
+//!                 crypto-refused CID PORT MODE ERRNO / crypto-victim PORT KIND /
+//!                 crypto-tamper CID PORT KIND CTL
 //!                                      the crypto scenario (crypto.rs)
 //!   vmcs-socktest mesh PORT EXPECT STOPFILE [once|lenient]
 //!                                      the chaos mesh: checksummed stream, seqpacket and
@@ -67,7 +67,7 @@ use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacke
 use busypoll::t_busypoll;
 use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
-use crypto::{crypto_flip_send, crypto_flip_serve, crypto_refused, crypto_send, crypto_serve};
+use crypto::{crypto_refused, crypto_send, crypto_serve, crypto_tamper, crypto_victim};
 use fastclose::{fastclose_client, fastclose_serve, t_fastclose};
 use mesh::mesh;
 use options::{t_bufs, t_lowat, t_sockopt, t_timeo};
@@ -127,13 +127,13 @@ fn main() -> std::process::ExitCode {
             (Some(c), Some(p), Some(m), Some(e)) => crypto_refused(c, p, m, e),
             _ => Err("usage: crypto-refused CID PORT MODE ERRNO".into()),
         },
-        Some("crypto-flip-serve") => arg(1).map_or(
-            Err("usage: crypto-flip-serve PORT".into()),
-            crypto_flip_serve,
-        ),
-        Some("crypto-flip-send") => match (arg(1), arg(2), args.get(3)) {
-            (Some(c), Some(p), Some(f)) => crypto_flip_send(c, p, f),
-            _ => Err("usage: crypto-flip-send CID PORT CTL".into()),
+        Some("crypto-victim") => match (arg(1), args.get(2)) {
+            (Some(p), Some(k)) => crypto_victim(p, k),
+            _ => Err("usage: crypto-victim PORT KIND".into()),
+        },
+        Some("crypto-tamper") => match (arg(1), arg(2), args.get(3), args.get(4)) {
+            (Some(c), Some(p), Some(k), Some(f)) => crypto_tamper(c, p, k, f),
+            _ => Err("usage: crypto-tamper CID PORT KIND CTL".into()),
         },
         Some("vt-client") => match (arg(1), arg(2)) {
             (Some(c), Some(p)) => vt_client(c, p),
