@@ -22,12 +22,30 @@ module=$("$VMCS_TOP/ci/debian-module.sh" "$sel")
 . "$entry/env"
 initrd="$(dirname "$module")/initramfs.cpio.gz"
 
-# The modules vmcs.ko depends on, in load order (modules.dep's, from each one's depends).
-mods=""
-for d in "$VMCS_CACHE/distro/debs/${RELEASE}_$VERSION/x/usr/lib/modules/$RELEASE" \
-	"$VMCS_CACHE/distro/debs/${RELEASE}_$VERSION/x/lib/modules/$RELEASE"; do
-	if [ -d "$d/kernel" ]; then mods=$d; break; fi
-done
+# The modules vmcs.ko depends on, in load order (modules.dep's, from each one's depends),
+# from the linux-modules package (ci/debian-kernel.sh downloads it with the image; an entry
+# prepared before that gets it here, with the same private apt configuration).
+dl="$VMCS_CACHE/distro/debs/${RELEASE}_$VERSION"
+find_mods() {
+	mods=""
+	for d in "$dl/x/usr/lib/modules/$RELEASE" "$dl/x/lib/modules/$RELEASE"; do
+		if [ -d "$d/kernel" ]; then mods=$d; return; fi
+	done
+}
+find_mods
+if [ -z "$mods" ] && [ -n "$(modinfo -F depends "$module")" ]; then
+	a="$VMCS_CACHE/distro/apt"
+	apt=(-o Dir::Etc::sourcelist="$a/sources.list" -o Dir::Etc::sourceparts=/nonexistent
+		-o Dir::State::Lists="$a/lists" -o Dir::State::status="$a/status"
+		-o Dir::Cache="$a/cache" -o Acquire::Check-Valid-Until=false -o Acquire::Check-Date=false
+		-o APT::Get::List-Cleanup=false -o Debug::NoLocking=true -o APT::Sandbox::User=root)
+	log "downloading linux-modules-$RELEASE=$VERSION (the modules vmcs.ko needs)"
+	mkdir -p "$dl"
+	(cd "$dl" && apt-get "${apt[@]}" download "linux-modules-$RELEASE=$VERSION" >&2) ||
+		die "could not download linux-modules-$RELEASE=$VERSION"
+	dpkg-deb -x "$dl/linux-modules-${RELEASE}_"*.deb "$dl/x"
+	find_mods
+fi
 depdir="$(dirname "$module")/deps"
 rm -rf "$depdir"
 mkdir -p "$depdir"
