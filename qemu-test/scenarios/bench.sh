@@ -62,7 +62,7 @@ fi
 ENC=0
 case " $PATHS " in *" stream-enc "*) ENC=1 ;; esac
 enc_setup() {
-	printf '%s\n' 5f0e1d2c3b4a59687786a5b4c3d2e1f00112233445566778899aabbccddeeff | vmcs key set &&
+	printf '%s\n' 5f0e1d2c3b4a59687786a5b4c3d2e1f00112233445566778899aabbccddeeff0 | vmcs key set &&
 		if [ "$VMCS_GUEST" = 1 ]; then vmcs encrypt off; fi
 }
 
