@@ -51,6 +51,54 @@ tap_step() {
 		tail -n 20 "$logf" | sed 's/^/# /'
 	fi
 }
+# Scenario lanes: tap_lane NAME COMMAND... starts a tap_step-like job in the background,
+# at most $VMCS_TEST_JOBS at once (default 2: TCG guests of two scenarios share the 2 cores,
+# and most scenarios leave a core idle while guests wait at barriers, heartbeats and
+# timeouts); lanes_wait waits for all and prints their points in the order they were
+# started, so the TAP stream stays the same whatever finished first.
+: "${VMCS_TEST_JOBS:=2}"
+lane_names=()
+lane_logs=()
+lane_pids=()
+tap_lane() {
+	local name=$1 logf
+	shift
+	logf="$logs/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '-').log"
+	while [ "$(jobs -pr | wc -l)" -ge "$VMCS_TEST_JOBS" ]; do
+		wait -n 2>/dev/null || true
+	done
+	(
+		s=$(date +%s)
+		"$@" >"$logf.tap" 2>"$logf"
+		echo "$? $(($(date +%s) - s))" >"$logf.rc"
+	) &
+	lane_names+=("$name")
+	lane_logs+=("$logf")
+	lane_pids+=($!)
+}
+lanes_wait() {
+	local i logf rc secs line
+	wait "${lane_pids[@]}" 2>/dev/null
+	for i in "${!lane_names[@]}"; do
+		logf=${lane_logs[$i]}
+		read -r rc secs <"$logf.rc" 2>/dev/null || { rc=1; secs=?; }
+		echo "# ${lane_names[$i]}: $secs s"
+		while IFS= read -r line; do
+			case "$line" in
+			"ok "*) point ok "${line#ok - }" ;;
+			"not ok "*) point "not ok" "${line#not ok - }" ;;
+			"#"*) echo "$line" ;;
+			esac
+		done <"$logf.tap"
+		if [ "$rc" != 0 ]; then
+			point "not ok" "${lane_names[$i]} exited $rc"
+			tail -n 20 "$logf" | sed 's/^/# /'
+		fi
+	done
+	lane_names=()
+	lane_logs=()
+	lane_pids=()
+}
 finish() {
 	echo "1..$n"
 	echo "# total time $(($(date +%s) - t0)) s; logs in $logs"
@@ -78,7 +126,9 @@ eval "$env_out"
 grep -E 'kernel source|guest kernel' "$logs/prepare.log" | sed 's/^/# /'
 point ok "guest kernel, vmcs.ko and initramfs build ($(($(date +%s) - s)) s)"
 
-# Host-side Rust: unit and property tests, formatting, lints.
+# Host-side Rust: unit and property tests, formatting, lints. The build folder starts from
+# the cache's copy (ci/lib.sh vmcs_cargo_seed: only the project's own crates rebuild).
+vmcs_cargo_seed build/host-target
 crates=()
 for m in rust/Cargo.toml userspace-tool/Cargo.toml qemu-test/guest-tools/Cargo.toml; do
 	[ -f "$m" ] && crates+=("$m")
@@ -133,15 +183,29 @@ step "dkms add/build/install of dkms.conf against the test kernel, in temporary 
 	env KDIR="$VMCS_KDIR" ci/dkms-test.sh
 
 # Cross-guest scenarios in booted guests.
-tap_step "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
-tap_step "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doorbell --guests 2
-tap_step "qemu versions plain 2 (protocol-1 module vs this one)" qemu-test/run.sh --scenario versions --variant plain --guests 2
+# They run in lanes (tap_lane above: two at a time by default), the longest first so that
+# no long one starts last; the sanitizer and Debian kernels have their own module builds and
+# initramfs (build/sanitize-*, build/debian/), so they can run beside the test kernel's.
+# The sanitizer kernel (KASAN, KFENCE, kmemleak, UBSAN, ...): a short subset of the scenarios
+# below; after each, every guest unloads vmcs and kmemleak must find nothing. The full set is
+# `make sanitize` (ci/sanitize.sh, also run by `make stress`).
+tap_lane "sanitizer kernel: scenario subset (ci/sanitize.sh --quick)" ci/sanitize.sh --quick
+# Chaos, short: 4 guests, mesh traffic, a random kill and restart, a reload and an
+# unbind in the last guest (make stress: 50, 100, 10).
+tap_lane "qemu chaos doorbell 4 (1 kill, 1 reload, 1 unbind)" qemu-test/run.sh --scenario chaos \
+	--variant doorbell --guests 4 --timeout 1200 --chaos 1 --append "vmcstest.reloads=1 vmcstest.unbinds=1"
+# Debian's stock Rust-enabled kernel: make KDIR=debian (cached chroot), two guests on Debian's
+# vmlinuz with that vmcs.ko (the distro scenario), DKMS against the packaged headers.
+tap_lane "distro kernel (Debian)" ci/distro-test.sh
+tap_lane "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
+tap_lane "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doorbell --guests 2
+tap_lane "qemu versions plain 2 (protocol-1 module vs this one)" qemu-test/run.sh --scenario versions --variant plain --guests 2
 # 4 MiB regions (64 KiB rings): the self-test frames must wrap the rings and fill them.
-tap_step "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2 \
+tap_lane "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2 \
 	--shm-size 4M
-tap_step "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3 \
+tap_lane "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3 \
 	--shm-size 4M
-tap_step "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
+tap_lane "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
 # A hostile host-side peer (userspace-tool/vmcs-evil) attacks two guests on the first of their
 # two ivshmem devices while they talk over both. On ivshmem-doorbell it joins through the
 # doorbell server and also rings both guests' doorbells as fast as it can (the starvation
@@ -155,52 +219,45 @@ hostile() {
 		--host-hook "$evil $2 --port 7000" --hook-on EVIL-GO
 }
 # shellcheck disable=SC2016 # the hook's $VMCS_SHM/$VMCS_SERVER expand when run.sh runs it
-tap_step "qemu hostile plain 2 (2 devices)" hostile plain '--shm $VMCS_SHM' 360
+tap_lane "qemu hostile plain 2 (2 devices)" hostile plain '--shm $VMCS_SHM' 360
 # shellcheck disable=SC2016
-tap_step "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile doorbell '--server $VMCS_SERVER' 420
+tap_lane "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile doorbell '--server $VMCS_SERVER' 420
 # The vsock transport (about 90 s): two guests with no ivshmem device, vhost-device-vsock's
 # sibling group between them, the host end through its unix socket, guest 0 killed last.
-tap_step "qemu vsock 2 (no ivshmem, host end, peer death)" qemu-test/run.sh --scenario vsock \
+tap_lane "qemu vsock 2 (no ivshmem, host end, peer death)" qemu-test/run.sh --scenario vsock \
 	--variant plain --guests 2 --devices 0 --vsock --timeout 400 \
 	--crash-guest 0 --crash-on VSOCK-KILL-ME --hook-on VT-ECHO-LISTENING \
 	--host-hook "python3 $VMCS_TOP/qemu-test/vsock-host.py \$VMCS_RESULTS/vsock1.uds 7200 7300"
-tap_step "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
+tap_lane "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
-tap_step "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \
+tap_lane "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 # vmcs0 to a peer with a smaller ring (three idle filler peers from the host) and the
 # ivshmem-plain restart path (the restarted guest keeps its slot and MAC).
 # shellcheck disable=SC2016 # $VMCS_SHM expands when run.sh runs the hook
-tap_step "qemu netdev-plain 2 (+3 fillers, restart)" qemu-test/run.sh --scenario netdev-plain --variant plain \
+tap_lane "qemu netdev-plain 2 (+3 fillers, restart)" qemu-test/run.sh --scenario netdev-plain --variant plain \
 	--guests 2 --timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart \
 	--host-hook "$(qemu-test/build-host-tools.sh vmcs-evil) --shm \$VMCS_SHM --fill 3" --hook-on FILL-GO
-tap_step "qemu netdev doorbell 3" qemu-test/run.sh --scenario netdev --variant doorbell --guests 3 \
+tap_lane "qemu netdev doorbell 3" qemu-test/run.sh --scenario netdev --variant doorbell --guests 3 \
 	--timeout 300 --crash-guest 2 --crash-on CRASH-POINT --restart
-# Chaos, short: 4 guests, mesh traffic, a random kill and restart, a reload and an
-# unbind in the last guest (make stress: 50, 100, 10).
-tap_step "qemu chaos doorbell 4 (1 kill, 1 reload, 1 unbind)" qemu-test/run.sh --scenario chaos \
-	--variant doorbell --guests 4 --timeout 1200 --chaos 1 --append "vmcstest.reloads=1 vmcstest.unbinds=1"
-tap_step "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
-tap_step "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
-tap_step "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
+tap_lane "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
+tap_lane "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
+tap_lane "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
 # Per-connection encryption (#14): the host hook reads the region during a plaintext and an
 # encrypted transfer, flips, replays and truncates encrypted frames in the ring with the
 # receiver stopped, and greps the logs and region for the test keys (qemu-test/crypto-host.py).
 crypto_keys="8d4e0c7a9b12f3e65a0d7c41b2e89f06c3a5d7e91f2b4c6d8e0a1b3c5d7e9f10 0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0"
 # shellcheck disable=SC2016 # $VMCS_SHM and $VMCS_RESULTS expand when run.sh runs the hook
-tap_step "qemu crypto plain 2 (host reads and tampers with the region)" qemu-test/run.sh --scenario crypto \
+tap_lane "qemu crypto plain 2 (host reads and tampers with the region)" qemu-test/run.sh --scenario crypto \
 	--variant plain --guests 2 --control --timeout 400 --hook-on CRYPTO-HOOK-START \
 	--host-hook "python3 $VMCS_TOP/qemu-test/crypto-host.py \$VMCS_SHM \$VMCS_RESULTS $crypto_keys"
 # sockets doorbell 2 runs on the sanitizer kernel below (its debug options include the test
 # kernel's), not twice.
-tap_step "qemu demo doorbell 2 (fine clock)" qemu-test/run.sh --scenario demo --variant doorbell --guests 2 --clock fine
-tap_step "qemu cli doorbell 2" qemu-test/run.sh --scenario cli --variant doorbell --guests 2 --timeout 400
-# The sanitizer kernel (KASAN, KFENCE, kmemleak, UBSAN, ...): a short subset of the scenarios
-# above; after each, every guest unloads vmcs and kmemleak must find nothing. The full set is
-# `make sanitize` (ci/sanitize.sh, also run by `make stress`).
-tap_step "sanitizer kernel: scenario subset (ci/sanitize.sh --quick)" ci/sanitize.sh --quick
-# Debian's stock Rust-enabled kernel: make KDIR=debian (cached chroot), two guests on Debian's
-# vmlinuz with that vmcs.ko (the distro scenario), DKMS against the packaged headers.
-tap_step "distro kernel (Debian)" ci/distro-test.sh
+tap_lane "qemu demo doorbell 2 (fine clock)" qemu-test/run.sh --scenario demo --variant doorbell --guests 2 --clock fine
+tap_lane "qemu cli doorbell 2" qemu-test/run.sh --scenario cli --variant doorbell --guests 2 --timeout 400
+lanes_wait
 
+# The next fresh clone starts from these build folders (saved when the Cargo.lock files changed).
+vmcs_cargo_save build/host-target
+vmcs_cargo_save build/guest-target
 finish

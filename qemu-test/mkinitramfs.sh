@@ -19,6 +19,7 @@ busybox=$(command -v busybox || true)
 
 log "building static guest programs (x86_64-unknown-linux-musl)"
 target_dir="$VMCS_TOP/build/guest-target"
+vmcs_cargo_seed "$target_dir"
 bins=()
 for manifest in "$VMCS_TOP/qemu-test/guest-tools/Cargo.toml"; do
 	cargo build --quiet --release --target x86_64-unknown-linux-musl \

@@ -267,17 +267,20 @@ pub enum Cmd {
 pub enum PolicyCmd {
     /// Show the rules and the denial counters (the default).
     Show,
-    /// Add an allow rule: `in CID:PORT`, `out CID:PORT`, `bind PORT` (`any` for either).
+    /// Add allow rules: `in CID:PORT...`, `out CID:PORT...`, `bind PORT...` (`any` for
+    /// either). They are added in order; the first failure stops and says how many went in.
     Allow {
         list: ListArg,
-        /// CID:PORT (in, out) or PORT (bind).
-        target: String,
+        /// CID:PORT (in, out) or PORT (bind), one or more.
+        #[arg(required = true, num_args = 1..)]
+        targets: Vec<String>,
     },
-    /// Remove an allow rule (exactly as `show` prints it); what nothing allows is denied.
+    /// Remove allow rules (exactly as `show` prints them); what nothing allows is denied.
     Deny {
         list: ListArg,
-        /// CID:PORT (in, out) or PORT (bind).
-        target: String,
+        /// CID:PORT (in, out) or PORT (bind), one or more.
+        #[arg(required = true, num_args = 1..)]
+        targets: Vec<String>,
     },
     /// Remove every rule of LIST (default: all lists): deny everything but loopback.
     Clear { list: Option<ListArg> },
@@ -374,7 +377,7 @@ mod tests {
                 domain: Some(1),
                 action: Some(PolicyCmd::Allow {
                     list: ListArg::In,
-                    target: "3:5000".into()
+                    targets: vec!["3:5000".into()]
                 })
             }
         );
@@ -385,6 +388,19 @@ mod tests {
                 action: Some(PolicyCmd::Clear { list: None })
             }
         );
+        assert_eq!(
+            parse(&["policy", "deny", "bind", "7000", "7001"])
+                .unwrap()
+                .cmd,
+            Cmd::Policy {
+                domain: None,
+                action: Some(PolicyCmd::Deny {
+                    list: ListArg::Bind,
+                    targets: vec!["7000".into(), "7001".into()]
+                })
+            }
+        );
+        assert!(parse(&["policy", "allow", "bind"]).is_err());
         assert!(parse(&["policy", "allow", "sideways", "1:2"]).is_err());
     }
 

@@ -331,6 +331,27 @@ fn policy_failure(what: &str, e: vmcs::policy::PolicyError) -> Failure {
     Failure::new(code, format!("{what}: {why}"))
 }
 
+/// Applies `op` to each rule in order; the first failure stops, naming the rule and, when
+/// there were several, how many had gone through (those stay).
+fn each_rule(
+    rules: &[vmcs::policy::Rule],
+    verb: &str,
+    done: &str,
+    mut op: impl FnMut(&vmcs::policy::Rule) -> Result<(), vmcs::policy::PolicyError>,
+) -> Result<(), Failure> {
+    for (i, r) in rules.iter().enumerate() {
+        op(r).map_err(|e| {
+            let what = if rules.len() > 1 {
+                format!("{verb} {r} ({i} of {} {done} before it)", rules.len())
+            } else {
+                format!("{verb} {r}")
+            };
+            policy_failure(&what, e)
+        })?;
+    }
+    Ok(())
+}
+
 /// `vmcs policy`: show, or change and then show.
 fn policy(
     domain: Option<u32>,
@@ -344,13 +365,19 @@ fn policy(
     };
     match action {
         None | Some(PolicyCmd::Show) => {}
-        Some(PolicyCmd::Allow { list, target }) => {
-            let r = parse(list, target)?;
-            p::allow(domain, &r).map_err(|e| policy_failure(&format!("allowing {r}"), e))?;
+        Some(PolicyCmd::Allow { list, targets }) => {
+            let rules = targets
+                .iter()
+                .map(|t| parse(list, t))
+                .collect::<Result<Vec<Rule>, _>>()?;
+            each_rule(&rules, "allowing", "added", |r| p::allow(domain, r))?;
         }
-        Some(PolicyCmd::Deny { list, target }) => {
-            let r = parse(list, target)?;
-            p::remove(domain, &r).map_err(|e| policy_failure(&format!("removing {r}"), e))?;
+        Some(PolicyCmd::Deny { list, targets }) => {
+            let rules = targets
+                .iter()
+                .map(|t| parse(list, t))
+                .collect::<Result<Vec<Rule>, _>>()?;
+            each_rule(&rules, "removing", "removed", |r| p::remove(domain, r))?;
         }
         Some(PolicyCmd::Clear { list }) => p::clear(domain, list.map(Into::into))
             .map_err(|e| policy_failure("clearing the policy", e))?,
