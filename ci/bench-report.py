@@ -22,12 +22,13 @@ import re
 import subprocess
 import sys
 
-VMCS_PATHS = ["stream", "stream-bp", "seqpacket", "dev", "bulk", "bulk-zc", "vmcs0"]
+VMCS_PATHS = ["stream", "stream-bp", "stream-enc", "seqpacket", "dev", "bulk", "bulk-zc", "vmcs0"]
 BASELINES = ["tcp", "vsock"]
 ALL_PATHS = VMCS_PATHS + BASELINES + ["memcpy"]
 LABEL = {
     "stream": "AF_VMCS stream",
     "stream-bp": "AF_VMCS stream, busy poll",
+    "stream-enc": "AF_VMCS stream, encrypted",
     "seqpacket": "AF_VMCS seqpacket",
     "dev": "/dev/vmcs",
     "bulk": "bulk area (receiver copies out)",
@@ -179,6 +180,17 @@ def main_tables(summary, variant, sizes):
                 continue
             r = rt / tcp64
             L.append(f"| {LABEL[p]} | {fmt(rt)} | {fmt(r)} | ≤ {target}: {'met' if r <= target else 'missed'} |")
+    if any((variant, "stream-enc", s) in summary for s in sizes):
+        L.append(f"\n### ivshmem-{variant}: encrypted against plaintext AF_VMCS stream (#14 target: "
+                 "encrypted throughput ≥ 50 % of plaintext at 64 KiB)\n")
+        L.append("| size | plaintext MB/s | encrypted MB/s | encrypted / plaintext | RTT p50 µs plaintext | encrypted | target |")
+        L.append("|---:|---:|---:|---:|---:|---:|---|")
+        for s in sizes:
+            tp, te = get("stream", s, "tput_mb_s"), get("stream-enc", s, "tput_mb_s")
+            rp, re_ = get("stream", s, "rtt_p50_us"), get("stream-enc", s, "rtt_p50_us")
+            r = ratio(te, tp)
+            tgt = "-" if s != 65536 or r is None else f"≥ 0.5: {'met' if r >= 0.5 else 'missed'}"
+            L.append(f"| {size_name(s)} | {fmt(tp)} | {fmt(te)} | {fmt(r)} | {fmt(rp)} | {fmt(re_)} | {tgt} |")
     L.append(f"\n### ivshmem-{variant}: ratios (throughput: vmcs / other, > 1 favours vmcs; round trip p50: other / vmcs, > 1 favours vmcs)\n")
     L.append("| size | vmcs path | MB/s | × TCP | × vsock | of memcpy | RTT p50 µs | TCP / vmcs RTT | vsock / vmcs RTT |")
     L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -275,7 +287,7 @@ def plots(out, summary, variants, sizes, scale_rows, meta):
     dd = os.path.join(out, "plot-data")
     os.makedirs(dd, exist_ok=True)
     sub = f"{meta.get('date', '')}, commit {meta.get('commit', '?')}, TCG guests on a shared host"
-    styles = {"stream": 1, "stream-bp": 10, "seqpacket": 2, "dev": 3, "bulk": 4, "bulk-zc": 5, "vmcs0": 9, "tcp": 6, "vsock": 7, "memcpy": 8}
+    styles = {"stream": 1, "stream-bp": 10, "stream-enc": 11, "seqpacket": 2, "dev": 3, "bulk": 4, "bulk-zc": 5, "vmcs0": 9, "tcp": 6, "vsock": 7, "memcpy": 8}
     for v in variants:
         lines = []
         for p in ALL_PATHS:

@@ -48,7 +48,7 @@ else
 	scale_secs=2
 	skip_proto=${BENCH_SKIP_PROTO:-0}
 fi
-paths=${BENCH_PATHS:-dev,stream,stream-bp,seqpacket,bulk,tcp,vmcs0,vsock,memcpy}
+paths=${BENCH_PATHS:-dev,stream,stream-bp,stream-enc,seqpacket,bulk,tcp,vmcs0,vsock,memcpy}
 fail=0
 t0=$(date +%s)
 

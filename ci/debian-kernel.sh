@@ -120,7 +120,9 @@ log "Debian kernel $release: package version $version ($suite)"
 dl="$base/debs/${release}_$version"
 mkdir -p "$dl"
 pkgs=("linux-image-$release" "linux-headers-$release")
-for p in "linux-binary-$release" "linux-base-$release"; do
+# linux-modules: the modules vmcs.ko needs (lib/crypto), for the initramfs
+# (qemu-test/prepare-debian.sh).
+for p in "linux-binary-$release" "linux-base-$release" "linux-modules-$release"; do
 	madison "$p" | grep -q "^$version " && pkgs+=("$p")
 done
 need=()

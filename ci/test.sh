@@ -243,6 +243,14 @@ tap_lane "qemu netdev doorbell 3" qemu-test/run.sh --scenario netdev --variant d
 tap_lane "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
 tap_lane "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
 tap_lane "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
+# Per-connection encryption (#14): the host hook reads the region during a plaintext and an
+# encrypted transfer, flips, replays and truncates encrypted frames in the ring with the
+# receiver stopped, and greps the logs and region for the test keys (qemu-test/crypto-host.py).
+crypto_keys="8d4e0c7a9b12f3e65a0d7c41b2e89f06c3a5d7e91f2b4c6d8e0a1b3c5d7e9f10 0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0"
+# shellcheck disable=SC2016 # $VMCS_SHM and $VMCS_RESULTS expand when run.sh runs the hook
+tap_lane "qemu crypto plain 2 (host reads and tampers with the region)" qemu-test/run.sh --scenario crypto \
+	--variant plain --guests 2 --control --timeout 400 --hook-on CRYPTO-HOOK-START \
+	--host-hook "python3 $VMCS_TOP/qemu-test/crypto-host.py \$VMCS_SHM \$VMCS_RESULTS $crypto_keys"
 # sockets doorbell 2 runs on the sanitizer kernel below (its debug options include the test
 # kernel's), not twice.
 tap_lane "qemu demo doorbell 2 (fine clock)" qemu-test/run.sh --scenario demo --variant doorbell --guests 2 --clock fine

@@ -43,3 +43,9 @@ pub(crate) fn vsock() -> Option<vsock::Params> {
         hb_timeout_ms: t.hb_timeout_ms,
     })
 }
+
+/// The default encryption policy of new domains (`encrypt`: 0 off, 1 allow, 2 require;
+/// the domain turns any other value into `allow`, with a warning; docs/security.md).
+pub(crate) fn encrypt() -> u32 {
+    *crate::module_parameters::encrypt.value()
+}

@@ -252,6 +252,52 @@ pub(crate) struct SockaddrVmcs {
     pub(crate) zero: [u8; 3],
 }
 
+/// `VMCS_KEY_LEN`.
+pub(crate) const KEY_LEN: usize = 32;
+/// `VMCS_ENCRYPTED`: or-ed into `VMCS_IOC_GET_ENCRYPT`'s value when encrypted.
+pub(crate) const ENCRYPTED: u32 = 0x100;
+/// `VMCS_SOL_VMCS`: the AF_VMCS option level of `VMCS_SO_*`.
+pub(crate) const SOL_VMCS: i32 = 0x766d;
+/// `VMCS_SO_ENCRYPT`.
+pub(crate) const SO_ENCRYPT: i32 = 1;
+/// `VMCS_SO_ENCRYPTED`.
+pub(crate) const SO_ENCRYPTED: i32 = 2;
+
+/// `struct vmcs_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsKey {
+    pub(crate) flags: u32,
+    pub(crate) len: u32,
+    pub(crate) key: [u8; KEY_LEN],
+}
+
+/// `struct vmcs_crypto_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct VmcsCryptoInfo {
+    pub(crate) policy: u32,
+    pub(crate) key_installed: u32,
+    pub(crate) handshakes: u64,
+    pub(crate) auth_failed: u64,
+    pub(crate) peer_refused: u64,
+    pub(crate) policy_refused: u64,
+    pub(crate) bad_frames: u64,
+}
+
+/// `VMCS_IOC_SET_KEY`.
+pub(crate) const IOC_SET_KEY: u32 = _IOW::<VmcsKey>(MAGIC, 0x40);
+/// `VMCS_IOC_CLEAR_KEY`.
+pub(crate) const IOC_CLEAR_KEY: u32 = _IOW::<u32>(MAGIC, 0x41);
+/// `VMCS_IOC_SET_DOMAIN_CRYPTO`.
+pub(crate) const IOC_SET_DOMAIN_CRYPTO: u32 = _IOW::<u32>(MAGIC, 0x42);
+/// `VMCS_IOC_GET_CRYPTO`.
+pub(crate) const IOC_GET_CRYPTO: u32 = _IOR::<VmcsCryptoInfo>(MAGIC, 0x43);
+/// `VMCS_IOC_SET_ENCRYPT`.
+pub(crate) const IOC_SET_ENCRYPT: u32 = _IOW::<u32>(MAGIC, 0x44);
+/// `VMCS_IOC_GET_ENCRYPT`.
+pub(crate) const IOC_GET_ENCRYPT: u32 = _IOR::<u32>(MAGIC, 0x45);
+
 /// `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR` for `VMCS_IOC_SHUTDOWN`.
 pub(crate) const SHUT_RDWR: u32 = 2;
 
@@ -295,6 +341,10 @@ unsafe impl AsBytes for VmcsPolicyRule {}
 unsafe impl FromBytes for VmcsPolicyGet {}
 // SAFETY: As above.
 unsafe impl AsBytes for VmcsPolicyGet {}
+// SAFETY: As above.
+unsafe impl AsBytes for VmcsCryptoInfo {}
+// SAFETY: `#[repr(C)]` of integers and a byte array, without padding (size asserted below).
+unsafe impl FromBytes for VmcsKey {}
 // SAFETY: `#[repr(C)]` of integers and a byte array, without padding (size asserted below).
 unsafe impl FromBytes for SockaddrVmcs {}
 // SAFETY: As above.
@@ -316,6 +366,8 @@ const _: () = {
     assert!(size_of::<VmcsBulkVec>() == 16);
     assert!(size_of::<VmcsPolicyRule>() == 16);
     assert!(size_of::<VmcsPolicyGet>() == 40);
+    assert!(size_of::<VmcsKey>() == 40);
+    assert!(size_of::<VmcsCryptoInfo>() == 48);
 };
 
 // Field offsets, as the C compiler lays out the structs of vmcs.h (every field naturally
@@ -353,5 +405,15 @@ offsets! {
     VmcsBulkVec { descs: 0, count: 8, flags: 12 }
     VmcsPolicyRule { list: 0, cid: 4, port: 8, flags: 12 }
     VmcsPolicyGet { rules: 0, count: 8, flags: 12, denied_in: 16, denied_out: 24, denied_bind: 32 }
+    VmcsKey { flags: 0, len: 4, key: 8 }
+    VmcsCryptoInfo {
+        policy: 0,
+        key_installed: 4,
+        handshakes: 8,
+        auth_failed: 16,
+        peer_refused: 24,
+        policy_refused: 32,
+        bad_frames: 40,
+    }
     SockaddrVmcs { family: 0, reserved1: 2, port: 4, cid: 8, flags: 12, zero: 13 }
 }

@@ -70,6 +70,10 @@ module! {
             default: 50,
             description: "Busy-poll window of blocking receive, accept and connect before sleeping, 0..100000 us (default 50; SO_BUSY_POLL, VMCS_IOC_SET_BUSY_POLL per socket and file)",
         },
+        encrypt: u32 {
+            default: 1,
+            description: "Default encryption policy of each domain: 0 off, 1 allow (encrypt when both sides have the pre-shared key), 2 require (default 1; VMCS_IOC_SET_DOMAIN_CRYPTO per domain, VMCS_SO_ENCRYPT per socket)",
+        },
     },
 }
 

@@ -182,4 +182,15 @@ void vmcs_vsock_shutdown(struct socket *sock);
 int vmcs_vsock_set_callbacks(struct socket *sock, void (*event)(void *ctx), void *ctx);
 void vmcs_vsock_clear_callbacks(struct socket *sock);
 
+/* Encryption (vmcs_crypto_glue.c): forwarders to lib/crypto, module/glue/crypto.rs. */
+void vmcs_crypto_seal(u8 *dst, const u8 *src, size_t len, const u8 *ad, size_t ad_len,
+		      u64 nonce, const u8 *key);
+bool vmcs_crypto_open(u8 *dst, const u8 *src, size_t len, const u8 *ad, size_t ad_len,
+		      u64 nonce, const u8 *key);
+bool vmcs_crypto_keypair(u8 *secret, u8 *pub);
+bool vmcs_crypto_dh(u8 *out, const u8 *secret, const u8 *peer_pub);
+void vmcs_crypto_mac(u8 *out, size_t out_len, const u8 *key, size_t key_len, const u8 *in,
+		     size_t in_len);
+void vmcs_crypto_wipe(void *p, size_t len);
+
 #endif /* VMCS_GLUE_H */

@@ -21,7 +21,7 @@
 # guest's TAP file has a line containing MARKER. CMD sees VMCS_SHM (the backing file of the
 # first region; plain variant), VMCS_SHM_ALL (all of them, space-separated), VMCS_SERVER
 # (the first region's doorbell server socket; doorbell variant), VMCS_RESULTS and
-# VMCS_VARIANT. Its stdout is read as TAP lines (`ok - ...`, `not ok - ...`, `# ...`,
+# VMCS_VARIANT (guest G's QEMU pid is in $VMCS_RESULTS/guestG.pid). Its stdout is read as TAP lines (`ok - ...`, `not ok - ...`, `# ...`,
 # no plan needed) and reported like the guests' points, plus one point for its exit status
 # 0; stderr goes to hook.log. It must end within 60 s of the last guest.
 #
@@ -267,6 +267,9 @@ boot_guest() {
 		"${shm_args[@]}" $net $(vsock_args "$g") \
 		>"$results/$name.qemu.log" 2>&1 &
 	boot_pid=$!
+	# For host hooks that pause a guest (the crypto scenario stops the receiver while it
+	# rewrites its ring).
+	echo "$boot_pid" >"$results/$name.pid"
 }
 
 log "booting $guests guest(s), $variant, scenario $scenario; logs in $results"

@@ -12,7 +12,7 @@
 mod entry;
 
 use crate::{
-    conn::{Endpoint, Timeout, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
+    conn::{crypto::Policy, Endpoint, Timeout, CHARDEV_TYPE, MAX_RCVBUF, MIN_RCVBUF},
     domain::{self, Domain},
     glue::{self, errno, oflags, poll_mask},
     proto::bulk::Desc,
@@ -21,6 +21,7 @@ use crate::{
         VmcsInfo, VmcsNames, VmcsOpenDomain, VmcsOpts, VmcsPolicyGet, VmcsPolicyRule,
     },
 };
+use core::sync::atomic::Ordering::Relaxed;
 use kernel::{
     fs::File,
     prelude::*,
@@ -153,6 +154,12 @@ impl VmcsFile {
             | uapi::IOC_POLICY_CLEAR
             | uapi::IOC_POLICY_RESET => self.policy_set(cmd, arg),
             uapi::IOC_POLICY_GET => self.policy_get(arg),
+            uapi::IOC_SET_KEY => self.set_key(arg),
+            uapi::IOC_CLEAR_KEY => self.clear_key(arg),
+            uapi::IOC_SET_DOMAIN_CRYPTO => self.set_domain_crypto(arg),
+            uapi::IOC_GET_CRYPTO => self.get_crypto(arg),
+            uapi::IOC_SET_ENCRYPT => self.set_encrypt(arg),
+            uapi::IOC_GET_ENCRYPT => self.get_encrypt(arg),
             _ => Err(ENOTTY),
         }
     }
@@ -285,6 +292,92 @@ impl VmcsFile {
     /// `VMCS_IOC_GET_BUSY_POLL`: the busy-poll window in use.
     fn get_busy_poll(&self, arg: IoctlArg) -> Result<isize> {
         arg.write(&self.endpoint.busy_poll_us(&self.domain.conns()))?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_SET_KEY`: installs the domain's pre-shared key (`CAP_NET_ADMIN`). The
+    /// copy read from user memory is wiped before returning; the key is never logged and
+    /// never readable back.
+    fn set_key(&self, arg: IoctlArg) -> Result<isize> {
+        if !glue::crypto::capable_net_admin() {
+            return Err(EPERM);
+        }
+        let mut k: uapi::VmcsKey = arg.read()?;
+        let r = if k.flags != 0 || k.len as usize != uapi::KEY_LEN {
+            Err(EINVAL)
+        } else {
+            self.domain.crypto().set_key(&k.key)
+        };
+        glue::crypto::wipe(&mut k.key);
+        r?;
+        pr_info!("vmcs{}: pre-shared key installed\n", self.domain.index);
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_CLEAR_KEY`: removes and wipes the domain's key (`CAP_NET_ADMIN`).
+    fn clear_key(&self, arg: IoctlArg) -> Result<isize> {
+        if !glue::crypto::capable_net_admin() {
+            return Err(EPERM);
+        }
+        let flags: u32 = arg.read()?;
+        if flags != 0 {
+            return Err(EINVAL);
+        }
+        self.domain.crypto().clear_key();
+        pr_info!("vmcs{}: pre-shared key removed\n", self.domain.index);
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_SET_DOMAIN_CRYPTO`: the domain's policy (`CAP_NET_ADMIN`).
+    fn set_domain_crypto(&self, arg: IoctlArg) -> Result<isize> {
+        if !glue::crypto::capable_net_admin() {
+            return Err(EPERM);
+        }
+        let v: u32 = arg.read()?;
+        let p = Policy::from_u32(v).ok_or(EINVAL)?;
+        self.domain.crypto().set_policy(p);
+        pr_info!(
+            "vmcs{}: encryption policy {}\n",
+            self.domain.index,
+            p.name()
+        );
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_GET_CRYPTO`: the domain's policy, key presence and counters.
+    fn get_crypto(&self, arg: IoctlArg) -> Result<isize> {
+        let c = self.domain.crypto();
+        let k = &c.counters;
+        let info = uapi::VmcsCryptoInfo {
+            policy: c.policy() as u32,
+            key_installed: u32::from(c.has_key()),
+            handshakes: k.handshakes.load(Relaxed),
+            auth_failed: k.auth_failed.load(Relaxed),
+            peer_refused: k.peer_refused.load(Relaxed),
+            policy_refused: k.policy_refused.load(Relaxed),
+            bad_frames: k.bad_frames.load(Relaxed),
+        };
+        arg.write(&info)?;
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_SET_ENCRYPT`: this file's policy (the stricter of it and the domain's
+    /// applies to its connections).
+    fn set_encrypt(&self, arg: IoctlArg) -> Result<isize> {
+        let v: u32 = arg.read()?;
+        self.endpoint
+            .set_encrypt(Policy::from_u32(v).ok_or(EINVAL)?);
+        Ok(0)
+    }
+
+    /// `VMCS_IOC_GET_ENCRYPT`: this file's policy, with `VMCS_ENCRYPTED` when its
+    /// connection is encrypted.
+    fn get_encrypt(&self, arg: IoctlArg) -> Result<isize> {
+        let mut v = self.endpoint.encrypt() as u32;
+        if self.endpoint.encrypted() {
+            v |= uapi::ENCRYPTED;
+        }
+        arg.write(&v)?;
         Ok(0)
     }
 

@@ -24,7 +24,10 @@ mod tx_queue;
 use rx_queue::RxQueue;
 use tx_queue::TxQueue;
 
-use super::{Conns, PolicyList, ResetReason, Violation, MAX_BACKLOG, MAX_RCVBUF};
+use super::{
+    crypto::{self, Policy, HS_LEN},
+    Conns, PolicyList, ResetReason, Violation, MAX_BACKLOG, MAX_RCVBUF,
+};
 use crate::{
     glue::{errno, poll_mask},
     proto::{
@@ -148,6 +151,8 @@ enum TxItem {
         op: Op,
         desc: crate::proto::bulk::Desc,
     },
+    /// A `REQUEST` or `RESPONSE` carrying the encryption handshake (conn/crypto.rs).
+    Handshake { op: Op, payload: [u8; HS_LEN] },
 }
 
 /// The mutable state of a [`Endpoint`].
@@ -192,6 +197,14 @@ pub(crate) struct EndpointInner {
     last_reset: Option<ResetReason>,
     /// Zero-copy bulk area of the connection (conn/bulk.rs).
     bulk: bulk::BulkState,
+    /// The encryption this endpoint asks for (`VMCS_SO_ENCRYPT`, `VMCS_IOC_SET_ENCRYPT`;
+    /// `Off` is the domain's default); accepted connections inherit their listener's.
+    enc: Policy,
+    /// The initiator's half of the handshake while `Connecting` (conn/crypto.rs).
+    hs: Option<KBox<crypto::Pending>>,
+    /// The connection's keys and nonce counters once the handshake succeeded: every `RW`
+    /// frame is sealed and opened with them.
+    sess: Option<KBox<crypto::Session>>,
 }
 
 impl EndpointInner {
@@ -222,6 +235,9 @@ impl EndpointInner {
             stats: Stats::default(),
             last_reset: None,
             bulk: bulk::BulkState::default(),
+            enc: Policy::Off,
+            hs: None,
+            sess: None,
         }
     }
 
@@ -238,6 +254,8 @@ impl EndpointInner {
         self.peer_shut = 0;
         self.local_shut = 0;
         self.err = None;
+        self.hs = None;
+        self.sess = None;
     }
 
     fn apply_peer_credit(&mut self, hdr: &FrameHeader) -> Result {
@@ -310,18 +328,32 @@ impl Endpoint {
         port: u32,
         peer: u32,
         hdr: &FrameHeader,
-        (rcvbuf, sndbuf): (u32, usize),
+        (rcvbuf, sndbuf, enc): (u32, usize, Policy),
         busy_us: u32,
+        sess: Option<(KBox<crypto::Session>, [u8; HS_LEN])>,
     ) -> Result<Arc<Self>> {
         let mut st = EndpointInner::new(hdr.ty);
         st.rcvbuf = rcvbuf;
         st.sndbuf = sndbuf;
+        st.enc = enc;
         st.start_conn(peer, hdr.src_port);
         st.port = Some(port);
         st.phase = Phase::Connected;
         st.was_connected = true;
         st.apply_peer_credit(hdr)?;
-        st.queue_ctrl(Op::Response, 0)?;
+        match sess {
+            Some((sess, payload)) => {
+                st.sess = Some(sess);
+                st.txq.push(
+                    TxItem::Handshake {
+                        op: Op::Response,
+                        payload,
+                    },
+                    GFP_KERNEL,
+                )?;
+            }
+            None => st.queue_ctrl(Op::Response, 0)?,
+        }
         Arc::pin_init(
             try_pin_init!(Self {
                 inner <- new_mutex!(st, "vmcs_sock"),
@@ -472,10 +504,23 @@ impl Endpoint {
                 st.port = Some(conns.bind_port(this, uapi::PORT_ANY)?);
                 st.phase = Phase::Bound;
             }
+            let offer = s.crypto_offer(conns, &st, peer, port)?;
             st.start_conn(peer, port);
             conns.set_remote(s, peer, port)?;
             st.phase = Phase::Connecting;
-            st.queue_ctrl(Op::Request, 0)?;
+            match offer {
+                Some((pending, payload)) => {
+                    st.hs = Some(pending);
+                    st.txq.push(
+                        TxItem::Handshake {
+                            op: Op::Request,
+                            payload,
+                        },
+                        GFP_KERNEL,
+                    )?;
+                }
+                None => st.queue_ctrl(Op::Request, 0)?,
+            }
             if let Err(e) = s.pump(conns, &mut st) {
                 s.fail_connect(conns, &mut st, e);
                 st.err = None;
@@ -799,6 +844,64 @@ impl Endpoint {
         self.inner.lock().err
     }
 
+    /// What a connect to `peer:port` offers (conn/crypto.rs): the handshake state and the
+    /// `REQUEST` payload, or `None` for plaintext (loopback, policy `off`, no key or a peer
+    /// without the handshake under `allow`); `EACCES` under `require` when encryption is
+    /// impossible (counted as `policy_refused`).
+    fn crypto_offer(
+        &self,
+        conns: &Conns<'_>,
+        st: &EndpointInner,
+        peer: u32,
+        port: u32,
+    ) -> Result<Option<(KBox<crypto::Pending>, [u8; HS_LEN])>> {
+        let policy = conns.crypto.effective(st.enc);
+        if peer == conns.local_id() || policy == Policy::Off {
+            return Ok(None);
+        }
+        let ids = crypto::Ids {
+            init_cid: conns.local_id(),
+            init_port: st.port.unwrap_or(0),
+            resp_cid: peer,
+            resp_port: port,
+            ty: st.ty,
+        };
+        let started = if conns.peer_crypto(peer) {
+            crypto::initiate(&conns.crypto, &ids)
+        } else {
+            None
+        };
+        match started {
+            Some(Ok(hs)) => Ok(Some(hs)),
+            Some(Err(_)) => Err(ENOMEM),
+            None if policy == Policy::Require => {
+                conns
+                    .crypto
+                    .counters
+                    .policy_refused
+                    .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                Err(EACCES)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the encryption this endpoint asks for (for connections it makes or accepts
+    /// from now on).
+    pub(crate) fn set_encrypt(&self, p: Policy) {
+        self.inner.lock().enc = p;
+    }
+
+    /// The encryption this endpoint asks for.
+    pub(crate) fn encrypt(&self) -> Policy {
+        self.inner.lock().enc
+    }
+
+    /// Whether the connection is encrypted.
+    pub(crate) fn encrypted(&self) -> bool {
+        self.inner.lock().sess.is_some()
+    }
+
     /// Writes this endpoint's row of the debugfs `connections` table (columns in
     /// [`super::CONNECTIONS_HEADER`]; no spaces inside a field). Remote is `-` when there is
     /// no peer (idle, bound or listening endpoints).
@@ -828,7 +931,7 @@ impl Endpoint {
         }
         writeln!(
             out,
-            "{} {} {} {} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {} {} {} {}",
             state,
             st.stats.rx_bytes,
             st.stats.tx_bytes,
@@ -838,7 +941,8 @@ impl Endpoint {
             st.rxq.msgs(),
             st.tx.peer_free(),
             st.stats.resets,
-            st.last_reset.map_or("-", ResetReason::name)
+            st.last_reset.map_or("-", ResetReason::name),
+            if st.sess.is_some() { "yes" } else { "no" }
         )
     }
 }

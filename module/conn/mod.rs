@@ -12,6 +12,7 @@
 //! Locks: the dispatch table (`table`) and the loopback FIFO (`loopback`) are leaves; an `Endpoint`'s
 //! mutex may be held while taking either. Nothing is held while frames are delivered.
 
+pub(crate) mod crypto;
 mod endpoint;
 mod policy;
 mod reset;
@@ -191,6 +192,9 @@ pub(crate) struct ConnTable {
     /// [`Conns::policy_check`].
     #[pin]
     policy: Policy,
+    /// Encryption: the domain's policy, pre-shared key and counters (conn/crypto.rs).
+    #[pin]
+    pub(crate) crypto: crypto::CryptoConf,
 }
 
 impl ConnTable {
@@ -201,7 +205,11 @@ impl ConnTable {
 
     /// Creates an empty table whose receive queues hold at most `rx_mem_max` bytes and
     /// whose endpoints busy-poll for `busy_poll_us` unless they set their own window.
-    pub(crate) fn new(rx_mem_max: usize, busy_poll_us: u32) -> impl PinInit<Self, Error> {
+    pub(crate) fn new(
+        rx_mem_max: usize,
+        busy_poll_us: u32,
+        encrypt: crypto::Policy,
+    ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             table <- new_mutex!(
                 Table { entries: KVec::new(), next_port: EPHEMERAL_START, backlog: 0 },
@@ -217,6 +225,7 @@ impl ConnTable {
             rx_mem: Arc::new(RxMem::new(rx_mem_max), GFP_KERNEL)?,
             busy_poll_us: busy_poll_us.min(uapi::MAX_BUSY_POLL_US),
             policy <- Policy::new(),
+            crypto <- crypto::CryptoConf::new(encrypt),
         })
     }
 
@@ -646,11 +655,27 @@ impl Conns<'_> {
 
     /// Answers a frame for no connection with `RST` (never an `RST`). Best effort.
     fn reply_rst(&self, peer: u32, hdr: &FrameHeader) {
+        self.reply_rst_flags(peer, hdr, 0);
+    }
+
+    /// [`Self::reply_rst`] with `flags` (`RST_AUTH`: refused by the encryption policy or
+    /// the handshake; only to a peer that advertises `FEAT_CRYPTO`, else plain).
+    fn reply_rst_flags(&self, peer: u32, hdr: &FrameHeader, flags: u32) {
         if hdr.op == Op::Rst {
             return;
         }
-        let rst = FrameHeader::new(Op::Rst, hdr.ty, hdr.dst_port, hdr.src_port);
+        let mut rst = FrameHeader::new(Op::Rst, hdr.ty, hdr.dst_port, hdr.src_port);
+        if self.peer_crypto(peer) {
+            rst.flags = flags;
+        }
         let _ = self.xmit(peer, &rst, &[]);
+    }
+
+    /// Whether `peer` speaks the encryption handshake (`FEAT_CRYPTO`); never for this
+    /// guest itself (loopback frames do not cross shared memory and are not encrypted).
+    fn peer_crypto(&self, peer: u32) -> bool {
+        peer != self.local_id()
+            && self.transport.peer_features(peer) & crate::proto::peer::FEAT_CRYPTO != 0
     }
 
     /// Writes the debugfs `connections` table: [`CONNECTIONS_HEADER`], then one row per
@@ -704,7 +729,7 @@ impl Conns<'_> {
                 self.reply_rst(peer, hdr);
                 return;
             }
-            l.on_request(self, peer, hdr);
+            l.on_request(self, peer, hdr, payload);
         } else {
             if hdr.op != Op::Rst {
                 self.resets.bump(UNKNOWN_CONNECTION);
@@ -773,7 +798,7 @@ impl Conns<'_> {
 /// Column names of the debugfs `connections` table.
 pub(crate) const CONNECTIONS_HEADER: &str =
     "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets \
-     reset_reason";
+     reset_reason encrypted";
 
 /// Socket type of `/dev/vmcs` connections.
 pub(crate) const CHARDEV_TYPE: SockType = SockType::SeqPacket;

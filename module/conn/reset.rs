@@ -63,6 +63,9 @@ pub(crate) enum ResetReason {
     /// A frame would have passed the domain's cap on receive memory (`rx_mem_max_kb`,
     /// conn/rx_mem.rs), or no memory was left to queue it.
     RxMemory,
+    /// An encrypted `RW` frame failed verification (altered, replayed, reordered, dropped
+    /// or truncated; conn/crypto.rs).
+    Decrypt,
 }
 
 impl From<Violation> for ResetReason {
@@ -102,11 +105,12 @@ const NAMES: [&str; COUNTERS] = [
     "bulk_too_many",
     "bulk_release",
     "rx_memory",
+    "decrypt",
     "unknown_connection",
 ];
 
 /// Number of counters of [`ResetCounts`].
-const COUNTERS: usize = 23;
+const COUNTERS: usize = 24;
 
 /// Index of the counter of frames for no connection.
 pub(crate) const UNKNOWN_CONNECTION: usize = COUNTERS - 1;
@@ -143,6 +147,7 @@ impl ResetReason {
                 },
             },
             ResetReason::RxMemory => 21,
+            ResetReason::Decrypt => 22,
         }
     }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A domain's debugfs directory, `vmcs/vmcsN/`: peers, rings, connections, resets, policy,
-//! net, selftest (docs/testing.md). Made by the PCI driver for an ivshmem domain and by module
+//! crypto, net, selftest (docs/testing.md). Made by the PCI driver for an ivshmem domain and by module
 //! init for the vsock domain; every file holds an `Arc<Domain>`, dropped with [`Debugfs`].
 
 use super::{debugfs_root, Domain};
@@ -19,6 +19,7 @@ pub(crate) struct Debugfs {
     _connections: Pin<KBox<File<Arc<Domain>>>>,
     _resets: Pin<KBox<File<Arc<Domain>>>>,
     _policy: Pin<KBox<File<Arc<Domain>>>>,
+    _crypto: Pin<KBox<File<Arc<Domain>>>>,
     _rings: Pin<KBox<File<Arc<Domain>>>>,
     _net: Pin<KBox<File<Arc<Domain>>>>,
     _selftest: Pin<KBox<File<Arc<Domain>>>>,
@@ -79,6 +80,12 @@ pub(crate) fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
         }),
         GFP_KERNEL,
     )?;
+    let crypto = KBox::pin_init(
+        dir.read_callback_file(c"crypto", domain.clone(), &|d: &Arc<Domain>, f| {
+            d.show_crypto(f)
+        }),
+        GFP_KERNEL,
+    )?;
     let net = KBox::pin_init(
         dir.read_callback_file(c"net", domain.clone(), &|d: &Arc<Domain>, f| d.show_net(f)),
         GFP_KERNEL,
@@ -92,6 +99,7 @@ pub(crate) fn create_debugfs(domain: &Arc<Domain>) -> Result<Debugfs> {
         _connections: connections,
         _resets: resets,
         _policy: policy,
+        _crypto: crypto,
         _rings: rings,
         _net: net,
         _selftest: selftest,

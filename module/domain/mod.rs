@@ -57,6 +57,18 @@ pub(crate) const RX_WORK: u64 = 1;
 /// Work item id of a domain's tick (heartbeat, peer liveness, drain).
 pub(crate) const TICK_WORK: u64 = 2;
 
+/// The `encrypt` module parameter as a policy (`allow`, with a warning, if out of range).
+fn encrypt_policy() -> crate::conn::crypto::Policy {
+    let v = crate::params::encrypt();
+    crate::conn::crypto::Policy::from_u32(v).unwrap_or_else(|| {
+        pr_warn!(
+            "vmcs: encrypt={} is not 0 (off), 1 (allow) or 2 (require): using allow\n",
+            v
+        );
+        crate::conn::crypto::Policy::Allow
+    })
+}
+
 /// Which QEMU ivshmem variant a device is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IvshmemVariant {
@@ -252,7 +264,11 @@ impl Domain {
             try_pin_init!(Domain {
                 index,
                 carrier,
-                connections <- ConnTable::new(crate::params::rx_mem_max(), crate::params::busy_poll_us()),
+                connections <- ConnTable::new(
+                    crate::params::rx_mem_max(),
+                    crate::params::busy_poll_us(),
+                    encrypt_policy(),
+                ),
                 rx_work <- new_delayed_work!("vmcs_rx"),
                 tick_work <- new_delayed_work!("vmcs_tick"),
                 poll_timer <- HrTimer::new(),
@@ -544,6 +560,17 @@ impl Domain {
         self.connections.policy()
     }
 
+    /// debugfs `crypto`: the encryption policy, whether a key is installed (never the key)
+    /// and the counters (conn/crypto.rs).
+    pub(crate) fn show_crypto(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.connections.crypto.show(f)
+    }
+
+    /// The domain's encryption state (key, policy, counters).
+    pub(crate) fn crypto(&self) -> &crate::conn::crypto::CryptoConf {
+        &self.connections.crypto
+    }
+
     /// debugfs `selftest`: `count` self-test frames to `peer`.
     pub(crate) fn selftest(self: &Arc<Self>, peer: u32, count: u32) -> Result<u32> {
         match self.link() {
@@ -627,6 +654,14 @@ impl Transport for Arc<Domain> {
         match &self.carrier {
             Carrier::Ivshmem { link, .. } => link.max_payload(peer),
             Carrier::Vsock(_) => crate::proto::frame::MAX_PAYLOAD,
+        }
+    }
+
+    fn peer_features(&self, peer: u32) -> u32 {
+        match &self.carrier {
+            Carrier::Ivshmem { link, .. } => link.peer_features(peer),
+            // Streams carry no feature word: no encryption over vsock yet.
+            Carrier::Vsock(_) => 0,
         }
     }
 

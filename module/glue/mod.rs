@@ -15,6 +15,7 @@
 //! entry points that call up into the interfaces live beside them, in
 //! module/chardev/entry.rs and module/socket/entry.rs, which nothing in Rust imports.
 
+pub(crate) mod crypto;
 pub(crate) mod errno;
 pub(crate) mod file;
 pub(crate) mod misc;

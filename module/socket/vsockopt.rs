@@ -8,7 +8,7 @@
 
 use super::VmcsSocket;
 use crate::{
-    conn::MAX_RCVBUF,
+    conn::{crypto::Policy, MAX_RCVBUF},
     glue::socket::{hz, put_timeout, OptVal},
 };
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -129,6 +129,24 @@ impl VmcsSocket {
         o.buffer_size.store(val, Relaxed);
     }
 
+    /// `setsockopt` at `VMCS_SOL_VMCS`: `VMCS_SO_ENCRYPT` (an int, `VMCS_ENCRYPT_*`).
+    fn set_vmcs_opt(&self, optname: i32, v: &OptVal) -> Result {
+        match optname {
+            crate::uapi::SO_ENCRYPT => {
+                if v.len() < 4 {
+                    return Err(EINVAL);
+                }
+                let p = u32::try_from(i32::from_ne_bytes(v.read::<4>()?))
+                    .ok()
+                    .and_then(Policy::from_u32)
+                    .ok_or(EINVAL)?;
+                self.endpoint.set_encrypt(p);
+                Ok(())
+            }
+            _ => Err(enoprotoopt()),
+        }
+    }
+
     /// `setsockopt` of a level other than `SOL_SOCKET`, and `SO_ZEROCOPY` (whose flag the
     /// entry point sets with the value returned: `Some(on)`).
     pub(crate) fn setsockopt(&self, level: i32, optname: i32, v: &OptVal) -> Result<Option<bool>> {
@@ -147,6 +165,9 @@ impl VmcsSocket {
                 1 => Ok(Some(true)),
                 _ => Err(EINVAL),
             };
+        }
+        if level == crate::uapi::SOL_VMCS {
+            return self.set_vmcs_opt(optname, v).map(|()| None);
         }
         if !vsock_level(level) {
             return Err(enoprotoopt());
@@ -195,6 +216,18 @@ impl VmcsSocket {
         out: &mut [u8; 16],
         len: i32,
     ) -> Result<usize> {
+        if level == crate::uapi::SOL_VMCS {
+            let v: i32 = match optname {
+                crate::uapi::SO_ENCRYPT => self.endpoint.encrypt() as i32,
+                crate::uapi::SO_ENCRYPTED => i32::from(self.endpoint.encrypted()),
+                _ => return Err(enoprotoopt()),
+            };
+            out[..4].copy_from_slice(&v.to_ne_bytes());
+            if usize::try_from(len).map_err(|_| EINVAL)? < 4 {
+                return Err(EINVAL);
+            }
+            return Ok(4);
+        }
         if !vsock_level(level) {
             return Err(enoprotoopt());
         }

@@ -137,6 +137,12 @@ pub(crate) trait Transport {
         self.is_live(peer)
     }
     /// Largest payload of one frame to `peer` (its ring's limit; 0 while no ring is open).
+    /// The protocol extensions `peer` advertised (`proto::peer::FEAT_*`; untrusted: a peer
+    /// that lies breaks only its own connections). Transports without a feature word
+    /// report none.
+    fn peer_features(&self, _peer: u32) -> u32 {
+        0
+    }
     fn max_payload(&self, peer: u32) -> u32;
     /// Largest payload of one frame to any peer (the bound of every
     /// [`Transport::max_payload`]; the net device's MTU is sized from it).

@@ -9,7 +9,7 @@
 #
 # Settings (kernel command line, run.sh --append; defaults give a short smoke run):
 #   vmcstest.bench_sizes=64,4096,...   message sizes in bytes
-#   vmcstest.bench_paths=dev,stream,stream-bp,seqpacket,bulk,tcp,vmcs0,vsock,memcpy
+#   vmcstest.bench_paths=dev,stream,stream-bp,stream-enc,seqpacket,bulk,tcp,vmcs0,vsock,memcpy
 #                                      (vmcs0: TCP over the vmcs0 net device, 10.78.0.G+1)
 #
 # Around every vmcs measurement guest 1 reads its debugfs `rings` counters: the doorbells it
@@ -56,11 +56,22 @@ if [ "$VMCS_NGUESTS" -lt 2 ]; then
 	exit 1
 fi
 
+# The stream-enc path (encrypted AF_VMCS stream): both guests hold a test key; guest 1's
+# domain policy is off, so that its other paths stay plaintext (a connection uses the
+# stricter of the domain's and the socket's policy) and only stream-enc's require encrypts.
+ENC=0
+case " $PATHS " in *" stream-enc "*) ENC=1 ;; esac
+enc_setup() {
+	printf '%s\n' 5f0e1d2c3b4a59687786a5b4c3d2e1f00112233445566778899aabbccddeeff0 | vmcs key set &&
+		if [ "$VMCS_GUEST" = 1 ]; then vmcs encrypt off; fi
+}
+
 if [ "$VMCS_GUEST" = 0 ]; then
-	plan 3
+	plan $((3 + ENC))
 	# shellcheck disable=SC2086 # one word per parameter
 	check "insmod vmcs.ko $VMCS_PARAMS" load_vmcs $VMCS_PARAMS
 	check "/dev/vmcs appears" wait_for /dev/vmcs 5
+	[ "$ENC" = 0 ] || check "stream-enc: test key installed" enc_setup
 	vmcs0_up
 	vmcs-bench serve $BASE >/tmp/serve.log 2>&1 &
 	srv=$!
@@ -68,10 +79,11 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check_done "bench server told to quit by guest 1" "$srv" 3000
 	sed 's/^/# /' /tmp/serve.log >&3
 elif [ "$VMCS_GUEST" = 1 ]; then
-	plan $((2 + ROUNDS * NSIZES * NPATHS + 1))
+	plan $((2 + ENC + ROUNDS * NSIZES * NPATHS + 1))
 	# shellcheck disable=SC2086 # one word per parameter
 	check "insmod vmcs.ko $VMCS_PARAMS" load_vmcs $VMCS_PARAMS
 	check "/dev/vmcs appears" wait_for /dev/vmcs 5
+	[ "$ENC" = 0 ] || check "stream-enc: test key installed, domain policy off (other paths plaintext)" enc_setup
 	vmcs0_up
 	# ARP before the first measurement.
 	i=0

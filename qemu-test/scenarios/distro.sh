@@ -3,8 +3,11 @@
 # kernel, that vmcs.ko loads and binds, that messages go both ways across the region over
 # /dev/vmcs and over AF_VMCS (every echo compared byte by byte), that the module unloads,
 # and that the only taint is O (out-of-tree module, 4096) and E (unsigned module, 8192).
+# vmcs.ko needs Debian's lib/crypto modules (ChaCha20-Poly1305, Curve25519; the initramfs
+# carries them, qemu-test/prepare-debian.sh): they must be loaded, and an encrypted AF_VMCS
+# stream (both guests hold a test key, require on both sockets) must go through.
 . /scenarios/lib.sh
-plan 12
+plan 14
 
 diag "kernel: $(cat /proc/version)"
 diag "tainted before insmod: $(cat /proc/sys/kernel/tainted)"
@@ -16,6 +19,9 @@ check "insmod vmcs.ko" load_vmcs
 check "/dev/vmcs appears" wait_for /dev/vmcs 5
 check "ivshmem device bound to vmcs" sh -c 'ls /sys/bus/pci/drivers/vmcs | grep -q "^0000:"'
 check "GET_INFO reports the domain" vmcs-test info
+check "Debian's lib/crypto modules that vmcs.ko needs are loaded ($(tr '\n' ' ' </lib/modules/deps.order 2>/dev/null))" sh -c '
+	test -s /lib/modules/deps.order && for m in $(cat /lib/modules/deps.order); do grep -q "^$m " /proc/modules || exit 1; done'
+printf '%s\n' 3c1d2e0f4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddee0f1 | vmcs key set >/dev/null 2>&1
 
 PORT=5000
 SPORT=6000
@@ -32,6 +38,27 @@ else
 	sleep 1
 	check "/dev/vmcs: 2,016 messages (1 B..64 KiB) to guest 0 and back, byte-checked" vmcs-test client auto $PORT
 	check "AF_VMCS: 4 MiB stream echo and seqpacket messages with guest 0, byte-checked" vmcs-socktest client $SPORT
+fi
+
+EPORT=6100
+if [ "$VMCS_GUEST" = 0 ]; then
+	vmcs-socktest crypto-serve $EPORT 2 65536 DEB >/tmp/enc.log 2>&1 &
+	enc=$!
+	check_done "encrypted AF_VMCS stream (ChaCha20-Poly1305 from Debian's modules): 64 KiB received intact" "$enc" 120
+	sed 's/^/# /' /tmp/enc.log >&3
+else
+	# Until guest 0 listens with its key (EACCES or a refusal before that).
+	enc_send() {
+		i=0
+		until vmcs-socktest crypto-send 0 $EPORT 2 65536 DEB >/tmp/enc.log 2>&1; do
+			i=$((i + 1))
+			[ $i -lt 60 ] || return 1
+			sleep 0.5
+		done
+		grep -qx 'encrypted 1' /tmp/enc.log
+	}
+	check "encrypted AF_VMCS stream to guest 0: 64 KiB sent, VMCS_SO_ENCRYPTED 1" enc_send
+	sed 's/^/# /' /tmp/enc.log >&3
 fi
 
 check "rmmod vmcs" rmmod vmcs

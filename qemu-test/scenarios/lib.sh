@@ -34,7 +34,14 @@ barrier() {
 		done
 	fi
 }
+# A distro kernel's initramfs lists the modules vmcs.ko needs (its lib/crypto) in
+# /lib/modules/deps.order, dependencies first (qemu-test/prepare-debian.sh).
 load_vmcs() {
+	if [ -f /lib/modules/deps.order ]; then
+		for m in $(cat /lib/modules/deps.order); do
+			grep -q "^$m " /proc/modules || insmod "/lib/modules/$m.ko" || return 1
+		done
+	fi
 	insmod /lib/modules/vmcs.ko "$@"
 }
 # Wait for a file to appear, up to $2 seconds.

@@ -10,6 +10,15 @@ pub const FRAME_HDR_SIZE: usize = 32;
 pub const MAX_PAYLOAD: u32 = 64 * 1024;
 /// Exact payload length of the bulk ops (two u32: offset, length).
 pub const BULK_PAYLOAD: u32 = 8;
+/// Payload length of a `REQUEST` or `RESPONSE` that carries the encryption handshake
+/// (docs/protocol.md §6.1: an X25519 public key, 32 bytes, then a 16-byte tag). The other
+/// allowed length is 0 (plaintext). Sent only to peers that advertise
+/// `peer::FEAT_CRYPTO`.
+pub const HANDSHAKE_PAYLOAD: u32 = 48;
+/// Bytes an encrypted `RW` frame carries beyond its plaintext (the Poly1305 tag); also the
+/// whole payload of an encrypted connection's `SHUTDOWN` (the tag of an empty plaintext
+/// under the sender's next nonce, which authenticates how many frames it sent before).
+pub const AEAD_TAG: u32 = 16;
 
 /// Frame operation (values as in virtio-vsock).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +107,10 @@ pub mod flags {
     /// `ETH`: the frame's transport checksum is not computed yet; `src_port` is the
     /// checksum's start (from the frame's first byte), `dst_port` its offset from there.
     pub const ETH_CSUM_PARTIAL: u32 = 1 << 0;
+    /// `RST`: the connection was refused by the encryption policy or the handshake failed
+    /// (wrong pre-shared key, plaintext under `require`); sent only to peers that advertise
+    /// `peer::FEAT_CRYPTO`.
+    pub const RST_AUTH: u32 = 1 << 0;
 }
 
 /// `ETH` frames carrying a GSO packet (docs/protocol.md §10): `buf_alloc` is the segment
@@ -208,6 +221,11 @@ fn check(op: Op, ty: SockType, fl: u32, len: u32) -> Result<(), FrameError> {
                 return Err(FrameError::BadFlags);
             }
         }
+        Op::Rst => {
+            if fl & !flags::RST_AUTH != 0 {
+                return Err(FrameError::BadFlags);
+            }
+        }
         _ => {
             if fl != 0 {
                 return Err(FrameError::BadFlags);
@@ -216,6 +234,17 @@ fn check(op: Op, ty: SockType, fl: u32, len: u32) -> Result<(), FrameError> {
     }
     match op {
         Op::Rw | Op::Eth => {}
+        Op::Request | Op::Response => {
+            if len != 0 && len != HANDSHAKE_PAYLOAD {
+                return Err(FrameError::BadLen);
+            }
+        }
+        // An encrypted connection's `SHUTDOWN` carries a tag (docs/protocol.md §6.1).
+        Op::Shutdown => {
+            if len != 0 && len != AEAD_TAG {
+                return Err(FrameError::BadLen);
+            }
+        }
         Op::BulkOffer | Op::BulkData | Op::BulkRelease => {
             if len != BULK_PAYLOAD {
                 return Err(FrameError::BadLen);
@@ -317,6 +346,29 @@ mod tests {
         let mut r = FrameHeader::new(Op::Request, SockType::Stream, 1, 2);
         r.len = 1;
         assert_eq!(r.validate(), Err(FrameError::BadLen));
+        for op in [Op::Request, Op::Response] {
+            let mut h = FrameHeader::new(op, SockType::Stream, 1, 2);
+            h.len = HANDSHAKE_PAYLOAD;
+            assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));
+            h.len = HANDSHAKE_PAYLOAD - 1;
+            assert_eq!(h.validate(), Err(FrameError::BadLen));
+        }
+        let mut sh = FrameHeader::new(Op::Shutdown, SockType::Stream, 1, 2);
+        sh.flags = flags::SHUTDOWN_SEND;
+        for (len, ok) in [
+            (0, true),
+            (AEAD_TAG, true),
+            (AEAD_TAG - 1, false),
+            (AEAD_TAG + 1, false),
+        ] {
+            sh.len = len;
+            assert_eq!(sh.validate().is_ok(), ok, "SHUTDOWN len {len}");
+        }
+        let mut rst = FrameHeader::new(Op::Rst, SockType::Stream, 1, 2);
+        rst.flags = flags::RST_AUTH;
+        assert_eq!(FrameHeader::decode(&rst.encode()), Ok(rst));
+        rst.flags = 2;
+        assert_eq!(rst.validate(), Err(FrameError::BadFlags));
         let mut big = FrameHeader::new(Op::Rw, SockType::Stream, 1, 2);
         big.len = MAX_PAYLOAD + 1;
         assert_eq!(big.validate(), Err(FrameError::BadLen));

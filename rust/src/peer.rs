@@ -11,6 +11,15 @@ pub const SLOT_STATE: usize = 0x00;
 pub const SLOT_VECTORS: usize = 0x04;
 /// Offset of the heartbeat within a slot.
 pub const SLOT_HEARTBEAT: usize = 0x08;
+/// Offset of the feature word within a slot (docs/protocol.md §3): the optional protocol
+/// extensions the owner understands. Written by the owner while `JOINING`; untrusted (a
+/// peer that lies only breaks its own connections). Zero in slots of peers that predate it.
+pub const SLOT_FEATURES: usize = 0x10;
+/// Feature bit: the owner understands the encryption handshake (payloads on `REQUEST` and
+/// `RESPONSE`, `RST` with `RST_AUTH`) and encrypted `RW` frames (docs/protocol.md §6.1).
+pub const FEAT_CRYPTO: u32 = 1 << 0;
+/// The features this implementation advertises.
+pub const FEATURES: u32 = FEAT_CRYPTO;
 
 /// Peer state (low two bits of the state word).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,6 +196,25 @@ pub fn set_vectors<S: Shm + ?Sized>(
 pub fn vectors<S: Shm + ?Sized>(shm: &S, g: &Geometry, id: u32) -> Result<u32, PeerError> {
     let off = slot(shm, g, id)?;
     Ok(shm.load_u32_acquire(off + SLOT_VECTORS))
+}
+
+/// Advertise the protocol extensions we understand ([`FEATURES`]). Call between
+/// [`join_begin`] and [`join_complete`], whose fully ordered CAS publishes it.
+pub fn set_features<S: Shm + ?Sized>(
+    shm: &S,
+    g: &Geometry,
+    m: &Membership,
+    features: u32,
+) -> Result<(), PeerError> {
+    let off = slot(shm, g, m.id)?;
+    shm.store_u32_relaxed(off + SLOT_FEATURES, features);
+    Ok(())
+}
+
+/// The feature word peer `id` advertises (read once; any value is possible).
+pub fn features<S: Shm + ?Sized>(shm: &S, g: &Geometry, id: u32) -> Result<u32, PeerError> {
+    let off = slot(shm, g, id)?;
+    Ok(shm.load_u32_acquire(off + SLOT_FEATURES))
 }
 
 /// Increment our heartbeat after checking we still own the slot.

@@ -163,6 +163,58 @@ struct vmcs_open_domain {
 #define VMCS_IOC_GET_BUSY_POLL _IOR(VMCS_IOC_MAGIC, 0x21, __u32)
 
 /*
+ * Encryption (docs/security.md "Encryption"). Policies: VMCS_ENCRYPT_OFF (a socket's or
+ * file's "the domain's default"), VMCS_ENCRYPT_ALLOW (encrypt when both sides hold the
+ * domain's pre-shared key and the peer speaks the handshake, plaintext otherwise),
+ * VMCS_ENCRYPT_REQUIRE (encrypt or refuse: connect fails with EACCES). A connection uses
+ * the stricter of its domain's and its socket's policy. A wrong key fails connect with
+ * EACCES.
+ */
+#define VMCS_ENCRYPT_OFF 0
+#define VMCS_ENCRYPT_ALLOW 1
+#define VMCS_ENCRYPT_REQUIRE 2
+#define VMCS_KEY_LEN 32
+
+/* The domain's pre-shared key (VMCS_IOC_SET_KEY; CAP_NET_ADMIN; never readable back). */
+struct vmcs_key {
+	__u32 flags;            /* 0 */
+	__u32 len;              /* VMCS_KEY_LEN */
+	__u8 key[VMCS_KEY_LEN];
+};
+
+/* VMCS_IOC_GET_CRYPTO: the domain's policy, whether a key is installed, the counters. */
+struct vmcs_crypto_info {
+	__u32 policy;           /* VMCS_ENCRYPT_* */
+	__u32 key_installed;    /* 0 or 1 */
+	__u64 handshakes;       /* encrypted connections set up */
+	__u64 auth_failed;      /* handshakes whose peer tag did not verify (wrong key) */
+	__u64 peer_refused;     /* connects the peer refused for its key or policy */
+	__u64 policy_refused;   /* connections this side refused by policy */
+	__u64 bad_frames;       /* encrypted frames that failed verification (reset) */
+};
+
+/* Install (replace) or remove the key of the file's domain; CAP_NET_ADMIN (EPERM). */
+#define VMCS_IOC_SET_KEY _IOW(VMCS_IOC_MAGIC, 0x40, struct vmcs_key)
+#define VMCS_IOC_CLEAR_KEY _IOW(VMCS_IOC_MAGIC, 0x41, __u32) /* 0 */
+/* The domain's policy, VMCS_ENCRYPT_*; CAP_NET_ADMIN. */
+#define VMCS_IOC_SET_DOMAIN_CRYPTO _IOW(VMCS_IOC_MAGIC, 0x42, __u32)
+#define VMCS_IOC_GET_CRYPTO _IOR(VMCS_IOC_MAGIC, 0x43, struct vmcs_crypto_info)
+/* The file's own policy, VMCS_ENCRYPT_* (any user; it can only make it stricter). */
+#define VMCS_IOC_SET_ENCRYPT _IOW(VMCS_IOC_MAGIC, 0x44, __u32)
+/* The file's policy, or-ed with VMCS_ENCRYPTED when its connection is encrypted. */
+#define VMCS_IOC_GET_ENCRYPT _IOR(VMCS_IOC_MAGIC, 0x45, __u32)
+#define VMCS_ENCRYPTED 0x100
+
+/*
+ * AF_VMCS: setsockopt/getsockopt level VMCS_SOL_VMCS. VMCS_SO_ENCRYPT (int, VMCS_ENCRYPT_*)
+ * as VMCS_IOC_SET_ENCRYPT; VMCS_SO_ENCRYPTED (int, read only): 1 if the connection is
+ * encrypted.
+ */
+#define VMCS_SOL_VMCS 0x766d
+#define VMCS_SO_ENCRYPT 1
+#define VMCS_SO_ENCRYPTED 2
+
+/*
  * Access control (docs/security.md "Access control"), per domain (the file's). Three
  * allow-lists; the default of each is one rule any:any (everything allowed). A rule's cid
  * may be VMCS_CID_ANY and its port VMCS_PORT_ANY. Loopback is never filtered. Changing the

@@ -148,6 +148,11 @@ impl Endpoint {
     ) -> Result<(u32, u32)> {
         let mut st = self.inner.lock();
         Self::bulk_conn_err(&st)?;
+        if st.sess.is_some() {
+            // The bulk area is shared memory the cipher does not cover: refused on
+            // encrypted connections (docs/security.md "Encryption").
+            return Err(errno::eopnotsupp());
+        }
         if st.bulk.ended {
             return Err(EPIPE);
         }

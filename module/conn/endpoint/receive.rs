@@ -5,23 +5,51 @@
 
 use super::{Endpoint, EndpointInner, Phase, ResetReason, Timeout, Violation};
 use crate::{
-    conn::Conns,
+    conn::{
+        crypto::{self, HsError, Policy, HS_LEN},
+        Conns,
+    },
     glue::{errno, UserIter},
-    proto::frame::{flags, FrameHeader, Op, SockType},
+    proto::frame::{flags, FrameHeader, Op, SockType, AEAD_TAG, HANDSHAKE_PAYLOAD},
     transport::{PeerLoss, RxPayload},
 };
+use core::sync::atomic::Ordering::Relaxed;
 use kernel::{prelude::*, sync::MutexGuard};
+
+/// What the handshake of an incoming `REQUEST` decided.
+enum Answer {
+    /// Accept, encrypted: the session and the `RESPONSE` payload.
+    Encrypted(KBox<crypto::Session>, [u8; HS_LEN]),
+    /// Accept in plaintext.
+    Plain,
+    /// Refuse with `RST` (`RST_AUTH` to a peer that speaks the handshake).
+    Refuse,
+}
 
 impl Endpoint {
     /// A `REQUEST` for this listener from `peer`.
-    pub(in crate::conn) fn on_request(&self, conns: &Conns<'_>, peer: u32, hdr: &FrameHeader) {
+    pub(in crate::conn) fn on_request(
+        &self,
+        conns: &Conns<'_>,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &dyn RxPayload,
+    ) {
         let (port, bufs) = {
             let st = self.inner.lock();
-            (st.port, (st.rcvbuf, st.sndbuf))
+            (st.port, (st.rcvbuf, st.sndbuf, st.enc))
+        };
+        let sess = match Self::answer(conns, peer, hdr, payload, bufs.2) {
+            Answer::Encrypted(s, p) => Some((s, p)),
+            Answer::Plain => None,
+            Answer::Refuse => {
+                conns.reply_rst_flags(peer, hdr, flags::RST_AUTH);
+                return;
+            }
         };
         let busy = self.busy_us.load(core::sync::atomic::Ordering::Relaxed);
         let child = match port {
-            Some(port) => Endpoint::new_child(port, peer, hdr, bufs, busy).ok(),
+            Some(port) => Endpoint::new_child(port, peer, hdr, bufs, busy, sess).ok(),
             None => None,
         };
         let Some(child) = child else {
@@ -51,6 +79,83 @@ impl Endpoint {
         }
         let mut c = child.inner.lock();
         let _ = child.pump(conns, &mut c);
+    }
+
+    /// The encryption side of an incoming `REQUEST` under the listener's policy `enc`
+    /// (docs/security.md "Encryption"): a handshake offer is answered when a key is
+    /// installed and the policy is not `off`; a plaintext request, or an offer we cannot
+    /// answer, is refused under `require`. Loopback is never encrypted.
+    fn answer(
+        conns: &Conns<'_>,
+        peer: u32,
+        hdr: &FrameHeader,
+        payload: &dyn RxPayload,
+        enc: Policy,
+    ) -> Answer {
+        let policy = conns.crypto.effective(enc);
+        if peer == conns.local_id() || policy == Policy::Off {
+            return Answer::Plain;
+        }
+        let k = &conns.crypto.counters;
+        if hdr.len == HANDSHAKE_PAYLOAD {
+            let ids = crypto::Ids {
+                init_cid: peer,
+                init_port: hdr.src_port,
+                resp_cid: conns.local_id(),
+                resp_port: hdr.dst_port,
+                ty: hdr.ty,
+            };
+            let offer = payload.bytes().unwrap_or(&[]);
+            match crypto::respond(&conns.crypto, &ids, offer) {
+                Some(Ok((s, p))) => {
+                    k.handshakes.fetch_add(1, Relaxed);
+                    return Answer::Encrypted(s, p);
+                }
+                Some(Err(HsError::Auth)) => {
+                    k.auth_failed.fetch_add(1, Relaxed);
+                    return Answer::Refuse;
+                }
+                Some(Err(HsError::Local)) => return Answer::Refuse,
+                None => {}
+            }
+        }
+        if policy == Policy::Require {
+            k.policy_refused.fetch_add(1, Relaxed);
+            return Answer::Refuse;
+        }
+        Answer::Plain
+    }
+
+    /// The `RESPONSE` to our `REQUEST` arrived: completes the handshake we offered (the
+    /// session), or accepts a plaintext answer unless the policy requires encryption.
+    /// Err when the connect must fail with `EACCES`.
+    fn on_response(conns: &Conns<'_>, st: &mut EndpointInner, payload: &[u8]) -> Result {
+        let k = &conns.crypto.counters;
+        match st.hs.take() {
+            Some(hs) if payload.len() == HS_LEN => match hs.finish(payload) {
+                Ok(sess) => {
+                    st.sess = Some(sess);
+                    k.handshakes.fetch_add(1, Relaxed);
+                    Ok(())
+                }
+                Err(_) => {
+                    k.auth_failed.fetch_add(1, Relaxed);
+                    Err(EACCES)
+                }
+            },
+            // We did not offer: a handshake answer is a forgery or a confused peer.
+            None if !payload.is_empty() => {
+                k.auth_failed.fetch_add(1, Relaxed);
+                Err(EACCES)
+            }
+            _ if conns.crypto.effective(st.enc) == Policy::Require
+                && st.peer != conns.local_id() =>
+            {
+                k.policy_refused.fetch_add(1, Relaxed);
+                Err(EACCES)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A frame for this connection.
@@ -85,7 +190,11 @@ impl Endpoint {
             return;
         }
         if hdr.op == Op::Rst {
-            if st.phase == Phase::Connecting {
+            if st.phase == Phase::Connecting && hdr.flags & flags::RST_AUTH != 0 {
+                // Refused by the peer's key or policy (docs/uapi.md: `EACCES`).
+                conns.crypto.counters.peer_refused.fetch_add(1, Relaxed);
+                self.fail_connect(conns, &mut st, EACCES);
+            } else if st.phase == Phase::Connecting {
                 self.fail_connect(conns, &mut st, errno::econnrefused());
             } else if st.peer_shut_both() {
                 self.close_orderly(conns, &mut st);
@@ -94,6 +203,14 @@ impl Endpoint {
                 self.abort(conns, &mut st, errno::econnreset(), false, reason);
             }
             return;
+        }
+        if hdr.op == Op::Response && st.phase == Phase::Connecting {
+            let hs = payload.bytes().unwrap_or(&[]);
+            if let Err(e) = Self::on_response(conns, &mut st, hs) {
+                self.send_rst(conns, &st);
+                self.fail_connect(conns, &mut st, e);
+                return;
+            }
         }
         let free_before = st.tx.peer_free();
         if let Err(reason) = Self::on_connection_frame(conns, &mut st, hdr, payload) {
@@ -130,6 +247,7 @@ impl Endpoint {
                 st.was_connected = true;
             }
             Op::Shutdown if st.phase == Phase::Connected => {
+                Self::check_shutdown(conns, st, hdr, payload)?;
                 st.peer_shut |= hdr.flags & (flags::SHUTDOWN_RCV | flags::SHUTDOWN_SEND);
             }
             Op::Rw if st.phase == Phase::Connected => Self::on_rw(conns, st, hdr, payload)?,
@@ -137,6 +255,10 @@ impl Endpoint {
             Op::CreditRequest => st
                 .queue_ctrl(Op::CreditUpdate, 0)
                 .map_err(|_| ResetReason::Local)?,
+            // The bulk area is not encrypted: refused on encrypted connections.
+            Op::BulkOffer | Op::BulkData | Op::BulkRelease if st.sess.is_some() => {
+                return Err(Violation::UnexpectedFrame.into())
+            }
             Op::BulkOffer if st.phase == Phase::Connected => {
                 Self::on_bulk_offer(conns, st, small).map_err(Violation::from)?
             }
@@ -151,10 +273,68 @@ impl Endpoint {
         Ok(())
     }
 
+    /// A `SHUTDOWN` of an encrypted connection must carry the tag of an empty plaintext
+    /// under the next receive nonce (conn/crypto.rs): it proves that the peer sent it after
+    /// exactly the frames received so far. A forged one, or one moved ahead of frames
+    /// dropped from the ring (a truncated stream), fails and resets the connection
+    /// (`decrypt`, counted in `bad_frames`) instead of ending it short. A plaintext
+    /// connection's `SHUTDOWN` carries nothing.
+    fn check_shutdown(
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        hdr: &FrameHeader,
+        payload: &dyn RxPayload,
+    ) -> Result<(), ResetReason> {
+        let Some(sess) = st.sess.as_deref_mut() else {
+            return if hdr.len == 0 {
+                Ok(())
+            } else {
+                Err(Violation::UnexpectedFrame.into())
+            };
+        };
+        if hdr.len == AEAD_TAG && sess.open(hdr, payload).is_some() {
+            return Ok(());
+        }
+        conns.crypto.counters.bad_frames.fetch_add(1, Relaxed);
+        Err(ResetReason::Decrypt)
+    }
+
     /// Queues the payload of an `RW` frame; Err when the peer broke the credit or message
     /// limits, or the domain's receive memory is full (this connection is reset: the one
     /// whose frame arrived, docs/architecture.md "Receive memory").
     pub(super) fn on_rw(
+        conns: &Conns<'_>,
+        st: &mut EndpointInner,
+        hdr: &FrameHeader,
+        payload: &dyn RxPayload,
+    ) -> Result<(), ResetReason> {
+        let Some(mut sess) = st.sess.take() else {
+            return Self::on_rw_plain(conns, st, hdr, payload);
+        };
+        // Encrypted: the payload is copied out of shared memory into the session's private
+        // buffer first, then verified and decrypted there (conn/crypto.rs).
+        let r = match sess.open(hdr, payload) {
+            Some(plain) => {
+                let mut h = *hdr;
+                // `plain` is at most one frame's payload.
+                h.len = plain.len() as u32;
+                if h.len == 0 && (hdr.ty == SockType::Stream || hdr.flags & flags::EOM == 0) {
+                    Err(Violation::UnexpectedFrame.into())
+                } else {
+                    Self::on_rw_plain(conns, st, &h, &plain)
+                }
+            }
+            None => {
+                conns.crypto.counters.bad_frames.fetch_add(1, Relaxed);
+                Err(ResetReason::Decrypt)
+            }
+        };
+        st.sess = Some(sess);
+        r
+    }
+
+    /// [`Self::on_rw`] of a plaintext payload (as received, or decrypted).
+    fn on_rw_plain(
         conns: &Conns<'_>,
         st: &mut EndpointInner,
         hdr: &FrameHeader,

@@ -8,7 +8,7 @@ use super::{Endpoint, EndpointInner, Phase, Pumped, ResetReason, Timeout, TxItem
 use crate::{
     conn::Conns,
     glue::{errno, UserIter},
-    proto::frame::{flags, FrameHeader, Op, SockType},
+    proto::frame::{flags, FrameHeader, Op, SockType, AEAD_TAG, HANDSHAKE_PAYLOAD},
     transport::SendError,
 };
 use kernel::{prelude::*, sync::MutexGuard};
@@ -84,7 +84,30 @@ impl Endpoint {
                 TxItem::Ctrl { op, flags: fl } => {
                     hdr.op = *op;
                     hdr.flags = *fl;
-                    (conns.xmit_batched(st.peer, &hdr, &[]), 0, true)
+                    match st.sess.as_deref_mut() {
+                        // An encrypted connection's `SHUTDOWN` is the tag of an empty
+                        // plaintext under the next nonce: the receiver verifies it with the
+                        // count of frames it got, so a forged or early `SHUTDOWN` (frames
+                        // dropped before it) resets instead of ending the stream short.
+                        Some(sess) if *op == Op::Shutdown => {
+                            hdr.len = AEAD_TAG;
+                            let r = match sess.seal(&hdr, &[]) {
+                                Some(tag) => conns.xmit_batched(st.peer, &hdr, tag),
+                                None => Err(SendError::Invalid),
+                            };
+                            if r.is_ok() {
+                                sess.sent();
+                            }
+                            (r, 0, true)
+                        }
+                        _ => (conns.xmit_batched(st.peer, &hdr, &[]), 0, true),
+                    }
+                }
+                TxItem::Handshake { op, payload } => {
+                    hdr.op = *op;
+                    hdr.flags = 0;
+                    hdr.len = HANDSHAKE_PAYLOAD;
+                    (conns.xmit_batched(st.peer, &hdr, payload), 0, true)
                 }
                 TxItem::Bulk { op, desc } => {
                     hdr.op = *op;
@@ -95,15 +118,22 @@ impl Endpoint {
                     (conns.xmit_batched(st.peer, &hdr, &p), 0, true)
                 }
                 TxItem::Msg { data, off } => {
-                    let mp = conns.max_payload(st.peer) as usize;
+                    let mut mp = conns.max_payload(st.peer) as usize;
+                    // An encrypted frame carries the tag beyond its plaintext.
+                    let tag = if st.sess.is_some() {
+                        AEAD_TAG as usize
+                    } else {
+                        0
+                    };
+                    mp = mp.saturating_sub(tag);
                     let left = data.len() - *off;
-                    if mp == 0 && left > 0 {
+                    if mp == 0 && (left > 0 || tag > 0) {
                         (Err(SendError::Unreachable), 0, false)
                     } else {
                         let n = left.min(mp);
                         let last = n == left;
-                        // `n` is at most the frame payload limit, so it fits in u32.
-                        hdr.len = n as u32;
+                        // `n + tag` is at most the frame payload limit, so it fits in u32.
+                        hdr.len = (n + tag) as u32;
                         // Stream frames carry no boundaries (docs/protocol.md: EOM only
                         // on SEQPACKET; the receiving transport rejects it on a stream).
                         hdr.flags = if last && st.ty == SockType::SeqPacket {
@@ -111,9 +141,21 @@ impl Endpoint {
                         } else {
                             0
                         };
-                        let r = conns.xmit_batched(st.peer, &hdr, &data[*off..*off + n]);
+                        let plain = &data[*off..*off + n];
+                        let r = match st.sess.as_deref_mut() {
+                            // Sealed in the session's private buffer, then copied into
+                            // the ring (conn/crypto.rs).
+                            Some(sess) => match sess.seal(&hdr, plain) {
+                                Some(sealed) => conns.xmit_batched(st.peer, &hdr, sealed),
+                                None => Err(SendError::Invalid),
+                            },
+                            None => conns.xmit_batched(st.peer, &hdr, plain),
+                        };
                         if r.is_ok() {
                             *off += n;
+                            if let Some(sess) = st.sess.as_deref_mut() {
+                                sess.sent();
+                            }
                         }
                         (r, n, last)
                     }
@@ -216,7 +258,12 @@ impl Endpoint {
             // One sender at a time: a message is never interleaved with another's frames.
             if !st.tx_busy {
                 let free = st.tx.peer_free() as usize;
-                let room = if st.txq_bytes == 0 {
+                let room = if st.sess.is_some() && st.txq_bytes == 0 {
+                    // Encrypted data goes through the transmit queue (sealed frame by
+                    // frame as it leaves): at most `SO_SNDBUF` (or one largest message)
+                    // of it at once.
+                    st.sndbuf.max(crate::uapi::MAX_MSG_SIZE as usize)
+                } else if st.txq_bytes == 0 {
                     usize::MAX
                 } else {
                     st.sndbuf.saturating_sub(st.txq_bytes)
@@ -242,7 +289,11 @@ impl Endpoint {
         // `total` is at most the peer's credit (`peer_free`), a u32.
         st.tx.on_send(total as u32).map_err(|_| EAGAIN)?;
         st.tx_busy = true;
-        let (mut st, res) = self.send_direct(conns, st, src, total, timeout, stream);
+        let (mut st, res) = if st.sess.is_some() {
+            self.send_sealed(conns, st, src, total)
+        } else {
+            self.send_direct(conns, st, src, total, timeout, stream)
+        };
         st.tx_busy = false;
         if let Ok(n) = res {
             st.stats.tx_bytes += n as u64;
@@ -394,6 +445,32 @@ impl Endpoint {
             Ok(()) => Ok(sent),
             Err(_) if sent > 0 => Ok(sent),
             Err(e) => Err(e),
+        };
+        (st, res)
+    }
+
+    /// The data of one [`Self::send_user`] on an encrypted connection: `total` bytes of
+    /// `src` (their credit taken) copied into a kernel buffer and queued; the transmit
+    /// queue seals each frame in the session's private buffer as it leaves
+    /// ([`Self::pump`]), so plaintext never reaches shared memory. A buffer that is not
+    /// readable midway sends what was read (`EFAULT` when nothing was); the unsent credit
+    /// is given back.
+    fn send_sealed<'a>(
+        &'a self,
+        conns: &Conns<'_>,
+        st: MutexGuard<'a, EndpointInner>,
+        src: &mut UserIter<'_>,
+        total: usize,
+    ) -> (MutexGuard<'a, EndpointInner>, Result<usize>) {
+        let (mut st, res) = self.queue_rest(conns, st, src, total);
+        let sent = res.as_ref().copied().unwrap_or_default();
+        if sent < total {
+            // `total - sent` is at most the credit taken, a u32.
+            st.tx.on_unsend((total - sent) as u32);
+        }
+        let res = match res {
+            Ok(0) => Err(EFAULT),
+            other => other,
         };
         (st, res)
     }

@@ -161,6 +161,7 @@ impl Link {
             }
         }
         let _ = peer::set_vectors(&*shm, &self.geo, &me, self.vectors.load(Relaxed));
+        let _ = peer::set_features(&*shm, &self.geo, &me, peer::FEATURES);
         if peer::join_complete(&*shm, &self.geo, &mut me).is_err() {
             pr_err!(
                 "vmcs{}: evicted while rejoining; link is down\n",

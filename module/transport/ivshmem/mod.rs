@@ -319,6 +319,7 @@ impl Link {
             let mut me = self.me.lock();
             let shm = self.region.try_access().ok_or(ENODEV)?;
             let _ = peer::set_vectors(&*shm, &self.geo, &me, self.vectors.load(Relaxed));
+            let _ = peer::set_features(&*shm, &self.geo, &me, peer::FEATURES);
             peer::join_complete(&*shm, &self.geo, &mut me).map_err(|_| EBUSY)?;
         }
         pr_info!(
@@ -391,6 +392,14 @@ impl Link {
         self.stats
             .get(peer as usize)
             .map_or(0, |s| s.max_payload.load(Relaxed))
+    }
+
+    /// The feature word (`proto::peer::FEAT_*`) `peer` advertised when it came up, 0 for
+    /// no peer.
+    pub(crate) fn peer_features(&self, peer: u32) -> u32 {
+        self.stats
+            .get(peer as usize)
+            .map_or(0, |s| s.features.load(Relaxed))
     }
 
     /// The size of the first ring this guest opens (to a peer when no other has one): the

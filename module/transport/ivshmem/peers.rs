@@ -156,11 +156,15 @@ impl Link {
                     if let Some(s) = self.stats.get(p as usize) {
                         s.hb_seen_ms.store(now, Relaxed);
                         s.live.store(1, Relaxed);
-                        let v = self
-                            .region
-                            .try_access()
-                            .and_then(|shm| peer::vectors(&*shm, &self.geo, p).ok());
+                        let (v, f) = match self.region.try_access() {
+                            Some(shm) => (
+                                peer::vectors(&*shm, &self.geo, p).ok(),
+                                peer::features(&*shm, &self.geo, p).ok(),
+                            ),
+                            None => (None, None),
+                        };
                         s.vectors.store(v.unwrap_or(0), Relaxed);
+                        s.features.store(f.unwrap_or(0), Relaxed);
                     }
                     if self.log_ok(p) {
                         pr_info!("vmcs{}: peer {} up (generation {})\n", idx, p, snap.gen);

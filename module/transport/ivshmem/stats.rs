@@ -40,6 +40,8 @@ pub(super) struct PeerStats {
     pub(super) hb_seen_ms: Atomic<u64>,
     /// Doorbell vectors the peer advertised when it came up.
     pub(super) vectors: Atomic<u32>,
+    /// Feature word (`proto::peer::FEAT_*`) the peer advertised when it came up.
+    pub(super) features: Atomic<u32>,
     /// Live (1) or not (0): what `is_live` reports.
     pub(super) live: Atomic<u32>,
     /// Largest payload of one frame on our ring to this peer, 0 while none is open.
@@ -77,6 +79,7 @@ impl PeerStats {
             refused: Atomic::new(0),
             hb_seen_ms: Atomic::new(0),
             vectors: Atomic::new(0),
+            features: Atomic::new(0),
             live: Atomic::new(0),
             max_payload: Atomic::new(0),
             tx_ring: Atomic::new(0),

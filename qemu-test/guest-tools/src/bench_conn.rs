@@ -37,6 +37,9 @@ pub enum Path {
     Stream,
     /// AF_VMCS stream with `SO_BUSY_POLL` ([`BUSY_POLL_US`]) on both ends.
     StreamBp,
+    /// AF_VMCS stream as [`Path::Stream`], encrypted: `VMCS_SO_ENCRYPT` require on both
+    /// ends (the guests hold the domain's key; docs/security.md "Encryption").
+    StreamEnc,
     Seqpacket,
     Bulk,
     Tcp,
@@ -47,10 +50,11 @@ pub enum Path {
 }
 
 impl Path {
-    pub const ALL: [Path; 8] = [
+    pub const ALL: [Path; 9] = [
         Path::Dev,
         Path::Stream,
         Path::StreamBp,
+        Path::StreamEnc,
         Path::Seqpacket,
         Path::Bulk,
         Path::Tcp,
@@ -67,6 +71,7 @@ impl Path {
             Path::Dev => "dev",
             Path::Stream => "stream",
             Path::StreamBp => "stream-bp",
+            Path::StreamEnc => "stream-enc",
             Path::Seqpacket => "seqpacket",
             Path::Bulk => "bulk",
             Path::Tcp => "tcp",
@@ -85,6 +90,7 @@ impl Path {
             Path::Vsock => 4,
             Path::Vmcs0 => 5,
             Path::StreamBp => 6,
+            Path::StreamEnc => 7,
         }
     }
 
@@ -92,7 +98,7 @@ impl Path {
     pub fn is_stream(self) -> bool {
         matches!(
             self,
-            Path::Tcp | Path::Stream | Path::StreamBp | Path::Vsock | Path::Vmcs0
+            Path::Tcp | Path::Stream | Path::StreamBp | Path::StreamEnc | Path::Vsock | Path::Vmcs0
         )
     }
 
@@ -280,7 +286,7 @@ fn vm_socket(family: i32, ty: i32) -> Res<OwnedFd> {
 fn set_busy_poll(s: &OwnedFd, path: Path) -> Res {
     let us: i32 = match path {
         Path::StreamBp => BUSY_POLL_US,
-        Path::Stream => 0,
+        Path::Stream | Path::StreamEnc => 0,
         _ => return Ok(()),
     };
     // SAFETY: `us` is valid for its size.
@@ -303,9 +309,36 @@ fn set_busy_poll(s: &OwnedFd, path: Path) -> Res {
     Ok(())
 }
 
+/// `VMCS_SO_ENCRYPT` require on [`Path::StreamEnc`] (a listener's accepted sockets inherit
+/// it); nothing on the other paths.
+fn set_encrypt(s: &OwnedFd, path: Path) -> Res {
+    if path != Path::StreamEnc {
+        return Ok(());
+    }
+    let v: i32 = 2;
+    // SAFETY: `v` is valid for its size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            vmcs_guest_tools::sys::VMCS_SOL_VMCS,
+            vmcs_guest_tools::sys::VMCS_SO_ENCRYPT,
+            (&v as *const i32).cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(format!(
+            "{}: VMCS_SO_ENCRYPT 2: {}",
+            path.name(),
+            ename(errno())
+        ));
+    }
+    Ok(())
+}
+
 fn family_type(path: Path) -> Res<(i32, i32)> {
     Ok(match path {
-        Path::Stream | Path::StreamBp => (af_vmcs()?, libc::SOCK_STREAM),
+        Path::Stream | Path::StreamBp | Path::StreamEnc => (af_vmcs()?, libc::SOCK_STREAM),
         Path::Seqpacket => (af_vmcs()?, libc::SOCK_SEQPACKET),
         Path::Vsock => (AF_VSOCK, libc::SOCK_STREAM),
         p => return Err(format!("{} is not a socket path", p.name())),
@@ -335,8 +368,9 @@ pub fn listen(path: Path, port: u32) -> Res<Listener> {
         p => {
             let (family, ty) = family_type(p)?;
             let s = vm_socket(family, ty)?;
-            // Accepted sockets inherit the listener's window.
+            // Accepted sockets inherit the listener's window and encryption.
             set_busy_poll(&s, p)?;
+            set_encrypt(&s, p)?;
             let a = vm_addr(family, CID_ANY, port);
             // SAFETY: `a` is a valid sockaddr_vm of the size given.
             let r = unsafe {
@@ -458,6 +492,7 @@ fn connect_once(path: Path, server: &str, port: u32) -> Res<Conn> {
             for cid in cids {
                 let s = vm_socket(family, ty)?;
                 set_busy_poll(&s, p)?;
+                set_encrypt(&s, p)?;
                 let a = vm_addr(family, cid, port);
                 // SAFETY: `a` is a valid sockaddr_vm of the size given.
                 let r = unsafe {

@@ -7,11 +7,12 @@
 //!     serve every path, one connection at a time per path, until a QUIT:
 //!     /dev/vmcs and its bulk area on port BASE, TCP BASE+1, AF_VMCS stream BASE+2,
 //!     AF_VMCS seqpacket BASE+3, AF_VSOCK BASE+4, TCP for the vmcs0 path BASE+5, AF_VMCS
-//!     stream with SO_BUSY_POLL on both ends BASE+6 (a path that cannot listen is skipped)
+//!     stream with SO_BUSY_POLL on both ends BASE+6, encrypted stream BASE+7 (a path that
+//!     cannot listen is skipped)
 //! vmcs-bench client PATH SERVER BASE SIZE RTT_SECS TPUT_SECS
-//!     PATH: dev, stream (SO_BUSY_POLL 0), stream-bp (SO_BUSY_POLL 2000 us), seqpacket, bulk,
-//!     tcp, vsock or vmcs0 (TCP over the vmcs0 net device); SERVER: a cid or `auto` (every
-//!     live peer) for the vmcs paths, an IPv4 address for tcp and vmcs0, a cid for vsock;
+//!     PATH: dev, stream (SO_BUSY_POLL 0), stream-bp (SO_BUSY_POLL 2000 us), stream-enc
+//!     (encrypted: VMCS_SO_ENCRYPT require, SO_BUSY_POLL 0), seqpacket, bulk, tcp, vsock
+//!     or vmcs0 (TCP over the vmcs0 net device); SERVER: a cid or `auto` (every live peer) for the vmcs paths, an IPv4 address for tcp and vmcs0, a cid for vsock;
 //!     prints one
 //!     `BENCH ...` line and one `CDF ...` line; exit status 0 only if every check held
 //! vmcs-bench memcpy SIZE SECS
@@ -481,6 +482,7 @@ fn serve(base: u32) -> Res {
         Path::Tcp,
         Path::Stream,
         Path::StreamBp,
+        Path::StreamEnc,
         Path::Seqpacket,
         Path::Vsock,
         Path::Vmcs0,

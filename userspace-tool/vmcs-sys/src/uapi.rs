@@ -207,6 +207,45 @@ pub struct sockaddr_vmcs {
     pub svm_zero: [u8; 3],
 }
 
+/// `VMCS_ENCRYPT_OFF`: a socket's or file's "the domain's default"; a domain's "never".
+pub const VMCS_ENCRYPT_OFF: u32 = 0;
+/// `VMCS_ENCRYPT_ALLOW`: encrypt when both sides hold the key and the peer can.
+pub const VMCS_ENCRYPT_ALLOW: u32 = 1;
+/// `VMCS_ENCRYPT_REQUIRE`: encrypt or refuse (`EACCES`).
+pub const VMCS_ENCRYPT_REQUIRE: u32 = 2;
+/// `VMCS_KEY_LEN`: bytes of a pre-shared key.
+pub const VMCS_KEY_LEN: usize = 32;
+/// `VMCS_ENCRYPTED`: or-ed into `VMCS_IOC_GET_ENCRYPT`'s value when encrypted.
+pub const VMCS_ENCRYPTED: u32 = 0x100;
+/// `VMCS_SOL_VMCS`: the AF_VMCS option level of `VMCS_SO_*`.
+pub const VMCS_SOL_VMCS: i32 = 0x766d;
+/// `VMCS_SO_ENCRYPT`: int, `VMCS_ENCRYPT_*`.
+pub const VMCS_SO_ENCRYPT: i32 = 1;
+/// `VMCS_SO_ENCRYPTED`: int, read only: 1 if the connection is encrypted.
+pub const VMCS_SO_ENCRYPTED: i32 = 2;
+
+/// `struct vmcs_key` (`VMCS_IOC_SET_KEY`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_key {
+    pub flags: u32,
+    pub len: u32,
+    pub key: [u8; VMCS_KEY_LEN],
+}
+
+/// `struct vmcs_crypto_info` (`VMCS_IOC_GET_CRYPTO`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vmcs_crypto_info {
+    pub policy: u32,
+    pub key_installed: u32,
+    pub handshakes: u64,
+    pub auth_failed: u64,
+    pub peer_refused: u64,
+    pub policy_refused: u64,
+    pub bad_frames: u64,
+}
+
 // The standard Linux _IOC encoding (asm-generic/ioctl.h, used by x86, arm64, riscv).
 const IOC_NRBITS: u32 = 8;
 const IOC_TYPEBITS: u32 = 8;
@@ -286,6 +325,18 @@ pub const VMCS_MAX_BUSY_POLL_US: u32 = 100_000;
 pub const VMCS_IOC_SET_BUSY_POLL: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x20);
 /// `VMCS_IOC_GET_BUSY_POLL`: `_IOR(0xB7, 0x21, __u32)`: the window in use.
 pub const VMCS_IOC_GET_BUSY_POLL: u32 = ior::<u32>(VMCS_IOC_MAGIC, 0x21);
+/// `VMCS_IOC_SET_KEY`: `_IOW(0xB7, 0x40, struct vmcs_key)`; `CAP_NET_ADMIN`.
+pub const VMCS_IOC_SET_KEY: u32 = iow::<vmcs_key>(VMCS_IOC_MAGIC, 0x40);
+/// `VMCS_IOC_CLEAR_KEY`: `_IOW(0xB7, 0x41, __u32)` (0); `CAP_NET_ADMIN`.
+pub const VMCS_IOC_CLEAR_KEY: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x41);
+/// `VMCS_IOC_SET_DOMAIN_CRYPTO`: `_IOW(0xB7, 0x42, __u32)`; `CAP_NET_ADMIN`.
+pub const VMCS_IOC_SET_DOMAIN_CRYPTO: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x42);
+/// `VMCS_IOC_GET_CRYPTO`: `_IOR(0xB7, 0x43, struct vmcs_crypto_info)`.
+pub const VMCS_IOC_GET_CRYPTO: u32 = ior::<vmcs_crypto_info>(VMCS_IOC_MAGIC, 0x43);
+/// `VMCS_IOC_SET_ENCRYPT`: `_IOW(0xB7, 0x44, __u32)`: the file's policy.
+pub const VMCS_IOC_SET_ENCRYPT: u32 = iow::<u32>(VMCS_IOC_MAGIC, 0x44);
+/// `VMCS_IOC_GET_ENCRYPT`: `_IOR(0xB7, 0x45, __u32)`: the file's policy | `VMCS_ENCRYPTED`.
+pub const VMCS_IOC_GET_ENCRYPT: u32 = ior::<u32>(VMCS_IOC_MAGIC, 0x45);
 
 /// `VMCS_POLICY_ALL`: every list (`VMCS_IOC_POLICY_CLEAR`, `_RESET`).
 pub const VMCS_POLICY_ALL: u32 = 0;
@@ -353,6 +404,8 @@ const _: () = {
     assert!(size_of::<vmcs_bulk_desc>() == 8);
     assert!(size_of::<vmcs_bulk_vec>() == 16);
     assert!(size_of::<sockaddr_vmcs>() == 16);
+    assert!(size_of::<vmcs_key>() == 40);
+    assert!(size_of::<vmcs_crypto_info>() == 48);
     assert!(size_of::<vmcs_policy_rule>() == 16);
     assert!(size_of::<vmcs_policy_get>() == 40);
 };

@@ -81,6 +81,11 @@ fn rust_layouts() -> Layout {
         "vmcs_bulk_desc" => vmcs_bulk_desc { off, len }
         "vmcs_bulk_vec" => vmcs_bulk_vec { descs, count, flags }
         "vmcs_open_domain" => vmcs_open_domain { domain, flags }
+        "vmcs_key" => vmcs_key { flags, len, key }
+        "vmcs_crypto_info" => vmcs_crypto_info {
+            policy, key_installed, handshakes, auth_failed, peer_refused, policy_refused,
+            bad_frames,
+        }
         "vmcs_policy_rule" => vmcs_policy_rule { list, cid, port, flags }
         "vmcs_policy_get" => vmcs_policy_get { rules, count, flags, denied_in, denied_out, denied_bind }
         "sockaddr_vmcs" => sockaddr_vmcs { svm_family, svm_reserved1, svm_port, svm_cid, svm_flags, svm_zero }
@@ -131,6 +136,20 @@ fn rust_constants() -> Vec<(&'static str, u64)> {
         VMCS_MAX_BUSY_POLL_US,
         VMCS_IOC_SET_BUSY_POLL,
         VMCS_IOC_GET_BUSY_POLL,
+        VMCS_ENCRYPT_OFF,
+        VMCS_ENCRYPT_ALLOW,
+        VMCS_ENCRYPT_REQUIRE,
+        VMCS_KEY_LEN,
+        VMCS_ENCRYPTED,
+        VMCS_SOL_VMCS,
+        VMCS_SO_ENCRYPT,
+        VMCS_SO_ENCRYPTED,
+        VMCS_IOC_SET_KEY,
+        VMCS_IOC_CLEAR_KEY,
+        VMCS_IOC_SET_DOMAIN_CRYPTO,
+        VMCS_IOC_GET_CRYPTO,
+        VMCS_IOC_SET_ENCRYPT,
+        VMCS_IOC_GET_ENCRYPT,
         VMCS_POLICY_ALL,
         VMCS_POLICY_CONNECT_IN,
         VMCS_POLICY_CONNECT_OUT,

@@ -478,6 +478,14 @@ impl Fd {
     }
 }
 
+/// The encryption ioctls (`VMCS_IOC_SET_KEY` and friends) on a fresh `/dev/vmcs` file:
+/// `cmd` with `arg`.
+pub(crate) fn domain_ioctl<T>(cmd: u32, arg: &mut T) -> Result<()> {
+    let fd = open_device()?;
+    ioctl(fd.as_raw_fd(), cmd, arg)?;
+    Ok(())
+}
+
 /// `VMCS_IOC_GET_INFO` on a fresh `/dev/vmcs` file.
 pub(crate) fn get_info() -> Result<sys::vmcs_info> {
     let fd = open_device()?;

@@ -17,6 +17,7 @@
 pub mod addr;
 pub mod backend;
 pub mod bulk;
+pub mod crypto;
 pub mod error;
 pub mod info;
 pub mod net;

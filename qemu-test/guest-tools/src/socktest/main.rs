@@ -35,6 +35,10 @@
 //!   vmcs-socktest vt-client CID PORT / vt-hold PORT / vt-reset CID PORT / vt-echo1 PORT /
 //!                 vt-to CID PORT
 //!                                      the vsock transport (vsock scenario, vtransport.rs)
+//!   vmcs-socktest crypto-serve PORT MODE BYTES TAG / crypto-send CID PORT MODE BYTES TAG /
+//!                 crypto-refused CID PORT MODE ERRNO / crypto-victim PORT KIND /
+//!                 crypto-tamper CID PORT KIND CTL
+//!                                      the crypto scenario (crypto.rs)
 //!   vmcs-socktest mesh PORT EXPECT STOPFILE [once|lenient]
 //!                                      the chaos mesh: checksummed stream, seqpacket and
 //!                                      bulk traffic with every live peer (mesh.rs)
@@ -46,6 +50,7 @@ mod basic;
 mod busypoll;
 mod crash;
 mod cross;
+mod crypto;
 mod diff;
 mod fair;
 mod fastclose;
@@ -62,6 +67,7 @@ use basic::{t_bind, t_family, t_hold, t_nonblock, t_refused, t_reset, t_seqpacke
 use busypoll::t_busypoll;
 use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
+use crypto::{crypto_refused, crypto_send, crypto_serve, crypto_tamper, crypto_victim};
 use fastclose::{fastclose_client, fastclose_serve, t_fastclose};
 use mesh::mesh;
 use options::{t_bufs, t_lowat, t_sockopt, t_timeo};
@@ -109,6 +115,26 @@ fn main() -> std::process::ExitCode {
         Some("vsock-echo-server") => arg(1).map_or(Err("usage".into()), vsock_echo_server),
         Some("vsock-echo-client") => arg(1).map_or(Err("usage".into()), vsock_client),
         Some("hold") => t_hold(),
+        Some("crypto-serve") => match (arg(1), arg(2), arg(3), args.get(4)) {
+            (Some(p), Some(m), Some(b), Some(t)) => crypto_serve(p, m, b as usize, t),
+            _ => Err("usage: crypto-serve PORT MODE BYTES TAG".into()),
+        },
+        Some("crypto-send") => match (arg(1), arg(2), arg(3), arg(4), args.get(5)) {
+            (Some(c), Some(p), Some(m), Some(b), Some(t)) => crypto_send(c, p, m, b as usize, t),
+            _ => Err("usage: crypto-send CID PORT MODE BYTES TAG".into()),
+        },
+        Some("crypto-refused") => match (arg(1), arg(2), arg(3), args.get(4)) {
+            (Some(c), Some(p), Some(m), Some(e)) => crypto_refused(c, p, m, e),
+            _ => Err("usage: crypto-refused CID PORT MODE ERRNO".into()),
+        },
+        Some("crypto-victim") => match (arg(1), args.get(2)) {
+            (Some(p), Some(k)) => crypto_victim(p, k),
+            _ => Err("usage: crypto-victim PORT KIND".into()),
+        },
+        Some("crypto-tamper") => match (arg(1), arg(2), args.get(3), args.get(4)) {
+            (Some(c), Some(p), Some(k), Some(f)) => crypto_tamper(c, p, k, f),
+            _ => Err("usage: crypto-tamper CID PORT KIND CTL".into()),
+        },
         Some("vt-client") => match (arg(1), arg(2)) {
             (Some(c), Some(p)) => vt_client(c, p),
             _ => Err("usage: vt-client CID PORT".into()),

@@ -239,6 +239,21 @@ pub enum Cmd {
         action: Option<PolicyCmd>,
     },
 
+    /// Install or remove the domain's pre-shared key (root: CAP_NET_ADMIN).
+    ///
+    /// The key (64 hexadecimal digits or 32 raw bytes) is read from stdin or --file, never
+    /// from the command line; the module never logs it and never gives it back.
+    Key {
+        #[command(subcommand)]
+        op: KeyOp,
+    },
+
+    /// Set the domain's encryption policy: off, allow or require (root: CAP_NET_ADMIN).
+    Encrypt {
+        /// off, allow or require.
+        policy: vmcs::crypto::Policy,
+    },
+
     /// List connections from the module's debugfs (/sys/kernel/debug/vmcs/*/connections).
     Ss {
         /// Where the module's debugfs directory is.
@@ -291,6 +306,19 @@ impl From<ListArg> for vmcs::policy::List {
     }
 }
 
+/// `vmcs key` operations.
+#[derive(Subcommand, Debug, PartialEq)]
+pub enum KeyOp {
+    /// Install (replace) the key, read from stdin or FILE.
+    Set {
+        /// Read the key from this file instead of stdin.
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+    },
+    /// Remove the key (the module wipes it).
+    Clear,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +326,29 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("vmcs").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn key_and_encrypt_commands() {
+        assert_eq!(
+            parse(&["key", "set"]).unwrap().cmd,
+            Cmd::Key {
+                op: KeyOp::Set { file: None }
+            }
+        );
+        assert_eq!(
+            parse(&["key", "clear"]).unwrap().cmd,
+            Cmd::Key { op: KeyOp::Clear }
+        );
+        assert_eq!(
+            parse(&["encrypt", "require"]).unwrap().cmd,
+            Cmd::Encrypt {
+                policy: vmcs::crypto::Policy::Require
+            }
+        );
+        assert!(parse(&["encrypt", "maybe"]).is_err());
+        // No way to pass the key itself on the command line.
+        assert!(parse(&["key", "set", "00112233"]).is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use vmcs::bulk::{self, Bulk};
 use vmcs::xfer::{self, XferError};
 use vmcs::{Backend, Error, VmcsAddr, VmcsListener, VmcsStream, MAX_MSG_SIZE};
 
-use args::{Cli, Cmd, ECHO_PORT};
+use args::{Cli, Cmd, KeyOp, ECHO_PORT};
 use output::*;
 use progress::Progress;
 
@@ -114,16 +114,24 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let version = vmcs::module_version();
             // A module without access control (ENOTTY) shows no policy line.
             let pol = vmcs::policy::get(None).ok();
+            // A module without encryption answers ENOTTY: no encryption rows then.
+            let crypto = vmcs::crypto::info().ok();
             if json {
                 let mut v = status_json(&backend, &info, version.as_deref());
                 if let Some(p) = &pol {
                     v["policy"] = serde_json::json!({ "rules": p.rules.len(), "denied": p.denied });
+                }
+                if let Some(c) = crypto {
+                    v["encryption"] = json!(c);
                 }
                 print!("{}", pretty_json(&v));
             } else {
                 print!("{}", status_text(&backend, &info, version.as_deref()));
                 if let Some(p) = &pol {
                     print!("{}", status_policy_line(p));
+                }
+                if let Some(c) = crypto {
+                    print!("{}", crypto_text(&c));
                 }
             }
             Ok(())
@@ -248,6 +256,43 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Cmd::Ss { debugfs } => ss(debugfs, json),
         Cmd::Policy { domain, action } => policy(*domain, action.as_ref(), json),
+        Cmd::Key { op } => match op {
+            KeyOp::Set { file } => {
+                let mut data = Vec::new();
+                match file {
+                    Some(f) => File::open(f)
+                        .and_then(|mut r| r.read_to_end(&mut data))
+                        .ctx(format!("reading the key from {}", f.display()))?,
+                    None => io::stdin()
+                        .read_to_end(&mut data)
+                        .ctx("reading the key from stdin")?,
+                };
+                let parsed = vmcs::crypto::parse_key(&data);
+                data.iter_mut().for_each(|b| *b = 0);
+                let mut key = parsed.map_err(|e| Failure::new(EXIT_USAGE, e))?;
+                let r = vmcs::crypto::set_key(&key).ctx("installing the key");
+                key.iter_mut().for_each(|b| *b = 0);
+                r?;
+                if !json {
+                    eprintln!("vmcs: key installed");
+                }
+                Ok(())
+            }
+            KeyOp::Clear => {
+                vmcs::crypto::clear_key().ctx("removing the key")?;
+                if !json {
+                    eprintln!("vmcs: key removed");
+                }
+                Ok(())
+            }
+        },
+        Cmd::Encrypt { policy } => {
+            vmcs::crypto::set_policy(*policy).ctx("setting the encryption policy")?;
+            if !json {
+                eprintln!("vmcs: encryption policy {}", policy.name());
+            }
+            Ok(())
+        }
     }
 }
 

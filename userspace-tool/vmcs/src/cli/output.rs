@@ -164,6 +164,22 @@ pub fn status_text(backend: &Backend, info: &Info, version: Option<&str>) -> Str
     t.render().trim_start_matches('\n').to_string()
 }
 
+/// The encryption rows of `vmcs status` (never the key).
+pub fn crypto_text(c: &vmcs::crypto::CryptoInfo) -> String {
+    format!(
+        "encryption      policy {}, key {}\n\
+         crypto counters handshakes {}, auth_failed {}, peer_refused {}, policy_refused {}, \
+         bad_frames {}\n",
+        c.policy.name(),
+        if c.key_installed { "installed" } else { "none" },
+        c.handshakes,
+        c.auth_failed,
+        c.peer_refused,
+        c.policy_refused,
+        c.bad_frames
+    )
+}
+
 pub fn peers_table(info: &Info) -> String {
     // TRANSPORT: what carries this peer's frames (the domain's transport: an ivshmem
     // region, or vsock, whose cids are vsock cids).
