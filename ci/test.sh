@@ -228,6 +228,12 @@ tap_lane "qemu vsock 2 (no ivshmem, host end, peer death)" qemu-test/run.sh --sc
 	--variant plain --guests 2 --devices 0 --vsock --timeout 400 \
 	--crash-guest 0 --crash-on VSOCK-KILL-ME --hook-on VT-ECHO-LISTENING \
 	--host-hook "python3 $VMCS_TOP/qemu-test/vsock-host.py \$VMCS_RESULTS/vsock1.uds 7200 7300"
+# Transport per peer (about 90 s): guests 0 and 1 share an ivshmem region and, with guest 2
+# (no ivshmem device), vhost-device-vsock's sibling group; guest 1 talks ivshmem to guest 0 and
+# vsock to guest 2 at once, then its device is unbound and it reconnects to guest 0 over vsock.
+tap_lane "qemu vsock-dual 3 (transport per peer, unbind falls back to vsock)" qemu-test/run.sh \
+	--scenario vsock-dual --variant plain --guests 3 --devices 1 --guest-devices 1,1,0 --vsock \
+	--timeout 400
 tap_lane "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_lane "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \

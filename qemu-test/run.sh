@@ -5,7 +5,8 @@
 #   run.sh [--guests N] [--variant plain|doorbell] [--scenario NAME] [--timeout SECS]
 #          [--shm-size SIZE] [--results DIR] [--demo]
 #          [--crash-guest G --crash-on MARKER [--restart]]
-#          [--host-hook CMD --hook-on MARKER] [--devices N] [--kernel test|sanitize|debian]
+#          [--host-hook CMD --hook-on MARKER] [--devices N] [--guest-devices N,N,...]
+#          [--kernel test|sanitize|debian]
 #          [--vsock] [--append WORDS] [--clock coarse|fine]
 #          [--control] [--chaos KILLS [--chaos-seed S] [--reload-guest G]]
 #
@@ -27,7 +28,9 @@
 #
 # --devices N (0, 1 or 2, default 1): every guest gets N ivshmem devices, each with a region
 # of its own (plain: /dev/shm/<run>, /dev/shm/<run>.1; doorbell: one server per region),
-# so that each guest has N vmcs domains.
+# so that each guest has N vmcs domains. --guest-devices N0,N1,... (each at most --devices)
+# gives guest G only the first NG of them (the vsock-dual scenario: 1,1,0, guest 2 on vsock
+# only); guests past the list get all.
 #
 # --vsock: every guest also gets a virtio-vsock device (vhost-user-vsock-pci) served by one
 # vhost-device-vsock backend ($VMCS_CACHE/bin, ci/bench-setup.sh installs it) whose sibling
@@ -87,6 +90,7 @@ restart=0
 hook=""
 hook_on=""
 devices=1
+guest_devices=""
 vsock=0
 append=""
 clock=coarse
@@ -110,6 +114,7 @@ while [ $# -gt 0 ]; do
 	--host-hook) hook=$2; shift 2 ;;
 	--hook-on) hook_on=$2; shift 2 ;;
 	--devices) devices=$2; shift 2 ;;
+	--guest-devices) guest_devices=$2; shift 2 ;;
 	--vsock) vsock=1; shift ;;
 	--append) append=$2; shift 2 ;;
 	--clock) clock=$2; shift 2 ;;
@@ -125,6 +130,13 @@ done
 case "$variant" in plain | doorbell) ;; *) die "--variant must be plain or doorbell" ;; esac
 [ -f "$VMCS_TOP/qemu-test/scenarios/$scenario.sh" ] || die "no scenario $scenario"
 case "$devices" in 0 | 1 | 2) ;; *) die "--devices must be 0, 1 or 2" ;; esac
+IFS=, read -r -a gdev <<<"$guest_devices"
+for n in "${gdev[@]}"; do
+	case "$n" in [0-2]) [ "$n" -le "$devices" ] || die "--guest-devices: $n is more than --devices $devices" ;;
+	*) die "--guest-devices takes counts 0..2 separated by commas, not '$guest_devices'" ;; esac
+done
+# The ivshmem devices of guest G: the first N of them (4 QEMU arguments each).
+devices_of() { echo "${gdev[$1]:-$devices}"; }
 [ -z "$hook" ] || [ -n "$hook_on" ] || die "--host-hook needs --hook-on MARKER"
 [ "$vsock" = 0 ] || [ "$restart" = 0 ] || die "--vsock does not go with --restart"
 [ "$vsock" = 0 ] || [ -z "$chaos" ] || die "--vsock does not go with --chaos"
@@ -264,7 +276,7 @@ boot_guest() {
 		-kernel "$VMCS_KERNEL" -initrd "$VMCS_INITRD" \
 		-append "console=ttyS0 panic=-1 oops=panic $guest_clock vmcstest.guest=$g vmcstest.nguests=$guests vmcstest.variant=$variant vmcstest.scenario=$scenario vmcstest.incarnation=$inc $append" \
 		-serial "file:$results/$name.log" -serial "file:$results/$name.tap" "${ctl[@]}" \
-		"${shm_args[@]}" $net $(vsock_args "$g") \
+		"${shm_args[@]:0:$((4 * $(devices_of "$g")))}" $net $(vsock_args "$g") \
 		>"$results/$name.qemu.log" 2>&1 &
 	boot_pid=$!
 	# For host hooks that pause a guest (the crypto scenario stops the receiver while it

@@ -36,13 +36,14 @@ use crate::{
     },
     uapi,
 };
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use kernel::{
     fs::File,
-    new_poll_condvar,
+    new_condvar, new_poll_condvar, new_spinlock,
     prelude::*,
     sync::{
-        new_mutex, poll::PollCondVar, poll::PollTable, Arc, CondVarTimeoutResult, Mutex, MutexGuard,
+        new_mutex, poll::PollCondVar, poll::PollTable, Arc, CondVar, CondVarTimeoutResult, Mutex,
+        MutexGuard, SpinLock,
     },
     time::{msecs_to_jiffies, Jiffies},
 };
@@ -297,6 +298,78 @@ impl EndpointInner {
     }
 }
 
+/// One waiter's wake-up for several listening endpoints (an AF_VMCS listener reachable
+/// through two domains, docs/architecture.md "Transport per peer"): every wake-up of an
+/// endpoint it is attached to ([`Endpoint::set_listen_wake`]) counts an event and wakes
+/// it. A waiter reads [`ListenWake::events`], looks at every endpoint (their own locks, none
+/// of this one), then sleeps in [`ListenWake::wait`] only if no event came meanwhile: the
+/// count is compared under `lock`, which [`ListenWake::notify`] takes before it wakes, so
+/// no wake-up between the look and the sleep is lost. Lock order: an endpoint's mutex, then
+/// `lock` (a waiter never holds `lock` while it takes an endpoint's).
+#[pin_data]
+pub(crate) struct ListenWake {
+    events: AtomicU64,
+    #[pin]
+    lock: SpinLock<()>,
+    #[pin]
+    cv: CondVar,
+}
+
+impl ListenWake {
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                events: AtomicU64::new(0),
+                lock <- new_spinlock!((), "vmcs_listen_wake"),
+                cv <- new_condvar!("vmcs_listen_wake_cv"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    fn notify(&self) {
+        self.events.fetch_add(1, SeqCst);
+        drop(self.lock.lock());
+        self.cv.notify_all();
+    }
+
+    /// The events counted so far.
+    pub(crate) fn events(&self) -> u64 {
+        self.events.load(SeqCst)
+    }
+
+    /// Sleeps until an event after `seen` within `timeout`, which it decreases; errors as
+    /// [`Endpoint`]'s waits (`EAGAIN` when no time is left, `ERESTARTSYS` or `EINTR` on a
+    /// signal).
+    pub(crate) fn wait(&self, seen: u64, timeout: &mut Timeout) -> Result {
+        if timeout.0 <= 0 {
+            return Err(EAGAIN);
+        }
+        let mut g = self.lock.lock();
+        if self.events() != seen {
+            return Ok(());
+        }
+        if *timeout == Timeout::FOREVER {
+            return if self.cv.wait_interruptible(&mut g) {
+                Err(ERESTARTSYS)
+            } else {
+                Ok(())
+            };
+        }
+        match self
+            .cv
+            .wait_interruptible_timeout(&mut g, timeout.0 as Jiffies)
+        {
+            CondVarTimeoutResult::Woken { jiffies } => {
+                timeout.0 = kernel::ffi::c_long::try_from(jiffies).unwrap_or(0);
+            }
+            CondVarTimeoutResult::Timeout => timeout.0 = 0,
+            CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+        }
+        Ok(())
+    }
+}
+
 /// An endpoint of the core.
 #[pin_data]
 pub(crate) struct Endpoint {
@@ -304,6 +377,9 @@ pub(crate) struct Endpoint {
     pub(crate) inner: Mutex<EndpointInner>,
     #[pin]
     wq: PollCondVar,
+    /// Also woken on every wake-up of this endpoint (a listener in two domains).
+    #[pin]
+    listen_wake: SpinLock<Option<Arc<ListenWake>>>,
     /// Busy-poll window in microseconds, or `busy_poll::BUSY_POLL_DEFAULT` (the domain's).
     busy_us: AtomicU32,
 }
@@ -315,6 +391,7 @@ impl Endpoint {
             try_pin_init!(Self {
                 inner <- new_mutex!(EndpointInner::new(ty), "vmcs_sock"),
                 wq <- new_poll_condvar!("vmcs_sock_wq"),
+                listen_wake <- new_spinlock!(None, "vmcs_sock_listen_wake"),
                 busy_us: AtomicU32::new(busy_poll::BUSY_POLL_DEFAULT),
             }? Error),
             GFP_KERNEL,
@@ -358,6 +435,7 @@ impl Endpoint {
             try_pin_init!(Self {
                 inner <- new_mutex!(st, "vmcs_sock"),
                 wq <- new_poll_condvar!("vmcs_sock_wq"),
+                listen_wake <- new_spinlock!(None, "vmcs_sock_listen_wake"),
                 busy_us: AtomicU32::new(busy_us),
             }? Error),
             GFP_KERNEL,
@@ -366,6 +444,35 @@ impl Endpoint {
 
     fn wake(&self) {
         self.wq.notify_all();
+        if let Some(w) = self.listen_wake.lock().as_ref() {
+            w.notify();
+        }
+    }
+
+    /// Attaches (or with `None` detaches) a [`ListenWake`] woken with this endpoint.
+    pub(crate) fn set_listen_wake(&self, w: Option<Arc<ListenWake>>) {
+        *self.listen_wake.lock() = w;
+    }
+
+    /// Whether `connect` may start here (unbound or bound, nothing more).
+    pub(crate) fn can_connect(&self) -> bool {
+        matches!(self.inner.lock().phase, Phase::Idle | Phase::Bound)
+    }
+
+    /// Moves an unbound or bound endpoint from the port space of `from` to that of `to`
+    /// (the same port: `EADDRINUSE` if `to` has it taken), before a connect that goes
+    /// through another domain. `EINVAL` in any other state.
+    pub(crate) fn rebind(this: &Arc<Self>, from: &Conns<'_>, to: &Conns<'_>) -> Result {
+        let st = this.inner.lock();
+        match (st.phase, st.port) {
+            (Phase::Idle, _) => Ok(()),
+            (Phase::Bound, Some(port)) => {
+                to.bind_port(this, port)?;
+                from.remove(this);
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
     }
 
     /// Sleeps once on the wait queue within `timeout`, which it decreases: `EAGAIN` when no
@@ -908,6 +1015,7 @@ impl Endpoint {
     pub(crate) fn describe(
         &self,
         local_id: u32,
+        transport: &str,
         out: &mut impl core::fmt::Write,
     ) -> core::fmt::Result {
         let st = self.inner.lock();
@@ -931,7 +1039,7 @@ impl Endpoint {
         }
         writeln!(
             out,
-            "{} {} {} {} {} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {} {} {} {} {}",
             state,
             st.stats.rx_bytes,
             st.stats.tx_bytes,
@@ -942,7 +1050,8 @@ impl Endpoint {
             st.tx.peer_free(),
             st.stats.resets,
             st.last_reset.map_or("-", ResetReason::name),
-            if st.sess.is_some() { "yes" } else { "no" }
+            if st.sess.is_some() { "yes" } else { "no" },
+            transport
         )
     }
 }

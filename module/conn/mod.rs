@@ -18,7 +18,7 @@ mod policy;
 mod reset;
 mod rx_mem;
 
-pub(crate) use endpoint::{Endpoint, Timeout, DEFAULT_RCVBUF, TXQ_MAX};
+pub(crate) use endpoint::{Endpoint, ListenWake, Timeout, DEFAULT_RCVBUF, TXQ_MAX};
 pub(crate) use policy::{List as PolicyList, Policy};
 pub(crate) use reset::{BulkViolation, ResetReason, Violation};
 pub(crate) use rx_mem::RxMem;
@@ -693,8 +693,9 @@ impl Conns<'_> {
         };
         writeln!(out, "{}", CONNECTIONS_HEADER)?;
         let local = self.local_id();
+        let name = self.transport.name();
         for s in socks.iter() {
-            s.describe(local, out)?;
+            s.describe(local, name, out)?;
         }
         Ok(())
     }
@@ -798,7 +799,7 @@ impl Conns<'_> {
 /// Column names of the debugfs `connections` table.
 pub(crate) const CONNECTIONS_HEADER: &str =
     "local remote state rx_bytes tx_bytes rx_msgs tx_msgs rx_queued rx_queued_msgs credit resets \
-     reset_reason encrypted";
+     reset_reason encrypted transport";
 
 /// Socket type of `/dev/vmcs` connections.
 pub(crate) const CHARDEV_TYPE: SockType = SockType::SeqPacket;

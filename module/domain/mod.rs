@@ -17,12 +17,14 @@
 
 mod debugfs;
 mod registry;
+mod route;
 
 pub(crate) use debugfs::{create_debugfs, Debugfs};
 
 pub(crate) use registry::{
     by_index, debugfs_root, default_domain, init_registry, register_new, unregister, DebugfsRoot,
 };
+pub(crate) use route::{dual, dual_local_cid, route};
 
 use crate::{
     conn::{ConnTable, Conns},
@@ -303,6 +305,8 @@ impl Domain {
         *self.works_enabled.lock() = true;
         self.queue_rx(0);
         self.queue_tick(0);
+        // The vsock domain states the ivshmem identity on its streams (route.rs).
+        route::refresh_ident();
         Ok(())
     }
 
@@ -707,6 +711,13 @@ impl Transport for Arc<Domain> {
 
     fn domain_identity(&self) -> u64 {
         self.link().map_or(0, |link| link.region_id())
+    }
+
+    fn name(&self) -> &'static str {
+        match &self.carrier {
+            Carrier::Ivshmem { variant, .. } => variant.name(),
+            Carrier::Vsock(_) => "vsock",
+        }
     }
 }
 

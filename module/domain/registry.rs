@@ -70,6 +70,18 @@ pub(crate) fn unregister(domain: &Arc<Domain>) {
         }
     }
     domain.revoke();
+    // An ivshmem domain went: the vsock domain's new streams no longer state it.
+    super::route::refresh_ident();
+}
+
+/// The lowest-numbered domain for which `pred` holds.
+pub(crate) fn lowest(pred: impl Fn(&Domain) -> bool) -> Option<Arc<Domain>> {
+    DOMAINS
+        .lock()
+        .iter()
+        .filter(|d| pred(d))
+        .min_by_key(|d| d.index)
+        .cloned()
 }
 
 /// Returns the domain with index `index` (`VMCS_IOC_OPEN_DOMAIN`).

@@ -15,7 +15,7 @@ mod vsockopt;
 pub(crate) use vsockopt::VsockOpts;
 
 use crate::{
-    conn::{Endpoint, Timeout, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
+    conn::{Endpoint, ListenWake, Timeout, DEFAULT_RCVBUF, MAX_RCVBUF, MIN_RCVBUF, TXQ_MAX},
     domain::{self, Domain},
     glue::{self, errno, poll_mask},
     proto::frame::{flags, SockType},
@@ -86,11 +86,30 @@ fn connect_errno(e: Error) -> Error {
     }
 }
 
+/// The second listening endpoint of a listener in a guest with an ivshmem domain and the
+/// vsock domain ("dual", docs/architecture.md "Transport per peer"): the same port in the
+/// other domain, so that peers reach it over either transport.
+struct AltListener {
+    domain: Arc<Domain>,
+    endpoint: Arc<Endpoint>,
+    /// Woken with either endpoint (accept waits on both).
+    wake: Arc<ListenWake>,
+}
+
 /// The state of one AF_VMCS socket, owned by its `struct sock`.
 #[pin_data]
 pub(crate) struct VmcsSocket {
-    domain: Arc<Domain>,
+    /// The domain the endpoint is in: the default domain until a connect in a dual guest
+    /// routes it to another one ([`domain::route`]), then fixed.
+    #[pin]
+    domain: Mutex<Arc<Domain>>,
     endpoint: Arc<Endpoint>,
+    /// A listener's endpoint in the other domain of a dual guest.
+    #[pin]
+    alt: Mutex<Option<AltListener>>,
+    /// Held by `connect` while it picks the domain and moves the endpoint there.
+    #[pin]
+    connecting: Mutex<()>,
     stream: bool,
     /// The `SOL_VSOCK` options (`SO_VM_SOCKETS_*`).
     vsock: VsockOpts,
@@ -134,8 +153,10 @@ impl VmcsSocket {
     ) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
-                domain,
+                domain <- new_mutex!(domain, "vmcs_sock_domain"),
                 endpoint,
+                alt <- new_mutex!(None, "vmcs_sock_alt"),
+                connecting <- new_mutex!((), "vmcs_sock_connecting"),
                 stream,
                 vsock,
                 reader <- new_mutex!((), "vmcs_sock_reader"),
@@ -144,9 +165,32 @@ impl VmcsSocket {
         )
     }
 
+    /// The domain the endpoint is in now.
+    fn dom(&self) -> Arc<Domain> {
+        self.domain.lock().clone()
+    }
+
+    /// `ENODEV` once the socket's domain is gone, `ECONNRESET` for a socket that had a
+    /// connection there (an unbound ivshmem device: vsock's error on migration).
+    fn live(&self, d: &Domain) -> Result {
+        d.alive().map_err(|e| {
+            if self.endpoint.names().1.is_some() {
+                errno::econnreset()
+            } else {
+                e
+            }
+        })
+    }
+
     /// `close()`: once, from `proto_ops->release`.
     pub(crate) fn release(&self) {
-        self.endpoint.release(&self.domain.conns());
+        self.endpoint.set_listen_wake(None);
+        self.endpoint.release(&self.dom().conns());
+        let alt = self.alt.lock().take();
+        if let Some(a) = alt {
+            a.endpoint.set_listen_wake(None);
+            a.endpoint.release(&a.domain.conns());
+        }
     }
 
     /// Parses a user `struct sockaddr_vmcs`.
@@ -161,12 +205,15 @@ impl VmcsSocket {
         Ok(a)
     }
 
-    /// `bind()`.
+    /// `bind()`. In a dual guest this guest's vsock cid names it too.
     pub(crate) fn bind(&self, raw: &[u8]) -> Result {
-        self.domain.alive()?;
+        let d = self.dom();
+        d.alive()?;
         let a = Self::addr(raw)?;
-        self.domain.bind_cid(a.cid)?;
-        Endpoint::bind(&self.endpoint, &self.domain.conns(), a.port)?;
+        if domain::dual_local_cid() != Some(a.cid) {
+            d.bind_cid(a.cid)?;
+        }
+        Endpoint::bind(&self.endpoint, &d.conns(), a.port)?;
         Ok(())
     }
 
@@ -181,17 +228,45 @@ impl VmcsSocket {
     /// `connect()`, waiting `SO_VM_SOCKETS_CONNECT_TIMEOUT` if set, else `sndtimeo_ms`
     /// (`SO_SNDTIMEO`; 0 is the default, 2 s).
     pub(crate) fn connect(&self, raw: &[u8], nonblock: bool, sndtimeo_ms: u32) -> Result {
-        self.domain.alive()?;
         let a = Self::addr(raw)?;
+        let (d, peer) = self.pick_domain(a.cid)?;
+        d.alive()?;
         Endpoint::connect(
             &self.endpoint,
-            &self.domain.conns(),
-            a.cid,
+            &d.conns(),
+            peer,
             a.port,
             self.vsock.connect_timeout_ms().unwrap_or(sndtimeo_ms),
             nonblock,
         )
         .map_err(connect_errno)
+    }
+
+    /// The domain a connect to `cid` goes through and the peer's id there
+    /// (docs/architecture.md "Transport per peer"): in a dual guest the route (ivshmem for
+    /// a region peer, vsock otherwise); else the socket's domain, or the default domain if
+    /// the socket's went away before it connected (an unbound ivshmem device: the vsock
+    /// domain). An endpoint that may connect is moved there (its port too).
+    fn pick_domain(&self, cid: u32) -> Result<(Arc<Domain>, u32)> {
+        let _g = self.connecting.lock();
+        let cur = self.dom();
+        if !self.endpoint.can_connect() {
+            // Connecting, connected or listening: the endpoint says which error.
+            return Ok((cur, cid));
+        }
+        let to = match domain::route(cid) {
+            Some(r) => r,
+            None if cur.alive().is_err() => match domain::default_domain() {
+                Some(d) => (d, cid),
+                None => return Ok((cur, cid)),
+            },
+            None => return Ok((cur, cid)),
+        };
+        if !Arc::ptr_eq(&to.0, &cur) {
+            Endpoint::rebind(&self.endpoint, &cur.conns(), &to.0.conns())?;
+            *self.domain.lock() = to.0.clone();
+        }
+        Ok(to)
     }
 
     /// Whether it is a `SOCK_STREAM` socket.
@@ -204,27 +279,108 @@ impl VmcsSocket {
         self.endpoint.connected()
     }
 
-    /// `listen()`.
+    /// `listen()`. In a dual guest the listener listens in both domains, on the same port.
     pub(crate) fn listen(&self, backlog: i32) -> Result {
-        self.domain.alive()?;
+        let d = self.dom();
+        d.alive()?;
         // A negative backlog is the smallest one, as in vsock.
-        self.endpoint
-            .listen(&self.domain.conns(), u32::try_from(backlog).unwrap_or(0))
+        let backlog = u32::try_from(backlog).unwrap_or(0);
+        self.listen_alt(&d, backlog)?;
+        let r = self.endpoint.listen(&d.conns(), backlog);
+        if r.is_err() {
+            let alt = self.alt.lock().take();
+            if let Some(a) = alt {
+                a.endpoint.release(&a.domain.conns());
+            }
+        }
+        r
     }
 
-    /// `accept()`: the next connection as a new `VmcsSocket`, waiting at most `timeout`.
+    /// A dual guest's second listening endpoint, in the other domain (or its new backlog).
+    fn listen_alt(&self, d: &Arc<Domain>, backlog: u32) -> Result {
+        let mut alt = self.alt.lock();
+        if let Some(a) = &*alt {
+            return a.endpoint.listen(&a.domain.conns(), backlog);
+        }
+        let Some((iv, vs)) = domain::dual() else {
+            return Ok(());
+        };
+        let other = if Arc::ptr_eq(d, &iv) {
+            vs
+        } else if Arc::ptr_eq(d, &vs) {
+            iv
+        } else {
+            return Ok(());
+        };
+        // Not bound (listen fails with EINVAL), or already listening alone.
+        let Some(port) = self.endpoint.names().0 else {
+            return Ok(());
+        };
+        let ep = Endpoint::new(if self.stream {
+            SockType::Stream
+        } else {
+            SockType::SeqPacket
+        })?;
+        let conns = other.conns();
+        ep.set_opts(&conns, None, Some(self.endpoint.bufs().0));
+        Endpoint::bind(&ep, &conns, port)?;
+        if let Err(e) = ep.listen(&conns, backlog) {
+            ep.release(&conns);
+            return Err(e);
+        }
+        let wake = ListenWake::new()?;
+        self.endpoint.set_listen_wake(Some(wake.clone()));
+        ep.set_listen_wake(Some(wake.clone()));
+        *alt = Some(AltListener {
+            domain: other,
+            endpoint: ep,
+            wake,
+        });
+        Ok(())
+    }
+
+    /// `accept()`: the next connection as a new `VmcsSocket`, waiting at most `timeout`;
+    /// a dual listener's from either domain.
     pub(crate) fn accept(&self, mut timeout: Timeout) -> Result<Arc<Self>> {
-        self.domain.alive()?;
-        let (child, _peer, _port) = self
-            .endpoint
-            .accept_timeout(&self.domain.conns(), &mut timeout)?;
+        let d = self.dom();
+        let alt = self
+            .alt
+            .lock()
+            .as_ref()
+            .map(|a| (a.domain.clone(), a.endpoint.clone(), a.wake.clone()));
+        let (d, child) = match alt {
+            None => {
+                d.alive()?;
+                let (child, _, _) = self.endpoint.accept_timeout(&d.conns(), &mut timeout)?;
+                (d, child)
+            }
+            Some((ad, ae, wake)) => 'both: loop {
+                let seen = wake.events();
+                let mut any = false;
+                for (dom, ep) in [(&d, &self.endpoint), (&ad, &ae)] {
+                    if dom.alive().is_err() {
+                        continue;
+                    }
+                    any = true;
+                    match ep.accept_timeout(&dom.conns(), &mut Timeout(0)) {
+                        Ok((child, _, _)) => break 'both (dom.clone(), child),
+                        Err(e) if e == EAGAIN => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !any {
+                    return Err(ENODEV);
+                }
+                wake.wait(seen, &mut timeout)?;
+            },
+        };
         // As vsock, the connection inherits the listener's SOL_VSOCK options (its credit
         // came from the listener's endpoint already).
         let vsock = self.vsock.clone_for_child();
-        match Self::new(self.domain.clone(), child.clone(), self.stream, vsock) {
+        match Self::new(d.clone(), child.clone(), self.stream, vsock) {
             Ok(s) => Ok(s),
             Err(e) => {
-                child.release(&self.domain.conns());
+                child.release(&d.conns());
                 Err(e)
             }
         }
@@ -233,10 +389,12 @@ impl VmcsSocket {
     /// `getsockname()` (`peer` false) or `getpeername()`.
     pub(crate) fn name(&self, peer: bool) -> Result<SockaddrVmcs> {
         let (port, remote) = self.endpoint.names();
+        let d = self.dom();
         let (cid, port) = if peer {
-            remote.ok_or(errno::enotconn())?
+            let (id, port) = remote.ok_or(errno::enotconn())?;
+            (d.socket_peer_cid(id), port)
         } else {
-            (self.domain.local_id(), port.unwrap_or(uapi::PORT_ANY))
+            (d.socket_local_cid(), port.unwrap_or(uapi::PORT_ANY))
         };
         Ok(SockaddrVmcs {
             family: family(),
@@ -249,7 +407,7 @@ impl VmcsSocket {
     /// `shutdown()`: `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`.
     pub(crate) fn shutdown(&self, how: i32) -> Result {
         let how = u32::try_from(how).map_err(|_| EINVAL)?;
-        self.endpoint.shutdown(&self.domain.conns(), how)
+        self.endpoint.shutdown(&self.dom().conns(), how)
     }
 
     /// `setsockopt(SO_RCVBUF/SO_SNDBUF)` (or accept): applies the values the socket layer
@@ -260,7 +418,10 @@ impl VmcsSocket {
         let half = |v: i32| u32::try_from(v).unwrap_or(0) / 2;
         let rb = half(sk_rcvbuf).clamp(MIN_RCVBUF, MAX_RCVBUF);
         if rb != self.endpoint.bufs().0 {
-            self.endpoint.set_opts(&self.domain.conns(), None, Some(rb));
+            self.endpoint.set_opts(&self.dom().conns(), None, Some(rb));
+            if let Some(a) = &*self.alt.lock() {
+                a.endpoint.set_opts(&a.domain.conns(), None, Some(rb));
+            }
         }
         let sb = self.endpoint.set_sndbuf(half(sk_sndbuf) as usize);
         // Both are at most 4 MiB.
@@ -276,7 +437,7 @@ impl VmcsSocket {
     /// The busy-poll window in use (what `getsockopt(SO_BUSY_POLL)` reports): the domain's
     /// default (`busy_poll_us`) for a new socket, the listener's for an accepted one.
     pub(crate) fn busy_poll(&self) -> u32 {
-        self.endpoint.busy_poll_us(&self.domain.conns())
+        self.endpoint.busy_poll_us(&self.dom().conns())
     }
 
     /// The values `getsockopt(SO_RCVBUF/SO_SNDBUF)` reports (twice the ones in use).
@@ -293,10 +454,17 @@ impl VmcsSocket {
         table: &PollTable<'_>,
         lowat: usize,
     ) -> (u32, Option<Error>) {
-        if self.domain.alive().is_err() {
-            return (poll_mask::ERR | poll_mask::HUP, None);
+        if let Err(e) = self.live(&self.dom()) {
+            let err = (e == errno::econnreset()).then_some(e);
+            return (poll_mask::ERR | poll_mask::HUP, err);
         }
         let mut mask = self.endpoint.poll_lowat(file, table, lowat);
+        // A dual listener: readable when either endpoint has a connection to accept.
+        if let Some(a) = &*self.alt.lock() {
+            if a.domain.alive().is_ok() {
+                mask |= a.endpoint.poll_lowat(file, table, lowat) & poll_mask::IN;
+            }
+        }
         // The shutdown bits as vsock (and TCP) report them (`vsock_poll_shutdown`): HUP once
         // this side shut both ways, or sending while the peer shut sending too (or after a
         // reset); RDHUP once nothing more can arrive. An unconnected socket is writable
@@ -340,16 +508,18 @@ impl VmcsSocket {
 
     /// The checks every `sendmsg`/`recvmsg` starts with (the domain is alive, no
     /// `MSG_OOB`), and how long it may wait: `opts.timeout`, 0 with `MSG_DONTWAIT`.
-    fn call_timeout(&self, flags: u32, opts: SocketOptions) -> Result<Timeout> {
-        self.domain.alive()?;
+    fn call_timeout(&self, flags: u32, opts: SocketOptions) -> Result<(Arc<Domain>, Timeout)> {
+        let d = self.dom();
+        self.live(&d)?;
         if flags & msg::OOB != 0 {
             return Err(errno::eopnotsupp());
         }
-        Ok(if flags & msg::DONTWAIT != 0 {
+        let t = if flags & msg::DONTWAIT != 0 {
             Timeout(0)
         } else {
             opts.timeout
-        })
+        };
+        Ok((d, t))
     }
 
     /// `sendmsg()`, waiting at most `opts.timeout` (`SO_SNDTIMEO`). A seqpacket send is one
@@ -363,8 +533,8 @@ impl VmcsSocket {
         flags: u32,
         opts: SocketOptions,
     ) -> Result<usize> {
-        let mut timeout = self.call_timeout(flags, opts)?;
-        let conns = self.domain.conns();
+        let (d, mut timeout) = self.call_timeout(flags, opts)?;
+        let conns = d.conns();
         let len = src.len();
         // User memory goes straight into the ring (`Endpoint::send_user`).
         let mut src = glue::UserIter::source(src);
@@ -400,9 +570,9 @@ impl VmcsSocket {
         flags: u32,
         opts: SocketOptions,
     ) -> Result<(usize, u32)> {
-        let mut timeout = self.call_timeout(flags, opts)?;
+        let (d, mut timeout) = self.call_timeout(flags, opts)?;
         let peek = flags & msg::PEEK != 0;
-        let conns = self.domain.conns();
+        let conns = d.conns();
         let max = dst.len();
         // The receive queue goes straight to user memory.
         let mut dst = glue::UserIter::dest(dst);

@@ -124,7 +124,7 @@ impl VmcsSocket {
             val != o.buffer_size.load(Relaxed)
         };
         if apply {
-            self.endpoint.set_opts(&self.domain.conns(), None, Some(rb));
+            self.endpoint.set_opts(&self.dom().conns(), None, Some(rb));
         }
         o.buffer_size.store(val, Relaxed);
     }

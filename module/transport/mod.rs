@@ -163,6 +163,10 @@ pub(crate) trait Transport {
     fn tx_drained(&self) -> bool;
     /// Peer ids of the domain are below this.
     fn peer_limit(&self) -> u32;
+    /// The transport's name, as debugfs `connections` (`vmcs ss`) shows it per connection.
+    fn name(&self) -> &'static str {
+        "-"
+    }
     /// An identity of the domain, the same for every member and while the domain exists
     /// (ivshmem: the region's `region_id`); names the net device's MACs.
     fn domain_identity(&self) -> u64;

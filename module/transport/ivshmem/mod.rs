@@ -425,6 +425,11 @@ impl Link {
         self.first_ring().map_or(0, |c| c.max_payload())
     }
 
+    /// This guest's generation in its slot (changes when it rejoins).
+    pub(crate) fn generation(&self) -> u32 {
+        self.me.lock().gen
+    }
+
     /// The region identity (0 if its initializer published none).
     pub(crate) fn region_id(&self) -> u64 {
         self.region_id

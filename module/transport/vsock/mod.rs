@@ -52,9 +52,13 @@ use kernel::{
 pub(crate) const PREAMBLE_MAGIC: [u8; 4] = *b"VMCS";
 /// The version of the vsock stream format this module speaks.
 pub(crate) const PREAMBLE_VERSION: u16 = 1;
-/// Bytes of a preamble: magic (4), version (2, little endian), flags (2, zero),
-/// incarnation (8, little endian).
+/// Bytes of a preamble: magic (4), version (2, little endian), flags (2), incarnation (8,
+/// little endian).
 pub(crate) const PREAMBLE_LEN: usize = 16;
+/// Preamble flag: an [`Ident`] (16 bytes) follows the preamble. No other flag is defined.
+pub(crate) const PREAMBLE_IDENT: u16 = 1;
+/// Bytes of the [`Ident`] after a preamble with [`PREAMBLE_IDENT`].
+pub(crate) const IDENT_LEN: usize = 16;
 /// Bytes a stream's transmit buffer holds.
 const TX_CAP: usize = 256 * 1024;
 /// Streams at most (accepted beyond this are closed at once).
@@ -82,12 +86,49 @@ pub(crate) struct Params {
     pub(crate) hb_timeout_ms: u32,
 }
 
+/// The ivshmem identity a peer states after its preamble: it is peer `peer`, generation
+/// `generation`, of the region whose identity is `region` (docs/architecture.md "Transport
+/// per peer"). It comes from the peer's own vsock stream, so a guest in a shared region
+/// cannot claim another guest's vsock cid; it is used only when our own view of that
+/// region agrees (the slot is live with that generation).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Ident {
+    pub(crate) region: u64,
+    pub(crate) peer: u32,
+    pub(crate) generation: u32,
+}
+
+impl Ident {
+    fn encode(&self) -> [u8; IDENT_LEN] {
+        let mut b = [0u8; IDENT_LEN];
+        b[..8].copy_from_slice(&self.region.to_le_bytes());
+        b[8..12].copy_from_slice(&self.peer.to_le_bytes());
+        b[12..16].copy_from_slice(&self.generation.to_le_bytes());
+        b
+    }
+
+    /// Any bytes decode; region 0 (a region without identity) states nothing.
+    fn decode(b: &[u8]) -> Option<Self> {
+        let b: &[u8; IDENT_LEN] = b.get(..IDENT_LEN)?.try_into().ok()?;
+        let mut r = [0u8; 8];
+        r.copy_from_slice(&b[..8]);
+        let region = u64::from_le_bytes(r);
+        (region != 0).then_some(Self {
+            region,
+            peer: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            generation: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+        })
+    }
+}
+
 /// The preamble each side sends first on a stream.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Preamble {
     pub(crate) version: u16,
     /// Random per load of the module: a new one from a cid is a restarted peer.
     pub(crate) incarnation: u64,
+    /// Whether an [`Ident`] follows ([`PREAMBLE_IDENT`]).
+    pub(crate) ident: bool,
 }
 
 impl Preamble {
@@ -95,16 +136,19 @@ impl Preamble {
         let mut b = [0u8; PREAMBLE_LEN];
         b[..4].copy_from_slice(&PREAMBLE_MAGIC);
         b[4..6].copy_from_slice(&self.version.to_le_bytes());
+        let fl = if self.ident { PREAMBLE_IDENT } else { 0 };
+        b[6..8].copy_from_slice(&fl.to_le_bytes());
         b[8..16].copy_from_slice(&self.incarnation.to_le_bytes());
         b
     }
 
-    /// Validates a received preamble: magic, version and zero flags.
+    /// Validates a received preamble: magic, version and flags (none but
+    /// [`PREAMBLE_IDENT`]).
     pub(crate) fn decode(b: &[u8]) -> Option<Self> {
         let b: &[u8; PREAMBLE_LEN] = b.get(..PREAMBLE_LEN)?.try_into().ok()?;
         let version = u16::from_le_bytes([b[4], b[5]]);
         let fl = u16::from_le_bytes([b[6], b[7]]);
-        if b[..4] != PREAMBLE_MAGIC || version != PREAMBLE_VERSION || fl != 0 {
+        if b[..4] != PREAMBLE_MAGIC || version != PREAMBLE_VERSION || fl & !PREAMBLE_IDENT != 0 {
             return None;
         }
         let mut inc = [0u8; 8];
@@ -112,6 +156,7 @@ impl Preamble {
         Some(Self {
             version,
             incarnation: u64::from_le_bytes(inc),
+            ident: fl & PREAMBLE_IDENT != 0,
         })
     }
 }
@@ -189,6 +234,8 @@ impl Kill {
 #[derive(Clone, Copy)]
 enum Need {
     Preamble,
+    /// The [`Ident`] after a preamble with [`PREAMBLE_IDENT`] (its incarnation).
+    Ident(u64),
     Header,
     Payload(FrameHeader),
 }
@@ -286,6 +333,9 @@ struct Stream {
     up: AtomicBool,
     /// The incarnation in the peer's preamble (0 until then).
     incarnation: AtomicU64,
+    /// The ivshmem identity the peer stated after its preamble, if any (set before `up`).
+    #[pin]
+    ident: SpinLockBh<Option<Ident>>,
     /// Closed: no longer sent to, read or counted.
     dead: AtomicBool,
     /// [`VsockLink::now_ms`] when bytes last came, and went.
@@ -328,6 +378,10 @@ pub(crate) struct VsockLink {
     /// The pass's bounce buffer between a transmit buffer and its socket.
     #[pin]
     scratch: Mutex<KVec<u8>>,
+    /// The ivshmem identity this guest states on the streams it opens from now on
+    /// ([`VsockLink::set_ident`]).
+    #[pin]
+    own_ident: SpinLockBh<Option<Ident>>,
     stopped: AtomicBool,
     /// Counters for debugfs and the log.
     accepted: AtomicU64,
@@ -369,6 +423,7 @@ impl VsockLink {
             tx_map <- SpinLockBh::new(KVec::new(), c"vmcs_vsock_tx_map", kernel::static_lock_class!()),
             connecting <- new_mutex!((), "vmcs_vsock_connect"),
             scratch <- new_mutex!(scratch, "vmcs_vsock_scratch"),
+            own_ident <- SpinLockBh::new(None, c"vmcs_vsock_ident", kernel::static_lock_class!()),
             stopped: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -453,13 +508,18 @@ impl VsockLink {
         let mut rxbuf = KVec::with_capacity(FRAME_HDR_SIZE + MAX_PAYLOAD as usize, GFP_KERNEL)?;
         rxbuf.resize(FRAME_HDR_SIZE + MAX_PAYLOAD as usize, 0, GFP_KERNEL)?;
         let mut tx = TxBuf::new()?;
+        let ident = *self.own_ident.lock();
         tx.push(
             &Preamble {
                 version: PREAMBLE_VERSION,
                 incarnation: self.incarnation,
+                ident: ident.is_some(),
             }
             .encode(),
         );
+        if let Some(i) = ident {
+            tx.push(&i.encode());
+        }
         let now = self.now_ms();
         let s = Arc::pin_init(
             try_pin_init!(Stream {
@@ -470,6 +530,7 @@ impl VsockLink {
                 tx <- SpinLockBh::new(tx, c"vmcs_vsock_tx", kernel::static_lock_class!()),
                 up: AtomicBool::new(false),
                 incarnation: AtomicU64::new(0),
+                ident <- SpinLockBh::new(None, c"vmcs_vsock_peer_ident", kernel::static_lock_class!()),
                 dead: AtomicBool::new(false),
                 last_rx_ms: AtomicU64::new(now),
                 last_tx_ms: AtomicU64::new(now),
@@ -739,6 +800,7 @@ impl VsockLink {
         for _ in 0..RX_BUDGET {
             let want = match rx.need {
                 Need::Preamble => PREAMBLE_LEN,
+                Need::Ident(_) => IDENT_LEN,
                 Need::Header => FRAME_HDR_SIZE,
                 Need::Payload(h) => h.len as usize,
             };
@@ -761,13 +823,17 @@ impl VsockLink {
                         self.bad_preambles.fetch_add(1, Relaxed);
                         return Err(Kill::BadPreamble);
                     };
-                    s.incarnation.store(p.incarnation, Relaxed);
-                    s.up.store(true, Relaxed);
-                    rx.need = Need::Header;
-                    self.restarted_peer(s, p.incarnation, up);
-                    if self.adopt_tx(s).is_err() {
-                        return Err(Kill::Closed);
+                    if p.ident {
+                        rx.need = Need::Ident(p.incarnation);
+                        continue;
                     }
+                    rx.need = Need::Header;
+                    self.stream_up(s, p.incarnation, up)?;
+                }
+                Need::Ident(incarnation) => {
+                    *s.ident.lock() = Ident::decode(&rx.buf[..IDENT_LEN]);
+                    rx.need = Need::Header;
+                    self.stream_up(s, incarnation, up)?;
                 }
                 Need::Header => {
                     let mut b = [0u8; FRAME_HDR_SIZE];
@@ -804,6 +870,65 @@ impl VsockLink {
             }
         }
         Ok(true)
+    }
+
+    /// `s`'s preamble (and ident) were read: it carries the peer's frames from now on.
+    fn stream_up(&self, s: &Arc<Stream>, incarnation: u64, up: &dyn Upcalls) -> Result<(), Kill> {
+        s.incarnation.store(incarnation, Relaxed);
+        s.up.store(true, Relaxed);
+        self.restarted_peer(s, incarnation, up);
+        self.adopt_tx(s).map_err(|_| Kill::Closed)
+    }
+
+    /// Sets the ivshmem identity this guest states on the streams it opens or accepts from
+    /// now on (the domain layer: an ivshmem domain was bound or unbound). Streams already
+    /// open keep the one they sent; a peer checks it against the region, so a stale one
+    /// only makes it use vsock.
+    pub(crate) fn set_ident(&self, ident: Option<Ident>) {
+        *self.own_ident.lock() = ident;
+    }
+
+    /// The ivshmem identity `cid` stated on a stream that is up, waiting up to `wait_ms`
+    /// for the preamble of a stream just connected (process context; may sleep).
+    pub(crate) fn peer_ident(&self, cid: u32, wait_ms: u32) -> Option<Ident> {
+        let mut waited = 0;
+        loop {
+            let mut any = false;
+            for s in self.snapshot().iter() {
+                if s.cid != cid || s.dead.load(Relaxed) {
+                    continue;
+                }
+                any = true;
+                if s.up.load(Relaxed) {
+                    if let Some(i) = *s.ident.lock() {
+                        return Some(i);
+                    }
+                }
+            }
+            let up = self.with_tx(cid, |s| s.up.load(Relaxed)).unwrap_or(false);
+            if up || !any || waited >= wait_ms || self.stopped.load(Relaxed) {
+                return None;
+            }
+            kernel::time::delay::fsleep(kernel::time::Delta::from_millis(5));
+            waited += 5;
+        }
+    }
+
+    /// The one cid whose stream stated `ident` (none if no stream or more than one cid
+    /// did: the name is then ambiguous).
+    pub(crate) fn cid_of(&self, ident: Ident) -> Option<u32> {
+        let mut found = None;
+        for s in self.snapshot().iter() {
+            if s.dead.load(Relaxed) || !s.up.load(Relaxed) || *s.ident.lock() != Some(ident) {
+                continue;
+            }
+            match found {
+                None => found = Some(s.cid),
+                Some(c) if c == s.cid => {}
+                Some(_) => return None,
+            }
+        }
+        found
     }
 
     /// `s` validated a preamble with `incarnation`: other streams of its cid that came
@@ -921,7 +1046,7 @@ impl VsockLink {
             self.bad_preambles.load(Relaxed),
             self.bad_records.load(Relaxed)
         )?;
-        writeln!(f, "cid dir up tx queued_bytes records")?;
+        writeln!(f, "cid dir up tx queued_bytes records ident")?;
         for s in self.snapshot().iter() {
             let is_tx = self
                 .with_tx(s.cid, |t| core::ptr::eq(t, &**s))
@@ -930,9 +1055,9 @@ impl VsockLink {
                 let tx = s.tx.lock();
                 (tx.len, tx.records)
             };
-            writeln!(
+            write!(
                 f,
-                "{} {} {} {} {} {}",
+                "{} {} {} {} {} {} ",
                 s.cid,
                 if s.outbound { "out" } else { "in" },
                 u8::from(s.up.load(Relaxed)),
@@ -940,6 +1065,10 @@ impl VsockLink {
                 queued,
                 records
             )?;
+            match *s.ident.lock() {
+                Some(i) => writeln!(f, "{:x}:{}:{}", i.region, i.peer, i.generation)?,
+                None => writeln!(f, "-")?,
+            }
         }
         Ok(())
     }

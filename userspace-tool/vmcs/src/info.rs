@@ -146,6 +146,15 @@ pub fn info() -> Result<Info> {
     Ok(Info::from_raw(&crate::backend::get_info()?))
 }
 
+/// Every domain of this guest, in index order (a guest with an ivshmem device and vsock
+/// has two: docs/uapi.md "The address plan").
+pub fn info_all() -> Result<Vec<Info>> {
+    Ok(crate::backend::get_info_all()?
+        .iter()
+        .map(Info::from_raw)
+        .collect())
+}
+
 /// The loaded module's version (`/sys/module/vmcs/version`), if it publishes one.
 pub fn module_version() -> Option<String> {
     let v = std::fs::read_to_string("/sys/module/vmcs/version").ok()?;

@@ -31,5 +31,5 @@ pub mod xfer;
 pub use addr::{AddrParseError, VmcsAddr, CID_ANY, CID_LOCAL, PORT_ANY};
 pub use backend::Backend;
 pub use error::{Error, Result};
-pub use info::{info, module_version, Info, PeerInfo, PeerState, Transport};
+pub use info::{info, info_all, module_version, Info, PeerInfo, PeerState, Transport};
 pub use net::{Incoming, VmcsListener, VmcsSeqpacket, VmcsStream, MAX_MSG_SIZE};

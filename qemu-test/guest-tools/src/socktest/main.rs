@@ -33,7 +33,8 @@
 //!                                      the netdev scenario's fairness check: N streams
 //!                                      read to EOF; BYTES sent (or until STOPFILE exists)
 //!   vmcs-socktest vt-client CID PORT / vt-hold PORT / vt-reset CID PORT / vt-echo1 PORT /
-//!                 vt-to CID PORT
+//!                 vt-to CID PORT / vt-dual CID0 CID2 PORT (vsock-dual: ivshmem and vsock at once,
+//!                 then reconnect over vsock after unbind)
 //!                                      the vsock transport (vsock scenario, vtransport.rs)
 //!   vmcs-socktest crypto-serve PORT MODE BYTES TAG / crypto-send CID PORT MODE BYTES TAG /
 //!                 crypto-refused CID PORT MODE ERRNO / crypto-victim PORT KIND /
@@ -75,7 +76,9 @@ use rxcap::{rxcap_client, rxcap_serve};
 use scale::{burst_client, burst_serve, scale_client, scale_serve};
 use vmcs_guest_tools::{exit_with, Res};
 use vsock::{vsock_client, vsock_echo_server};
-use vtransport::{vt_client, vt_echo1, vt_hold, vt_raw_client, vt_raw_serve, vt_reset, vt_to};
+use vtransport::{
+    vt_client, vt_dual, vt_echo1, vt_hold, vt_raw_client, vt_raw_serve, vt_reset, vt_to,
+};
 
 /// A named loopback test.
 type Test = (&'static str, fn() -> Res);
@@ -154,6 +157,10 @@ fn main() -> std::process::ExitCode {
         Some("vt-raw-client") => match (arg(1), arg(2), arg(3), arg(4)) {
             (Some(c), Some(p), Some(t), Some(k)) => vt_raw_client(c, p, t, k),
             _ => Err("usage: vt-raw-client CID PORT TOTAL CHUNK".into()),
+        },
+        Some("vt-dual") => match (arg(1), arg(2), arg(3)) {
+            (Some(c0), Some(c2), Some(p)) => vt_dual(c0, c2, p),
+            _ => Err("usage: vt-dual CID0 CID2 PORT".into()),
         },
         Some("vt-hold") => arg(1).map_or(Err("usage: vt-hold PORT".into()), vt_hold),
         Some("vt-echo1") => arg(1).map_or(Err("usage: vt-echo1 PORT".into()), vt_echo1),

@@ -285,3 +285,108 @@ pub(crate) fn vt_raw_client(cid: u32, port: u32, total: u32, chunk: u32) -> Res 
     println!("raw vsock: sent {off}");
     Ok(())
 }
+
+/// Waits until `path` exists (the scenario's go-ahead), up to 5 minutes.
+fn wait_file(path: &str) -> Res {
+    let t0 = Instant::now();
+    while !std::path::Path::new(path).exists() {
+        if t0.elapsed() > Duration::from_secs(300) {
+            return Err(format!("{path} never appeared"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A stream and a seqpacket connection to `cid`'s `serve PORT N` (stream on `port`,
+/// seqpacket on `port + 1`), getpeername checked.
+fn dual_pair(cid: u32, port: u32) -> Res<(Sock, Sock)> {
+    let s = connect_retry(libc::SOCK_STREAM, cid, port)?;
+    let q = connect_retry(libc::SOCK_SEQPACKET, cid, port + 1)?;
+    for (what, x, p) in [("stream", &s, port), ("seqpacket", &q, port + 1)] {
+        let a = x.name(true)?;
+        check(
+            &format!(
+                "{what} to {cid}:{p}: getpeername {}:{}",
+                a.svm_cid, a.svm_port
+            ),
+            a.svm_cid == cid && a.svm_port == p,
+        )?;
+    }
+    Ok((s, q))
+}
+
+/// 1 MiB stream and seqpacket echoes (1 B .. 64 KiB) on both pairs at the same time.
+fn dual_exchange(pairs: &[(&Sock, &Sock, u32)]) -> Res {
+    thread::scope(|sc| {
+        let hs: Vec<_> = pairs
+            .iter()
+            .flat_map(|&(s, q, cid)| {
+                [
+                    sc.spawn(move || stream_echo(s, 1 << 20, cid as usize)),
+                    sc.spawn(move || seqpacket_echoes(q)),
+                ]
+            })
+            .collect();
+        hs.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| "exchange thread panicked".to_string())?
+        })
+    })
+}
+
+/// Guest 1 of the vsock-dual scenario (ivshmem with guest `c0`, vsock with `c0` and
+/// `c2`): both peers at once (the route picks ivshmem for `c0`, vsock for `c2`); then,
+/// after the scenario unbound the ivshmem device (`/tmp/vt-unbound`), the held stream to
+/// `c0` fails with ECONNRESET, the one to `c2` still works, and a new connection to `c0`
+/// goes over vsock.
+pub(crate) fn vt_dual(c0: u32, c2: u32, port: u32) -> Res {
+    let (s0, q0) = dual_pair(c0, port)?;
+    let (s2, q2) = dual_pair(c2, port)?;
+    dual_exchange(&[(&s0, &q0, c0), (&s2, &q2, c2)])?;
+    // Made while the guest is dual (in the ivshmem domain), connected after the unbind.
+    let pre = Sock::new(libc::SOCK_STREAM)?;
+    println!("VT-DUAL-UP");
+    flush();
+    wait_file("/tmp/vt-unbound")?;
+    let tv = libc::timeval {
+        tv_sec: 20,
+        tv_usec: 0,
+    };
+    s0.setopt(libc::SO_RCVTIMEO, &tv)?;
+    let mut b = [0u8; 64];
+    let r = s0.recv(&mut b, 0);
+    let e = errno();
+    println!(
+        "recv on the ivshmem stream after unbind: {r} ({})",
+        strerror(e)
+    );
+    check(
+        "the ivshmem stream to the region peer failed with ECONNRESET after unbind",
+        r < 0 && e == libc::ECONNRESET,
+    )?;
+    stream_echo(&s2, 64 << 10, 1)?;
+    drop((s0, q0));
+    let r = pre.raw_connect(c0, port)?;
+    let e = strerror(errno());
+    check(
+        &format!("a socket made before the unbind connects to {c0}:{port} after it ({r}: {e})"),
+        r == 0,
+    )?;
+    let m0 = connect_retry(libc::SOCK_SEQPACKET, c0, port + 1)?;
+    for (what, x, p) in [("stream", &pre, port), ("seqpacket", &m0, port + 1)] {
+        let a = x.name(true)?;
+        check(
+            &format!(
+                "{what} to {c0}:{p} after unbind: getpeername {}:{}",
+                a.svm_cid, a.svm_port
+            ),
+            a.svm_cid == c0 && a.svm_port == p,
+        )?;
+    }
+    dual_exchange(&[(&pre, &m0, c0)])?;
+    println!("VT-DUAL-RECONNECTED");
+    flush();
+    wait_file("/tmp/vt-done")?;
+    Ok(())
+}

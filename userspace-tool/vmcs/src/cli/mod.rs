@@ -116,10 +116,22 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let pol = vmcs::policy::get(None).ok();
             // A module without encryption answers ENOTTY: no encryption rows then.
             let crypto = vmcs::crypto::info().ok();
+            // Several domains (an ivshmem device and vsock): each one's transport.
+            let all = vmcs::info_all().unwrap_or_default();
             if json {
                 let mut v = status_json(&backend, &info, version.as_deref());
                 if let Some(p) = &pol {
-                    v["policy"] = serde_json::json!({ "rules": p.rules.len(), "denied": p.denied });
+                    v["policy"] = json!({ "rules": p.rules.len(), "denied": p.denied });
+                }
+                if all.len() > 1 {
+                    v["domains"] = json!(all
+                        .iter()
+                        .map(|i| json!({
+                            "domain": i.domain,
+                            "transport": i.transport,
+                            "local_cid": i.local_cid,
+                        }))
+                        .collect::<Vec<_>>());
                 }
                 if let Some(c) = crypto {
                     v["encryption"] = json!(c);
@@ -127,6 +139,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 print!("{}", pretty_json(&v));
             } else {
                 print!("{}", status_text(&backend, &info, version.as_deref()));
+                if all.len() > 1 {
+                    print!("{}", status_domains_line(&all));
+                }
                 if let Some(p) = &pol {
                     print!("{}", status_policy_line(p));
                 }
@@ -138,10 +153,26 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Cmd::Peers => {
             let info = vmcs::info().ctx("asking /dev/vmcs for the peers")?;
+            // Every domain's peers, each with its transport (one domain: the default's).
+            let all = match vmcs::info_all() {
+                Ok(a) if a.len() > 1 => a,
+                _ => vec![info],
+            };
             if json {
-                print!("{}", pretty_json(&info.peers));
+                let peers: Vec<serde_json::Value> = all
+                    .iter()
+                    .flat_map(|i| {
+                        i.peers.iter().map(move |p| {
+                            let mut v = serde_json::to_value(p).expect("serializable");
+                            v["domain"] = json!(i.domain);
+                            v["transport"] = json!(i.transport);
+                            v
+                        })
+                    })
+                    .collect();
+                print!("{}", pretty_json(&peers));
             } else {
-                print!("{}", peers_table(&info));
+                print!("{}", peers_table_all(&all));
             }
             Ok(())
         }

@@ -180,10 +180,29 @@ pub fn crypto_text(c: &vmcs::crypto::CryptoInfo) -> String {
     )
 }
 
-pub fn peers_table(info: &Info) -> String {
+/// The `domains` row of `vmcs status` in a guest with more than one domain (an ivshmem
+/// device and vsock: AF_VMCS picks the transport per peer, docs/architecture.md
+/// "Transport per peer"): each domain's index, transport and this guest's cid there.
+pub fn status_domains_line(all: &[Info]) -> String {
+    let d: Vec<String> = all
+        .iter()
+        .map(|i| format!("{} {} (cid {})", i.domain, i.transport.name(), i.local_cid))
+        .collect();
+    format!("{:<16}{}\n", "domains", d.join(", "))
+}
+
+/// The peers of every domain in one table, each with its domain's transport.
+pub fn peers_table_all(all: &[Info]) -> String {
     // TRANSPORT: what carries this peer's frames (the domain's transport: an ivshmem
     // region, or vsock, whose cids are vsock cids).
     let mut t = Table::new(&["CID", "STATE", "GENERATION", "HEARTBEAT", "TRANSPORT", ""]);
+    for info in all {
+        peer_rows(&mut t, info);
+    }
+    t.render()
+}
+
+fn peer_rows(t: &mut Table, info: &Info) {
     for p in &info.peers {
         t.row(vec![
             p.id.to_string(),
@@ -199,7 +218,6 @@ pub fn peers_table(info: &Info) -> String {
             },
         ]);
     }
-    t.render()
 }
 
 // ---- ping / bench statistics ----
@@ -522,11 +540,37 @@ mod tests {
         let s = status_text(&Backend::Device, &i, None);
         assert!(s.contains("module version  unknown\n"), "{s}");
         assert_eq!(
-            peers_table(&i),
+            peers_table_all(std::slice::from_ref(&i)),
             "CID  STATE    GENERATION  HEARTBEAT  TRANSPORT\n\
              1    live     4           12 ms ago  ivshmem-doorbell\n\
              2    live     1           0 ms ago   ivshmem-doorbell  (this guest)\n\
              3    joining  2           -          ivshmem-doorbell\n"
+        );
+    }
+
+    /// A dual guest: both domains in `status` and `peers`, each peer with its transport.
+    #[test]
+    fn status_and_peers_of_two_domains() {
+        let iv = fake_info();
+        let mut vs = fake_info();
+        vs.domain = 1;
+        vs.local_cid = 4;
+        vs.transport = vmcs::Transport::Vsock;
+        vs.peers.truncate(1);
+        vs.peers[0].id = 5;
+        let all = [iv, vs];
+        assert_eq!(
+            status_domains_line(&all),
+            "domains         0 ivshmem-doorbell (cid 2), 1 vsock (cid 4)\n"
+        );
+        let t = peers_table_all(&all);
+        assert!(
+            t.contains("\n1    live     4           12 ms ago  ivshmem-doorbell\n"),
+            "{t}"
+        );
+        assert!(
+            t.ends_with("\n5    live     4           12 ms ago  vsock\n"),
+            "{t}"
         );
     }
 
