@@ -60,11 +60,15 @@ tap_step() {
 lane_names=()
 lane_logs=()
 lane_pids=()
+# LANE_SOLO=1 tap_lane ...: this one runs alone (the lanes before it finish first, the next
+# start after it): the doorbell storm's host process keeps a core busy by itself.
 tap_lane() {
 	local name=$1 logf
 	shift
 	logf="$logs/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '-').log"
-	while [ "$(jobs -pr | wc -l)" -ge "$VMCS_TEST_JOBS" ]; do
+	local max=$VMCS_TEST_JOBS
+	[ "${LANE_SOLO:-0}" = 1 ] && max=1
+	while [ "$(jobs -pr | wc -l)" -ge "$max" ]; do
 		wait -n 2>/dev/null || true
 	done
 	(
@@ -75,6 +79,9 @@ tap_lane() {
 	lane_names+=("$name")
 	lane_logs+=("$logf")
 	lane_pids+=($!)
+	if [ "${LANE_SOLO:-0}" = 1 ]; then
+		wait $! 2>/dev/null || true
+	fi
 }
 lanes_wait() {
 	local i logf rc secs line
@@ -221,7 +228,7 @@ hostile() {
 # shellcheck disable=SC2016 # the hook's $VMCS_SHM/$VMCS_SERVER expand when run.sh runs it
 tap_lane "qemu hostile plain 2 (2 devices)" hostile plain '--shm $VMCS_SHM' 360
 # shellcheck disable=SC2016
-tap_lane "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile doorbell '--server $VMCS_SERVER' 420
+LANE_SOLO=1 tap_lane "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile doorbell '--server $VMCS_SERVER' 420
 # The vsock transport (about 90 s): two guests with no ivshmem device, vhost-device-vsock's
 # sibling group between them, the host end through its unix socket, guest 0 killed last.
 tap_lane "qemu vsock 2 (no ivshmem, host end, peer death)" qemu-test/run.sh --scenario vsock \
