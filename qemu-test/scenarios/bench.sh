@@ -58,7 +58,9 @@ VMCS_PARAMS=$(setting bench_vmcs)
 SERVER=auto
 TAG=$VMCS_VARIANT
 QUIT_PATH=dev
+VPASS=0
 if [ "$(setting bench_transport)" = vsock ]; then
+	VPASS=1
 	SERVER=3
 	QUIT_PATH=stream
 	TAG=vsock
@@ -96,7 +98,7 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check_done "bench server told to quit by guest 1" "$srv" 3000
 	sed 's/^/# /' /tmp/serve.log >&3
 elif [ "$VMCS_GUEST" = 1 ]; then
-	plan $((2 + ENC + ROUNDS * NSIZES * NPATHS + 1))
+	plan $((2 + ENC + 2 * VPASS + ROUNDS * NSIZES * NPATHS + 1))
 	# shellcheck disable=SC2086 # one word per parameter
 	check "insmod vmcs.ko $VMCS_PARAMS" load_vmcs $VMCS_PARAMS
 	check "/dev/vmcs appears" wait_for /dev/vmcs 5
@@ -108,6 +110,9 @@ elif [ "$VMCS_GUEST" = 1 ]; then
 		while ! ping -c 1 -W 1 10.78.0.1 >/dev/null 2>&1 && [ $i -lt 60 ]; do i=$((i + 1)); done
 		;;
 	esac
+	# The vsock pass measures AF_VMCS over the vsock transport only if that is where it goes.
+	[ "$VPASS" = 0 ] || check "vsock pass: this guest's vmcs domain is the vsock transport (vmcs status)" \
+		sh -c "vmcs status >/tmp/status 2>&1; sed 's/^/# /' /tmp/status; grep -qE '^transport +vsock' /tmp/status"
 	diag "bench: sizes $SIZES; paths $PATHS; $ROUNDS round(s) of $SECS s + $SECS s"
 	k=0
 	for round in $(seq "$ROUNDS"); do
@@ -147,6 +152,8 @@ elif [ "$VMCS_GUEST" = 1 ]; then
 			done
 		done
 	done
+	[ "$VPASS" = 0 ] || check "vsock pass: guest 0 (cid 3) was reached over vsock (vmcs peers: live, transport vsock)" \
+		sh -c "vmcs peers >/tmp/peers 2>&1; sed 's/^/# /' /tmp/peers; grep -qE '^3 +live .* vsock\$' /tmp/peers"
 	check "bench server quits" vmcs-bench quit $SERVER $BASE $QUIT_PATH
 else
 	plan 1
