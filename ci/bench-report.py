@@ -4,12 +4,13 @@
     bench-report.py OUTDIR
 
 Reads the `# BENCH ...` and `# CDF ...` diagnostics of the guests' TAP files
-(OUTDIR/<variant>/guest1.tap from the bench scenario, OUTDIR/scale-<n>/guest*.tap from
+(OUTDIR/<variant>/guest1.tap from the bench scenario, OUTDIR/vsock/guest1.tap from its
+vsock-transport pass, whose BENCH lines say variant=vsock, OUTDIR/scale-<n>/guest*.tap from
 bench-scale) and OUTDIR/meta.env, and writes:
 
     OUTDIR/bench.json          every figure (each measurement, and the summaries)
     OUTDIR/report.md           the tables: figures per path, the ratio table, plain against
-                               doorbell, scaling
+                               doorbell, AF_VMCS over vsock against raw AF_VSOCK, scaling
     OUTDIR/throughput-<variant>.png, OUTDIR/rtt-cdf-<variant>.png, OUTDIR/scale.png
                                drawn by gnuplot (ci/bench-setup.sh installs it)
 
@@ -86,6 +87,11 @@ def fmt(x, digits=None):
     return f"{x:,.{digits}f}"
 
 
+def title(variant):
+    """How a variant (a pass of the bench scenario) is named in tables and plots."""
+    return "vsock transport (no ivshmem)" if variant == "vsock" else f"ivshmem-{variant}"
+
+
 def ratio(a, b):
     return a / b if a and b else None
 
@@ -134,13 +140,13 @@ def main_tables(summary, variant, sizes):
     L = []
     paths = [p for p in ALL_PATHS if any((variant, p, s) in summary for s in sizes)]
     get = lambda p, s, k: summary.get((variant, p, s), {}).get(k)
-    L.append(f"### ivshmem-{variant}: throughput, MB/s (10^6 B/s, one way; mean of rounds)\n")
+    L.append(f"### {title(variant)}: throughput, MB/s (10^6 B/s, one way; mean of rounds)\n")
     L.append("| size | " + " | ".join(LABEL[p] for p in paths) + " |")
     L.append("|---:|" + "---:|" * len(paths))
     for s in sizes:
         L.append(f"| {size_name(s)} | " + " | ".join(fmt(get(p, s, "tput_mb_s")) for p in paths) + " |")
     rpaths = [p for p in paths if p != "memcpy"]
-    L.append(f"\n### ivshmem-{variant}: round trip, µs: p50 (p99)\n")
+    L.append(f"\n### {title(variant)}: round trip, µs: p50 (p99)\n")
     L.append("| size | " + " | ".join(LABEL[p] for p in rpaths) + " |")
     L.append("|---:|" + "---:|" * len(rpaths))
     for s in sizes:
@@ -149,7 +155,7 @@ def main_tables(summary, variant, sizes):
             a, b = get(p, s, "rtt_p50_us"), get(p, s, "rtt_p99_us")
             cells.append("-" if a is None else f"{fmt(a)} ({fmt(b)})")
         L.append(f"| {size_name(s)} | " + " | ".join(cells) + " |")
-    L.append(f"\n### ivshmem-{variant}: CPU seconds per GB moved (both guests, busy time from /proc/stat)\n")
+    L.append(f"\n### {title(variant)}: CPU seconds per GB moved (both guests, busy time from /proc/stat)\n")
     L.append("| size | " + " | ".join(LABEL[p] for p in rpaths) + " |")
     L.append("|---:|" + "---:|" * len(rpaths))
     for s in sizes:
@@ -158,7 +164,7 @@ def main_tables(summary, variant, sizes):
     dpaths = [p for p in VMCS_PATHS if p != "bulk"
               and any("doorbells_per_mb" in summary.get((variant, p, s), {}) for s in sizes)]
     if variant == "doorbell" and dpaths:
-        L.append(f"\n### ivshmem-{variant}: doorbells per MB of ring traffic (guest 1, sent + received; "
+        L.append(f"\n### {title(variant)}: doorbells per MB of ring traffic (guest 1, sent + received; "
                  "in parentheses: saved by the sleep tokens; round trips and streaming together; "
                  "not for the bulk path, whose data bypasses the rings)\n")
         L.append("| size | " + " | ".join(LABEL[p] for p in dpaths) + " |")
@@ -171,7 +177,7 @@ def main_tables(summary, variant, sizes):
             L.append(f"| {size_name(s)} | " + " | ".join(cells) + " |")
     tcp64 = get("tcp", 64, "rtt_p50_us")
     if tcp64:
-        L.append(f"\n### ivshmem-{variant}: RTT at 64 B, p50, against TCP (targets: ≤ 1/10 with busy polling, ≤ 1/2 without)\n")
+        L.append(f"\n### {title(variant)}: RTT at 64 B, p50, against TCP (targets: ≤ 1/10 with busy polling, ≤ 1/2 without)\n")
         L.append("| path | RTT p50 µs | of TCP's | target |")
         L.append("|---|---:|---:|---|")
         for p, target in (("stream-bp", 0.1), ("stream", 0.5)):
@@ -181,7 +187,7 @@ def main_tables(summary, variant, sizes):
             r = rt / tcp64
             L.append(f"| {LABEL[p]} | {fmt(rt)} | {fmt(r)} | ≤ {target}: {'met' if r <= target else 'missed'} |")
     if any((variant, "stream-enc", s) in summary for s in sizes):
-        L.append(f"\n### ivshmem-{variant}: encrypted against plaintext AF_VMCS stream (#14 target: "
+        L.append(f"\n### {title(variant)}: encrypted against plaintext AF_VMCS stream (#14 target: "
                  "encrypted throughput ≥ 50 % of plaintext at 64 KiB)\n")
         L.append("| size | plaintext MB/s | encrypted MB/s | encrypted / plaintext | RTT p50 µs plaintext | encrypted | target |")
         L.append("|---:|---:|---:|---:|---:|---:|---|")
@@ -191,7 +197,7 @@ def main_tables(summary, variant, sizes):
             r = ratio(te, tp)
             tgt = "-" if s != 65536 or r is None else f"≥ 0.5: {'met' if r >= 0.5 else 'missed'}"
             L.append(f"| {size_name(s)} | {fmt(tp)} | {fmt(te)} | {fmt(r)} | {fmt(rp)} | {fmt(re_)} | {tgt} |")
-    L.append(f"\n### ivshmem-{variant}: ratios (throughput: vmcs / other, > 1 favours vmcs; round trip p50: other / vmcs, > 1 favours vmcs)\n")
+    L.append(f"\n### {title(variant)}: ratios (throughput: vmcs / other, > 1 favours vmcs; round trip p50: other / vmcs, > 1 favours vmcs)\n")
     L.append("| size | vmcs path | MB/s | × TCP | × vsock | of memcpy | RTT p50 µs | TCP / vmcs RTT | vsock / vmcs RTT |")
     L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in sizes:
@@ -221,6 +227,37 @@ def plain_vs_doorbell(summary, sizes):
             L.append(f"| {size_name(s)} | {LABEL[p]} | {fmt(ratio(a['tput_mb_s'], b['tput_mb_s']))} | "
                      f"{fmt(ratio(a.get('rtt_p50_us'), b.get('rtt_p50_us')))} |")
     return L
+
+
+def vsock_vs_raw(summary, sizes):
+    """AF_VMCS over the vsock transport against raw AF_VSOCK, both from the vsock pass (the
+    same two guests, the same boot, interleaved per size). #15's target: within 10 % at 64 KiB
+    (throughput ≥ 0.9 of raw, round trip ≤ 1.1 of raw)."""
+    L = ["### AF_VMCS over the vsock transport against raw AF_VSOCK (same guests, same run; "
+         "#15 target: within 10 % at 64 KiB)\n"]
+    L.append("| size | vmcs path | vmcs MB/s | raw AF_VSOCK MB/s | vmcs / raw | RTT p50 µs vmcs | raw | vmcs / raw | target (64 KiB) |")
+    L.append("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    rows = []
+    for s in sizes:
+        raw = summary.get(("vsock", "vsock", s))
+        for p in VMCS_PATHS:
+            v = summary.get(("vsock", p, s))
+            if not v:
+                continue
+            rt = raw.get("tput_mb_s") if raw else None
+            rr = raw.get("rtt_p50_us") if raw else None
+            tr, lr = ratio(v.get("tput_mb_s"), rt), ratio(v.get("rtt_p50_us"), rr)
+            tgt = "-"
+            if s == 65536:
+                if tr is None:
+                    tgt = "no figure"
+                else:
+                    ok = tr >= 0.9 and (lr is None or lr <= 1.1)
+                    tgt = f"MB/s ≥ 0.9, RTT ≤ 1.1: {'met' if ok else 'missed'}"
+            L.append(f"| {size_name(s)} | {LABEL[p]} | {fmt(v.get('tput_mb_s'))} | {fmt(rt)} | {fmt(tr)} | "
+                     f"{fmt(v.get('rtt_p50_us'))} | {fmt(rr)} | {fmt(lr)} | {tgt} |")
+            rows.append({"path": p, "size": s, "tput_ratio": tr, "rtt_p50_ratio": lr})
+    return L, rows
 
 
 def scale_summary(recs):
@@ -304,7 +341,7 @@ def plots(out, summary, variants, sizes, scale_rows, meta):
             png = f"throughput-{v}.png"
             gnuplot(f"""set terminal pngcairo size 1000,650 font 'sans,11'
 set output '{png}'
-set title "Throughput between two guests, ivshmem-{v}\\n{{/*0.8 {sub}}}"
+set title "Throughput between two guests, {title(v)}\\n{{/*0.8 {sub}}}"
 set logscale xy
 set xlabel 'message size (bytes)'
 set ylabel 'MB/s (10^6 B/s, one way)'
@@ -335,7 +372,7 @@ plot {", ".join(lines)}
             png = f"rtt-cdf-{v}.png"
             gnuplot(f"""set terminal pngcairo size {650 * len(panels) + 250},600 font 'sans,11'
 set output '{png}'
-set multiplot layout 1,{len(panels)} title "Round-trip time CDF, single round trips, ivshmem-{v}\\n{{/*0.8 {sub}}}"
+set multiplot layout 1,{len(panels)} title "Round-trip time CDF, single round trips, {title(v)}\\n{{/*0.8 {sub}}}"
 set logscale x
 set format x '10^{{%L}}'
 set xlabel 'round trip (µs)'
@@ -395,7 +432,7 @@ def main():
         elif os.path.exists(os.path.join(p, "guest1.tap")):
             recs += parse_tap(os.path.join(p, "guest1.tap"))
     summary = summarise(recs)
-    variants = [v for v in ("doorbell", "plain") if any(k[0] == v for k in summary)]
+    variants = [v for v in ("doorbell", "plain", "vsock") if any(k[0] == v for k in summary)]
     sizes = sorted({k[2] for k in summary})
     L = [f"## make bench, {meta.get('date', '')}", ""]
     L.append(f"commit {meta.get('commit', '?')}; bench kernel {meta.get('kernel', '?')}; "
@@ -406,8 +443,13 @@ def main():
     for v in variants:
         L += main_tables(summary, v, sizes)
         L.append("")
-    if len(variants) == 2:
+    if "plain" in variants and "doorbell" in variants:
         L += plain_vs_doorbell(summary, sizes)
+        L.append("")
+    vv_rows = []
+    if "vsock" in variants:
+        t, vv_rows = vsock_vs_raw(summary, sizes)
+        L += t
         L.append("")
     sc = scale_summary(scale_recs)
     scale_rows = []
@@ -426,6 +468,7 @@ def main():
         "scale_measurements": scale_recs,
         "summary": [dict(variant=k[0], path=k[1], size=k[2], **v) for k, v in sorted(summary.items())],
         "scale": scale_rows,
+        "vsock_vs_raw": vv_rows,
     }
     with open(os.path.join(out, "bench.json"), "w") as f:
         json.dump(js, f, indent=1)

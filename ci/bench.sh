@@ -8,6 +8,10 @@
 #   3. the bench scenario (qemu-test/scenarios/bench.sh) for each variant: two guests with
 #      ivshmem and a vhost-user vsock device; AF_VMCS stream and seqpacket, /dev/vmcs, the
 #      bulk area, TCP over virtio-net, AF_VSOCK and the in-guest memcpy, interleaved per size
+#   3b. the vsock-transport pass (the bench scenario with vmcstest.bench_transport=vsock): the
+#      same two guests with no ivshmem device (run.sh --devices 0 --vsock), vmcs.ko vsock=1,
+#      so that AF_VMCS rides the vsock transport; AF_VMCS stream and seqpacket and raw AF_VSOCK,
+#      interleaved per size, for the report's "vmcs over vsock / raw AF_VSOCK" table (#15)
 #   4. the scaling phase (qemu-test/scenarios/bench-scale.sh): 4 and 8 guests as pairs,
 #      ivshmem-doorbell, AF_VMCS stream
 #   5. the report
@@ -23,6 +27,8 @@
 #   BENCH_SKIP_PROTO=1                skip the host protocol bench
 #   BENCH_PATHS=tcp,vmcs0             the paths measured (default: all; vmcs0 is TCP over the
 #                                     vmcs0 net device, docs/netdev.md)
+#   BENCH_VSOCK_PATHS=stream,vsock    the paths of the vsock-transport pass (default
+#                                     stream,seqpacket,vsock; "" skips the pass)
 #
 # The guests run under TCG (no KVM) on a shared machine: absolute figures are emulation
 # speed; compare paths within one run (that is why they are interleaved). Exit status
@@ -49,6 +55,7 @@ else
 	skip_proto=${BENCH_SKIP_PROTO:-0}
 fi
 paths=${BENCH_PATHS:-dev,stream,stream-bp,stream-enc,seqpacket,bulk,tcp,vmcs0,vsock,memcpy}
+vsock_paths=${BENCH_VSOCK_PATHS-stream,seqpacket,vsock}
 fail=0
 t0=$(date +%s)
 
@@ -74,7 +81,7 @@ eval "$(qemu-test/prepare.sh --bench)"
 	echo "clock=$(qemu-test/guest-clock.sh)"
 	echo "host=$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 	echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "settings=${BENCH_VMCS:+vmcs.ko $BENCH_VMCS; }sizes $sizes; $rounds round(s) of ${secs} s ping-pong + ${secs} s stream per path and size; scaling ${scale:-none} guests, ${scale_secs} s"
+	echo "settings=${BENCH_VMCS:+vmcs.ko $BENCH_VMCS; }sizes $sizes; $rounds round(s) of ${secs} s ping-pong + ${secs} s stream per path and size; vsock-transport pass ${vsock_paths:-skipped}; scaling ${scale:-none} guests, ${scale_secs} s"
 } >"$out/meta.env"
 
 bench_args="vmcstest.bench_sizes=$sizes vmcstest.bench_paths=$paths vmcstest.bench_rounds=$rounds vmcstest.bench_secs=$secs${BENCH_VMCS:+ vmcstest.bench_vmcs=$BENCH_VMCS}"
@@ -90,6 +97,16 @@ for v in $variants; do
 		grep -E '^not ok' "$out/$v.tap" >&2 || true
 	fi
 done
+if [ -n "$vsock_paths" ]; then
+	log "two guests, no ivshmem, vmcs.ko vsock=1: AF_VMCS over vsock against raw AF_VSOCK (TAP in $out/vsock.tap)"
+	vsock_args="vmcstest.bench_transport=vsock vmcstest.bench_sizes=$sizes vmcstest.bench_paths=$vsock_paths vmcstest.bench_rounds=$rounds vmcstest.bench_secs=$secs vmcstest.bench_vmcs=${BENCH_VMCS:+$BENCH_VMCS,}vsock=1"
+	if ! qemu-test/run.sh --scenario bench --variant plain --guests 2 --devices 0 --vsock --clock fine --timeout 2400 \
+		--results "$out/vsock" --append "$vsock_args" >"$out/vsock.tap"; then
+		fail=1
+		log "bench scenario failed for the vsock transport:"
+		grep -E '^not ok' "$out/vsock.tap" >&2 || true
+	fi
+fi
 for n in $scale; do
 	log "scaling: $n guests, ivshmem-doorbell (TAP in $out/scale-$n.tap)"
 	if ! qemu-test/run.sh --scenario bench-scale --variant doorbell --guests "$n" --clock fine --timeout 900 \

@@ -19,6 +19,14 @@
 #   vmcstest.bench_rounds=N            rounds
 #   vmcstest.bench_secs=S              seconds of ping-pong and of streaming per measurement
 #   vmcstest.bench_vmcs=max_peers=4,...  vmcs.ko parameters for both guests (default none)
+#   vmcstest.bench_transport=vsock     the vsock-transport pass (ci/bench.sh: run.sh --devices 0
+#                                      --vsock, bench_vmcs with vsock=1, paths stream,seqpacket,vsock):
+#                                      no ivshmem, so AF_VMCS rides the vsock domain; the vmcs paths
+#                                      connect to guest 0's cid 3 (not `auto`: no stream exists
+#                                      before the first connect), the server is told to quit over
+#                                      AF_VMCS stream, and the BENCH lines say variant=vsock, so
+#                                      that ci/bench-report.py sets AF_VMCS over vsock against raw
+#                                      AF_VSOCK measured in the same run between the same guests
 . /scenarios/lib.sh
 setting() { sed -n "s/.*vmcstest\.$1=\([^ ]*\).*/\1/p" /proc/cmdline | tr , ' '; }
 SIZES=$(setting bench_sizes)
@@ -46,6 +54,17 @@ ROUNDS=${ROUNDS:-1}
 SECS=$(setting bench_secs)
 SECS=${SECS:-0.3}
 VMCS_PARAMS=$(setting bench_vmcs)
+# The vmcs paths' server: every live peer over ivshmem; guest 0's vsock cid on the vsock pass.
+SERVER=auto
+TAG=$VMCS_VARIANT
+QUIT_PATH=dev
+VPASS=0
+if [ "$(setting bench_transport)" = vsock ]; then
+	VPASS=1
+	SERVER=3
+	QUIT_PATH=stream
+	TAG=vsock
+fi
 BASE=5100
 NSIZES=$(echo $SIZES | wc -w)
 NPATHS=$(echo $PATHS | wc -w)
@@ -79,15 +98,21 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check_done "bench server told to quit by guest 1" "$srv" 3000
 	sed 's/^/# /' /tmp/serve.log >&3
 elif [ "$VMCS_GUEST" = 1 ]; then
-	plan $((2 + ENC + ROUNDS * NSIZES * NPATHS + 1))
+	plan $((2 + ENC + 2 * VPASS + ROUNDS * NSIZES * NPATHS + 1))
 	# shellcheck disable=SC2086 # one word per parameter
 	check "insmod vmcs.ko $VMCS_PARAMS" load_vmcs $VMCS_PARAMS
 	check "/dev/vmcs appears" wait_for /dev/vmcs 5
 	[ "$ENC" = 0 ] || check "stream-enc: test key installed, domain policy off (other paths plaintext)" enc_setup
 	vmcs0_up
-	# ARP before the first measurement.
-	i=0
-	while ! ping -c 1 -W 1 10.78.0.1 >/dev/null 2>&1 && [ $i -lt 60 ]; do i=$((i + 1)); done
+	# ARP before the first measurement (only the vmcs0 path needs it).
+	case " $PATHS " in *" vmcs0 "*)
+		i=0
+		while ! ping -c 1 -W 1 10.78.0.1 >/dev/null 2>&1 && [ $i -lt 60 ]; do i=$((i + 1)); done
+		;;
+	esac
+	# The vsock pass measures AF_VMCS over the vsock transport only if that is where it goes.
+	[ "$VPASS" = 0 ] || check "vsock pass: this guest's vmcs domain is the vsock transport (vmcs status)" \
+		sh -c "vmcs status >/tmp/status 2>&1; sed 's/^/# /' /tmp/status; grep -qE '^transport +vsock' /tmp/status"
 	diag "bench: sizes $SIZES; paths $PATHS; $ROUNDS round(s) of $SECS s + $SECS s"
 	k=0
 	for round in $(seq "$ROUNDS"); do
@@ -108,7 +133,7 @@ elif [ "$VMCS_GUEST" = 1 ]; then
 				tcp) cmd="vmcs-bench client tcp 169.254.1.1 $BASE $size $SECS $SECS" ;;
 				vmcs0) cmd="vmcs-bench client vmcs0 10.78.0.1 $BASE $size $SECS $SECS" ;;
 				vsock) cmd="vmcs-bench client vsock 3 $BASE $size $SECS $SECS" ;;
-				*) cmd="vmcs-bench client $p auto $BASE $size $SECS $SECS" ;;
+				*) cmd="vmcs-bench client $p $SERVER $BASE $size $SECS $SECS" ;;
 				esac
 				what="round $round, $p, $size B: measured, every echo and byte count matched"
 				db0=$(dbsnap)
@@ -122,12 +147,14 @@ elif [ "$VMCS_GUEST" = 1 ]; then
 				memcpy | tcp | vsock) ;;
 				*) db=$(echo "$db0 $(dbsnap)" | awk '{ printf " db_tx=%d db_rx=%d db_suppressed=%d db_bytes=%d", $5 - $1, $6 - $2, $7 - $3, $8 - $4 }') ;;
 				esac
-				echo "$out" | sed -e "s/^BENCH .*/&$db/" -e "s/^BENCH /BENCH variant=$VMCS_VARIANT round=$round /" \
-					-e "s/^CDF /CDF variant=$VMCS_VARIANT round=$round /" -e 's/^/# /' >&3
+				echo "$out" | sed -e "s/^BENCH .*/&$db/" -e "s/^BENCH /BENCH variant=$TAG round=$round /" \
+					-e "s/^CDF /CDF variant=$TAG round=$round /" -e 's/^/# /' >&3
 			done
 		done
 	done
-	check "bench server quits" vmcs-bench quit auto $BASE
+	[ "$VPASS" = 0 ] || check "vsock pass: guest 0 (cid 3) was reached over vsock (vmcs peers: live, transport vsock)" \
+		sh -c "vmcs peers >/tmp/peers 2>&1; sed 's/^/# /' /tmp/peers; grep -qE '^3 +live .* vsock\$' /tmp/peers"
+	check "bench server quits" vmcs-bench quit $SERVER $BASE $QUIT_PATH
 else
 	plan 1
 	ok "guest $VMCS_GUEST idle (the bench uses guests 0 and 1)"

@@ -17,7 +17,8 @@
 //!     `BENCH ...` line and one `CDF ...` line; exit status 0 only if every check held
 //! vmcs-bench memcpy SIZE SECS
 //!     in-guest memcpy of SIZE-byte blocks over an 8 MiB working set
-//! vmcs-bench quit SERVER BASE
+//! vmcs-bench quit SERVER BASE [PATH]   tell the server to quit, over PATH (default dev; the
+//!     vsock-transport pass of the bench scenario uses stream)
 //! vmcs-bench barrier-serve PORT N      accept N TCP connections, then release them all
 //! vmcs-bench barrier ADDR PORT         wait at guest ADDR's barrier
 //! ```
@@ -821,9 +822,13 @@ fn memcpy(size: usize, secs: f64) -> Res {
 fn quit(args: &[String]) -> Res {
     let (Some(server), Some(Ok(base))) = (args.first(), args.get(1).map(|s| s.parse::<u32>()))
     else {
-        return Err("usage: quit SERVER BASE".into());
+        return Err("usage: quit SERVER BASE [PATH]".into());
     };
-    let c = connect(Path::Dev, server, base)?;
+    let path = match args.get(2) {
+        None => Path::Dev,
+        Some(p) => Path::parse(p).ok_or_else(|| format!("unknown path {p}"))?,
+    };
+    let c = connect(path, server, base + path.port_offset())?;
     c.send_app(&header(MODE_QUIT, 1)).map(|_| ())
 }
 
