@@ -34,21 +34,25 @@ step() {
 }
 # tap_step NAME COMMAND...: a command that prints TAP lines; each becomes a test point.
 tap_step() {
-	local name=$1 logf line rc
+	local name=$1 logf
 	shift
 	logf="$logs/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '-').log"
 	"$@" >"$logf.tap" 2>"$logf"
-	rc=$?
+	tap_emit "$name" "$logf" $?
+}
+# tap_emit NAME LOG RC: LOG.tap's points as points of this run, and one more when RC is not 0.
+tap_emit() {
+	local line
 	while IFS= read -r line; do
 		case "$line" in
 		"ok "*) point ok "${line#ok - }" ;;
 		"not ok "*) point "not ok" "${line#not ok - }" ;;
 		"#"*) echo "$line" ;;
 		esac
-	done <"$logf.tap"
-	if [ "$rc" != 0 ]; then
-		point "not ok" "$name exited $rc"
-		tail -n 20 "$logf" | sed 's/^/# /'
+	done <"$2.tap"
+	if [ "$3" != 0 ]; then
+		point "not ok" "$1 exited $3"
+		tail -n 20 "$2" | sed 's/^/# /'
 	fi
 }
 # Scenario lanes: tap_lane NAME COMMAND... starts a tap_step-like job in the background,
@@ -84,23 +88,13 @@ tap_lane() {
 	fi
 }
 lanes_wait() {
-	local i logf rc secs line
+	local i logf rc secs
 	wait "${lane_pids[@]}" 2>/dev/null
 	for i in "${!lane_names[@]}"; do
 		logf=${lane_logs[$i]}
 		read -r rc secs <"$logf.rc" 2>/dev/null || { rc=1; secs=?; }
 		echo "# ${lane_names[$i]}: $secs s"
-		while IFS= read -r line; do
-			case "$line" in
-			"ok "*) point ok "${line#ok - }" ;;
-			"not ok "*) point "not ok" "${line#not ok - }" ;;
-			"#"*) echo "$line" ;;
-			esac
-		done <"$logf.tap"
-		if [ "$rc" != 0 ]; then
-			point "not ok" "${lane_names[$i]} exited $rc"
-			tail -n 20 "$logf" | sed 's/^/# /'
-		fi
+		tap_emit "${lane_names[$i]}" "$logf" "$rc"
 	done
 	lane_names=()
 	lane_logs=()
