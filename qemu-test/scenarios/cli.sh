@@ -51,13 +51,7 @@ check "vmcs status --json without the module: exit 3, JSON error with exit_code 
 	sh -c "test $rc = 3 && grep -q '\"exit_code\":3' /tmp/st.json && grep -q '\"error\":\"[^\"]*the vmcs module is not loaded' /tmp/st.json"
 
 check "insmod vmcs.ko" load_vmcs
-i=0
-until [ "$(vmcs peers 2>/dev/null | awk 'NR > 1 && $2 == "live"' | wc -l)" -ge 2 ]; do
-	i=$((i + 1))
-	[ $i -lt 300 ] || break
-	sleep 0.2
-done
-vmcs peers >/tmp/peers.out 2>&1
+wait_live 2
 show /tmp/peers.out
 check "vmcs peers shows both guests live" sh -c "test \$(awk 'NR > 1 && \$2 == \"live\"' /tmp/peers.out | wc -l) = 2"
 SELF=$(awk 'NR > 1 && /this guest/ { print $1 }' /tmp/peers.out)

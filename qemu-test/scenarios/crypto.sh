@@ -49,13 +49,7 @@ no_key() {
 
 common() {
 	check "insmod vmcs.ko hb_timeout_ms=30000" load_vmcs hb_timeout_ms=30000
-	i=0
-	until [ "$(vmcs peers 2>/dev/null | awk 'NR > 1 && $2 == "live"' | wc -l)" -ge 2 ]; do
-		i=$((i + 1))
-		[ $i -lt 300 ] || break
-		sleep 0.2
-	done
-	vmcs peers >/tmp/peers.out 2>&1
+	wait_live 2
 	check "both guests live" sh -c "test \$(awk 'NR > 1 && \$2 == \"live\"' /tmp/peers.out | wc -l) = 2"
 	OTHER=$(awk 'NR > 1 && $2 == "live" && !/this guest/ { print $1 }' /tmp/peers.out)
 	check "the domain starts with policy allow, no key, counters 0" sh -c "

@@ -50,6 +50,17 @@ wait_for() {
 	while [ ! -e "$1" ] && [ "$i" -lt "$(($2 * 10))" ]; do sleep 0.1; i=$((i + 1)); done
 	[ -e "$1" ]
 }
+# wait_live N: wait (up to 60 s) until `vmcs peers` lists N live peers, this guest included;
+# leaves the last listing in /tmp/peers.out for the caller's checks.
+wait_live() {
+	i=0
+	until [ "$(vmcs peers 2>/dev/null | awk 'NR > 1 && $2 == "live"' | wc -l)" -ge "$1" ]; do
+		i=$((i + 1))
+		[ $i -lt 300 ] || break
+		sleep 0.2
+	done
+	vmcs peers >/tmp/peers.out 2>&1
+}
 # wait_pid PID SECONDS: wait for a background job of this shell (call it directly, not in a
 # subshell: `wait` only knows this shell's children). Sets rc to its exit status, or to
 # "timeout" after SECONDS (the job is then killed).
