@@ -92,7 +92,11 @@ fn sysfs_add(index: u32) {
         Some(root) => root.domain(index),
         None => Err(ENOENT),
     };
-    let added = made.and_then(|k| dirs.domains.push((index, k), GFP_KERNEL).map_err(Error::from));
+    let added = made.and_then(|k| {
+        dirs.domains
+            .push((index, k), GFP_KERNEL)
+            .map_err(Error::from)
+    });
     if let Err(e) = added {
         pr_warn!("vmcs{}: no sysfs directory: {:?}\n", index, e);
     }
