@@ -92,6 +92,7 @@ struct VmcsModule {
     // load, so their addressing is unchanged.
     _vsock: domain::VsockDomain,
     _debugfs: domain::DebugfsRoot,
+    _sysfs: domain::SysfsRoot,
     // Last: dropped first, so no new socket reaches the core while the rest goes away (open
     // sockets pin the module, so there are none at unload).
     _socket: glue::SocketFamilyRegistration,
@@ -107,6 +108,7 @@ impl kernel::InPlaceModule for VmcsModule {
             _pci <- kernel::driver::Registration::new(c"vmcs", module),
             _vsock: domain::VsockDomain::new(params::vsock()),
             _debugfs: domain::DebugfsRoot,
+            _sysfs: domain::SysfsRoot,
             _socket: glue::SocketFamilyRegistration::register(glue::af_param())?,
         })
     }

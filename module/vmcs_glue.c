@@ -18,8 +18,10 @@
  * (un)registration calls.
  */
 #include <linux/anon_inodes.h>
+#include <linux/kobject.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
+#include <linux/sysfs.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
 #include <linux/module.h>
@@ -509,4 +511,76 @@ void vmcs_glue_sk_set_err(struct sock *sk, int err)
 void vmcs_glue_sock_set_state(struct socket *sock, int state)
 {
 	sock->state = state;
+}
+
+/*
+ * sysfs: /sys/kernel/vmcs/vmcs<N>/encrypt, the per-domain encryption policy
+ * (module/domain/sysfs.rs). One kobject per domain, named after the domain's
+ * index; show and store forward that index to Rust (module/domain/entry.rs),
+ * which looks the domain up. kobject_del() waits for running show/store calls.
+ */
+struct vmcs_dom_kobj {
+	struct kobject kobj;
+	unsigned int index;
+};
+
+static void vmcs_dom_kobj_release(struct kobject *kobj)
+{
+	kfree(container_of(kobj, struct vmcs_dom_kobj, kobj));
+}
+
+static ssize_t encrypt_show(struct kobject *kobj, struct kobj_attribute *attr, char *buf)
+{
+	return vmcs_sysfs_encrypt_show(container_of(kobj, struct vmcs_dom_kobj, kobj)->index,
+				       buf);
+}
+
+static ssize_t encrypt_store(struct kobject *kobj, struct kobj_attribute *attr,
+			     const char *buf, size_t count)
+{
+	return vmcs_sysfs_encrypt_store(container_of(kobj, struct vmcs_dom_kobj, kobj)->index,
+					buf, count);
+}
+
+static struct kobj_attribute vmcs_encrypt_attr = __ATTR_RW_MODE(encrypt, 0644);
+
+static struct attribute *vmcs_dom_attrs[] = {
+	&vmcs_encrypt_attr.attr,
+	NULL,
+};
+ATTRIBUTE_GROUPS(vmcs_dom);
+
+static const struct kobj_type vmcs_dom_ktype = {
+	.release = vmcs_dom_kobj_release,
+	.sysfs_ops = &kobj_sysfs_ops,
+	.default_groups = vmcs_dom_groups,
+};
+
+struct kobject *vmcs_glue_sysfs_root_new(void)
+{
+	struct kobject *root = kobject_create_and_add("vmcs", kernel_kobj);
+
+	return root ? root : ERR_PTR(-ENOMEM);
+}
+
+struct kobject *vmcs_glue_sysfs_domain_new(struct kobject *parent, unsigned int index)
+{
+	struct vmcs_dom_kobj *d = kzalloc(sizeof(*d), GFP_KERNEL);
+	int err;
+
+	if (!d)
+		return ERR_PTR(-ENOMEM);
+	d->index = index;
+	err = kobject_init_and_add(&d->kobj, &vmcs_dom_ktype, parent, "vmcs%u", index);
+	if (err) {
+		kobject_put(&d->kobj);
+		return ERR_PTR(err);
+	}
+	return &d->kobj;
+}
+
+void vmcs_glue_sysfs_del(struct kobject *kobj)
+{
+	kobject_del(kobj);
+	kobject_put(kobj);
 }

@@ -193,4 +193,14 @@ void vmcs_crypto_mac(u8 *out, size_t out_len, const u8 *key, size_t key_len, con
 		     size_t in_len);
 void vmcs_crypto_wipe(void *p, size_t len);
 
+/* sysfs (module/glue/sysfs.rs): /sys/kernel/vmcs/vmcs<N>/. */
+struct kobject;
+struct kobject *vmcs_glue_sysfs_root_new(void);
+struct kobject *vmcs_glue_sysfs_domain_new(struct kobject *parent, unsigned int index);
+void vmcs_glue_sysfs_del(struct kobject *kobj);
+
+/* Provided by Rust, module/domain/entry.rs: the per-domain sysfs attributes. */
+ssize_t vmcs_sysfs_encrypt_show(unsigned int index, char *buf);
+ssize_t vmcs_sysfs_encrypt_store(unsigned int index, const char *buf, size_t count);
+
 #endif /* VMCS_GLUE_H */

@@ -16,6 +16,7 @@
 //! local id, peers, cid checks and liveness.
 
 mod debugfs;
+mod entry;
 mod registry;
 mod route;
 
@@ -23,6 +24,7 @@ pub(crate) use debugfs::{create_debugfs, Debugfs};
 
 pub(crate) use registry::{
     by_index, debugfs_root, default_domain, init_registry, register_new, unregister, DebugfsRoot,
+    SysfsRoot,
 };
 pub(crate) use route::{dual, dual_local_cid, route};
 

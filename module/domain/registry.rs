@@ -1,9 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The registry of bound domains (probe order, lowest free index) and the debugfs root.
+//! The registry of bound domains (probe order, lowest free index), the debugfs root and the
+//! sysfs directories (`/sys/kernel/vmcs/vmcs<N>/`, module/domain/entry.rs).
 
 use super::Domain;
+use crate::glue::sysfs::Kobj;
 use kernel::{debugfs::Dir, prelude::*, sync::Arc};
+
+/// `/sys/kernel/vmcs/` (made with the first domain) and each domain's directory, by index.
+struct SysfsDirs {
+    root: Option<Kobj>,
+    domains: KVec<(u32, Kobj)>,
+}
 
 kernel::sync::global_lock! {
     // SAFETY: Initialised in module init, by `init_registry`, before the PCI driver and the
@@ -17,12 +25,23 @@ kernel::sync::global_lock! {
     unsafe(uninit) static DEBUGFS: Mutex<Option<Dir>> = None;
 }
 
+kernel::sync::global_lock! {
+    // SAFETY: Initialised in module init, by `init_registry`, before the PCI driver is
+    // registered.
+    unsafe(uninit) static SYSFS: Mutex<SysfsDirs> = SysfsDirs {
+        root: None,
+        domains: KVec::new(),
+    };
+}
+
 /// Initialises the domain registry. Called once, first thing in module init.
 pub(crate) fn init_registry() {
     // SAFETY: Called exactly once, from module init, before anything else uses `DOMAINS`.
     unsafe { DOMAINS.init() };
     // SAFETY: Called exactly once, from module init, before anything else uses `DEBUGFS`.
     unsafe { DEBUGFS.init() };
+    // SAFETY: Called exactly once, from module init, before anything else uses `SYSFS`.
+    unsafe { SYSFS.init() };
 }
 
 /// The debugfs directory `vmcs/`, created on first use.
@@ -42,6 +61,58 @@ impl Drop for DebugfsRoot {
     }
 }
 
+/// Removes `/sys/kernel/vmcs/` when dropped (module exit, after every domain is gone).
+pub(crate) struct SysfsRoot;
+
+impl Drop for SysfsRoot {
+    fn drop(&mut self) {
+        let mut dirs = SYSFS.lock();
+        let root = dirs.root.take();
+        let domains = core::mem::take(&mut dirs.domains);
+        drop(dirs);
+        drop(domains);
+        drop(root);
+    }
+}
+
+/// Makes `/sys/kernel/vmcs/vmcs<index>/`. A domain without it still works: only the sysfs
+/// attributes are missing (logged).
+fn sysfs_add(index: u32) {
+    let mut dirs = SYSFS.lock();
+    if dirs.root.is_none() {
+        match Kobj::root() {
+            Ok(root) => dirs.root = Some(root),
+            Err(e) => {
+                pr_warn!("vmcs{}: no /sys/kernel/vmcs: {:?}\n", index, e);
+                return;
+            }
+        }
+    }
+    let made = match &dirs.root {
+        Some(root) => root.domain(index),
+        None => Err(ENOENT),
+    };
+    let added = made.and_then(|k| {
+        dirs.domains
+            .push((index, k), GFP_KERNEL)
+            .map_err(Error::from)
+    });
+    if let Err(e) = added {
+        pr_warn!("vmcs{}: no sysfs directory: {:?}\n", index, e);
+    }
+}
+
+/// Removes `/sys/kernel/vmcs/vmcs<index>/`, waiting for its running show and store calls
+/// (which take the registry's lock: none is held here).
+fn sysfs_remove(index: u32) {
+    let dir = {
+        let mut dirs = SYSFS.lock();
+        let pos = dirs.domains.iter().position(|(i, _)| *i == index);
+        pos.and_then(|p| dirs.domains.remove(p).ok())
+    };
+    drop(dir);
+}
+
 /// Creates a domain with the lowest free index and adds it to the registry.
 ///
 /// The index is chosen and the domain added under one lock, so concurrent probes never
@@ -54,12 +125,16 @@ pub(crate) fn register_new(make: impl FnOnce(u32) -> Result<Arc<Domain>>) -> Res
     }
     let domain = make(index)?;
     domains.push(domain.clone(), GFP_KERNEL)?;
+    drop(domains);
+    sysfs_add(index);
     Ok(domain)
 }
 
 /// Removes a domain from the registry and revokes its region: files that still hold the
 /// domain get `ENODEV` from then on.
 pub(crate) fn unregister(domain: &Arc<Domain>) {
+    // First, so that the index is never reused while its directory is still there.
+    sysfs_remove(domain.index);
     {
         let mut domains = DOMAINS.lock();
         domains.retain(|d| !Arc::ptr_eq(d, domain));

@@ -24,6 +24,7 @@ pub(crate) mod region;
 pub(crate) mod sched;
 pub(crate) mod socket;
 pub(crate) mod sync;
+pub(crate) mod sysfs;
 pub(crate) mod uiter;
 pub(crate) mod vsock;
 pub(crate) mod work;

@@ -23,6 +23,7 @@
 K=8d4e0c7a9b12f3e65a0d7c41b2e89f06c3a5d7e91f2b4c6d8e0a1b3c5d7e9f10
 K2=0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0
 D=/sys/kernel/debug/vmcs/vmcs0
+S=/sys/kernel/vmcs/vmcs0
 N=2097152
 PPORT=7701
 EPORT=7702
@@ -64,7 +65,7 @@ local_require() {
 
 KINDS="flip replay trunc"
 if [ "$VMCS_GUEST" = 0 ]; then
-	plan 25
+	plan 29
 	common
 	# ---- confidentiality ----
 	vmcs-socktest crypto-serve $PPORT 0 $N PLAIN >/tmp/plain.log 2>&1 &
@@ -104,6 +105,16 @@ if [ "$VMCS_GUEST" = 0 ]; then
 	check "a peer with another key was refused: auth_failed 1" is_counter crypto auth_failed 1
 	check "vmcs encrypt require" vmcs encrypt require
 	check "debugfs crypto: policy require" grep -qx 'policy require' $D/crypto
+	# The same policy in sysfs (docs/security.md "Policy"): read, a bad value refused, and
+	# written; guest 1's plaintext connect below is refused under the policy written here.
+	check "sysfs $S/encrypt reads require" grep -qx require $S/encrypt
+	check "sysfs encrypt: a bad value is refused (EINVAL), the policy stays" sh -c "
+		! echo sometimes 2>/tmp/e >$S/encrypt && grep -q 'Invalid argument' /tmp/e &&
+		grep -qx require $S/encrypt && grep -qx 'policy require' $D/crypto"
+	check "sysfs encrypt: off written, debugfs says off" sh -c "
+		echo off >$S/encrypt && grep -qx off $S/encrypt && grep -qx 'policy off' $D/crypto"
+	check "sysfs encrypt: require written (by number), debugfs says require" sh -c "
+		echo 2 >$S/encrypt && grep -qx require $S/encrypt && grep -qx 'policy require' $D/crypto"
 	barrier 9
 	barrier 10
 	check "a plaintext connect under require was refused: policy_refused 1" is_counter crypto policy_refused 1

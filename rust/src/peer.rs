@@ -257,6 +257,11 @@ fn transition<S: Shm + ?Sized>(
 
 /// LIVE → LEAVING. The caller then resets its connections and calls
 /// [`leave_complete`].
+///
+/// While the slot is still ours, the feature word goes back to 0: a later occupant that
+/// does not write one (an older build of this version) is then not taken for a peer that
+/// speaks our extensions. (A reaped slot keeps its dead owner's word; every joiner of this
+/// build writes its own before it goes live.)
 pub fn leave_begin<S: Shm + ?Sized>(
     shm: &S,
     g: &Geometry,
@@ -269,7 +274,10 @@ pub fn leave_begin<S: Shm + ?Sized>(
         PeerState::Live,
         PeerState::Leaving,
         PeerError::NotLive,
-    )
+    )?;
+    let off = slot(shm, g, m.id)?;
+    shm.store_u32_relaxed(off + SLOT_FEATURES, 0);
+    Ok(())
 }
 
 /// LEAVING → ABSENT (only if the slot is still ours).

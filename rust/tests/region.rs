@@ -228,8 +228,11 @@ fn peer_lifecycle_and_liveness() {
         Liveness::Gone
     );
     assert_eq!(peer::heartbeat(&shm, &g, &mut m1), Err(PeerError::Evicted));
-    // Leave.
+    // Leave: the feature word goes back to 0 while the slot is still ours.
+    peer::set_features(&shm, &g, &m2, peer::FEATURES).unwrap();
+    assert_eq!(peer::features(&shm, &g, m2.id).unwrap(), peer::FEATURES);
     peer::leave_begin(&shm, &g, &m2).unwrap();
+    assert_eq!(peer::features(&shm, &g, m2.id).unwrap(), 0);
     peer::leave_complete(&shm, &g, &m2).unwrap();
     assert_eq!(
         peer::snapshot(&shm, &g, 0).unwrap().state,

@@ -374,6 +374,7 @@ impl Link {
             }
             if let Some(s) = self.stats.get(p as usize) {
                 s.live.store(0, Relaxed);
+                s.features.store(0, Relaxed);
             }
             up.peer_reset(p, PeerLoss::Unbound);
         }

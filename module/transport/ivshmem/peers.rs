@@ -277,6 +277,8 @@ impl Link {
         t.incarnation = None;
         if let Some(s) = self.stats.get(p as usize) {
             s.live.store(0, Relaxed);
+            // Read again when a new generation comes up.
+            s.features.store(0, Relaxed);
             bump(&s.resets, 1);
         }
         if let Some(chan) = self.tx.lock().get_mut(p as usize) {
