@@ -258,6 +258,11 @@ impl Link {
         let mut peers = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut stats = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut held_all = KVec::with_capacity(n, GFP_KERNEL)?;
+        // Allocated here: no allocation that may sleep under the region's RCU guard below.
+        let mut held_new = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..geo.max_peers {
+            held_new.push(HeldRing::new(region.clone())?, GFP_KERNEL)?;
+        }
         let t0 = Instant::<Monotonic>::now();
         {
             let shm = region.try_access().ok_or(ENODEV)?;
@@ -269,7 +274,7 @@ impl Link {
                         let c = Consumer::attach(&*shm, site).0;
                         st.rx_ring.store(rx_ring_size(&c), Relaxed);
                         let gen = snap.and_then(opened_gen).filter(|_| c.is_open());
-                        let h = HeldRing::new(region.clone())?;
+                        let h = held_new.get(p as usize).cloned().ok_or(ENOMEM)?;
                         h.reset(open_channel(&c));
                         (Some(c), gen, Some(h))
                     }
