@@ -55,6 +55,21 @@ tap_emit() {
 		tail -n 20 "$2" | sed 's/^/# /'
 	fi
 }
+# lane_step NAME COMMAND...: step's twin inside a lane (ci/test.sh's counters are not the
+# lane's): prints "ok - NAME (N s)" or "not ok - ..." and the log's tail as comments, for
+# tap_emit to count when the lane is collected.
+lane_step() {
+	local name=$1 logf s
+	shift
+	logf="$logs/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '-').log"
+	s=$(date +%s)
+	if "$@" >"$logf" 2>&1; then
+		echo "ok - $name ($(($(date +%s) - s)) s)"
+	else
+		echo "not ok - $name ($(($(date +%s) - s)) s)"
+		tail -n 30 "$logf" | sed 's/^/# /'
+	fi
+}
 # Scenario lanes: tap_lane NAME COMMAND... starts a tap_step-like job in the background,
 # at most $VMCS_TEST_JOBS at once (default 2: TCG guests of two scenarios share the 2 cores,
 # and most scenarios leave a core idle while guests wait at barriers, heartbeats and
@@ -127,50 +142,24 @@ eval "$env_out"
 grep -E 'kernel source|guest kernel' "$logs/prepare.log" | sed 's/^/# /'
 point ok "guest kernel, vmcs.ko and initramfs build ($(($(date +%s) - s)) s)"
 
+# Host-side checks: one lane (host_checks below) beside the scenario lanes, so that its CPU
+# work fills the time guests leave a core idle (barriers, heartbeat timeouts, restarts)
+# instead of running before the first guest boots.
 # Host-side Rust: unit and property tests, formatting, lints. The build folder starts from
 # the cache's copy (ci/lib.sh vmcs_cargo_seed: only the project's own crates rebuild).
 vmcs_cargo_seed build/host-target
-crates=()
-for m in rust/Cargo.toml userspace-tool/Cargo.toml qemu-test/guest-tools/Cargo.toml; do
-	[ -f "$m" ] && crates+=("$m")
-done
-for m in "${crates[@]}"; do
-	d=$(dirname "$m")
-	step "cargo test ($d)" cargo test --quiet --manifest-path "$m" --target-dir build/host-target
-	step "cargo clippy -D warnings ($d)" cargo clippy --quiet --manifest-path "$m" --all-targets \
-		--target-dir build/host-target -- -D warnings
-	step "cargo fmt --check ($d)" cargo fmt --manifest-path "$m" --all -- --check
-done
-vmcs_features() {
-	cargo test --quiet --manifest-path userspace-tool/Cargo.toml -p vmcs --features tokio \
-		--target-dir build/host-target &&
-		cargo clippy --quiet --manifest-path userspace-tool/Cargo.toml -p vmcs --all-targets \
-			--features tokio --target-dir build/host-target -- -D warnings
-}
-step "vmcs library with --features tokio (test, clippy)" vmcs_features
-# The same build as the guests' CLI (qemu-test/mkinitramfs.sh), in the same target folder:
-# it checks the build, and costs nothing more when prepare.sh has just made it.
-step "vmcs CLI static musl build" cargo build --quiet --release --target x86_64-unknown-linux-musl \
-	--manifest-path userspace-tool/Cargo.toml -p vmcs --target-dir build/guest-target
-step "loom model check of the ring protocol (rust/)" rust/scripts/loom.sh
-step "fuzz smoke run, region and concurrent targets (rust/fuzz, 2 x 5 s; make fuzz runs longer)" rust/fuzz/run.sh 5
-
-# The module: rustfmt with the kernel's settings, and a clippy build with no warnings.
 ksrc=$(readlink -f "$VMCS_KDIR/source")
-tap_step "serial-log scan against planted reports (ci/scan-test.sh)" ci/scan-test.sh
-step "module import graph: no cycle, no forbidden arrow (ci/import-graph.py)" python3 ci/import-graph.py
-step "rustfmt --check module/" rustfmt --check --edition 2021 --config-path "$ksrc/.rustfmt.toml" module/vmcs_drv.rs
 clippy_module() {
 	touch module/vmcs_drv.rs
 	out=$(KDIR=$VMCS_KDIR ci/build-module.sh CLIPPY=1 2>&1) || { echo "$out"; return 1; }
 	echo "$out"
 	! grep -qiE '(^|\s)(warning|error)(\[|:)' <<<"$out"
 }
-step "module builds clean with CLIPPY=1" clippy_module
 install_check() {
 	local d=$VMCS_TOP/build/install-test
 	rm -rf "$d"
-	# The CLI built by the musl step above: this checks the install, not a third build.
+	# The CLI built by the musl step: this checks the install, not a third build; the module
+	# is prepare.sh's build (nothing changed since, so kbuild rebuilds nothing).
 	DESTDIR=$d PREFIX=/usr KDIR=$VMCS_KDIR \
 		VMCS_CLI=build/guest-target/x86_64-unknown-linux-musl/release/vmcs ci/install.sh &&
 		test -f "$d"/lib/modules/*/extra/vmcs.ko &&
@@ -179,11 +168,69 @@ install_check() {
 		grep -q 'KERNEL=="vmcs"' "$d/etc/udev/rules.d/99-vmcs.rules" &&
 		grep -q 'NM_UNMANAGED}="1"' "$d/etc/udev/rules.d/80-vmcs-net.rules"
 }
-step "make install into a DESTDIR puts the module, udev rule, CLI and header in place" install_check
-step "dkms add/build/install of dkms.conf against the test kernel, in temporary trees" \
-	env KDIR="$VMCS_KDIR" ci/dkms-test.sh
+host_checks() {
+	local m d features
+	for m in rust/Cargo.toml userspace-tool/Cargo.toml qemu-test/guest-tools/Cargo.toml; do
+		[ -f "$m" ] || continue
+		d=$(dirname "$m")
+		# userspace-tool: the vmcs library's tokio feature in the same build (feature
+		# unification), not a third build of the workspace for it.
+		features=()
+		[ "$d" = userspace-tool ] && features=(--features vmcs/tokio)
+		lane_step "cargo test ($d${features:+, --features vmcs/tokio})" cargo test --quiet \
+			--manifest-path "$m" "${features[@]}" --target-dir build/host-target
+		lane_step "cargo clippy -D warnings ($d${features:+, --features vmcs/tokio})" cargo clippy \
+			--quiet --manifest-path "$m" --all-targets "${features[@]}" \
+			--target-dir build/host-target -- -D warnings
+		lane_step "cargo fmt --check ($d)" cargo fmt --manifest-path "$m" --all -- --check
+	done
+	# The same build as the guests' CLI (qemu-test/mkinitramfs.sh), in the same target folder:
+	# it checks the build, and costs nothing more when prepare.sh has just made it.
+	lane_step "vmcs CLI static musl build" cargo build --quiet --release --target x86_64-unknown-linux-musl \
+		--manifest-path userspace-tool/Cargo.toml -p vmcs --target-dir build/guest-target
+	lane_step "loom model check of the ring protocol (rust/)" rust/scripts/loom.sh
+	lane_step "fuzz smoke run, region and concurrent targets (rust/fuzz, 2 x 5 s; make fuzz runs longer)" \
+		rust/fuzz/run.sh 5
+	# The module: rustfmt with the kernel's settings, and a clippy build with no warnings.
+	ci/scan-test.sh
+	lane_step "module import graph: no cycle, no forbidden arrow (ci/import-graph.py)" python3 ci/import-graph.py
+	lane_step "rustfmt --check module/" rustfmt --check --edition 2021 --config-path "$ksrc/.rustfmt.toml" \
+		module/vmcs_drv.rs
+	# make install before the clippy build: it reuses prepare.sh's vmcs.ko (the clippy build's
+	# other command line would make kbuild build it again).
+	lane_step "make install into a DESTDIR puts the module, udev rule, CLI and header in place" install_check
+	lane_step "module builds clean with CLIPPY=1" clippy_module
+	lane_step "dkms add/build/install of dkms.conf against the test kernel, in temporary trees" \
+		env KDIR="$VMCS_KDIR" ci/dkms-test.sh
+}
 
 # Cross-guest scenarios in booted guests.
+# The host tools the lanes use, built before the host-checks lane holds build/host-target's
+# cargo lock (run.sh takes the doorbell server from VMCS_IVSHMEM_SERVER).
+if ! evil=$(qemu-test/build-host-tools.sh vmcs-evil 2>"$logs/host-tools.log") ||
+	! VMCS_IVSHMEM_SERVER=$(qemu-test/build-host-tools.sh 2>>"$logs/host-tools.log"); then
+	point "not ok" "host tools (vmcs-evil, vmcs-ivshmem-server) build"
+	tail -n 30 "$logs/host-tools.log" | sed 's/^/# /'
+	finish
+fi
+export VMCS_IVSHMEM_SERVER
+# A hostile host-side peer (userspace-tool/vmcs-evil) attacks two guests on the first of their
+# two ivshmem devices while they talk over both. On ivshmem-doorbell it joins through the
+# doorbell server and also rings both guests' doorbells as fast as it can (the starvation
+# check). hostile VARIANT REGION-ARGUMENT TIMEOUT
+hostile() {
+	# 4 MiB regions: the bulk phase's 19 extents must come from a 12-page slice.
+	qemu-test/run.sh --scenario hostile --variant "$1" --guests 2 --devices 2 --timeout "$3" \
+		--shm-size 4M \
+		--host-hook "$evil $2 --port 7000" --hook-on EVIL-GO
+}
+# The hostile doorbell run goes first and alone (LANE_SOLO): its doorbell storm keeps a host
+# core busy by itself, and beside another lane under load it ran past its timeout once.
+# hostile plain 2 (the same attacks through the region file) runs in make stress and make
+# sanitize.
+# shellcheck disable=SC2016 # the hook's $VMCS_SERVER expands when run.sh runs it
+LANE_SOLO=1 tap_lane "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile doorbell '--server $VMCS_SERVER' 420
+tap_lane "host checks: cargo test/clippy/fmt, musl build, loom, fuzz, module rustfmt/clippy, install, dkms" host_checks
 # They run in lanes (tap_lane above: two at a time by default), the longest first so that
 # no long one starts last; the sanitizer and Debian kernels have their own module builds and
 # initramfs (build/sanitize-*, build/debian/), so they can run beside the test kernel's.
@@ -198,31 +245,15 @@ tap_lane "qemu chaos doorbell 4 (1 kill, 1 reload, 1 unbind)" qemu-test/run.sh -
 # Debian's stock Rust-enabled kernel: make KDIR=debian (cached chroot), two guests on Debian's
 # vmlinuz with that vmcs.ko (the distro scenario), DKMS against the packaged headers.
 tap_lane "distro kernel (Debian)" ci/distro-test.sh
-tap_lane "qemu basic plain 2" qemu-test/run.sh --scenario basic --variant plain --guests 2
+# basic, transport, crash and messaging on plain (the doorbell runs below cover the
+# scenarios; the plain notify path is in versions, vsock-dual, netdev-plain, sockets and
+# crypto plain): make stress (ci/stress.sh part 3) and make sanitize.
 tap_lane "qemu basic doorbell 2" qemu-test/run.sh --scenario basic --variant doorbell --guests 2
 tap_lane "qemu versions plain 2 (protocol-1 module vs this one)" qemu-test/run.sh --scenario versions --variant plain --guests 2
 # 4 MiB regions (64 KiB rings): the self-test frames must wrap the rings and fill them.
-tap_lane "qemu transport plain 2" qemu-test/run.sh --scenario transport --variant plain --guests 2 \
-	--shm-size 4M
 tap_lane "qemu transport doorbell 3" qemu-test/run.sh --scenario transport --variant doorbell --guests 3 \
 	--shm-size 4M
 tap_lane "qemu transport-crash doorbell 2" qemu-test/run.sh --scenario transport-crash --variant doorbell --guests 2
-# A hostile host-side peer (userspace-tool/vmcs-evil) attacks two guests on the first of their
-# two ivshmem devices while they talk over both. On ivshmem-doorbell it joins through the
-# doorbell server and also rings both guests' doorbells as fast as it can (the starvation
-# check). hostile VARIANT REGION-ARGUMENT TIMEOUT
-hostile() {
-	local evil
-	evil=$(qemu-test/build-host-tools.sh vmcs-evil) || return 1
-	# 4 MiB regions: the bulk phase's 19 extents must come from a 12-page slice.
-	qemu-test/run.sh --scenario hostile --variant "$1" --guests 2 --devices 2 --timeout "$3" \
-		--shm-size 4M \
-		--host-hook "$evil $2 --port 7000" --hook-on EVIL-GO
-}
-# shellcheck disable=SC2016 # the hook's $VMCS_SHM/$VMCS_SERVER expand when run.sh runs it
-tap_lane "qemu hostile plain 2 (2 devices)" hostile plain '--shm $VMCS_SHM' 360
-# shellcheck disable=SC2016
-LANE_SOLO=1 tap_lane "qemu hostile doorbell 2 (2 devices, doorbell storm)" hostile doorbell '--server $VMCS_SERVER' 420
 # The vsock transport (about 90 s): two guests with no ivshmem device, vhost-device-vsock's
 # sibling group between them, the host end through its unix socket, guest 0 killed last.
 tap_lane "qemu vsock 2 (no ivshmem, host end, peer death)" qemu-test/run.sh --scenario vsock \
@@ -235,8 +266,6 @@ tap_lane "qemu vsock 2 (no ivshmem, host end, peer death)" qemu-test/run.sh --sc
 tap_lane "qemu vsock-dual 3 (transport per peer, unbind falls back to vsock)" qemu-test/run.sh \
 	--scenario vsock-dual --variant plain --guests 3 --devices 1 --guest-devices 1,1,0 --vsock \
 	--timeout 400
-tap_lane "qemu crash plain 2" qemu-test/run.sh --scenario crash --variant plain --guests 2 \
-	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 tap_lane "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doorbell --guests 2 \
 	--timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart
 # vmcs0 to a peer with a smaller ring (three idle filler peers from the host) and the
@@ -244,10 +273,9 @@ tap_lane "qemu crash doorbell 2" qemu-test/run.sh --scenario crash --variant doo
 # shellcheck disable=SC2016 # $VMCS_SHM expands when run.sh runs the hook
 tap_lane "qemu netdev-plain 2 (+3 fillers, restart)" qemu-test/run.sh --scenario netdev-plain --variant plain \
 	--guests 2 --timeout 300 --crash-guest 1 --crash-on CRASH-POINT --restart \
-	--host-hook "$(qemu-test/build-host-tools.sh vmcs-evil) --shm \$VMCS_SHM --fill 3" --hook-on FILL-GO
+	--host-hook "$evil --shm \$VMCS_SHM --fill 3" --hook-on FILL-GO
 tap_lane "qemu netdev doorbell 3" qemu-test/run.sh --scenario netdev --variant doorbell --guests 3 \
 	--timeout 300 --crash-guest 2 --crash-on CRASH-POINT --restart
-tap_lane "qemu messaging plain 2" qemu-test/run.sh --scenario messaging --variant plain --guests 2
 tap_lane "qemu messaging doorbell 3" qemu-test/run.sh --scenario messaging --variant doorbell --guests 3
 tap_lane "qemu sockets plain 2" qemu-test/run.sh --scenario sockets --variant plain --guests 2
 # Per-connection encryption (#14): the host hook reads the region during a plaintext and an
