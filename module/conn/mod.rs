@@ -653,6 +653,25 @@ impl Conns<'_> {
         }
     }
 
+    /// After a read dropped frames held in a ring: their space goes back now.
+    pub(crate) fn release_held(&self) {
+        self.transport.release_held();
+    }
+
+    /// `Upcalls::copy_out`: the connection (`ports`: our port, the peer's) with `peer`
+    /// copies the frames it holds in the ring out into its receive queue. Returns the
+    /// frames copied out (0 when there is no such connection).
+    pub(crate) fn copy_out(&self, peer: u32, ports: (u32, u32)) -> usize {
+        let conn = {
+            let t = self.table.lock();
+            t.entries
+                .iter()
+                .find(|e| e.port == ports.0 && e.remote == Some((peer, ports.1)))
+                .map(|e| e.sock.clone())
+        };
+        conn.map_or(0, |c| c.copy_out_held(self))
+    }
+
     /// Answers a frame for no connection with `RST` (never an `RST`). Best effort.
     fn reply_rst(&self, peer: u32, hdr: &FrameHeader) {
         self.reply_rst_flags(peer, hdr, 0);

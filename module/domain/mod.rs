@@ -688,6 +688,12 @@ impl Transport for Arc<Domain> {
         self.link().is_some_and(|link| link.busy_poll(self, last))
     }
 
+    fn release_held(&self) {
+        if let Some(link) = self.link() {
+            link.release_held(self);
+        }
+    }
+
     fn bulk_slice(&self, peer: u32) -> Option<(usize, usize)> {
         self.link().and_then(|link| link.bulk_slice(peer))
     }
@@ -743,6 +749,10 @@ impl Upcalls for Arc<Domain> {
         if let Some(net) = self.net() {
             net.peer_reset(peer);
         }
+    }
+
+    fn copy_out(&self, peer: u32, ports: (u32, u32)) {
+        self.conns().copy_out(peer, ports);
     }
 
     /// The core's connections and the net device share the ring: they take turns going

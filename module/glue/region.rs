@@ -166,6 +166,24 @@ impl SharedRegion {
         unsafe { skb.copy_bits(at, p, n) }
     }
 
+    /// Copies up to `n` bytes of the region at `offset` to `dst` with page faults disabled
+    /// (it never sleeps: callable under a spinlock; receive by reference). Returns the
+    /// bytes copied: fewer when a user page is not present, 0 when out of bounds.
+    pub(crate) fn copy_to_user_nofault(
+        &self,
+        offset: usize,
+        n: usize,
+        dst: &mut UserIter<'_>,
+    ) -> usize {
+        let Some(p) = self.range(offset, n) else {
+            return 0;
+        };
+        // SAFETY: `p..p + n` lies in the mapping (checked by `range`, type invariant).
+        // Other guests may write those bytes during the copy; the reader then gets some
+        // mix of old and new bytes, untrusted data as any payload.
+        unsafe { dst.write_raw_nofault(p, n) }
+    }
+
     /// Copies `dst.len()` bytes starting at `offset` into `dst` (the spare capacity of a
     /// receive queue). Returns the bytes copied: all of them, or 0 when out of bounds.
     pub(crate) fn read_uninit(&self, offset: usize, dst: &mut [MaybeUninit<u8>]) -> usize {

@@ -21,6 +21,7 @@
 //! corrupt is reset as a whole. User data goes into the region in one copy too
 //! ([`Transport::send_user`]).
 
+pub(crate) mod held;
 pub(crate) mod ivshmem;
 pub(crate) mod vsock;
 
@@ -149,6 +150,10 @@ pub(crate) trait Transport {
     fn frame_limit(&self) -> u32;
     /// Traffic is expected soon (a waiter sleeps on a remote peer): poll fast.
     fn kick(&self);
+    /// A reader dropped held frames ([`held::HeldRef`]): release their ring space now (in
+    /// the caller's context if no receive pass runs, else by the receive work). Process
+    /// context, no lock held.
+    fn release_held(&self) {}
     /// Busy polling: runs one receive pass in the caller's context (process context, no
     /// lock held that upcalls take) unless one is running, leaving the data doorbells
     /// unarmed (the caller is awake and polls again). `last`: the caller stops polling; the
@@ -186,6 +191,12 @@ pub(crate) trait RxPayload {
     /// the bytes copied: all of them, or 0 when the transport's buffer is gone (unbind).
     /// Bytes a hostile peer changes under the copy change only what this reader receives.
     fn copy_to(&self, dst: &mut [MaybeUninit<u8>]) -> usize;
+    /// Receive by reference (`RW` frames on a ring): the payload stays in the ring and the
+    /// core keeps the reference instead of a copy, or `None` (then the core copies). At
+    /// most once per payload.
+    fn hold(&self) -> Option<held::HeldRef> {
+        None
+    }
 }
 
 /// Kernel bytes (the bounce buffer, a loopback frame), passed as `&payload`.
@@ -237,6 +248,11 @@ pub(crate) trait Upcalls {
     fn peer_reset(&self, peer: u32, cause: PeerLoss);
     /// The ring to `peer` has room again (after a `SendError::Full`).
     fn tx_space(&self, peer: u32);
+    /// Frames of the connection (`ports`: our port, the peer's port) with `peer` are held in
+    /// a ring too long or pin too much of it (a slow reader): the core copies every frame
+    /// it holds by reference on that connection out into its own memory and drops the
+    /// references (or resets the connection when it has no memory for them).
+    fn copy_out(&self, _peer: u32, _ports: (u32, u32)) {}
     /// The transport wants a receive pass (its owner's rx work): soon if idle, or, with
     /// `now`, at once even if one is already scheduled for later.
     fn wake_rx(&self, now: bool);

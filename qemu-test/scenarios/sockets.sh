@@ -38,12 +38,17 @@ FAST_CONNS=${FAST_CONNS:-200}
 FAST_BYTES=4096
 FPORT=6600
 DPORT=6700
+# Receive by reference with a slow reader (vmcs-socktest held-*): guest 1 sends 512 KiB on
+# a connection guest 0 leaves unread, then 4 MiB on a second one on the same ring, which
+# guest 0 reads at once: it must complete (the unread frames copied out of the ring,
+# rx_copied_out in debugfs rings), and the unread connection's bytes must all be there.
+HPORT=6800
 # The differential suite (vmcs-socktest diff, docs/sockets.md "Differences from AF_VSOCK"):
 # every guest compares AF_VMCS loopback with AF_VSOCK loopback; guest 1 also compares
 # AF_VMCS to guest 0 (its diff-serve) with AF_VSOCK loopback.
 DIFFX=0
 if [ "$CROSS" != 0 ] && [ "$VMCS_GUEST" = 1 ]; then DIFFX=1; fi
-plan $((NT + 10 + CROSS + 7 * SCALE + DIFFX))
+plan $((NT + 10 + CROSS + 8 * SCALE + DIFFX))
 
 check "insmod vmcs.ko af=0 registers no family" sh -c \
 	'insmod /lib/modules/vmcs.ko af=0 && [ "$(cat /sys/module/vmcs/parameters/af)" = 0 ]'
@@ -69,6 +74,10 @@ if [ "$CROSS" != 0 ]; then
 		ssrv=$!
 		vmcs-socktest fastclose-serve $FPORT $FAST_CONNS $FAST_BYTES >/tmp/fast.log 2>&1 &
 		fsrv=$!
+		if [ "$SCALE" = 1 ]; then
+			vmcs-socktest held-serve $HPORT >/tmp/held.log 2>&1 &
+			hsrv=$!
+		fi
 		vmcs-socktest vsock-echo-server $VPORT >/tmp/vsock.log 2>&1 &
 		vsrv=$!
 		vmcs-socktest serve $PORT $((VMCS_NGUESTS - 1)) >/tmp/serve.log 2>&1 &
@@ -76,6 +85,10 @@ if [ "$CROSS" != 0 ]; then
 		check_done "guest 0 served every other guest" "$srv" 90
 		sed 's/^/# /' /tmp/serve.log >&3
 		check_done "vsock-style echo server done" "$vsrv" 30
+		if [ "$SCALE" = 1 ]; then
+			check_done "a slow reader's held frames copied out, the other connection on the ring read at once, nothing lost" "$hsrv" 120
+			sed 's/^/# /' /tmp/held.log >&3
+		fi
 		check_done "$FAST_CONNS connections written and closed at once for guest 1" "$fsrv" 120
 		sed 's/^/# /' /tmp/fast.log >&3
 		wait_pid "$ssrv" 600
@@ -93,6 +106,8 @@ if [ "$CROSS" != 0 ]; then
 				vmcs-socktest diff-cross auto $DPORT
 		fi
 		if [ "$SCALE" = 1 ]; then
+			check "a connection left unread by guest 0 does not stall another one on the same ring" \
+				vmcs-socktest held-client $HPORT
 			check "$FAST_CONNS connects to a server that writes and closes at once: all succeed, data then EOF" \
 				vmcs-socktest fastclose-client $FPORT $FAST_CONNS $FAST_BYTES
 			check "$SCALE_CONNS connections at once to guest 0, $SCALE_BYTES bytes each" \

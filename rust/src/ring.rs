@@ -418,6 +418,18 @@ impl Channel {
         self.data + (idx & (self.size - 1)) as usize
     }
 
+    /// Payload segments of a frame held past the consumer's cursor (receive by
+    /// reference): the record at free-running index `idx` with `len` payload bytes,
+    /// re-bounded against this channel's own geometry (never re-read from shared
+    /// memory): `None` unless `idx` is record-aligned and `len` at most
+    /// [`Channel::max_payload`]. Every segment then lies inside the ring's data area.
+    pub fn held_segments(&self, idx: u32, len: u32) -> Option<[Segment; 2]> {
+        if idx % FRAME_HDR_SIZE as u32 != 0 || len > self.max_payload() {
+            return None;
+        }
+        Some(self.segments(idx, len))
+    }
+
     /// Payload segments of a record starting at `idx` with `len` bytes.
     /// Requires `idx` 32-aligned and `record_size(len) <= size`.
     fn segments(&self, idx: u32, len: u32) -> [Segment; 2] {
@@ -467,7 +479,9 @@ impl Channel {
 /// Walk payload segments starting `at` bytes into the payload, for at most
 /// `max` bytes, calling `f(region_off, local_start, n)` per piece. Returns
 /// bytes walked.
-fn walk_segments<F: FnMut(usize, usize, usize)>(
+/// Walks payload segments from byte `at` for at most `max` bytes, calling
+/// `f(region_off, local_start, n)` per contiguous piece; returns the bytes walked.
+pub fn walk_segments<F: FnMut(usize, usize, usize)>(
     segs: &[Segment; 2],
     at: usize,
     max: usize,
@@ -859,6 +873,16 @@ impl RxFrame {
     pub fn walk<F: FnMut(usize, usize, usize)>(&self, at: usize, max: usize, f: F) -> usize {
         walk_segments(&self.segs, at, max.min(self.hdr.len as usize), f)
     }
+
+    /// Free-running ring index of the record (its header): a held frame's pin.
+    pub fn pos(&self) -> u32 {
+        self.pos
+    }
+
+    /// Bytes of the record in the ring (header, payload, padding).
+    pub fn rec(&self) -> u32 {
+        self.rec
+    }
 }
 
 /// Consumer side of one channel.
@@ -883,6 +907,10 @@ pub struct Consumer {
     open: bool,
     /// Why the ring published under `epoch` was refused.
     bad: Option<BadRing>,
+    /// Index of the oldest frame consumed but still held by reference (receive by
+    /// reference): releases publish no further than this, so the producer never reuses
+    /// its bytes while a reader may still copy them.
+    pin: Option<u32>,
 }
 
 impl Consumer {
@@ -901,6 +929,7 @@ impl Consumer {
             site: None,
             open: true,
             bad: None,
+            pin: None,
         };
         let n = c.resync(shm);
         (c, n)
@@ -930,6 +959,7 @@ impl Consumer {
             site: Some(site),
             open: false,
             bad: None,
+            pin: None,
         };
         let n = c.resync(shm);
         (c, n)
@@ -995,6 +1025,7 @@ impl Consumer {
         self.released = p;
         self.prod_cache = p;
         self.epoch = e;
+        self.pin = None;
         // Dekker with Producer::prepare_wait(). An acknowledgement always rings a
         // waiting producer (it may wait for exactly this).
         let token = self.ch.fence_and_check(shm, ctrl::PROD_WANTS_SPACE);
@@ -1080,9 +1111,32 @@ impl Consumer {
         self.release_if(shm, 0)
     }
 
-    /// Bytes consumed (`consume_deferred`) but not yet released.
+    /// Bytes consumed (`consume_deferred`) that a release would publish now (up to the
+    /// pin, [`Self::set_pin`]) but that are not released yet.
     pub fn unreleased(&self) -> u32 {
-        self.cons.wrapping_sub(self.released)
+        self.limit().wrapping_sub(self.released)
+    }
+
+    /// The read cursor: the index after the last frame consumed (held frames included).
+    pub fn cursor(&self) -> u32 {
+        self.cons
+    }
+
+    /// Sets the index of the oldest frame still held by reference (`None`: none held).
+    /// Releases then publish no further than it. A pin outside the consumed and not yet
+    /// released span (`released..=cursor`) is a caller bug; it holds the released index
+    /// where it is (never lets the producer reuse bytes that may still be read).
+    pub fn set_pin(&mut self, pin: Option<u32>) {
+        self.pin = pin;
+    }
+
+    /// Where a release may publish the consumer index to: the cursor, or the pin.
+    fn limit(&self) -> u32 {
+        match self.pin {
+            None => self.cons,
+            Some(p) if p.wrapping_sub(self.released) <= self.cons.wrapping_sub(self.released) => p,
+            Some(_) => self.released,
+        }
     }
 
     /// Publishes the consumer index; asks for the doorbell only if the producer
@@ -1092,10 +1146,11 @@ impl Consumer {
     fn release_if<S: Shm + ?Sized>(&mut self, shm: &S, min_free: u32) -> bool {
         // Release: our payload reads happen before the producer reuses space;
         // fence + flag check pairs with Producer::prepare_wait().
-        let token =
-            self.ch
-                .publish_and_check(shm, ctrl::CONS_IDX, self.cons, ctrl::PROD_WANTS_SPACE);
-        self.released = self.cons;
+        let to = self.limit();
+        let token = self
+            .ch
+            .publish_and_check(shm, ctrl::CONS_IDX, to, ctrl::PROD_WANTS_SPACE);
+        self.released = to;
         if token != 0 && self.known_free() < min_free {
             return false;
         }
@@ -1115,7 +1170,7 @@ impl Consumer {
     pub fn known_free(&self) -> u32 {
         self.ch
             .size()
-            .saturating_sub(self.prod_cache.wrapping_sub(self.cons))
+            .saturating_sub(self.prod_cache.wrapping_sub(self.limit()))
     }
 
     /// [`Self::release`] with a space-doorbell watermark: publishes the consumer index

@@ -3,7 +3,7 @@
 //! Receive: frames from the peer (`on_frame`, `on_request`, `on_rw`, resets) and the
 //! reads that take messages or bytes out of the receive queue and give credit back.
 
-use super::{Endpoint, EndpointInner, Phase, ResetReason, Timeout, Violation};
+use super::{rx_queue::Copy, Endpoint, EndpointInner, Phase, ResetReason, Timeout, Violation};
 use crate::{
     conn::{
         crypto::{self, HsError, Policy, HS_LEN},
@@ -374,6 +374,12 @@ impl Endpoint {
     /// Orderly close: the peer shut both directions, then reset or left. Unread data stays
     /// readable, then reads return 0.
     fn close_orderly(&self, conns: &Conns<'_>, st: &mut EndpointInner) {
+        // Unread data stays readable after the peer is gone: frames held in its ring are
+        // copied out first (its ring may be reset or reused next).
+        if st.rxq.copy_out().is_err() {
+            st.rxq.clear();
+            st.err = Some(errno::econnreset());
+        }
         st.bulk.end(conns);
         st.phase = Phase::Closed;
         st.txq.clear();
@@ -426,6 +432,7 @@ impl Endpoint {
                     self.consumed(conns, &mut st, len)?;
                     drop(st);
                     conns.loopback_drain();
+                    conns.release_held();
                     return Ok(n);
                 }
                 Copied::Fault(want) => {
@@ -438,6 +445,7 @@ impl Endpoint {
                     st = self.inner.lock();
                     continue;
                 }
+                Copied::Revoked => return Err(self.revoked(conns, &mut st)),
                 Copied::Empty => {}
             }
             if let Some(e) = st.err {
@@ -460,8 +468,12 @@ impl Endpoint {
     /// (the only user copy made under the endpoint's mutex: it never sleeps) and, unless
     /// `peek`, removes it. A copy cut short is undone (`dst` goes back): the message stays.
     fn copy_msg(st: &mut EndpointInner, dst: &mut UserIter<'_>, max: usize, peek: bool) -> Copied {
-        let Some((copied, want, len)) = st.rxq.copy_msg_to(dst, max) else {
+        let Some((copy, want, len)) = st.rxq.copy_msg_to(dst, max) else {
             return Copied::Empty;
+        };
+        let copied = match copy {
+            Copy::Bytes(n) => n,
+            Copy::Revoked => return Copied::Revoked,
         };
         if copied < want {
             dst.revert(copied);
@@ -471,6 +483,27 @@ impl Endpoint {
             st.rxq.drop_msg();
         }
         Copied::Done(copied, len)
+    }
+
+    /// A frame this connection held in its ring is gone (the ring was reset under it, or
+    /// it was forced out): the data is lost, so the connection is reset (`ECONNRESET`).
+    fn revoked(&self, conns: &Conns<'_>, st: &mut EndpointInner) -> Error {
+        self.reset_local(conns, st);
+        errno::econnreset()
+    }
+
+    /// A slow reader (`Upcalls::copy_out`): copies every frame this connection holds in
+    /// its ring out into its receive queue; a connection that cannot be given the memory
+    /// is reset (`rx_memory`). Returns the frames copied out.
+    pub(in crate::conn) fn copy_out_held(&self, conns: &Conns<'_>) -> usize {
+        let mut st = self.inner.lock();
+        match st.rxq.copy_out() {
+            Ok(n) => n,
+            Err(reason) => {
+                self.abort(conns, &mut st, errno::econnreset(), true, reason);
+                0
+            }
+        }
     }
 
     /// Gives `n` consumed bytes back to the peer as credit (after a read).
@@ -541,6 +574,7 @@ impl Endpoint {
                     }
                     drop(st);
                     conns.loopback_drain();
+                    conns.release_held();
                     return Ok((n, len));
                 }
                 Copied::Fault(want) => {
@@ -550,6 +584,7 @@ impl Endpoint {
                     }
                     st = self.inner.lock();
                 }
+                Copied::Revoked => return Err(self.revoked(conns, &mut st)),
                 Copied::Empty => return Ok((0, 0)),
             }
         }
@@ -573,7 +608,11 @@ impl Endpoint {
             if !self.wait_readable(conns, &mut st, timeout)? {
                 return Ok(0);
             }
-            let (copied, want) = st.rxq.copy_stream_to(dst, max);
+            let (copy, want) = st.rxq.copy_stream_to(dst, max);
+            let copied = match copy {
+                Copy::Bytes(n) => n,
+                Copy::Revoked => return Err(self.revoked(conns, &mut st)),
+            };
             if copied == 0 && want > 0 {
                 drop(st);
                 if dst.fault_in(want) == 0 {
@@ -588,6 +627,7 @@ impl Endpoint {
             }
             drop(st);
             conns.loopback_drain();
+            conns.release_held();
             return Ok(copied);
         }
     }
@@ -601,4 +641,6 @@ enum Copied {
     Fault(usize),
     /// No complete message is queued.
     Empty,
+    /// A frame held in the ring is gone: the connection is reset.
+    Revoked,
 }

@@ -153,6 +153,9 @@ impl Link {
         for (p, t) in rx.peers.iter_mut().enumerate() {
             if let Some(c) = t.rx.as_mut() {
                 let _ = c.resync(&*shm);
+                if let Some(h) = t.held.as_ref() {
+                    h.reset(super::open_channel(c));
+                }
                 t.acked_gen = u32::try_from(p)
                     .ok()
                     .and_then(|p| peer::snapshot(&*shm, &self.geo, p).ok())

@@ -42,7 +42,7 @@ pub(crate) use join::{abort_join, attach_and_join};
 use selftest::selftest_ok;
 use stats::{bump, PeerStats};
 
-use super::{PeerLoss, Upcalls};
+use super::{held::HeldRing, PeerLoss, Upcalls};
 use crate::{
     glue::{sync::SpinLockBh, SharedRegion},
     proto::{
@@ -78,6 +78,15 @@ pub(crate) const VEC_SPACE: u32 = 1;
 pub(crate) const MAX_VECTORS: u32 = 2;
 /// Frames taken from one peer's ring per pass before the work requeues itself.
 const RX_BUDGET: u32 = 64;
+/// Receive by reference: `RW` payloads shorter than this are copied (a copy that small
+/// costs less than pinning ring space for it).
+const HOLD_MIN: u32 = 512;
+/// A held frame older than this is copied out (its reader is slow), in milliseconds.
+const HOLD_MAX_MS: u64 = 100;
+/// A held frame pinning more than half the ring (oldest held record to the cursor) is
+/// copied out once it is this old, in milliseconds: its reader had its chance, and the
+/// connections behind it on the ring must not wait for it.
+const HOLD_SPAN_MS: u64 = 20;
 /// Attach: polls of ~1 ms while another peer initialises the region (5 s).
 const ATTACH_POLLS: u32 = 5000;
 /// Attach: an initializer unchanged for this many polls is presumed dead (2 s).
@@ -141,6 +150,12 @@ fn opened_gen(s: peer::PeerSnapshot) -> Option<u32> {
     (s.state == PeerState::Live).then_some(s.gen)
 }
 
+/// The ring `c` reads, if the producer has one open and we accepted it: what held frames
+/// are bounded by (`HeldRing::reset`).
+fn open_channel(c: &Consumer) -> Option<Channel> {
+    c.is_open().then(|| c.channel())
+}
+
 /// The size of the ring `c` reads, 0 while the producer has none open (for debugfs).
 fn rx_ring_size(c: &Consumer) -> u32 {
     if c.is_open() {
@@ -153,6 +168,9 @@ fn rx_ring_size(c: &Consumer) -> u32 {
 /// What the receive side knows about one peer.
 struct PeerTracking {
     rx: Option<Consumer>,
+    /// The frames of `rx`'s ring that receive queues hold by reference
+    /// (transport/held.rs); the consumer's pin follows its oldest one.
+    held: Option<Arc<HeldRing>>,
     /// Generation of the incarnation we consider up (not yet reset).
     incarnation: Option<u32>,
     /// Generation in which we last acknowledged the peer's producer epoch.
@@ -189,6 +207,9 @@ pub(crate) struct Link {
     params: Params,
     t0: Instant<Monotonic>,
     stats: KVec<PeerStats>,
+    /// Per peer, the held frames of its ring to us (the same as `PeerTracking::held`, for
+    /// debugfs without the `rx` mutex).
+    held: KVec<Option<Arc<HeldRing>>>,
     doorbells_rx: Atomic<u64>,
     /// Doorbells received per MSI-X vector ([`VEC_DATA`], [`VEC_SPACE`]).
     doorbells_rx_vec: [Atomic<u64>; MAX_VECTORS as usize],
@@ -236,20 +257,28 @@ impl Link {
         let mut tx = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut peers = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut stats = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut held_all = KVec::with_capacity(n, GFP_KERNEL)?;
+        // Allocated here: no allocation that may sleep under the region's RCU guard below.
+        let mut held_new = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..geo.max_peers {
+            held_new.push(HeldRing::new(region.clone())?, GFP_KERNEL)?;
+        }
         let t0 = Instant::<Monotonic>::now();
         {
             let shm = region.try_access().ok_or(ENODEV)?;
             for p in 0..geo.max_peers {
                 let st = PeerStats::new();
                 let snap = peer::snapshot(&*shm, &geo, p).ok();
-                let (rx, acked) = match Site::new(&geo, p, me.id) {
+                let (rx, acked, held) = match Site::new(&geo, p, me.id) {
                     Some(site) => {
                         let c = Consumer::attach(&*shm, site).0;
                         st.rx_ring.store(rx_ring_size(&c), Relaxed);
                         let gen = snap.and_then(opened_gen).filter(|_| c.is_open());
-                        (Some(c), gen)
+                        let h = held_new.get(p as usize).cloned().ok_or(ENOMEM)?;
+                        h.reset(open_channel(&c));
+                        (Some(c), gen, Some(h))
                     }
-                    None => (None, None),
+                    None => (None, None, None),
                 };
                 // A ring towards every peer already there; later ones get theirs when the
                 // tick first sees them (`open_tx`).
@@ -262,9 +291,11 @@ impl Link {
                     Producer::open(&*shm, ch).0
                 });
                 tx.push(TxChannel { prod, want: None }, GFP_KERNEL)?;
+                held_all.push(held.clone(), GFP_KERNEL)?;
                 peers.push(
                     PeerTracking {
                         rx,
+                        held,
                         incarnation: None,
                         acked_gen: acked,
                         dead_gen: None,
@@ -289,6 +320,7 @@ impl Link {
             params,
             t0,
             stats,
+            held: held_all,
             doorbells_rx: Atomic::new(0),
             doorbells_rx_vec: [Atomic::new(0), Atomic::new(0)],
             vectors: Atomic::new(0),

@@ -6,7 +6,8 @@
 //! re-arm delay.
 
 use super::{
-    bump, selftest_ok, Link, LinkRx, POLL_HOT_MS, POLL_MAX_US, RX_BUDGET, SELFTEST_PORT, VEC_SPACE,
+    bump, open_channel, selftest_ok, Link, LinkRx, PeerTracking, HOLD_MAX_MS, HOLD_MIN,
+    HOLD_SPAN_MS, POLL_HOT_MS, POLL_MAX_US, RX_BUDGET, SELFTEST_PORT, VEC_SPACE,
 };
 use crate::{
     glue::SharedRegion,
@@ -15,13 +16,19 @@ use crate::{
         peer,
         ring::{RingError, RxFrame, SleepCheck},
     },
-    transport::{PeerLoss, RxPayload, Upcalls},
+    transport::{
+        held::{HeldRef, HeldRing, HELD_MAX},
+        PeerLoss, RxPayload, Upcalls,
+    },
 };
-use core::mem::MaybeUninit;
+use core::{cell::Cell, mem::MaybeUninit};
 use kernel::{
     prelude::*,
     revocable::Revocable,
-    sync::atomic::{Full, Relaxed},
+    sync::{
+        atomic::{Full, Relaxed},
+        Arc,
+    },
     time::Delta,
 };
 
@@ -33,6 +40,11 @@ use kernel::{
 struct RingPayload<'a> {
     region: &'a Revocable<SharedRegion>,
     frame: &'a RxFrame,
+    /// The ring's held frames, when this frame may be held by reference (`hold`).
+    held: Option<&'a Arc<HeldRing>>,
+    now_ms: u64,
+    /// Set once `hold` handed out a reference: the release stops at this frame.
+    taken: Cell<bool>,
 }
 
 impl RxPayload for RingPayload<'_> {
@@ -66,6 +78,30 @@ impl RxPayload for RingPayload<'_> {
         } else {
             0
         }
+    }
+
+    fn hold(&self) -> Option<HeldRef> {
+        let h = self.held?;
+        let hdr = &self.frame.hdr;
+        if self.taken.get() || hdr.len < HOLD_MIN {
+            return None;
+        }
+        let r = h.admit(
+            self.frame.pos(),
+            self.frame.rec(),
+            hdr.len,
+            self.now_ms,
+            (hdr.dst_port, hdr.src_port),
+        )?;
+        self.taken.set(true);
+        Some(r)
+    }
+}
+
+/// Points `t`'s consumer's pin at the oldest frame its ring still holds by reference.
+fn sync_pin(t: &mut PeerTracking) {
+    if let (Some(c), Some(h)) = (t.rx.as_mut(), t.held.as_ref()) {
+        c.set_pin(h.pin());
     }
 }
 
@@ -154,8 +190,67 @@ impl Link {
         arm: bool,
     ) -> (bool, bool) {
         let r = self.drain_peer_frames(rx, p, up, arm);
+        self.copy_out_slow(rx, p, up);
         self.flush_release(rx, p);
         r
+    }
+
+    /// Copies out the held frames of slow readers on peer `p`'s ring: while the oldest
+    /// frame still held is older than [`HOLD_MAX_MS`], or pins more than half the ring and
+    /// is older than [`HOLD_SPAN_MS`], its connection copies everything it holds into its
+    /// receive queue (`Upcalls::copy_out`); a frame nobody copied out then is dropped
+    /// (`forced`), so that one reader never holds the ring for the other connections.
+    fn copy_out_slow(&self, rx: &mut LinkRx, p: u32, up: &impl Upcalls) {
+        let now = self.now_ms();
+        for _ in 0..HELD_MAX {
+            let Some(t) = rx.peers.get(p as usize) else {
+                return;
+            };
+            let (Some(c), Some(h)) = (t.rx.as_ref(), t.held.as_ref()) else {
+                return;
+            };
+            let Some(o) = h.oldest() else {
+                return;
+            };
+            let age = now.saturating_sub(o.at_ms);
+            let span = c.cursor().wrapping_sub(o.pos);
+            let slow = age >= HOLD_MAX_MS || (span > c.channel().size() / 2 && age >= HOLD_SPAN_MS);
+            if !slow {
+                return;
+            }
+            let h = h.clone();
+            up.copy_out(p, o.ports);
+            if h.oldest().is_some_and(|n| n.seq == o.seq) {
+                h.force(o.seq);
+            } else {
+                bump(&h.copied_out, 1);
+            }
+        }
+    }
+
+    /// A reader dropped held frames (`Transport::release_held`): move the pins and release,
+    /// here if no receive pass runs, else in the receive work.
+    pub(crate) fn release_held(&self, up: &impl Upcalls) {
+        if self.running.load(Relaxed) == 0 {
+            return;
+        }
+        let Some(mut rx) = self.rx.try_lock() else {
+            self.request_rx(up, false);
+            return;
+        };
+        for p in 0..self.geo.max_peers {
+            let due = rx
+                .peers
+                .get(p as usize)
+                .and_then(|t| t.held.as_ref())
+                .is_some_and(|h| h.take_release_due());
+            if due {
+                // A fast reader behind a slow one on the ring: the slow one's frames may
+                // be due for their copy-out now.
+                self.copy_out_slow(&mut rx, p, up);
+                self.flush_release(&mut rx, p);
+            }
+        }
     }
 
     /// Busy polling (`Transport::busy_poll`): one pass over every inbound ring in the
@@ -191,7 +286,11 @@ impl Link {
     /// ringing the producer if it waits (at the watermark); counts the doorbells the wait
     /// token saved.
     fn flush_release(&self, rx: &mut LinkRx, p: u32) {
-        let Some(c) = rx.peers.get_mut(p as usize).and_then(|t| t.rx.as_mut()) else {
+        let Some(t) = rx.peers.get_mut(p as usize) else {
+            return;
+        };
+        sync_pin(t);
+        let Some(c) = t.rx.as_mut() else {
             return;
         };
         let notify = match self.region.try_access() {
@@ -241,6 +340,7 @@ impl Link {
                 let Some(t) = peers.get_mut(i) else {
                     return (false, activity);
                 };
+                sync_pin(t);
                 let up_now = t.incarnation.is_some();
                 let Some(c) = t.rx.as_mut() else {
                     return (false, activity);
@@ -318,20 +418,28 @@ impl Link {
                     // The core copies the payload once, from the ring into its receive
                     // queue, during the upcall; the slot is released after it. The rx
                     // mutex keeps the consumer where it is meanwhile.
-                    up.deliver(
-                        p,
-                        &f.hdr,
-                        &RingPayload {
-                            region: &self.region,
-                            frame: &f,
-                        },
-                    );
-                    let notify = match (
-                        rx.peers.get_mut(i).and_then(|t| t.rx.as_mut()),
-                        self.region.try_access(),
-                    ) {
-                        (Some(c), Some(shm)) => {
-                            c.consume_deferred(&f) && c.release_at_watermark(&*shm)
+                    // `RW` payloads may stay in the ring by reference (`hold`); the
+                    // release then stops at the oldest frame still held.
+                    let held = rx
+                        .peers
+                        .get(i)
+                        .and_then(|t| t.held.clone())
+                        .filter(|_| f.hdr.op == Op::Rw);
+                    let payload = RingPayload {
+                        region: &self.region,
+                        frame: &f,
+                        held: held.as_ref(),
+                        now_ms: self.now_ms(),
+                        taken: Cell::new(false),
+                    };
+                    up.deliver(p, &f.hdr, &payload);
+                    let notify = match (rx.peers.get_mut(i), self.region.try_access()) {
+                        (Some(t), Some(shm)) => {
+                            sync_pin(t);
+                            match t.rx.as_mut() {
+                                Some(c) => c.consume_deferred(&f) && c.release_at_watermark(&*shm),
+                                None => false,
+                            }
                         }
                         _ => false,
                     };
@@ -396,10 +504,18 @@ impl Link {
                 self.reset_peer(t, p, up, PeerLoss::Restarted);
             }
         }
+        // Every frame held in the old ring dies with it (the peer's connections were reset
+        // above; a reference still out reads nothing any more).
+        if let Some(h) = t.held.as_ref() {
+            h.reset(None);
+        }
         let notify = match (self.region.try_access(), t.rx.as_mut()) {
             (Some(shm), Some(c)) => c.resync(&*shm),
             _ => false,
         };
+        if let (Some(h), Some(c)) = (t.held.as_ref(), t.rx.as_ref()) {
+            h.reset(open_channel(c));
+        }
         let (open, bad, size) = t.rx.as_ref().map_or((false, None, 0), |c| {
             (c.is_open(), c.ring_error(), super::rx_ring_size(c))
         });

@@ -4,7 +4,10 @@
 //! files.
 
 use super::{Link, LOG_BURST, LOG_WINDOW_MS};
-use crate::proto::{ring::ctrl, shm::Shm};
+use crate::{
+    proto::{ring::ctrl, shm::Shm},
+    transport::held::HeldRing,
+};
 use core::fmt;
 use kernel::{
     prelude::*,
@@ -212,6 +215,8 @@ impl Link {
                         .map(|shm| shm.load_u32_relaxed(o + field))
                 })
             };
+            let h = self.held.get(p as usize).and_then(Option::as_ref);
+            let held = |c: fn(&HeldRing) -> &Atomic<u64>| h.map_or(0, |h| c(h).load(Relaxed));
             let txp = idx(self.local_id, p, ctrl::PROD_IDX).unwrap_or(0);
             let txc = idx(self.local_id, p, ctrl::CONS_IDX).unwrap_or(0);
             let rxp = idx(p, self.local_id, ctrl::PROD_IDX).unwrap_or(0);
@@ -222,7 +227,8 @@ impl Link {
                  tx prod {} cons {} frames {} bytes {} doorbells {} \
                  rx prod {} cons {} frames {} bytes {} drops {} refused {} resets {} selftest_rx {} \
                  selftest_bad {} tx_user_bytes {} tx_short {} rx_ring_bytes {} \
-                 doorbells_suppressed {}",
+                 doorbells_suppressed {} rx_held_frames {} rx_held_bytes {} rx_copied_out {} \
+                 rx_held_forced {}",
                 p,
                 s.live.load(Relaxed),
                 s.tx_ring.load(Relaxed),
@@ -245,7 +251,11 @@ impl Link {
                 s.tx_user_bytes.load(Relaxed),
                 s.tx_short.load(Relaxed),
                 s.rx_ring_bytes.load(Relaxed),
-                s.doorbells_suppressed.load(Relaxed)
+                s.doorbells_suppressed.load(Relaxed),
+                held(|h| &h.held_frames),
+                held(|h| &h.held_bytes),
+                held(|h| &h.copied_out),
+                held(|h| &h.forced)
             )?;
         }
         Ok(())

@@ -17,6 +17,9 @@
 //!   vmcs-socktest rxcap-serve PORT N / rxcap-client PORT N
 //!                                      N unread connections flood a receiver with a small
 //!                                      rx_mem_max_kb: some are reset, a fresh one works
+//!   vmcs-socktest held-serve PORT / held-client PORT
+//!                                      receive by reference: a slow reader's frames are
+//!                                      copied out, another connection on the ring flows
 //!   vmcs-socktest fastclose-serve PORT N BYTES / fastclose-client PORT N BYTES
 //!                                      N connections, each written and closed at once by
 //!                                      the server: every connect succeeds, data then EOF
@@ -55,6 +58,7 @@ mod crypto;
 mod diff;
 mod fair;
 mod fastclose;
+mod held;
 mod mesh;
 mod options;
 mod rxcap;
@@ -70,6 +74,7 @@ use crash::{crash_connect, crash_rejoin, crash_serve};
 use cross::{client, serve};
 use crypto::{crypto_refused, crypto_send, crypto_serve, crypto_tamper, crypto_victim};
 use fastclose::{fastclose_client, fastclose_serve, t_fastclose};
+use held::{held_client, held_serve};
 use mesh::mesh;
 use options::{t_bufs, t_lowat, t_sockopt, t_timeo};
 use rxcap::{rxcap_client, rxcap_serve};
@@ -175,6 +180,14 @@ fn main() -> std::process::ExitCode {
         Some("burst-serve") => match (arg(1), arg(2), arg(3)) {
             (Some(p), Some(n), Some(b)) => burst_serve(p, n as usize, b as usize),
             _ => Err("usage: burst-serve PORT NCONN BYTES".into()),
+        },
+        Some("held-serve") => match arg(1) {
+            Some(p) => held_serve(p),
+            _ => Err("usage: held-serve PORT".into()),
+        },
+        Some("held-client") => match arg(1) {
+            Some(p) => held_client(p),
+            _ => Err("usage: held-client PORT".into()),
         },
         Some("rxcap-serve") => match (arg(1), arg(2)) {
             (Some(p), Some(n)) => rxcap_serve(p, n as usize),
